@@ -1,0 +1,66 @@
+"""The ``parley`` command.
+
+Subcommand groups live next to what they drive and are imported lazily, so
+``parley infra status`` does not pay for loading ONNX Runtime or Faust:
+
+=========  =====================================
+infra      infra/cli.py            embedded broker + Redis Cluster
+gateway    gateway/cli.py          the WebSocket gateway
+worker     streams/cli.py          a Faust worker running the agents
+up         parley/run.py           everything on one machine
+nlu        agents/nlu/cli.py       train / evaluate intent models
+kb         agents/knowledge/cli.py  ingest / evaluate knowledge bases
+bench      parley/bench/cli.py     benchmarks
+settings   (here)                  list every setting and its variable
+=========  =====================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+__all__ = ["main"]
+
+_SUBCOMMANDS: dict[str, str] = {
+    "infra": "infra.cli:infra",
+    "gateway": "gateway.cli:gateway",
+    "worker": "streams.cli:worker",
+    "up": "parley.run:up",
+    "nlu": "agents.nlu.cli:nlu",
+    "kb": "agents.knowledge.cli:kb",
+    "bench": "parley.bench.cli:bench",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*_SUBCOMMANDS, *super().list_commands(ctx)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attr = target.partition(":")
+        command: Any = getattr(importlib.import_module(module_name), attr)
+        return command  # type: ignore[no-any-return]
+
+
+@click.group(cls=_LazyGroup)
+def main() -> None:
+    """Parley: an event-streaming chatbot platform."""
+
+
+@main.command("settings")
+def show_settings() -> None:
+    """List every setting with its environment variable and default."""
+    from parley.settings import Settings
+
+    for env, default, help_text in Settings.describe():
+        click.echo(f"{env:<28} {default:<22} {help_text}")
+
+
+if __name__ == "__main__":
+    main()

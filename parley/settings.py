@@ -1,0 +1,166 @@
+"""Process settings, read once from the environment.
+
+Every setting has an environment variable, a default and a docstring-like help
+text. Values are parsed strictly: a malformed value stops the process at
+start-up with the variable's name and what was expected, instead of being
+silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from parley.errors import ConfigError
+
+__all__ = ["Settings", "parse_bool"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(raw: str) -> bool:
+    """Parse a boolean explicitly: ``bool("0")`` is true, which is never what is meant."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
+
+
+def _parse_int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _parse_float(raw: str) -> float:
+    return float(raw.strip())
+
+
+def _parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def _parse_path(raw: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+# Keyed by the annotation's text (annotations are strings under PEP 563).
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bool": parse_bool,
+    "int": _parse_int,
+    "float": _parse_float,
+    "str": _parse_str,
+    "Path": _parse_path,
+}
+
+
+def setting(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All knobs of a Parley process. Build with :meth:`from_env`."""
+
+    # --- infrastructure -------------------------------------------------
+    kafka_bootstrap: str = setting(
+        "127.0.0.1:9092", "PARLEY_KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port,...)."
+    )
+    redis_nodes: str = setting(
+        "127.0.0.1:7000",
+        "PARLEY_REDIS_NODES",
+        "Startup nodes of the Redis Cluster (host:port,...); the rest is discovered.",
+    )
+    schema_registry_url: str = setting(
+        "",
+        "PARLEY_SCHEMA_REGISTRY_URL",
+        "Confluent schema registry URL. Empty: Avro single-object encoding, no registry.",
+    )
+    data_dir: Path = setting(
+        Path(".parley"), "PARLEY_DATA_DIR", "Folder for embedded infrastructure data and logs."
+    )
+    chat_partitions: int = setting(
+        12, "PARLEY_CHAT_PARTITIONS", "Partitions of the chat.* topics when Parley creates them."
+    )
+    topic_prefix: str = setting(
+        "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
+    )
+    # --- gateway ----------------------------------------------------------
+    gateway_host: str = setting("127.0.0.1", "PARLEY_GATEWAY_HOST", "Gateway listen address.")
+    gateway_port: int = setting(8080, "PARLEY_GATEWAY_PORT", "Gateway listen port (0: any).")
+    gateway_id: str = setting(
+        "", "PARLEY_GATEWAY_ID", "Name of this gateway instance; empty: host name + pid."
+    )
+    max_text_bytes: int = setting(
+        8192, "PARLEY_MAX_TEXT_BYTES", "Largest accepted message text, in UTF-8 bytes."
+    )
+    max_frame_bytes: int = setting(
+        1 << 20,
+        "PARLEY_MAX_FRAME_BYTES",
+        "Largest WebSocket frame read at all; larger frames close the connection (1009).",
+    )
+    outbox_size: int = setting(
+        200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
+    )
+    # --- workers ----------------------------------------------------------
+    worker_web_port: int = setting(
+        6066, "PARLEY_WORKER_WEB_PORT", "Worker HTTP port (/healthz, /readyz, /metrics)."
+    )
+    worker_batch_size: int = setting(
+        256, "PARLEY_WORKER_BATCH_SIZE", "Most events an agent takes from its stream at once."
+    )
+    worker_batch_wait: float = setting(
+        0.005, "PARLEY_WORKER_BATCH_WAIT", "Seconds an agent waits to fill a batch."
+    )
+    consumer_group: str = setting(
+        "parley-workers", "PARLEY_CONSUMER_GROUP", "Faust application id / consumer group."
+    )
+    session_ttl_s: int = setting(
+        30 * 24 * 3600, "PARLEY_SESSION_TTL_S", "Default retention of conversation state."
+    )
+    nlu_model_dir: str = setting(
+        "", "PARLEY_NLU_MODEL", "NLU model folder; empty: the demo domain's model (trained on first use)."
+    )
+    log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
+    log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            parser = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parser(env[name])
+            except ValueError as exc:
+                raise ConfigError(name, env[name], f"{f.metadata['help']} ({exc})") from exc
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def redis_startup_nodes(self) -> list[tuple[str, int]]:
+        nodes = []
+        for item in self.redis_nodes.split(","):
+            host, _, port = item.strip().rpartition(":")
+            nodes.append((host or "127.0.0.1", int(port)))
+        return nodes
+
+    def topic(self, name: str) -> str:
+        """The full name of a logical topic (``chat.inbound`` → prefix + name)."""
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(env, default, help) for every setting; used by ``parley settings``."""
+        return [(f.metadata["env"], repr(f.default), f.metadata["help"]) for f in fields(cls)]

@@ -1,0 +1,42 @@
+"""The topics of the bus: names, partitioning and retention.
+
+``schemas/`` holds the contract of each topic's values; this module holds how
+the topics are laid out. Everything about one conversation is keyed by its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CHAT_INBOUND", "CHAT_INBOUND_DLQ", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD",
+           "KB_DOCUMENTS", "TopicSpec", "all_topics", "dlq_of"]
+
+CHAT_INBOUND = "chat.inbound"
+CHAT_UNDERSTOOD = "chat.understood"
+CHAT_OUTBOUND = "chat.outbound"
+CHAT_INBOUND_DLQ = "chat.inbound.dlq"
+KB_DOCUMENTS = "kb.documents"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+    def config(self) -> dict[str, str]:
+        return {"cleanup.policy": "compact"} if self.compacted else {}
+
+
+def dlq_of(topic: str) -> str:
+    """The dead-letter topic for events a consumer of ``topic`` cannot decode or process."""
+    return f"{topic}.dlq"
+
+
+def all_topics(chat_partitions: int = 12, prefix: str = "") -> list[TopicSpec]:
+    """Every topic Parley creates, with its partition count."""
+    chat = [CHAT_INBOUND, CHAT_UNDERSTOOD, CHAT_OUTBOUND]
+    specs = [TopicSpec(prefix + name, chat_partitions) for name in chat]
+    specs += [TopicSpec(prefix + dlq_of(name), 1) for name in (CHAT_INBOUND, CHAT_UNDERSTOOD)]
+    specs.append(TopicSpec(prefix + KB_DOCUMENTS, 1, compacted=True))
+    return specs
