@@ -45,7 +45,7 @@ class _LazyGroup(click.Group):
             return super().get_command(ctx, cmd_name)
         module_name, _, attr = target.partition(":")
         command: Any = getattr(importlib.import_module(module_name), attr)
-        return command  # type: ignore[no-any-return]
+        return command
 
 
 @click.group(cls=_LazyGroup)

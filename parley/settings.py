@@ -87,6 +87,12 @@ class Settings:
     chat_partitions: int = setting(
         12, "PARLEY_CHAT_PARTITIONS", "Partitions of the chat.* topics when Parley creates them."
     )
+    fetch_max_wait_ms: int = setting(
+        10,
+        "PARLEY_FETCH_MAX_WAIT_MS",
+        "Consumer fetch long-poll. Keep small on Tansu, which holds a fetch for the whole "
+        "wait even when data arrives; 100-500 on Apache Kafka.",
+    )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
     )
@@ -124,7 +130,9 @@ class Settings:
         30 * 24 * 3600, "PARLEY_SESSION_TTL_S", "Default retention of conversation state."
     )
     nlu_model_dir: str = setting(
-        "", "PARLEY_NLU_MODEL", "NLU model folder; empty: the demo domain's model (trained on first use)."
+        "",
+        "PARLEY_NLU_MODEL",
+        "NLU model folder; empty: the demo domain's model (trained on first use).",
     )
     log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
     log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")

@@ -1,0 +1,96 @@
+"""What the bot says: a rule-based policy over the NLU's result.
+
+Intent → response template from the domain's responses file, entities filled
+in; a greeting says hello (and welcome back on later turns); anything the NLU
+marks out of scope gets an honest "I did not understand" that echoes the text.
+The choice is deterministic in (session, message), so a reprocessed event
+yields the same reply.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.state import Session
+
+__all__ = ["ReplyContent", "RuleBasedPolicy"]
+
+GREETINGS = frozenset({"greet", "greeting", "hello"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContent:
+    text: str
+    quick_replies: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    templates: tuple[str, ...]
+    quick_replies: tuple[str, ...] = ()
+
+
+class _Blank(dict[str, str]):
+    """Template fields with no matching entity render as an empty string."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class RuleBasedPolicy:
+    def __init__(self, responses: Mapping[str, Response] | None = None) -> None:
+        self.responses = dict(responses or {})
+
+    @classmethod
+    def from_file(cls, path: Path) -> RuleBasedPolicy:
+        """Load ``{"intent": {"text": [..], "quick_replies": [..]}}`` (a list or str also works)."""
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        responses: dict[str, Response] = {}
+        for intent, spec in raw.items():
+            if isinstance(spec, str):
+                spec = {"text": [spec]}
+            elif isinstance(spec, list):
+                spec = {"text": spec}
+            texts = spec.get("text") or spec.get("templates") or []
+            texts = [texts] if isinstance(texts, str) else texts
+            responses[intent] = Response(tuple(texts), tuple(spec.get("quick_replies", ())))
+        return cls(responses)
+
+    def respond(self, session: Session, understood: Mapping[str, Any]) -> ReplyContent:
+        payload = understood["payload"]
+        text: str = payload["text"]
+        intent: str = payload["intent"]
+        response = self.responses.get(intent)
+        if payload["oos"]:
+            fallback = self.responses.get("oos") or self.responses.get("fallback")
+            if fallback and fallback.templates:
+                return self._render(fallback, session, payload)
+            return ReplyContent(
+                f"Sorry, I didn't understand \u201c{_clip(text)}\u201d. "
+                "Could you say it another way?"
+            )
+        if response and response.templates:
+            return self._render(response, session, payload)
+        if intent in GREETINGS:
+            again = " again" if session.turns > 0 else ""
+            return ReplyContent(f"Hello{again}! I'm Parley. How can I help you today?")
+        return ReplyContent(f"You said: {_clip(text)}")
+
+    def _render(
+        self, response: Response, session: Session, payload: Mapping[str, Any]
+    ) -> ReplyContent:
+        template = response.templates[session.turns % len(response.templates)]
+        fields = _Blank({e["entity"]: e["value"] or e["text"] for e in payload["entities"]})
+        fields.setdefault("text", _clip(payload["text"]))
+        rendered = string.Formatter().vformat(template, (), fields)
+        return ReplyContent(rendered, response.quick_replies)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

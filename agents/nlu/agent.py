@@ -1,0 +1,86 @@
+"""The NLU agent: ``chat.inbound`` → ``chat.understood``.
+
+Takes inbound messages in batches, classifies them with one batched model call,
+and emits one ``ChatUnderstood`` per message, keyed like its input so
+per-conversation order is kept. An undecodable event goes to
+``chat.inbound.dlq`` with the error and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from faust.types import EventT
+
+from parley.errors import DecodeError
+from streams.app import WorkerContext, send_to_dlq
+
+__all__ = ["Understander", "register_nlu_agent"]
+
+logger = logging.getLogger(__name__)
+
+
+class Understander(Protocol):
+    """What the agent needs of a model (agents.nlu.model.NLUModel provides it)."""
+
+    version: str
+
+    def understand_batch(
+        self, texts: Sequence[str], reference_time: datetime | None = None
+    ) -> list[Any]: ...
+
+
+def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
+    inbound_codec = ctx.codec("chat_message", ctx.inbound)
+    understood_codec = ctx.codec("chat_understood", ctx.understood)
+    settings = ctx.settings
+
+    @ctx.app.agent(ctx.inbound, name=f"{settings.topic_prefix}nlu")
+    async def nlu(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+        async for events in stream.take_events(settings.worker_batch_size,
+                                               settings.worker_batch_wait):
+            await _process(events)
+
+    async def _process(events: Sequence[EventT]) -> None:
+        messages: list[tuple[EventT, dict[str, Any]]] = []
+        for event in events:
+            try:
+                messages.append((event, inbound_codec.decode(event.message.value)))
+            except DecodeError as exc:
+                await send_to_dlq(ctx.inbound_dlq, event, exc)
+        if not messages:
+            return
+        texts = [m["payload"]["text"] for _, m in messages]
+        # The model is CPU-bound; in batches it takes well under a millisecond per message.
+        results = model.understand_batch(texts)
+        futures = []
+        for (event, msg), result in zip(messages, results, strict=True):
+            value = understood_codec.encode(_understood(msg, result))
+            futures.append(await ctx.understood.send(key=event.message.key, value=value))
+        await asyncio.gather(*futures)
+
+
+def _understood(msg: dict[str, Any], u: Any) -> dict[str, Any]:
+    payload = msg["payload"]
+    return {
+        **{k: msg[k] for k in ("event_id", "tenant_id", "conversation_id", "user_id", "channel",
+                               "seq", "timestamp", "trace_id", "reply_route")},
+        "payload": {
+            "text": payload["text"],
+            "client_msg_id": payload["client_msg_id"],
+            "intent": u.intent,
+            "confidence": float(u.confidence),
+            "oos": bool(u.oos),
+            "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
+            "entities": [
+                {"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
+                 "value": e.value, "source": e.source}
+                for e in u.entities
+            ],
+            "model_version": u.model_version,
+        },
+    }

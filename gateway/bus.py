@@ -1,0 +1,195 @@
+"""The gateway's side of the bus: producing inbound events, following replies.
+
+confluent-kafka is a blocking C client; each piece here owns one background
+thread that polls it and hands results to the event loop in batches (one
+``call_soon_threadsafe`` per poll, not per message), so the loop never blocks
+on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+__all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
+
+logger = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """The broker did not accept an event (after the producer's own retries)."""
+
+
+class InboundProducer:
+    """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: float = 2, client_id: str = "parley-gateway"):
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "delivery.timeout.ms": 10_000,
+            "socket.keepalive.enable": True,
+        })  # fmt: skip
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: list[tuple[asyncio.Future[None], KafkaError | None]] = []
+        self._done_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def send(self, topic: str, key: str, value: bytes) -> asyncio.Future[None]:
+        """Queue an event; the future resolves when it is acknowledged by the broker.
+
+        Events sent in order for one key are written in that order (idempotent producer).
+        """
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            with self._done_lock:
+                self._done.append((future, err))
+
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            # Local queue full: let the poll thread drain it, then try once more.
+            self._producer.poll(0.1)
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        return future
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.005)
+            self._hand_over()
+        self._producer.flush(5)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Resolve the futures of delivered events on the loop, one call per batch."""
+        with self._done_lock:
+            done, self._done = self._done, []
+        if done and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_resolve, done)
+
+    def connected(self, timeout: float = 2) -> bool:
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 10)
+
+
+def _resolve(done: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
+    for future, err in done:
+        if future.done():
+            continue
+        if err is None:
+            future.set_result(None)
+        else:
+            future.set_exception(DeliveryError(err.str()))
+
+
+class ReplyFollower:
+    """Reads every partition of the reply topic from its end, without a consumer group.
+
+    Each gateway sees every reply and delivers those whose conversation has a socket
+    here; there is no group to join or rebalance, so a gateway is ready in
+    milliseconds and any number of gateways can run side by side. Replies produced
+    while no gateway held the socket are recovered from the outbox on resume.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        on_batch: Callable[[list[bytes]], None],
+        *,
+        batch_size: int = 500,
+        fetch_wait_ms: int = 10,
+    ) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "parley-gateway-unused",   # required by the client, never joined
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+            "socket.keepalive.enable": True,
+        })  # fmt: skip
+        self._topic = topic
+        self._on_batch = on_batch
+        self._batch_size = batch_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self.assigned = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-reply-follower", daemon=True)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def _assign(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                meta = self._consumer.list_topics(self._topic, timeout=5)
+                partitions = meta.topics[self._topic].partitions
+                if partitions:
+                    self._consumer.assign(
+                        [TopicPartition(self._topic, p, OFFSET_END) for p in partitions]
+                    )
+                    self.assigned.set()
+                    logger.info("gateway.replies.assigned topic=%s partitions=%d",
+                                self._topic, len(partitions))
+                    return
+            except KafkaException as exc:
+                logger.warning("gateway.replies.metadata_failed error=%s", exc)
+            self._stopping.wait(1)
+
+    def _run(self) -> None:
+        self._assign()
+        while not self._stopping.is_set():
+            # Block only until the first message, then take what is already there:
+            # consume(n, timeout) alone would wait out the timeout for a full batch.
+            first = self._consumer.poll(0.1)
+            if first is None:
+                continue
+            messages = [first, *self._consumer.consume(self._batch_size - 1, timeout=0)]
+            values = []
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        logger.warning("gateway.replies.consume_error error=%s", err.str())
+                    continue
+                value = msg.value()
+                if value is not None:
+                    values.append(value)
+            if values and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._on_batch, values)
+        self._consumer.close()
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 10)

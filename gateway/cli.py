@@ -1,0 +1,32 @@
+"""``parley gateway``: run one gateway process."""
+
+from __future__ import annotations
+
+import click
+
+from parley.logs import configure_logging
+from parley.runtime import run_until_signalled
+from parley.settings import Settings
+
+__all__ = ["gateway"]
+
+
+@click.command()
+@click.option("--host", help="Listen address (default: PARLEY_GATEWAY_HOST).")
+@click.option("--port", type=int, help="Listen port (default: PARLEY_GATEWAY_PORT; 0: any).")
+@click.option("--id", "gateway_id", help="Instance name (default: host name + pid).")
+def gateway(host: str | None, port: int | None, gateway_id: str | None) -> None:
+    """Run a WebSocket gateway: /ws, /healthz, /readyz, /metrics and the chat page at /."""
+    from gateway.server import Gateway
+
+    overrides: dict[str, object] = {
+        "gateway_host": host, "gateway_port": port, "gateway_id": gateway_id}
+    settings = Settings.from_env(None, **{k: v for k, v in overrides.items() if v is not None})
+    configure_logging("gateway", settings.log_level, settings.log_json)
+    server = Gateway(settings)
+
+    async def start() -> None:
+        await server.start()
+        click.echo(f"gateway listening on {server.url} (ws: {server.url}ws)", err=True)
+
+    run_until_signalled(start, server.close)

@@ -1,0 +1,40 @@
+"""Prometheus metrics of the gateway."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ACK_LATENCY",
+    "CONNECTIONS",
+    "FRAMES_REJECTED",
+    "MESSAGES_ACCEPTED",
+    "MESSAGES_FAILED",
+    "REPLIES_DELIVERED",
+    "REPLIES_DROPPED",
+]
+
+CONNECTIONS = Gauge("parley_gateway_connections", "Open WebSocket connections.")
+MESSAGES_ACCEPTED = Counter(
+    "parley_gateway_messages_accepted_total", "Messages the broker acknowledged."
+)
+MESSAGES_FAILED = Counter(
+    "parley_gateway_messages_failed_total",
+    "Messages not accepted because a dependency failed.",
+    ["dependency"],
+)
+FRAMES_REJECTED = Counter(
+    "parley_gateway_frames_rejected_total", "Client frames answered with an error.", ["code"]
+)
+REPLIES_DELIVERED = Counter(
+    "parley_gateway_replies_delivered_total", "Replies written to a client socket."
+)
+REPLIES_DROPPED = Counter(
+    "parley_gateway_replies_duplicate_total",
+    "Replies not written because the socket already had them (reprocessing, resume).",
+)
+ACK_LATENCY = Histogram(
+    "parley_gateway_ack_latency_seconds",
+    "Frame received → broker acknowledged.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,0 +1,167 @@
+"""The client frame protocol, free of I/O (see docs/protocol.md).
+
+Client → server frames are JSON objects with a ``type``:
+
+* ``message``  ``{"type": "message", "text": "...", "client_msg_id": "..."}``
+* ``resume``   ``{"type": "resume", "last_seq": 12}``  replay replies after seq 12
+* ``typing``   ``{"type": "typing"}``                   accepted, not forwarded yet
+* ``ping``     ``{"type": "ping"}``                     answered with ``pong``
+
+Server → client frames: ``welcome``, ``ack``, ``reply``, ``error``, ``pong``.
+
+:func:`parse_client_frame` turns raw frame data into a frame object or raises
+:class:`FrameError` with a stable ``code`` the client can act on; the caller
+answers with :func:`error_frame` and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ClientFrame",
+    "FrameError",
+    "MessageFrame",
+    "PingFrame",
+    "ResumeFrame",
+    "TypingFrame",
+    "ack_frame",
+    "encode",
+    "error_frame",
+    "parse_client_frame",
+    "reply_frame",
+    "welcome_frame",
+]
+
+MAX_CLIENT_MSG_ID = 128
+
+
+class FrameError(Exception):
+    """A client frame Parley cannot accept; ``code`` is part of the protocol."""
+
+    def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:
+        super().__init__(code, message)
+        self.code, self.message, self.client_msg_id = code, message, client_msg_id
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFrame:
+    text: str
+    client_msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFrame:
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypingFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    pass
+
+
+ClientFrame = MessageFrame | ResumeFrame | TypingFrame | PingFrame
+
+
+def parse_client_frame(data: str | bytes, max_text_bytes: int) -> ClientFrame:
+    """Parse one client frame; raise :class:`FrameError` for anything unacceptable."""
+    # The frame as a whole may carry JSON overhead and escapes; cap it generously.
+    if len(data) > 4 * max_text_bytes + 1024:
+        raise FrameError("too_large", f"frame of {len(data)} bytes exceeds the limit")
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise FrameError("bad_frame", "frame must be a JSON object")
+    kind = obj.get("type")
+    if kind == "message":
+        return _parse_message(obj, max_text_bytes)
+    if kind == "resume":
+        last_seq = obj.get("last_seq", 0)
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
+            raise FrameError("bad_frame", "resume.last_seq must be a non-negative integer")
+        return ResumeFrame(last_seq)
+    if kind == "typing":
+        return TypingFrame()
+    if kind == "ping":
+        return PingFrame()
+    shown = kind if isinstance(kind, str) else json.dumps(kind)
+    raise FrameError("unknown_type", f"unknown frame type {shown[:40]!r}")
+
+
+def _parse_message(obj: dict[str, Any], max_text_bytes: int) -> MessageFrame:
+    client_msg_id = obj.get("client_msg_id")
+    if not isinstance(client_msg_id, str) or not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
+        raise FrameError("bad_frame", "message.client_msg_id must be a string of 1-128 chars")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise FrameError("bad_frame", "message.text must be a string", client_msg_id)
+    if not text.strip():
+        raise FrameError("empty_text", "message.text is empty", client_msg_id)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_text_bytes:
+        raise FrameError(
+            "too_large", f"message.text is {size} bytes; the limit is {max_text_bytes}",
+            client_msg_id,
+        )  # fmt: skip
+    # Lone surrogates cannot be encoded to UTF-8 on the bus; replace them.
+    text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
+    return MessageFrame(text, client_msg_id)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str) -> str:
+    return encode({
+        "type": "welcome", "tenant_id": tenant_id, "user_id": user_id,
+        "conversation_id": conversation_id, "gateway": gateway,
+    })  # fmt: skip
+
+
+def ack_frame(client_msg_id: str, event_id: str, seq: int) -> str:
+    return encode({"type": "ack", "client_msg_id": client_msg_id, "event_id": event_id, "seq": seq})
+
+
+def reply_frame(reply: dict[str, Any]) -> str:
+    payload = reply["payload"]
+    frame: dict[str, Any] = {
+        "type": "reply",
+        "text": payload["text"],
+        "in_reply_to": payload["client_msg_id"],
+        "event_id": reply["event_id"],
+        "seq": reply["seq"],
+        "sender": payload.get("sender", "bot"),
+    }
+    if payload.get("quick_replies"):
+        frame["quick_replies"] = payload["quick_replies"]
+    if payload.get("sources"):
+        frame["sources"] = payload["sources"]
+    return encode(frame)
+
+
+def error_frame(code: str, message: str, client_msg_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if client_msg_id is not None:
+        frame["client_msg_id"] = client_msg_id
+    return encode(frame)

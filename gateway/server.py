@@ -1,0 +1,339 @@
+"""The WebSocket gateway: sockets in, Avro events out, replies back.
+
+One ``Gateway`` per process. It serves ``/ws`` (the frame protocol in
+gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics`` and the web chat
+page at ``/``. Each accepted message gets an ``event_id`` and a per-conversation
+sequence number (Redis INCR, so it stays monotonic across gateways and
+reconnects), is produced to ``chat.inbound`` keyed by conversation id, and is
+acknowledged to the client once the broker holds it.
+
+Replies: every gateway follows every partition of ``chat.outbound`` and writes
+each reply to the sockets it holds for that conversation. A socket remembers the
+highest reply ``seq`` it was given, so a reply seen twice (a reprocessed event,
+an outbox replay racing a live reply) is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway import metrics
+from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
+from gateway.protocol import (
+    FrameError,
+    MessageFrame,
+    PingFrame,
+    ResumeFrame,
+    TypingFrame,
+    ack_frame,
+    encode,
+    error_frame,
+    parse_client_frame,
+    reply_frame,
+    welcome_frame,
+)
+from parley.errors import DecodeError
+from parley.settings import Settings
+from streams.codecs import codec_for
+from streams.keys import ConversationKeys, InvalidIdError, validate_id
+from streams.state import ConversationStore, connect_cluster
+from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class ClientSession:
+    """One open socket: who it is, and which replies it has been given."""
+
+    __slots__ = ("delivered_seq", "keys", "lock", "log", "pending", "replaying", "user_id", "ws")
+
+    def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str) -> None:
+        self.ws = ws
+        self.keys = keys
+        self.user_id = user_id
+        self.delivered_seq = 0
+        self.replaying = False
+        self.pending: list[dict[str, Any]] = []  # live replies held back during a replay
+        self.lock = asyncio.Lock()  # one writer at a time keeps replies in seq order
+        self.log = logging.LoggerAdapter(logger, {"conn": str(ws.id)[:8],
+                                                  "conversation_id": keys.conversation_id})
+
+    async def deliver(self, replies: list[dict[str, Any]]) -> None:
+        if self.replaying:
+            self.pending.extend(replies)
+            return
+        async with self.lock:
+            for reply in replies:
+                if reply["seq"] <= self.delivered_seq:
+                    metrics.REPLIES_DROPPED.inc()
+                    continue
+                self.delivered_seq = reply["seq"]
+                try:
+                    await self.ws.send(reply_frame(reply))
+                except ConnectionClosed:
+                    return
+                metrics.REPLIES_DELIVERED.inc()
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.id = settings.gateway_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.inbound_topic = settings.topic(CHAT_INBOUND)
+        self.outbound_topic = settings.topic(CHAT_OUTBOUND)
+        registry = settings.schema_registry_url
+        self.inbound_codec = codec_for("chat_message", registry, self.inbound_topic)
+        self.reply_codec = codec_for("bot_reply", registry, self.outbound_topic)
+        self.sessions: dict[ConversationKeys, set[ClientSession]] = defaultdict(set)
+        self.redis = connect_cluster(settings.redis_startup_nodes)
+        self.store = ConversationStore(
+            self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
+        )
+        self.producer = InboundProducer(settings.kafka_bootstrap, client_id=f"gw-{self.id}")
+        self.follower = ReplyFollower(
+            settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
+            fetch_wait_ms=settings.fetch_max_wait_ms,
+        )
+        self._server: Server | None = None
+        self._ready = False
+        self._health_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self.producer.start()
+        self.follower.start()
+        self._server = await serve(
+            self._handle,
+            self.settings.gateway_host,
+            self.settings.gateway_port,
+            process_request=self._process_request,
+            max_size=self.settings.max_frame_bytes,
+            compression=None,  # ~60 KB less per connection; chat frames are small
+            ping_interval=20,
+            ping_timeout=20,
+            open_timeout=10,
+        )
+        self._health_task = asyncio.create_task(self._watch_health())
+        logger.info("gateway.started id=%s url=%s", self.id, self.url)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.gateway_host}:{self.port}/"
+
+    async def wait_ready(self, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while not self._ready:
+            if time.monotonic() > deadline:
+                raise TimeoutError("gateway not ready: see /readyz")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+        if self._server is not None:
+            self._server.close()  # closes every connection with 1001 (going away)
+            await self._server.wait_closed()
+            self._server = None
+        await self.follower.close()
+        await self.producer.close()
+        await self.redis.aclose()
+        logger.info("gateway.stopped id=%s", self.id)
+
+    async def _watch_health(self) -> None:
+        while True:
+            redis_ok = await self.store.ping()
+            kafka_ok = await asyncio.to_thread(self.producer.connected)
+            self._ready = redis_ok and kafka_ok and self.follower.assigned.is_set()
+            await asyncio.sleep(0.5 if not self._ready else 2)
+
+    # -- HTTP --------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            return None
+        if path == "/healthz":
+            return conn.respond(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            if self._ready:
+                return conn.respond(HTTPStatus.OK, "ready\n")
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if path == "/metrics":
+            response = conn.respond(HTTPStatus.OK, generate_latest().decode())
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
+        if path in ("/", "/index.html"):
+            response = conn.respond(HTTPStatus.OK, (STATIC_DIR / "chat.html").read_text())
+            response.headers["Content-Type"] = "text/html; charset=utf-8"
+            return response
+        return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    # -- WebSocket ---------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+
+        def param(name: str, default: str) -> str:
+            return query.get(name, [default])[0]
+
+        try:
+            tenant = validate_id("tenant", param("tenant", "demo"))
+            user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
+            keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
+            last_seq = int(param("last_seq", "-1"))
+        except (InvalidIdError, ValueError) as exc:
+            await ws.send(error_frame("bad_request", str(exc)))
+            await ws.close(1008, "bad connection parameters")
+            return
+
+        client = ClientSession(ws, keys, user)
+        self.sessions[keys].add(client)
+        metrics.CONNECTIONS.inc()
+        try:
+            await ws.send(welcome_frame(tenant, user, keys.conversation_id, self.id))
+            if last_seq >= 0:
+                await self._replay(client, last_seq)
+            async for data in ws:
+                await self._on_frame(client, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.sessions[keys].discard(client)
+            if not self.sessions[keys]:
+                del self.sessions[keys]
+            metrics.CONNECTIONS.dec()
+
+    async def _on_frame(self, client: ClientSession, data: str | bytes) -> None:
+        try:
+            frame = parse_client_frame(data, self.settings.max_text_bytes)
+        except FrameError as exc:
+            metrics.FRAMES_REJECTED.labels(exc.code).inc()
+            client.log.info("gateway.frame.rejected code=%s", exc.code)
+            await client.ws.send(error_frame(exc.code, exc.message, exc.client_msg_id))
+            return
+        match frame:
+            case MessageFrame():
+                await self._accept(client, frame)
+            case ResumeFrame(last_seq=last_seq):
+                await self._replay(client, last_seq)
+            case PingFrame():
+                await client.ws.send(encode({"type": "pong"}))
+            case TypingFrame():
+                pass
+
+    async def _accept(self, client: ClientSession, frame: MessageFrame) -> None:
+        """Give the message a sequence number and put it on the bus; ack when it is there."""
+        received = time.perf_counter()
+        keys = client.keys
+        try:
+            seq = await self.store.next_inbound_seq(keys)
+        except (RedisError, OSError) as exc:
+            metrics.MESSAGES_FAILED.labels("redis").inc()
+            client.log.warning("gateway.message.unavailable dependency=redis error=%r", exc)
+            await client.ws.send(error_frame(
+                "unavailable", "message not accepted, please retry", frame.client_msg_id
+            ))  # fmt: skip
+            return
+        event_id = uuid.uuid4().hex
+        value = self.inbound_codec.encode({
+            "event_id": event_id,
+            "tenant_id": keys.tenant_id,
+            "conversation_id": keys.conversation_id,
+            "user_id": client.user_id,
+            "channel": "ws",
+            "seq": seq,
+            "timestamp": int(time.time() * 1000),
+            "trace_id": event_id,
+            "reply_route": self.id,
+            "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None},
+        })  # fmt: skip
+        delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
+        # Acks are sent as deliveries complete; the next frame is read meanwhile.
+        task = asyncio.create_task(self._ack_when_delivered(client, frame, event_id, seq,
+                                                            delivery, received))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ack_when_delivered(
+        self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,
+        delivery: asyncio.Future[None], received: float,
+    ) -> None:  # fmt: skip
+        try:
+            await delivery
+        except DeliveryError as exc:
+            metrics.MESSAGES_FAILED.labels("kafka").inc()
+            client.log.warning("gateway.message.unavailable dependency=kafka error=%s", exc,
+                               extra={"trace_id": event_id})
+            frame_out = error_frame("unavailable", "message not accepted, please retry",
+                                    frame.client_msg_id)
+        else:
+            metrics.MESSAGES_ACCEPTED.inc()
+            metrics.ACK_LATENCY.observe(time.perf_counter() - received)
+            frame_out = ack_frame(frame.client_msg_id, event_id, seq)
+        with contextlib.suppress(ConnectionClosed):
+            await client.ws.send(frame_out)
+
+    async def _replay(self, client: ClientSession, last_seq: int) -> None:
+        """Send the replies after ``last_seq`` from the outbox, then resume live delivery."""
+        client.replaying = True
+        client.delivered_seq = max(client.delivered_seq, last_seq)
+        try:
+            stored = await self.store.replies_after(client.keys, client.delivered_seq)
+            replies = [self.reply_codec.decode(v) for v in stored]
+        except (RedisError, OSError, DecodeError) as exc:
+            client.log.warning("gateway.resume.failed error=%r", exc)
+            replies = []
+            await client.ws.send(error_frame("resume_failed", "could not replay missed replies"))
+        finally:
+            client.replaying = False
+        held, client.pending = client.pending, []
+        await client.deliver(sorted([*replies, *held], key=lambda r: int(r["seq"])))
+
+    # -- replies -----------------------------------------------------------
+
+    def _on_reply_batch(self, values: list[bytes]) -> None:
+        """Called on the loop with a batch of raw replies from the follower thread."""
+        by_client: dict[ClientSession, list[dict[str, Any]]] = defaultdict(list)
+        for value in values:
+            try:
+                reply = self.reply_codec.decode(value)
+            except DecodeError as exc:
+                logger.warning("gateway.reply.undecodable error=%s", exc)
+                continue
+            keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
+            for client in self.sessions.get(keys, ()):
+                by_client[client].append(reply)
+        for client, replies in by_client.items():
+            task = asyncio.create_task(client.deliver(replies))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,136 @@
+"""The Faust application every worker runs.
+
+``create_app`` builds a configured ``faust.App`` and the raw-bytes topics; the
+agents (agents/*/agent.py) register themselves on it. Values stay bytes at the
+Faust layer and are decoded by Parley's Avro codecs inside the agents, so an
+undecodable event can be routed to its dead-letter topic with the original
+bytes instead of crashing the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TopicT
+
+from parley.settings import Settings
+from streams import transport
+from streams.codecs import AvroCodec, codec_for
+from streams.state import ConversationStore, connect_cluster
+from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND, CHAT_UNDERSTOOD, dlq_of
+
+__all__ = ["ParleyApp", "WorkerContext", "create_app", "send_to_dlq"]
+
+logger = logging.getLogger(__name__)
+
+
+class ParleyApp(faust.App):
+    """A Faust app that also carries the consumer fetch wait (see streams/transport.py)."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+
+
+@dataclass
+class WorkerContext:
+    """What agents share inside one worker process."""
+
+    settings: Settings
+    app: faust.App
+    inbound: TopicT
+    understood: TopicT
+    outbound: TopicT
+    inbound_dlq: TopicT
+    understood_dlq: TopicT
+    store: ConversationStore
+
+    def codec(self, name: str, topic: TopicT) -> AvroCodec:
+        return codec_for(name, self.settings.schema_registry_url, topic.get_topic_name())
+
+
+def create_app(settings: Settings) -> WorkerContext:
+    app = ParleyApp(
+        settings.topic(settings.consumer_group),
+        broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        store="memory://",
+        web_port=settings.worker_web_port,
+        web_host="127.0.0.1",
+        web_enabled=True,
+        topic_partitions=settings.chat_partitions,
+        topic_allow_declare=False,   # topics are created by `parley infra up` / ops
+        topic_disable_leader=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        # Fast group joins on a small broker (see FINDINGS: ~4 s instead of ~30 s).
+        broker_session_timeout=6,
+        broker_rebalance_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_max_poll_interval=10,
+        broker_commit_every=500,
+        broker_commit_interval=0.5,
+    )
+
+    def raw_topic(name: str) -> TopicT:
+        return app.topic(
+            settings.topic(name), key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw",
+        )  # fmt: skip
+
+    redis = connect_cluster(settings.redis_startup_nodes)
+    ctx = WorkerContext(
+        settings=settings,
+        app=app,
+        inbound=raw_topic(CHAT_INBOUND),
+        understood=raw_topic(CHAT_UNDERSTOOD),
+        outbound=raw_topic(CHAT_OUTBOUND),
+        inbound_dlq=raw_topic(dlq_of(CHAT_INBOUND)),
+        understood_dlq=raw_topic(dlq_of(CHAT_UNDERSTOOD)),
+        store=ConversationStore(
+            redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
+        ),
+    )
+    _register_probes(ctx)
+    return ctx
+
+
+def _register_probes(ctx: WorkerContext) -> None:
+    app = ctx.app
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    setup_prometheus_sensors(app, pattern="/metrics")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.text("ok\n")
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        ready = assigned and not app.rebalancing and await ctx.store.ping()
+        return web.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_redis(sender: Any, **_: Any) -> None:
+        await ctx.store.redis.aclose()
+
+
+async def send_to_dlq(dlq: TopicT, event: Any, error: Exception) -> None:
+    """Forward an event's original bytes to its dead-letter topic, with why and whence."""
+    message = event.message
+    headers = {
+        "parley.error": str(error).encode(),
+        "parley.source.topic": message.topic.encode(),
+        "parley.source.partition": str(message.partition).encode(),
+        "parley.source.offset": str(message.offset).encode(),
+    }
+    future = await dlq.send(key=message.key, value=message.value, headers=headers)
+    await future
+    logger.warning(
+        "stream.event.dead_lettered topic=%s partition=%s offset=%s error=%s",
+        message.topic, message.partition, message.offset, error,
+    )  # fmt: skip

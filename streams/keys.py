@@ -1,0 +1,67 @@
+"""Redis key layout for conversation state.
+
+Every key of one conversation shares the hash tag ``{tenant:conversation}``, so
+all of them live in one cluster slot and can be changed atomically by one Lua
+script::
+
+    parley:{t1:c42}:session     hash    turns, last_seq, reply_seq, produced_seq, timestamps
+    parley:{t1:c42}:events      hash    inbound event_id -> reply seq (idempotency record)
+    parley:{t1:c42}:outbox      zset    reply seq -> encoded BotReply (for resume)
+    parley:{t1:c42}:inseq       string  last inbound sequence number assigned by a gateway
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ConversationKeys", "InvalidIdError", "validate_id"]
+
+PREFIX = "parley"
+_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+
+
+class InvalidIdError(ValueError):
+    """A tenant, user or conversation id that cannot be used in keys and topics."""
+
+
+def validate_id(kind: str, value: str) -> str:
+    """Return ``value`` if it is a usable id: 1-128 of ``A-Z a-z 0-9 . _ @ -``."""
+    if not _ID.fullmatch(value):
+        raise InvalidIdError(
+            f"invalid {kind} {value[:40]!r}: use 1-128 characters from A-Z a-z 0-9 . _ @ -"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKeys:
+    tenant_id: str
+    conversation_id: str
+
+    def __post_init__(self) -> None:
+        validate_id("tenant id", self.tenant_id)
+        validate_id("conversation id", self.conversation_id)
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{{self.tenant_id}:{self.conversation_id}}}"
+
+    @property
+    def session(self) -> str:
+        return f"{self.tag}:session"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:events"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.tag}:outbox"
+
+    @property
+    def inbound_seq(self) -> str:
+        return f"{self.tag}:inseq"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.session, self.events, self.outbox, self.inbound_seq)

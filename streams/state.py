@@ -1,0 +1,183 @@
+"""Conversation state in Redis Cluster.
+
+The store is batch-oriented: agents take events in batches and every method
+here costs one cluster pipeline for the whole batch, whatever its size.
+
+Idempotency: each inbound ``event_id`` is recorded, with the sequence number of
+the reply it produced, in the same Lua script that updates the session and
+appends the reply to the outbox. A reprocessed event (a worker died after
+producing, before committing its offsets) finds its record and is not applied
+twice; whether its reply still needs producing is told by the session's
+``produced_seq``, which only moves after the broker confirmed the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisError
+
+from streams.keys import ConversationKeys
+
+__all__ = ["AppliedTurn", "ConversationStore", "Session", "connect_cluster"]
+
+logger = logging.getLogger(__name__)
+
+# KEYS: session, events, outbox
+# ARGV: event_id, inbound_seq, now_ms, reply_seq, reply_bytes, turns, ttl_s, outbox_size
+# Returns 1 when applied, 0 when the event was already recorded (nothing changed).
+_APPLY_TURN = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1],
+  'turns', ARGV[6], 'last_seq', ARGV[2], 'reply_seq', ARGV[4], 'updated_ms', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'created_ms', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+return 1
+"""
+
+
+@dataclass(slots=True)
+class Session:
+    """What Parley remembers about one conversation between turns."""
+
+    keys: ConversationKeys
+    turns: int = 0
+    last_seq: int = 0
+    reply_seq: int = 0
+    produced_seq: int = 0
+    created_ms: int = 0
+    updated_ms: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, keys: ConversationKeys, raw: dict[bytes, bytes]) -> Session:
+        values = {k.decode(): v.decode() for k, v in raw.items()}
+        ints = {name: int(values.pop(name, 0)) for name in _INT_FIELDS}
+        return cls(keys, extra=values, **ints)
+
+
+_INT_FIELDS = ("turns", "last_seq", "reply_seq", "produced_seq", "created_ms", "updated_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedTurn:
+    """One turn to record: the inbound event and the encoded reply it produced."""
+
+    keys: ConversationKeys
+    event_id: str
+    inbound_seq: int
+    reply_seq: int
+    reply: bytes
+    turns: int
+
+
+def connect_cluster(nodes: Sequence[tuple[str, int]], max_connections: int = 64) -> RedisCluster:
+    """A cluster client; nodes beyond the startup ones are discovered."""
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        max_connections=max_connections,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+    )
+
+
+class ConversationStore:
+    def __init__(self, redis: RedisCluster, *, ttl_s: int, outbox_size: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.outbox_size = outbox_size
+
+    async def load(
+        self, events: Sequence[tuple[ConversationKeys, str]]
+    ) -> tuple[dict[ConversationKeys, Session], dict[str, int]]:
+        """Sessions of the conversations in ``events`` and the reply seq of every
+        ``(conversation, event_id)`` already recorded (reprocessed events)."""
+        by_conv: dict[ConversationKeys, list[str]] = {}
+        for keys, event_id in events:
+            by_conv.setdefault(keys, []).append(event_id)
+        pipe = self.redis.pipeline()
+        for keys, ids in by_conv.items():
+            pipe.hgetall(keys.session)
+            pipe.hmget(keys.events, ids)
+        results = await pipe.execute()
+        sessions: dict[ConversationKeys, Session] = {}
+        seen: dict[str, int] = {}
+        for i, (keys, ids) in enumerate(by_conv.items()):
+            sessions[keys] = Session.from_hash(keys, results[2 * i])
+            for event_id, reply_seq in zip(ids, results[2 * i + 1], strict=True):
+                if reply_seq is not None:
+                    seen[event_id] = int(reply_seq)
+        return sessions, seen
+
+    async def apply(self, turns: Sequence[AppliedTurn]) -> list[bool]:
+        """Record each turn atomically; False for a turn already recorded."""
+        if not turns:
+            return []
+        now_ms = int(time.time() * 1000)
+        pipe = self.redis.pipeline()
+        for t in turns:
+            k = t.keys
+            pipe.eval(
+                _APPLY_TURN, 3, k.session, k.events, k.outbox,
+                t.event_id, t.inbound_seq, now_ms, t.reply_seq, t.reply, t.turns,
+                self.ttl_s, self.outbox_size,
+            )  # fmt: skip
+        return [bool(r) for r in await pipe.execute()]
+
+    async def outbox_entries(
+        self, wanted: Sequence[tuple[ConversationKeys, int]]
+    ) -> list[bytes | None]:
+        """The stored reply with each ``(conversation, reply seq)``; None if trimmed away."""
+        if not wanted:
+            return []
+        pipe = self.redis.pipeline()
+        for keys, seq in wanted:
+            pipe.zrangebyscore(keys.outbox, seq, seq)
+        return [found[0] if found else None for found in await pipe.execute()]
+
+    async def mark_produced(self, produced: dict[ConversationKeys, int]) -> None:
+        """Record that replies up to ``seq`` are on the broker, per conversation."""
+        if not produced:
+            return
+        pipe = self.redis.pipeline()
+        for keys, seq in produced.items():
+            pipe.hset(keys.session, "produced_seq", seq)
+        await pipe.execute()
+
+    async def replies_after(
+        self, keys: ConversationKeys, seq: int, limit: int = 500
+    ) -> list[bytes]:
+        """Replies with a sequence number above ``seq``, oldest first (for resume)."""
+        found = await self.redis.zrangebyscore(keys.outbox, f"({seq}", "+inf", start=0, num=limit)
+        return cast(list[bytes], found)
+
+    async def next_inbound_seq(self, keys: ConversationKeys) -> int:
+        seq: int = await self.redis.incr(keys.inbound_seq)
+        if seq == 1:
+            await self.redis.expire(keys.inbound_seq, self.ttl_s)
+        return seq
+
+    async def erase(self, conversations: Iterable[ConversationKeys]) -> int:
+        """Delete every key of the given conversations; returns keys removed."""
+        removed = 0
+        for keys in conversations:
+            removed += await self.redis.delete(*keys.all())
+        return removed
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("redis.ping.failed error=%r", exc)
+            return False
