@@ -156,6 +156,14 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     @property
     def redis_startup_nodes(self) -> list[tuple[str, int]]:
         nodes = []

@@ -1,0 +1,55 @@
+"""``parley up``: broker, Redis Cluster, a gateway and a worker on this machine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import click
+
+from parley.errors import ParleyError
+from parley.logs import configure_logging
+from parley.settings import Settings
+from parley.stack import Stack
+
+__all__ = ["up"]
+
+
+@click.command()
+@click.option("--workers", default=1, show_default=True, help="Stream worker processes.")
+@click.option("--port", type=int, help="Gateway port (default: PARLEY_GATEWAY_PORT, 8080).")
+def up(workers: int, port: int | None) -> None:
+    """Start everything and print the chat URL; Ctrl-C stops it all."""
+    settings = Settings.from_env()
+    if port is not None:
+        settings = settings.replace(gateway_port=port)
+    configure_logging("parley-up", settings.log_level, as_json=False)
+    stack = Stack(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        click.echo("Starting the broker and the Redis Cluster ...", err=True)
+        stack.start_infra()
+        click.echo("Preparing the NLU model (trained once, then cached) ...", err=True)
+        stack.prepare_model()
+        stack.start_gateway()
+        for _ in range(workers):
+            stack.start_worker()
+        stack.wait_ready()
+        host, gw_port = stack.settings.gateway_host, stack.settings.gateway_port
+        click.echo(f"\nParley is up. Chat at http://{host}:{gw_port}/  (Ctrl-C stops it)")
+        click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
+        while not stopping.is_set():
+            dead = [c for c in stack.children if not c.alive()]
+            if dead:
+                raise click.ClickException(
+                    f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}"
+                )
+            time.sleep(0.5)
+    except ParleyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        click.echo("Stopping ...", err=True)
+        stack.stop()

@@ -1,0 +1,194 @@
+"""A whole Parley deployment on one machine, as real processes.
+
+``Stack`` starts the embedded infrastructure (or uses one already running),
+creates the topics, makes sure an NLU model exists, then runs gateways and
+workers as child processes (``python -m parley gateway|worker``) configured
+through ``PARLEY_*`` environment variables, and waits for their ``/readyz``.
+``parley up``, the end-to-end tests and the benchmarks all use it, so they
+exercise exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from parley.errors import InfraError
+from parley.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.embedded import EmbeddedInfra
+
+__all__ = ["ChildProcess", "Stack"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChildProcess:
+    """A gateway or worker process and where to ask whether it is ready."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    ready_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; idempotent."""
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("stack.process.killed name=%s grace=%s", self.name, grace)
+            self.popen.kill()
+            self.popen.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to commit, flush or say goodbye (crash tests)."""
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    infra_owned: bool = False
+    children: list[ChildProcess] = field(default_factory=list)
+    model_dir: Path | None = None
+    _infra: EmbeddedInfra | None = None
+    _next_worker_port: int = 0
+
+    # -- infrastructure ------------------------------------------------------
+
+    def start_infra(self) -> None:
+        """Start the embedded broker and Redis Cluster, unless they already answer."""
+        from infra.embedded import EmbeddedInfra
+        from infra.topics import ensure_topics
+        from streams.topics import all_topics
+
+        infra = EmbeddedInfra.from_pidfile(self.settings.data_dir)
+        if infra is not None and infra.status()["up"]:
+            logger.info("stack.infra.reused data_dir=%s", self.settings.data_dir)
+        else:
+            (_, redis_port), *_ = self.settings.redis_startup_nodes
+            infra = EmbeddedInfra(
+                self.settings.data_dir,
+                kafka_port=int(self.settings.kafka_bootstrap.split(",")[0].rpartition(":")[2]),
+                redis_ports=range(redis_port, redis_port + 6),
+            )
+            infra.start()
+            self._infra, self.infra_owned = infra, True
+        self.settings = self.settings.replace(
+            kafka_bootstrap=infra.kafka_bootstrap, redis_nodes=infra.redis_nodes
+        )
+        ensure_topics(
+            self.settings.kafka_bootstrap,
+            all_topics(self.settings.chat_partitions, self.settings.topic_prefix),
+        )
+
+    def prepare_model(self) -> Path:
+        """The NLU model workers serve; the demo model is trained once and cached."""
+        if self.settings.nlu_model_dir:
+            self.model_dir = Path(self.settings.nlu_model_dir)
+        else:
+            from agents.nlu.demo import ensure_demo_model
+
+            self.model_dir = ensure_demo_model(self.settings.data_dir / "models")
+        self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
+        return self.model_dir
+
+    # -- processes -----------------------------------------------------------
+
+    def _spawn(
+        self, name: str, args: list[str], ready_url: str, env: dict[str, str]
+    ) -> ChildProcess:
+        log_dir = self.settings.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "parley", *args],
+                env={**os.environ, **self.settings.to_env(), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop them
+            )
+        child = ChildProcess(name, popen, ready_url, log_path)
+        self.children.append(child)
+        return child
+
+    def start_gateway(self, port: int | None = None, name: str = "") -> ChildProcess:
+        port = self.settings.gateway_port if port is None else port
+        name = name or f"gateway-{port}"
+        host = self.settings.gateway_host
+        return self._spawn(name, ["gateway", "--port", str(port), "--id", name],
+                           f"http://{host}:{port}/readyz", {})
+
+    def start_worker(self, web_port: int | None = None, name: str = "") -> ChildProcess:
+        if self.model_dir is None:
+            self.prepare_model()
+        if web_port is None:
+            web_port = self.settings.worker_web_port + self._next_worker_port
+            self._next_worker_port += 1
+        name = name or f"worker-{web_port}"
+        return self._spawn(name, ["worker", "--web-port", str(web_port)],
+                           f"http://127.0.0.1:{web_port}/readyz", {})
+
+    def wait_ready(self, children: list[ChildProcess] | None = None, timeout: float = 60) -> None:
+        """Wait until every child answers /readyz; raise with its log tail if one dies."""
+        pending = list(children if children is not None else self.children)
+        deadline = time.monotonic() + timeout
+        while pending:
+            for child in list(pending):
+                if not child.alive():
+                    raise InfraError(f"{child.name} exited with {child.popen.returncode}:\n"
+                                     + _tail(child.log_path))
+                if child.ready():
+                    pending.remove(child)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(c.name for c in pending)
+                raise InfraError(f"not ready after {timeout:.0f}s: {names}\n"
+                                 + _tail(pending[0].log_path))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop gateways and workers, then the infrastructure if this stack started it."""
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self.infra_owned and self._infra is not None:
+            self._infra.stop()
+            self._infra, self.infra_owned = None, False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
