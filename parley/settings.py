@@ -114,6 +114,9 @@ class Settings:
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
     # --- workers ----------------------------------------------------------
+    worker_web_host: str = setting(
+        "127.0.0.1", "PARLEY_WORKER_WEB_HOST", "Worker HTTP listen address."
+    )
     worker_web_port: int = setting(
         6066, "PARLEY_WORKER_WEB_PORT", "Worker HTTP port (/healthz, /readyz, /metrics)."
     )

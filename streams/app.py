@@ -54,12 +54,12 @@ class WorkerContext:
 
 def create_app(settings: Settings) -> WorkerContext:
     app = ParleyApp(
-        settings.topic(settings.consumer_group),
+        settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
         web_port=settings.worker_web_port,
-        web_host="127.0.0.1",
+        web_host=settings.worker_web_host,
         web_enabled=True,
         topic_partitions=settings.chat_partitions,
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops

@@ -1,0 +1,37 @@
+# Parley — common tasks. `make run` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv with Parley and its dev tools
+
+run: install  ## start broker, Redis Cluster, gateway and worker; print the chat URL
+	$(VENV)/bin/parley up
+
+test: install  ## every test tier: unit, integration, end-to-end, evaluation, bench smoke
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (no infrastructure)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install  ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install  ## benchmarks (see docs/benchmarks.md); figures go to bench-report/
+	$(VENV)/bin/parley bench nlu --json
+	$(VENV)/bin/parley bench kb --json
+	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --baseline both --report bench-report --json
+	$(VENV)/bin/parley bench connections --clients 10000 --json
+
+clean:
+	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache bench-report

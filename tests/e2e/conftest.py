@@ -1,0 +1,110 @@
+"""End-to-end fixtures: the real stack (gateway and worker processes) on real infra.
+
+``pipeline`` is parametrized over where the broker and Redis Cluster come from:
+``embedded`` (the session's Tansu broker + 6-node Valkey cluster) and
+``docker`` (Apache Kafka and a Redis Cluster in testcontainers; skipped when no
+Docker engine answers).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from infra.ports import find_free_ports
+from infra.topics import ensure_topics
+from parley.settings import Settings
+from parley.stack import Stack
+from streams.topics import all_topics
+
+
+@dataclass
+class Pipeline:
+    stack: Stack
+    gateway_urls: list[str]
+
+    @property
+    def url(self) -> str:
+        return self.gateway_urls[0]
+
+    @property
+    def settings(self) -> Settings:
+        return self.stack.settings
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domain's NLU model, trained once per test session."""
+    from agents.nlu.demo import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("models"))
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_infra() -> Iterator[tuple[str, str]]:
+    """Apache Kafka (KRaft) and a 6-node Redis Cluster in containers."""
+    if not docker_available():
+        pytest.skip("Docker engine not available: the testcontainers variant needs one "
+                    "(the embedded variant covers the same tests)")
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka, \
+            DockerContainer("grokzen/redis-cluster:7.0.10") \
+            .with_env("IP", "0.0.0.0") \
+            .with_bind_ports(7000, 27000).with_bind_ports(7001, 27001) \
+            .with_bind_ports(7002, 27002) as redis:
+        wait_for_logs(redis, "Cluster state changed: ok", timeout=60)
+        yield kafka.get_bootstrap_server(), "127.0.0.1:27000"
+
+
+def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path) -> Settings:
+    prefix = f"e{uuid.uuid4().hex[:8]}."
+    settings = Settings.from_env(
+        {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
+        consumer_group=f"{prefix}workers", chat_partitions=4, data_dir=data_dir,
+        nlu_model_dir=str(model), log_json=True,
+    )
+    ensure_topics(bootstrap, all_topics(settings.chat_partitions, prefix))
+    return settings
+
+
+def start_pipeline(settings: Settings, gateways: int = 2, workers: int = 1) -> Pipeline:
+    stack = Stack(settings)
+    stack.model_dir = Path(settings.nlu_model_dir)
+    ports = find_free_ports(gateways + workers)
+    for port in ports[:gateways]:
+        stack.start_gateway(port)
+    for port in ports[gateways:]:
+        stack.start_worker(port)
+    stack.wait_ready(timeout=90)
+    return Pipeline(stack, [f"ws://127.0.0.1:{port}" for port in ports[:gateways]])
+
+
+@pytest.fixture(scope="module", params=["embedded", "docker"])
+def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             demo_model: Path) -> Iterator[Pipeline]:
+    """Two gateways and one worker, shared by the tests of a module."""
+    if request.param == "docker":
+        bootstrap, redis_nodes = request.getfixturevalue("docker_infra")
+    else:
+        infra = request.getfixturevalue("infra")
+        bootstrap, redis_nodes = infra.kafka_bootstrap, infra.redis_nodes
+    settings = make_settings(bootstrap, redis_nodes, tmp_path_factory.mktemp("e2e"), demo_model)
+    running = start_pipeline(settings)
+    yield running
+    running.stack.stop()

@@ -1,0 +1,123 @@
+"""Real WebSocket clients through gateway → broker → Faust worker → Redis Cluster → back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+
+from streams.codecs import codec_for
+from streams.topics import CHAT_OUTBOUND
+from tests.e2e.chat_client import ChatClient
+from tests.e2e.conftest import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
+
+
+async def test_a_greeting_gets_a_reply(pipeline: Pipeline) -> None:
+    async with ChatClient(pipeline.url) as chat:
+        msg_id = await chat.send("hello there")
+        ack = await chat.next("ack")
+        reply = await chat.next("reply")
+    assert ack["client_msg_id"] == msg_id and ack["seq"] == 1
+    assert reply["in_reply_to"] == msg_id and reply["seq"] == 1
+    assert reply["text"]
+
+
+async def test_replies_arrive_in_order_for_one_conversation(pipeline: Pipeline) -> None:
+    async with ChatClient(pipeline.url) as chat:
+        sent = [await chat.send(f"message number {i}") for i in range(25)]
+        acks = await chat.collect("ack", 25)
+        replies = await chat.collect("reply", 25)
+    assert [a["client_msg_id"] for a in acks] == sent
+    assert [a["seq"] for a in acks] == list(range(1, 26))
+    assert [r["in_reply_to"] for r in replies] == sent
+    assert [r["seq"] for r in replies] == list(range(1, 26))
+
+
+async def test_fifty_concurrent_conversations_get_exactly_their_own_replies(
+    pipeline: Pipeline,
+) -> None:
+    async def converse(i: int) -> tuple[list[str], list[dict[str, object]], int]:
+        url = pipeline.gateway_urls[i % len(pipeline.gateway_urls)]
+        async with ChatClient(url) as chat:
+            sent = [await chat.send(t) for t in ("hi", f"where is my order {i}", "thanks")]
+            replies = await chat.collect("reply", 3)
+            await asyncio.sleep(0.5)  # anything extra (someone else's reply) would show now
+            return sent, replies, chat.pending("reply")
+
+    results = await asyncio.gather(*(converse(i) for i in range(50)))
+    for sent, replies, extra in results:
+        assert [r["in_reply_to"] for r in replies] == sent
+        assert [r["seq"] for r in replies] == [1, 2, 3]
+        assert extra == 0
+
+
+async def test_a_reply_reaches_the_gateway_holding_the_socket(pipeline: Pipeline) -> None:
+    """The message enters through gateway A; the same conversation's socket on B gets the reply."""
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    url_a, url_b = pipeline.gateway_urls
+    async with ChatClient(url_b, conversation=conversation) as on_b:
+        async with ChatClient(url_a, conversation=conversation) as on_a:
+            msg_id = await on_a.send("hello from A")
+            await on_a.next("ack")
+        reply = await on_b.next("reply")
+    assert reply["in_reply_to"] == msg_id
+
+
+async def test_a_reply_produced_elsewhere_reaches_a_gateway_that_saw_nothing_of_it(
+    pipeline: Pipeline,
+) -> None:
+    """A reply put on chat.outbound by another producer (e.g. a human agent) is delivered."""
+    from confluent_kafka import Producer
+
+    settings = pipeline.settings
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    async with ChatClient(pipeline.gateway_urls[1], conversation=conversation) as chat:
+        codec = codec_for("bot_reply")
+        value = codec.encode({
+            "event_id": "agent-1", "tenant_id": "e2e", "conversation_id": conversation,
+            "user_id": "tester", "channel": "ws", "seq": 1, "timestamp": int(time.time() * 1000),
+            "trace_id": "agent-1", "reply_route": "",
+            "payload": {"text": "A human here.", "in_reply_to": "", "client_msg_id": "",
+                        "quick_replies": [], "sources": [], "sender": "agent"},
+        })
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        producer.produce(settings.topic(CHAT_OUTBOUND), value=value, key=conversation)
+        producer.flush(10)
+        reply = await chat.next("reply")
+    assert reply["text"] == "A human here." and reply["sender"] == "agent"
+
+
+async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
+    pipeline: Pipeline,
+) -> None:
+    async with ChatClient(pipeline.url) as chat:
+        await chat.send_raw("{not json")
+        assert (await chat.next("error"))["code"] == "bad_json"
+        await chat.send_raw(json.dumps({"type": "dance"}))
+        assert (await chat.next("error"))["code"] == "unknown_type"
+        big_id = await chat.send("x" * (pipeline.settings.max_text_bytes + 1))
+        error = await chat.next("error")
+        assert (error["code"], error["client_msg_id"]) == ("too_large", big_id)
+
+        msg_id = await chat.send("hello again")
+        assert (await chat.next("reply"))["in_reply_to"] == msg_id
+
+
+async def test_resume_replays_missed_replies_on_any_gateway(pipeline: Pipeline) -> None:
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    url_a, url_b = pipeline.gateway_urls
+    async with ChatClient(url_a, conversation=conversation) as chat:
+        first = await chat.send("hello")
+        await chat.next("reply")
+        missed = [await chat.send(t) for t in ("what is my balance", "thanks")]
+        await chat.collect("ack", 3)
+    await asyncio.sleep(1.5)  # the replies are produced while no socket is open
+    async with ChatClient(url_b, conversation=conversation, last_seq=1) as chat:
+        replies = await chat.collect("reply", 2)
+    assert [r["in_reply_to"] for r in replies] == missed
+    assert first not in [r["in_reply_to"] for r in replies]
