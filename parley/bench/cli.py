@@ -1,0 +1,293 @@
+"""``parley bench``: end-to-end, connections and component benchmarks.
+
+=============  ==========================================================
+e2e            scripted conversations through a stack (and/or the inline baseline)
+connections    many open sessions on one gateway, a hundred of them busy
+nlu            the NLU model alone (agents/nlu/bench.py)
+kb             knowledge retrieval alone (agents/knowledge/bench.py)
+=============  ==========================================================
+
+Each prints one JSON object with ``--json``; see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parley.errors import ParleyError
+from parley.logs import configure_logging
+
+__all__ = ["bench"]
+
+_DIR = click.Path(path_type=Path, file_okay=False)
+_EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+_EXISTING_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: end to end, connections, NLU, knowledge retrieval."""
+
+
+@contextlib.contextmanager
+def _errors_as_click() -> Iterator[None]:
+    try:
+        yield
+    except (ParleyError, ValueError, ImportError, TimeoutError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo("\n".join(lines))
+
+
+def _deployment_options(f: Any) -> Any:
+    options = [
+        click.option("--url", help="Load a running gateway (ws://host:port/ws) instead of "
+                     "starting a stack."),
+        click.option("--infra", type=click.Choice(["own", "running"]), default="own",
+                     show_default=True,
+                     help="own: start a broker and Redis Cluster on free ports for this run; "
+                     "running: use PARLEY_KAFKA_BOOTSTRAP / PARLEY_REDIS_NODES."),
+        click.option("--model-dir", type=_EXISTING_DIR,
+                     help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model)."),
+        click.option("--data-dir", "data_parent", type=_DIR,
+                     help="Where each run's fresh data dir is made (default: system temp)."),
+        click.option("--keep-data", is_flag=True, help="Keep the run's data dir and logs."),
+        click.option("--clients-procs", default=1, show_default=True,
+                     help="Load generator processes."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@bench.command()
+@click.option(
+    "--conversations",
+    default=200,
+    show_default=True,
+    help="Concurrent conversations (one WebSocket session each).",
+)
+@click.option(
+    "--rate",
+    default=200.0,
+    show_default=True,
+    help="Messages per second offered by all conversations together (open loop).",
+)
+@click.option("--duration", default=20.0, show_default=True, help="Seconds of load.")
+@click.option(
+    "--warmup",
+    type=float,
+    help="Seconds excluded from the figures (default: 10% of the duration, 1-5 s).",
+)
+@click.option(
+    "--drain-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for outstanding replies; later ones count as lost.",
+)
+@click.option("--gateways", default=1, show_default=True, help="Gateway processes.")
+@click.option("--workers", default=1, show_default=True, help="Stream worker processes.")
+@click.option(
+    "--partitions",
+    type=int,
+    help="Partitions of the chat topics (default: PARLEY_CHAT_PARTITIONS).",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["none", "inline", "both"]),
+    default="none",
+    show_default=True,
+    help="inline: only the single-process baseline; both: the "
+    "pipeline, then the baseline, with ratios.",
+)
+@click.option(
+    "--script",
+    "script_file",
+    type=_EXISTING_FILE,
+    help="NLU examples (JSON lines with text and intent) to draw the texts from.",
+)
+@click.option("--report", "report_dir", type=_DIR, help="Write an HTML report with plots here.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit with 1 if a message was lost, duplicated or never acknowledged.",
+)
+@_deployment_options
+def e2e(
+    conversations: int, rate: float, duration: float, warmup: float | None,
+    drain_timeout: float, gateways: int, workers: int, partitions: int | None, baseline: str,
+    script_file: Path | None, report_dir: Path | None, check: bool, url: str | None,
+    infra: str, model_dir: Path | None, data_parent: Path | None, keep_data: bool,
+    clients_procs: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Scripted conversations from real WebSocket clients, open loop, through a stack."""
+    from parley.bench import deploy
+    from parley.bench.e2e import E2EOptions, E2EResult, compare, run_load
+    from parley.bench.script import load_script
+
+    configure_logging("bench", "WARNING", as_json=False)
+    with _errors_as_click():
+        if report_dir is not None:
+            from parley.bench.report import check_plotting
+
+            check_plotting()
+        options = E2EOptions(
+            conversations=conversations, rate=rate, duration=duration, warmup=warmup,
+            drain_timeout=drain_timeout, clients_procs=clients_procs,
+            script=load_script(script_file),
+        )  # fmt: skip
+        results: dict[str, E2EResult] = {}
+        if baseline in ("none", "both"):
+            if url:
+                target = deploy.external_deployment(url)
+            else:
+                target = deploy.pipeline_deployment(
+                    gateways=gateways, workers=workers, infra=infra,  # type: ignore[arg-type]
+                    model_dir=model_dir, data_parent=data_parent, partitions=partitions,
+                    keep_data=keep_data,
+                )  # fmt: skip
+            with target as deployment:
+                results["pipeline"] = run_load(deployment, options)
+        if baseline in ("inline", "both"):
+            with deploy.inline_deployment(
+                model_dir=model_dir, data_parent=data_parent, keep_data=keep_data
+            ) as deployment:
+                results["inline"] = run_load(deployment, options)
+    if "pipeline" in results and "inline" in results:
+        output = compare(results["pipeline"].summary, results["inline"].summary)
+    else:
+        output = next(iter(results.values())).summary
+    if report_dir is not None:
+        from parley.bench.report import write_report
+
+        page = write_report(report_dir, results, output)
+        click.echo(f"report: {page}", err=True)
+    lines = [_e2e_line(name, r.summary) for name, r in results.items()]
+    lines += [f"{k}: {v}" for k, v in output.items() if k.startswith("ratio_")]
+    _emit(output, as_json, lines)
+    if check and any(_incomplete(r.summary) for r in results.values()):
+        raise SystemExit(1)
+
+
+def _incomplete(summary: dict[str, Any]) -> bool:
+    return bool(summary["lost"] or summary["duplicated"] or summary["unacked"])
+
+
+def _e2e_line(name: str, s: dict[str, Any]) -> str:
+    return (
+        f"{name}: sent {s['sent']} replied {s['replied']} lost {s['lost']} "
+        f"duplicated {s['duplicated']} errors {s['errors']} | "
+        f"{s['throughput_msgs_per_s']} msg/s | latency p50 {s['latency_ms_p50']} "
+        f"p95 {s['latency_ms_p95']} p99 {s['latency_ms_p99']} max {s['latency_ms_max']} ms"
+    )
+
+
+@bench.command()
+@click.option("--clients", default=1000, show_default=True, help="Concurrent sessions.")
+@click.option(
+    "--active",
+    default=100,
+    show_default=True,
+    help="Sessions that send messages while the rest idle.",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    help="Seconds between two messages of one active session.",
+)
+@click.option(
+    "--duration", default=10.0, show_default=True, help="Seconds the active sessions send."
+)
+@_deployment_options
+def connections(
+    clients: int, active: int, interval: float, duration: float, url: str | None, infra: str,
+    model_dir: Path | None, data_parent: Path | None, keep_data: bool, clients_procs: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Many open sessions on ONE gateway: connect rate, RSS per session, active p99."""
+    from parley.bench import deploy
+    from parley.bench.connections import ConnectionsOptions, run_connections
+
+    configure_logging("bench", "WARNING", as_json=False)
+    with _errors_as_click():
+        options = ConnectionsOptions(
+            clients=clients, active=active, interval=interval, duration=duration,
+            clients_procs=clients_procs,
+        )  # fmt: skip
+        if url:
+            target = deploy.external_deployment(url)
+        else:
+            target = deploy.pipeline_deployment(
+                gateways=1, workers=1, infra=infra,  # type: ignore[arg-type]
+                model_dir=model_dir, data_parent=data_parent, keep_data=keep_data,
+            )  # fmt: skip
+        with target as deployment:
+            s = run_connections(deployment, options).summary
+    _emit(s, as_json, [
+        f"connected {s['connected']}/{s['clients']} in {s['connect_s']} s "
+        f"({s['connect_rate_per_s']}/s), {s['connect_failed']} failed",
+        f"gateway RSS {s['gateway_rss_before_mb']} -> {s['gateway_rss_connected_mb']} MB: "
+        f"{s['rss_per_connection_kb']} KB per session",
+        f"{s['active_sessions']} active: rtt p50 {s['rtt_ms_p50']} p99 {s['rtt_ms_p99']} "
+        f"max {s['rtt_ms_max']} ms; lost {s['lost']} duplicated {s['duplicated']}; "
+        f"idle still open {s['idle_sessions_open_at_end']}",
+    ])  # fmt: skip
+
+
+@bench.command()
+@click.option(
+    "--model-dir",
+    type=_EXISTING_DIR,
+    help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model).",
+)
+@click.option(
+    "--texts",
+    "texts_file",
+    type=_EXISTING_FILE,
+    help="Texts to classify: JSON lines with `text`, or one per line "
+    "(default: the bench conversations' texts).",
+)
+@click.option("--seconds", default=5.0, show_default=True, help="How long to measure.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json: bool) -> None:
+    """The NLU model on its own (agents/nlu/bench.py)."""
+    from parley.bench.components import nlu_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    with _errors_as_click():
+        result = nlu_bench(model_dir, texts_file, seconds)
+    _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
+
+
+@bench.command()
+@click.option("--index-dir", type=_EXISTING_DIR, required=True, help="Knowledge index folder.")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=_EXISTING_FILE,
+    help="Queries: JSON lines with `text`, or one per line (default: a built-in set).",
+)
+@click.option("--seconds", default=5.0, show_default=True, help="How long to measure.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def kb(index_dir: Path, queries_file: Path | None, seconds: float, as_json: bool) -> None:
+    """Knowledge retrieval on its own (agents/knowledge/bench.py)."""
+    from parley.bench.components import kb_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    with _errors_as_click():
+        result = kb_bench(index_dir, queries_file, seconds)
+    _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])

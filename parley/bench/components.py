@@ -1,0 +1,62 @@
+"""Component benchmarks: the NLU model and knowledge retrieval on their own.
+
+Thin wrappers: the measuring is done by ``agents.nlu.bench.run_nlu_bench`` and
+``agents.knowledge.bench.run_kb_bench``, owned by those components; this module
+only finds their inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from parley.bench.deploy import resolve_model_dir
+from parley.bench.script import load_script
+
+__all__ = ["DEFAULT_KB_QUERIES", "kb_bench", "nlu_bench", "read_texts"]
+
+DEFAULT_KB_QUERIES = (
+    "how do I reset my password",
+    "why was my card declined",
+    "how long does a refund take",
+    "can I change my delivery address",
+    "what are the fees for international transfers",
+    "how do I close my account",
+    "where can I see my order history",
+    "is my data encrypted",
+)
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts from a file: JSON lines with a ``text`` field, or one text per line."""
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            value = json.loads(line).get("text")
+            if isinstance(value, str) and value.strip():
+                texts.append(value)
+        else:
+            texts.append(line)
+    if not texts:
+        raise ValueError(f"{path} holds no texts")
+    return texts
+
+
+def nlu_bench(model_dir: Path | None, texts_file: Path | None, seconds: float) -> dict[str, Any]:
+    from agents.nlu.bench import run_nlu_bench
+
+    texts = read_texts(texts_file) if texts_file else load_script().all_texts()
+    result: dict[str, Any] = run_nlu_bench(resolve_model_dir(model_dir), texts, seconds)
+    return result
+
+
+def kb_bench(index_dir: Path, queries_file: Path | None, seconds: float) -> dict[str, Any]:
+    from agents.knowledge.bench import run_kb_bench
+
+    queries = read_texts(queries_file) if queries_file else list(DEFAULT_KB_QUERIES)
+    result: dict[str, Any] = run_kb_bench(index_dir, queries, seconds)
+    return result

@@ -1,0 +1,106 @@
+"""The connections benchmark: many open sessions on one gateway, a few of them busy.
+
+Opens ``clients`` WebSocket sessions to one gateway from load processes of its
+own (so the gateway's file descriptors and CPU are its alone), keeps them open,
+and measures the connect rate, the gateway's RSS per session, and the round
+trip (message → reply, from the scheduled send time) of ``active`` sessions
+that each send a message every ``interval`` seconds while the rest stay idle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from parley.bench.deploy import Deployment
+from parley.bench.e2e import E2EOptions, E2EResult, run_load
+from parley.bench.script import load_script
+
+__all__ = ["ConnectionsOptions", "run_connections"]
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionsOptions:
+    clients: int = 1000
+    active: int = 100
+    interval: float = 1.0  # seconds between two messages of one active session
+    duration: float = 10.0
+    drain_timeout: float = 10.0
+    clients_procs: int = 1
+    settle_s: float = 1.0  # pause after connecting, before measuring the gateway's RSS
+
+    def __post_init__(self) -> None:
+        if self.clients < 1:
+            raise ValueError("--clients must be at least 1")
+        if self.active < 1 or self.interval <= 0:
+            raise ValueError("--active must be at least 1 and --interval positive")
+
+
+def _gateway(deployment: Deployment) -> tuple[str, psutil.Process | None]:
+    for name, pid in deployment.processes.items():
+        if name.startswith("gateway"):
+            return name, psutil.Process(pid)
+    return "", None
+
+
+def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2EResult:
+    if len(deployment.ws_urls) != 1:
+        raise ValueError("the connections benchmark loads exactly one gateway")
+    active = min(options.active, options.clients)
+    name, gateway = _gateway(deployment)
+    rss_before = gateway.memory_info().rss if gateway is not None else 0
+
+    def measure() -> dict[str, Any]:
+        time.sleep(options.settle_s)
+        if gateway is None:
+            return {"gateway_rss_before_mb": None, "gateway_rss_connected_mb": None}
+        rss = gateway.memory_info().rss
+        return {
+            "gateway_rss_before_mb": round(rss_before / _MB, 1),
+            "gateway_rss_connected_mb": round(rss / _MB, 1),
+            "_rss_delta": rss - rss_before,
+        }
+
+    e2e = E2EOptions(
+        conversations=active,
+        rate=active / options.interval,
+        duration=options.duration,
+        warmup=min(1.0, options.duration / 4),
+        drain_timeout=options.drain_timeout,
+        clients_procs=options.clients_procs,
+        idle=options.clients - active,
+        script=load_script(),
+    )
+    result = run_load(deployment, e2e, between_phases=measure)
+    s = result.summary
+    delta = s.pop("_rss_delta", None)
+    connected = s["connect"]["sessions"]
+    result.summary = {
+        "clients": options.clients,
+        "connected": connected,
+        "connect_failed": s["connect"]["failed"],
+        "connect_s": s["connect"]["seconds"],
+        "connect_rate_per_s": s["connect"]["per_s"],
+        "gateway": name or None,
+        "gateway_rss_before_mb": s.pop("gateway_rss_before_mb"),
+        "gateway_rss_connected_mb": s.pop("gateway_rss_connected_mb"),
+        "rss_per_connection_kb": (
+            round(delta / connected / 1024, 2) if delta is not None and connected else None
+        ),
+        "active_sessions": active,
+        "active_interval_s": options.interval,
+        "rtt_ms_p50": s["latency_ms_p50"],
+        "rtt_ms_p95": s["latency_ms_p95"],
+        "rtt_ms_p99": s["latency_ms_p99"],
+        "rtt_ms_max": s["latency_ms_max"],
+        "idle_sessions_open_at_end": s["idle_sessions_open_at_end"],
+        **{k: s[k] for k in ("sent", "acked", "replied", "lost", "unacked", "duplicated",
+                             "errors", "errors_by_kind", "target", "deployment", "processes",
+                             "machine")},
+    }  # fmt: skip
+    return result

@@ -1,0 +1,267 @@
+"""What a benchmark runs against: a pipeline stack, the inline baseline, or a URL.
+
+Each deployment is a context manager yielding the WebSocket URLs to load and
+the pids of every process worth measuring. A pipeline deployment is a
+:class:`parley.stack.Stack` on a fresh data dir with a unique topic prefix and
+consumer group; by default it also starts its own broker and Redis Cluster on
+free ports, so it never disturbs a running dev stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import psutil
+
+from infra.pidfile import read_pidfile
+from infra.ports import find_free_ports, is_port_free
+from parley.errors import InfraError, PortInUseError
+from parley.settings import Settings
+from parley.stack import ChildProcess, Stack
+
+__all__ = [
+    "Deployment",
+    "InfraMode",
+    "external_deployment",
+    "inline_deployment",
+    "pipeline_deployment",
+    "resolve_model_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+InfraMode = Literal["own", "running"]
+_HOST = "127.0.0.1"
+_PORT_ATTEMPTS = 3
+
+
+@dataclass
+class Deployment:
+    """Where to send load, and which processes to measure."""
+
+    kind: str  # "pipeline", "inline" or "external"
+    ws_urls: list[str]
+    processes: dict[str, int] = field(default_factory=dict)  # name -> pid
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_model_dir(model_dir: Path | None) -> Path:
+    """The NLU model to serve: ``model_dir``, PARLEY_NLU_MODEL, or the cached demo model.
+
+    The demo model is trained once into the dev data dir (``PARLEY_DATA_DIR/models``,
+    the cache ``parley up`` uses), not into each benchmark's fresh data dir.
+    """
+    if model_dir is not None:
+        return model_dir
+    env = Settings.from_env()
+    if env.nlu_model_dir:
+        return Path(env.nlu_model_dir)
+    from agents.nlu.demo import ensure_demo_model
+
+    return Path(ensure_demo_model(env.data_dir / "models"))
+
+
+@contextlib.contextmanager
+def _data_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="parley-bench-", dir=parent))
+    try:
+        yield path
+    finally:
+        if keep:
+            logger.info("bench.data_dir.kept path=%s", path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _free_infra_ports() -> tuple[int, int]:
+    """A free Kafka port, and a base port with 6 free Redis ports and their bus ports."""
+    kafka_port = find_free_ports(1, _HOST)[0]
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        wanted = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
+        if kafka_port not in wanted and all(is_port_free(_HOST, p) for p in wanted):
+            return kafka_port, base
+    raise InfraError("found no 6 consecutive free ports for a Redis Cluster in 20000-30000")
+
+
+def _infra_pids(data_dir: Path) -> dict[str, int]:
+    recorded = read_pidfile(data_dir)
+    if recorded is None:
+        return {}
+    return {
+        ("broker" if record.name == "tansu" else record.name): record.pid
+        for record, _ in recorded.live()
+    }
+
+
+def _start_infra(settings: Settings) -> Stack:
+    """Start a Stack's own embedded infrastructure on free ports (retried on a port race)."""
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        kafka_port, redis_base = _free_infra_ports()
+        stack = Stack(settings.replace(
+            kafka_bootstrap=f"{_HOST}:{kafka_port}", redis_nodes=f"{_HOST}:{redis_base}",
+        ))  # fmt: skip
+        try:
+            stack.start_infra()
+            return stack
+        except PortInUseError:
+            if attempt == _PORT_ATTEMPTS:
+                raise
+            logger.warning("bench.infra.port_taken attempt=%d", attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def pipeline_deployment(
+    *,
+    gateways: int = 1,
+    workers: int = 1,
+    infra: InfraMode = "own",
+    model_dir: Path | None = None,
+    data_parent: Path | None = None,
+    partitions: int | None = None,
+    keep_data: bool = False,
+    ready_timeout: float = 120,
+) -> Iterator[Deployment]:
+    """Gateways and workers (and by default a broker and Redis Cluster) for one run.
+
+    ``infra="running"`` uses the broker and cluster named by PARLEY_KAFKA_BOOTSTRAP
+    and PARLEY_REDIS_NODES instead of starting them; the run's topics get a
+    unique prefix either way.
+    """
+    if gateways < 1 or workers < 1:
+        raise ValueError("a pipeline needs at least one gateway and one worker")
+    model = resolve_model_dir(model_dir)
+    run_id = uuid.uuid4().hex[:8]
+    with _data_dir(data_parent, keep_data) as data_dir:
+        base = Settings.from_env()
+        settings = base.replace(
+            data_dir=data_dir,
+            topic_prefix=f"bench{run_id}.",
+            consumer_group=f"bench{run_id}.workers",
+            nlu_model_dir=str(model),
+            chat_partitions=partitions or base.chat_partitions,
+        )
+        stack: Stack | None = None
+        try:
+            if infra == "own":
+                stack = _start_infra(settings)
+                infra_pids = _infra_pids(data_dir)
+            else:
+                from infra.topics import ensure_topics
+                from streams.topics import all_topics
+
+                stack = Stack(settings)
+                ensure_topics(
+                    settings.kafka_bootstrap,
+                    all_topics(settings.chat_partitions, settings.topic_prefix),
+                )
+                infra_pids = _infra_pids(base.data_dir)
+            stack.prepare_model()
+            ports = find_free_ports(gateways + workers, _HOST)
+            gw = [
+                stack.start_gateway(port, name=f"gateway-{i}")
+                for i, port in enumerate(ports[:gateways])
+            ]
+            wk = [
+                stack.start_worker(port, name=f"worker-{i}")
+                for i, port in enumerate(ports[gateways:])
+            ]
+            stack.wait_ready(timeout=ready_timeout)
+            yield Deployment(
+                kind="pipeline",
+                ws_urls=[f"ws://{_HOST}:{port}/ws" for port in ports[:gateways]],
+                processes={**{c.name: c.pid for c in [*gw, *wk]}, **infra_pids},
+                details={
+                    "gateways": gateways,
+                    "workers": workers,
+                    "infra": infra,
+                    "partitions": stack.settings.chat_partitions,
+                    "topic_prefix": stack.settings.topic_prefix,
+                    "kafka_bootstrap": stack.settings.kafka_bootstrap,
+                    "redis_nodes": stack.settings.redis_nodes,
+                    "data_dir": str(data_dir),
+                    "model_dir": str(model),
+                },
+            )
+        finally:
+            if stack is not None:
+                stack.stop()
+
+
+@contextlib.contextmanager
+def inline_deployment(
+    *,
+    model_dir: Path | None = None,
+    data_parent: Path | None = None,
+    keep_data: bool = False,
+    ready_timeout: float = 120,
+) -> Iterator[Deployment]:
+    """The inline baseline (parley/bench/inline.py) in its own process."""
+    model = resolve_model_dir(model_dir)
+    with _data_dir(data_parent, keep_data) as data_dir:
+        port = find_free_ports(1, _HOST)[0]
+        log_dir = data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / "inline.log"
+        settings = Settings.from_env().replace(data_dir=data_dir, nlu_model_dir=str(model))
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "parley.bench.inline", "--host", _HOST,
+                 "--port", str(port), "--model-dir", str(model)],
+                env={**settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        child = ChildProcess("inline", popen, f"http://{_HOST}:{port}/readyz", log_path)
+        stack = Stack(settings, children=[child])
+        try:
+            stack.wait_ready(timeout=ready_timeout)
+            yield Deployment(
+                kind="inline",
+                ws_urls=[f"ws://{_HOST}:{port}/ws"],
+                processes={"inline": child.pid},
+                details={"model_dir": str(model), "data_dir": str(data_dir)},
+            )
+        finally:
+            stack.stop()
+
+
+@contextlib.contextmanager
+def external_deployment(url: str) -> Iterator[Deployment]:
+    """An already running gateway; its process is measured if it runs on this machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"--url must be a ws:// or wss:// URL, got {url!r}")
+    ws_url = url if parts.path else f"{url.rstrip('/')}/ws"
+    processes = {}
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    pid = _listening_pid(port)
+    if pid is not None:
+        processes["gateway"] = pid
+    yield Deployment(
+        kind="external", ws_urls=[ws_url], processes=processes, details={"url": ws_url}
+    )
+
+
+def _listening_pid(port: int) -> int | None:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    except psutil.AccessDenied:
+        return None
+    return None

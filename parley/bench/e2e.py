@@ -1,0 +1,229 @@
+"""The end-to-end benchmark: scripted conversations through a deployment.
+
+:func:`run_load` drives one deployment (see :mod:`parley.bench.deploy`) with
+the open-loop load generator and turns the per-message timings into the
+result object; :func:`compare` puts a pipeline result next to the inline
+baseline's.
+
+The steady window runs from the end of the warm-up to the last scheduled send:
+throughput is the replies received in it per second, latencies are those of
+the messages scheduled in it. ``lost`` counts messages acknowledged but never
+answered before the drain timeout; ``unacked`` those neither acknowledged nor
+answered nor refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.bench.deploy import Deployment
+from parley.bench.loadgen import ConnectReport, LoadGenerator, LoadResult, split_plan
+from parley.bench.procstats import ProcessSampler
+from parley.bench.script import ConversationScript, load_script
+from parley.bench.stats import latency_summary, per_second, percentile, rounded
+
+__all__ = ["E2EOptions", "E2EResult", "compare", "run_load"]
+
+_START_DELAY_S = 0.5
+
+
+@dataclass(frozen=True)
+class E2EOptions:
+    conversations: int = 200
+    rate: float = 200.0
+    duration: float = 20.0
+    warmup: float | None = None  # default: 10% of the duration, between 1 and 5 s
+    drain_timeout: float = 10.0
+    clients_procs: int = 1
+    idle: int = 0  # extra silent sessions (the connections benchmark)
+    script: ConversationScript = field(default_factory=load_script)
+
+    def __post_init__(self) -> None:
+        if self.conversations < 1:
+            raise ValueError("--conversations must be at least 1")
+        if self.rate <= 0 or self.duration <= 0:
+            raise ValueError("--rate and --duration must be positive")
+        if self.clients_procs < 1:
+            raise ValueError("--clients-procs must be at least 1")
+        if self.warmup is not None and not 0 <= self.warmup < self.duration:
+            raise ValueError("--warmup must be at least 0 and shorter than --duration")
+
+    @property
+    def warmup_s(self) -> float:
+        if self.warmup is not None:
+            return self.warmup
+        return min(5.0, max(1.0, 0.1 * self.duration)) if self.duration > 2 else 0.0
+
+
+@dataclass
+class E2EResult:
+    """The JSON summary plus the raw series the HTML report plots."""
+
+    summary: dict[str, Any]
+    latencies_ms: list[float]
+    timeline: dict[str, list[float]]
+    connect: list[ConnectReport] = field(default_factory=list)
+
+
+def run_load(
+    deployment: Deployment,
+    options: E2EOptions,
+    between_phases: Callable[[], dict[str, Any]] | None = None,
+) -> E2EResult:
+    """Connect every session, run the schedule, drain, summarise.
+
+    ``between_phases`` is called once every session is open and before the first
+    message (the connections benchmark measures the gateway there); what it
+    returns is merged into the summary.
+    """
+    plans = split_plan(
+        options.clients_procs, options.conversations, options.idle,
+        urls=tuple(deployment.ws_urls), run_id=uuid.uuid4().hex[:10], rate=options.rate,
+        duration=options.duration, drain_timeout=options.drain_timeout, script=options.script,
+    )  # fmt: skip
+    sampler = ProcessSampler()
+    for name, pid in deployment.processes.items():
+        sampler.add(name, pid)
+    sampler.add("bench", os.getpid())
+    with LoadGenerator(plans) as generator:
+        reports = generator.connect()
+        for i, pid in enumerate(generator.pids):
+            sampler.add(f"loadgen-{i}", pid)
+        sampler.start()
+        try:
+            extra = between_phases() if between_phases is not None else None
+            start_at = time.time() + _START_DELAY_S
+            sampler.set_window(start_at + options.warmup_s, start_at + options.duration)
+            generator.go(start_at)
+            results = generator.results(timeout=options.duration + options.drain_timeout + 120)
+        finally:
+            sampler.stop()
+    result = summarize(results, reports, options)
+    result.summary["target"] = deployment.kind
+    result.summary["deployment"] = deployment.details
+    usage = sampler.report()
+    result.summary["processes"] = usage["processes"]
+    result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
+    if extra:
+        result.summary.update(extra)
+    return result
+
+
+def summarize(
+    results: list[LoadResult], reports: list[ConnectReport], options: E2EOptions
+) -> E2EResult:
+    warmup, duration = options.warmup_s, options.duration
+    window = duration - warmup
+    sent = acked = replied = lost = unacked = failed = duplicated = 0
+    latencies: list[float] = []
+    ack_latencies: list[float] = []
+    lags: list[float] = []
+    sent_times: list[float] = []
+    reply_times: list[float] = []
+    latency_by_second: dict[int, list[float]] = {}
+    errors: Counter[str] = Counter()
+    for r in results:
+        errors.update(r.errors)
+        duplicated += r.duplicated
+        for sched, sent_at, ack_at, reply_at, fail_at in zip(
+            r.scheduled, r.sent, r.acked, r.replied, r.failed, strict=True
+        ):
+            if math.isnan(sent_at):
+                continue
+            sent += 1
+            sent_times.append(sent_at)
+            has_reply, has_ack = not math.isnan(reply_at), not math.isnan(ack_at)
+            acked += has_ack
+            failed += not math.isnan(fail_at)
+            if has_reply:
+                replied += 1
+                reply_times.append(reply_at)
+            elif math.isnan(fail_at):
+                lost += has_ack
+                unacked += not has_ack
+            if not warmup <= sched < duration:
+                continue
+            lags.append((sent_at - sched) * 1000)
+            if has_ack:
+                ack_latencies.append((ack_at - sched) * 1000)
+            if has_reply:
+                latency = (reply_at - sched) * 1000
+                latencies.append(latency)
+                latency_by_second.setdefault(int(sched), []).append(latency)
+    in_window = sum(1 for t in reply_times if warmup <= t < duration)
+    connected = sum(rep.connected for rep in reports)
+    connect_s = max((rep.seconds for rep in reports), default=0.0)
+    for rep in reports:
+        errors.update(rep.errors)
+    summary: dict[str, Any] = {
+        "config": {
+            "conversations": options.conversations,
+            "rate": options.rate,
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "drain_timeout_s": options.drain_timeout,
+            "clients_procs": len(results),
+            "script": options.script.source,
+        },
+        "sent": sent,
+        "acked": acked,
+        "replied": replied,
+        "lost": lost,
+        "unacked": unacked,
+        "refused": failed,
+        "duplicated": duplicated,
+        "throughput_msgs_per_s": rounded(in_window / window if window > 0 else math.nan, 1),
+        "offered_msgs_per_s": options.rate,
+        **latency_summary(latencies),
+        **latency_summary(ack_latencies, "ack_latency_ms"),
+        "send_lag_ms_p99": rounded(percentile(sorted(lags), 99)),
+        "errors": sum(errors.values()),
+        "errors_by_kind": dict(errors),
+        "connect": {
+            "sessions": connected,
+            "failed": sum(rep.failed for rep in reports),
+            "seconds": round(connect_s, 2),
+            "per_s": round(connected / connect_s, 1) if connect_s > 0 else None,
+        },
+        "idle_sessions": sum(r.idle_total for r in results),
+        "idle_sessions_open_at_end": sum(r.idle_open_at_end for r in results),
+    }
+    until = max([duration, *sent_times, *reply_times])
+    seconds = range(math.ceil(until))
+    timeline = {
+        "second": [float(s) for s in seconds],
+        "sent": [float(n) for n in per_second(sent_times, until)],
+        "replied": [float(n) for n in per_second(reply_times, until)],
+        "p50_ms": [_pct(latency_by_second.get(s), 50) for s in seconds],
+        "p99_ms": [_pct(latency_by_second.get(s), 99) for s in seconds],
+    }
+    return E2EResult(summary, latencies, timeline, reports)
+
+
+def _pct(values: list[float] | None, q: float) -> float:
+    return percentile(sorted(values), q) if values else math.nan
+
+
+def compare(pipeline: dict[str, Any], inline: dict[str, Any]) -> dict[str, Any]:
+    """Pipeline figures as ratios to the inline baseline's."""
+
+    def ratio(key: str) -> float | None:
+        a, b = pipeline.get(key), inline.get(key)
+        if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
+            return None
+        return round(a / b, 3)
+
+    return {
+        "pipeline": pipeline,
+        "inline": inline,
+        "ratio_throughput": ratio("throughput_msgs_per_s"),
+        "ratio_latency_p50": ratio("latency_ms_p50"),
+        "ratio_latency_p99": ratio("latency_ms_p99"),
+    }

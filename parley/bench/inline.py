@@ -1,0 +1,250 @@
+"""The inline baseline: the same model and policy in one process, no bus, no Redis.
+
+A WebSocket server speaking the gateway's frame protocol (gateway/protocol.py).
+Each message is acknowledged at once, queued, and handled in micro-batches the
+way the worker does it — one ``understand_batch`` call per batch (same batch
+size and wait settings), then :class:`~agents.dialogue.policy.RuleBasedPolicy`
+over an in-memory :class:`~streams.state.Session` — and the reply is written
+straight back to the socket. It bounds what the pipeline could reach on the same
+machine: the pipeline's figures are reported as ratios to these.
+
+Run with ``python -m parley.bench.inline --port 8765`` (``parley bench e2e
+--baseline inline`` starts it for you).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import click
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from gateway.protocol import (
+    FrameError,
+    MessageFrame,
+    PingFrame,
+    ack_frame,
+    encode,
+    error_frame,
+    parse_client_frame,
+    reply_frame,
+    welcome_frame,
+)
+from parley.logs import configure_logging
+from parley.settings import Settings
+from streams.keys import ConversationKeys, InvalidIdError, validate_id
+from streams.state import Session
+
+if TYPE_CHECKING:
+    from agents.nlu.agent import Understander
+
+__all__ = ["InlineServer", "serve_inline"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    ws: ServerConnection
+    keys: ConversationKeys
+    user_id: str
+    event_id: str
+    seq: int
+    frame: MessageFrame
+
+
+class InlineServer:
+    """Gateway protocol in front of a direct model + policy call, in one process."""
+
+    def __init__(self, model: Understander, policy: RuleBasedPolicy, settings: Settings) -> None:
+        self.model = model
+        self.policy = policy
+        self.settings = settings
+        self.sessions: dict[ConversationKeys, Session] = {}
+        self.inbound_seq: dict[ConversationKeys, int] = {}
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._server: Server | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._work())
+        self._server = await serve(
+            self._handle, self.settings.gateway_host, self.settings.gateway_port,
+            process_request=self._process_request, max_size=self.settings.max_frame_bytes,
+            compression=None, ping_interval=20, ping_timeout=20,
+        )  # fmt: skip
+        logger.info("inline.started port=%s", self.settings.gateway_port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            return None
+        if path in ("/healthz", "/readyz"):
+            return conn.respond(HTTPStatus.OK, "ok\n")
+        return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        try:
+            tenant = validate_id("tenant", query.get("tenant", ["demo"])[0])
+            user = validate_id("user", query.get("user", [f"u-{uuid.uuid4().hex[:12]}"])[0])
+            conversation = query.get("conversation", [f"c-{uuid.uuid4().hex}"])[0]
+            keys = ConversationKeys(tenant, conversation)
+        except InvalidIdError as exc:
+            await ws.send(error_frame("bad_request", str(exc)))
+            await ws.close(1008, "bad connection parameters")
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(welcome_frame(tenant, user, conversation, "inline"))
+            async for data in ws:
+                await self._on_frame(ws, keys, user, data)
+
+    async def _on_frame(
+        self, ws: ServerConnection, keys: ConversationKeys, user: str, data: str | bytes
+    ) -> None:
+        try:
+            frame = parse_client_frame(data, self.settings.max_text_bytes)
+        except FrameError as exc:
+            await ws.send(error_frame(exc.code, exc.message, exc.client_msg_id))
+            return
+        if isinstance(frame, PingFrame):
+            await ws.send(encode({"type": "pong"}))
+        if not isinstance(frame, MessageFrame):
+            return  # resume and typing: nothing is kept to replay, nothing to forward
+        seq = self.inbound_seq.get(keys, 0) + 1
+        self.inbound_seq[keys] = seq
+        event_id = uuid.uuid4().hex
+        await ws.send(ack_frame(frame.client_msg_id, event_id, seq))
+        self.queue.put_nowait(_Pending(ws, keys, user, event_id, seq, frame))
+
+    async def _work(self) -> None:
+        size, wait = self.settings.worker_batch_size, self.settings.worker_batch_wait
+        while True:
+            batch = [await self.queue.get()]
+            deadline = time.monotonic() + wait
+            while len(batch) < size:
+                if self.queue.empty():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    continue
+                batch.append(self.queue.get_nowait())
+            try:
+                await self._process(batch)
+            except Exception:
+                logger.exception("inline.batch.failed size=%d", len(batch))
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        results = self.model.understand_batch([p.frame.text for p in batch])
+        for pending, result in zip(batch, results, strict=True):
+            keys = pending.keys
+            session = self.sessions.get(keys) or Session(keys)
+            content = self.policy.respond(session, _understood(pending, result))
+            session = replace(
+                session,
+                turns=session.turns + 1,
+                last_seq=pending.seq,
+                reply_seq=session.reply_seq + 1,
+                produced_seq=session.reply_seq + 1,
+            )
+            self.sessions[keys] = session
+            with contextlib.suppress(ConnectionClosed):
+                await pending.ws.send(reply_frame(_reply(pending, session.reply_seq, content)))
+
+
+def _understood(pending: _Pending, u: Any) -> dict[str, Any]:
+    """The ChatUnderstood event the dialogue agent would decode (as a dict)."""
+    return {
+        "event_id": pending.event_id,
+        "seq": pending.seq,
+        "payload": {
+            "text": pending.frame.text,
+            "client_msg_id": pending.frame.client_msg_id,
+            "intent": u.intent,
+            "confidence": float(u.confidence),
+            "oos": bool(u.oos),
+            "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
+            "entities": [
+                {
+                    "entity": e.entity,
+                    "start": e.start,
+                    "end": e.end,
+                    "text": e.text,
+                    "value": e.value,
+                    "source": e.source,
+                }
+                for e in u.entities
+            ],
+            "model_version": u.model_version,
+        },
+    }
+
+
+def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]:
+    return {
+        "event_id": f"{pending.event_id}.r",
+        "seq": seq,
+        "payload": {
+            "text": content.text,
+            "client_msg_id": pending.frame.client_msg_id,
+            "quick_replies": list(content.quick_replies),
+            "sources": list(content.sources),
+            "sender": "bot",
+        },
+    }
+
+
+def _load_policy() -> RuleBasedPolicy:
+    from streams.cli import domain_responses
+
+    path = domain_responses()
+    return RuleBasedPolicy.from_file(path) if path.is_file() else RuleBasedPolicy()
+
+
+@click.command("inline-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, required=True)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="NLU model folder (default: PARLEY_NLU_MODEL or the demo model).",
+)
+def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
+    """Serve the inline baseline: gateway protocol, model and policy in one process."""
+    from parley.runtime import run_until_signalled
+    from streams.cli import load_understander
+
+    settings = Settings.from_env(None, gateway_host=host, gateway_port=port)
+    if model_dir is not None:
+        settings = settings.replace(nlu_model_dir=str(model_dir))
+    configure_logging("bench-inline", settings.log_level, settings.log_json)
+    server = InlineServer(load_understander(settings), _load_policy(), settings)
+    run_until_signalled(server.start, server.close)
+
+
+if __name__ == "__main__":
+    serve_inline()

@@ -1,0 +1,103 @@
+"""What the simulated users say: short scripted conversations.
+
+Every conversation cycles through four turns — a greeting, a banking or shop
+question, a follow-up and thanks. Texts come from the demo domain's training
+examples (``parley/domain/demo/nlu.jsonl``) when it is there, otherwise from
+the built-in lists below, so the bench runs on any checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEMO_NLU_FILE", "ConversationScript", "load_script"]
+
+DEMO_NLU_FILE = Path(__file__).resolve().parents[1] / "domain" / "demo" / "nlu.jsonl"
+
+_GREETINGS = (
+    "hi", "hello there", "good morning", "hey, anyone there?", "hello!",
+)  # fmt: skip
+_QUESTIONS = (
+    "my card has not arrived yet",
+    "how do I activate my new card?",
+    "I want to check my account balance",
+    "can I change the PIN of my card?",
+    "where is my order?",
+    "how do I return an item I bought last week?",
+    "I was charged twice for the same purchase",
+    "what is the exchange rate for euros?",
+    "I lost my card, please block it",
+    "how long does a bank transfer take?",
+)
+_FOLLOW_UPS = (
+    "how long will that take?",
+    "is there a fee for that?",
+    "can I do it from the app?",
+    "and what if it still doesn't work?",
+    "ok, what do I need to do next?",
+)
+_THANKS = ("thanks!", "thank you, bye", "great, thanks a lot", "cheers", "that's all, goodbye")
+
+_GREET_RE = re.compile(r"greet|hello|welcome")
+_THANKS_RE = re.compile(r"thank|bye|goodbye")
+_SKIP_RE = re.compile(r"^(oos|out_of_scope|fallback|nlu_fallback|affirm|deny|chitchat)$")
+
+
+@dataclass(frozen=True)
+class ConversationScript:
+    """The turns of one conversation; each turn has alternative texts."""
+
+    turns: tuple[tuple[str, ...], ...]
+    source: str = "built-in"
+
+    def __post_init__(self) -> None:
+        if not self.turns or not all(self.turns):
+            raise ValueError("a conversation script needs at least one turn, each with a text")
+
+    def text(self, conversation: int, message: int) -> str:
+        """What conversation ``conversation`` says in its ``message``-th message."""
+        cycle, turn = divmod(message, len(self.turns))
+        options = self.turns[turn]
+        return options[(conversation * 7919 + cycle * 104729) % len(options)]
+
+    def all_texts(self) -> list[str]:
+        return [text for turn in self.turns for text in turn]
+
+
+def load_script(nlu_file: Path | None = None) -> ConversationScript:
+    """The demo domain's texts arranged as conversations, or the built-in script."""
+    path = DEMO_NLU_FILE if nlu_file is None else nlu_file
+    builtin = ConversationScript((_GREETINGS, _QUESTIONS, _FOLLOW_UPS, _THANKS))
+    if not path.is_file():
+        if nlu_file is not None:
+            raise FileNotFoundError(f"no such NLU examples file: {path}")
+        return builtin
+    greetings: list[str] = []
+    questions: list[str] = []
+    thanks: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        example = json.loads(line)
+        text = str(example.get("text", "")).strip()
+        intent = example.get("intent") or next(iter(example.get("intents") or []), "")
+        if not text or not isinstance(intent, str) or _SKIP_RE.match(intent):
+            continue
+        if _GREET_RE.search(intent):
+            greetings.append(text)
+        elif _THANKS_RE.search(intent):
+            thanks.append(text)
+        else:
+            questions.append(text)
+    return ConversationScript(
+        (
+            tuple(greetings) or _GREETINGS,
+            tuple(questions) or _QUESTIONS,
+            _FOLLOW_UPS,
+            tuple(thanks) or _THANKS,
+        ),
+        source=str(path),
+    )
