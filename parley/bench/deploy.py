@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -64,13 +65,13 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     the cache ``parley up`` uses), not into each benchmark's fresh data dir.
     """
     if model_dir is not None:
-        return model_dir
+        return model_dir.resolve()
     env = Settings.from_env()
     if env.nlu_model_dir:
-        return Path(env.nlu_model_dir)
+        return Path(env.nlu_model_dir).resolve()
     from agents.nlu.demo import ensure_demo_model
 
-    return Path(ensure_demo_model(env.data_dir / "models"))
+    return Path(ensure_demo_model(env.data_dir / "models")).resolve()
 
 
 @contextlib.contextmanager
@@ -223,7 +224,7 @@ def inline_deployment(
             popen = subprocess.Popen(
                 [sys.executable, "-m", "parley.bench.inline", "--host", _HOST,
                  "--port", str(port), "--model-dir", str(model)],
-                env={**settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         child = ChildProcess("inline", popen, f"http://{_HOST}:{port}/readyz", log_path)

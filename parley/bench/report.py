@@ -80,9 +80,10 @@ def _throughput(path: Path, results: dict[str, E2EResult]) -> str:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for name, result in results.items():
         t = result.timeline
-        line = ax.plot(t["second"], t["replied"], label=f"{name}: replies/s")[0]
-        ax.plot(t["second"], t["sent"], linestyle="--", color=line.get_color(), alpha=0.6,
-                label=f"{name}: sent/s")  # fmt: skip
+        line = ax.step(t["second"], t["replied"], where="post", label=f"{name}: replies/s")[0]
+        ax.step(t["second"], t["sent"], where="post", linestyle="--", color=line.get_color(),
+                alpha=0.6, label=f"{name}: sent/s")  # fmt: skip
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("messages per second")
     ax.set_title("Throughput over time")
