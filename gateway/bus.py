@@ -68,11 +68,14 @@ class InboundProducer:
                 self._done.append((future, err))
 
         try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-        except BufferError:
-            # Local queue full: let the poll thread drain it, then try once more.
-            self._producer.poll(0.1)
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            except BufferError:
+                # Local queue full: give the broker a moment to drain it, then try once more.
+                self._producer.poll(0.1)
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except (BufferError, KafkaException) as exc:
+            future.set_exception(DeliveryError(f"not queued: {exc}"))
         return future
 
     def _poll(self) -> None:

@@ -65,8 +65,12 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
         sessions, seen = await store.load([(k, m["event_id"]) for k, m in batch])
         new_turns: list[AppliedTurn] = []
         resend: list[tuple[ConversationKeys, int]] = []
+        decided: set[str] = set()  # a reprocessed event may also repeat within one batch
         for keys, msg in batch:
             session = sessions[keys]
+            if msg["event_id"] in decided:
+                continue
+            decided.add(msg["event_id"])
             if msg["event_id"] in seen:
                 reply_seq = seen[msg["event_id"]]
                 if reply_seq > session.produced_seq:
