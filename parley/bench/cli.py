@@ -121,6 +121,13 @@ def _deployment_options(f: Any) -> Any:
 )
 @click.option("--report", "report_dir", type=_DIR, help="Write an HTML report with plots here.")
 @click.option(
+    "--profile",
+    "profile_dir",
+    type=_DIR,
+    help="Sample the gateway, worker and inline processes with py-spy during the steady "
+    "window; write their stacks here.",
+)
+@click.option(
     "--check",
     is_flag=True,
     help="Exit with 1 if a message was lost, duplicated or never acknowledged.",
@@ -129,7 +136,8 @@ def _deployment_options(f: Any) -> Any:
 def e2e(
     conversations: int, rate: float, duration: float, warmup: float | None,
     drain_timeout: float, gateways: int, workers: int, partitions: int | None, baseline: str,
-    script_file: Path | None, report_dir: Path | None, check: bool, url: str | None,
+    script_file: Path | None, report_dir: Path | None, profile_dir: Path | None, check: bool,
+    url: str | None,
     infra: str, model_dir: Path | None, data_parent: Path | None, keep_data: bool,
     clients_procs: int, as_json: bool,
 ) -> None:  # fmt: skip
@@ -144,6 +152,10 @@ def e2e(
             from parley.bench.report import check_plotting
 
             check_plotting()
+        if profile_dir is not None:
+            from parley.bench.profile import check_profiler
+
+            check_profiler()
         options = E2EOptions(
             conversations=conversations, rate=rate, duration=duration, warmup=warmup,
             drain_timeout=drain_timeout, clients_procs=clients_procs,
@@ -160,12 +172,16 @@ def e2e(
                     keep_data=keep_data,
                 )  # fmt: skip
             with target as deployment:
-                results["pipeline"] = run_load(deployment, options)
+                results["pipeline"] = run_load(
+                    deployment, options, profile_dir=profile_dir and profile_dir / "pipeline"
+                )
         if baseline in ("inline", "both"):
             with deploy.inline_deployment(
                 model_dir=model_dir, data_parent=data_parent, keep_data=keep_data
             ) as deployment:
-                results["inline"] = run_load(deployment, options)
+                results["inline"] = run_load(
+                    deployment, options, profile_dir=profile_dir and profile_dir / "inline"
+                )
     if "pipeline" in results and "inline" in results:
         output = compare(results["pipeline"].summary, results["inline"].summary)
     else:

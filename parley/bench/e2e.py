@@ -21,11 +21,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from parley.bench.deploy import Deployment
 from parley.bench.loadgen import ConnectReport, LoadGenerator, LoadResult, split_plan
 from parley.bench.procstats import ProcessSampler
+from parley.bench.profile import Profiler
 from parley.bench.script import ConversationScript, load_script
 from parley.bench.stats import latency_summary, per_second, percentile, rounded
 
@@ -76,18 +78,21 @@ def run_load(
     deployment: Deployment,
     options: E2EOptions,
     between_phases: Callable[[], dict[str, Any]] | None = None,
+    profile_dir: Path | None = None,
 ) -> E2EResult:
     """Connect every session, run the schedule, drain, summarise.
 
     ``between_phases`` is called once every session is open and before the first
     message (the connections benchmark measures the gateway there); what it
-    returns is merged into the summary.
+    returns is merged into the summary. With ``profile_dir``, the gateway, worker
+    and inline processes are sampled with py-spy during the steady window.
     """
     plans = split_plan(
         options.clients_procs, options.conversations, options.idle,
         urls=tuple(deployment.ws_urls), run_id=uuid.uuid4().hex[:10], rate=options.rate,
         duration=options.duration, drain_timeout=options.drain_timeout, script=options.script,
     )  # fmt: skip
+    profiler = Profiler(profile_dir, deployment.processes) if profile_dir else None
     sampler = ProcessSampler()
     for name, pid in deployment.processes.items():
         sampler.add(name, pid)
@@ -101,6 +106,8 @@ def run_load(
             extra = between_phases() if between_phases is not None else None
             start_at = time.time() + _START_DELAY_S
             sampler.set_window(start_at + options.warmup_s, start_at + options.duration)
+            if profiler is not None:
+                profiler.schedule(start_at + options.warmup_s, options.duration - options.warmup_s)
             generator.go(start_at)
             results = generator.results(timeout=options.duration + options.drain_timeout + 120)
         finally:
@@ -113,6 +120,8 @@ def run_load(
     result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
     if extra:
         result.summary.update(extra)
+    if profiler is not None:
+        result.summary["profiles"] = profiler.finish()
     return result
 
 

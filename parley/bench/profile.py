@@ -1,0 +1,103 @@
+"""``--profile DIR``: sample the Python processes under load with py-spy.
+
+During the steady window, ``py-spy record`` samples each gateway, worker or
+inline process (``--format raw``: one collapsed stack per line with its sample
+count, the input of any flame graph tool). :func:`summarize_collapsed` turns
+such a file into the functions that hold the most samples, inclusive and self.
+py-spy is not a dependency: ``pip install py-spy``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["Profiler", "check_profiler", "summarize_collapsed"]
+
+_PROFILED = re.compile(r"^(gateway|worker|inline)")
+
+
+def check_profiler() -> str:
+    """The py-spy executable; raise ImportError with the fix when it is missing."""
+    found = shutil.which("py-spy")
+    if found is None:
+        raise ImportError(
+            "--profile samples with py-spy, which is not installed: pip install py-spy"
+        )
+    return found
+
+
+class Profiler:
+    """Records every gateway/worker/inline process for ``seconds`` from ``start_epoch``."""
+
+    def __init__(self, directory: Path, processes: dict[str, int], rate: int = 100) -> None:
+        self.executable = check_profiler()
+        self.directory = directory
+        self.targets = {name: pid for name, pid in processes.items() if _PROFILED.match(name)}
+        self.rate = rate
+        self._popen: list[subprocess.Popen[bytes]] = []
+        self._timer: threading.Timer | None = None
+
+    def schedule(self, start_epoch: float, seconds: float) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        delay = max(0.0, start_epoch - time.time())
+        self._timer = threading.Timer(delay, self._start, args=(max(1, round(seconds)),))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _start(self, seconds: int) -> None:
+        for name, pid in self.targets.items():
+            out = self.directory / f"{name}.collapsed.txt"
+            log = (self.directory / f"{name}.py-spy.log").open("wb")
+            self._popen.append(subprocess.Popen(
+                [self.executable, "record", "--pid", str(pid), "--duration", str(seconds),
+                 "--rate", str(self.rate), "--format", "raw", "--nonblocking", "-o", str(out)],
+                stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+            log.close()
+
+    def finish(self, timeout: float = 60) -> dict[str, str]:
+        """Wait for the recordings; return ``{name: summary file}``."""
+        if self._timer is not None:
+            self._timer.join()
+        for popen in self._popen:
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+        written = {}
+        for name in self.targets:
+            collapsed = self.directory / f"{name}.collapsed.txt"
+            if collapsed.is_file():
+                summary = self.directory / f"{name}.top.txt"
+                summary.write_text(summarize_collapsed(collapsed), encoding="utf-8")
+                written[name] = str(summary)
+        return written
+
+
+def summarize_collapsed(path: Path, top: int = 30) -> str:
+    """The ``top`` functions by inclusive and by self samples of a collapsed-stack file."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f for f in stack.split(";") if f]
+        for frame in set(frames):
+            inclusive[frame] += count
+        if frames:
+            own[frames[-1]] += count
+    lines = [f"{path.name}: {total} samples", "", "inclusive:"]
+    lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines += ["", "self:"]
+    lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in own.most_common(top)]
+    return "\n".join(lines) + "\n" if total else f"{path.name}: no samples\n"
