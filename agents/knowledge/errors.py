@@ -1,0 +1,98 @@
+"""Errors of the knowledge component.
+
+::
+
+    ParleyError                      (parley/errors.py)
+    └── KnowledgeError
+        ├── DocumentRejected         one document cannot be ingested (the rest is)
+        ├── IndexFormatError         an index folder is missing, corrupt or from another version
+        ├── EmbedderUnavailable      the weights of an embedding model are not installed
+        └── LLMError                 a chat-completions call did not give a usable answer
+            ├── LLMTimeout           no answer within the timeout
+            ├── LLMUnavailable       connection refused, 5xx, 429
+            ├── LLMMalformedOutput   an answer that is not a valid completion or cites nothing valid
+            └── CircuitOpenError     the breaker is open: the call was not even tried
+
+Every ``LLMError`` ends in an extractive answer, labelled as an excerpt; none
+reaches the end user.
+"""
+
+from __future__ import annotations
+
+from parley.errors import ParleyError
+
+__all__ = [
+    "CircuitOpenError",
+    "DocumentRejected",
+    "EmbedderUnavailable",
+    "IndexFormatError",
+    "KnowledgeError",
+    "LLMError",
+    "LLMMalformedOutput",
+    "LLMTimeout",
+    "LLMUnavailable",
+]
+
+
+class KnowledgeError(ParleyError):
+    """Base class of the knowledge component's errors."""
+
+
+class DocumentRejected(KnowledgeError):
+    """A document that is not ingested, with where it came from and why."""
+
+    def __init__(self, doc_id: str, reason: str, *, source: str = "") -> None:
+        super().__init__(doc_id, reason, source)
+        self.doc_id, self.reason, self.source = doc_id, reason, source
+
+    def __str__(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"document {self.doc_id or '<no id>'}{where} rejected: {self.reason}"
+
+
+class IndexFormatError(KnowledgeError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path, self.problem = path, problem
+
+    def __str__(self) -> str:
+        return f"knowledge index {self.path}: {self.problem}"
+
+
+class EmbedderUnavailable(KnowledgeError):
+    def __init__(self, kind: str, hint: str) -> None:
+        super().__init__(kind, hint)
+        self.kind, self.hint = kind, hint
+
+    def __str__(self) -> str:
+        return f"embedding model {self.kind!r} is not available: {self.hint}"
+
+
+class LLMError(KnowledgeError):
+    """A chat-completions call that gave no usable answer."""
+
+    kind = "error"
+
+    def __init__(self, detail: str, *, model: str = "") -> None:
+        super().__init__(detail, model)
+        self.detail, self.model = detail, model
+
+    def __str__(self) -> str:
+        on = f" ({self.model})" if self.model else ""
+        return f"LLM {self.kind}{on}: {self.detail}"
+
+
+class LLMTimeout(LLMError):
+    kind = "timeout"
+
+
+class LLMUnavailable(LLMError):
+    kind = "unavailable"
+
+
+class LLMMalformedOutput(LLMError):
+    kind = "malformed output"
+
+
+class CircuitOpenError(LLMError):
+    kind = "circuit open"

@@ -1,0 +1,150 @@
+"""Second stage: a cross-feature reranker over the first stage's candidates.
+
+For each (question, candidate passage) pair it computes features that look at
+both sides at once — dense similarities to the title and to the passage, BM25
+per field, how much of the question the title covers, shared bigrams, the
+candidate's gap to the best candidate — and scores them with a logistic model.
+The output is a probability that the passage answers the question, which is
+also the answer's confidence (and drives refusals).
+
+The shipped weights (``reranker.json`` beside this file) were fitted by
+``parley kb train-reranker`` on part of a public FAQ dataset's development
+queries (see docs/knowledge.md); an index may carry its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FEATURE_NAMES", "Candidates", "Reranker", "candidate_features"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "reranker.json"
+
+FEATURE_NAMES = (
+    "dense_title",
+    "dense_passage",
+    "bm25_title",
+    "bm25_passage",
+    "title_coverage",
+    "passage_coverage",
+    "title_bigrams",
+    "gap_dense_title",
+    "gap_dense_passage",
+    "gap_first_stage",
+    "first_stage_rank",
+)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """First-stage signals of the candidate rows of one question."""
+
+    dense_title: np.ndarray
+    dense_passage: np.ndarray
+    bm25_title: np.ndarray  # normalised to [0, 1] by the question's best possible score
+    bm25_passage: np.ndarray
+    first_stage: np.ndarray
+    title_tokens: Sequence[Sequence[str]]
+    passage_tokens: Sequence[Sequence[str]]
+
+
+def _bigrams(tokens: Sequence[str]) -> set[tuple[str, str]]:
+    return set(zip(tokens, tokens[1:], strict=False))
+
+
+def candidate_features(query_tokens: Sequence[str], c: Candidates) -> np.ndarray:
+    """``[candidates, len(FEATURE_NAMES)]`` float32 feature matrix."""
+    n = len(c.dense_title)
+    q = set(query_tokens)
+    qb = _bigrams(query_tokens)
+    cover_t = np.zeros(n, np.float32)
+    cover_p = np.zeros(n, np.float32)
+    bigram_t = np.zeros(n, np.float32)
+    if q:
+        for i in range(n):
+            cover_t[i] = len(q.intersection(c.title_tokens[i])) / len(q)
+            cover_p[i] = len(q.intersection(c.passage_tokens[i])) / len(q)
+            if qb:
+                bigram_t[i] = len(qb & _bigrams(c.title_tokens[i])) / len(qb)
+    rank = np.empty(n, np.float32)
+    rank[np.argsort(-c.first_stage, kind="stable")] = np.arange(n, dtype=np.float32)
+    return np.stack(
+        [
+            c.dense_title,
+            c.dense_passage,
+            c.bm25_title,
+            c.bm25_passage,
+            cover_t,
+            cover_p,
+            bigram_t,
+            c.dense_title - c.dense_title.max(initial=0.0),
+            c.dense_passage - c.dense_passage.max(initial=0.0),
+            c.first_stage - c.first_stage.max(initial=0.0),
+            np.log1p(rank),
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+class Reranker:
+    """A logistic model over :data:`FEATURE_NAMES` (standardised inside)."""
+
+    def __init__(self, weights: np.ndarray, bias: float, mean: np.ndarray, scale: np.ndarray,
+                 *, info: dict[str, object] | None = None) -> None:
+        if not (len(weights) == len(mean) == len(scale) == len(FEATURE_NAMES)):
+            raise ValueError(f"reranker needs {len(FEATURE_NAMES)} weights")
+        self.weights = np.asarray(weights, np.float32)
+        self.bias = float(bias)
+        self.mean = np.asarray(mean, np.float32)
+        self.scale = np.where(np.asarray(scale, np.float32) > 1e-6, scale, 1.0).astype(np.float32)
+        self.info = info or {}
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(((features - self.mean) / self.scale) @ self.weights + self.bias)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-self.logits(features))), dtype=np.float32)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "features": list(FEATURE_NAMES),
+            "weights": [round(float(x), 6) for x in self.weights],
+            "bias": round(self.bias, 6),
+            "mean": [round(float(x), 6) for x in self.mean],
+            "scale": [round(float(x), 6) for x in self.scale],
+            "info": self.info,
+        }, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Reranker:
+        raw = json.loads(text)
+        if list(raw.get("features", [])) != list(FEATURE_NAMES):
+            raise ValueError("reranker weights were fitted on a different feature set")
+        return cls(np.array(raw["weights"]), raw["bias"], np.array(raw["mean"]),
+                   np.array(raw["scale"]), info=raw.get("info") or {})
+
+    @classmethod
+    def default(cls) -> Reranker:
+        """The shipped weights, or a hand-set prior when none are shipped."""
+        if DEFAULT_WEIGHTS.is_file():
+            return cls.from_json(DEFAULT_WEIGHTS.read_text(encoding="utf-8"))
+        w = np.array([4.0, 4.0, 1.0, 0.5, 1.0, 0.3, 0.5, 3.0, 3.0, 2.0, -0.5])
+        return cls(w, -3.0, np.zeros(len(w)), np.ones(len(w)), info={"source": "prior"})
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, *, c: float = 1.0,
+            info: dict[str, object] | None = None) -> Reranker:
+        """Fit on labelled candidates (needs scikit-learn, the ``train`` extra)."""
+        from sklearn.linear_model import LogisticRegression
+
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0)
+        scale = np.where(scale > 1e-6, scale, 1.0)
+        model = LogisticRegression(C=c, max_iter=2000)
+        model.fit((features - mean) / scale, labels)
+        return cls(model.coef_[0], float(model.intercept_[0]), mean, scale, info=info)
