@@ -116,6 +116,7 @@ def run_load(
     result.summary["target"] = deployment.kind
     result.summary["deployment"] = deployment.details
     usage = sampler.report()
+    result.summary.update(cpu_per_message(usage["processes"], result.summary, usage["machine"]))
     result.summary["processes"] = usage["processes"]
     result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
     if extra:
@@ -123,6 +124,31 @@ def run_load(
     if profiler is not None:
         result.summary["profiles"] = profiler.finish()
     return result
+
+
+def cpu_per_message(
+    processes: dict[str, dict[str, Any]], summary: dict[str, Any], machine: dict[str, Any]
+) -> dict[str, Any]:
+    """CPU milliseconds per replied message, per process and for the system under test.
+
+    Unlike throughput, this barely moves when other programs share the cores, so
+    it is the figure to compare between runs on a busy machine. The capacity
+    estimate is what the system under test would reach with every core to itself
+    (CPU-bound, perfectly scheduled): an upper bound, not a measurement.
+    """
+    throughput = summary.get("throughput_msgs_per_s") or 0
+    total = 0.0
+    for name, figures in processes.items():
+        util = figures.get("cpu_util")
+        per_msg = util * 1000 / throughput if util is not None and throughput else None
+        figures["cpu_ms_per_msg"] = None if per_msg is None else round(per_msg, 3)
+        if per_msg is not None and not name.startswith(("loadgen", "bench")):
+            total += per_msg
+    cores = machine.get("cores") or 1
+    return {
+        "cpu_ms_per_msg": round(total, 3) if total else None,
+        "capacity_estimate_msgs_per_s": round(cores * 1000 / total) if total else None,
+    }
 
 
 def summarize(
