@@ -1,0 +1,79 @@
+"""The Tansu broker: a Kafka-wire-compatible broker that keeps data in memory only.
+
+Started as ``tansu broker --storage-engine memory://tansu/ ...``: every topic and
+message is lost when the process stops. That is the point for development and
+tests; durability comes from a real Kafka cluster in production.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from infra.ports import port_accepts
+from infra.process import ServiceProcess
+from infra.waiting import Deadline, wait_until
+
+__all__ = ["MEMORY_STORAGE", "admin_client", "broker_process", "kafka_metadata_ok", "wait_broker"]
+
+logger = logging.getLogger(__name__)
+
+#: Tansu's in-memory storage engine, chosen explicitly (it is also the default).
+MEMORY_STORAGE = "memory://tansu/"
+
+
+def broker_process(binary: str, host: str, port: int, log_path: Path) -> ServiceProcess:
+    url = f"tcp://{host}:{port}"
+    argv = [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        MEMORY_STORAGE,
+    ]
+    return ServiceProcess("tansu", argv, log_path, port)
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    """An AdminClient whose librdkafka log lines go to Python logging, not stderr."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "logger": logging.getLogger("infra.librdkafka"),
+        # Retry a refused connection quickly instead of backing off for seconds.
+        "reconnect.backoff.max.ms": 500,
+    }
+    return AdminClient(config)
+
+
+def kafka_metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True if a Kafka metadata request to ``bootstrap`` succeeds within ``timeout``."""
+    try:
+        metadata = admin_client(bootstrap).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        logger.debug("metadata request to %s failed: %s", bootstrap, exc)
+        return False
+    return bool(metadata.brokers)
+
+
+def wait_broker(process: ServiceProcess, host: str, deadline: Deadline) -> None:
+    """Block until the broker accepts connections and answers a metadata request."""
+    wait_until(
+        lambda: port_accepts(host, process.port),
+        deadline,
+        f"{process.name} to listen on {host}:{process.port}",
+        check=process.check_running,
+    )
+    bootstrap = f"{host}:{process.port}"
+    wait_until(
+        lambda: kafka_metadata_ok(bootstrap, timeout=max(0.1, min(2.0, deadline.remaining()))),
+        deadline,
+        f"a Kafka metadata response from {bootstrap}",
+        check=process.check_running,
+    )

@@ -1,0 +1,263 @@
+"""``parley infra up | down | status``: the embedded broker and Redis Cluster.
+
+Defaults come from :class:`parley.settings.Settings` (``PARLEY_DATA_DIR``,
+``PARLEY_KAFKA_BOOTSTRAP``'s port, ``PARLEY_REDIS_NODES``'s first port and the
+five after it); options override them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from infra.embedded import EmbeddedInfra
+from infra.pidfile import read_pidfile
+from infra.process import DEFAULT_GRACE
+from infra.topics import ensure_topics
+from parley.errors import InfraError, ParleyError
+from parley.settings import Settings
+from streams.topics import all_topics
+
+__all__ = ["infra"]
+
+logger = logging.getLogger(__name__)
+
+REDIS_NODES = 6
+MEMORY_ONLY = (
+    "Data is kept in memory only: stopping the broker or the Redis nodes loses every topic, "
+    "message and key."
+)
+
+
+def _port_of(address: str, setting: str) -> int:
+    first = address.split(",")[0].strip()
+    _, _, port = first.rpartition(":")
+    try:
+        return int(port)
+    except ValueError:
+        raise click.UsageError(
+            f"{setting}={address!r}: expected host:port[,host:port...]"
+        ) from None
+
+
+class _Config:
+    def __init__(
+        self, data_dir: Path | None, kafka_port: int | None, redis_port: int | None, grace: float
+    ) -> None:
+        try:
+            settings = Settings.from_env()
+        except ParleyError as exc:
+            raise click.ClickException(str(exc)) from exc
+        self.settings = settings
+        self.data_dir = data_dir if data_dir is not None else settings.data_dir
+        self.kafka_port = kafka_port or _port_of(settings.kafka_bootstrap, "PARLEY_KAFKA_BOOTSTRAP")
+        first = redis_port or _port_of(settings.redis_nodes, "PARLEY_REDIS_NODES")
+        self.redis_ports = list(range(first, first + REDIS_NODES))
+        self.grace = grace
+        self.ports_given = kafka_port is not None or redis_port is not None
+
+    def infra(self, *, prefer_recorded: bool) -> EmbeddedInfra:
+        """Ports from the options, else (for down/status) the ones recorded in pids.json."""
+        try:
+            if prefer_recorded and not self.ports_given:
+                recorded = EmbeddedInfra.from_pidfile(self.data_dir, grace=self.grace)
+                if recorded is not None:
+                    return recorded
+            return EmbeddedInfra(
+                self.data_dir,
+                kafka_port=self.kafka_port,
+                redis_ports=self.redis_ports,
+                grace=self.grace,
+            )
+        except (ValueError, InfraError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _setup_logging(level: str) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.group("infra")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data and log folder [default: PARLEY_DATA_DIR or .parley].",
+)
+@click.option(
+    "--kafka-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Broker port [default: port of PARLEY_KAFKA_BOOTSTRAP, 9092].",
+)
+@click.option(
+    "--redis-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="First of 6 consecutive Redis ports [default: from PARLEY_REDIS_NODES, 7000].",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=DEFAULT_GRACE,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping.",
+)
+@click.pass_context
+def infra(
+    ctx: click.Context,
+    data_dir: Path | None,
+    kafka_port: int | None,
+    redis_port: int | None,
+    grace: float,
+) -> None:
+    """The embedded Kafka broker (Tansu) and Redis Cluster (Valkey), on loopback, memory only."""
+    config = _Config(data_dir, kafka_port, redis_port, grace)
+    _setup_logging(config.settings.log_level)
+    ctx.obj = config
+
+
+def _already_up(config: _Config) -> bool:
+    try:
+        recorded = read_pidfile(config.data_dir)
+    except InfraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if recorded is None:
+        return False
+    live = recorded.live()
+    if not live:
+        return False
+    if len(live) < len(recorded.processes):
+        names = ", ".join(record.name for record, _ in live)
+        raise click.ClickException(
+            f"infrastructure in {config.data_dir} is only partly running ({names}); "
+            "run `parley infra down` and then `parley infra up` again"
+        )
+    return True
+
+
+def _echo_ready(infra_: EmbeddedInfra, topics: list[str]) -> None:
+    click.echo(f"kafka bootstrap : {infra_.kafka_bootstrap}  (tansu)")
+    click.echo(f"redis nodes     : {infra_.redis_nodes}")
+    click.echo(f"topics          : {', '.join(topics)}")
+    click.echo(f"logs            : {infra_.log_dir}")
+    click.echo(MEMORY_ONLY)
+
+
+@infra.command("up")
+@click.option(
+    "--foreground", is_flag=True, help="Stay attached; Ctrl-C or SIGTERM stops everything."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for everything to be ready.",
+)
+@click.pass_obj
+def up(config: _Config, foreground: bool, timeout: float) -> None:
+    """Start the broker and the Redis Cluster, create the topics, then detach."""
+    if _already_up(config):
+        click.echo(f"already up (see `parley infra status`; pids in {config.data_dir}/pids.json)")
+        return
+    embedded = config.infra(prefer_recorded=False)
+    specs = all_topics(config.settings.chat_partitions, config.settings.topic_prefix)
+    try:
+        embedded.start(timeout=timeout)
+        ensure_topics(embedded.kafka_bootstrap, specs, timeout=timeout)
+    except InfraError as exc:
+        embedded.stop()
+        raise click.ClickException(str(exc)) from exc
+    except BaseException:
+        embedded.stop()
+        raise
+    _echo_ready(embedded, [spec.name for spec in specs])
+    if not foreground:
+        click.echo("running in the background; stop with `parley infra down`")
+        return
+    click.echo("running in the foreground; Ctrl-C stops everything")
+    try:
+        _wait_for_signal_or_death(embedded)
+    finally:
+        embedded.stop()
+        click.echo("stopped")
+
+
+def _wait_for_signal_or_death(embedded: EmbeddedInfra) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            dead = [s for s in embedded.services if s.returncode() is not None]
+            if dead:
+                names = ", ".join(
+                    f"{s.name} (exit {s.returncode()}, log {s.log_path})" for s in dead
+                )
+                raise click.ClickException(f"stopped everything because a process died: {names}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@infra.command("down")
+@click.pass_obj
+def down(config: _Config) -> None:
+    """Stop what `parley infra up` started (SIGTERM, grace period, SIGKILL)."""
+    embedded = config.infra(prefer_recorded=True)
+    try:
+        stopped = embedded.stop_recorded()
+    except InfraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if stopped:
+        click.echo(f"stopped {len(stopped)} processes: {', '.join(stopped)}")
+    else:
+        click.echo(f"nothing to stop (no running processes recorded in {config.data_dir})")
+
+
+def _status_lines(report: dict[str, Any]) -> list[str]:
+    def pid(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    kafka = report["kafka"]
+    lines = [f"{'SERVICE':<12} {'PORT':>5} {'PID':>8}  {'STATE':<5} DETAIL"]
+    lines.append(
+        f"{'kafka':<12} {kafka['port']:>5} {pid(kafka['pid']):>8}  "
+        f"{'up' if kafka['up'] else 'down':<5} tansu, memory only"
+    )
+    for node in report["redis"]["nodes"]:
+        detail = f"{node['role']}, cluster_state:{node['cluster_state']}" if node["up"] else ""
+        lines.append(
+            f"{node['name']:<12} {node['port']:>5} {pid(node['pid']):>8}  "
+            f"{'up' if node['up'] else 'down':<5} {detail}"
+        )
+    lines.append(f"redis cluster: {report['redis']['cluster_state']}")
+    return lines
+
+
+@infra.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(config: _Config, as_json: bool) -> None:
+    """Port, pid and state of each service; exits 1 if anything is down."""
+    report = config.infra(prefer_recorded=True).status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in _status_lines(report):
+            click.echo(line)
+    if not report["up"]:
+        raise SystemExit(1)

@@ -1,0 +1,334 @@
+"""The embedded development stack: one Tansu broker and a 6-node Valkey cluster on loopback.
+
+Both keep data in memory only: stopping them loses every topic, message and
+key. Use it for development and tests; production runs a real Kafka cluster.
+
+::
+
+    with EmbeddedInfra(Path(".parley"), kafka_port=19092, redis_ports=range(17000, 17006)) as infra:
+        ensure_topics(infra.kafka_bootstrap, all_topics())
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from infra.binaries import resolve_redis_binaries, resolve_tansu
+from infra.broker import broker_process, kafka_metadata_ok, wait_broker
+from infra.pidfile import PidFile, PidRecord, read_pidfile, remove_pidfile, write_pidfile
+from infra.ports import check_ports_free, port_accepts
+from infra.process import DEFAULT_GRACE, ServiceProcess, stop_processes
+from infra.redis_cluster import (
+    BUS_PORT_OFFSET,
+    cluster_info,
+    create_cluster,
+    node_process,
+    node_role,
+    wait_cluster_ok,
+    wait_nodes_listening,
+)
+from infra.topics import ensure_topics
+from infra.waiting import Deadline
+from parley.errors import InfraError
+
+__all__ = ["EmbeddedInfra", "ensure_topics"]
+
+logger = logging.getLogger(__name__)
+
+KAFKA_SERVICE = "kafka (tansu)"
+
+
+def _check_port(value: int, what: str) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{what} must be a TCP port between 1 and 65535, got {value}")
+
+
+def _overall_cluster_state(states: list[str | None]) -> str:
+    """ok: every node says ok; down: none answers; degraded: some do not answer, the
+    rest say ok; otherwise fail (a node reports its cluster as failing)."""
+    answered = [state for state in states if state is not None]
+    if not answered:
+        return "down"
+    if any(state != "ok" for state in answered):
+        return "fail"
+    return "ok" if len(answered) == len(states) else "degraded"
+
+
+class EmbeddedInfra:
+    """Starts, checks and stops the embedded broker and Redis Cluster.
+
+    ``start()`` blocks until the broker answers a metadata request and every
+    Redis node reports ``cluster_state:ok`` with all 16384 slots served.
+    ``stop()`` stops what this object started and is idempotent. A stack left
+    running by ``parley infra up`` (recorded in ``<data_dir>/pids.json``) is
+    stopped with :meth:`stop_recorded`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        kafka_port: int = 9092,
+        redis_ports: Sequence[int] = range(7000, 7006),
+        redis_bus_ports: Sequence[int] | None = None,
+        redis_replicas: int = 1,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.kafka_port = kafka_port
+        self.redis_ports = list(redis_ports)
+        self.redis_bus_ports = (
+            [p + BUS_PORT_OFFSET for p in self.redis_ports]
+            if redis_bus_ports is None
+            else list(redis_bus_ports)
+        )
+        self.redis_replicas = redis_replicas
+        self.grace = grace
+        self._validate()
+        self._services: list[ServiceProcess] = []
+
+    def _validate(self) -> None:
+        _check_port(self.kafka_port, "kafka_port")
+        for port in self.redis_ports:
+            _check_port(port, "every redis port")
+        for port in self.redis_bus_ports:
+            _check_port(port, "every redis cluster bus port (by default redis port + 10000)")
+        if self.redis_replicas < 0:
+            raise ValueError(f"redis_replicas must be 0 or more, got {self.redis_replicas}")
+        need = 3 * (self.redis_replicas + 1)
+        if len(self.redis_ports) < need:
+            raise ValueError(
+                f"a Redis Cluster with {self.redis_replicas} replica(s) per primary needs at "
+                f"least {need} ports (3 primaries), got {len(self.redis_ports)}"
+            )
+        if len(self.redis_bus_ports) != len(self.redis_ports):
+            raise ValueError("redis_bus_ports needs exactly one port per redis port")
+        every = [self.kafka_port, *self.redis_ports, *self.redis_bus_ports]
+        if len(set(every)) != len(every):
+            raise ValueError(f"kafka, redis and redis bus ports must all differ, got {every}")
+
+    # --- addresses --------------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_nodes(self) -> str:
+        return ",".join(f"{self.host}:{port}" for port in self.redis_ports)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def started(self) -> bool:
+        return bool(self._services)
+
+    @property
+    def services(self) -> list[ServiceProcess]:
+        """The processes this object started (empty before start and after stop)."""
+        return list(self._services)
+
+    def _wanted_ports(self) -> list[tuple[str, int]]:
+        wanted = [(KAFKA_SERVICE, self.kafka_port)]
+        wanted += [(f"redis node {p}", p) for p in self.redis_ports]
+        wanted += [
+            (f"the cluster bus of redis node {p}", bus)
+            for p, bus in zip(self.redis_ports, self.redis_bus_ports, strict=True)
+        ]
+        return wanted
+
+    # --- lifecycle ----------------------------------------------------------------
+    def start(self, timeout: float = 60) -> None:
+        """Start everything and block until it is ready (at most ``timeout`` seconds).
+
+        Raises :class:`~parley.errors.BinaryNotFoundError` or
+        :class:`~parley.errors.PortInUseError` before starting anything, and
+        :class:`~parley.errors.InfraError` (with the end of the process's log) if a
+        process dies or is not ready in time; then whatever was started is stopped.
+        """
+        if self._services:
+            raise InfraError("this EmbeddedInfra is already started")
+        began = time.monotonic()
+        deadline = Deadline(timeout)
+        tansu = resolve_tansu()
+        redis_bins = resolve_redis_binaries()
+        check_ports_free(self.host, self._wanted_ports())
+        self._refuse_live_pidfile()
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        broker = broker_process(tansu, self.host, self.kafka_port, self.log_dir / "tansu.log")
+        nodes = [
+            node_process(
+                redis_bins.server,
+                self.host,
+                port,
+                bus,
+                self.data_dir / "redis",
+                self.log_dir / f"redis-{port}.log",
+            )
+            for port, bus in zip(self.redis_ports, self.redis_bus_ports, strict=True)
+        ]
+        self._services = [broker, *nodes]
+        try:
+            for service in self._services:
+                service.start()
+            self._write_pidfile()
+            wait_broker(broker, self.host, deadline)
+            logger.info("kafka (tansu, memory only) ready on %s", self.kafka_bootstrap)
+            wait_nodes_listening(nodes, self.host, deadline)
+            create_cluster(
+                redis_bins.cli,
+                self.host,
+                self.redis_ports,
+                self.redis_replicas,
+                self.log_dir / "redis-cluster-create.log",
+                deadline,
+            )
+            wait_cluster_ok(nodes, self.host, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info(
+            "redis cluster ready on %s; infrastructure up in %.1fs",
+            self.redis_nodes,
+            time.monotonic() - began,
+        )
+
+    def stop(self) -> None:
+        """Stop what :meth:`start` started: SIGTERM, grace period, SIGKILL. Idempotent."""
+        if not self._services:
+            return
+        services, self._services = self._services, []
+        logger.info("stopping %s processes", len(services))
+        stop_processes(services, self.grace)
+        recorded = self._read_pidfile_quietly()
+        own = {s.pid for s in services}
+        if recorded is not None and {r.pid for r in recorded.processes} <= own:
+            remove_pidfile(self.data_dir)
+
+    def stop_recorded(self) -> list[str]:
+        """Stop the processes ``<data_dir>/pids.json`` records (a detached ``parley infra up``).
+
+        Returns the names of the processes that were still running. Idempotent.
+        """
+        self.stop()
+        recorded = read_pidfile(self.data_dir)
+        if recorded is None:
+            return []
+        live = recorded.live()
+        stop_processes([proc for _, proc in live], self.grace)
+        remove_pidfile(self.data_dir)
+        return [record.name for record, _ in live]
+
+    def __enter__(self) -> EmbeddedInfra:
+        if not self._services:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- pid file ---------------------------------------------------------------
+    def _write_pidfile(self) -> None:
+        records = []
+        for service in self._services:
+            proc = service.process
+            if proc is not None:
+                records.append(PidRecord(service.name, proc.pid, service.port, proc.create_time()))
+        write_pidfile(
+            self.data_dir,
+            PidFile(self.host, self.kafka_port, self.redis_ports, records),
+        )
+
+    def _read_pidfile_quietly(self) -> PidFile | None:
+        try:
+            return read_pidfile(self.data_dir)
+        except InfraError:
+            return None
+
+    def _refuse_live_pidfile(self) -> None:
+        recorded = self._read_pidfile_quietly()
+        if recorded is None:
+            return
+        live = recorded.live()
+        if live:
+            pids = ", ".join(f"{record.name}={record.pid}" for record, _ in live)
+            raise InfraError(
+                f"{self.data_dir} belongs to infrastructure that is still running ({pids}); "
+                f"stop it first with `parley infra down --data-dir {self.data_dir}`"
+            )
+        remove_pidfile(self.data_dir)  # stale: nothing it names runs any more
+
+    @classmethod
+    def from_pidfile(cls, data_dir: Path, **kwargs: Any) -> EmbeddedInfra | None:
+        """An EmbeddedInfra with the ports recorded in ``data_dir``, or None without a pid file."""
+        recorded = read_pidfile(Path(data_dir))
+        if recorded is None:
+            return None
+        return cls(
+            Path(data_dir),
+            host=recorded.host,
+            kafka_port=recorded.kafka_port,
+            redis_ports=recorded.redis_ports,
+            **kwargs,
+        )
+
+    # --- status -----------------------------------------------------------------
+    def _pids(self) -> dict[str, int]:
+        if self._services:
+            return {s.name: s.pid for s in self._services if s.pid is not None}
+        recorded = self._read_pidfile_quietly()
+        if recorded is None:
+            return {}
+        return {record.name: record.pid for record, _ in recorded.live()}
+
+    def status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """What answers on the configured ports, per service.
+
+        ``{"up": bool, "data_dir": str, "kafka": {name, port, pid, up},
+        "redis": {"cluster_state": str, "nodes": [{name, port, pid, up, role,
+        cluster_state}, ...]}}``; ``pid`` is None when not started by this
+        object or recorded in the pid file. The overall ``cluster_state`` is
+        ok, degraded (some nodes do not answer), fail or down.
+        """
+        pids = self._pids()
+        kafka_up = port_accepts(self.host, self.kafka_port) and kafka_metadata_ok(
+            self.kafka_bootstrap, timeout
+        )
+        kafka = {"name": "tansu", "port": self.kafka_port, "pid": pids.get("tansu"), "up": kafka_up}
+        nodes: list[dict[str, Any]] = []
+        states: list[str | None] = []
+        for port in self.redis_ports:
+            info = cluster_info(self.host, port, timeout) if port_accepts(self.host, port) else None
+            states.append(info.get("cluster_state") if info is not None else None)
+            nodes.append(
+                {
+                    "name": f"redis-{port}",
+                    "port": port,
+                    "pid": pids.get(f"redis-{port}"),
+                    "up": info is not None,
+                    "role": node_role(self.host, port, timeout) if info is not None else None,
+                    "cluster_state": states[-1],
+                }
+            )
+        cluster_state = _overall_cluster_state(states)
+        return {
+            "up": kafka_up and cluster_state == "ok",
+            "data_dir": str(self.data_dir),
+            "kafka": kafka,
+            "redis": {"cluster_state": cluster_state, "nodes": nodes},
+        }

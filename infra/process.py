@@ -1,0 +1,176 @@
+"""Child server processes: start with a log file, check, stop (SIGTERM, grace, SIGKILL)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from parley.errors import InfraError
+
+__all__ = ["DEFAULT_GRACE", "ServiceProcess", "log_tail", "stop_processes"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between SIGTERM and SIGKILL. Tansu drains open client connections
+#: for up to 5 s after SIGTERM, so this stays above that.
+DEFAULT_GRACE = 10.0
+
+
+def log_tail(path: Path, lines: int = 20, max_bytes: int = 8192) -> str:
+    """The last ``lines`` lines of a log file ("" if it cannot be read)."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+class ServiceProcess:
+    """One server process started by us, its output going to ``log_path``.
+
+    Processes run in their own session (``start_new_session=True``), so a
+    terminal's Ctrl-C reaches only the parent, which then stops them in order,
+    and ``parley infra up`` can leave them running after it exits.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.port = port
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._process: psutil.Process | None = None
+        self._exit_code: int | None = None  # set when psutil reaped the process
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def process(self) -> psutil.Process | None:
+        return self._process
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logger.debug("starting %s: %s", self.name, " ".join(self.argv))
+        with self.log_path.open("wb") as log:
+            try:
+                self._popen = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise InfraError(f"cannot run {self.argv[0]} for {self.name}: {exc}") from exc
+        try:
+            self._process = psutil.Process(self._popen.pid)
+        except psutil.NoSuchProcess:  # died at once; check_running() reports it with the log
+            self._process = None
+
+    def returncode(self) -> int | None:
+        """The exit code (negative: killed by that signal), or None while it runs."""
+        if self._exit_code is not None:
+            return self._exit_code
+        return self._popen.poll() if self._popen is not None else None
+
+    def check_running(self) -> None:
+        """Raise :class:`InfraError` with the end of the log if the process has exited."""
+        code = self.returncode()
+        if self._popen is None or code is None:
+            return
+        tail = log_tail(self.log_path)
+        raise InfraError(
+            f"{self.name} exited with code {code} during start-up; "
+            f"last lines of {self.log_path}:\n{tail or '(empty log)'}"
+        )
+
+    def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        stop_processes([self], grace)
+
+    def reap(self, exit_code: int | None = None) -> None:
+        """Collect the exit status (``exit_code`` when psutil already reaped the process)."""
+        if exit_code is not None and self._exit_code is None:
+            self._exit_code = int(exit_code)
+        if self._popen is not None and self._exit_code is None:
+            self._popen.poll()
+
+
+def _exit_status(proc: psutil.Process) -> tuple[bool, int | None]:
+    """(exited, exit code). Reaps our own children; a zombie of another parent counts as exited."""
+    try:
+        return True, proc.wait(timeout=0)
+    except psutil.TimeoutExpired:
+        pass
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE, None
+    except psutil.NoSuchProcess:
+        return True, None
+
+
+def _wait_exit(
+    procs: Sequence[psutil.Process], timeout: float, codes: dict[int, int | None]
+) -> list[psutil.Process]:
+    """Poll every 20 ms until all have exited or ``timeout`` passes; returns those alive.
+
+    (``psutil.wait_procs`` takes up to a second per round for processes that are
+    not our children, which ``parley infra down`` stops.)
+    """
+    end = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        still = []
+        for proc in alive:
+            exited, code = _exit_status(proc)
+            if exited:
+                codes[proc.pid] = code
+            else:
+                still.append(proc)
+        alive = still
+        if not alive or time.monotonic() >= end:
+            return alive
+        time.sleep(0.02)
+
+
+def stop_processes(
+    services: Sequence[ServiceProcess | psutil.Process], grace: float = DEFAULT_GRACE
+) -> None:
+    """SIGTERM every process at once, wait up to ``grace`` seconds, SIGKILL the rest.
+
+    Safe to call again and on processes that already exited; psutil refuses to
+    signal a pid that was reused by another process.
+    """
+    procs: list[psutil.Process] = []
+    for item in services:
+        proc = item.process if isinstance(item, ServiceProcess) else item
+        if proc is None:
+            continue
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            continue
+        procs.append(proc)
+    codes: dict[int, int | None] = {}
+    alive = _wait_exit(procs, grace, codes)
+    for proc in alive:
+        logger.warning("pid %s did not exit %.1fs after SIGTERM; sending SIGKILL", proc.pid, grace)
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    for proc in _wait_exit(alive, 5.0, codes):
+        logger.error("pid %s survived SIGKILL", proc.pid)
+    for item in services:
+        if isinstance(item, ServiceProcess):
+            # psutil reaped our own children: keep their exit codes for returncode().
+            item.reap(codes.get(item.pid or -1))

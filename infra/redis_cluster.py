@@ -1,0 +1,202 @@
+"""A loopback Redis Cluster of Valkey nodes: 3 primaries + 3 replicas by default.
+
+Nodes keep data in memory only (``--save "" --appendonly no``), like the broker.
+Their folders are wiped at every start, so a stale ``nodes.conf`` never makes a
+node rejoin an old cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from infra.ports import port_accepts
+from infra.process import ServiceProcess, log_tail
+from infra.waiting import Deadline, wait_until
+from parley.errors import InfraError
+
+__all__ = [
+    "BUS_PORT_OFFSET",
+    "CLUSTER_SLOTS",
+    "cluster_info",
+    "create_cluster",
+    "node_process",
+    "node_role",
+    "slot_map_ports",
+    "wait_cluster_ok",
+    "wait_nodes_listening",
+]
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_SLOTS = 16384
+NODE_TIMEOUT_MS = 5000
+#: Redis convention: a node's cluster bus listens on its port + 10000.
+BUS_PORT_OFFSET = 10000
+
+
+def node_process(
+    server: str, host: str, port: int, bus_port: int, data_dir: Path, log_path: Path
+) -> ServiceProcess:
+    """A cluster-enabled node with no persistence, its folder emptied first."""
+    node_dir = data_dir / str(port)
+    shutil.rmtree(node_dir, ignore_errors=True)
+    node_dir.mkdir(parents=True)
+    argv = [
+        server,
+        "--port", str(port),
+        "--bind", host,
+        "--dir", str(node_dir),
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", str(node_dir / f"nodes-{port}.conf"),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--logfile", "",
+        # Replicas sync at once instead of the primary waiting 5 s for more of them.
+        "--repl-diskless-sync-delay", "0",
+        # A replica shows in CLUSTER SLOTS (what clients discover) only once its
+        # replication offset moves; on an idle primary only these pings move it.
+        "--repl-ping-replica-period", "1",
+        # Nodes gossip with every peer at least every timeout/2: 5 s (default 15 s)
+        # spreads those offsets within ~2.5 s. A node silent for 5 s is failed over.
+        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+    ]  # fmt: skip
+    if bus_port != port + BUS_PORT_OFFSET:
+        argv += ["--cluster-port", str(bus_port)]  # Redis/Valkey 7.0+
+    return ServiceProcess(f"redis-{port}", argv, log_path, port)
+
+
+def wait_nodes_listening(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline) -> None:
+    for node in nodes:
+        wait_until(
+            lambda node=node: port_accepts(host, node.port),  # type: ignore[misc]
+            deadline,
+            f"{node.name} to listen on {host}:{node.port}",
+            check=node.check_running,
+        )
+
+
+def create_cluster(
+    cli: str, host: str, ports: Sequence[int], replicas: int, log_path: Path, deadline: Deadline
+) -> None:
+    """``valkey-cli --cluster create ... --cluster-yes``; its output goes to ``log_path``."""
+    argv = [cli, "--cluster", "create", *(f"{host}:{p}" for p in ports)]
+    argv += ["--cluster-replicas", str(replicas), "--cluster-yes"]
+    logger.debug("creating the cluster: %s", " ".join(argv))
+    with log_path.open("wb") as log:
+        try:
+            result = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=max(1.0, deadline.remaining()),
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise InfraError(
+                f"`{cli} --cluster create` did not finish in time; last lines of {log_path}:\n"
+                + log_tail(log_path)
+            ) from exc
+    if result.returncode != 0:
+        raise InfraError(
+            f"`{cli} --cluster create` failed with code {result.returncode}; "
+            f"last lines of {log_path}:\n{log_tail(log_path)}"
+        )
+
+
+def _client(host: str, port: int, timeout: float) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+
+
+def _parse_info(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def cluster_info(host: str, port: int, timeout: float = 1.0) -> dict[str, str] | None:
+    """``CLUSTER INFO`` of one node as a dict, or None if the node does not answer."""
+    client = _client(host, port, timeout)
+    try:
+        return _parse_info(client.execute_command("CLUSTER", "INFO"))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def node_role(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """The node's role ("master" or "slave"), or None if the node does not answer."""
+    client = _client(host, port, timeout)
+    try:
+        reply = client.execute_command("ROLE")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return str(reply[0]) if reply else None
+
+
+def slot_map_ports(host: str, port: int, timeout: float = 1.0) -> set[int] | None:
+    """Ports of every node ``CLUSTER SLOTS`` on one node lists, or None if it does not answer.
+
+    A replica appears there only once it has synced with its primary, so this is
+    what a cluster client sees when it discovers the topology.
+    """
+    client = _client(host, port, timeout)
+    try:
+        reply = client.execute_command("CLUSTER", "SLOTS")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    ports: set[int] = set()
+    for entry in reply or []:  # [start, end, [host, port, id, ...], replica, ...]
+        for node in entry[2:]:
+            ports.add(int(node[1]))
+    return ports
+
+
+def _cluster_ok(host: str, port: int, ports: set[int]) -> bool:
+    info = cluster_info(host, port)
+    return (
+        info is not None
+        and info.get("cluster_state") == "ok"
+        and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
+        and info.get("cluster_known_nodes") == str(len(ports))
+        and slot_map_ports(host, port) == ports
+    )
+
+
+def wait_cluster_ok(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline) -> None:
+    """Until every node reports cluster_state:ok with all slots served, knows every node,
+    and lists every replica as synced in its slot map."""
+    ports = {node.port for node in nodes}
+
+    def check() -> None:
+        for node in nodes:
+            node.check_running()
+
+    for node in nodes:
+        wait_until(
+            lambda node=node: _cluster_ok(host, node.port, ports),  # type: ignore[misc]
+            deadline,
+            f"cluster_state:ok, {CLUSTER_SLOTS} slots and synced replicas on {host}:{node.port}",
+            check=check,
+        )

@@ -1,0 +1,143 @@
+"""Creating the bus's topics with their partition counts (idempotent)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicMetadata
+
+from infra.broker import admin_client
+from parley.errors import InfraError
+from streams.topics import TopicSpec
+
+__all__ = ["ensure_topics"]
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "the broker refuses this topic config", not "the broker is broken".
+_CONFIG_REJECTED = {
+    KafkaError.INVALID_CONFIG,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.INVALID_REQUEST,
+}
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30) -> None:
+    """Create the topics of ``specs`` that do not exist, then wait until all are usable.
+
+    Existing topics are left as they are (a different partition count is logged,
+    not changed). A compacted spec is created with ``cleanup.policy=compact``; if
+    the broker rejects that config the topic is created without it and a warning
+    is logged. Returns once the metadata of every topic lists all its partitions.
+
+    Raises :class:`InfraError` if the broker cannot be reached or a topic cannot
+    be created within ``timeout`` seconds.
+    """
+    if not specs:
+        return
+    end = time.monotonic() + timeout
+    admin = admin_client(bootstrap)
+    existing = _metadata(admin, bootstrap, end).topics
+    missing = [spec for spec in specs if spec.name not in existing]
+    for spec in specs:
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have != spec.partitions:
+                logger.warning(
+                    "topic %s exists with %s partitions, not %s; left unchanged",
+                    spec.name,
+                    have,
+                    spec.partitions,
+                )
+    if missing:
+        _create(admin, missing, end)
+    _wait_partitions(admin, bootstrap, specs, set(existing), end)
+
+
+def _remaining(end: float) -> float:
+    return max(0.1, end - time.monotonic())
+
+
+def _metadata(
+    admin: AdminClient, bootstrap: str, end: float, topic: str | None = None
+) -> ClusterMetadata:
+    try:
+        return admin.list_topics(topic=topic, timeout=_remaining(end))
+    except KafkaException as exc:
+        raise InfraError(f"cannot read topic metadata from Kafka at {bootstrap}: {exc}") from exc
+
+
+def _new_topic(spec: TopicSpec, with_config: bool) -> NewTopic:
+    config = spec.config() if with_config else {}
+    return NewTopic(spec.name, num_partitions=spec.partitions, config=config)
+
+
+def _create(admin: AdminClient, specs: list[TopicSpec], end: float) -> None:
+    retry_without_config: list[TopicSpec] = []
+    pending = {spec.name: spec for spec in specs}
+    futures = admin.create_topics(
+        [_new_topic(spec, True) for spec in specs], request_timeout=_remaining(end)
+    )
+    for name, future in futures.items():
+        spec = pending[name]
+        try:
+            future.result()
+            logger.info("created topic %s (%s partitions)", name, spec.partitions)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # created concurrently by someone else: fine
+            if spec.config() and error.code() in _CONFIG_REJECTED:
+                logger.warning(
+                    "broker rejected config %s for topic %s (%s); creating it without",
+                    spec.config(),
+                    name,
+                    error.str(),
+                )
+                retry_without_config.append(spec)
+                continue
+            raise InfraError(f"cannot create topic {name}: {error.str()}") from exc
+    if retry_without_config:
+        futures = admin.create_topics(
+            [_new_topic(spec, False) for spec in retry_without_config],
+            request_timeout=_remaining(end),
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise InfraError(f"cannot create topic {name}: {error.str()}") from exc
+
+
+def _ready(meta: TopicMetadata | None, want: int, preexisting: bool) -> bool:
+    """All partitions listed (or, for a topic that existed, whatever it has) and led."""
+    if meta is None or meta.error is not None or not meta.partitions:
+        return False
+    if len(meta.partitions) < want and not preexisting:
+        return False
+    return all(p.leader >= 0 for p in meta.partitions.values())
+
+
+def _wait_partitions(
+    admin: AdminClient, bootstrap: str, specs: list[TopicSpec], preexisting: set[str], end: float
+) -> None:
+    waiting = {spec.name: spec.partitions for spec in specs}
+    delay = 0.02
+    while True:
+        topics = _metadata(admin, bootstrap, end).topics
+        for name, want in list(waiting.items()):
+            if _ready(topics.get(name), want, name in preexisting):
+                del waiting[name]
+        if not waiting:
+            return
+        if time.monotonic() >= end:
+            raise InfraError(
+                f"topics not ready on {bootstrap} in time: "
+                + ", ".join(f"{name} ({n} partitions)" for name, n in sorted(waiting.items()))
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,219 @@
+"""The embedded broker and Redis Cluster, with real processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+from redis.asyncio.cluster import RedisCluster
+
+from infra import EmbeddedInfra, ensure_topics
+from infra.broker import kafka_metadata_ok
+from infra.ports import find_free_ports, is_port_free
+from infra.redis_cluster import CLUSTER_SLOTS, cluster_info
+from parley.errors import PortInUseError
+from parley.settings import Settings
+from streams.topics import (
+    CHAT_INBOUND,
+    CHAT_INBOUND_DLQ,
+    CHAT_OUTBOUND,
+    CHAT_UNDERSTOOD,
+    KB_DOCUMENTS,
+    TopicSpec,
+)
+from tests.conftest import InfraAddresses
+
+
+def _ports(infra: InfraAddresses) -> tuple[int, list[int]]:
+    kafka_port = int(infra.kafka_bootstrap.rpartition(":")[2])
+    redis_ports = [int(item.rpartition(":")[2]) for item in infra.redis_nodes.split(",")]
+    return kafka_port, redis_ports
+
+
+def _consume(consumer: Consumer, want: int, timeout: float = 15) -> list[tuple[bytes, bytes]]:
+    got: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        assert msg.error() is None, msg.error()
+        got.append((msg.key(), msg.value()))
+    return got
+
+
+# --- Redis Cluster ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cluster_has_three_primaries_three_replicas_and_all_slots(
+    redis_cluster: RedisCluster,
+) -> None:
+    assert len(redis_cluster.get_primaries()) == 3
+    assert len(redis_cluster.get_replicas()) == 3
+    info = await redis_cluster.cluster_info()
+    assert info["cluster_state"] == "ok"
+    assert int(info["cluster_slots_assigned"]) == CLUSTER_SLOTS
+    assert int(info["cluster_slots_ok"]) == CLUSTER_SLOTS
+    assert int(info["cluster_known_nodes"]) == 6
+
+
+def test_every_node_reports_cluster_ok(infra: InfraAddresses) -> None:
+    host = infra.redis_nodes.split(",")[0].rpartition(":")[0]
+    for port in _ports(infra)[1]:
+        info = cluster_info(host, port)
+        assert info is not None and info["cluster_state"] == "ok", port
+
+
+@pytest.mark.asyncio
+async def test_keys_round_trip_across_slots(redis_cluster: RedisCluster) -> None:
+    prefix = uuid4().hex
+    keys = {f"{prefix}:{i}": f"value-{i}" for i in range(50)}  # spread over all primaries
+    for key, value in keys.items():
+        assert await redis_cluster.set(key, value, ex=60)
+    for key, value in keys.items():
+        assert await redis_cluster.get(key) == value
+    slots = {redis_cluster.keyslot(key) for key in keys}
+    owners = {redis_cluster.get_node_from_key(key).name for key in keys}
+    assert len(slots) > 1 and len(owners) == 3
+
+
+# --- Kafka -----------------------------------------------------------------------
+
+
+def test_settings_topics_exist_with_their_partitions(settings: Settings) -> None:
+    topics = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    expected = {
+        CHAT_INBOUND: 4,
+        CHAT_UNDERSTOOD: 4,
+        CHAT_OUTBOUND: 4,
+        CHAT_INBOUND_DLQ: 1,
+        f"{CHAT_UNDERSTOOD}.dlq": 1,
+        KB_DOCUMENTS: 1,
+    }
+    for name, partitions in expected.items():
+        meta = topics.topics[settings.topic(name)]
+        assert meta.error is None
+        assert len(meta.partitions) == partitions, name
+    assert settings.consumer_group.startswith(settings.topic_prefix)
+
+
+def test_ensure_topics_is_idempotent_and_sets_compaction(infra: InfraAddresses) -> None:
+    prefix = f"e{uuid4().hex[:8]}."
+    specs = [TopicSpec(f"{prefix}wide", 7), TopicSpec(f"{prefix}table", 2, compacted=True)]
+    ensure_topics(infra.kafka_bootstrap, specs, timeout=15)
+    ensure_topics(infra.kafka_bootstrap, specs, timeout=15)  # again: nothing to do
+    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert len(topics[f"{prefix}wide"].partitions) == 7
+    assert len(topics[f"{prefix}table"].partitions) == 2
+    resource = ConfigResource(ConfigResource.Type.TOPIC, f"{prefix}table")
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["cleanup.policy"].value == "compact"
+
+
+def test_produce_and_consume_with_assign(settings: Settings) -> None:
+    topic = settings.topic(CHAT_INBOUND)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+    sent = [(f"conv-{i}".encode(), f"hello {i}".encode()) for i in range(20)]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        # assign() skips the group protocol (joins are slow on Tansu with default timeouts).
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
+        got = _consume(consumer, len(sent))
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted(sent)
+
+
+def test_consumer_group_subscribe_with_short_session_timeout(settings: Settings) -> None:
+    topic = settings.topic(CHAT_OUTBOUND)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(topic, key=b"k", value=b"v")
+    assert producer.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.consumer_group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "max.poll.interval.ms": 10000,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        assert _consume(consumer, 1, timeout=30) == [(b"k", b"v")]
+    finally:
+        consumer.close()
+
+
+# --- lifecycle ---------------------------------------------------------------------
+
+
+def test_a_second_stack_on_the_same_ports_fails_and_the_first_keeps_working(
+    infra: InfraAddresses, tmp_path: Path
+) -> None:
+    kafka_port, redis_ports = _ports(infra)
+    # Free bus ports: the default (port + 10000) is out of range for high test ports.
+    bus_ports = find_free_ports(len(redis_ports))
+    first_try = EmbeddedInfra(
+        tmp_path / "a", kafka_port=kafka_port, redis_ports=redis_ports, redis_bus_ports=bus_ports
+    )
+    with pytest.raises(PortInUseError) as caught:
+        first_try.start(10)
+    assert caught.value.port == kafka_port
+    assert str(kafka_port) in str(caught.value)
+    first_try.stop()  # nothing of its own to stop; must not touch the running stack
+
+    (free_kafka,) = find_free_ports(1)
+    second = EmbeddedInfra(
+        tmp_path / "b", kafka_port=free_kafka, redis_ports=redis_ports, redis_bus_ports=bus_ports
+    )
+    with pytest.raises(PortInUseError) as caught:
+        second.start(10)
+    assert caught.value.port == redis_ports[0]
+    assert str(redis_ports[0]) in str(caught.value)
+    second.stop()
+
+    assert kafka_metadata_ok(infra.kafka_bootstrap)
+    host = infra.redis_nodes.split(",")[0].rpartition(":")[0]
+    info = cluster_info(host, redis_ports[0])
+    assert info is not None and info["cluster_state"] == "ok"
+
+
+def test_stop_is_idempotent_and_frees_the_ports(tmp_path: Path) -> None:
+    # 3 primaries, no replicas: the same lifecycle, without waiting for replicas to sync.
+    ports = find_free_ports(7)
+    stack = EmbeddedInfra(
+        tmp_path,
+        kafka_port=ports[0],
+        redis_ports=ports[1:4],
+        redis_bus_ports=ports[4:],
+        redis_replicas=0,
+    )
+    with stack:
+        assert stack.status()["up"]
+        assert (tmp_path / "pids.json").exists()
+        assert (tmp_path / "logs" / "tansu.log").exists()
+        assert (tmp_path / "logs" / f"redis-{ports[1]}.log").exists()
+    stack.stop()
+    stack.stop()
+    assert not (tmp_path / "pids.json").exists()
+    for port in ports:
+        assert is_port_free("127.0.0.1", port), port
+    report = stack.status(timeout=0.5)
+    assert not report["up"]
+    assert report["redis"]["cluster_state"] == "down"
