@@ -1,0 +1,116 @@
+"""Each ``parley bench`` command, small and fast, through real processes.
+
+Checks that the JSON is complete and that nothing was lost or duplicated, not
+the speed. The pipeline runs on the session's embedded broker and Redis Cluster
+(``infra`` fixture, ``--infra running``) with its own topic prefix; gateways,
+workers and the inline server get free ports from the bench itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from parley.bench.cli import bench
+from tests.conftest import InfraAddresses
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+E2E_KEYS = {
+    "sent", "acked", "replied", "lost", "duplicated", "throughput_msgs_per_s",
+    "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max",
+    "ack_latency_ms_p99", "errors", "processes", "cpu_ms_per_msg",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domain's NLU model, trained once for this module."""
+    from agents.nlu.demo import ensure_demo_model
+
+    return Path(ensure_demo_model(tmp_path_factory.mktemp("bench-models")))
+
+
+@pytest.fixture
+def run_bench(infra: InfraAddresses, tmp_path: Path) -> Iterator[Any]:
+    """Invoke ``parley bench ARGS --json`` against the session's infrastructure."""
+    env = {
+        "PARLEY_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "PARLEY_REDIS_NODES": infra.redis_nodes,
+        "PARLEY_CHAT_PARTITIONS": "4",
+        "PARLEY_DATA_DIR": str(tmp_path / "dev"),
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+
+    def run(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(bench, [*args, "--json"], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        parsed: dict[str, Any] = json.loads(result.stdout)
+        return parsed
+
+    yield run
+
+
+def _assert_complete(summary: dict[str, Any], sent: int) -> None:
+    missing = E2E_KEYS - summary.keys()
+    assert not missing, f"missing keys: {sorted(missing)}"
+    assert summary["sent"] == sent
+    assert summary["replied"] == summary["acked"] == sent
+    assert summary["lost"] == 0 and summary["unacked"] == 0
+    assert summary["duplicated"] == 0
+    assert summary["errors"] == 0, summary["errors_by_kind"]
+    assert summary["latency_ms_p99"] is not None
+
+
+def test_e2e_pipeline_and_inline_baseline(run_bench: Any, bench_model: Path,
+                                          tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    args = ["e2e", "--conversations", "5", "--rate", "20", "--duration", "3",
+            "--drain-timeout", "20", "--infra", "running", "--baseline", "both",
+            "--model-dir", str(bench_model), "--data-dir", str(tmp_path / "runs")]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        report = None  # type: ignore[assignment]
+    else:
+        args += ["--report", str(report)]
+    out = run_bench(*args)
+    # 5 conversations x 20 msg/s x 3 s: every message of the schedule, in both runs.
+    _assert_complete(out["pipeline"], sent=60)
+    _assert_complete(out["inline"], sent=60)
+    assert out["ratio_throughput"] is not None and out["ratio_latency_p99"] is not None
+    procs = out["pipeline"]["processes"]
+    assert {"gateway-0", "worker-0", "loadgen-0"} <= procs.keys()
+    assert all(p["rss_peak_mb"] > 0 for p in procs.values())
+    assert "inline" in out["inline"]["processes"]
+    if report is not None:
+        assert (report / "index.html").is_file() and (report / "throughput.png").is_file()
+
+
+def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
+    out = run_bench("connections", "--clients", "50", "--active", "10", "--duration", "2",
+                    "--infra", "running", "--model-dir", str(bench_model),
+                    "--data-dir", str(tmp_path / "runs"))
+    assert out["connected"] == 50 and out["connect_failed"] == 0
+    assert out["idle_sessions_open_at_end"] == 40
+    assert out["rss_per_connection_kb"] is not None and out["connect_rate_per_s"] > 0
+    assert out["sent"] == out["replied"] == 20
+    assert out["lost"] == 0 and out["duplicated"] == 0 and out["errors"] == 0
+    assert out["rtt_ms_p99"] is not None
+
+
+def test_nlu(run_bench: Any, bench_model: Path) -> None:
+    pytest.importorskip("agents.nlu.bench", reason="agents/nlu/bench.py is not there yet")
+    out = run_bench("nlu", "--seconds", "1", "--model-dir", str(bench_model))
+    assert out
+
+
+def test_kb(run_bench: Any, tmp_path: Path) -> None:
+    pytest.importorskip("agents.knowledge.bench",
+                        reason="agents/knowledge/bench.py is not there yet")
+    pytest.skip("needs a way to build a small knowledge index")

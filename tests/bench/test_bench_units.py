@@ -1,0 +1,128 @@
+"""The benchmark's arithmetic, without sockets: schedule, counting, percentiles."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from array import array
+from pathlib import Path
+
+import pytest
+
+from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
+from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
+from parley.bench.profile import summarize_collapsed
+from parley.bench.script import ConversationScript, load_script
+from parley.bench.stats import latency_summary, per_second, percentile
+
+NAN = math.nan
+MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "loadgen",
+           "procstats", "profile", "report", "script", "stats"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_declares_what_it_exports(name: str) -> None:
+    module = importlib.import_module(f"parley.bench.{name}")
+    assert module.__all__, name
+    for symbol in module.__all__:
+        assert hasattr(module, symbol), f"parley.bench.{name}.{symbol}"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_latency_summary_reports_none_when_empty() -> None:
+    assert latency_summary([])["latency_ms_p99"] is None
+    assert latency_summary([1.0, 2.0], "x")["x_max"] == 2.0
+
+
+def test_per_second_buckets() -> None:
+    assert per_second([0.1, 0.9, 1.5, 2.999, 7.0], 3) == [2, 1, 1]
+
+
+def test_schedule_spreads_conversations_evenly() -> None:
+    plans = split_plan(2, 4, idle=3, urls=("ws://a/ws", "ws://b/ws"), run_id="r", rate=8.0,
+                       duration=1.0, drain_timeout=1, script=load_script())
+    assert [p.conversations for p in plans] == [(0, 2), (1, 3)]
+    assert [p.idle for p in plans] == [2, 1] and [p.idle_offset for p in plans] == [0, 2]
+    plan = plans[0]
+    # 8 msg/s over 4 conversations: each sends every 0.5 s, offset by its index / rate.
+    assert [plan.send_time(2, j) for j in range(2)] == [0.25, 0.75]
+    assert sum(plan.messages_of(c) for c in range(4)) == 8
+    assert plan.session_url(1).startswith("ws://b/ws?tenant=bench")
+    assert "conversation=r-i5" in plan.session_url(5, idle=True)
+
+
+def test_script_cycles_through_its_turns() -> None:
+    script = ConversationScript((("hi",), ("q1", "q2"), ("thanks",)))
+    assert [script.text(0, m) for m in range(4)] == ["hi", "q1", "thanks", "hi"]
+    with pytest.raises(ValueError):
+        ConversationScript(((),))
+
+
+def test_script_from_examples(tmp_path: Path) -> None:
+    examples = tmp_path / "nlu.jsonl"
+    lines = [{"text": "hello", "intent": "greet"}, {"text": "my card?", "intent": "card_arrival"},
+             {"text": "bye", "intent": "goodbye"}, {"text": "blah", "intent": "oos"}]
+    examples.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    script = load_script(examples)
+    assert script.turns[0] == ("hello",) and script.turns[1] == ("my card?",)
+    assert script.turns[3] == ("bye",) and "blah" not in script.all_texts()
+
+
+def _result(rows: list[tuple[float, float, float, float, float]], duplicated: int = 0
+            ) -> LoadResult:
+    columns = list(zip(*rows, strict=True))
+    return LoadResult(
+        process=0, conversations=[0], message_counts=[len(rows)],
+        scheduled=array("d", columns[0]), sent=array("d", columns[1]),
+        acked=array("d", columns[2]), replied=array("d", columns[3]),
+        failed=array("d", columns[4]), duplicated=duplicated, errors={"frame:x": 1},
+    )
+
+
+def test_summary_counts_lost_unacked_and_latency_from_the_schedule() -> None:
+    rows = [
+        (1.0, 1.001, 1.010, 1.050, NAN),  # answered: 50 ms from its scheduled time
+        (1.5, 1.600, 1.610, 1.700, NAN),  # sent late: 200 ms counts, not 100 ms
+        (2.0, 2.001, 2.010, NAN, NAN),    # acked, never answered: lost
+        (2.5, 2.501, NAN, NAN, NAN),      # never acked: unacked
+        (3.0, 3.001, NAN, NAN, 3.01),     # refused with an error frame
+        (3.5, NAN, NAN, NAN, NAN),        # never sent (connection gone)
+    ]  # fmt: skip
+    options = E2EOptions(conversations=1, rate=2, duration=4, warmup=0.5,
+                         script=load_script())
+    report = ConnectReport(0, 1, 1, 0, 0.5, {})
+    s = summarize([_result(rows, duplicated=1)], [report], options).summary
+    assert (s["sent"], s["acked"], s["replied"]) == (5, 3, 2)
+    assert (s["lost"], s["unacked"], s["refused"], s["duplicated"]) == (1, 1, 1, 1)
+    assert s["latency_ms_p50"] == 50.0 and s["latency_ms_max"] == 200.0
+    assert s["errors"] == 1 and s["errors_by_kind"] == {"frame:x": 1}
+    assert s["throughput_msgs_per_s"] == round(2 / 3.5, 1)
+
+
+def test_cpu_per_message_and_ratios() -> None:
+    processes = {"gateway-0": {"cpu_util": 0.5}, "worker-0": {"cpu_util": 1.0},
+                 "loadgen-0": {"cpu_util": 0.5}}
+    out = cpu_per_message(processes, {"throughput_msgs_per_s": 1000}, {"cores": 2})
+    assert out == {"cpu_ms_per_msg": 1.5, "capacity_estimate_msgs_per_s": 1333}
+    assert processes["loadgen-0"]["cpu_ms_per_msg"] == 0.5
+    both = compare({"throughput_msgs_per_s": 500, "latency_ms_p99": 40},
+                   {"throughput_msgs_per_s": 1000, "latency_ms_p99": 10})
+    assert both["ratio_throughput"] == 0.5 and both["ratio_latency_p99"] == 4.0
+
+
+def test_collapsed_stacks_summary(tmp_path: Path) -> None:
+    path = tmp_path / "w.collapsed.txt"
+    path.write_text("main;loop;decode 3\nmain;loop 1\nmain;send 6\n")
+    text = summarize_collapsed(path)
+    assert "10 samples" in text
+    assert " 60.0%  send" in text and "100.0%  main" in text
