@@ -74,7 +74,8 @@ def _looks_binary(text: str) -> str | None:
     sample = text[:20_000]
     bad = len(_CONTROL.findall(sample)) + sample.count("\ufffd")
     if sample and bad / len(sample) > 0.05:
-        return f"binary or non-text content ({bad} control/undecodable characters in the first {len(sample)})"
+        return (f"binary or non-text content ({bad} control or undecodable characters "
+                f"in the first {len(sample)})")
     return None
 
 

@@ -77,7 +77,9 @@ def resolve_kind(kind: str) -> str:
             return "minilm"
         if _wordllama_files() is not None:
             return "wordllama"
-        raise EmbedderUnavailable("auto", f"neither is installed: {_MINILM_HINT}; {_WORDLLAMA_HINT}")
+        raise EmbedderUnavailable(
+            "auto", f"neither is installed: {_MINILM_HINT}; {_WORDLLAMA_HINT}"
+        )
     return kind
 
 
@@ -145,7 +147,9 @@ class Embedder:
 
         meta_path = folder / "embedder.json"
         if not meta_path.is_file():
-            raise IndexFormatError(str(folder), "no embedder.json (was it built by parley kb ingest?)")
+            raise IndexFormatError(
+                str(folder), "no embedder.json (was it built by `parley kb ingest`?)"
+            )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.kind: str = self.meta["kind"]
         self.dim: int = int(self.meta["dim"])

@@ -102,8 +102,10 @@ def _empty_snapshot(dim: int) -> _Snapshot:
     return _Snapshot([], [], empty, empty, Bm25Field.build([]), Bm25Field.build([]))
 
 
-def _normalised(scores: np.ndarray) -> np.ndarray:
-    top = float(scores.max(initial=0.0))
+def _normalised(bm25: Bm25Field, terms: Sequence[str]) -> np.ndarray:
+    """BM25 scores as a share of the best score any row could reach for ``terms``."""
+    scores = bm25.scores(terms)
+    top = bm25.max_score(terms)
     return scores / top if top > 0 else scores
 
 
@@ -193,8 +195,8 @@ class TenantIndex:
         terms = analyze(query)
         dense_t = snap.title_vectors @ query_vector
         dense_p = snap.passage_vectors @ query_vector
-        bm_t = _normalised(snap.bm25_title.scores(terms))
-        bm_p = _normalised(snap.bm25_passage.scores(terms))
+        bm_t = _normalised(snap.bm25_title, terms)
+        bm_p = _normalised(snap.bm25_passage, terms)
         first = (w.dense_title * dense_t + w.dense_passage * dense_p
                  + w.bm25_title * bm_t + w.bm25_passage * bm_p)
         if filters:
@@ -223,7 +225,6 @@ class TenantIndex:
             dense_passage=dense_p[rows],
             bm25_title=bm_t[rows],
             bm25_passage=bm_p[rows],
-            first_stage=first[rows],
             title_tokens=[snap.row_doc[r].title_tokens for r in rows],
             passage_tokens=[snap.row_doc[r].passage_tokens[snap.row_chunk[r]] for r in rows],
         ))

@@ -31,7 +31,7 @@ from agents.knowledge.chunking import Chunk, chunk_document
 from agents.knowledge.documents import Document
 from agents.knowledge.embedder import Embedder, build_embedder
 from agents.knowledge.errors import IndexFormatError
-from agents.knowledge.index import DocEntry, FirstStageWeights, Filters, Hit, TenantIndex
+from agents.knowledge.index import DocEntry, Filters, FirstStageWeights, Hit, TenantIndex
 from agents.knowledge.rerank import Reranker
 from streams.keys import validate_id
 
@@ -63,7 +63,7 @@ class KnowledgeBase:
                  weights: FirstStageWeights | None = None) -> None:
         self.embedder = embedder
         self.path = path
-        self.reranker = reranker or Reranker.default()
+        self.reranker = reranker or Reranker.default(embedder.kind)
         self.chunking = chunking or ChunkingConfig()
         self.weights = weights or FirstStageWeights()
         self._tenants: dict[str, TenantIndex] = {}

@@ -1,6 +1,6 @@
 """The lexical side of the hybrid index: an analyzer and fielded BM25.
 
-BM25 weights are precomputed into one sparse ``chunks × terms`` matrix per
+BM25 weights are precomputed into one sparse ``chunks x terms`` matrix per
 field (CSC, so a query reads only its own terms' columns); a query's score is
 the sum of its terms' columns, fields weighted. Rebuilding from scratch is
 cheap (tens of milliseconds for 10k chunks), which keeps updates simple.
@@ -8,7 +8,6 @@ cheap (tens of milliseconds for 10k chunks), which keeps updates simple.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections import Counter
@@ -67,9 +66,10 @@ def analyze(text: str, *, keep_stopwords: bool = False) -> list[str]:
 class Bm25Field:
     """BM25 weights of one field over a fixed set of rows."""
 
-    matrix: sparse.csc_matrix  # rows × terms, float32 BM25 term weights
+    matrix: sparse.csc_matrix  # rows x terms, float32 BM25 term weights
     vocabulary: dict[str, int]
     idf: np.ndarray
+    k1: float = 1.2
 
     @classmethod
     def build(
@@ -91,7 +91,7 @@ class Bm25Field:
         shape = (n, len(vocabulary))
         if not tfs:
             empty = sparse.csc_matrix(shape, dtype=np.float32)
-            return cls(empty, vocabulary, np.zeros(len(vocabulary), np.float32))
+            return cls(empty, vocabulary, np.zeros(len(vocabulary), np.float32), k1)
         r_arr, c_arr = np.asarray(rows), np.asarray(cols)
         tf_arr = np.asarray(tfs, dtype=np.float32)
         df = np.bincount(c_arr, minlength=len(vocabulary)).astype(np.float32)
@@ -100,7 +100,7 @@ class Bm25Field:
         norm = k1 * (1 - b + b * lengths[r_arr] / avg)
         weights = idf[c_arr] * tf_arr * (k1 + 1) / (tf_arr + norm)
         matrix = sparse.csc_matrix((weights.astype(np.float32), (r_arr, c_arr)), shape=shape)
-        return cls(matrix, vocabulary, idf)
+        return cls(matrix, vocabulary, idf, k1)
 
     def columns(self, terms: Sequence[str]) -> list[int]:
         return [self.vocabulary[t] for t in dict.fromkeys(terms) if t in self.vocabulary]
@@ -115,10 +115,6 @@ class Bm25Field:
         return np.asarray(sub.sum(axis=1), dtype=np.float32).reshape(n)
 
     def max_score(self, terms: Sequence[str]) -> float:
-        """An upper bound for normalising: the summed idf of the query's known terms."""
+        """An upper bound of :meth:`scores` (each term's weight tends to idf·(k1+1))."""
         cols = self.columns(terms)
-        return float(self.idf[cols].sum()) * 2.2 if cols else 0.0
-
-    @staticmethod
-    def idf_of(term_count: int, n: int) -> float:
-        return math.log1p((n - term_count + 0.5) / (term_count + 0.5))
+        return float(self.idf[cols].sum()) * (self.k1 + 1) if cols else 0.0

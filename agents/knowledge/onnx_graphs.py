@@ -175,9 +175,10 @@ def bert_encoder_graph(
         x = layer_norm(g.op("Add", [attn, x]), f"{p}.attention.output.LayerNorm")
         h = dense(x, f"{p}.intermediate.dense")
         # Exact GELU: 0.5 * h * (1 + erf(h / sqrt(2))).
-        erf = g.op("Erf", [g.op("Div", [h, g.const("sqrt2", np.array(math.sqrt(2), np.float32))])])
-        h = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))])]),
-                         g.const("half", np.array(0.5, np.float32))])
+        sqrt2 = g.const("sqrt2", np.array(math.sqrt(2), np.float32))
+        erf = g.op("Erf", [g.op("Div", [h, sqrt2])])
+        one_plus = g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))])
+        h = g.op("Mul", [g.op("Mul", [h, one_plus]), g.const("half", np.array(0.5, np.float32))])
         out = dense(h, f"{p}.output.dense")
         x = layer_norm(g.op("Add", [out, x]), f"{p}.output.LayerNorm")
 

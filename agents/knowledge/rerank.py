@@ -1,19 +1,24 @@
 """Second stage: a cross-feature reranker over the first stage's candidates.
 
 For each (question, candidate passage) pair it computes features that look at
-both sides at once — dense similarities to the title and to the passage, BM25
-per field, how much of the question the title covers, shared bigrams, the
-candidate's gap to the best candidate — and scores them with a logistic model.
+both sides at once — dense similarities to the title and to the passage and
+their interaction, BM25 per field (as a share of the question's best possible
+score), how much of the question the title and passage cover, shared bigrams —
+and scores them with a logistic model. Every feature is absolute (none is
+relative to the other candidates), so the score means the same across
+questions.
 The output is a probability that the passage answers the question, which is
 also the answer's confidence (and drives refusals).
 
-The shipped weights (``reranker.json`` beside this file) were fitted by
-``parley kb train-reranker`` on part of a public FAQ dataset's development
-queries (see docs/knowledge.md); an index may carry its own.
+The shipped weights (``rerankers/<embedder>.json`` beside this file) were
+fitted by ``parley kb train-reranker`` on part of a public FAQ dataset's
+development queries (see docs/knowledge.md); an index may carry its own
+``reranker.json``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +28,7 @@ import numpy as np
 
 __all__ = ["FEATURE_NAMES", "Candidates", "Reranker", "candidate_features"]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "reranker.json"
+SHIPPED = Path(__file__).resolve().parent / "rerankers"
 
 FEATURE_NAMES = (
     "dense_title",
@@ -33,10 +38,8 @@ FEATURE_NAMES = (
     "title_coverage",
     "passage_coverage",
     "title_bigrams",
-    "gap_dense_title",
-    "gap_dense_passage",
-    "gap_first_stage",
-    "first_stage_rank",
+    "dense_product",
+    "dense_max",
 )
 
 
@@ -48,13 +51,12 @@ class Candidates:
     dense_passage: np.ndarray
     bm25_title: np.ndarray  # normalised to [0, 1] by the question's best possible score
     bm25_passage: np.ndarray
-    first_stage: np.ndarray
     title_tokens: Sequence[Sequence[str]]
     passage_tokens: Sequence[Sequence[str]]
 
 
 def _bigrams(tokens: Sequence[str]) -> set[tuple[str, str]]:
-    return set(zip(tokens, tokens[1:], strict=False))
+    return set(itertools.pairwise(tokens))
 
 
 def candidate_features(query_tokens: Sequence[str], c: Candidates) -> np.ndarray:
@@ -71,8 +73,6 @@ def candidate_features(query_tokens: Sequence[str], c: Candidates) -> np.ndarray
             cover_p[i] = len(q.intersection(c.passage_tokens[i])) / len(q)
             if qb:
                 bigram_t[i] = len(qb & _bigrams(c.title_tokens[i])) / len(qb)
-    rank = np.empty(n, np.float32)
-    rank[np.argsort(-c.first_stage, kind="stable")] = np.arange(n, dtype=np.float32)
     return np.stack(
         [
             c.dense_title,
@@ -82,10 +82,8 @@ def candidate_features(query_tokens: Sequence[str], c: Candidates) -> np.ndarray
             cover_t,
             cover_p,
             bigram_t,
-            c.dense_title - c.dense_title.max(initial=0.0),
-            c.dense_passage - c.dense_passage.max(initial=0.0),
-            c.first_stage - c.first_stage.max(initial=0.0),
-            np.log1p(rank),
+            c.dense_title * c.dense_passage,
+            np.maximum(c.dense_title, c.dense_passage),
         ],
         axis=1,
     ).astype(np.float32)
@@ -129,12 +127,13 @@ class Reranker:
                    np.array(raw["scale"]), info=raw.get("info") or {})
 
     @classmethod
-    def default(cls) -> Reranker:
-        """The shipped weights, or a hand-set prior when none are shipped."""
-        if DEFAULT_WEIGHTS.is_file():
-            return cls.from_json(DEFAULT_WEIGHTS.read_text(encoding="utf-8"))
-        w = np.array([4.0, 4.0, 1.0, 0.5, 1.0, 0.3, 0.5, 3.0, 3.0, 2.0, -0.5])
-        return cls(w, -3.0, np.zeros(len(w)), np.ones(len(w)), info={"source": "prior"})
+    def default(cls, embedder_kind: str = "minilm") -> Reranker:
+        """The shipped weights for an embedder, or a hand-set prior when none are shipped."""
+        path = SHIPPED / f"{embedder_kind.removesuffix('-int8')}.json"
+        if path.is_file():
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        w = np.array([6.0, 4.0, 2.0, 1.0, 0.5, 0.3, 0.5, 2.0, 2.0])
+        return cls(w, -9.0, np.zeros(len(w)), np.ones(len(w)), info={"source": "prior"})
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, *, c: float = 1.0,

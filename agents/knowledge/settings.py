@@ -34,7 +34,7 @@ class KnowledgeSettings:
     index_dir: str = setting("", "PARLEY_KB_INDEX", "Knowledge index folder (parley kb ingest).")
     top_k: int = setting(5, "PARLEY_KB_TOP_K", "Passages retrieved per question.")
     min_confidence: float = setting(
-        0.2,
+        0.05,
         "PARLEY_KB_MIN_CONFIDENCE",
         "Below this retrieval confidence (0-1) the answer is a refusal, not a guess.",
     )
@@ -47,7 +47,9 @@ class KnowledgeSettings:
         "Cosine similarity from which two questions share a cached answer (>1: off).",
     )
     semantic_cache_entries: int = setting(
-        128, "PARLEY_KB_SEMANTIC_CACHE_ENTRIES", "Recent questions per tenant the semantic cache keeps."
+        128,
+        "PARLEY_KB_SEMANTIC_CACHE_ENTRIES",
+        "Recent questions per tenant the semantic cache keeps.",
     )
     # --- LLM ---------------------------------------------------------------
     llm_url: str = setting(

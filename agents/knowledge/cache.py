@@ -1,0 +1,210 @@
+"""Answer caches and LLM usage counters in Redis Cluster.
+
+Every key of one tenant's knowledge base shares the hash tag ``{kb:TENANT}``
+(one slot, so one tenant's cache operations can be pipelined together)::
+
+    parley:{kb:t1}:gen                  string  KB generation: bumped on every document change
+    parley:{kb:t1}:exact:G:<sha>        string  answer JSON for one normalised question (TTL)
+    parley:{kb:t1}:semantic:G           list    recent (question vector, filters, answer) (TTL)
+    parley:{kb:t1}:llm_usage            hash    prompt/completion tokens and calls, per model too
+    parley:{t1:c42}:llm_usage           hash    the same for one conversation (its own slot)
+
+Invalidation: cache keys embed the generation ``G``. Every knowledge worker
+bumps it after it applies a change from ``kb.documents`` (and ``parley kb
+ingest`` after it publishes), so entries written before the change are never
+read again and expire with their TTL. A worker that had not yet applied a
+change may cache an answer under the new generation; its own bump, right after
+it applies the change, retires that entry too.
+
+Redis errors never fail an answer: a failed lookup is a miss, a failed store is
+skipped, each with a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from agents.knowledge.answer import Answer
+from streams.keys import PREFIX, ConversationKeys, validate_id
+
+__all__ = ["AnswerCache", "KbKeys", "UsageRecorder", "filters_key", "normalise_question"]
+
+logger = logging.getLogger(__name__)
+
+
+def normalise_question(question: str) -> str:
+    """Case, spacing and trailing punctuation do not make a new question."""
+    return re.sub(r"\s+", " ", question.lower()).strip(" ?!.,;:")
+
+
+def filters_key(filters: Mapping[str, Any] | None) -> str:
+    if not filters:
+        return ""
+    canon = {k: (v if isinstance(v, str) else sorted(v)) for k, v in sorted(filters.items())}
+    return json.dumps(canon, sort_keys=True, ensure_ascii=False)
+
+
+class KbKeys:
+    def __init__(self, tenant: str) -> None:
+        self.tenant = validate_id("tenant id", tenant)
+        self.tag = f"{PREFIX}:{{kb:{tenant}}}"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.tag}:gen"
+
+    def exact(self, generation: int, question: str, filters: str) -> str:
+        digest = hashlib.sha256(f"{normalise_question(question)}\x00{filters}".encode()).hexdigest()
+        return f"{self.tag}:exact:{generation}:{digest[:32]}"
+
+    def semantic(self, generation: int) -> str:
+        return f"{self.tag}:semantic:{generation}"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.tag}:llm_usage"
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class AnswerCache:
+    """Exact and semantic answer caches for every tenant."""
+
+    def __init__(self, redis: RedisCluster, *, ttl_s: int = 3600,
+                 semantic_threshold: float = 0.95, semantic_entries: int = 128) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.semantic_threshold = semantic_threshold
+        self.semantic_entries = semantic_entries
+
+    async def generation(self, tenant: str) -> int:
+        value = _text(await self.redis.get(KbKeys(tenant).generation))
+        return int(value) if value else 0
+
+    async def bump(self, tenant: str) -> int:
+        """Retire every cached answer of ``tenant`` (a document changed)."""
+        try:
+            return int(await self.redis.incr(KbKeys(tenant).generation))
+        except RedisError as exc:
+            # Nothing else to do: entries still expire with their TTL.
+            logger.warning("kb.cache.bump_failed tenant=%s error=%r", tenant, exc)
+            return -1
+
+    async def get_exact(self, tenant: str, question: str,
+                        filters: Mapping[str, Any] | None) -> tuple[int, Answer | None]:
+        """The current generation and the cached answer for this exact question, if any."""
+        keys = KbKeys(tenant)
+        try:
+            generation = await self.generation(tenant)
+            raw = _text(await self.redis.get(keys.exact(generation, question,
+                                                        filters_key(filters))))
+        except RedisError as exc:
+            # A cache that cannot answer is a miss; retrieval still works.
+            logger.warning("kb.cache.lookup_failed tenant=%s error=%r", tenant, exc)
+            return -1, None
+        if raw is None:
+            return generation, None
+        return generation, replace(Answer.from_json(raw), cached=True)
+
+    async def get_semantic(self, tenant: str, generation: int, vector: np.ndarray,
+                           filters: Mapping[str, Any] | None) -> Answer | None:
+        """A cached answer to a near-duplicate question (cosine ≥ threshold)."""
+        if generation < 0 or self.semantic_threshold > 1.0:
+            return None
+        try:
+            entries = await self.redis.lrange(KbKeys(tenant).semantic(generation), 0,
+                                              self.semantic_entries - 1)
+        except RedisError as exc:
+            logger.warning("kb.cache.lookup_failed tenant=%s error=%r", tenant, exc)
+            return None
+        if not entries:
+            return None
+        wanted = filters_key(filters)
+        best, best_answer = -1.0, None
+        for item in entries:
+            try:
+                entry = json.loads(_text(item) or "")
+                if entry["f"] != wanted:
+                    continue
+                cached = np.frombuffer(base64.b64decode(entry["v"]), dtype=np.float16)
+                score = float(cached.astype(np.float32) @ vector)
+            except (ValueError, KeyError, TypeError):
+                continue  # an entry from another version: ignore it
+            if score > best:
+                best, best_answer = score, entry["a"]
+        if best_answer is None or best < self.semantic_threshold:
+            return None
+        return replace(Answer.from_json(best_answer), cached=True)
+
+    async def put(self, tenant: str, generation: int, question: str,
+                  filters: Mapping[str, Any] | None, vector: np.ndarray | None,
+                  answer: Answer) -> None:
+        if generation < 0:
+            return
+        keys = KbKeys(tenant)
+        fkey = filters_key(filters)
+        payload = replace(answer, cached=False).to_json()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.exact(generation, question, fkey), payload, ex=self.ttl_s)
+                if vector is not None and self.semantic_threshold <= 1.0:
+                    entry = json.dumps({
+                        "v": base64.b64encode(vector.astype(np.float16).tobytes()).decode(),
+                        "f": fkey, "a": payload,
+                    })
+                    sem = keys.semantic(generation)
+                    pipe.lpush(sem, entry)
+                    pipe.ltrim(sem, 0, self.semantic_entries - 1)
+                    pipe.expire(sem, self.ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            # Not cached this time; the answer itself is unaffected.
+            logger.warning("kb.cache.store_failed tenant=%s error=%r", tenant, exc)
+
+
+class UsageRecorder:
+    """LLM token counters per tenant and per conversation (Redis hashes)."""
+
+    def __init__(self, redis: RedisCluster) -> None:
+        self.redis = redis
+
+    async def record(self, tenant: str, conversation_id: str, model: str,
+                     prompt_tokens: int, completion_tokens: int) -> None:
+        targets: list[str] = [KbKeys(tenant).usage]
+        if conversation_id:
+            targets.append(f"{ConversationKeys(tenant, conversation_id).tag}:llm_usage")
+        counts: Sequence[tuple[str, int]] = (
+            ("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
+            ("calls", 1), (f"prompt_tokens:{model}", prompt_tokens),
+            (f"completion_tokens:{model}", completion_tokens), (f"calls:{model}", 1),
+        )
+        try:
+            for key in targets:  # different slots: one pipeline per key
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for name, value in counts:
+                        pipe.hincrby(key, name, value)
+                    await pipe.execute()
+        except RedisError as exc:
+            # Usage is bookkeeping: losing one increment must not lose the answer.
+            logger.warning("kb.usage.record_failed tenant=%s error=%r", tenant, exc)
+
+    async def totals(self, tenant: str, conversation_id: str = "") -> dict[str, int]:
+        key = (f"{ConversationKeys(tenant, conversation_id).tag}:llm_usage" if conversation_id
+               else KbKeys(tenant).usage)
+        raw = await self.redis.hgetall(key)
+        return {_text(k) or "": int(_text(v) or 0) for k, v in raw.items()}
