@@ -135,6 +135,7 @@ class Gateway:
             ping_interval=20,
             ping_timeout=20,
             open_timeout=10,
+            close_timeout=3,  # a peer that never answers the closing handshake
         )
         self._health_task = asyncio.create_task(self._watch_health())
         logger.info("gateway.started id=%s url=%s", self.id, self.url)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra.ports import find_free_ports
 from parley.errors import InfraError
 from parley.settings import Settings
 
@@ -82,7 +83,6 @@ class Stack:
     children: list[ChildProcess] = field(default_factory=list)
     model_dir: Path | None = None
     _infra: EmbeddedInfra | None = None
-    _next_worker_port: int = 0
 
     # -- infrastructure ------------------------------------------------------
 
@@ -151,11 +151,12 @@ class Stack:
                            f"http://{host}:{port}/readyz", {})
 
     def start_worker(self, web_port: int | None = None, name: str = "") -> ChildProcess:
+        """A worker; its HTTP port is PARLEY_WORKER_WEB_PORT for the first, free ones after."""
         if self.model_dir is None:
             self.prepare_model()
         if web_port is None:
-            web_port = self.settings.worker_web_port + self._next_worker_port
-            self._next_worker_port += 1
+            first = not any(c.name.startswith("worker") for c in self.children)
+            web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
         name = name or f"worker-{web_port}"
         return self._spawn(name, ["worker", "--web-port", str(web_port)],
                            f"http://127.0.0.1:{web_port}/readyz", {})

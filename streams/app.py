@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> WorkerContext:
         store="memory://",
         web_port=settings.worker_web_port,
         web_host=settings.worker_web_host,
+        web_bind=settings.worker_web_host,
         web_enabled=True,
         topic_partitions=settings.chat_partitions,
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops

@@ -63,6 +63,8 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
             return
 
         sessions, seen = await store.load([(k, m["event_id"]) for k, m in batch])
+        if seen:
+            logger.info("dialogue.events.reprocessed count=%d", len(seen))
         new_turns: list[AppliedTurn] = []
         resend: list[tuple[ConversationKeys, int]] = []
         decided: set[str] = set()  # a reprocessed event may also repeat within one batch
