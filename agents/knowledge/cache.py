@@ -10,11 +10,11 @@ Every key of one tenant's knowledge base shares the hash tag ``{kb:TENANT}``
     parley:{t1:c42}:llm_usage           hash    the same for one conversation (its own slot)
 
 Invalidation: cache keys embed the generation ``G``. Every knowledge worker
-bumps it after it applies a change from ``kb.documents`` (and ``parley kb
-ingest`` after it publishes), so entries written before the change are never
-read again and expire with their TTL. A worker that had not yet applied a
-change may cache an answer under the new generation; its own bump, right after
-it applies the change, retires that entry too.
+bumps it after it applies a change from ``kb.documents``, so entries written
+before the change are never read again and expire with their TTL. A worker
+that had not yet applied a change may cache an answer under the new
+generation; its own bump, right after it applies the change, retires that
+entry too.
 
 Redis errors never fail an answer: a failed lookup is a miss, a failed store is
 skipped, each with a warning.

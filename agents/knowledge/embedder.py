@@ -168,6 +168,11 @@ class Embedder:
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
 
+    def vocabulary(self) -> dict[str, int]:
+        """The tokenizer's vocabulary (token → id)."""
+        vocab: dict[str, int] = self._tokenizer.get_vocab()
+        return vocab
+
     def _ids(self, texts: Sequence[str], limit: int) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=self._special)
         out = []

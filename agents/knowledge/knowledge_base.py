@@ -239,6 +239,20 @@ class KnowledgeBase:
             self._tenants[tenant].refresh()
         return changes
 
+    def upsert_entries(self, entries: Iterable[DocEntry]) -> None:
+        """Index documents whose vectors are already computed (synthetic indexes, tests)."""
+        tenants = set()
+        for entry in entries:
+            validate_id("tenant id", entry.document.tenant)
+            self._index(entry.document.tenant).upsert(entry)
+            tenants.add(entry.document.tenant)
+        for tenant in tenants:
+            self._tenants[tenant].refresh()
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        """How ``doc`` is split into passages in this knowledge base."""
+        return self._chunk(doc)
+
     def upsert(self, doc: Document) -> bool:
         """Index one document; False if it was already indexed with this content."""
         return self.upsert_many([doc]).upserted == 1

@@ -1,0 +1,120 @@
+"""The knowledge agent: ``knowledge.requests`` → answer → ``emit_reply``.
+
+* :func:`register_knowledge_agent` defines a Faust agent on the
+  ``knowledge.requests`` topic (Avro ``KnowledgeRequest``) with
+  ``concurrency=8``: eight actors take events from the same partitions, so a
+  slow LLM call holds up one of them, not the other conversations. Faust
+  commits only offsets below the lowest unacknowledged event, so delivery
+  stays at-least-once; the reply layer behind ``emit_reply`` makes the effect
+  idempotent by the request's ``event_id``.
+* :class:`KbDocumentsFollower` (from :mod:`agents.knowledge.follower`) keeps the
+  worker's index in step with ``kb.documents``; :func:`start_follower` wires
+  it to a service so that changes retire cached answers.
+
+The dialogue/reply layer is someone else's: it is reached only through the
+``emit_reply(request_envelope, text, sources)`` callable passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from agents.knowledge.follower import KbDocumentsFollower
+from agents.knowledge.service import KnowledgeService
+from parley.errors import DecodeError
+from parley.settings import Settings
+from streams.codecs import codec_for
+from streams.keys import InvalidIdError
+from streams.topics import KB_DOCUMENTS, dlq_of
+
+__all__ = [
+    "KNOWLEDGE_REQUESTS",
+    "UNAVAILABLE_TEXT",
+    "EmitReply",
+    "KbDocumentsFollower",
+    "register_knowledge_agent",
+    "start_follower",
+]
+
+logger = logging.getLogger(__name__)
+
+KNOWLEDGE_REQUESTS = "knowledge.requests"
+UNAVAILABLE_TEXT = "Sorry, I cannot look that up right now. Please try again in a moment."
+
+EmitReply = Callable[[dict[str, Any], str, list[str]], Awaitable[None]]
+
+
+def start_follower(service: KnowledgeService, settings: Settings,
+                   loop: asyncio.AbstractEventLoop) -> KbDocumentsFollower:
+    """Start following ``kb.documents`` into ``service.kb``; changes bump cache generations."""
+
+    def on_change(tenants: set[str]) -> None:
+        for tenant in tenants:
+            asyncio.run_coroutine_threadsafe(service.documents_changed(tenant), loop)
+
+    follower = KbDocumentsFollower(
+        service.kb, bootstrap=settings.kafka_bootstrap, topic=settings.topic(KB_DOCUMENTS),
+        registry_url=settings.schema_registry_url, on_change=on_change,
+    )
+    follower.start()
+    return follower
+
+
+def register_knowledge_agent(app: faust.App, settings: Settings, service: KnowledgeService,
+                             emit_reply: EmitReply, *, concurrency: int = 8,
+                             dlq: bool = True) -> Any:
+    """Define the knowledge agent on ``app``; returns the Faust agent."""
+    topic_name = settings.topic(KNOWLEDGE_REQUESTS)
+    requests = app.topic(topic_name, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+    dead_letters = app.topic(dlq_of(topic_name), key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw") if dlq else None
+    codec = codec_for("knowledge_request", settings.schema_registry_url, topic_name)
+
+    async def reject(event: Any, error: Exception) -> None:
+        message = event.message
+        logger.warning("kb.request.rejected partition=%s offset=%s error=%s",
+                       message.partition, message.offset, error)
+        if dead_letters is not None:
+            await dead_letters.send(key=message.key, value=message.value, headers={
+                "parley.error": str(error).encode(),
+                "parley.source.topic": message.topic.encode(),
+                "parley.source.offset": str(message.offset).encode(),
+            })
+
+    async def handle(event: Any) -> None:
+        try:
+            request = codec.decode(event.value)
+        except DecodeError as exc:
+            await reject(event, exc)
+            return
+        payload = request["payload"]
+        try:
+            answer = await service.answer(
+                request["tenant_id"], payload["question"],
+                conversation_id=request["conversation_id"],
+                filters=dict(payload.get("filters") or {}) or None,
+            )
+        except InvalidIdError as exc:
+            await reject(event, exc)
+            return
+        except Exception:
+            # Never leave the user without a reply; the details stay in the log.
+            logger.exception("kb.request.failed event_id=%s", request.get("event_id"))
+            await emit_reply(request, UNAVAILABLE_TEXT, [])
+            return
+        logger.info("kb.request.answered event_id=%s mode=%s cached=%s degraded=%s",
+                    request["event_id"], answer.mode, answer.cached, answer.degraded)
+        await emit_reply(request, answer.text, list(answer.sources))
+
+    @app.agent(requests, name=f"{settings.topic_prefix}knowledge", concurrency=concurrency)
+    async def knowledge(stream: Any) -> None:
+        async for event in stream.events():
+            await handle(event)
+
+    return knowledge
