@@ -32,8 +32,10 @@ def up(workers: int, port: int | None) -> None:
     try:
         click.echo("Starting the broker and the Redis Cluster ...", err=True)
         stack.start_infra()
-        click.echo("Preparing the NLU model (trained once, then cached) ...", err=True)
+        click.echo("Preparing the NLU model and knowledge index (built once, then cached) ...",
+                   err=True)
         stack.prepare_model()
+        stack.prepare_knowledge()
         stack.start_gateway()
         for _ in range(workers):
             stack.start_worker()

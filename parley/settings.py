@@ -132,6 +132,12 @@ class Settings:
     session_ttl_s: int = setting(
         30 * 24 * 3600, "PARLEY_SESSION_TTL_S", "Default retention of conversation state."
     )
+    knowledge: bool = setting(
+        True,
+        "PARLEY_KNOWLEDGE",
+        "Run the knowledge agent: questions are answered from PARLEY_KB_INDEX, or the demo "
+        "domain's knowledge base.",
+    )
     nlu_model_dir: str = setting(
         "",
         "PARLEY_NLU_MODEL",

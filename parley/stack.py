@@ -82,6 +82,7 @@ class Stack:
     infra_owned: bool = False
     children: list[ChildProcess] = field(default_factory=list)
     model_dir: Path | None = None
+    kb_index: Path | None = None
     _infra: EmbeddedInfra | None = None
 
     # -- infrastructure ------------------------------------------------------
@@ -123,6 +124,18 @@ class Stack:
         self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
         return self.model_dir
 
+    def prepare_knowledge(self) -> Path | None:
+        """The knowledge index workers serve (PARLEY_KB_INDEX, or the demo one, built once)."""
+        if not self.settings.knowledge:
+            return None
+        if self.kb_index is None:
+            from streams.worker import ensure_demo_index
+
+            configured = os.environ.get("PARLEY_KB_INDEX")
+            self.kb_index = Path(configured) if configured else \
+                ensure_demo_index(self.settings.data_dir / "kb")
+        return self.kb_index
+
     # -- processes -----------------------------------------------------------
 
     def _spawn(
@@ -154,12 +167,14 @@ class Stack:
         """A worker; its HTTP port is PARLEY_WORKER_WEB_PORT for the first, free ones after."""
         if self.model_dir is None:
             self.prepare_model()
+        kb_index = self.prepare_knowledge()
+        env = {"PARLEY_KB_INDEX": str(kb_index)} if kb_index else {}
         if web_port is None:
             first = not any(c.name.startswith("worker") for c in self.children)
             web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
         name = name or f"worker-{web_port}"
         return self._spawn(name, ["worker", "--web-port", str(web_port)],
-                           f"http://127.0.0.1:{web_port}/readyz", {})
+                           f"http://127.0.0.1:{web_port}/readyz", env)
 
     def wait_ready(self, children: list[ChildProcess] | None = None, timeout: float = 60) -> None:
         """Wait until every child answers /readyz; raise with its log tail if one dies."""

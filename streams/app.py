@@ -20,7 +20,14 @@ from parley.settings import Settings
 from streams import transport
 from streams.codecs import AvroCodec, codec_for
 from streams.state import ConversationStore, connect_cluster
-from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND, CHAT_UNDERSTOOD, dlq_of
+from streams.topics import (
+    CHAT_INBOUND,
+    CHAT_OUTBOUND,
+    CHAT_UNDERSTOOD,
+    KNOWLEDGE_REQUESTS,
+    KNOWLEDGE_RESULTS,
+    dlq_of,
+)
 
 __all__ = ["ParleyApp", "WorkerContext", "create_app", "send_to_dlq"]
 
@@ -44,6 +51,8 @@ class WorkerContext:
     inbound: TopicT
     understood: TopicT
     outbound: TopicT
+    knowledge_requests: TopicT
+    knowledge_results: TopicT
     inbound_dlq: TopicT
     understood_dlq: TopicT
     store: ConversationStore
@@ -89,6 +98,8 @@ def create_app(settings: Settings) -> WorkerContext:
         inbound=raw_topic(CHAT_INBOUND),
         understood=raw_topic(CHAT_UNDERSTOOD),
         outbound=raw_topic(CHAT_OUTBOUND),
+        knowledge_requests=raw_topic(KNOWLEDGE_REQUESTS),
+        knowledge_results=raw_topic(KNOWLEDGE_RESULTS),
         inbound_dlq=raw_topic(dlq_of(CHAT_INBOUND)),
         understood_dlq=raw_topic(dlq_of(CHAT_UNDERSTOOD)),
         store=ConversationStore(

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # KEYS: session, events, outbox
 # ARGV: event_id, inbound_seq, now_ms, reply_seq, reply_bytes, turns, ttl_s, outbox_size
+# An empty reply_bytes records a turn whose answer comes later (event -> 0, no outbox entry).
 # Returns 1 when applied, 0 when the event was already recorded (nothing changed).
 _APPLY_TURN = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
@@ -39,9 +40,13 @@ end
 redis.call('HSET', KEYS[1],
   'turns', ARGV[6], 'last_seq', ARGV[2], 'reply_seq', ARGV[4], 'updated_ms', ARGV[3])
 redis.call('HSETNX', KEYS[1], 'created_ms', ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
+if ARGV[5] == '' then
+  redis.call('HSET', KEYS[2], ARGV[1], 0)
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
+end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 return 1
 """
@@ -72,7 +77,8 @@ _INT_FIELDS = ("turns", "last_seq", "reply_seq", "produced_seq", "created_ms", "
 
 @dataclass(frozen=True, slots=True)
 class AppliedTurn:
-    """One turn to record: the inbound event and the encoded reply it produced."""
+    """One turn to record: the event, the session after it, and the encoded reply
+    (empty when the reply comes later, e.g. from the knowledge agent)."""
 
     keys: ConversationKeys
     event_id: str

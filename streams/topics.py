@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["CHAT_INBOUND", "CHAT_INBOUND_DLQ", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD",
-           "KB_DOCUMENTS", "TopicSpec", "all_topics", "dlq_of"]
+           "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicSpec", "all_topics",
+           "dlq_of"]
 
 CHAT_INBOUND = "chat.inbound"
 CHAT_UNDERSTOOD = "chat.understood"
 CHAT_OUTBOUND = "chat.outbound"
 CHAT_INBOUND_DLQ = "chat.inbound.dlq"
 KB_DOCUMENTS = "kb.documents"
+KNOWLEDGE_REQUESTS = "knowledge.requests"
+KNOWLEDGE_RESULTS = "knowledge.results"
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,11 @@ def dlq_of(topic: str) -> str:
 
 def all_topics(chat_partitions: int = 12, prefix: str = "") -> list[TopicSpec]:
     """Every topic Parley creates, with its partition count."""
-    chat = [CHAT_INBOUND, CHAT_UNDERSTOOD, CHAT_OUTBOUND]
+    # Keyed by conversation and co-partitioned: the dialogue agent reads chat.understood
+    # and knowledge.results, and must own both topics' partition N of a conversation.
+    chat = [CHAT_INBOUND, CHAT_UNDERSTOOD, CHAT_OUTBOUND, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS]
     specs = [TopicSpec(prefix + name, chat_partitions) for name in chat]
-    specs += [TopicSpec(prefix + dlq_of(name), 1) for name in (CHAT_INBOUND, CHAT_UNDERSTOOD)]
+    specs += [TopicSpec(prefix + dlq_of(name), 1)
+              for name in (CHAT_INBOUND, CHAT_UNDERSTOOD, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS)]
     specs.append(TopicSpec(prefix + KB_DOCUMENTS, 1, compacted=True))
     return specs

@@ -1,18 +1,28 @@
-"""The dialogue agent: ``chat.understood`` → session update → ``chat.outbound``.
+"""The dialogue agent: ``chat.understood`` (+ ``knowledge.results``) → ``chat.outbound``.
 
-Per batch (one Redis pipeline per step, whatever the batch size):
+It is the only writer of a conversation's replies, so reply sequence numbers
+stay gap-free and ordered. Per batch (one Redis pipeline per step, whatever
+the batch size):
 
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids;
-2. decide each reply in order, carrying session changes forward within the batch;
-3. record every new turn atomically (session + idempotency record + outbox);
-4. produce the replies and wait until the broker holds them;
-5. move each conversation's ``produced_seq`` forward.
+2. decide each event in order, carrying session changes forward within the
+   batch: a reply, or a question for the knowledge agent;
+3. produce the knowledge requests and wait until the broker holds them;
+4. record every new turn atomically (session + idempotency record + outbox);
+5. produce the replies and wait until the broker holds them;
+6. move each conversation's ``produced_seq`` forward.
 
 A reprocessed event (the worker died before its offsets were committed) is
 found in step 1: if its reply was confirmed produced it is skipped, otherwise
 the stored reply is produced again with its original ``seq`` and ``event_id``
-(gateways write a ``seq`` once per socket, so a user never sees it twice).
+(gateways write a ``seq`` once per socket, so a user never sees it twice). A
+knowledge request is produced before its turn is recorded, so a crash can
+only repeat it; the knowledge agent's answer carries an id derived from the
+request's, and a repeated answer is dropped here like any repeated event.
+
+Slow knowledge work (an LLM call) happens in the knowledge agent, never here:
+its answer comes back on ``knowledge.results`` and is delivered like a reply.
 """
 
 from __future__ import annotations
@@ -21,93 +31,138 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from faust.types import EventT
 
-from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from parley.errors import DecodeError
 from streams.app import WorkerContext, send_to_dlq
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
 
-__all__ = ["register_dialogue_agent"]
+__all__ = ["knowledge_result_emitter", "register_dialogue_agent"]
 
 logger = logging.getLogger(__name__)
 
-_ENVELOPE = ("tenant_id", "conversation_id", "user_id", "channel", "trace_id", "reply_route")
+_ENVELOPE = ("tenant_id", "conversation_id", "user_id", "channel", "seq", "trace_id",
+             "reply_route")
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    keys: ConversationKeys
+    msg: dict[str, Any]
+    is_result: bool  # a knowledge answer rather than a user message
 
 
 def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None:
     understood_codec = ctx.codec("chat_understood", ctx.understood)
+    result_codec = ctx.codec("knowledge_result", ctx.knowledge_results)
+    request_codec = ctx.codec("knowledge_request", ctx.knowledge_requests)
     reply_codec = ctx.codec("bot_reply", ctx.outbound)
+    results_topic = ctx.knowledge_results.get_topic_name()
     settings = ctx.settings
     store = ctx.store
+    source = ctx.app.topic(
+        ctx.understood.get_topic_name(), results_topic,
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )  # fmt: skip
 
-    @ctx.app.agent(ctx.understood, name=f"{settings.topic_prefix}dialogue")
+    @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         async for events in stream.take_events(settings.worker_batch_size,
                                                settings.worker_batch_wait):
             await _process(events)
 
+    def _decode(event: EventT) -> _Incoming:
+        is_result = event.message.topic == results_topic
+        codec = result_codec if is_result else understood_codec
+        msg = codec.decode(event.message.value)
+        return _Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
+                         is_result)
+
     async def _process(events: Sequence[EventT]) -> None:
-        batch: list[tuple[ConversationKeys, dict[str, Any]]] = []
+        batch: list[_Incoming] = []
         for event in events:
             try:
-                msg = understood_codec.decode(event.message.value)
-                batch.append((ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg))
+                batch.append(_decode(event))
             except (DecodeError, ValueError) as exc:
                 await send_to_dlq(ctx.understood_dlq, event, exc)
         if not batch:
             return
 
-        sessions, seen = await store.load([(k, m["event_id"]) for k, m in batch])
+        sessions, seen = await store.load([(i.keys, i.msg["event_id"]) for i in batch])
         if seen:
             logger.info("dialogue.events.reprocessed count=%d", len(seen))
-        new_turns: list[AppliedTurn] = []
+        turns: list[AppliedTurn] = []
+        questions: list[tuple[ConversationKeys, bytes]] = []
         resend: list[tuple[ConversationKeys, int]] = []
         decided: set[str] = set()  # a reprocessed event may also repeat within one batch
-        for keys, msg in batch:
+        for item in batch:
+            keys, msg, event_id = item.keys, item.msg, item.msg["event_id"]
             session = sessions[keys]
-            if msg["event_id"] in decided:
+            if event_id in decided:
                 continue
-            decided.add(msg["event_id"])
-            if msg["event_id"] in seen:
-                reply_seq = seen[msg["event_id"]]
-                if reply_seq > session.produced_seq:
-                    resend.append((keys, reply_seq))
+            decided.add(event_id)
+            if event_id in seen:
+                if seen[event_id] > session.produced_seq:
+                    resend.append((keys, seen[event_id]))
                 continue
-            content = policy.respond(session, msg)
-            sessions[keys] = session = replace(
-                session, turns=session.turns + 1, last_seq=msg["seq"],
-                reply_seq=session.reply_seq + 1,
-            )  # fmt: skip
-            value = reply_codec.encode(_reply(msg, session.reply_seq, content))
-            new_turns.append(AppliedTurn(keys, msg["event_id"], msg["seq"], session.reply_seq,
-                                         value, session.turns))
+            if item.is_result:
+                decision: AskKnowledge | ReplyContent = ReplyContent(
+                    msg["payload"]["text"], sources=tuple(msg["payload"]["sources"]))
+            else:
+                decision = policy.respond(session, msg)
+                session = replace(session, turns=session.turns + 1, last_seq=msg["seq"])
+            if isinstance(decision, AskKnowledge):
+                questions.append((keys, request_codec.encode(_question(msg, decision))))
+                reply = b""
+            else:
+                session = replace(session, reply_seq=session.reply_seq + 1)
+                reply = reply_codec.encode(_reply(msg, session.reply_seq, decision))
+            sessions[keys] = session
+            turns.append(AppliedTurn(keys, event_id, session.last_seq, session.reply_seq,
+                                     reply, session.turns))
 
-        applied = await store.apply(new_turns)
+        await _produce(ctx.knowledge_requests, questions)
+        applied = await store.apply(turns)
         to_send: list[tuple[ConversationKeys, int, bytes]] = []
         if resend:  # older than this batch's replies, so they go first
             stored = await store.outbox_entries(resend)
             to_send += [(k, s, v) for (k, s), v in zip(resend, stored, strict=True) if v]
             logger.info("dialogue.replies.resent count=%d", len(resend))
         to_send += [(t.keys, t.reply_seq, t.reply)
-                    for t, ok in zip(new_turns, applied, strict=True) if ok]
-        futures = [
-            await ctx.outbound.send(key=keys.conversation_id.encode(), value=value)
-            for keys, _, value in to_send
-        ]
-        await asyncio.gather(*futures)
+                    for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
+        await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
         produced: dict[ConversationKeys, int] = {}
         for keys, seq, _ in to_send:
             produced[keys] = max(seq, produced.get(keys, 0))
         await store.mark_produced(produced)
 
 
+async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:
+    """Send in order, then wait until the broker holds every record."""
+    futures = [await topic.send(key=keys.conversation_id.encode(), value=value)
+               for keys, value in records]
+    await asyncio.gather(*futures)
+
+
+def _question(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
+    return {
+        **{k: msg[k] for k in _ENVELOPE},
+        "event_id": msg["event_id"],
+        "timestamp": msg["timestamp"],
+        "payload": {"question": ask.question, "client_msg_id": msg["payload"]["client_msg_id"],
+                    "filters": {}},
+    }
+
+
 def _reply(msg: dict[str, Any], seq: int, content: ReplyContent) -> dict[str, Any]:
+    """The BotReply for a user message, or for a knowledge answer to one."""
     payload = msg["payload"]
+    in_reply_to = payload.get("in_reply_to") or msg["event_id"]
     return {
         **{k: msg[k] for k in _ENVELOPE},
         "event_id": f"{msg['event_id']}.r",
@@ -115,10 +170,28 @@ def _reply(msg: dict[str, Any], seq: int, content: ReplyContent) -> dict[str, An
         "timestamp": int(time.time() * 1000),
         "payload": {
             "text": content.text,
-            "in_reply_to": msg["event_id"],
+            "in_reply_to": in_reply_to,
             "client_msg_id": payload["client_msg_id"],
             "quick_replies": list(content.quick_replies),
             "sources": list(content.sources),
             "sender": "bot",
         },
     }
+
+
+def knowledge_result_emitter(ctx: WorkerContext) -> Any:
+    """The ``emit_reply`` the knowledge agent calls: its answer, as a KnowledgeResult."""
+    codec = ctx.codec("knowledge_result", ctx.knowledge_results)
+
+    async def emit(request: dict[str, Any], text: str, sources: list[str]) -> None:
+        result = {
+            **{k: request[k] for k in _ENVELOPE},
+            "event_id": f"{request['event_id']}.k",
+            "timestamp": int(time.time() * 1000),
+            "payload": {"text": text, "sources": sources, "in_reply_to": request["event_id"],
+                        "client_msg_id": request["payload"].get("client_msg_id", "")},
+        }
+        keys = ConversationKeys(request["tenant_id"], request["conversation_id"])
+        await _produce(ctx.knowledge_results, [(keys, codec.encode(result))])
+
+    return emit

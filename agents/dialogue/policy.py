@@ -1,10 +1,12 @@
 """What the bot says: a rule-based policy over the NLU's result.
 
 Intent → response template from the domain's responses file, entities filled
-in; a greeting says hello (and welcome back on later turns); anything the NLU
-marks out of scope gets an honest "I did not understand" that echoes the text.
+in; a greeting says hello (and welcome back on later turns). A knowledge
+question — or, when a knowledge base is available, anything the NLU marks out
+of scope — is handed to the knowledge agent (:class:`AskKnowledge`); without a
+knowledge base an out-of-scope message gets an honest "I did not understand".
 The choice is deterministic in (session, message), so a reprocessed event
-yields the same reply.
+yields the same decision.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 
 from streams.state import Session
 
-__all__ = ["ReplyContent", "RuleBasedPolicy"]
+__all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy"]
 
 GREETINGS = frozenset({"greet", "greeting", "hello"})
+KNOWLEDGE_INTENTS = frozenset({"knowledge_question", "faq"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,16 @@ class ReplyContent:
     text: str
     quick_replies: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AskKnowledge:
+    """Answer from the knowledge base; the reply comes back through knowledge.results."""
+
+    question: str
+
+
+Decision = ReplyContent | AskKnowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +57,14 @@ class _Blank(dict[str, str]):
 
 
 class RuleBasedPolicy:
-    def __init__(self, responses: Mapping[str, Response] | None = None) -> None:
+    def __init__(
+        self, responses: Mapping[str, Response] | None = None, *, knowledge: bool = False
+    ) -> None:
         self.responses = dict(responses or {})
+        self.knowledge = knowledge
 
     @classmethod
-    def from_file(cls, path: Path) -> RuleBasedPolicy:
+    def from_file(cls, path: Path, *, knowledge: bool = False) -> RuleBasedPolicy:
         """Load ``{"intent": {"text": [..], "quick_replies": [..]}}`` (a list or str also works)."""
         raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         responses: dict[str, Response] = {}
@@ -60,12 +76,14 @@ class RuleBasedPolicy:
             texts = spec.get("text") or spec.get("templates") or []
             texts = [texts] if isinstance(texts, str) else texts
             responses[intent] = Response(tuple(texts), tuple(spec.get("quick_replies", ())))
-        return cls(responses)
+        return cls(responses, knowledge=knowledge)
 
-    def respond(self, session: Session, understood: Mapping[str, Any]) -> ReplyContent:
+    def respond(self, session: Session, understood: Mapping[str, Any]) -> Decision:
         payload = understood["payload"]
         text: str = payload["text"]
         intent: str = payload["intent"]
+        if self.knowledge and (payload["oos"] or intent in KNOWLEDGE_INTENTS):
+            return AskKnowledge(text)
         response = self.responses.get(intent)
         if payload["oos"]:
             fallback = self.responses.get("oos") or self.responses.get("fallback")

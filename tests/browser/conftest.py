@@ -29,6 +29,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 # The browser tests run against the same pipeline as the end-to-end tests.
-from tests.e2e.conftest import demo_model, docker_infra, pipeline  # noqa: E402
+from tests.e2e.conftest import demo_index, demo_model, docker_infra, pipeline  # noqa: E402
 
-__all__ = ["browser", "demo_model", "docker_infra", "pipeline"]
+__all__ = ["browser", "demo_index", "demo_model", "docker_infra", "pipeline"]

@@ -46,6 +46,14 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_demo_model(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domain's knowledge index, built once per test session."""
+    from streams.worker import ensure_demo_index
+
+    return ensure_demo_index(tmp_path_factory.mktemp("kb"))
+
+
 def docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -83,9 +91,11 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
     return settings
 
 
-def start_pipeline(settings: Settings, gateways: int = 2, workers: int = 1) -> Pipeline:
+def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
+                   workers: int = 1) -> Pipeline:
     stack = Stack(settings)
     stack.model_dir = Path(settings.nlu_model_dir)
+    stack.kb_index = kb_index
     ports = find_free_ports(gateways + workers)
     for port in ports[:gateways]:
         stack.start_gateway(port)
@@ -97,7 +107,7 @@ def start_pipeline(settings: Settings, gateways: int = 2, workers: int = 1) -> P
 
 @pytest.fixture(scope="module", params=["embedded", "docker"])
 def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-             demo_model: Path) -> Iterator[Pipeline]:
+             demo_model: Path, demo_index: Path) -> Iterator[Pipeline]:
     """Two gateways and one worker, shared by the tests of a module."""
     if request.param == "docker":
         bootstrap, redis_nodes = request.getfixturevalue("docker_infra")
@@ -105,6 +115,6 @@ def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         infra = request.getfixturevalue("infra")
         bootstrap, redis_nodes = infra.kafka_bootstrap, infra.redis_nodes
     settings = make_settings(bootstrap, redis_nodes, tmp_path_factory.mktemp("e2e"), demo_model)
-    running = start_pipeline(settings)
+    running = start_pipeline(settings, demo_index)
     yield running
     running.stack.stop()

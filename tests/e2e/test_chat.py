@@ -121,3 +121,17 @@ async def test_resume_replays_missed_replies_on_any_gateway(pipeline: Pipeline) 
         replies = await chat.collect("reply", 2)
     assert [r["in_reply_to"] for r in replies] == missed
     assert first not in [r["in_reply_to"] for r in replies]
+
+
+async def test_a_knowledge_question_is_answered_with_its_source(pipeline: Pipeline) -> None:
+    """Dialogue hands the question to the knowledge agent; the answer comes back in order."""
+    async with ChatClient(pipeline.url, tenant="demo") as chat:
+        asked = await chat.send("How long does delivery take?")
+        greeted = await chat.send("hello")
+        replies = await chat.collect("reply", 2)
+    by_message = {r["in_reply_to"]: r for r in replies}
+    answer = by_message[asked]
+    assert answer["sources"] == ["delivery-times"]
+    assert "working days" in answer["text"]
+    assert greeted in by_message
+    assert sorted(r["seq"] for r in replies) == [1, 2]

@@ -1,0 +1,112 @@
+"""Assembling a worker: the Faust app, the models it serves and its agents.
+
+A worker runs the NLU agent, the dialogue agent and — when a knowledge base
+is available — the knowledge agent with its ``kb.documents`` follower. Models
+come from ``PARLEY_NLU_MODEL`` / ``PARLEY_KB_INDEX``; when those are unset the
+demo domain's are built on first use and cached under ``PARLEY_DATA_DIR``
+(``parley up`` builds them once before starting workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
+from agents.dialogue.policy import RuleBasedPolicy
+from agents.nlu.agent import Understander, register_nlu_agent
+from parley.settings import Settings
+from streams.app import WorkerContext, create_app
+
+if TYPE_CHECKING:
+    from agents.knowledge.settings import KnowledgeSettings
+
+__all__ = ["DEMO_DOMAIN", "build_worker", "ensure_demo_index", "load_understander"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_DOMAIN = Path(__file__).resolve().parents[1] / "parley" / "domain" / "demo"
+DEMO_TENANT = "demo"
+
+
+def load_understander(settings: Settings) -> Understander:
+    """The NLU model the worker serves: PARLEY_NLU_MODEL, or the demo domain's."""
+    from agents.nlu.model import NLUModel
+
+    if settings.nlu_model_dir:
+        return NLUModel.load(Path(settings.nlu_model_dir))
+    from agents.nlu.demo import ensure_demo_model
+
+    return NLUModel.load(ensure_demo_model(settings.data_dir / "models"))
+
+
+def ensure_demo_index(cache_root: Path) -> Path:
+    """The demo domain's knowledge index, built once per content and cached.
+
+    Built in a temporary folder and renamed into place, so workers starting
+    together never see a half-written index.
+    """
+    from agents.knowledge.documents import Document, load_corpus
+    from agents.knowledge.knowledge_base import KnowledgeBase
+
+    corpus = DEMO_DOMAIN / "knowledge.jsonl"
+    digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]
+    target = cache_root / f"demo-{digest}"
+    if (target / "manifest.json").is_file():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-kb-", dir=cache_root))
+    try:
+        kb = KnowledgeBase.create(tmp)
+        docs = [d for d in load_corpus(corpus, default_tenant=DEMO_TENANT)
+                if isinstance(d, Document)]
+        kb.upsert_many(docs)
+        kb.save()
+        tmp.rename(target)
+    except OSError:
+        if not (target / "manifest.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("worker.demo_index.built path=%s documents=%d", target, len(docs))
+    return target
+
+
+def build_worker(settings: Settings) -> WorkerContext:
+    """A Faust app with every agent registered, ready for ``faust.Worker``."""
+    from agents.knowledge.settings import KnowledgeSettings
+
+    ctx = create_app(settings)
+    register_nlu_agent(ctx, load_understander(settings))
+    if settings.knowledge:
+        _register_knowledge(ctx, KnowledgeSettings.from_env())
+    policy = RuleBasedPolicy.from_file(DEMO_DOMAIN / "responses.json",
+                                       knowledge=settings.knowledge)
+    register_dialogue_agent(ctx, policy)
+    return ctx
+
+
+def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> None:
+    from agents.knowledge.agent import register_knowledge_agent, start_follower
+    from agents.knowledge.knowledge_base import KnowledgeBase
+    from agents.knowledge.service import KnowledgeService
+
+    index = Path(knowledge.index_dir) if knowledge.index_dir else \
+        ensure_demo_index(ctx.settings.data_dir / "kb")
+    service = KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge,
+                                             ctx.store.redis)
+    register_knowledge_agent(ctx.app, ctx.settings, service, knowledge_result_emitter(ctx))
+
+    @ctx.app.task
+    async def follow_documents() -> None:
+        follower = start_follower(service, ctx.settings, asyncio.get_running_loop())
+
+        @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_following(sender: Any, **_: Any) -> None:
+            await asyncio.to_thread(follower.stop)
+            await service.aclose()
