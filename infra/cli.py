@@ -261,3 +261,20 @@ def status(config: _Config, as_json: bool) -> None:
             click.echo(line)
     if not report["up"]:
         raise SystemExit(1)
+
+
+@infra.command("topics")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the broker and the topics' partitions.")
+@click.pass_obj
+def topics(config: _Config, timeout: float) -> None:
+    """Create Parley's topics on PARLEY_KAFKA_BOOTSTRAP (any Kafka cluster); idempotent."""
+    settings = config.settings
+    specs = all_topics(settings.chat_partitions, settings.topic_prefix)
+    try:
+        ensure_topics(settings.kafka_bootstrap, specs, timeout=timeout)
+    except ParleyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for spec in specs:
+        compacted = " (compacted)" if spec.compacted else ""
+        click.echo(f"{spec.name}: {spec.partitions} partitions{compacted}")
