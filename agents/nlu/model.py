@@ -1,0 +1,196 @@
+"""Inference: a trained model folder → :class:`Understanding` per message.
+
+Imports only numpy, onnxruntime and ``tokenizers`` (plus this package's
+pure-Python modules): never scikit-learn. A test checks it in a subprocess.
+
+Bad input has a defined result: text is cleaned one character for one (see
+:func:`agents.nlu.text.clean_text`) and cut to ``max_text_chars``; a message
+without any word character (empty, whitespace, emoji or punctuation only) is
+out of scope with confidence 0 and no ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from agents.nlu.embeddings import TokenEncoder
+from agents.nlu.features import NgramVocabulary
+from agents.nlu.manifest import Manifest, ManifestError
+from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
+from agents.nlu.results import EntityMatch, Understanding
+from agents.nlu.tagger import decode_bio, token_features, tokens_for
+from agents.nlu.text import clean_text, feature_words
+
+__all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
+
+TOP_K = 5
+log = logging.getLogger("parley.nlu.model")
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _has_word(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+class NLUModel:
+    """A loaded model folder. Thread-compatible: one instance per worker is enough."""
+
+    version: str
+
+    def __init__(self, model_dir: Path, manifest: Manifest, *, threads: int = 1) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.version = manifest.version
+        self.labels: tuple[str, ...] = tuple(manifest.labels)
+        self.oos_label = manifest.oos_label
+        self.threshold = float(manifest.oos_threshold)
+        self._oos_index = self.labels.index(self.oos_label) if self.oos_label in self.labels else -1
+        self.recognisers = Recognisers(RecogniserConfig.from_json(manifest.recognisers))
+        files = manifest.files
+        self._intents: ort.InferenceSession | None = None
+        self._vocab: NgramVocabulary | None = None
+        self._encoder: TokenEncoder | None = None
+        if manifest.has_intents:
+            self._intents = _session(model_dir / files["intent_model"], threads)
+            self._vocab = NgramVocabulary.load(model_dir / files["intent_features"])
+            names = {i.name for i in self._intents.get_inputs()}
+            if "tok_id" in names:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
+                self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
+        self._tagger: ort.InferenceSession | None = None
+        self._tagger_features: dict[str, int] = {}
+        self._tags: tuple[str, ...] = tuple(manifest.tagger_tags)
+        if manifest.has_tagger:
+            self._tagger = _session(model_dir / files["tagger_model"], threads)
+            names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
+            self._tagger_features = {f: i for i, f in enumerate(names_list)}
+
+    @classmethod
+    def load(cls, model_dir: Path, *, threads: int = 1) -> NLUModel:
+        """Load a folder written by ``parley nlu train``; :class:`ManifestError` if unusable."""
+        model_dir = Path(model_dir)
+        manifest = Manifest.load(model_dir)
+        try:
+            return cls(model_dir, manifest, threads=threads)
+        except (OSError, ValueError, KeyError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            raise ManifestError(model_dir, f"cannot load its files: {exc}") from exc
+
+    # --- public API -------------------------------------------------------
+    def understand(self, text: str, reference_time: datetime | None = None) -> Understanding:
+        return self.understand_batch([text], reference_time)[0]
+
+    def understand_batch(
+        self, texts: Sequence[str], reference_time: datetime | None = None
+    ) -> list[Understanding]:
+        if not texts:
+            return []
+        reference = reference_time or datetime.now(UTC)
+        cleaned = [clean_text(t, self.manifest.max_text_chars) for t in texts]
+        intents = self._classify(cleaned)
+        entities = [self._entities(t, reference) for t in cleaned]
+        return [
+            Understanding(intent, conf, oos, ranking, ents, self.version)
+            for (intent, conf, oos, ranking), ents in zip(intents, entities, strict=True)
+        ]
+
+    # --- intents ----------------------------------------------------------
+    def intent_probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Calibrated probabilities (rows × labels) for cleaned ``texts``."""
+        assert self._intents is not None and self._vocab is not None
+        batch = self._vocab.transform(texts)
+        feeds: dict[str, npt.NDArray[Any]] = {
+            "batch_size": np.array([len(texts)], np.int64),
+            "word_row": batch.word_rows,
+            "word_col": batch.word_cols,
+            "word_scale": batch.word_scale[:, None],
+            "char_row": batch.char_rows,
+            "char_col": batch.char_cols,
+            "char_scale": batch.char_scale[:, None],
+        }
+        if self._encoder is not None:
+            feeds["tok_id"], feeds["tok_row"] = self._encoder.encode(texts)
+        probs: npt.NDArray[np.float32] = self._intents.run(["probs"], feeds)[0]
+        return probs
+
+    def _classify(
+        self, texts: Sequence[str]
+    ) -> list[tuple[str, float, bool, tuple[tuple[str, float], ...]]]:
+        empty = (self.oos_label, 0.0, True, ())
+        out: list[tuple[str, float, bool, tuple[tuple[str, float], ...]]] = [empty] * len(texts)
+        live = [i for i, t in enumerate(texts) if _has_word(t) and feature_words(t)]
+        if self._intents is None or not live:
+            return out
+        probs = self.intent_probabilities([texts[i] for i in live])
+        k = min(TOP_K, probs.shape[1])
+        order = np.argsort(-probs, axis=1)[:, :k]
+        labels = self.labels
+        for row, i in enumerate(live):
+            top = order[row]
+            ranking = tuple((labels[j], round(float(probs[row, j]), 6)) for j in top.tolist())
+            best, conf = ranking[0]
+            if top[0] == self._oos_index:
+                out[i] = (self.oos_label, conf, True, ranking)
+            elif conf < self.threshold:
+                out[i] = (self.oos_label, round(1.0 - conf, 6), True, ranking)
+            else:
+                out[i] = (best, conf, False, ranking)
+        return out
+
+    # --- entities ---------------------------------------------------------
+    def _entities(self, text: str, reference: datetime) -> tuple[EntityMatch, ...]:
+        if not text.strip():
+            return ()
+        found = self.recognisers.find(text, reference)
+        if self._tagger is None:
+            return tuple(found)
+        model_spans = self._tag(text, reference)
+        if not model_spans:
+            return tuple(found)
+        model = [
+            EntityMatch(ent, s, e, text[s:e], normalise_value(ent, text[s:e], reference), "model")
+            for s, e, ent in model_spans
+        ]
+        rest = [m for m in found if all(m.end <= x.start or m.start >= x.end for x in model)]
+        return tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end)))
+
+    def _tag(self, text: str, reference: datetime) -> list[tuple[int, int, str]]:
+        assert self._tagger is not None
+        tokens = tokens_for(text)
+        if not tokens:
+            return []
+        vocab = self._tagger_features
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, feats in enumerate(token_features(text, tokens, self.recognisers, reference)):
+            for f in feats:
+                j = vocab.get(f)
+                if j is not None:
+                    rows.append(i)
+                    cols.append(j)
+        feeds = {
+            "feat_row": np.array(rows, np.int64),
+            "feat_col": np.array(cols, np.int64),
+            "batch_size": np.array([len(tokens)], np.int64),
+        }
+        scores = self._tagger.run(["logits"], feeds)[0]
+        return decode_bio(tokens, scores, self._tags)

@@ -1,0 +1,392 @@
+"""Training: JSON-lines examples → a model folder (ONNX + manifest).
+
+Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
+
+1. hold out a stratified validation split (``validation_fraction``);
+2. fit the n-gram vocabulary and a linear SVM on word/char TF-IDF + the
+   wordllama mean embedding, on the remaining examples;
+3. fit the softmax temperature and the out-of-scope threshold on the split;
+4. refit on all examples with those settings and export ``intent.onnx``;
+5. train the BIO entity tagger on the examples that carry entity annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.nlu.calibration import decide, fit_oos_threshold, fit_temperature, softmax
+from agents.nlu.data import Example, canonical_lines, load_examples
+from agents.nlu.embeddings import TokenEncoder, load_wordllama, mean_pool, wordllama_files
+from agents.nlu.features import NgramVocabulary
+from agents.nlu.manifest import Manifest, hash_training_data
+from agents.nlu.recognisers import RecogniserConfig, Recognisers
+from agents.nlu.tagger import encode_bio, token_features, tokens_for
+from agents.nlu.text import MAX_TEXT_CHARS, clean_text
+
+__all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
+
+CODE_VERSION = "nlu-train-1"
+"""Bump when training changes what a model folder contains (invalidates caches)."""
+
+log = logging.getLogger("parley.nlu.train")
+
+_EMB_WEIGHT = 2.0
+_JOBS = max(1, min(4, os.cpu_count() or 1))
+# Reference time for recogniser features in training (only spans matter, not values).
+_TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Knobs of ``parley nlu train``."""
+
+    oos_label: str = "oos"
+    c: float = 1.0
+    validation_fraction: float = 0.15
+    max_in_scope_loss: float = 0.01
+    char_range: tuple[int, int] = (2, 5)
+    use_embeddings: bool = True
+    tagger_c: float = 0.5
+    seed: int = 0
+    recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ValueError("validation_fraction must be in [0, 0.5)")
+        if self.c <= 0 or self.tagger_c <= 0:
+            raise ValueError("C must be positive")
+        if not self.oos_label:
+            raise ValueError("oos_label must not be empty")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "oos_label": self.oos_label,
+            "c": self.c,
+            "validation_fraction": self.validation_fraction,
+            "max_in_scope_loss": self.max_in_scope_loss,
+            "char_range": list(self.char_range),
+            "use_embeddings": self.use_embeddings,
+            "tagger_c": self.tagger_c,
+            "seed": self.seed,
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def _stratified_split(
+    labels: Sequence[str], fraction: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    train: list[int] = []
+    valid: list[int] = []
+    for idx in by_label.values():
+        perm = rng.permutation(idx).tolist()
+        k = int(round(len(perm) * fraction)) if len(perm) >= 3 else 0
+        valid += perm[:k]
+        train += perm[k:]
+    return np.array(sorted(train), np.int64), np.array(sorted(valid), np.int64)
+
+
+@dataclass
+class _IntentFeaturizer:
+    vocab: NgramVocabulary
+    encoder: Any
+    embedding: npt.NDArray[np.float16] | None
+
+    def matrix(self, texts: Sequence[str]) -> Any:
+        from scipy.sparse import csr_matrix, hstack
+
+        rows, cols, values = self.vocab.transform(texts).csr_parts(self.vocab.idf)
+        sparse = csr_matrix(
+            (values, (rows, cols)),
+            shape=(len(texts), max(self.vocab.n_features, 1)),
+            dtype=np.float32,
+        )
+        if self.embedding is None:
+            return sparse
+        tokens = self.encoder.encode(texts)
+        emb = mean_pool(self.embedding, tokens, len(texts)) * _EMB_WEIGHT
+        return hstack([sparse, csr_matrix(emb)], format="csr")
+
+
+def _fit_svm(
+    x: Any, y: npt.NDArray[np.int64], n_classes: int, c: float, seed: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """One-vs-rest linear SVMs, one class per thread (liblinear releases the GIL)."""
+    from joblib import parallel_config
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import LinearSVC
+
+    model = OneVsRestClassifier(LinearSVC(C=c, random_state=seed, max_iter=5000), n_jobs=_JOBS)
+    with parallel_config(backend="threading"):
+        model.fit(x, y)
+    coef = np.vstack([e.coef_ for e in model.estimators_]).astype(np.float32)
+    bias = np.concatenate([e.intercept_ for e in model.estimators_]).astype(np.float32)
+    if n_classes == 2:  # binary: one hyperplane → two symmetric scores
+        coef = np.vstack([-coef, coef]) / 2
+        bias = np.concatenate([-bias, bias]) / 2
+    return coef, bias
+
+
+def _scores(x: Any, coef: npt.NDArray[np.float32], bias: npt.NDArray[np.float32]) -> Any:
+    return np.asarray(x @ coef.T) + bias
+
+
+@dataclass
+class _IntentResult:
+    labels: list[str]
+    temperature: float
+    threshold: float
+    onnx_bytes: bytes
+    vocab: NgramVocabulary
+    validation: dict[str, Any]
+
+
+def _train_intents(
+    examples: Sequence[Example], params: TrainingParams, progress: Progress
+) -> _IntentResult:
+    from agents.nlu.onnx_graph import build_linear_model
+
+    texts = [clean_text(e.text) for e in examples]
+    names = [e.intent or "" for e in examples]
+    labels = sorted(set(names))
+    if len(labels) < 2:
+        raise ValueError(f"need at least two intents to train, got {labels}")
+    index = {name: i for i, name in enumerate(labels)}
+    y = np.array([index[n] for n in names], np.int64)
+    oos_index = index.get(params.oos_label)
+    encoder: TokenEncoder | None = None
+    embedding: npt.NDArray[np.float16] | None = None
+    if params.use_embeddings:
+        tokenizer, embedding = load_wordllama()
+        encoder = TokenEncoder(tokenizer, embedding.shape[0])
+
+    def fit(idx: npt.NDArray[np.int64]) -> tuple[_IntentFeaturizer, Any, Any]:
+        subset = [texts[i] for i in idx]
+        vocab = NgramVocabulary.fit(subset, params.char_range)
+        feat = _IntentFeaturizer(vocab, encoder, embedding)
+        coef, bias = _fit_svm(feat.matrix(subset), y[idx], len(labels), params.c, params.seed)
+        return feat, coef, bias
+
+    train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
+    temperature, threshold = 1.0, 0.0
+    validation: dict[str, Any] = {"n": int(valid_idx.shape[0])}
+    if valid_idx.shape[0] >= 10:
+        progress("fit on the training split")
+        feat, coef, bias = fit(train_idx)
+        scores = _scores(feat.matrix([texts[i] for i in valid_idx]), coef, bias)
+        progress("calibrate on the validation split")
+        yv = y[valid_idx]
+        temperature = fit_temperature(scores, yv)
+        probs = softmax(scores, temperature)
+        threshold = fit_oos_threshold(probs, yv, oos_index, params.max_in_scope_loss)
+        top, oos = decide(probs, threshold, oos_index)
+        pred = np.where(oos, -1 if oos_index is None else oos_index, top)
+        validation["accuracy"] = round(float(np.mean(pred == yv)), 4)
+        validation["accuracy_no_threshold"] = round(float(np.mean(top == yv)), 4)
+        if oos_index is not None and np.any(yv == oos_index):
+            validation["oos_recall"] = round(float(np.mean(oos[yv == oos_index])), 4)
+    else:
+        progress("validation split too small: default calibration")
+        progress("skipped")
+    progress("refit on all examples")
+    all_idx = np.arange(len(texts), dtype=np.int64)
+    feat, coef, bias = fit(all_idx)
+    n_sparse = feat.vocab.n_features
+    # IDF folded into the weights: the graph sums weight rows per occurrence.
+    w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])
+    if w_sparse.shape[0] == 0:
+        w_sparse = np.zeros((1, len(labels)), np.float32)
+    model = build_linear_model(
+        w_sparse,
+        bias,
+        blocks=(("word", True), ("char", True)),
+        temperature=temperature,
+        embedding=embedding,
+        embedding_weights=(
+            np.ascontiguousarray(coef[:, n_sparse:].T * _EMB_WEIGHT)
+            if embedding is not None else None
+        ),
+        name="parley_intents",
+    )
+    return _IntentResult(
+        labels, temperature, threshold, model.SerializeToString(), feat.vocab, validation
+    )
+
+
+@dataclass
+class _TaggerResult:
+    tags: list[str]
+    entity_labels: list[str]
+    features: list[str]
+    onnx_bytes: bytes
+
+
+def _train_tagger(
+    examples: Sequence[Example], params: TrainingParams
+) -> _TaggerResult | None:
+    from sklearn.svm import LinearSVC
+
+    from agents.nlu.onnx_graph import build_linear_model
+
+    annotated = [e for e in examples if e.entities is not None]
+    if not any(e.entities for e in annotated):
+        return None
+    recognisers = Recognisers(params.recognisers)
+    vocab: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    tag_names: list[str] = []
+    n_tokens = 0
+    for ex in annotated:
+        text = clean_text(ex.text)
+        tokens = tokens_for(text)
+        spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
+        tag_names += encode_bio(tokens, spans)
+        for feats in token_features(text, tokens, recognisers, _TRAIN_REFERENCE):
+            for f in feats:
+                rows.append(n_tokens)
+                cols.append(vocab.setdefault(f, len(vocab)))
+            n_tokens += 1
+    tags = sorted(set(tag_names), key=lambda t: (t != "O", t[2:], t[:1]))
+    if len(tags) < 2:
+        return None
+    tag_index = {t: i for i, t in enumerate(tags)}
+    from scipy.sparse import csr_matrix
+
+    x = csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(n_tokens, len(vocab))
+    )
+    x.data[:] = 1.0  # a feature string occurring twice for a token is still binary
+    y = np.array([tag_index[t] for t in tag_names], np.int64)
+    model = LinearSVC(C=params.tagger_c, random_state=params.seed, max_iter=5000)
+    model.fit(x, y)
+    coef = model.coef_.astype(np.float32)
+    bias = model.intercept_.astype(np.float32)
+    if len(tags) == 2:
+        coef = np.vstack([-coef, coef]) / 2
+        bias = np.concatenate([-bias, bias]) / 2
+    onnx_model = build_linear_model(np.ascontiguousarray(coef.T), bias, name="parley_tagger")
+    features = [""] * len(vocab)
+    for f, i in vocab.items():
+        features[i] = f
+    entity_labels = sorted({t[2:] for t in tags if t != "O"})
+    return _TaggerResult(tags, entity_labels, features, onnx_model.SerializeToString())
+
+
+def train_model(
+    examples: Sequence[Example],
+    out_dir: Path,
+    params: TrainingParams | None = None,
+    *,
+    show_progress: bool = False,
+    data_hash: str | None = None,
+) -> Manifest:
+    """Train on ``examples`` and write a complete model folder to ``out_dir``.
+
+    The folder is built next to ``out_dir`` and renamed into place, so a reader
+    never sees half a model.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    params = params or TrainingParams()
+    if not examples:
+        raise ValueError("no training examples")
+    intent_examples = [e for e in examples if e.intent]
+    digest = data_hash or hash_training_data(
+        canonical_lines(examples), CODE_VERSION, json.dumps(params.describe(), sort_keys=True),
+        json.dumps(params.recognisers.to_json(), sort_keys=True),
+    )
+    bar = tqdm(total=5, desc="nlu train", file=sys.stderr, disable=not show_progress,
+               unit="step", leave=True)
+
+    def progress(step: str) -> None:
+        bar.set_postfix_str(step)
+        bar.update(1)
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp-build")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files: dict[str, str] = {}
+    labels: list[str] = []
+    temperature, threshold = 1.0, 0.0
+    validation: dict[str, Any] = {}
+    try:
+        if intent_examples:
+            result = _train_intents(intent_examples, params, progress)
+            labels, temperature, threshold = result.labels, result.temperature, result.threshold
+            validation = result.validation
+            (tmp / "intent.onnx").write_bytes(result.onnx_bytes)
+            result.vocab.save(tmp / "intent_features.npz")
+            files.update(intent_model="intent.onnx", intent_features="intent_features.npz")
+            if params.use_embeddings:
+                shutil.copyfile(wordllama_files()[0], tmp / "tokenizer.json")
+                files["tokenizer"] = "tokenizer.json"
+        else:
+            for step in ("no intents", "-", "-"):
+                progress(step)
+        progress("entity tagger")
+        tagger = _train_tagger(examples, params)
+        if tagger is not None:
+            (tmp / "tagger.onnx").write_bytes(tagger.onnx_bytes)
+            (tmp / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
+            files.update(tagger_model="tagger.onnx", tagger_features="tagger_features.json")
+        manifest = Manifest(
+            version=f"nlu-{digest[:12]}",
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            training_data_sha256=digest,
+            code_version=CODE_VERSION,
+            oos_label=params.oos_label,
+            labels=labels,
+            temperature=round(temperature, 6),
+            oos_threshold=round(threshold, 4),
+            entity_labels=tagger.entity_labels if tagger else [],
+            tagger_tags=tagger.tags if tagger else [],
+            max_text_chars=MAX_TEXT_CHARS,
+            recognisers=params.recognisers.to_json(),
+            training={
+                **params.describe(),
+                "n_examples": len(examples),
+                "n_intent_examples": len(intent_examples),
+                "n_entity_examples": sum(1 for e in examples if e.entities),
+            },
+            validation=validation,
+            files=files,
+        )
+        manifest.save(tmp)
+        progress("exported")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        bar.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("nlu.train.done version=%s labels=%d out=%s", manifest.version, len(labels), out_dir)
+    return manifest
+
+
+def train_model_from_files(
+    paths: Sequence[Path], out_dir: Path, params: TrainingParams | None = None,
+    *, show_progress: bool = False,
+) -> Manifest:
+    return train_model(load_examples(paths), out_dir, params, show_progress=show_progress)
