@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -134,7 +135,11 @@ def _quantize(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name("model.int8.onnx")
-    quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+    logging.disable(logging.WARNING)  # its advice to pre-process applies to conv nets
+    try:
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     quantized.replace(path)
 
 

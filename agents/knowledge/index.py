@@ -89,6 +89,7 @@ class _Snapshot:
     row_chunk: list[int]
     title_vectors: np.ndarray
     passage_vectors: np.ndarray
+    first_stage_vectors: np.ndarray  # w_title * title + w_passage * passage: one scan, not two
     bm25_title: Bm25Field
     bm25_passage: Bm25Field
 
@@ -99,7 +100,7 @@ class _Snapshot:
 
 def _empty_snapshot(dim: int) -> _Snapshot:
     empty = np.zeros((0, dim), np.float32)
-    return _Snapshot([], [], empty, empty, Bm25Field.build([]), Bm25Field.build([]))
+    return _Snapshot([], [], empty, empty, empty, Bm25Field.build([]), Bm25Field.build([]))
 
 
 def _normalised(bm25: Bm25Field, terms: Sequence[str]) -> np.ndarray:
@@ -171,13 +172,18 @@ class TenantIndex:
         if not row_doc:
             self._snapshot = _empty_snapshot(self.dim)
             return
+        title_vectors = np.ascontiguousarray(
+            np.concatenate([e.title_vectors for e in entries]), dtype=np.float32)
+        passage_vectors = np.ascontiguousarray(
+            np.concatenate([e.passage_vectors for e in entries]), dtype=np.float32)
+        w = self.weights
         self._snapshot = _Snapshot(
             row_doc=row_doc,
             row_chunk=row_chunk,
-            title_vectors=np.ascontiguousarray(
-                np.concatenate([e.title_vectors for e in entries]), dtype=np.float32),
-            passage_vectors=np.ascontiguousarray(
-                np.concatenate([e.passage_vectors for e in entries]), dtype=np.float32),
+            title_vectors=title_vectors,
+            passage_vectors=passage_vectors,
+            first_stage_vectors=np.ascontiguousarray(
+                w.dense_title * title_vectors + w.dense_passage * passage_vectors),
             bm25_title=Bm25Field.build(titles),
             bm25_passage=Bm25Field.build(passages),
         )
@@ -193,12 +199,11 @@ class TenantIndex:
             return snap, none, np.zeros((0, 0), np.float32)
         w = self.weights
         terms = analyze(query)
-        dense_t = snap.title_vectors @ query_vector
-        dense_p = snap.passage_vectors @ query_vector
         bm_t = _normalised(snap.bm25_title, terms)
         bm_p = _normalised(snap.bm25_passage, terms)
-        first = (w.dense_title * dense_t + w.dense_passage * dense_p
-                 + w.bm25_title * bm_t + w.bm25_passage * bm_p)
+        # Memory-bound: one pass over one matrix; exact per-field cosines only for candidates.
+        first = snap.first_stage_vectors @ query_vector
+        first += w.bm25_title * bm_t + w.bm25_passage * bm_p
         if filters:
             allowed = np.fromiter(
                 (matches_filters(e.document.metadata, filters) for e in snap.row_doc),
@@ -221,8 +226,8 @@ class TenantIndex:
                 keep.append(r)
         rows = np.asarray(keep, dtype=np.int64)
         features = candidate_features(terms, Candidates(
-            dense_title=dense_t[rows],
-            dense_passage=dense_p[rows],
+            dense_title=snap.title_vectors[rows] @ query_vector,
+            dense_passage=snap.passage_vectors[rows] @ query_vector,
             bm25_title=bm_t[rows],
             bm25_passage=bm_p[rows],
             title_tokens=[snap.row_doc[r].title_tokens for r in rows],

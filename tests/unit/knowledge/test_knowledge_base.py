@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.knowledge.documents import Document
+from agents.knowledge.embedder import Embedder
+from agents.knowledge.errors import IndexFormatError
+from agents.knowledge.knowledge_base import KnowledgeBase
+
+from .conftest import faq_documents
+
+
+def test_embedder_outputs_unit_vectors(embedder: Embedder) -> None:
+    vectors = embedder.embed(["reset my password", "card declined", ""])
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-4)
+    assert np.allclose(embedder.embed_query("reset my password"), vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("question", "doc_id"),
+    [
+        ("I forgot my password, how can I reset it", "reset-password"),
+        ("my card got declined at the shop", "card-declined"),
+        ("when will I get my refund back", "refund-time"),
+        ("how much does sending money abroad cost", "intl-fees"),
+    ],
+)
+def test_round_trip_finds_the_right_document(kb: KnowledgeBase, question: str,
+                                             doc_id: str) -> None:
+    hits = kb.search("default", question, k=3)
+    assert hits[0].doc_id == doc_id
+    assert len({h.doc_id for h in hits}) == len(hits)  # one hit per document
+    assert hits[0].score >= hits[-1].score
+
+
+def test_metadata_filters(kb: KnowledgeBase) -> None:
+    hits = kb.search("default", "reset my password", filters={"product": "payments"})
+    assert hits and {h.metadata["product"] for h in hits} == {"payments"}
+    both = kb.search("default", "reset my password", filters={"product": ["account", "cards"]})
+    assert {h.metadata["product"] for h in both} <= {"account", "cards"}
+    assert kb.search("default", "reset", filters={"product": "nothing"}) == []
+
+
+def test_tenants_are_isolated(kb: KnowledgeBase) -> None:
+    kb.upsert(Document(id="only-b", title="Parking at the office", text="Level -2.",
+                       tenant="tenant-b"))
+    assert [h.doc_id for h in kb.search("tenant-b", "reset my password")] == ["only-b"]
+    assert "only-b" not in {h.doc_id for h in kb.search("default", "parking office")}
+    assert kb.search("nobody", "anything") == []
+
+
+def test_update_and_delete(kb: KnowledgeBase) -> None:
+    changed = Document(id="refund-time", title="How long does a refund take?",
+                       text="Refunds now arrive within 24 hours.", metadata={"product": "payments"})
+    assert kb.upsert(changed)
+    assert not kb.upsert(changed)  # same content: nothing to do
+    assert "24 hours" in kb.search("default", "refund duration")[0].text
+    assert kb.delete("default", "refund-time")
+    assert not kb.delete("default", "refund-time")
+    assert "refund-time" not in {h.doc_id for h in kb.search("default", "refund", k=10)}
+
+
+def test_save_and_open(kb: KnowledgeBase, embedder_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(embedder_dir, tmp_path / "embedder")
+    kb.upsert(Document(id="x", title="Other tenant", text="text", tenant="t2"))
+    kb.save(tmp_path)
+    reopened = KnowledgeBase.open(tmp_path)
+    assert reopened.stats() == kb.stats()
+    q = "my card got declined"
+    assert [h.doc_id for h in reopened.search("default", q)] == \
+        [h.doc_id for h in kb.search("default", q)]
+
+
+def test_open_rejects_what_is_not_an_index(tmp_path: Path) -> None:
+    with pytest.raises(IndexFormatError, match=r"no manifest\.json"):
+        KnowledgeBase.open(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format": 99}')
+    with pytest.raises(IndexFormatError, match="format 99"):
+        KnowledgeBase.open(tmp_path)
+
+
+def test_confidence_is_low_for_unrelated_questions(kb: KnowledgeBase) -> None:
+    related = kb.search("default", "How do I reset my password?")[0].score
+    unrelated = kb.search("default", "best pizza recipe with mozzarella")[0].score
+    assert related > 0.5 and unrelated < related
+
+
+def test_many_documents_embed_in_batches(embedder: Embedder) -> None:
+    knowledge = KnowledgeBase(embedder)
+    calls: list[int] = []
+    docs = [*faq_documents(), *faq_documents("t2")]
+    changes = knowledge.upsert_many(docs, batch=4, on_batch=calls.append)
+    assert changes.upserted == 12 and sum(calls) == 12 and changes.tenants == {"default", "t2"}
