@@ -85,6 +85,10 @@ class NLUModel:
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
             self._tagger_features = {f: i for i, f in enumerate(names_list)}
 
+    @property
+    def has_tagger(self) -> bool:
+        return self._tagger is not None
+
     @classmethod
     def load(cls, model_dir: Path, *, threads: int = 1) -> NLUModel:
         """Load a folder written by ``parley nlu train``; :class:`ManifestError` if unusable."""

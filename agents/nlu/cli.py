@@ -1,0 +1,125 @@
+"""``parley nlu``: train, evaluate and try intent/entity models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+__all__ = ["nlu"]
+
+
+def _parse_reference(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected an ISO datetime, got {value!r}") from exc
+
+
+@click.group("nlu")
+def nlu() -> None:
+    """Train, evaluate and try language-understanding models."""
+
+
+@nlu.command("train")
+@click.option("--data", "data", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON-lines examples; repeat for several files.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write (replaced if it exists).")
+@click.option("--oos-label", default="oos", show_default=True, help="Out-of-scope label.")
+@click.option("--c", "c", default=1.0, show_default=True, type=float, help="SVM regularisation C.")
+@click.option("--validation-fraction", default=0.15, show_default=True, type=float,
+              help="Share held out for calibration and the oos threshold.")
+@click.option("--max-in-scope-loss", default=0.01, show_default=True, type=float,
+              help="In-scope validation accuracy the oos threshold may cost.")
+@click.option("--id-pattern", "id_patterns", multiple=True, metavar="NAME=REGEX",
+              help="Id recogniser (group 1 is the value); replaces the defaults.")
+@click.option("--country-code", default="", help="Phone country code for national numbers, e.g. 44.")
+@click.option("--no-embeddings", is_flag=True, help="Word/char n-grams only (no wordllama).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_cmd(
+    data: tuple[Path, ...], out: Path, oos_label: str, c: float, validation_fraction: float,
+    max_in_scope_loss: float, id_patterns: tuple[str, ...], country_code: str,
+    no_embeddings: bool, seed: int,
+) -> None:
+    """Train an intent classifier and an entity tagger from JSON lines."""
+    from agents.nlu.data import DataError
+    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
+    from agents.nlu.train import TrainingParams, train_model_from_files
+
+    patterns = dict(DEFAULT_ID_PATTERNS)
+    if id_patterns:
+        patterns = {}
+        for item in id_patterns:
+            name, sep, regex = item.partition("=")
+            if not sep or not name or not regex:
+                raise click.BadParameter(f"expected NAME=REGEX, got {item!r}", param_hint="--id-pattern")
+            patterns[name] = regex
+    try:
+        params = TrainingParams(
+            oos_label=oos_label, c=c, validation_fraction=validation_fraction,
+            max_in_scope_loss=max_in_scope_loss, use_embeddings=not no_embeddings, seed=seed,
+            recognisers=RecogniserConfig(id_patterns=patterns, default_country_code=country_code),
+        )
+        manifest = train_model_from_files(list(data), out, params, show_progress=True)
+    except (DataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {manifest.version} written to {out}")
+    click.echo(f"  intents: {len(manifest.labels)}  entities: {', '.join(manifest.entity_labels) or '-'}")
+    if manifest.validation:
+        click.echo(f"  validation: {json.dumps(manifest.validation)}")
+    click.echo(f"  temperature {manifest.temperature}  oos threshold {manifest.oos_threshold}")
+
+
+@nlu.command("evaluate")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", "data", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--reference-time", default=None, help="ISO datetime for relative dates.")
+def evaluate_cmd(
+    model_dir: Path, data: tuple[Path, ...], as_json: bool, reference_time: str | None
+) -> None:
+    """Measure accuracy, oos detection, entity F1 and latency on labelled data."""
+    from agents.nlu.data import DataError, load_examples
+    from agents.nlu.evaluate import evaluate, format_report
+    from agents.nlu.model import ManifestError, NLUModel
+
+    try:
+        model = NLUModel.load(model_dir)
+        examples = load_examples(list(data))
+    except (DataError, ManifestError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = evaluate(model, examples, reference_time=_parse_reference(reference_time))
+    if as_json:
+        report = {k: v for k, v in report.items() if k != "confusions"}
+        click.echo(json.dumps(report, sort_keys=True))
+    else:
+        click.echo(format_report(report))
+
+
+@nlu.command("predict")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--reference-time", default=None, help="ISO datetime for relative dates.")
+@click.argument("texts", nargs=-1)
+def predict_cmd(model_dir: Path, reference_time: str | None, texts: tuple[str, ...]) -> None:
+    """Print what the model makes of TEXTS (or of stdin lines), as JSON lines."""
+    from dataclasses import asdict
+
+    from agents.nlu.model import ManifestError, NLUModel
+
+    try:
+        model = NLUModel.load(model_dir)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lines = list(texts) or [line.rstrip("\n") for line in sys.stdin]
+    for u in model.understand_batch(lines, _parse_reference(reference_time)):
+        click.echo(json.dumps(asdict(u), ensure_ascii=False))

@@ -1,0 +1,62 @@
+"""The demo domain's model, trained on first use and cached by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from parley.domain import demo_nlu_path
+
+__all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model"]
+
+log = logging.getLogger("parley.nlu.demo")
+
+DEMO_ID_PATTERNS: dict[str, str] = {
+    "order_id": r"\b([A-Z]{2}-\d{6})\b",
+    "account_id": r"\b(?:account\s*(?:number|no\.?|id)?\s*#?\s*)(\d{8})\b",
+}
+DEMO_COUNTRY_CODE = "44"
+
+
+def demo_data_hash() -> str:
+    """Hash of the demo data, its recogniser settings and the training code version."""
+    from agents.nlu.train import CODE_VERSION
+
+    digest = hashlib.sha256(demo_nlu_path().read_bytes())
+    digest.update(repr(sorted(DEMO_ID_PATTERNS.items())).encode())
+    digest.update(DEMO_COUNTRY_CODE.encode())
+    digest.update(CODE_VERSION.encode())
+    return digest.hexdigest()[:16]
+
+
+def ensure_demo_model(cache_root: Path) -> Path:
+    """The demo model folder ``cache_root/<data-hash>/``, training it on first call.
+
+    Training writes to a temporary folder renamed into place, so concurrent
+    callers never load half a model (the last writer wins, with equal content).
+    """
+    from agents.nlu.manifest import MANIFEST_NAME
+
+    folder = Path(cache_root) / demo_data_hash()
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    from agents.nlu.recognisers import RecogniserConfig
+    from agents.nlu.train import TrainingParams, train_model_from_files
+
+    log.info("nlu.demo.train folder=%s", folder)
+    params = TrainingParams(
+        recognisers=RecogniserConfig(
+            id_patterns=DEMO_ID_PATTERNS, default_country_code=DEMO_COUNTRY_CODE
+        )
+    )
+    build = folder.with_name(f"{folder.name}.{os.getpid()}")
+    train_model_from_files([demo_nlu_path()], build, params)
+    try:
+        build.rename(folder)
+    except OSError:  # another process finished first: keep theirs
+        import shutil
+
+        shutil.rmtree(build, ignore_errors=True)
+    return folder

@@ -1,0 +1,140 @@
+"""Evaluation of a model folder on labelled JSON lines (``parley nlu evaluate``).
+
+Metrics:
+
+* ``n``: examples read; ``accuracy``: the final decision (an out-of-scope
+  decision counts as predicting the oos label); ``top1_accuracy``: the best
+  ranked intent, ignoring the out-of-scope decision; ``macro_f1`` over the gold
+  intents;
+* when the gold data has the oos label: ``in_scope_accuracy`` (on in-scope
+  examples) and ``oos_recall`` (share of oos examples decided out of scope);
+* when it has entity spans: ``entity_f1``, strict (same start, end and type)
+  micro F1 over the entities the trained tagger found, or over all entities if
+  the model has no tagger; ``entity_precision``/``entity_recall``;
+* ``latency_ms_p50``/``latency_ms_p99``: single-message ``understand`` calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from agents.nlu.data import Example
+from agents.nlu.model import NLUModel, Understanding
+
+__all__ = ["evaluate", "format_report"]
+
+_BATCH = 256
+
+
+def _macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
+    scores = []
+    for label in sorted(set(gold)):
+        tp = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p == label)
+        fp = sum(1 for g, p in zip(gold, pred, strict=True) if g != label and p == label)
+        fn = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p != label)
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _predict(model: NLUModel, texts: Sequence[str], reference: datetime) -> list[Understanding]:
+    out: list[Understanding] = []
+    for i in range(0, len(texts), _BATCH):
+        out += model.understand_batch(texts[i : i + _BATCH], reference)
+    return out
+
+
+def evaluate(
+    model: NLUModel,
+    examples: Sequence[Example],
+    *,
+    reference_time: datetime | None = None,
+    latency_samples: int = 300,
+) -> dict[str, Any]:
+    """All metrics as a JSON-ready dict (see the module docstring)."""
+    reference = reference_time or datetime.now(UTC)
+    texts = [e.text for e in examples]
+    results = _predict(model, texts, reference)
+    report: dict[str, Any] = {"n": len(examples), "model_version": model.version}
+
+    labelled = [(e, r) for e, r in zip(examples, results, strict=True) if e.intent]
+    if labelled:
+        gold = [e.intent or "" for e, _ in labelled]
+        pred = [r.intent for _, r in labelled]
+        top1 = [r.ranking[0][0] if r.ranking else r.intent for _, r in labelled]
+        oos = model.oos_label
+        report["n_intent"] = len(labelled)
+        report["accuracy"] = round(float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])), 4)
+        report["top1_accuracy"] = round(float(np.mean([g == p for g, p in zip(gold, top1, strict=True)])), 4)
+        report["macro_f1"] = round(_macro_f1(gold, pred), 4)
+        if oos in gold:
+            ins = [(g, r) for g, (_, r) in zip(gold, labelled, strict=True) if g != oos]
+            outs = [r for g, (_, r) in zip(gold, labelled, strict=True) if g == oos]
+            report["in_scope_accuracy"] = round(
+                float(np.mean([r.intent == g and not r.oos for g, r in ins])) if ins else 0.0, 4
+            )
+            report["oos_recall"] = round(float(np.mean([r.oos for r in outs])), 4)
+        report["confusions"] = [
+            {"gold": g, "predicted": p, "count": c}
+            for (g, p), c in Counter(
+                (g, p) for g, p in zip(gold, pred, strict=True) if g != p
+            ).most_common(10)
+        ]
+
+    annotated = [(e, r) for e, r in zip(examples, results, strict=True) if e.entities is not None]
+    if any(e.entities for e, _ in annotated):
+        use_model = model.has_tagger
+        tp = fp = fn = 0
+        for e, r in annotated:
+            gold_spans = {(s.start, s.end, s.entity) for s in e.entities or ()}
+            pred_spans = {
+                (m.start, m.end, m.entity) for m in r.entities
+                if not use_model or m.source == "model"
+            }
+            tp += len(gold_spans & pred_spans)
+            fp += len(pred_spans - gold_spans)
+            fn += len(gold_spans - pred_spans)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report["entity_f1"] = round(f1, 4)
+        report["entity_precision"] = round(precision, 4)
+        report["entity_recall"] = round(recall, 4)
+
+    sample = texts[: max(1, min(latency_samples, len(texts)))]
+    if sample:
+        for t in sample[:20]:
+            model.understand(t, reference)
+        lat = []
+        for t in sample:
+            start = time.perf_counter()
+            model.understand(t, reference)
+            lat.append((time.perf_counter() - start) * 1000.0)
+        report["latency_ms_p50"] = round(float(np.percentile(lat, 50)), 4)
+        report["latency_ms_p99"] = round(float(np.percentile(lat, 99)), 4)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable multi-line report."""
+    lines = [f"model {report.get('model_version', '?')}: {report['n']} examples"]
+    names = [
+        ("accuracy", "accuracy"), ("top1_accuracy", "top-1 accuracy (no oos decision)"),
+        ("macro_f1", "macro F1"), ("in_scope_accuracy", "in-scope accuracy"),
+        ("oos_recall", "out-of-scope recall"), ("entity_f1", "entity F1 (strict)"),
+        ("entity_precision", "entity precision"), ("entity_recall", "entity recall"),
+        ("latency_ms_p50", "latency p50 (ms)"), ("latency_ms_p99", "latency p99 (ms)"),
+    ]
+    for key, label in names:
+        if key in report:
+            lines.append(f"  {label:<34} {report[key]}")
+    if report.get("confusions"):
+        lines.append("  most confused intents (gold -> predicted: count):")
+        for c in report["confusions"]:
+            lines.append(f"    {c['gold']} -> {c['predicted']}: {c['count']}")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Domain packages shipped with Parley (package data).
+
+``demo/`` is a small retail bank + online shop assistant: ``nlu.jsonl``
+(intents, entity spans and out-of-scope examples) and ``responses.json``
+(reply templates per intent, which may reference entities such as
+``{order_id}``, plus ``quick_replies``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_DIR", "demo_nlu_path", "demo_responses", "demo_responses_path"]
+
+DEMO_DIR = Path(__file__).parent / "demo"
+
+
+def demo_nlu_path() -> Path:
+    return DEMO_DIR / "nlu.jsonl"
+
+
+def demo_responses_path() -> Path:
+    return DEMO_DIR / "responses.json"
+
+
+def demo_responses() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(demo_responses_path().read_text("utf-8"))
+    return data
