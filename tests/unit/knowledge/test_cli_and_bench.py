@@ -13,7 +13,7 @@ from agents.knowledge.documents import Document
 from agents.knowledge.publisher import document_record
 from streams.codecs import AvroCodec
 
-from .conftest import FAQ
+from .faq_data import FAQ
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from agents.knowledge.embedder import Embedder
 from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.knowledge_base import KnowledgeBase
 
-from .conftest import faq_documents
+from .faq_data import faq_documents
 
 
 def test_embedder_outputs_unit_vectors(embedder: Embedder) -> None:
