@@ -32,7 +32,14 @@ from agents.nlu.recognisers.contact import (
     find_phones,
 )
 from agents.nlu.recognisers.datetimes import find_dates, find_times, parse_date, parse_time
-from agents.nlu.recognisers.numbers import find_amounts, find_numbers, parse_amount, parse_number
+from agents.nlu.recognisers.datetimes import WEEKDAYS
+from agents.nlu.recognisers.numbers import (
+    NUMBER_WORDS,
+    find_amounts,
+    find_numbers,
+    parse_amount,
+    parse_number,
+)
 from agents.nlu.results import EntityMatch
 
 __all__ = [
@@ -48,6 +55,13 @@ DEFAULT_ID_PATTERNS: dict[str, str] = {
 }
 """Default id patterns: group 1 is the id (``order AB-123456``, ``account no 12345678``)."""
 
+_ALPHA = re.compile(r"[a-z]+")
+_DATE_WORDS = frozenset(
+    ["today", "tonight", "tomorrow", "yesterday", "night", "ago"]
+    + [w for w in WEEKDAYS if w.endswith("day")]
+)
+_TIME_WORDS = frozenset(["noon", "midday", "midnight"])
+_NUMBER_WORDS = frozenset(NUMBER_WORDS)
 _PRIORITY = {"email": 1, "phone": 2, "amount": 3, "date": 4, "time": 4, "number": 9}
 
 
@@ -106,17 +120,21 @@ class Recognisers:
                 found.append((0, EntityMatch(name, start, end, text[start:end], value, "ids")))
         if "email" in on:
             add("email", find_emails(text), _PRIORITY["email"])
+        # Cheap triggers first: most chat messages have no digit and no date word.
         has_digit = any(c.isdigit() for c in text)
+        words = set(_ALPHA.findall(text.lower()))
         if has_digit and "phone" in on:
             add("phone", find_phones(text, self.config.default_country_code), _PRIORITY["phone"])
         if has_digit and "amount" in on:
             add("amount", find_amounts(text), _PRIORITY["amount"])
-        if "date" in on:
+        if "date" in on and (has_digit or not words.isdisjoint(_DATE_WORDS)):
             add("date", find_dates(text, reference), _PRIORITY["date"])
-        if "time" in on:
+        if "time" in on and (has_digit or not words.isdisjoint(_TIME_WORDS)):
             add("time", find_times(text), _PRIORITY["time"])
-        if "number" in on:
-            add("number", find_numbers(text), _PRIORITY["number"])
+        has_number_word = not words.isdisjoint(_NUMBER_WORDS)
+        if "number" in on and (has_digit or has_number_word):
+            numbers = find_numbers(text, digits=has_digit, words=has_number_word)
+            add("number", numbers, _PRIORITY["number"])
         return resolve_overlaps(found)
 
 

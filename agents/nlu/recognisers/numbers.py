@@ -43,9 +43,8 @@ _AMOUNT = re.compile(
     rf"|\b(?P<c3>{'|'.join(sorted(CURRENCY_CODES))})\s?(?P<n3>{_NUM})",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(
-    rf"(?<![\w.,]){_NUM}(?![\w]|[.,]\d)|\b(?:{'|'.join(NUMBER_WORDS)})\b", re.IGNORECASE
-)
+_DIGITS = re.compile(rf"(?<![\w.,])(?:{_NUM})(?![\w]|[.,]\d)")
+_WORD_NUMBER = re.compile(rf"\b(?:{'|'.join(NUMBER_WORDS)})\b", re.IGNORECASE)
 
 
 def parse_number(text: str) -> str | None:
@@ -95,11 +94,16 @@ def parse_amount(text: str) -> str | None:
     return None
 
 
-def find_numbers(text: str) -> list[tuple[int, int, str]]:
+def find_numbers(
+    text: str, *, digits: bool = True, words: bool = True
+) -> list[tuple[int, int, str]]:
     """(start, end, value) for digit numbers and number words."""
     out = []
-    for m in _NUMBER.finditer(text):
-        value = parse_number(m.group())
-        if value is not None:
-            out.append((m.start(), m.end(), value))
-    return out
+    for rx, on in ((_DIGITS, digits), (_WORD_NUMBER, words)):
+        if not on:
+            continue
+        for m in rx.finditer(text):
+            value = parse_number(m.group())
+            if value is not None:
+                out.append((m.start(), m.end(), value))
+    return sorted(out)

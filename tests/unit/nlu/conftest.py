@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.nlu.demo import ensure_demo_model
+from agents.nlu.model import NLUModel
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domain's model, trained once per test session (a few seconds)."""
+    return ensure_demo_model(tmp_path_factory.mktemp("nlu-cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_model_dir: Path) -> NLUModel:
+    return NLUModel.load(demo_model_dir)

@@ -1,0 +1,163 @@
+"""Training on a small domain and the runtime API (bad input included)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import agents.nlu
+from agents.nlu.data import DataError, load_examples
+from agents.nlu.demo import ensure_demo_model
+from agents.nlu.manifest import Manifest, ManifestError
+from agents.nlu.model import EntityMatch, NLUModel, Understanding
+from agents.nlu.train import TrainingParams, train_model
+
+REF = datetime(2024, 11, 20, 12, 0)
+
+
+def test_public_api_exports() -> None:
+    assert set(agents.nlu.__all__) >= {"EntityMatch", "NLUModel", "Understanding"}
+    u = Understanding("greet", 1.0, False, (), (), "v")
+    with pytest.raises(FrozenInstanceError):
+        u.intent = "x"  # type: ignore[misc]
+    assert not hasattr(u, "__dict__")  # slots
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("hello there", "greet"),
+        ("I lost my credit card", "card_lost"),
+        ("where is my order AB-123456", "order_status"),
+        ("I want to speak to a real person", "human_handoff"),
+        ("thanks a lot", "thanks"),
+        ("what is the capital of spain", "oos"),
+    ],
+)
+def test_demo_model_separates_clearly_different_intents(
+    demo_model: NLUModel, text: str, intent: str
+) -> None:
+    u = demo_model.understand(text, REF)
+    assert u.intent == intent
+    assert u.oos == (intent == "oos")
+    assert 0.0 <= u.confidence <= 1.0
+    assert len(u.ranking) == 5
+    confidences = [c for _, c in u.ranking]
+    assert confidences == sorted(confidences, reverse=True)
+    assert u.model_version == demo_model.version
+
+
+def test_entities_from_model_and_recognisers(demo_model: NLUModel) -> None:
+    u = demo_model.understand("I lost my debit card yesterday and £50 is gone", REF)
+    found = {(e.entity, e.text, e.value, e.source) for e in u.entities}
+    assert ("card_type", "debit", "debit", "model") in found
+    assert ("date", "yesterday", "2024-11-19", "date") in found
+    assert ("amount", "£50", "50.00 GBP", "amount") in found
+    for e in u.entities:
+        assert isinstance(e, EntityMatch)
+        assert "I lost my debit card yesterday and £50 is gone"[e.start : e.end] == e.text
+
+
+def test_batch_matches_single(demo_model: NLUModel) -> None:
+    texts = ["hi", "cancel order AB-123456", "", "what's my balance", "tell me a joke"]
+    batch = demo_model.understand_batch(texts, REF)
+    assert batch == [demo_model.understand(t, REF) for t in texts]
+    assert demo_model.understand_batch([], REF) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   \n\t ", "😀😀😀", "?!...", "\x00\x01\x02", "\ud800\udfff lone", "\x7f"],
+)
+def test_no_word_input_is_out_of_scope_with_zero_confidence(
+    demo_model: NLUModel, text: str
+) -> None:
+    u = demo_model.understand(text, REF)
+    if any(c.isalnum() for c in text):
+        assert isinstance(u.intent, str)
+    else:
+        assert (u.intent, u.confidence, u.oos, u.ranking) == ("oos", 0.0, True, ())
+
+
+def test_huge_and_hostile_input_is_handled(demo_model: NLUModel) -> None:
+    huge = "where is my order " * 6000  # ~100 KB
+    u = demo_model.understand(huge, REF)
+    assert u.intent == "order_status"
+    assert all(e.end <= demo_model.manifest.max_text_chars for e in u.entities)
+    assert demo_model.understand("card\x00lost\u202e\ufeff", REF).intent
+    assert demo_model.understand(b"\xff\xfebad bytes".decode("utf-8", "surrogateescape"), REF)
+
+
+def test_manifest_records_training(demo_model_dir: Path) -> None:
+    m = Manifest.load(demo_model_dir)
+    raw = json.loads((demo_model_dir / "manifest.json").read_text())
+    for key in ("labels", "oos_threshold", "temperature", "version", "created",
+                "training_data_sha256"):
+        assert key in raw
+    assert "oos" in m.labels and "greet" in m.labels
+    assert len(m.training_data_sha256) == 64
+    assert m.entity_labels == ["account_type", "card_type", "product"]
+    assert 0.0 <= m.oos_threshold < 1.0
+    assert (demo_model_dir / "intent.onnx").is_file()
+
+
+def test_demo_model_is_cached(demo_model_dir: Path) -> None:
+    again = ensure_demo_model(demo_model_dir.parent)
+    assert again == demo_model_dir
+
+
+def test_missing_or_broken_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="manifest.json"):
+        NLUModel.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError):
+        NLUModel.load(tmp_path)
+
+
+def test_bad_training_data_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "hi", "intent": "greet"}\n{"text": 3}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        load_examples([path])
+
+
+def test_entity_only_training_nlupp_format(tmp_path: Path) -> None:
+    lines = [
+        {"text": f"pay {n} pounds to {who}", "intents": ["pay"],
+         "entities": [{"start": 4, "end": 4 + len(f"{n} pounds"), "entity": "amount_of_money"}]}
+        for n in range(5, 40) for who in ("bob", "ann")
+    ]
+    path = tmp_path / "ents.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    out = tmp_path / "model"
+    manifest = train_model(load_examples([path]), out, TrainingParams())
+    assert manifest.labels == [] and manifest.entity_labels == ["amount_of_money"]
+    model = NLUModel.load(out)
+    u = model.understand("pay 77 pounds to carl", REF)
+    assert u.oos and u.intent == "oos"
+    assert [(e.entity, e.text, e.value) for e in u.entities if e.source == "model"] == [
+        ("amount_of_money", "77 pounds", "77.00 GBP")
+    ]
+
+
+def test_inference_does_not_import_sklearn(demo_model_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agents.nlu.model import NLUModel\n"
+        f"m = NLUModel.load(Path({str(demo_model_dir)!r}))\n"
+        "m.understand('I lost my card on 3rd of march, £20')\n"
+        "m.understand_batch(['hi', 'bye'])\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "{'sklearn', 'scipy', 'skl2onnx', 'onnx', 'wordllama', 'joblib'})\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == ""
