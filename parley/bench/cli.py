@@ -290,7 +290,17 @@ def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json
 
 
 @bench.command()
-@click.option("--index-dir", type=_EXISTING_DIR, required=True, help="Knowledge index folder.")
+@click.option(
+    "--index-dir",
+    type=_EXISTING_DIR,
+    help="Knowledge index folder (default: a cached synthetic index, see --chunks).",
+)
+@click.option(
+    "--chunks",
+    default=10_000,
+    show_default=True,
+    help="Passages of the synthetic index used without --index-dir.",
+)
 @click.option(
     "--queries",
     "queries_file",
@@ -299,11 +309,12 @@ def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json
 )
 @click.option("--seconds", default=5.0, show_default=True, help="How long to measure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def kb(index_dir: Path, queries_file: Path | None, seconds: float, as_json: bool) -> None:
+def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: float,
+       as_json: bool) -> None:  # fmt: skip
     """Knowledge retrieval on its own (agents/knowledge/bench.py)."""
     from parley.bench.components import kb_bench
 
     logging.basicConfig(level=logging.WARNING)
     with _errors_as_click():
-        result = kb_bench(index_dir, queries_file, seconds)
+        result = kb_bench(index_dir, queries_file, seconds, chunks)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])

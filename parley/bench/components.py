@@ -14,7 +14,7 @@ from typing import Any
 from parley.bench.deploy import resolve_model_dir
 from parley.bench.script import load_script
 
-__all__ = ["DEFAULT_KB_QUERIES", "kb_bench", "nlu_bench", "read_texts"]
+__all__ = ["DEFAULT_KB_QUERIES", "kb_bench", "nlu_bench", "read_texts", "synthetic_index"]
 
 DEFAULT_KB_QUERIES = (
     "how do I reset my password",
@@ -54,9 +54,28 @@ def nlu_bench(model_dir: Path | None, texts_file: Path | None, seconds: float) -
     return result
 
 
-def kb_bench(index_dir: Path, queries_file: Path | None, seconds: float) -> dict[str, Any]:
+def synthetic_index(chunks: int) -> Path:
+    """A cached synthetic index of ``chunks`` passages under ``PARLEY_DATA_DIR/bench``.
+
+    Built once with ``agents.knowledge.bench.build_synthetic_index`` (random unit
+    vectors: as costly to search as real ones, built in seconds).
+    """
+    from agents.knowledge.bench import build_synthetic_index
+    from parley.settings import Settings
+
+    path = (Settings.from_env().data_dir / "bench" / f"kb-synth-{chunks}").resolve()
+    if not (path.is_dir() and any(path.iterdir())):
+        build_synthetic_index(path, chunks=chunks)
+    return path
+
+
+def kb_bench(
+    index_dir: Path | None, queries_file: Path | None, seconds: float, chunks: int = 10_000
+) -> dict[str, Any]:
+    """``run_kb_bench`` on ``index_dir``, or on a synthetic index of ``chunks`` passages."""
     from agents.knowledge.bench import run_kb_bench
 
     queries = read_texts(queries_file) if queries_file else list(DEFAULT_KB_QUERIES)
-    result: dict[str, Any] = run_kb_bench(index_dir, queries, seconds)
+    index = index_dir if index_dir is not None else synthetic_index(chunks)
+    result: dict[str, Any] = run_kb_bench(index, queries, seconds)
     return result

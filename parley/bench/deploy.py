@@ -38,6 +38,7 @@ __all__ = [
     "external_deployment",
     "inline_deployment",
     "pipeline_deployment",
+    "resolve_kb_index",
     "resolve_model_dir",
 ]
 
@@ -72,6 +73,39 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     from agents.nlu.demo import ensure_demo_model
 
     return Path(ensure_demo_model(env.data_dir / "models")).resolve()
+
+
+def resolve_kb_index() -> Path | None:
+    """The knowledge index workers serve: PARLEY_KB_INDEX, or the demo index cached in the
+    dev data dir (built once); None when the knowledge agent is off (PARLEY_KNOWLEDGE)."""
+    env = Settings.from_env()
+    if not env.knowledge:
+        return None
+    from agents.knowledge.settings import KnowledgeSettings
+
+    configured = KnowledgeSettings.from_env().index_dir
+    if configured:
+        return Path(configured).resolve()
+    from streams.worker import ensure_demo_index
+
+    return Path(ensure_demo_index(env.data_dir / "kb")).resolve()
+
+
+@contextlib.contextmanager
+def _children_env(**values: str | None) -> Iterator[None]:
+    """Environment for the processes started in this block (they inherit ``os.environ``)."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 @contextlib.contextmanager
@@ -147,8 +181,12 @@ def pipeline_deployment(
     if gateways < 1 or workers < 1:
         raise ValueError("a pipeline needs at least one gateway and one worker")
     model = resolve_model_dir(model_dir)
+    kb_index = resolve_kb_index()
     run_id = uuid.uuid4().hex[:8]
-    with _data_dir(data_parent, keep_data) as data_dir:
+    with (
+        _children_env(PARLEY_KB_INDEX=None if kb_index is None else str(kb_index)),
+        _data_dir(data_parent, keep_data) as data_dir,
+    ):
         base = Settings.from_env()
         settings = base.replace(
             data_dir=data_dir,
@@ -197,6 +235,7 @@ def pipeline_deployment(
                     "redis_nodes": stack.settings.redis_nodes,
                     "data_dir": str(data_dir),
                     "model_dir": str(model),
+                    "kb_index": None if kb_index is None else str(kb_index),
                 },
             )
         finally:
@@ -214,7 +253,11 @@ def inline_deployment(
 ) -> Iterator[Deployment]:
     """The inline baseline (parley/bench/inline.py) in its own process."""
     model = resolve_model_dir(model_dir)
-    with _data_dir(data_parent, keep_data) as data_dir:
+    kb_index = resolve_kb_index()
+    with (
+        _children_env(PARLEY_KB_INDEX=None if kb_index is None else str(kb_index)),
+        _data_dir(data_parent, keep_data) as data_dir,
+    ):
         port = find_free_ports(1, _HOST)[0]
         log_dir = data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +278,11 @@ def inline_deployment(
                 kind="inline",
                 ws_urls=[f"ws://{_HOST}:{port}/ws"],
                 processes={"inline": child.pid},
-                details={"model_dir": str(model), "data_dir": str(data_dir)},
+                details={
+                    "model_dir": str(model),
+                    "kb_index": None if kb_index is None else str(kb_index),
+                    "data_dir": str(data_dir),
+                },
             )
         finally:
             stack.stop()

@@ -4,9 +4,12 @@ A WebSocket server speaking the gateway's frame protocol (gateway/protocol.py).
 Each message is acknowledged at once, queued, and handled in micro-batches the
 way the worker does it — one ``understand_batch`` call per batch (same batch
 size and wait settings), then :class:`~agents.dialogue.policy.RuleBasedPolicy`
-over an in-memory :class:`~streams.state.Session` — and the reply is written
-straight back to the socket. It bounds what the pipeline could reach on the same
-machine: the pipeline's figures are reported as ratios to these.
+over an in-memory :class:`~streams.state.Session`; a question the policy hands
+to the knowledge base is answered by the same
+:class:`~agents.knowledge.service.KnowledgeService` the knowledge agent uses
+(with an in-process exact-question cache standing in for the Redis one). The
+reply is written straight back to the socket. It bounds what the pipeline could
+reach on the same machine: the pipeline's figures are reported as ratios to these.
 
 Run with ``python -m parley.bench.inline --port 8765`` (``parley bench e2e
 --baseline inline`` starts it for you).
@@ -30,7 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -48,6 +51,7 @@ from streams.keys import ConversationKeys, InvalidIdError, validate_id
 from streams.state import Session
 
 if TYPE_CHECKING:
+    from agents.knowledge.service import KnowledgeService
     from agents.nlu.agent import Understander
 
 __all__ = ["InlineServer", "serve_inline"]
@@ -68,10 +72,18 @@ class _Pending:
 class InlineServer:
     """Gateway protocol in front of a direct model + policy call, in one process."""
 
-    def __init__(self, model: Understander, policy: RuleBasedPolicy, settings: Settings) -> None:
+    def __init__(
+        self,
+        model: Understander,
+        policy: RuleBasedPolicy,
+        settings: Settings,
+        knowledge: KnowledgeService | None = None,
+    ) -> None:
         self.model = model
         self.policy = policy
         self.settings = settings
+        self.knowledge = knowledge
+        self.answers: dict[tuple[str, str], ReplyContent] = {}
         self.sessions: dict[ConversationKeys, Session] = {}
         self.inbound_seq: dict[ConversationKeys, int] = {}
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -91,6 +103,8 @@ class InlineServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self.knowledge is not None:
+            await self.knowledge.aclose()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,7 +177,11 @@ class InlineServer:
         for pending, result in zip(batch, results, strict=True):
             keys = pending.keys
             session = self.sessions.get(keys) or Session(keys)
-            content = self.policy.respond(session, _understood(pending, result))
+            decision = self.policy.respond(session, _understood(pending, result))
+            if isinstance(decision, AskKnowledge):
+                content = await self._ask(keys.tenant_id, decision.question)
+            else:
+                content = decision
             session = replace(
                 session,
                 turns=session.turns + 1,
@@ -174,6 +192,18 @@ class InlineServer:
             self.sessions[keys] = session
             with contextlib.suppress(ConnectionClosed):
                 await pending.ws.send(reply_frame(_reply(pending, session.reply_seq, content)))
+
+    async def _ask(self, tenant: str, question: str) -> ReplyContent:
+        """What the knowledge agent would answer (exact repeats come from a cache)."""
+        cached = self.answers.get((tenant, question))
+        if cached is not None:
+            return cached
+        if self.knowledge is None:
+            return ReplyContent("Sorry, I cannot look that up right now.")
+        answer = await self.knowledge.answer(tenant, question)
+        content = ReplyContent(answer.text, sources=tuple(answer.sources))
+        self.answers[(tenant, question)] = content
+        return content
 
 
 def _understood(pending: _Pending, u: Any) -> dict[str, Any]:
@@ -218,11 +248,26 @@ def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]
     }
 
 
-def _load_policy() -> RuleBasedPolicy:
-    from streams.cli import domain_responses
+def _load_policy(settings: Settings) -> RuleBasedPolicy:
+    from streams.worker import DEMO_DOMAIN
 
-    path = domain_responses()
-    return RuleBasedPolicy.from_file(path) if path.is_file() else RuleBasedPolicy()
+    return RuleBasedPolicy.from_file(DEMO_DOMAIN / "responses.json",
+                                     knowledge=settings.knowledge)  # fmt: skip
+
+
+def _load_knowledge(settings: Settings) -> KnowledgeService | None:
+    """The knowledge service the worker would run (no Redis: the cache is in-process)."""
+    if not settings.knowledge:
+        return None
+    from agents.knowledge.knowledge_base import KnowledgeBase
+    from agents.knowledge.service import KnowledgeService
+    from agents.knowledge.settings import KnowledgeSettings
+    from streams.worker import ensure_demo_index
+
+    knowledge = KnowledgeSettings.from_env()
+    index = (Path(knowledge.index_dir) if knowledge.index_dir
+             else ensure_demo_index(settings.data_dir / "kb"))  # fmt: skip
+    return KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge, redis=None)
 
 
 @click.command("inline-server")
@@ -236,13 +281,14 @@ def _load_policy() -> RuleBasedPolicy:
 def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     """Serve the inline baseline: gateway protocol, model and policy in one process."""
     from parley.runtime import run_until_signalled
-    from streams.cli import load_understander
+    from streams.worker import load_understander
 
     settings = Settings.from_env(None, gateway_host=host, gateway_port=port)
     if model_dir is not None:
         settings = settings.replace(nlu_model_dir=str(model_dir))
     configure_logging("bench-inline", settings.log_level, settings.log_json)
-    server = InlineServer(load_understander(settings), _load_policy(), settings)
+    server = InlineServer(load_understander(settings), _load_policy(settings), settings,
+                          _load_knowledge(settings))  # fmt: skip
     run_until_signalled(server.start, server.close)
 
 

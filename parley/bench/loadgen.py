@@ -63,7 +63,7 @@ class LoadPlan:
     script: ConversationScript
     idle: int = 0  # extra sessions that connect and stay silent
     idle_offset: int = 0  # global index of this process's first idle session
-    tenant: str = "bench"
+    tenant: str = "demo"  # the demo domain's tenant: its knowledge base answers
     connect_concurrency: int = 200
     connect_timeout: float = 60
 

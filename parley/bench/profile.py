@@ -80,10 +80,68 @@ class Profiler:
         return written
 
 
+# Where a sample's time goes: the innermost frame that belongs to one of these
+# (stdlib plumbing such as asyncio or threading is looked through).
+_COMPONENTS = (
+    ("avro codecs", ("streams/codecs.py", "fastavro")),
+    ("redis client", ("redis/",)),
+    ("aiokafka producer", ("aiokafka/producer",)),
+    ("aiokafka consumer", ("aiokafka/consumer",)),
+    ("aiokafka protocol/io", ("aiokafka/",)),
+    ("confluent-kafka (gateway bus)", ("gateway/bus.py",)),
+    ("metrics (prometheus/sensors)", ("prometheus_client", "faust/sensors")),
+    ("faust streams/agents", ("faust/",)),
+    ("mode services", ("mode/",)),
+    ("websockets", ("websockets/",)),
+    ("json", ("json/", "orjson")),
+    ("parley gateway", ("gateway/",)),
+    ("parley agents", ("agents/",)),
+    ("parley streams/state", ("streams/",)),
+    ("parley bench", ("parley/bench",)),
+)
+_PLUMBING = (
+    "asyncio/",
+    "threading.py",
+    "contextlib.py",
+    "<frozen",
+    "selectors.py",
+    "abc.py",
+    "typing.py",
+    "functools.py",
+    "weakref",
+    "uuid.py",
+    "enum.py",
+    "logging/",
+)
+
+
+_LOOP_RUNNERS = (
+    "Runner.run ",
+    "Worker.execute_from_commandline",
+    "ServiceThread._start_thread",
+    "run (uvloop",
+)
+
+
+def _component(frames: list[str]) -> str:
+    if any(frames[-1].startswith(runner) for runner in _LOOP_RUNNERS):
+        return "event loop and I/O (C) / other"
+    for frame in reversed(frames):
+        if any(mark in frame for mark in _PLUMBING):
+            continue
+        for name, marks in _COMPONENTS:
+            if any(mark in frame for mark in marks):
+                return name
+        if "parley/" in frame or "click/" in frame or "runners.py" in frame:
+            break
+    return "event loop and I/O (C) / other"
+
+
 def summarize_collapsed(path: Path, top: int = 30) -> str:
-    """The ``top`` functions by inclusive and by self samples of a collapsed-stack file."""
+    """Samples by component, and the ``top`` functions by inclusive and by self samples."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    components: Counter[str] = Counter()
     total = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -96,7 +154,10 @@ def summarize_collapsed(path: Path, top: int = 30) -> str:
             inclusive[frame] += count
         if frames:
             own[frames[-1]] += count
-    lines = [f"{path.name}: {total} samples", "", "inclusive:"]
+            components[_component(frames)] += count
+    lines = [f"{path.name}: {total} samples", "", "by component (innermost frame):"]
+    lines += [f"{100 * n / total:6.1f}%  {name}" for name, n in components.most_common()]
+    lines += ["", "inclusive:"]
     lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
     lines += ["", "self:"]
     lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in own.most_common(top)]

@@ -113,4 +113,8 @@ def test_nlu(run_bench: Any, bench_model: Path) -> None:
 def test_kb(run_bench: Any, tmp_path: Path) -> None:
     pytest.importorskip("agents.knowledge.bench",
                         reason="agents/knowledge/bench.py is not there yet")
-    pytest.skip("needs a way to build a small knowledge index")
+    # Without --index-dir: a synthetic index is built once under PARLEY_DATA_DIR/bench.
+    out = run_bench("kb", "--seconds", "1", "--chunks", "200")
+    assert out["chunks"] == 200 and out["queries"] > 0
+    assert out["latency_ms_p99"] > 0
+    assert (tmp_path / "dev" / "bench" / "kb-synth-200").is_dir()
