@@ -33,14 +33,16 @@ def nlu() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (replaced if it exists).")
 @click.option("--oos-label", default="oos", show_default=True, help="Out-of-scope label.")
-@click.option("--c", "c", default=1.0, show_default=True, type=float, help="SVM regularisation C.")
+@click.option("--c", "c", default=1.0, show_default=True, type=float,
+              help="SVM regularisation C.")
 @click.option("--validation-fraction", default=0.15, show_default=True, type=float,
               help="Share held out for calibration and the oos threshold.")
 @click.option("--max-in-scope-loss", default=0.01, show_default=True, type=float,
               help="In-scope validation accuracy the oos threshold may cost.")
 @click.option("--id-pattern", "id_patterns", multiple=True, metavar="NAME=REGEX",
               help="Id recogniser (group 1 is the value); replaces the defaults.")
-@click.option("--country-code", default="", help="Phone country code for national numbers, e.g. 44.")
+@click.option("--country-code", default="",
+              help="Phone country code for national numbers, e.g. 44.")
 @click.option("--no-embeddings", is_flag=True, help="Word/char n-grams only (no wordllama).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_cmd(
@@ -59,7 +61,9 @@ def train_cmd(
         for item in id_patterns:
             name, sep, regex = item.partition("=")
             if not sep or not name or not regex:
-                raise click.BadParameter(f"expected NAME=REGEX, got {item!r}", param_hint="--id-pattern")
+                raise click.BadParameter(
+                    f"expected NAME=REGEX, got {item!r}", param_hint="--id-pattern"
+                )
             patterns[name] = regex
     try:
         params = TrainingParams(
@@ -71,7 +75,8 @@ def train_cmd(
     except (DataError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {manifest.version} written to {out}")
-    click.echo(f"  intents: {len(manifest.labels)}  entities: {', '.join(manifest.entity_labels) or '-'}")
+    entities = ", ".join(manifest.entity_labels) or "-"
+    click.echo(f"  intents: {len(manifest.labels)}  entities: {entities}")
     if manifest.validation:
         click.echo(f"  validation: {json.dumps(manifest.validation)}")
     click.echo(f"  temperature {manifest.temperature}  oos threshold {manifest.oos_threshold}")

@@ -60,7 +60,8 @@ def _parse(obj: object, path: Path, line: int) -> Example:
             try:
                 start, end, name = int(ent["start"]), int(ent["end"]), str(ent["entity"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise DataError(path, line, f"bad entity {ent!r}: needs start, end, entity") from exc
+                reason = f"bad entity {ent!r}: needs start, end, entity"
+                raise DataError(path, line, reason) from exc
             if not 0 <= start < end <= len(text):
                 raise DataError(path, line, f"entity span {start}:{end} outside the text")
             spans.append(SpanLabel(start, end, name))

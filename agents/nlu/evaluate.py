@@ -69,8 +69,8 @@ def evaluate(
         top1 = [r.ranking[0][0] if r.ranking else r.intent for _, r in labelled]
         oos = model.oos_label
         report["n_intent"] = len(labelled)
-        report["accuracy"] = round(float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])), 4)
-        report["top1_accuracy"] = round(float(np.mean([g == p for g, p in zip(gold, top1, strict=True)])), 4)
+        report["accuracy"] = round(float(np.mean(np.array(gold) == np.array(pred))), 4)
+        report["top1_accuracy"] = round(float(np.mean(np.array(gold) == np.array(top1))), 4)
         report["macro_f1"] = round(_macro_f1(gold, pred), 4)
         if oos in gold:
             ins = [(g, r) for g, (_, r) in zip(gold, labelled, strict=True) if g != oos]

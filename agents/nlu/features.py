@@ -80,7 +80,7 @@ def hash_ngrams(texts: Sequence[str], char_range: tuple[int, int] = (2, 5)) -> N
 
     def span_hash(a: I64, b: I64) -> U64:
         with np.errstate(over="ignore"):
-            return (q[b] - q[a]) * inv[a]  # type: ignore[no-any-return]
+            return (q[b] - q[a]) * inv[a]
 
     is_space = cp == _SPACE
     is_sep = cp == _SEPARATOR
@@ -124,7 +124,7 @@ def hash_ngrams(texts: Sequence[str], char_range: tuple[int, int] = (2, 5)) -> N
 class NgramBatch:
     """Known n-gram occurrences of a batch: (row, column) pairs per block.
 
-    A feature's value is ``count × idf × scale[row]`` with
+    A feature's value is ``count * idf * scale[row]`` with
     ``scale = 1 / sqrt(sum of idf² over the row's occurrences)`` per block, an
     L2 norm taken over occurrences (so no per-row de-duplication is needed at
     inference; the ONNX graph folds the IDF into its weights).

@@ -74,11 +74,13 @@ class Manifest:
         try:
             data = json.loads(path.read_text("utf-8"))
         except FileNotFoundError as exc:
-            raise ManifestError(folder, f"no {MANIFEST_NAME} (train one with `parley nlu train`)") from exc
+            reason = f"no {MANIFEST_NAME} (train one with `parley nlu train`)"
+            raise ManifestError(folder, reason) from exc
         except (OSError, ValueError) as exc:
             raise ManifestError(folder, f"cannot read {MANIFEST_NAME}: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ManifestError(folder, f"manifest format {data.get('format')!r}, expected {FORMAT}")
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ManifestError(folder, f"manifest format {found!r}, expected {FORMAT}")
         known = set(cls.__dataclass_fields__)
         try:
             manifest = cls(**{k: v for k, v in data.items() if k in known})

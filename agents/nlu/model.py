@@ -119,7 +119,7 @@ class NLUModel:
 
     # --- intents ----------------------------------------------------------
     def intent_probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Calibrated probabilities (rows × labels) for cleaned ``texts``."""
+        """Calibrated probabilities (rows x labels) for cleaned ``texts``."""
         assert self._intents is not None and self._vocab is not None
         batch = self._vocab.transform(texts)
         feeds: dict[str, npt.NDArray[Any]] = {

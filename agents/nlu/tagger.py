@@ -29,7 +29,7 @@ _CUE_WINDOW = 4
 
 
 def _shape(word: str) -> str:
-    out = []
+    out: list[str] = []
     for c in word[:6]:
         s = "d" if c.isdigit() else "X" if c.isupper() else "x" if c.isalpha() else c
         if not out or out[-1] != s:
@@ -109,25 +109,41 @@ def decode_bio(
     scores: npt.NDArray[np.float32],
     tags: Sequence[str],
 ) -> list[tuple[int, int, str]]:
-    """Greedy decoding of per-token tag scores into (start, end, entity) spans."""
-    best = np.argmax(scores, axis=1) if len(tokens) else np.zeros(0, np.int64)
-    spans: list[tuple[int, int, str]] = []
-    current: list[int] | None = None  # [start, end] character offsets
-    current_type = ""
-    for i, k in enumerate(best.tolist()):
-        tag = tags[k]
-        if tag == "O":
-            if current is not None:
-                spans.append((current[0], current[1], current_type))
-                current = None
-            continue
-        prefix, entity = tag[:1], tag[2:]
-        if prefix == "I" and current is not None and entity == current_type:
-            current[1] = tokens[i].end
-            continue
-        if current is not None:
-            spans.append((current[0], current[1], current_type))
-        current, current_type = [tokens[i].start, tokens[i].end], entity
-    if current is not None:
-        spans.append((current[0], current[1], current_type))
+    """Decode per-token tag scores into (start, end, entity) spans.
+
+    Segments first, then types: a span is a maximal run of tokens whose best
+    tag is not ``O`` (a new span also starts where the best tag is ``B-`` and the
+    previous token's score for that ``B-`` is lower than for continuing); its
+    type is the entity with the highest summed ``B-``/``I-`` score over the run.
+    Typing the whole run at once avoids entities split by flickering types.
+    """
+    if not len(tokens):
+        return []
+    best = np.argmax(scores, axis=1).tolist()
+    outside = tags.index("O") if "O" in tags else -1
+    entities = sorted({t[2:] for t in tags if t != "O"})
+    columns = {e: [i for i, t in enumerate(tags) if t[2:] == e] for e in entities}
+    runs: list[tuple[int, int]] = []
+    start = -1
+    for i, k in enumerate(best):
+        inside = k != outside
+        if inside and start >= 0 and tags[k].startswith("B-") and i > start:
+            prev_type = tags[best[i - 1]][2:]
+            if prev_type != tags[k][2:]:
+                runs.append((start, i))
+                start = i
+                continue
+        if inside and start < 0:
+            start = i
+        elif not inside and start >= 0:
+            runs.append((start, i))
+            start = -1
+    if start >= 0:
+        runs.append((start, len(best)))
+    spans = []
+    for a, b in runs:
+        seg = scores[a:b]
+        totals = {e: float(seg[:, cols].max(axis=1).sum()) for e, cols in columns.items()}
+        entity = max(totals, key=lambda e: totals[e])
+        spans.append((tokens[a].start, tokens[b - 1].end, entity))
     return spans

@@ -59,6 +59,7 @@ class TrainingParams:
     use_embeddings: bool = True
     tagger_c: float = 0.5
     seed: int = 0
+    refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,7 @@ class TrainingParams:
             "use_embeddings": self.use_embeddings,
             "tagger_c": self.tagger_c,
             "seed": self.seed,
+            "refit": self.refit,
         }
 
 
@@ -96,7 +98,7 @@ def _stratified_split(
     valid: list[int] = []
     for idx in by_label.values():
         perm = rng.permutation(idx).tolist()
-        k = int(round(len(perm) * fraction)) if len(perm) >= 3 else 0
+        k = round(len(perm) * fraction) if len(perm) >= 3 else 0
         valid += perm[:k]
         train += perm[k:]
     return np.array(sorted(train), np.int64), np.array(sorted(valid), np.int64)
@@ -138,8 +140,8 @@ def _fit_svm(
     coef = np.vstack([e.coef_ for e in model.estimators_]).astype(np.float32)
     bias = np.concatenate([e.intercept_ for e in model.estimators_]).astype(np.float32)
     if n_classes == 2:  # binary: one hyperplane → two symmetric scores
-        coef = np.vstack([-coef, coef]) / 2
-        bias = np.concatenate([-bias, bias]) / 2
+        coef = (np.vstack([-coef, coef]) / 2).astype(np.float32)
+        bias = (np.concatenate([-bias, bias]) / 2).astype(np.float32)
     return coef, bias
 
 
@@ -186,6 +188,7 @@ def _train_intents(
     train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
     temperature, threshold = 1.0, 0.0
     validation: dict[str, Any] = {"n": int(valid_idx.shape[0])}
+    feat: _IntentFeaturizer | None = None
     if valid_idx.shape[0] >= 10:
         progress("fit on the training split")
         feat, coef, bias = fit(train_idx)
@@ -204,9 +207,12 @@ def _train_intents(
     else:
         progress("validation split too small: default calibration")
         progress("skipped")
-    progress("refit on all examples")
-    all_idx = np.arange(len(texts), dtype=np.int64)
-    feat, coef, bias = fit(all_idx)
+    if params.refit or valid_idx.shape[0] < 10:
+        progress("refit on all examples")
+        feat, coef, bias = fit(np.arange(len(texts), dtype=np.int64))
+    else:
+        progress("no refit")
+    assert feat is not None
     n_sparse = feat.vocab.n_features
     # IDF folded into the weights: the graph sums weight rows per occurrence.
     w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])

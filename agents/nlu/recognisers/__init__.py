@@ -31,8 +31,13 @@ from agents.nlu.recognisers.contact import (
     find_ids,
     find_phones,
 )
-from agents.nlu.recognisers.datetimes import find_dates, find_times, parse_date, parse_time
-from agents.nlu.recognisers.datetimes import WEEKDAYS
+from agents.nlu.recognisers.datetimes import (
+    WEEKDAYS,
+    find_dates,
+    find_times,
+    parse_date,
+    parse_time,
+)
 from agents.nlu.recognisers.numbers import (
     NUMBER_WORDS,
     find_amounts,

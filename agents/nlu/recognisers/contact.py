@@ -7,7 +7,9 @@ from collections.abc import Mapping
 
 __all__ = ["compile_id_patterns", "find_emails", "find_ids", "find_phones", "phone_value"]
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 _PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().-]{5,}\d(?![\w])")
 _ISO_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$|^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}$")
 
@@ -44,7 +46,7 @@ def find_phones(text: str, default_country_code: str = "") -> list[tuple[int, in
     out = []
     for m in _PHONE.finditer(text):
         raw = m.group().rstrip(").- ")
-        if _ISO_DATE.match(raw) or raw.count(".") > 0 and not raw.startswith("+"):
+        if _ISO_DATE.match(raw) or (raw.count(".") > 0 and not raw.startswith("+")):
             continue  # a date or a decimal number, not a phone
         n_digits = sum(c.isdigit() for c in raw)
         if n_digits < 8 and not raw.startswith(("+", "00")):

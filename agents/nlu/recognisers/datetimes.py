@@ -75,11 +75,12 @@ _DATE_HINT = re.compile(
 _MERIDIEM = r"(?P<mer>a\.?\s?m\b\.?|p\.?\s?m\b\.?)"
 _DAYPART = r"(?:in\s+the\s+)?(?P<part>morning|afternoon|evening|night|tonight)"
 _SUFFIX = rf"(?:\s*{_MERIDIEM}|\s+{_DAYPART})?"
+_SUFFIX2 = _SUFFIX.replace("mer", "mer2").replace("part", "part2")
 _TIME = re.compile(
     rf"\b(?P<word>noon|midday|midnight)\b"
     rf"|\b(?P<rel>half|quarter|\d{{1,2}})\s+(?:minutes?\s+)?(?P<dir>past|to|after)\s+"
     rf"(?P<h1>\d{{1,2}}){_SUFFIX}"
-    rf"|\b(?P<h2>\d{{1,2}}):(?P<m2>\d{{2}}){_SUFFIX.replace('mer', 'mer2').replace('part', 'part2')}"
+    rf"|\b(?P<h2>\d{{1,2}}):(?P<m2>\d{{2}}){_SUFFIX2}"
     rf"|\b(?P<h3>\d{{1,2}})\s(?P<m3>\d{{2}})(?:\s*{_MERIDIEM.replace('mer', 'mer3')}"
     rf"|\s+{_DAYPART.replace('part', 'part3')})"
     rf"|\b(?P<h4>\d{{1,2}})\s*{_MERIDIEM.replace('mer', 'mer4')}"

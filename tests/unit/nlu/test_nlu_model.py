@@ -113,7 +113,7 @@ def test_demo_model_is_cached(demo_model_dir: Path) -> None:
 
 
 def test_missing_or_broken_model_folder(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="manifest.json"):
+    with pytest.raises(ManifestError, match=r"manifest\.json"):
         NLUModel.load(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError):
