@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 InfraMode = Literal["own", "running"]
 _HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 3
+# Conversation state of benchmark runs expires on its own, also on shared infrastructure.
+_SESSION_TTL_S = 3600
 
 
 @dataclass
@@ -143,6 +145,21 @@ def _infra_pids(data_dir: Path) -> dict[str, int]:
     }
 
 
+def _delete_run_topics(settings: Settings) -> None:
+    """Remove a run's prefixed topics from infrastructure it did not start (best effort)."""
+    from infra.broker import admin_client
+    from streams.topics import all_topics
+
+    names = [spec.name for spec in all_topics(settings.chat_partitions, settings.topic_prefix)]
+    admin = admin_client(settings.kafka_bootstrap)  # kept alive until the futures resolve
+    try:
+        futures = admin.delete_topics(names, request_timeout=10)
+        for future in futures.values():
+            future.result(timeout=15)
+    except Exception as exc:  # cleanup must not hide the run's result or error
+        logger.warning("bench.topics.not_deleted prefix=%s error=%s", settings.topic_prefix, exc)
+
+
 def _start_infra(settings: Settings) -> Stack:
     """Start a Stack's own embedded infrastructure on free ports (retried on a port race)."""
     for attempt in range(1, _PORT_ATTEMPTS + 1):
@@ -176,7 +193,8 @@ def pipeline_deployment(
 
     ``infra="running"`` uses the broker and cluster named by PARLEY_KAFKA_BOOTSTRAP
     and PARLEY_REDIS_NODES instead of starting them; the run's topics get a
-    unique prefix either way.
+    unique prefix either way, are deleted afterwards on running infrastructure,
+    and its conversation state expires after an hour.
     """
     if gateways < 1 or workers < 1:
         raise ValueError("a pipeline needs at least one gateway and one worker")
@@ -192,6 +210,7 @@ def pipeline_deployment(
             data_dir=data_dir,
             topic_prefix=f"bench{run_id}.",
             consumer_group=f"bench{run_id}.workers",
+            session_ttl_s=_SESSION_TTL_S,
             nlu_model_dir=str(model),
             chat_partitions=partitions or base.chat_partitions,
         )
@@ -241,6 +260,8 @@ def pipeline_deployment(
         finally:
             if stack is not None:
                 stack.stop()
+                if infra == "running":
+                    _delete_run_topics(stack.settings)
 
 
 @contextlib.contextmanager
