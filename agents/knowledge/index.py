@@ -61,12 +61,16 @@ class DocEntry:
     passage_vectors: np.ndarray  # [chunks, dim]
     title_tokens: list[str] = field(default_factory=list)
     passage_tokens: list[list[str]] = field(default_factory=list)
+    title_set: frozenset[str] = frozenset()
+    passage_sets: list[frozenset[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.title_tokens:
             self.title_tokens = analyze(self.document.title)
         if not self.passage_tokens:
             self.passage_tokens = [analyze(c.text) for c in self.chunks]
+        self.title_set = frozenset(self.title_tokens)
+        self.passage_sets = [frozenset(t) for t in self.passage_tokens]
 
 
 def matches_filters(metadata: Mapping[str, str], filters: Filters | None) -> bool:
@@ -231,7 +235,8 @@ class TenantIndex:
             bm25_title=bm_t[rows],
             bm25_passage=bm_p[rows],
             title_tokens=[snap.row_doc[r].title_tokens for r in rows],
-            passage_tokens=[snap.row_doc[r].passage_tokens[snap.row_chunk[r]] for r in rows],
+            title_sets=[snap.row_doc[r].title_set for r in rows],
+            passage_sets=[snap.row_doc[r].passage_sets[snap.row_chunk[r]] for r in rows],
         ))
         return snap, rows, features
 

@@ -52,7 +52,8 @@ class Candidates:
     bm25_title: np.ndarray  # normalised to [0, 1] by the question's best possible score
     bm25_passage: np.ndarray
     title_tokens: Sequence[Sequence[str]]
-    passage_tokens: Sequence[Sequence[str]]
+    title_sets: Sequence[frozenset[str]]
+    passage_sets: Sequence[frozenset[str]]
 
 
 def _bigrams(tokens: Sequence[str]) -> set[tuple[str, str]]:
@@ -69,9 +70,9 @@ def candidate_features(query_tokens: Sequence[str], c: Candidates) -> np.ndarray
     bigram_t = np.zeros(n, np.float32)
     if q:
         for i in range(n):
-            cover_t[i] = len(q.intersection(c.title_tokens[i])) / len(q)
-            cover_p[i] = len(q.intersection(c.passage_tokens[i])) / len(q)
-            if qb:
+            cover_t[i] = len(q & c.title_sets[i]) / len(q)
+            cover_p[i] = len(q & c.passage_sets[i]) / len(q)
+            if qb and cover_t[i] * len(q) >= 2:  # a shared bigram needs two shared words
                 bigram_t[i] = len(qb & _bigrams(c.title_tokens[i])) / len(qb)
     return np.stack(
         [
