@@ -150,6 +150,7 @@ class Embedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        self.folder = folder
         meta_path = folder / "embedder.json"
         if not meta_path.is_file():
             raise IndexFormatError(

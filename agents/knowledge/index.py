@@ -124,7 +124,8 @@ class TenantIndex:
         self.reranker = reranker
         self.weights = weights or FirstStageWeights()
         self._docs: dict[str, DocEntry] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _docs and _dirty
+        self._refresh_lock = threading.Lock()  # one rebuild at a time, in order
         self._dirty = False
         self._snapshot = _empty_snapshot(dim)
 
@@ -158,9 +159,13 @@ class TenantIndex:
         """Rebuild the search arrays if anything changed (cheap when nothing did)."""
         if not self._dirty:
             return
+        with self._refresh_lock:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
         with self._lock:
             if not self._dirty:
-                return
+                return  # another thread rebuilt while we waited
             entries = list(self._docs.values())
             self._dirty = False
         row_doc: list[DocEntry] = []

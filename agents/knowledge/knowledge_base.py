@@ -134,8 +134,8 @@ class KnowledgeBase:
         if target is None:
             raise ValueError("this knowledge base has no folder; pass one")
         target.mkdir(parents=True, exist_ok=True)
-        if path is not None and path != self.path and self.path is not None:
-            shutil.copytree(self.path / "embedder", target / "embedder", dirs_exist_ok=True)
+        if self.embedder.folder.resolve() != (target / "embedder").resolve():
+            shutil.copytree(self.embedder.folder, target / "embedder", dirs_exist_ok=True)
         tenants_dir = target / "tenants"
         tenants_dir.mkdir(exist_ok=True)
         counts = {}

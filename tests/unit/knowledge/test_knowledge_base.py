@@ -64,14 +64,12 @@ def test_update_and_delete(kb: KnowledgeBase) -> None:
     assert "refund-time" not in {h.doc_id for h in kb.search("default", "refund", k=10)}
 
 
-def test_save_and_open(kb: KnowledgeBase, embedder_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    shutil.copytree(embedder_dir, tmp_path / "embedder")
+def test_save_and_open(kb: KnowledgeBase, tmp_path: Path) -> None:
     kb.upsert(Document(id="x", title="Other tenant", text="text", tenant="t2"))
     kb.save(tmp_path)
     reopened = KnowledgeBase.open(tmp_path)
     assert reopened.stats() == kb.stats()
+    assert (tmp_path / "embedder" / "model.onnx").is_file()
     q = "my card got declined"
     assert [h.doc_id for h in reopened.search("default", q)] == \
         [h.doc_id for h in kb.search("default", q)]
@@ -97,3 +95,40 @@ def test_many_documents_embed_in_batches(embedder: Embedder) -> None:
     docs = [*faq_documents(), *faq_documents("t2")]
     changes = knowledge.upsert_many(docs, batch=4, on_batch=calls.append)
     assert changes.upserted == 12 and sum(calls) == 12 and changes.tenants == {"default", "t2"}
+
+
+def test_searches_run_safely_while_another_thread_updates(embedder: Embedder) -> None:
+    import threading
+
+    knowledge = KnowledgeBase(embedder)
+    knowledge.upsert_many(faq_documents())
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                hits = knowledge.search("default", "reset my password", k=3)
+                assert hits and len({h.doc_id for h in hits}) == len(hits)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    readers = [threading.Thread(target=search) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(30):
+            knowledge.upsert(Document(id=f"extra-{i % 5}", title=f"Extra {i}", text=f"v{i}"))
+            if i % 7 == 0:
+                knowledge.delete("default", f"extra-{(i + 1) % 5}")
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors
+    index = knowledge.tenant("default")
+    assert index is not None
+    index.refresh()
+    expected = {e.document.id for e in index.documents()}
+    assert {h.doc_id for h in knowledge.search("default", "extra", k=100)} == expected
