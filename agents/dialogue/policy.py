@@ -24,6 +24,7 @@ __all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy"]
 
 GREETINGS = frozenset({"greet", "greeting", "hello"})
 KNOWLEDGE_INTENTS = frozenset({"knowledge_question", "faq"})
+FALLBACK = "fallback"  # the response for out-of-scope messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +66,21 @@ class RuleBasedPolicy:
 
     @classmethod
     def from_file(cls, path: Path, *, knowledge: bool = False) -> RuleBasedPolicy:
-        """Load ``{"intent": {"text": [..], "quick_replies": [..]}}`` (a list or str also works)."""
+        """Load a domain's responses file::
+
+            {"fallback": {"templates": [...], "quick_replies": [...]},
+             "intents": {"greet": {"templates": ["Hello {name}!"], "quick_replies": [...]}}}
+
+        The fallback answers out-of-scope messages.
+        """
         raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        responses: dict[str, Response] = {}
-        for intent, spec in raw.items():
-            if isinstance(spec, str):
-                spec = {"text": [spec]}
-            elif isinstance(spec, list):
-                spec = {"text": spec}
-            texts = spec.get("text") or spec.get("templates") or []
-            texts = [texts] if isinstance(texts, str) else texts
-            responses[intent] = Response(tuple(texts), tuple(spec.get("quick_replies", ())))
+
+        def response(spec: Mapping[str, Any]) -> Response:
+            return Response(tuple(spec["templates"]), tuple(spec.get("quick_replies", ())))
+
+        responses = {intent: response(spec) for intent, spec in raw["intents"].items()}
+        if "fallback" in raw:
+            responses[FALLBACK] = response(raw["fallback"])
         return cls(responses, knowledge=knowledge)
 
     def respond(self, session: Session, understood: Mapping[str, Any]) -> Decision:
@@ -86,7 +91,7 @@ class RuleBasedPolicy:
             return AskKnowledge(text)
         response = self.responses.get(intent)
         if payload["oos"]:
-            fallback = self.responses.get("oos") or self.responses.get("fallback")
+            fallback = self.responses.get(FALLBACK)
             if fallback and fallback.templates:
                 return self._render(fallback, session, payload)
             return ReplyContent(

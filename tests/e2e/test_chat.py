@@ -123,15 +123,33 @@ async def test_resume_replays_missed_replies_on_any_gateway(pipeline: Pipeline) 
     assert first not in [r["in_reply_to"] for r in replies]
 
 
-async def test_a_knowledge_question_is_answered_with_its_source(pipeline: Pipeline) -> None:
-    """Dialogue hands the question to the knowledge agent; the answer comes back in order."""
+@pytest.mark.parametrize("question, source, words", [
+    ("what is an overdraft", "overdraft", "spend more than your balance"),  # knowledge intent
+    ("What warranty do products have?", "warranty", "2-year warranty"),     # out of scope
+])
+async def test_a_knowledge_question_is_answered_with_its_source(
+    pipeline: Pipeline, question: str, source: str, words: str
+) -> None:
+    """Dialogue hands the question to the knowledge agent; its answer comes back cited."""
     async with ChatClient(pipeline.url, tenant="demo") as chat:
-        asked = await chat.send("How long does delivery take?")
+        asked = await chat.send(question)
         greeted = await chat.send("hello")
         replies = await chat.collect("reply", 2)
     by_message = {r["in_reply_to"]: r for r in replies}
     answer = by_message[asked]
-    assert answer["sources"] == ["delivery-times"]
-    assert "working days" in answer["text"]
+    assert answer["sources"] == [source]
+    assert words in answer["text"]
     assert greeted in by_message
     assert sorted(r["seq"] for r in replies) == [1, 2]
+
+
+async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusal(
+    pipeline: Pipeline,
+) -> None:
+    async with ChatClient(pipeline.url, tenant="demo") as chat:
+        await chat.send("what's the weather on mars")
+        reply = await chat.next("reply")
+    from agents.knowledge.answer import REFUSAL_TEXT
+
+    assert "sources" not in reply
+    assert reply["text"] == REFUSAL_TEXT
