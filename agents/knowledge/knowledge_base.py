@@ -33,6 +33,7 @@ from agents.knowledge.embedder import Embedder, build_embedder
 from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.index import DocEntry, Filters, FirstStageWeights, Hit, TenantIndex
 from agents.knowledge.rerank import Reranker
+from agents.knowledge.threads import limit_blas_threads
 from streams.keys import validate_id
 
 __all__ = ["FORMAT_VERSION", "ChunkingConfig", "KnowledgeBase"]
@@ -94,6 +95,8 @@ class KnowledgeBase:
             raise IndexFormatError(
                 str(path), f"format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}"
             )
+        if threads == 1:
+            limit_blas_threads(1)  # query serving: see agents/knowledge/threads.py
         reranker_path = path / "reranker.json"
         reranker = Reranker.from_json(reranker_path.read_text()) if reranker_path.is_file() \
             else None

@@ -102,7 +102,7 @@ def test_kb_document_record_round_trips_through_avro() -> None:
     ["agent", "answer", "bench", "breaker", "cache", "chunking", "cli", "documents",
      "embedder", "errors", "evaluate", "follower", "generation", "index", "knowledge_base",
      "lexical", "llm", "onnx_graphs", "publisher", "rerank", "service", "settings",
-     "training"],
+     "threads", "training"],
 )
 def test_every_module_declares_its_public_api(module: str) -> None:
     mod = importlib.import_module(f"agents.knowledge.{module}")
