@@ -132,3 +132,18 @@ def test_searches_run_safely_while_another_thread_updates(embedder: Embedder) ->
     index.refresh()
     expected = {e.document.id for e in index.documents()}
     assert {h.doc_id for h in knowledge.search("default", "extra", k=100)} == expected
+
+
+def test_rank_reduced_first_stage_finds_the_same_answers(embedder: Embedder) -> None:
+    from agents.knowledge.index import FirstStageWeights
+
+    full = KnowledgeBase(embedder)
+    reduced = KnowledgeBase(embedder, weights=FirstStageWeights(reduced_dim=4,
+                                                                reduce_from_rows=1))
+    for knowledge in (full, reduced):
+        knowledge.upsert_many(faq_documents())
+    index = reduced.tenant("default")
+    assert index is not None and index._snapshot.first_stage_vectors.shape[1] == 4
+    for question in ("I forgot my password", "card declined", "refund duration"):
+        assert reduced.search("default", question)[0].doc_id == \
+            full.search("default", question)[0].doc_id
