@@ -478,3 +478,39 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
     # One conversation, one partition: one after another, eight 0.5 s model calls
     # would spread the replies over at least 3.5 s; eight actors overlap them.
     assert max(replied_at) - min(replied_at) < 2.0
+
+
+def test_ingest_publish_reaches_a_follower(settings: Settings, embedder: Embedder,
+                                           tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agents.knowledge.cli import kb as kb_cli
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "reset.md").write_text("# Reset your password\n\nOpen Settings, then Security.\n")
+    (corpus / "broken.html").write_bytes(b"<p>\x00\x00</p>")
+    env = {"PARLEY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "PARLEY_TOPIC_PREFIX": settings.topic_prefix}
+    result = CliRunner().invoke(kb_cli, ["ingest", "--corpus", str(corpus), "--index",
+                                         str(tmp_path / "index"), "--tenant", "acme",
+                                         "--embedder", "wordllama", "--publish",
+                                         "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "rejected: document broken (broken.html) rejected: binary content" in result.output
+    assert f"published 1 to {settings.topic(KB_DOCUMENTS)}" in result.output
+
+    knowledge = KnowledgeBase(embedder)
+    follower = KbDocumentsFollower(knowledge, bootstrap=settings.kafka_bootstrap,
+                                   topic=settings.topic(KB_DOCUMENTS))
+    follower.start()
+    try:
+        assert follower.wait_caught_up(20), follower.error
+        assert knowledge.search("acme", "reset password")[0].doc_id == "reset"
+        deleted = CliRunner().invoke(kb_cli, ["delete", "--tenant", "acme", "--doc-id", "reset",
+                                              "--publish"], env=env)
+        assert deleted.exit_code == 0, deleted.output
+        wait_for(lambda: knowledge.search("acme", "reset password") == [],
+                 what="the tombstone to reach the follower")
+    finally:
+        follower.stop()
