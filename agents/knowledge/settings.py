@@ -34,7 +34,7 @@ class KnowledgeSettings:
     index_dir: str = setting("", "PARLEY_KB_INDEX", "Knowledge index folder (parley kb ingest).")
     top_k: int = setting(5, "PARLEY_KB_TOP_K", "Passages retrieved per question.")
     min_confidence: float = setting(
-        0.05,
+        0.01,
         "PARLEY_KB_MIN_CONFIDENCE",
         "Below this retrieval confidence (0-1) the answer is a refusal, not a guess.",
     )
