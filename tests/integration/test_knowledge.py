@@ -514,3 +514,37 @@ def test_ingest_publish_reaches_a_follower(settings: Settings, embedder: Embedde
                  what="the tombstone to reach the follower")
     finally:
         follower.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_document_update_on_the_topic_retires_cached_answers(
+        settings: Settings, embedder: Embedder, redis_cluster: RedisCluster) -> None:
+    from agents.knowledge.agent import start_follower
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    publisher = KbPublisher(settings.kafka_bootstrap, settings.topic(KB_DOCUMENTS))
+    for doc in faq_documents(tenant):
+        publisher.publish(doc)
+    publisher.flush()
+    service = cached_service(KnowledgeBase(embedder), redis_cluster)
+    follower = start_follower(service, settings, asyncio.get_running_loop())
+    try:
+        assert await asyncio.to_thread(follower.wait_caught_up, 20), follower.error
+        question = "How long does a refund take?"
+        assert "five to seven" in (await service.answer(tenant, question)).text
+        assert (await service.answer(tenant, question)).cached
+
+        publisher.publish(Document(id="refund-time", title="How long does a refund take?",
+                                   text="Refunds now arrive within 24 hours.", tenant=tenant))
+        publisher.flush()
+        deadline = time.monotonic() + 20
+        while True:
+            answer = await service.answer(tenant, question)
+            if "24 hours" in answer.text:
+                break
+            assert time.monotonic() < deadline, "the update never reached the answers"
+            await asyncio.sleep(0.1)
+        # The worker's own generation bump retired every answer cached before it.
+        assert (await service.answer(tenant, question)).text == answer.text
+    finally:
+        await asyncio.to_thread(follower.stop)
