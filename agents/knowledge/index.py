@@ -39,7 +39,7 @@ class FirstStageWeights:
     dense_passage: float = 1.0
     bm25_title: float = 0.25
     bm25_passage: float = 0.25
-    candidates: int = 40
+    candidates: int = 30
     # Large indexes scan a rank-reduced copy of the vectors in the first stage
     # (3x less memory traffic); candidates are then scored with the full vectors.
     reduced_dim: int = 128
