@@ -16,8 +16,10 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium for one module. Playwright's sync API runs its own event loop in this
+    thread while it is open, so it must close before any asyncio test runs."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: `apt-get install chromium` (CI does)")
     from playwright.sync_api import sync_playwright

@@ -153,3 +153,58 @@ async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusa
 
     assert "sources" not in reply
     assert reply["text"] == REFUSAL_TEXT
+
+
+async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
+    pipeline: Pipeline,
+) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from streams.topics import CHAT_INBOUND, dlq_of
+
+    settings = pipeline.settings
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topic(CHAT_INBOUND), key=conversation, value=b"\x00not avro")
+    producer.flush(10)
+
+    async with ChatClient(pipeline.url, conversation=conversation) as chat:
+        msg_id = await chat.send("hello after the garbage")
+        assert (await chat.next("reply"))["in_reply_to"] == msg_id  # same partition, still flowing
+
+    dlq = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "dlq-audit",
+                    "fetch.wait.max.ms": 10})
+    dlq.assign([TopicPartition(settings.topic(dlq_of(CHAT_INBOUND)), 0, 0)])
+    found = None
+    deadline = time.monotonic() + 15
+    while found is None and time.monotonic() < deadline:
+        msg = await asyncio.to_thread(dlq.poll, 0.5)
+        if msg is not None and not msg.error() and msg.key() == conversation.encode():
+            found = msg
+    dlq.close()
+    assert found is not None and found.value() == b"\x00not avro"
+    headers = dict(found.headers() or [])
+    assert b"undecodable" in headers["parley.error"]
+    assert headers["parley.source.topic"] == settings.topic(CHAT_INBOUND).encode()
+
+
+async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
+    import urllib.request
+
+    base = pipeline.url.replace("ws://", "http://")
+
+    def get(path: str, root: str = base) -> tuple[int, str]:
+        with urllib.request.urlopen(root + path, timeout=5) as response:
+            return response.status, response.read().decode()
+
+    assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
+    assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
+    status, body = await asyncio.to_thread(get, "/metrics")
+    assert status == 200 and "parley_gateway_messages_accepted_total" in body
+    status, page = await asyncio.to_thread(get, "/")
+    assert status == 200 and "<title>Parley chat</title>" in page
+    worker = next(c for c in pipeline.stack.children if c.name.startswith("worker"))
+    worker_root = worker.ready_url.removesuffix("/readyz")
+    assert await asyncio.to_thread(get, "/healthz", worker_root) == (200, "ok\n")
+    status, body = await asyncio.to_thread(get, "/metrics", worker_root)
+    assert status == 200 and "_messages_received_per_topic" in body

@@ -1,0 +1,75 @@
+"""`parley up`, as a new user runs it: one command, a chat URL, a reply, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.ports import find_free_ports, is_port_free
+from tests.e2e.chat_client import ChatClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
+
+
+def free_redis_base() -> int:
+    """Six consecutive free ports whose cluster-bus ports (+10000) are free too."""
+    for base in range(27100, 30000, 10):
+        ports = [*range(base, base + 6), *range(base + 10000, base + 10006)]
+        if all(is_port_free("127.0.0.1", p) for p in ports):
+            return base
+    raise RuntimeError("no free port range for a Redis Cluster")
+
+
+async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    kafka, gateway, worker = find_free_ports(3)
+    redis = free_redis_base()
+    env = {
+        **os.environ,
+        "PARLEY_DATA_DIR": str(tmp_path),
+        "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "PARLEY_REDIS_NODES": f"127.0.0.1:{redis}",
+        "PARLEY_GATEWAY_PORT": str(gateway),
+        "PARLEY_WORKER_WEB_PORT": str(worker),
+    }
+    env.pop("PARLEY_NLU_MODEL", None)
+    env.pop("PARLEY_KB_INDEX", None)
+    started = time.monotonic()
+    up = subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,  # noqa: ASYNC220
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = await asyncio.to_thread(wait_for_url, up)
+        assert url == f"http://127.0.0.1:{gateway}/"
+        async with ChatClient(url.replace("http://", "ws://").rstrip("/"), tenant="demo") as chat:
+            msg_id = await chat.send("hello")
+            reply = await chat.next("reply")
+        assert reply["in_reply_to"] == msg_id
+        assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(up.wait, 60)
+    assert code == 0
+    for port in (kafka, gateway, worker, redis):
+        assert is_port_free("127.0.0.1", port), f"port {port} still held after Ctrl-C"
+
+
+def wait_for_url(process: subprocess.Popen[str], timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    lines = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        found = re.search(r"Chat at (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError("parley up printed no chat URL:\n" + "".join(lines[-40:]))
