@@ -8,6 +8,7 @@ Docker engine answers).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import uuid
@@ -54,6 +55,7 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_demo_index(tmp_path_factory.mktemp("kb"))
 
 
+@functools.cache
 def docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
