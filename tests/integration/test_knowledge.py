@@ -431,10 +431,11 @@ def test_follower_on_a_missing_topic_fails_clearly(settings: Settings,
 async def test_agent_answers_requests_concurrently(settings: Settings, kb: KnowledgeBase,
                                                    llm_server: LLMServer,
                                                    tmp_path: Path) -> None:
-    from agents.knowledge.agent import KNOWLEDGE_REQUESTS, register_knowledge_agent
+    from agents.knowledge.agent import register_knowledge_agent
     from infra.ports import find_free_ports
     from streams.app import create_app
     from streams.codecs import AvroCodec
+    from streams.topics import KNOWLEDGE_REQUESTS
 
     topic = settings.topic(KNOWLEDGE_REQUESTS)  # created with the test's other topics
     ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
