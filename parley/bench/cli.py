@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ _EXISTING_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 @click.group()
 def bench() -> None:
     """Benchmarks: end to end, connections, NLU, knowledge retrieval."""
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the stack the bench started is
+    # stopped: its processes run in their own sessions and would otherwise outlive it.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
