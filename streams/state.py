@@ -7,8 +7,9 @@ Idempotency: each inbound ``event_id`` is recorded, with the sequence number of
 the reply it produced, in the same Lua script that updates the session and
 appends the reply to the outbox. A reprocessed event (a worker died after
 producing, before committing its offsets) finds its record and is not applied
-twice; whether its reply still needs producing is told by the session's
-``produced_seq``, which only moves after the broker confirmed the reply.
+twice. Replies are produced in ``seq`` order and ``produced_seq`` only moves
+after the broker confirmed them, so the replies still owed after a crash are
+exactly the outbox entries in ``(produced_seq, reply_seq]``.
 """
 
 from __future__ import annotations
@@ -141,16 +142,20 @@ class ConversationStore:
             )  # fmt: skip
         return [bool(r) for r in await pipe.execute()]
 
-    async def outbox_entries(
-        self, wanted: Sequence[tuple[ConversationKeys, int]]
-    ) -> list[bytes | None]:
-        """The stored reply with each ``(conversation, reply seq)``; None if trimmed away."""
-        if not wanted:
+    async def unproduced(
+        self, sessions: Iterable[Session]
+    ) -> list[tuple[ConversationKeys, int, bytes]]:
+        """Replies recorded but not confirmed on the broker (a worker died in between),
+        as ``(conversation, seq, reply)`` in seq order per conversation."""
+        owing = [s for s in sessions if s.reply_seq > s.produced_seq]
+        if not owing:
             return []
         pipe = self.redis.pipeline()
-        for keys, seq in wanted:
-            pipe.zrangebyscore(keys.outbox, seq, seq)
-        return [found[0] if found else None for found in await pipe.execute()]
+        for s in owing:
+            pipe.zrangebyscore(s.keys.outbox, f"({s.produced_seq}", s.reply_seq, withscores=True)
+        found = await pipe.execute()
+        return [(s.keys, int(seq), reply)
+                for s, entries in zip(owing, found, strict=True) for reply, seq in entries]
 
     async def mark_produced(self, produced: dict[ConversationKeys, int]) -> None:
         """Record that replies up to ``seq`` are on the broker, per conversation."""

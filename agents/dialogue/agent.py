@@ -10,16 +10,19 @@ the batch size):
    batch: a reply, or a question for the knowledge agent;
 3. produce the knowledge requests and wait until the broker holds them;
 4. record every new turn atomically (session + idempotency record + outbox);
-5. produce the replies and wait until the broker holds them;
+5. produce the replies, oldest first, and wait until the broker holds them;
 6. move each conversation's ``produced_seq`` forward.
 
 A reprocessed event (the worker died before its offsets were committed) is
-found in step 1: if its reply was confirmed produced it is skipped, otherwise
-the stored reply is produced again with its original ``seq`` and ``event_id``
-(gateways write a ``seq`` once per socket, so a user never sees it twice). A
-knowledge request is produced before its turn is recorded, so a crash can
-only repeat it; the knowledge agent's answer carries an id derived from the
-request's, and a repeated answer is dropped here like any repeated event.
+found in step 1 and skipped. What the dead worker recorded but never got onto
+the broker is the outbox range ``(produced_seq, reply_seq]`` of its
+conversation; step 5 produces that range first, in seq order, with the
+original ``seq`` and ``event_id`` (gateways write a ``seq`` once per socket, so
+a user never sees a reply twice). The range is resent as a whole because the
+events that caused it arrive on two topics in no fixed order. A knowledge
+request is produced before its turn is recorded, so a crash can only repeat
+it; the knowledge agent's answer carries an id derived from the request's, and
+a repeated answer is dropped here like any repeated event.
 
 Slow knowledge work (an LLM call) happens in the knowledge agent, never here:
 its answer comes back on ``knowledge.results`` and is delivered like a reply.
@@ -96,20 +99,18 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
         sessions, seen = await store.load([(i.keys, i.msg["event_id"]) for i in batch])
         if seen:
             logger.info("dialogue.events.reprocessed count=%d", len(seen))
+        owed = await store.unproduced(sessions.values())
+        if owed:
+            logger.info("dialogue.replies.resent count=%d", len(owed))
         turns: list[AppliedTurn] = []
         questions: list[tuple[ConversationKeys, bytes]] = []
-        resend: list[tuple[ConversationKeys, int]] = []
         decided: set[str] = set()  # a reprocessed event may also repeat within one batch
         for item in batch:
             keys, msg, event_id = item.keys, item.msg, item.msg["event_id"]
             session = sessions[keys]
-            if event_id in decided:
+            if event_id in decided or event_id in seen:
                 continue
             decided.add(event_id)
-            if event_id in seen:
-                if seen[event_id] > session.produced_seq:
-                    resend.append((keys, seen[event_id]))
-                continue
             if item.is_result:
                 decision: AskKnowledge | ReplyContent = ReplyContent(
                     msg["payload"]["text"], sources=tuple(msg["payload"]["sources"]))
@@ -128,13 +129,8 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
 
         await _produce(ctx.knowledge_requests, questions)
         applied = await store.apply(turns)
-        to_send: list[tuple[ConversationKeys, int, bytes]] = []
-        if resend:  # older than this batch's replies, so they go first
-            stored = await store.outbox_entries(resend)
-            to_send += [(k, s, v) for (k, s), v in zip(resend, stored, strict=True) if v]
-            logger.info("dialogue.replies.resent count=%d", len(resend))
-        to_send += [(t.keys, t.reply_seq, t.reply)
-                    for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
+        to_send = owed + [(t.keys, t.reply_seq, t.reply)
+                          for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
         await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
         produced: dict[ConversationKeys, int] = {}
         for keys, seq, _ in to_send:

@@ -64,7 +64,20 @@ async def test_outbox_keeps_the_newest_replies_in_order(redis_bytes: RedisCluste
     await store.apply([turn(keys, n) for n in range(1, 6)])
     assert await store.replies_after(keys, 0) == [b"reply 3", b"reply 4", b"reply 5"]
     assert await store.replies_after(keys, 4) == [b"reply 5"]
-    assert await store.outbox_entries([(keys, 4), (keys, 1)]) == [b"reply 4", None]
+
+
+async def test_unproduced_replies_are_the_range_after_produced_seq(
+    redis_bytes: RedisCluster,
+) -> None:
+    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    done, crashed = conversation(), conversation()
+    await store.apply([turn(done, n) for n in (1, 2)] + [turn(crashed, n) for n in (1, 2, 3)])
+    await store.mark_produced({done: 2, crashed: 1})  # the worker died after reply 1
+    sessions, _ = await store.load([(done, "x"), (crashed, "x")])
+
+    owed = await store.unproduced(sessions.values())
+
+    assert owed == [(crashed, 2, b"reply 2"), (crashed, 3, b"reply 3")]
 
 
 async def test_inbound_sequence_is_per_conversation(redis_bytes: RedisCluster) -> None:
