@@ -10,6 +10,7 @@ bytes instead of crashing the stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +36,22 @@ logger = logging.getLogger(__name__)
 
 
 class ParleyApp(faust.App):
-    """A Faust app that also carries the consumer fetch wait (see streams/transport.py)."""
+    """A Faust app that carries the consumer fetch wait (see streams/transport.py) and
+    closes shared clients only after its agents have stopped."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_shutdown(self) -> None:
+        """After agents and the consumer stopped: close what agents used, newest first."""
+        await super().on_shutdown()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                logger.exception("worker.shutdown.close_failed")
 
 
 @dataclass
@@ -47,7 +59,7 @@ class WorkerContext:
     """What agents share inside one worker process."""
 
     settings: Settings
-    app: faust.App
+    app: ParleyApp
     inbound: TopicT
     understood: TopicT
     outbound: TopicT
@@ -126,9 +138,7 @@ def _register_probes(ctx: WorkerContext) -> None:
         ready = assigned and not app.rebalancing and await ctx.store.ping()
         return web.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close_redis(sender: Any, **_: Any) -> None:
-        await ctx.store.redis.aclose()
+    app.closers.append(ctx.store.redis.aclose)
 
 
 async def send_to_dlq(dlq: TopicT, event: Any, error: Exception) -> None:

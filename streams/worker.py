@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
 from agents.dialogue.policy import RuleBasedPolicy
@@ -106,7 +106,8 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> Non
     async def follow_documents() -> None:
         follower = start_follower(service, ctx.settings, asyncio.get_running_loop())
 
-        @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def stop_following(sender: Any, **_: Any) -> None:
+        async def stop_following() -> None:
             await asyncio.to_thread(follower.stop)
             await service.aclose()
+
+        ctx.app.closers.append(stop_following)
