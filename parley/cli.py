@@ -56,10 +56,11 @@ def main() -> None:
 @main.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable and default."""
+    from agents.knowledge.settings import KnowledgeSettings
     from parley.settings import Settings
 
-    for env, default, help_text in Settings.describe():
-        click.echo(f"{env:<28} {default:<22} {help_text}")
+    for env, default, help_text in [*Settings.describe(), *KnowledgeSettings.describe()]:
+        click.echo(f"{env:<34} {default:<22} {help_text}")
 
 
 if __name__ == "__main__":

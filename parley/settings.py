@@ -13,11 +13,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from parley.errors import ConfigError
 
-__all__ = ["Settings", "parse_bool"]
+__all__ = ["EnvSettings", "Settings", "parse_bool", "setting"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -63,8 +63,48 @@ def setting(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
 
 
+class EnvSettings:
+    """Base of frozen dataclasses whose fields are declared with :func:`setting`.
+
+    Reads each field from its environment variable, parsed by the field's type;
+    a malformed value raises :class:`ConfigError` naming the variable.
+    """
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            try:
+                values[f.name] = _PARSERS[str(f.type)](env[name])
+            except ValueError as exc:
+                raise ConfigError(name, env[name], f"{f.metadata['help']} ({exc})") from exc
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process."""
+        env = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(env, default, help) for every setting; used by ``parley settings``."""
+        return [(f.metadata["env"], repr(f.default), f.metadata["help"])
+                for f in fields(cls)]  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Settings:
+class Settings(EnvSettings):
     """All knobs of a Parley process. Build with :meth:`from_env`."""
 
     # --- infrastructure -------------------------------------------------
@@ -146,33 +186,6 @@ class Settings:
     log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
     log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = f.metadata["env"]
-            if name not in env:
-                continue
-            parser = _PARSERS[str(f.type)]
-            try:
-                values[f.name] = parser(env[name])
-            except ValueError as exc:
-                raise ConfigError(name, env[name], f"{f.metadata['help']} ({exc})") from exc
-        values.update(overrides)
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-    def to_env(self) -> dict[str, str]:
-        """These settings as environment variables, for a child process."""
-        env = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
-        return env
-
     @property
     def redis_startup_nodes(self) -> list[tuple[str, int]]:
         nodes = []
@@ -184,8 +197,3 @@ class Settings:
     def topic(self, name: str) -> str:
         """The full name of a logical topic (``chat.inbound`` → prefix + name)."""
         return f"{self.topic_prefix}{name}"
-
-    @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(env, default, help) for every setting; used by ``parley settings``."""
-        return [(f.metadata["env"], repr(f.default), f.metadata["help"]) for f in fields(cls)]

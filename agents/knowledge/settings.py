@@ -7,27 +7,16 @@ start-up with the variable's name and what was expected.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from parley.errors import ConfigError
-from parley.settings import parse_bool, setting
+from parley.settings import EnvSettings, setting
 
 __all__ = ["KnowledgeSettings"]
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "bool": parse_bool,
-    "int": lambda raw: int(raw.strip()),
-    "float": lambda raw: float(raw.strip()),
-    "str": lambda raw: raw.strip(),
-}
-
 
 @dataclass(frozen=True)
-class KnowledgeSettings:
+class KnowledgeSettings(EnvSettings):
     """Knobs of retrieval, caching and LLM answering. Build with :meth:`from_env`."""
 
     # --- retrieval --------------------------------------------------------
@@ -112,27 +101,3 @@ class KnowledgeSettings:
     @property
     def llm_enabled(self) -> bool:
         return bool(self.llm_url)
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> KnowledgeSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = f.metadata["env"]
-            if name not in env:
-                continue
-            try:
-                values[f.name] = _PARSERS[str(f.type)](env[name])
-            except ValueError as exc:
-                raise ConfigError(name, env[name], f"{f.metadata['help']} ({exc})") from exc
-        values.update(overrides)
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> KnowledgeSettings:
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        return [(f.metadata["env"], repr(f.default), f.metadata["help"]) for f in fields(cls)]
