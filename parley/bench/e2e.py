@@ -164,11 +164,14 @@ def summarize(
     reply_times: list[float] = []
     latency_by_second: dict[int, list[float]] = {}
     errors: Counter[str] = Counter()
+    by_turn: dict[str, list[float]] = {}
     for r in results:
         errors.update(r.errors)
         duplicated += r.duplicated
-        for sched, sent_at, ack_at, reply_at, fail_at in zip(
-            r.scheduled, r.sent, r.acked, r.replied, r.failed, strict=True
+        turn_of = [options.script.turn_name(j) for count in r.message_counts
+                   for j in range(count)]  # fmt: skip
+        for turn, sched, sent_at, ack_at, reply_at, fail_at in zip(
+            turn_of, r.scheduled, r.sent, r.acked, r.replied, r.failed, strict=True
         ):
             if math.isnan(sent_at):
                 continue
@@ -191,6 +194,7 @@ def summarize(
             if has_reply:
                 latency = (reply_at - sched) * 1000
                 latencies.append(latency)
+                by_turn.setdefault(turn, []).append(latency)
                 latency_by_second.setdefault(int(sched), []).append(latency)
     in_window = sum(1 for t in reply_times if warmup <= t < duration)
     connected = sum(rep.connected for rep in reports)
@@ -219,6 +223,11 @@ def summarize(
         **latency_summary(latencies),
         **latency_summary(ack_latencies, "ack_latency_ms"),
         "send_lag_ms_p99": rounded(percentile(sorted(lags), 99)),
+        # Which turns are slow: questions and follow-ups may take the knowledge path.
+        "latency_ms_by_turn": {
+            turn: {"n": len(values), **_short(latency_summary(values, "ms"))}
+            for turn, values in by_turn.items()
+        },
         "errors": sum(errors.values()),
         "errors_by_kind": dict(errors),
         "connect": {
@@ -240,6 +249,10 @@ def summarize(
         "p99_ms": [_pct(latency_by_second.get(s), 99) for s in seconds],
     }
     return E2EResult(summary, latencies, timeline, reports)
+
+
+def _short(summary: dict[str, float | None]) -> dict[str, float | None]:
+    return {key.removeprefix("ms_"): summary[key] for key in ("ms_p50", "ms_p99", "ms_max")}
 
 
 def _pct(values: list[float] | None, q: float) -> float:

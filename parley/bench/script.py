@@ -52,6 +52,7 @@ class ConversationScript:
 
     turns: tuple[tuple[str, ...], ...]
     source: str = "built-in"
+    names: tuple[str, ...] = ("greeting", "question", "follow-up", "thanks")
 
     def __post_init__(self) -> None:
         if not self.turns or not all(self.turns):
@@ -62,6 +63,10 @@ class ConversationScript:
         cycle, turn = divmod(message, len(self.turns))
         options = self.turns[turn]
         return options[(conversation * 7919 + cycle * 104729) % len(options)]
+
+    def turn_name(self, message: int) -> str:
+        turn = message % len(self.turns)
+        return self.names[turn] if turn < len(self.names) else f"turn-{turn}"
 
     def all_texts(self) -> list[str]:
         return [text for turn in self.turns for text in turn]
