@@ -66,7 +66,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class ClientSession:
     """One open socket: who it is, and which replies it has been given."""
 
-    __slots__ = ("delivered_seq", "keys", "lock", "log", "pending", "replaying", "user_id", "ws")
+    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "replaying", "user_id",
+                 "ws")
 
     def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str) -> None:
         self.ws = ws
@@ -74,13 +75,28 @@ class ClientSession:
         self.user_id = user_id
         self.delivered_seq = 0
         self.replaying = False
-        self.pending: list[dict[str, Any]] = []  # live replies held back during a replay
-        self.lock = asyncio.Lock()  # one writer at a time keeps replies in seq order
-        self.log = logging.LoggerAdapter(logger, {"conn": str(ws.id)[:8],
-                                                  "conversation_id": keys.conversation_id})
+        # Made on first use: most of 10,000 idle sessions never need them (~0.5 KB each).
+        self.pending: list[dict[str, Any]] | None = None  # live replies held during a replay
+        self._lock: asyncio.Lock | None = None  # one writer at a time keeps seq order
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._log is None:
+            self._log = logging.LoggerAdapter(logger, {
+                "conn": str(self.ws.id)[:8], "conversation_id": self.keys.conversation_id})
+        return self._log
 
     async def deliver(self, replies: list[dict[str, Any]]) -> None:
         if self.replaying:
+            if self.pending is None:
+                self.pending = []
             self.pending.extend(replies)
             return
         async with self.lock:
@@ -317,7 +333,7 @@ class Gateway:
             await client.ws.send(error_frame("resume_failed", "could not replay missed replies"))
         finally:
             client.replaying = False
-        held, client.pending = client.pending, []
+        held, client.pending = client.pending or [], None
         await client.deliver(sorted([*replies, *held], key=lambda r: int(r["seq"])))
 
     # -- replies -----------------------------------------------------------

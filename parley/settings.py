@@ -163,9 +163,6 @@ class Settings(EnvSettings):
     worker_batch_size: int = setting(
         256, "PARLEY_WORKER_BATCH_SIZE", "Most events an agent takes from its stream at once."
     )
-    worker_batch_wait: float = setting(
-        0.005, "PARLEY_WORKER_BATCH_WAIT", "Seconds an agent waits to fill a batch."
-    )
     consumer_group: str = setting(
         "parley-workers", "PARLEY_CONSUMER_GROUP", "Faust application id / consumer group."
     )

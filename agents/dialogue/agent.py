@@ -42,6 +42,7 @@ from faust.types import EventT
 from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from parley.errors import DecodeError
 from streams.app import WorkerContext, send_to_dlq
+from streams.batching import adaptive_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
 
@@ -75,8 +76,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
-        async for events in stream.take_events(settings.worker_batch_size,
-                                               settings.worker_batch_wait):
+        async for events in adaptive_batches(stream, settings.worker_batch_size):
             await _process(events)
 
     def _decode(event: EventT) -> _Incoming:

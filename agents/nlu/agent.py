@@ -18,6 +18,7 @@ from faust.types import EventT
 
 from parley.errors import DecodeError
 from streams.app import WorkerContext, send_to_dlq
+from streams.batching import adaptive_batches
 
 __all__ = ["Understander", "register_nlu_agent"]
 
@@ -41,8 +42,7 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
 
     @ctx.app.agent(ctx.inbound, name=f"{settings.topic_prefix}nlu")
     async def nlu(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
-        async for events in stream.take_events(settings.worker_batch_size,
-                                               settings.worker_batch_wait):
+        async for events in adaptive_batches(stream, settings.worker_batch_size):
             await _process(events)
 
     async def _process(events: Sequence[EventT]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass, replace
 from http import HTTPStatus
@@ -154,18 +153,12 @@ class InlineServer:
         self.queue.put_nowait(_Pending(ws, keys, user, event_id, seq, frame))
 
     async def _work(self) -> None:
-        size, wait = self.settings.worker_batch_size, self.settings.worker_batch_wait
+        # Batches the way the pipeline's agents do (streams/batching.py): whatever
+        # queued up while the previous batch was processed, without waiting for more.
+        size = self.settings.worker_batch_size
         while True:
             batch = [await self.queue.get()]
-            deadline = time.monotonic() + wait
-            while len(batch) < size:
-                if self.queue.empty():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                    continue
+            while len(batch) < size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:
                 await self._process(batch)
