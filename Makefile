@@ -31,11 +31,15 @@ lint: install  ## ruff + mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: install  ## benchmarks (see docs/benchmarks.md); figures go to bench-report/
-	$(VENV)/bin/parley bench nlu --json
-	$(VENV)/bin/parley bench kb --json
-	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --baseline both --report bench-report --json
-	$(VENV)/bin/parley bench connections --clients 10000 --json
+bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in bench-report/
+	mkdir -p bench-report
+	$(VENV)/bin/parley bench nlu --json > bench-report/nlu.json
+	$(VENV)/bin/parley bench kb --json > bench-report/kb.json
+	$(VENV)/bin/parley bench e2e --conversations 200 --rate 100 --duration 30 --baseline both \
+		--report bench-report/e2e-100 --json > bench-report/e2e-100.json
+	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --drain-timeout 120 \
+		--baseline both --report bench-report/e2e-2000 --json > bench-report/e2e-2000.json
+	$(VENV)/bin/parley bench connections --clients 10000 --json > bench-report/connections.json
 
 clean:
 	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache bench-report
