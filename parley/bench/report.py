@@ -52,6 +52,21 @@ def write_report(directory: Path, results: dict[str, E2EResult], output: dict[st
     return page
 
 
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> str:
+    """Label, save and close a figure; the file name for the page."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
 def _histogram(path: Path, results: dict[str, E2EResult]) -> str:
     import matplotlib.pyplot as plt
 
@@ -63,15 +78,8 @@ def _histogram(path: Path, results: dict[str, E2EResult]) -> str:
         for name, result in results.items():
             ax.hist(result.latencies_ms, bins=bins, alpha=0.55, label=name)
         ax.set_xscale("log")
-    ax.set_xlabel("latency, scheduled send → reply (ms, log scale)")
-    ax.set_ylabel("messages")
-    ax.set_title("Latency distribution (steady window)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _finish(fig, ax, path, "latency, scheduled send → reply (ms, log scale)",
+                   "messages", "Latency distribution (steady window)")
 
 
 def _throughput(path: Path, results: dict[str, E2EResult]) -> str:
@@ -84,15 +92,8 @@ def _throughput(path: Path, results: dict[str, E2EResult]) -> str:
         ax.step(t["second"], t["sent"], where="post", linestyle="--", color=line.get_color(),
                 alpha=0.6, label=f"{name}: sent/s")  # fmt: skip
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("messages per second")
-    ax.set_title("Throughput over time")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _finish(fig, ax, path, "seconds since start",
+                   "messages per second", "Throughput over time")
 
 
 def _latency_over_time(path: Path, results: dict[str, E2EResult]) -> str:
@@ -105,15 +106,8 @@ def _latency_over_time(path: Path, results: dict[str, E2EResult]) -> str:
         ax.plot(t["second"], t["p50_ms"], linestyle="--", color=line.get_color(), alpha=0.7,
                 label=f"{name}: p50")  # fmt: skip
     ax.set_yscale("log")
-    ax.set_xlabel("scheduled send time (s since start)")
-    ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title("Latency over time, by second of scheduled send")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _finish(fig, ax, path, "scheduled send time (s since start)",
+                   "latency (ms, log scale)", "Latency over time, by second of scheduled send")
 
 
 def _cell(value: Any) -> str:
