@@ -150,6 +150,12 @@ class Settings(EnvSettings):
         "PARLEY_MAX_FRAME_BYTES",
         "Largest WebSocket frame read at all; larger frames close the connection (1009).",
     )
+    ping_interval_s: float = setting(
+        20.0, "PARLEY_PING_INTERVAL_S", "Seconds between keepalive pings to every socket."
+    )
+    ping_timeout_s: float = setting(
+        20.0, "PARLEY_PING_TIMEOUT_S", "Seconds a socket has to answer a ping before it is closed."
+    )
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
