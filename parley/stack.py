@@ -129,9 +129,10 @@ class Stack:
         if not self.settings.knowledge:
             return None
         if self.kb_index is None:
+            from agents.knowledge.settings import KnowledgeSettings
             from streams.worker import ensure_demo_index
 
-            configured = os.environ.get("PARLEY_KB_INDEX")
+            configured = KnowledgeSettings.from_env().index_dir
             self.kb_index = Path(configured) if configured else \
                 ensure_demo_index(self.settings.data_dir / "kb")
         return self.kb_index

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
 from agents.dialogue.policy import RuleBasedPolicy
 from agents.nlu.agent import Understander, register_nlu_agent
+from parley.domain import demo_knowledge_path, demo_responses_path
 from parley.settings import Settings
 from streams.app import WorkerContext, create_app
 
 if TYPE_CHECKING:
     from agents.knowledge.settings import KnowledgeSettings
 
-__all__ = ["DEMO_DOMAIN", "build_worker", "ensure_demo_index", "load_understander"]
+__all__ = ["build_worker", "ensure_demo_index", "load_understander"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_DOMAIN = Path(__file__).resolve().parents[1] / "parley" / "domain" / "demo"
 DEMO_TENANT = "demo"
 
 
@@ -54,7 +54,7 @@ def ensure_demo_index(cache_root: Path) -> Path:
     from agents.knowledge.documents import Document, load_corpus
     from agents.knowledge.knowledge_base import KnowledgeBase
 
-    corpus = DEMO_DOMAIN / "knowledge.jsonl"
+    corpus = demo_knowledge_path()
     digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]
     target = cache_root / f"demo-{digest}"
     if (target / "manifest.json").is_file():
@@ -85,7 +85,7 @@ def build_worker(settings: Settings) -> WorkerContext:
     register_nlu_agent(ctx, load_understander(settings))
     if settings.knowledge:
         _register_knowledge(ctx, KnowledgeSettings.from_env())
-    policy = RuleBasedPolicy.from_file(DEMO_DOMAIN / "responses.json",
+    policy = RuleBasedPolicy.from_file(demo_responses_path(),
                                        knowledge=settings.knowledge)
     register_dialogue_agent(ctx, policy)
     return ctx

@@ -28,6 +28,7 @@ from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.service import KnowledgeService
 from parley.errors import DecodeError
 from parley.settings import Settings
+from streams.app import send_to_dlq
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
 from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS, dlq_of
@@ -75,15 +76,11 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
     codec = codec_for("knowledge_request", settings.schema_registry_url, topic_name)
 
     async def reject(event: Any, error: Exception) -> None:
-        message = event.message
-        logger.warning("kb.request.rejected partition=%s offset=%s error=%s",
-                       message.partition, message.offset, error)
         if dead_letters is not None:
-            await dead_letters.send(key=message.key, value=message.value, headers={
-                "parley.error": str(error).encode(),
-                "parley.source.topic": message.topic.encode(),
-                "parley.source.offset": str(message.offset).encode(),
-            })
+            await send_to_dlq(dead_letters, event, error)
+        else:
+            logger.warning("kb.request.rejected partition=%s offset=%s error=%s",
+                           event.message.partition, event.message.offset, error)
 
     async def handle(event: Any) -> None:
         try:

@@ -242,9 +242,9 @@ def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]
 
 
 def _load_policy(settings: Settings) -> RuleBasedPolicy:
-    from streams.worker import DEMO_DOMAIN
+    from parley.domain import demo_responses_path
 
-    return RuleBasedPolicy.from_file(DEMO_DOMAIN / "responses.json",
+    return RuleBasedPolicy.from_file(demo_responses_path(),
                                      knowledge=settings.knowledge)  # fmt: skip
 
 
