@@ -79,6 +79,8 @@ def create_app(settings: Settings) -> WorkerContext:
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
+        # Faust's own scratch folder (it holds no state here: the store is in memory).
+        datadir=str(settings.data_dir / "faust" / "{conf.name}"),
         web_port=settings.worker_web_port,
         web_host=settings.worker_web_host,
         web_bind=settings.worker_web_host,

@@ -135,6 +135,7 @@ class KbDocumentsFollower:
             latest[msg.key() or b""] = msg
         upserts: list[Document] = []
         deletes: list[tuple[str, str]] = []
+        undecodable = 0
         for key, msg in latest.items():
             value = msg.value()
             if value is None:
@@ -147,7 +148,7 @@ class KbDocumentsFollower:
             try:
                 record = self._codec.decode(value)
             except DecodeError as exc:
-                self.undecodable += 1
+                undecodable += 1
                 logger.warning("kb.follower.undecodable partition=%s offset=%s error=%s",
                                msg.partition(), msg.offset(), exc)
                 continue
@@ -162,8 +163,11 @@ class KbDocumentsFollower:
                 self.deleted += 1
                 changed.add(tenant)
         result = self.kb.upsert_many(upserts)
+        # Counters move only once the batch is visible in the knowledge base, so a reader that
+        # sees them has also seen every change of the batch.
         self.applied += result.upserted
         self.unchanged += result.unchanged
+        self.undecodable += undecodable
         changed |= result.tenants
         if changed:
             logger.info("kb.follower.applied upserted=%d deleted=%d tenants=%s",
