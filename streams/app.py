@@ -74,13 +74,14 @@ class WorkerContext:
 
 
 def create_app(settings: Settings) -> WorkerContext:
+    scratch = settings.data_dir / "faust"  # Faust's own folder; it holds no state here
+    scratch.mkdir(parents=True, exist_ok=True)
     app = ParleyApp(
         settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
-        # Faust's own scratch folder (it holds no state here: the store is in memory).
-        datadir=str(settings.data_dir / "faust" / "{conf.name}"),
+        datadir=str(scratch / "{conf.name}"),
         web_port=settings.worker_web_port,
         web_host=settings.worker_web_host,
         web_bind=settings.worker_web_host,
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> WorkerContext:
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
         producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         # Fast group joins on a small broker (see FINDINGS: ~4 s instead of ~30 s).
         broker_session_timeout=6,
