@@ -35,7 +35,7 @@ class DeliveryError(Exception):
 class InboundProducer:
     """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event."""
 
-    def __init__(self, bootstrap: str, *, linger_ms: float = 2, client_id: str = "parley-gateway"):
+    def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "client.id": client_id,

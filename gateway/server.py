@@ -127,8 +127,9 @@ class Gateway:
         self.store = ConversationStore(
             self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         )
-        self.producer = InboundProducer(settings.kafka_bootstrap, linger_ms=settings.producer_linger_ms,
-                                         client_id=f"gw-{self.id}")
+        self.producer = InboundProducer(settings.kafka_bootstrap,
+                                        linger_ms=settings.gateway_linger_ms,
+                                        client_id=f"gw-{self.id}")
         self.follower = ReplyFollower(
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
             fetch_wait_ms=settings.fetch_max_wait_ms,

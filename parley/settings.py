@@ -133,11 +133,11 @@ class Settings(EnvSettings):
         "Consumer fetch long-poll. Keep small on Tansu, which holds a fetch for the whole "
         "wait even when data arrives; 100-500 on Apache Kafka.",
     )
-    producer_linger_ms: float = setting(
+    gateway_linger_ms: float = setting(
         2.0,
-        "PARLEY_PRODUCER_LINGER_MS",
-        "How long producers wait to fill a batch. Brokers pay per request, so a few ms "
-        "here saves most of their CPU under load.",
+        "PARLEY_GATEWAY_LINGER_MS",
+        "How long a gateway's producer waits to batch messages from different sockets. "
+        "Brokers pay per request, so a few ms saves their CPU under load.",
     )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."

@@ -90,7 +90,6 @@ def create_app(settings: Settings) -> WorkerContext:
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
         producer_acks=-1,
-        producer_linger=settings.producer_linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         # Fast group joins on a small broker (see FINDINGS: ~4 s instead of ~30 s).
         broker_session_timeout=6,

@@ -5,7 +5,7 @@ partition count creates a topic and measures the broker's CPU
 
 * while one consumer long-polls every partition with the workers' fetch wait
   and nothing is produced (what an idle stack pays per consuming client), and
-* while an idempotent producer (``acks=all``, the workers' linger) sends
+* while an idempotent producer (``acks=all``, ``--linger-ms``) sends
   ``--rate`` messages a second keyed over 400 conversations and that consumer
   reads them back: one hop of the pipeline.
 

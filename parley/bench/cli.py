@@ -334,8 +334,9 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
               help="Comma-separated partition counts to measure.")
 @click.option("--rate", default=2000.0, show_default=True, help="Messages per second produced.")
 @click.option("--seconds", default=5.0, show_default=True, help="How long to measure each phase.")
+@click.option("--linger-ms", default=2.0, show_default=True, help="The producer's linger.ms.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def broker(partitions: str, rate: float, seconds: float, as_json: bool) -> None:
+def broker(partitions: str, rate: float, seconds: float, linger_ms: float, as_json: bool) -> None:
     """The broker's CPU for one hop (produce + consume), by partition count (own Tansu)."""
     from parley.bench.broker import run_broker_bench
     from parley.settings import Settings
@@ -349,8 +350,7 @@ def broker(partitions: str, rate: float, seconds: float, as_json: bool) -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.WARNING)
     with _errors_as_click():
-        result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms,
-                                  settings.producer_linger_ms)
+        result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms, linger_ms)
     _emit(result, as_json, [
         f"{r['partitions']:>3} partitions: idle {r['idle_cpu_util']:.3f} core; "
         f"at {rate:g} msg/s {r['cpu_util']:.3f} core, {r['cpu_us_per_msg']} us/msg"
