@@ -35,10 +35,13 @@ bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in
 	mkdir -p bench-report
 	$(VENV)/bin/parley bench nlu --json > bench-report/nlu.json
 	$(VENV)/bin/parley bench kb --json > bench-report/kb.json
+	$(VENV)/bin/parley bench broker --json > bench-report/broker.json
 	$(VENV)/bin/parley bench e2e --conversations 200 --rate 100 --duration 30 --baseline both \
 		--report bench-report/e2e-100 --json > bench-report/e2e-100.json
 	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --drain-timeout 120 \
 		--baseline both --report bench-report/e2e-2000 --json > bench-report/e2e-2000.json
+	for p in 12 2; do $(VENV)/bin/parley bench e2e --conversations 400 --rate 500 --duration 20 \
+		--partitions $$p --report bench-report/e2e-500-p$$p --json > bench-report/e2e-500-p$$p.json; done
 	$(VENV)/bin/parley bench connections --clients 10000 --json > bench-report/connections.json
 
 clean:
