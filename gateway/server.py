@@ -209,14 +209,16 @@ class Gateway:
         interval, timeout = self.settings.ping_interval_s, self.settings.ping_timeout_s
         tick = min(0.05, interval / 4)
         due: list[ClientSession] = []
-        next_up, per_tick = 0, 1
+        next_up, per_tick, round_began = 0, 1, -math.inf
         outstanding: deque[tuple[float, ClientSession, asyncio.Future[float]]] = deque()
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            if next_up >= len(due):  # a new round over the sockets open now
+            if next_up >= len(due) and now - round_began >= interval:
+                # A new round over the sockets open now, one interval after the last began.
                 due = [c for clients in self.sessions.values() for c in clients]
+                round_began = now
                 next_up, per_tick = 0, max(1, math.ceil(len(due) * tick / interval))
             for client in due[next_up:next_up + per_tick]:
                 try:

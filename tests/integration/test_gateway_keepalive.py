@@ -42,3 +42,21 @@ async def test_a_peer_that_stops_answering_is_closed_and_a_live_one_is_kept(
         dead.transport.resume_reading()
         await alive.send('{"type": "ping"}')
         assert "pong" in await asyncio.wait_for(alive.recv(), 5)
+
+
+async def test_each_socket_is_pinged_once_per_interval(gateway: Gateway) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation=counted"
+    async with websockets.connect(url) as ws:
+        await ws.recv()  # welcome
+        (client,) = next(iter(gateway.sessions.values()))
+        pings = 0
+        ping = client.ws.ping
+
+        async def counted(*args: object) -> object:
+            nonlocal pings
+            pings += 1
+            return await ping(*args)  # type: ignore[arg-type]
+
+        client.ws.ping = counted  # type: ignore[method-assign]
+        await asyncio.sleep(2.0)
+    assert 8 <= pings <= 11  # interval 0.2 s
