@@ -30,7 +30,6 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -55,7 +54,7 @@ from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys, InvalidIdError, validate_id
-from streams.state import ConversationStore, connect_cluster
+from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
 __all__ = ["Gateway"]
@@ -63,6 +62,7 @@ __all__ = ["Gateway"]
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError)
 
 
 class ClientSession:
@@ -124,7 +124,7 @@ class Gateway:
         self.inbound_codec = codec_for("chat_message", registry, self.inbound_topic)
         self.reply_codec = codec_for("bot_reply", registry, self.outbound_topic)
         self.sessions: dict[ConversationKeys, set[ClientSession]] = defaultdict(set)
-        self.redis = connect_cluster(settings.redis_startup_nodes)
+        self.redis = connect_cluster(settings.redis_startup_nodes, fail_fast=True)
         self.store = ConversationStore(
             self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         )
@@ -327,7 +327,7 @@ class Gateway:
         metrics.IN_FLIGHT.set(len(self.in_flight))
         try:
             seq = await self.store.next_inbound_seq(keys)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("redis").inc()
             client.log.warning("gateway.message.unavailable dependency=redis error=%r", exc)
@@ -381,7 +381,7 @@ class Gateway:
         try:
             stored = await self.store.replies_after(client.keys, client.delivered_seq)
             replies = [self.reply_codec.decode(v) for v in stored]
-        except (RedisError, OSError, DecodeError) as exc:
+        except _REPLAY_FAILURES as exc:
             client.log.warning("gateway.resume.failed error=%r", exc)
             replies = []
             await client.ws.send(error_frame("resume_failed", "could not replay missed replies"))

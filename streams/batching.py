@@ -1,21 +1,38 @@
-"""Adaptive micro-batches from a Faust stream.
+"""Adaptive micro-batches from a Faust stream, and processing them to the end.
 
 Events accumulate while the previous batch is being processed, and the next
 batch is whatever accumulated (up to ``max_size``): one event at a time when
 the load is light (no batching delay), large batches under load. Events are
 acknowledged only after their batch was processed, so offsets are committed
 after the work is done (at-least-once, like take_events).
+
+A batch that fails because Redis or the broker is unavailable is processed
+again, with growing pauses, until it succeeds (``process_until_done``): the
+agents' steps are idempotent, and a batch left half-done would otherwise hold
+its events unanswered until the worker restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-__all__ = ["adaptive_batches"]
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
+
+from streams.state import REDIS_UNAVAILABLE
+
+__all__ = ["DEPENDENCY_ERRORS", "adaptive_batches", "process_until_done"]
+
+logger = logging.getLogger(__name__)
+
+#: Failures of a dependency, not of the batch: worth trying the batch again.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, KafkaError,
+                                                 ProducerSendError)
 
 
 async def adaptive_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any]]:
@@ -60,3 +77,26 @@ async def adaptive_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any
         filler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await filler
+
+
+async def process_until_done(
+    process: Callable[[], Awaitable[None]], what: str, *,
+    first_pause_s: float = 0.1, max_pause_s: float = 5.0,
+) -> None:  # fmt: skip
+    """Run ``process`` until it returns, pausing (doubling, up to ``max_pause_s``) after
+    each failure in ``DEPENDENCY_ERRORS``. Other exceptions propagate."""
+    pause = first_pause_s
+    failures = 0
+    while True:
+        try:
+            await process()
+        except DEPENDENCY_ERRORS as exc:
+            failures += 1
+            logger.warning("%s.batch.retrying attempt=%d pause_s=%.1f error=%r",
+                           what, failures, pause, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max_pause_s)
+        else:
+            if failures:
+                logger.info("%s.batch.recovered attempts=%d", what, failures + 1)
+            return

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from streams.keys import ConversationKeys
 
-__all__ = ["AppliedTurn", "ConversationStore", "Session", "connect_cluster"]
+__all__ = ["REDIS_UNAVAILABLE", "AppliedTurn", "ConversationStore", "Session", "connect_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +91,27 @@ class AppliedTurn:
     turns: int
 
 
-def connect_cluster(nodes: Sequence[tuple[str, int]], max_connections: int = 64) -> RedisCluster:
-    """A cluster client; nodes beyond the startup ones are discovered."""
+#: What the cluster client raises when Redis cannot answer (``RedisClusterException``,
+#: e.g. "cannot be connected" after its retries, is not a ``RedisError``).
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
+
+def connect_cluster(nodes: Sequence[tuple[str, int]], *, max_connections: int = 64,
+                    fail_fast: bool = False) -> RedisCluster:
+    """A cluster client; nodes beyond the startup ones are discovered.
+
+    By default a call rides out a failover: on a timeout the client retries and
+    rediscovers the cluster, which during a full outage takes about half a minute
+    before it raises. ``fail_fast`` (the gateway's choice, with a user waiting for an
+    answer either way) gives up after one second.
+    """
+    timeout = 1 if fail_fast else 5
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         max_connections=max_connections,
-        socket_timeout=5,
-        socket_connect_timeout=5,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0) if fail_fast else None,
     )
 
 
@@ -189,6 +205,6 @@ class ConversationStore:
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_UNAVAILABLE as exc:  # asyncio.wait_for raises TimeoutError, an OSError
             logger.warning("redis.ping.failed error=%r", exc)
             return False

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from agents.knowledge.answer import Answer
 from streams.keys import PREFIX, ConversationKeys, validate_id
+from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["AnswerCache", "KbKeys", "UsageRecorder", "filters_key", "normalise_question"]
 
@@ -100,7 +100,7 @@ class AnswerCache:
         """Retire every cached answer of ``tenant`` (a document changed)."""
         try:
             return int(await self.redis.incr(KbKeys(tenant).generation))
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Nothing else to do: entries still expire with their TTL.
             logger.warning("kb.cache.bump_failed tenant=%s error=%r", tenant, exc)
             return -1
@@ -128,7 +128,7 @@ class AnswerCache:
                     pipe.get(KbKeys(tenant).exact(generations[tenant], question,
                                                   filters_key(filters)))
                 found = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             # A cache that cannot answer is a miss; retrieval still works.
             logger.warning("kb.cache.lookup_failed tenants=%s error=%r", tenants, exc)
             return [(-1, None)] * len(questions)
@@ -144,7 +144,7 @@ class AnswerCache:
         try:
             entries = await self.redis.lrange(KbKeys(tenant).semantic(generation), 0,
                                               self.semantic_entries - 1)
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             logger.warning("kb.cache.lookup_failed tenant=%s error=%r", tenant, exc)
             return None
         if not entries:
@@ -187,7 +187,7 @@ class AnswerCache:
                     pipe.ltrim(sem, 0, self.semantic_entries - 1)
                     pipe.expire(sem, self.ttl_s)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Not cached this time; the answer itself is unaffected.
             logger.warning("kb.cache.store_failed tenant=%s error=%r", tenant, exc)
 
@@ -214,7 +214,7 @@ class UsageRecorder:
                     for name, value in counts:
                         pipe.hincrby(key, name, value)
                     await pipe.execute()
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Usage is bookkeeping: losing one increment must not lose the answer.
             logger.warning("kb.usage.record_failed tenant=%s error=%r", tenant, exc)
 

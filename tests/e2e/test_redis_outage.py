@@ -1,0 +1,124 @@
+"""A Redis Cluster that stops answering for a while: the gateway says so at once, no
+acknowledged message is lost, and every connection carries on afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.embedded import EmbeddedInfra
+from tests.conftest import _start_embedded
+from tests.e2e.chat_client import ChatClient
+from tests.e2e.conftest import Pipeline, make_settings, start_pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
+
+#: Longer than the socket timeouts of the gateway's (1 s) and the worker's (5 s) Redis clients.
+OUTAGE_S = 10.0
+
+
+@pytest.fixture
+def own_infra(tmp_path: Path) -> Iterator[EmbeddedInfra]:
+    """A broker and Redis Cluster of this test's own: it freezes the Redis nodes."""
+    infra = _start_embedded(tmp_path / "infra")
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture
+def stack_on_own_infra(own_infra: EmbeddedInfra, tmp_path: Path, demo_model: Path,
+                       demo_index: Path) -> Iterator[Pipeline]:
+    settings = make_settings(own_infra.kafka_bootstrap, own_infra.redis_nodes, tmp_path,
+                             demo_model)
+    running = start_pipeline(settings, demo_index, gateways=1, workers=1)
+    yield running
+    running.stack.stop()
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]) -> Iterator[None]:
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def test_replies_resume_after_redis_comes_back(own_infra: EmbeddedInfra,
+                                                     stack_on_own_infra: Pipeline) -> None:
+    redis_pids = [s.pid for s in own_infra.services if s.name != "tansu" and s.pid is not None]
+    assert len(redis_pids) == 6
+    acked: dict[str, set[str]] = defaultdict(set)
+    answered: dict[str, list[str]] = defaultdict(list)
+    clients = [ChatClient(stack_on_own_infra.url) for _ in range(6)]
+    for chat in clients:
+        await chat.__aenter__()
+
+    async def talk(chat: ChatClient, until: float) -> None:
+        i = 0
+        while time.monotonic() < until:
+            await chat.send(f"what is my balance {i}")
+            i += 1
+            await asyncio.sleep(0.02)
+
+    async def record(chat: ChatClient, kind: str, into: dict[str, Any]) -> None:
+        while True:
+            frame = await chat.frames[kind].get()
+            if kind == "ack":
+                into[chat.conversation].add(frame["client_msg_id"])
+            else:
+                into[chat.conversation].append(frame["in_reply_to"])
+
+    refused: list[float] = []
+
+    async def record_errors(chat: ChatClient) -> None:
+        while True:
+            frame = await chat.frames["error"].get()
+            assert frame["code"] == "unavailable", frame
+            refused.append(time.monotonic())
+
+    background = [asyncio.create_task(record(c, kind, into)) for c in clients
+                  for kind, into in (("ack", acked), ("reply", answered))]
+    background += [asyncio.create_task(record_errors(c)) for c in clients]
+    try:
+        # Messages are in every stage of the pipeline when Redis stops answering.
+        talking = [asyncio.create_task(talk(c, time.monotonic() + 2.0)) for c in clients]
+        await asyncio.sleep(0.5)
+        with frozen(redis_pids):
+            frozen_at = time.monotonic()
+            await asyncio.gather(*talking)
+            await asyncio.sleep(OUTAGE_S)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                set(answered[c]) != ids for c, ids in acked.items()):
+            await asyncio.sleep(0.2)
+        # Every connection is still usable.
+        after = [await chat.send("hello again") for chat in clients]
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+                m in answered[c.conversation] for m, c in zip(after, clients, strict=True)):
+            await asyncio.sleep(0.2)
+    finally:
+        for task in background:
+            task.cancel()
+        for chat in clients:
+            await chat.__aexit__(None, None, None)
+
+    assert sum(len(ids) for ids in acked.values()) > 50
+    for conversation, ids in acked.items():
+        assert set(answered[conversation]) >= ids, "every acknowledged message is answered"
+        assert len(answered[conversation]) == len(set(answered[conversation]))
+    # The gateway refused what it could not take, within about a second of the outage.
+    assert refused and min(refused) - frozen_at < 3
