@@ -88,7 +88,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
     )  # fmt: skip
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
-    async def dialogue(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+    async def dialogue(stream: Any) -> None:  # a faust.Stream
         async for events in adaptive_batches(stream, settings.worker_batch_size):
             await process_until_done(functools.partial(_process, events), "dialogue")
 

@@ -42,7 +42,7 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
     settings = ctx.settings
 
     @ctx.app.agent(ctx.inbound, name=f"{settings.topic_prefix}nlu")
-    async def nlu(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+    async def nlu(stream: Any) -> None:  # a faust.Stream
         async for events in adaptive_batches(stream, settings.worker_batch_size):
             await process_until_done(functools.partial(_process, events), "nlu")
 
