@@ -71,6 +71,10 @@ class TokenEncoder:
         self.max_entries = max_entries
         self._cache: dict[str, list[int]] = {}
 
+    def n_pieces(self, word: str) -> int:
+        """How many tokenizer pieces ``word`` takes: 1 for a common word, more for a rare one."""
+        return len(self._word(word))
+
     def _word(self, word: str) -> list[int]:
         ids = self._cache.get(word)
         if ids is None:

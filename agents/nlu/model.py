@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from tokenizers import Tokenizer
 
 from agents.nlu.embeddings import TokenEncoder
 from agents.nlu.features import NgramVocabulary
@@ -68,19 +69,20 @@ class NLUModel:
         self._intents: ort.InferenceSession | None = None
         self._vocab: NgramVocabulary | None = None
         self._encoder: TokenEncoder | None = None
+        self._embed_intents = False
+        if "tokenizer" in files:
+            tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
+            self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
         if manifest.has_intents:
             self._intents = _session(model_dir / files["intent_model"], threads)
             self._vocab = NgramVocabulary.load(model_dir / files["intent_features"])
-            names = {i.name for i in self._intents.get_inputs()}
-            if "tok_id" in names:
-                from tokenizers import Tokenizer
-
-                tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
-                self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
+            self._embed_intents = "tok_id" in {i.name for i in self._intents.get_inputs()}
         self._tagger: ort.InferenceSession | None = None
         self._tagger_features: dict[str, int] = {}
         self._tags: tuple[str, ...] = tuple(manifest.tagger_tags)
         if manifest.has_tagger:
+            if self._encoder is None:
+                raise ManifestError(model_dir, "the entity tagger needs a tokenizer file")
             self._tagger = _session(model_dir / files["tagger_model"], threads)
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
             self._tagger_features = {f: i for i, f in enumerate(names_list)}
@@ -131,7 +133,8 @@ class NLUModel:
             "char_col": batch.char_cols,
             "char_scale": batch.char_scale[:, None],
         }
-        if self._encoder is not None:
+        if self._embed_intents:
+            assert self._encoder is not None
             feeds["tok_id"], feeds["tok_row"] = self._encoder.encode(texts)
         probs: npt.NDArray[np.float32] = self._intents.run(["probs"], feeds)[0]
         return probs
@@ -178,14 +181,15 @@ class NLUModel:
         return tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end)))
 
     def _tag(self, text: str, reference: datetime) -> list[tuple[int, int, str]]:
-        assert self._tagger is not None
+        assert self._tagger is not None and self._encoder is not None
         tokens = tokens_for(text)
         if not tokens:
             return []
         vocab = self._tagger_features
         rows: list[int] = []
         cols: list[int] = []
-        for i, feats in enumerate(token_features(text, tokens, self.recognisers, reference)):
+        features = token_features(text, tokens, self.recognisers, reference, self._encoder.n_pieces)
+        for i, feats in enumerate(features):
             for f in feats:
                 j = vocab.get(f)
                 if j is not None:
