@@ -35,7 +35,7 @@ class DeliveryError(Exception):
 class InboundProducer:
     """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event."""
 
-    def __init__(self, bootstrap: str, *, linger_ms: float = 2, client_id: str = "parley-gateway"):
+    def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
@@ -80,7 +80,9 @@ class InboundProducer:
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.005)
+            # Returns as soon as delivery reports are served; the timeout only bounds
+            # how long an idle gateway sleeps (and how long close() waits).
+            self._producer.poll(0.1)
             self._hand_over()
         self._producer.flush(5)
         self._hand_over()

@@ -8,6 +8,7 @@ __all__ = [
     "ACK_LATENCY",
     "CONNECTIONS",
     "FRAMES_REJECTED",
+    "IN_FLIGHT",
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
     "REPLIES_DELIVERED",
@@ -20,8 +21,12 @@ MESSAGES_ACCEPTED = Counter(
 )
 MESSAGES_FAILED = Counter(
     "parley_gateway_messages_failed_total",
-    "Messages not accepted because a dependency failed.",
+    "Messages not accepted: a dependency failed (redis, kafka) or the gateway was "
+    "overloaded.",
     ["dependency"],
+)
+IN_FLIGHT = Gauge(
+    "parley_gateway_in_flight", "Messages on the bus without a reply yet (admission control)."
 )
 FRAMES_REJECTED = Counter(
     "parley_gateway_frames_rejected_total", "Client frames answered with an error.", ["code"]

@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gateway import metrics
+from gateway.admission import InFlight
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.protocol import (
     FrameError,
@@ -127,11 +128,15 @@ class Gateway:
         self.store = ConversationStore(
             self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         )
-        self.producer = InboundProducer(settings.kafka_bootstrap, client_id=f"gw-{self.id}")
+        self.producer = InboundProducer(settings.kafka_bootstrap,
+                                        linger_ms=settings.gateway_linger_ms,
+                                        client_id=f"gw-{self.id}")
         self.follower = ReplyFollower(
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
             fetch_wait_ms=settings.fetch_max_wait_ms,
         )
+        self.in_flight = InFlight(settings.gateway_max_in_flight,
+                                  settings.gateway_in_flight_expiry_s)
         self._server: Server | None = None
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
@@ -309,16 +314,25 @@ class Gateway:
         """Give the message a sequence number and put it on the bus; ack when it is there."""
         received = time.perf_counter()
         keys = client.keys
+        event_id = uuid.uuid4().hex
+        if not self.in_flight.admit(event_id):
+            metrics.MESSAGES_FAILED.labels("overloaded").inc()
+            await client.ws.send(error_frame(
+                "overloaded", "too busy to take this message now, please retry shortly",
+                frame.client_msg_id,
+            ))  # fmt: skip
+            return
+        metrics.IN_FLIGHT.set(len(self.in_flight))
         try:
             seq = await self.store.next_inbound_seq(keys)
         except (RedisError, OSError) as exc:
+            self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("redis").inc()
             client.log.warning("gateway.message.unavailable dependency=redis error=%r", exc)
             await client.ws.send(error_frame(
                 "unavailable", "message not accepted, please retry", frame.client_msg_id
             ))  # fmt: skip
             return
-        event_id = uuid.uuid4().hex
         value = self.inbound_codec.encode({
             "event_id": event_id,
             "tenant_id": keys.tenant_id,
@@ -345,6 +359,7 @@ class Gateway:
         try:
             await delivery
         except DeliveryError as exc:
+            self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("kafka").inc()
             client.log.warning("gateway.message.unavailable dependency=kafka error=%s", exc,
                                extra={"trace_id": event_id})
@@ -384,9 +399,11 @@ class Gateway:
             except DecodeError as exc:
                 logger.warning("gateway.reply.undecodable error=%s", exc)
                 continue
+            self.in_flight.release(reply["payload"]["in_reply_to"])
             keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
+        metrics.IN_FLIGHT.set(len(self.in_flight))
         for client, replies in by_client.items():
             task = asyncio.create_task(client.deliver(replies))
             self._tasks.add(task)

@@ -133,6 +133,12 @@ class Settings(EnvSettings):
         "Consumer fetch long-poll. Keep small on Tansu, which holds a fetch for the whole "
         "wait even when data arrives; 100-500 on Apache Kafka.",
     )
+    gateway_linger_ms: float = setting(
+        2.0,
+        "PARLEY_GATEWAY_LINGER_MS",
+        "How long a gateway's producer waits to batch messages from different sockets. "
+        "Brokers pay per request, so a few ms saves their CPU under load.",
+    )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
     )
@@ -155,6 +161,17 @@ class Settings(EnvSettings):
     )
     ping_timeout_s: float = setting(
         20.0, "PARLEY_PING_TIMEOUT_S", "Seconds a socket has to answer a ping before it is closed."
+    )
+    gateway_max_in_flight: int = setting(
+        500,
+        "PARLEY_GATEWAY_MAX_IN_FLIGHT",
+        "Messages a gateway keeps on the bus without a reply; beyond, new ones get a "
+        "retryable `overloaded` error instead of queueing behind a backlog.",
+    )
+    gateway_in_flight_expiry_s: float = setting(
+        30.0,
+        "PARLEY_GATEWAY_IN_FLIGHT_EXPIRY_S",
+        "Seconds after which a message still without a reply stops counting as in flight.",
     )
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."

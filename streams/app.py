@@ -74,13 +74,14 @@ class WorkerContext:
 
 
 def create_app(settings: Settings) -> WorkerContext:
+    scratch = settings.data_dir / "faust"  # Faust's own folder; it holds no state here
+    scratch.mkdir(parents=True, exist_ok=True)
     app = ParleyApp(
         settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
-        # Faust's own scratch folder (it holds no state here: the store is in memory).
-        datadir=str(settings.data_dir / "faust" / "{conf.name}"),
+        datadir=str(scratch / "{conf.name}"),
         web_port=settings.worker_web_port,
         web_host=settings.worker_web_host,
         web_bind=settings.worker_web_host,

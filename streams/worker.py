@@ -25,6 +25,7 @@ from parley.settings import Settings
 from streams.app import WorkerContext, create_app
 
 if TYPE_CHECKING:
+    from agents.knowledge.cache import AnswerCache
     from agents.knowledge.settings import KnowledgeSettings
 
 __all__ = ["build_worker", "ensure_demo_index", "load_understander"]
@@ -83,15 +84,16 @@ def build_worker(settings: Settings) -> WorkerContext:
 
     ctx = create_app(settings)
     register_nlu_agent(ctx, load_understander(settings))
-    if settings.knowledge:
-        _register_knowledge(ctx, KnowledgeSettings.from_env())
+    answers = _register_knowledge(ctx, KnowledgeSettings.from_env()) \
+        if settings.knowledge else None
     policy = RuleBasedPolicy.from_file(demo_responses_path(),
                                        knowledge=settings.knowledge)
-    register_dialogue_agent(ctx, policy)
+    register_dialogue_agent(ctx, policy, answers)
     return ctx
 
 
-def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> None:
+def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> AnswerCache | None:
+    """Register the knowledge agent; returns its answer cache, which dialogue reads too."""
     from agents.knowledge.agent import register_knowledge_agent, start_follower
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.knowledge.service import KnowledgeService
@@ -111,3 +113,5 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> Non
             await service.aclose()
 
         ctx.app.closers.append(stop_following)
+
+    return service.cache

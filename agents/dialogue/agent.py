@@ -7,7 +7,9 @@ the batch size):
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids;
 2. decide each event in order, carrying session changes forward within the
-   batch: a reply, or a question for the knowledge agent;
+   batch: a reply, or a question for the knowledge agent — unless the knowledge
+   base's exact-answer cache already holds the answer (looked up for the whole
+   batch in one step), which is then the reply, two broker hops sooner;
 3. produce the knowledge requests and wait until the broker holds them;
 4. record every new turn atomically (session + idempotency record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
@@ -35,7 +37,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
@@ -45,6 +47,10 @@ from streams.app import WorkerContext, send_to_dlq
 from streams.batching import adaptive_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
+
+if TYPE_CHECKING:
+    from agents.knowledge.answer import Answer
+    from agents.knowledge.cache import AnswerCache
 
 __all__ = ["knowledge_result_emitter", "register_dialogue_agent"]
 
@@ -61,7 +67,9 @@ class _Incoming:
     is_result: bool  # a knowledge answer rather than a user message
 
 
-def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None:
+def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
+                            answers: AnswerCache | None = None) -> None:
+    """``answers``: the knowledge agent's answer cache, consulted before asking it."""
     understood_codec = ctx.codec("chat_understood", ctx.understood)
     result_codec = ctx.codec("knowledge_result", ctx.knowledge_results)
     request_codec = ctx.codec("knowledge_request", ctx.knowledge_requests)
@@ -102,6 +110,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
+        cached = await _cached_answers(batch)
         turns: list[AppliedTurn] = []
         questions: list[tuple[ConversationKeys, bytes]] = []
         decided: set[str] = set()  # a reprocessed event may also repeat within one batch
@@ -117,6 +126,8 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
             else:
                 decision = policy.respond(session, msg)
                 session = replace(session, turns=session.turns + 1, last_seq=msg["seq"])
+                if isinstance(decision, AskKnowledge) and (hit := cached.get(event_id)):
+                    decision = ReplyContent(hit.text, sources=tuple(hit.sources))
             if isinstance(decision, AskKnowledge):
                 questions.append((keys, request_codec.encode(_question(msg, decision))))
                 reply = b""
@@ -136,6 +147,20 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy) -> None
         for keys, seq, _ in to_send:
             produced[keys] = max(seq, produced.get(keys, 0))
         await store.mark_produced(produced)
+
+    async def _cached_answers(batch: Sequence[_Incoming]) -> dict[str, Answer]:
+        """Cached answers to the batch's knowledge questions, by event id."""
+        if answers is None:
+            return {}
+        asked = [(item.msg["event_id"], item.keys.tenant_id, question)
+                 for item in batch if not item.is_result
+                 and (question := policy.knowledge_question(item.msg)) is not None]
+        found = await answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])
+        hits = {event_id: answer for (event_id, _, _), (_, answer) in zip(asked, found, strict=True)
+                if answer is not None}
+        if hits:
+            logger.debug("dialogue.knowledge.cached count=%d of=%d", len(hits), len(asked))
+        return hits
 
 
 async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:

@@ -83,12 +83,19 @@ class RuleBasedPolicy:
             responses[FALLBACK] = response(raw["fallback"])
         return cls(responses, knowledge=knowledge)
 
+    def knowledge_question(self, understood: Mapping[str, Any]) -> str | None:
+        """The question to put to the knowledge base, when this message is one."""
+        payload = understood["payload"]
+        if self.knowledge and (payload["oos"] or payload["intent"] in KNOWLEDGE_INTENTS):
+            return str(payload["text"])
+        return None
+
     def respond(self, session: Session, understood: Mapping[str, Any]) -> Decision:
+        if (question := self.knowledge_question(understood)) is not None:
+            return AskKnowledge(question)
         payload = understood["payload"]
         text: str = payload["text"]
         intent: str = payload["intent"]
-        if self.knowledge and (payload["oos"] or intent in KNOWLEDGE_INTENTS):
-            return AskKnowledge(text)
         response = self.responses.get(intent)
         if payload["oos"]:
             fallback = self.responses.get(FALLBACK)

@@ -108,18 +108,33 @@ class AnswerCache:
     async def get_exact(self, tenant: str, question: str,
                         filters: Mapping[str, Any] | None) -> tuple[int, Answer | None]:
         """The current generation and the cached answer for this exact question, if any."""
-        keys = KbKeys(tenant)
+        return (await self.get_exact_many([(tenant, question, filters)]))[0]
+
+    async def get_exact_many(
+        self, questions: Sequence[tuple[str, str, Mapping[str, Any] | None]]
+    ) -> list[tuple[int, Answer | None]]:
+        """``get_exact`` for ``(tenant, question, filters)`` triples: two pipelines in all
+        (the tenants' generations, then the answers). Generation -1 means Redis failed."""
+        if not questions:
+            return []
+        tenants = list(dict.fromkeys(tenant for tenant, _, _ in questions))
         try:
-            generation = await self.generation(tenant)
-            raw = _text(await self.redis.get(keys.exact(generation, question,
-                                                        filters_key(filters))))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.get(KbKeys(tenant).generation)
+                generations = {t: int(_text(g) or 0)
+                               for t, g in zip(tenants, await pipe.execute(), strict=True)}
+                for tenant, question, filters in questions:
+                    pipe.get(KbKeys(tenant).exact(generations[tenant], question,
+                                                  filters_key(filters)))
+                found = await pipe.execute()
         except RedisError as exc:
             # A cache that cannot answer is a miss; retrieval still works.
-            logger.warning("kb.cache.lookup_failed tenant=%s error=%r", tenant, exc)
-            return -1, None
-        if raw is None:
-            return generation, None
-        return generation, replace(Answer.from_json(raw), cached=True)
+            logger.warning("kb.cache.lookup_failed tenants=%s error=%r", tenants, exc)
+            return [(-1, None)] * len(questions)
+        return [(generations[tenant],
+                 None if raw is None else replace(Answer.from_json(_text(raw) or ""), cached=True))
+                for (tenant, _, _), raw in zip(questions, found, strict=True)]
 
     async def get_semantic(self, tenant: str, generation: int, vector: np.ndarray,
                            filters: Mapping[str, Any] | None) -> Answer | None:

@@ -5,6 +5,7 @@ e2e            scripted conversations through a stack (and/or the inline baselin
 connections    many open sessions on one gateway, a hundred of them busy
 nlu            the NLU model alone (agents/nlu/bench.py)
 kb             knowledge retrieval alone (agents/knowledge/bench.py)
+broker         the broker's CPU for one produce-and-consume hop, by partition count
 =============  ==========================================================
 
 Each prints one JSON object with ``--json``; see docs/benchmarks.md.
@@ -326,3 +327,32 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
     with _errors_as_click():
         result = kb_bench(index_dir, queries_file, seconds, chunks)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
+
+
+@bench.command()
+@click.option("--partitions", default="1,2,4,12", show_default=True,
+              help="Comma-separated partition counts to measure.")
+@click.option("--rate", default=2000.0, show_default=True, help="Messages per second produced.")
+@click.option("--seconds", default=5.0, show_default=True, help="How long to measure each phase.")
+@click.option("--linger-ms", default=2.0, show_default=True, help="The producer's linger.ms.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def broker(partitions: str, rate: float, seconds: float, linger_ms: float, as_json: bool) -> None:
+    """The broker's CPU for one hop (produce + consume), by partition count (own Tansu)."""
+    from parley.bench.broker import run_broker_bench
+    from parley.settings import Settings
+
+    try:
+        counts = [int(p) for p in partitions.split(",") if p.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a list of integers: {partitions!r}") from exc
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("give at least one partition count, each >= 1")
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.WARNING)
+    with _errors_as_click():
+        result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms, linger_ms)
+    _emit(result, as_json, [
+        f"{r['partitions']:>3} partitions: idle {r['idle_cpu_util']:.3f} core; "
+        f"at {rate:g} msg/s {r['cpu_util']:.3f} core, {r['cpu_us_per_msg']} us/msg"
+        for r in result["runs"]
+    ])

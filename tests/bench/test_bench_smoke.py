@@ -105,16 +105,22 @@ def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
 
 
 def test_nlu(run_bench: Any, bench_model: Path) -> None:
-    pytest.importorskip("agents.nlu.bench", reason="agents/nlu/bench.py is not there yet")
     out = run_bench("nlu", "--seconds", "1", "--model-dir", str(bench_model))
-    assert out
+    assert out["single_n"] > 0 and 0 < out["single_p50_ms"] <= out["single_p99_ms"]
+    assert out["batch_msgs"] > 0 and out["batch_msgs_per_s"] > 0
 
 
 def test_kb(run_bench: Any, tmp_path: Path) -> None:
-    pytest.importorskip("agents.knowledge.bench",
-                        reason="agents/knowledge/bench.py is not there yet")
     # Without --index-dir: a synthetic index is built once under PARLEY_DATA_DIR/bench.
     out = run_bench("kb", "--seconds", "1", "--chunks", "200")
     assert out["chunks"] == 200 and out["queries"] > 0
     assert out["latency_ms_p99"] > 0
     assert (tmp_path / "dev" / "bench" / "kb-synth-200").is_dir()
+
+
+def test_broker(run_bench: Any) -> None:
+    out = run_bench("broker", "--partitions", "1,3", "--rate", "200", "--seconds", "1")
+    assert [r["partitions"] for r in out["runs"]] == [1, 3]
+    for run in out["runs"]:
+        assert run["sent"] >= 150 and run["consumed"] == run["sent"]
+        assert run["cpu_util"] > 0 and run["cpu_us_per_msg"] > 0 and run["idle_cpu_util"] >= 0

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from streams.codecs import codec_for
-from streams.topics import CHAT_OUTBOUND
+from streams.topics import CHAT_OUTBOUND, KNOWLEDGE_REQUESTS
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline
 
@@ -141,6 +141,52 @@ async def test_a_knowledge_question_is_answered_with_its_source(
     assert words in answer["text"]
     assert greeted in by_message
     assert sorted(r["seq"] for r in replies) == [1, 2]
+
+
+async def test_a_cached_answer_comes_straight_from_dialogue(pipeline: Pipeline) -> None:
+    """A question answered before is answered again from the cache, without a request to
+    the knowledge agent, with the same text and sources."""
+    question = "What warranty do products have?"
+    replies = []
+    conversations = []
+    for _ in range(2):
+        async with ChatClient(pipeline.url, tenant="demo") as chat:
+            asked = await chat.send(question)
+            reply = await chat.next("reply")
+            assert reply["in_reply_to"] == asked
+            replies.append(reply)
+            conversations.append(chat.conversation)
+    first, again = replies
+    assert again["text"] == first["text"] and again["sources"] == first["sources"] == ["warranty"]
+    asked_agent = await asyncio.to_thread(conversations_on, pipeline, KNOWLEDGE_REQUESTS)
+    assert conversations[1] not in asked_agent
+
+
+def conversations_on(pipeline: Pipeline, topic: str) -> set[str]:
+    """The conversation ids of every record on ``topic`` so far."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    name = pipeline.settings.topic(topic)
+    consumer = Consumer({"bootstrap.servers": pipeline.settings.kafka_bootstrap,
+                         "group.id": f"audit-{uuid.uuid4().hex[:8]}",
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in partitions])
+        pending, keys = set(partitions), set()
+        deadline = time.monotonic() + 15
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is None:
+                keys.add(msg.key().decode())
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+        assert not pending, f"{name}: partitions {sorted(pending)} not read to the end"
+        return keys
+    finally:
+        consumer.close()
 
 
 async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusal(

@@ -272,6 +272,36 @@ async def test_exact_and_semantic_cache_hits(kb: KnowledgeBase,
 
 
 @pytest.mark.asyncio
+async def test_exact_answers_are_looked_up_for_a_whole_batch(
+        kb: KnowledgeBase, redis_cluster: RedisCluster) -> None:
+    """What the dialogue agent asks before handing questions to the knowledge agent."""
+    t1, t2 = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for tenant in (t1, t2):
+        kb.upsert_many(faq_documents(tenant))
+    service = cached_service(kb, redis_cluster)
+    assert service.cache is not None
+    password = await service.answer(t1, "How do I reset my password?")
+    refund = await service.answer(t2, "How long does a refund take?")
+
+    found = await service.cache.get_exact_many([
+        (t1, "how do I reset my password", None),
+        (t2, "How long does a refund take?", None),
+        (t2, "How do I reset my password?", None),  # answered for t1 only
+        (t1, "How do I reset my password?", {"product": "account"}),  # other filters
+    ])
+    answers = [answer for _, answer in found]
+    assert answers[0] is not None and answers[0].cached and answers[0].text == password.text
+    assert answers[1] is not None and answers[1].sources == refund.sources == ["refund-time"]
+    assert answers[2:] == [None, None]
+    assert await service.cache.get_exact_many([]) == []
+
+    await service.documents_changed(t1)
+    (_, retired), (_, kept) = await service.cache.get_exact_many([
+        (t1, "How do I reset my password?", None), (t2, "How long does a refund take?", None)])
+    assert retired is None and kept is not None
+
+
+@pytest.mark.asyncio
 async def test_a_changed_document_invalidates_cached_answers(
         kb: KnowledgeBase, redis_cluster: RedisCluster) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,134 @@
+"""What one hop costs the broker: ``parley bench broker``.
+
+Starts its own Tansu broker (nothing else shares its CPU), then for each
+partition count creates a topic and measures the broker's CPU
+
+* while one consumer long-polls every partition with the workers' fetch wait
+  and nothing is produced (what an idle stack pays per consuming client), and
+* while an idempotent producer (``acks=all``, ``--linger-ms``) sends
+  ``--rate`` messages a second keyed over 400 conversations and that consumer
+  reads them back: one hop of the pipeline.
+
+Tansu charges per partition per request, so this is the figure to size
+partition counts by (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from infra.binaries import resolve_tansu
+from infra.broker import admin_client, broker_process, wait_broker
+from infra.ports import find_free_ports
+from infra.waiting import Deadline
+
+__all__ = ["run_broker_bench"]
+
+_HOST = "127.0.0.1"
+_KEYS = 400
+_VALUE = b"x" * 300  # about a ChatMessage
+
+
+@contextlib.contextmanager
+def _own_broker() -> Iterator[tuple[str, psutil.Process]]:
+    with tempfile.TemporaryDirectory(prefix="parley-bench-broker-") as tmp:
+        port = find_free_ports(1, _HOST)[0]
+        broker = broker_process(resolve_tansu(), _HOST, port, Path(tmp) / "tansu.log")
+        broker.start()
+        try:
+            wait_broker(broker, _HOST, Deadline(30))
+            assert broker.process is not None
+            yield f"{_HOST}:{port}", broker.process
+        finally:
+            broker.stop()
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+class _Reader:
+    """A consumer thread reading every partition of a topic, like a worker's fetcher."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": fetch_wait_ms,
+        })  # fmt: skip
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.count += sum(1 for m in self._consumer.consume(500, 0.1) if m.error() is None)
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: float,
+                 seconds: float, fetch_wait_ms: int, linger_ms: float) -> dict[str, Any]:
+    topic = f"bench-broker-{uuid.uuid4().hex[:8]}"
+    admin = admin_client(bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    reader = _Reader(bootstrap, topic, partitions, fetch_wait_ms)
+    try:
+        time.sleep(1.0)  # assignment and first fetches
+        start_cpu, start = _cpu_s(broker), time.monotonic()
+        time.sleep(seconds)
+        idle_util = (_cpu_s(broker) - start_cpu) / (time.monotonic() - start)
+
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                             "acks": "all", "linger.ms": linger_ms})
+        sent = 0
+        start_cpu, start = _cpu_s(broker), time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            for _ in range(int(elapsed * rate) - sent):
+                producer.produce(topic, key=str(sent % _KEYS).encode(), value=_VALUE)
+                sent += 1
+            producer.poll(0.001)
+        producer.flush(30)
+        deadline = time.monotonic() + 30
+        while reader.count < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        busy_s = time.monotonic() - start
+        used = _cpu_s(broker) - start_cpu
+    finally:
+        reader.stop()
+        admin.delete_topics([topic])
+    return {
+        "partitions": partitions,
+        "idle_cpu_util": round(idle_util, 3),
+        "sent": sent,
+        "consumed": reader.count,
+        "cpu_util": round(used / busy_s, 3),
+        "cpu_us_per_msg": round(used / max(sent, 1) * 1e6, 1),
+    }
+
+
+def run_broker_bench(partitions: Sequence[int], rate: float, seconds: float,
+                     fetch_wait_ms: int, linger_ms: float) -> dict[str, Any]:
+    """One produce-and-consume hop per partition count, on a broker of its own."""
+    with _own_broker() as (bootstrap, broker):
+        runs = [_measure_hop(bootstrap, broker, n, rate, seconds, fetch_wait_ms, linger_ms)
+                for n in partitions]
+    return {"rate": rate, "seconds": seconds, "fetch_wait_ms": fetch_wait_ms,
+            "linger_ms": linger_ms, "cores": psutil.cpu_count(), "runs": runs}
+

@@ -1,0 +1,73 @@
+"""The rule-based policy: what the bot says for an understood message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.dialogue.policy import AskKnowledge, ReplyContent, Response, RuleBasedPolicy
+from parley.domain import demo_responses_path
+from streams.keys import ConversationKeys
+from streams.state import Session
+
+KEYS = ConversationKeys("acme", "c1")
+
+
+def understood(text: str, intent: str, *, oos: bool = False,
+               entities: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"event_id": "e1", "payload": {"text": text, "intent": intent, "oos": oos,
+                                          "entities": entities or []}}
+
+
+def session(turns: int = 0) -> Session:
+    return Session(KEYS, turns=turns)
+
+
+@pytest.fixture
+def policy() -> RuleBasedPolicy:
+    return RuleBasedPolicy({
+        "card_lost": Response(("Card {card} blocked.", "Blocked {card} again."), ("Order a card",)),
+        "fallback": Response(("Sorry, I can help with cards.",)),
+    }, knowledge=True)
+
+
+def test_a_known_intent_renders_its_template_with_entities(policy: RuleBasedPolicy) -> None:
+    msg = understood("I lost my visa", "card_lost",
+                     entities=[{"entity": "card", "value": "", "text": "visa"}])
+    assert policy.respond(session(), msg) == ReplyContent("Card visa blocked.", ("Order a card",))
+    assert policy.respond(session(turns=1), msg).text == "Blocked visa again."  # type: ignore[union-attr]
+
+
+def test_a_missing_entity_leaves_a_blank_not_an_error(policy: RuleBasedPolicy) -> None:
+    reply = policy.respond(session(), understood("I lost my card", "card_lost"))
+    assert reply == ReplyContent("Card  blocked.", ("Order a card",))
+
+
+@pytest.mark.parametrize("intent, oos", [("knowledge_question", False), ("card_lost", True)])
+def test_knowledge_questions_and_out_of_scope_go_to_the_knowledge_base(
+        policy: RuleBasedPolicy, intent: str, oos: bool) -> None:
+    msg = understood("what is an overdraft?", intent, oos=oos)
+    assert policy.knowledge_question(msg) == "what is an overdraft?"
+    assert policy.respond(session(), msg) == AskKnowledge("what is an overdraft?")
+
+
+def test_without_a_knowledge_base_out_of_scope_gets_the_fallback() -> None:
+    policy = RuleBasedPolicy({"fallback": Response(("Sorry, I can help with cards.",))})
+    msg = understood("what is the meaning of life", "oos", oos=True)
+    assert policy.knowledge_question(msg) is None
+    assert policy.respond(session(), msg) == ReplyContent("Sorry, I can help with cards.")
+
+
+def test_greetings_and_unknown_intents_have_built_in_replies() -> None:
+    policy = RuleBasedPolicy()
+    assert "Hello!" in policy.respond(session(), understood("hi", "greet")).text  # type: ignore[union-attr]
+    assert "Hello again!" in policy.respond(session(turns=3), understood("hi", "greet")).text  # type: ignore[union-attr]
+    assert policy.respond(session(), understood("blue", "colour")) == ReplyContent("You said: blue")
+
+
+def test_the_demo_domain_answers_every_intent_it_declares() -> None:
+    policy = RuleBasedPolicy.from_file(demo_responses_path(), knowledge=True)
+    for intent in policy.responses:
+        reply = policy.respond(session(), understood("text", intent, oos=intent == "oos"))
+        assert isinstance(reply, AskKnowledge) or reply.text, intent
