@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.tagger import decode_bio, token_features, tokens_for
-from agents.nlu.text import clean_text, feature_words
+from agents.nlu.text import clean_text
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
 
@@ -47,8 +48,8 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _has_word(text: str) -> bool:
-    return any(c.isalnum() for c in text)
+_ALNUM = re.compile(r"[^\W_]")
+"""A letter or digit: a message without one is out of scope without classifying it."""
 
 
 class NLUModel:
@@ -144,23 +145,23 @@ class NLUModel:
     ) -> list[tuple[str, float, bool, tuple[tuple[str, float], ...]]]:
         empty = (self.oos_label, 0.0, True, ())
         out: list[tuple[str, float, bool, tuple[tuple[str, float], ...]]] = [empty] * len(texts)
-        live = [i for i, t in enumerate(texts) if _has_word(t) and feature_words(t)]
+        live = [i for i, t in enumerate(texts) if _ALNUM.search(t)]
         if self._intents is None or not live:
             return out
         probs = self.intent_probabilities([texts[i] for i in live])
         k = min(TOP_K, probs.shape[1])
         order = np.argsort(-probs, axis=1)[:, :k]
-        labels = self.labels
-        for row, i in enumerate(live):
-            top = order[row]
-            ranking = tuple((labels[j], round(float(probs[row, j]), 6)) for j in top.tolist())
-            best, conf = ranking[0]
-            if top[0] == self._oos_index:
+        top_probs = np.round(np.take_along_axis(probs, order, axis=1).astype(np.float64), 6)
+        labels, oos_index, threshold = self.labels, self._oos_index, self.threshold
+        for i, top, p in zip(live, order.tolist(), top_probs.tolist(), strict=True):
+            ranking = tuple(zip([labels[j] for j in top], p, strict=True))
+            conf = p[0]
+            if top[0] == oos_index:
                 out[i] = (self.oos_label, conf, True, ranking)
-            elif conf < self.threshold:
+            elif conf < threshold:
                 out[i] = (self.oos_label, round(1.0 - conf, 6), True, ranking)
             else:
-                out[i] = (best, conf, False, ranking)
+                out[i] = (labels[top[0]], conf, False, ranking)
         return out
 
     # --- entities ---------------------------------------------------------
