@@ -54,15 +54,16 @@ def test_vocabulary_transform_scales_each_block_to_unit_norm() -> None:
 
 def test_hash_index_finds_exactly_the_known_keys() -> None:
     rng = np.random.default_rng(0)
-    keys = np.unique(rng.integers(0, 2**63, 5000, dtype=np.int64).astype(np.uint64))
-    keys = np.concatenate((keys, np.arange(1, 300, dtype=np.uint64)))  # small, alike hashes
+    random_keys = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
+    keys = np.unique(np.concatenate((random_keys, np.arange(1, 300, dtype=np.uint64))))
     index = HashIndex(keys)
-    queries = np.concatenate((keys[::-3], rng.integers(0, 2**63, 500).astype(np.uint64)))
-    columns, found = index.lookup(queries)
+    queries = np.concatenate((keys[::-2], rng.integers(0, 2**63, 5000).astype(np.uint64)))
     expected = {int(k): i for i, k in enumerate(keys)}
-    for q, col, ok in zip(queries.tolist(), columns.tolist(), found.tolist(), strict=True):
-        assert ok == (q in expected)
-        if ok:
-            assert col == expected[q]
-    empty = HashIndex(np.zeros(0, np.uint64)).lookup(queries)
-    assert not empty[1].any()
+    for batch in (queries, queries[:100]):  # the bucketed table, the binary search
+        columns, found = index.lookup(batch)
+        for q, col, ok in zip(batch.tolist(), columns.tolist(), found.tolist(), strict=True):
+            assert ok == (q in expected)
+            if ok:
+                assert col == expected[q]
+    empty = HashIndex(np.zeros(0, np.uint64))
+    assert not empty.lookup(queries)[1].any() and not empty.lookup(queries[:100])[1].any()
