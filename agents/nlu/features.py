@@ -39,7 +39,7 @@ _BASE_INV = pow(_BASE, -1, 1 << 64)
 _BIGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
 _BIGRAM_SALT = np.uint64(0x632BE59BD9B4E019)
 _MIX = np.uint64(0xD6E8FEB86659FD93)
-_TABLE_MIN_HASHES = 8192
+_TABLE_MIN_HASHES = 4096
 _SPACE = 0x20
 _SEPARATOR = 0x0A  # never inside a cleaned word sequence
 
@@ -167,7 +167,7 @@ class HashIndex:
     n-grams, whose high bits are alike), with about eight buckets per key, so a
     lookup reads one or two keys. That is about twice as fast as a binary
     search for a batch of 256 messages, but its few extra numpy calls cost more
-    than they save below ``_TABLE_MIN_HASHES`` hashes (a single message), where
+    than they save below ``_TABLE_MIN_HASHES`` hashes (one message, a small batch), where
     the binary search is kept.
     """
 
