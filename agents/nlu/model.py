@@ -114,7 +114,7 @@ class NLUModel:
         reference = reference_time or datetime.now(UTC)
         cleaned = [clean_text(t, self.manifest.max_text_chars) for t in texts]
         intents = self._classify(cleaned)
-        entities = [self._entities(t, reference) for t in cleaned]
+        entities = self._entities(cleaned, reference)
         return [
             Understanding(intent, conf, oos, ranking, ents, self.version)
             for (intent, conf, oos, ranking), ents in zip(intents, entities, strict=True)
@@ -165,41 +165,51 @@ class NLUModel:
         return out
 
     # --- entities ---------------------------------------------------------
-    def _entities(self, text: str, reference: datetime) -> tuple[EntityMatch, ...]:
-        if not text.strip():
-            return ()
-        found = self.recognisers.find(text, reference)
+    def _entities(
+        self, texts: Sequence[str], reference: datetime
+    ) -> list[tuple[EntityMatch, ...]]:
+        found = [self.recognisers.find(t, reference) if t.strip() else [] for t in texts]
         if self._tagger is None:
-            return tuple(found)
-        model_spans = self._tag(text, reference)
-        if not model_spans:
-            return tuple(found)
-        model = [
-            EntityMatch(ent, s, e, text[s:e], normalise_value(ent, text[s:e], reference), "model")
-            for s, e, ent in model_spans
-        ]
-        rest = [m for m in found if all(m.end <= x.start or m.start >= x.end for x in model)]
-        return tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end)))
+            return [tuple(f) for f in found]
+        out: list[tuple[EntityMatch, ...]] = []
+        for text, matches, spans in zip(texts, found, self._tag(texts, found), strict=True):
+            model = [
+                EntityMatch(e, a, b, text[a:b], normalise_value(e, text[a:b], reference), "model")
+                for a, b, e in spans
+            ]
+            rest = [m for m in matches if all(m.end <= x.start or m.start >= x.end for x in model)]
+            out.append(tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end))))
+        return out
 
-    def _tag(self, text: str, reference: datetime) -> list[tuple[int, int, str]]:
+    def _tag(
+        self, texts: Sequence[str], found: Sequence[Sequence[EntityMatch]]
+    ) -> list[list[tuple[int, int, str]]]:
+        """Tagger spans per text: one onnxruntime call for the tokens of the whole batch."""
         assert self._tagger is not None and self._encoder is not None
-        tokens = tokens_for(text)
-        if not tokens:
-            return []
         vocab = self._tagger_features
+        token_lists = [tokens_for(t) if t.strip() else [] for t in texts]
         rows: list[int] = []
         cols: list[int] = []
-        features = token_features(text, tokens, self.recognisers, reference, self._encoder.n_pieces)
-        for i, feats in enumerate(features):
-            for f in feats:
-                j = vocab.get(f)
-                if j is not None:
-                    rows.append(i)
-                    cols.append(j)
+        offset = 0
+        for tokens, matches in zip(token_lists, found, strict=True):
+            for i, feats in enumerate(token_features(tokens, matches, self._encoder.n_pieces)):
+                for f in feats:
+                    j = vocab.get(f)
+                    if j is not None:
+                        rows.append(offset + i)
+                        cols.append(j)
+            offset += len(tokens)
+        if not offset:
+            return [[] for _ in texts]
         feeds = {
             "feat_row": np.array(rows, np.int64),
             "feat_col": np.array(cols, np.int64),
-            "batch_size": np.array([len(tokens)], np.int64),
+            "batch_size": np.array([offset], np.int64),
         }
         scores = self._tagger.run(["logits"], feeds)[0]
-        return decode_bio(tokens, scores, self._tags)
+        spans: list[list[tuple[int, int, str]]] = []
+        offset = 0
+        for tokens in token_lists:
+            spans.append(decode_bio(tokens, scores[offset : offset + len(tokens)], self._tags))
+            offset += len(tokens)
+        return spans

@@ -13,13 +13,12 @@ tokens back to character spans.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from agents.nlu.recognisers import Recognisers
 from agents.nlu.recognisers.datetimes import MONTHS, WEEKDAYS
+from agents.nlu.results import EntityMatch
 from agents.nlu.text import Token, tokenize
 
 __all__ = ["CUE_WORDS", "decode_bio", "encode_bio", "token_features", "tokens_for"]
@@ -46,19 +45,18 @@ def tokens_for(text: str) -> list[Token]:
 
 
 def token_features(
-    text: str,
     tokens: Sequence[Token],
-    recognisers: Recognisers,
-    reference: datetime,
+    matches: Sequence[EntityMatch],
     n_pieces: Callable[[str], int],
 ) -> list[list[str]]:
-    """Feature strings for every token of ``text``.
+    """Feature strings for every token of a text.
 
+    ``matches`` are the built-in recognisers' matches in the text;
     ``n_pieces`` counts a word's tokenizer pieces
     (:meth:`agents.nlu.embeddings.TokenEncoder.n_pieces`).
     """
     cover: dict[int, str] = {}
-    for match in recognisers.find(text, reference):
+    for match in matches:
         first = True
         for i, tok in enumerate(tokens):
             if tok.start >= match.start and tok.end <= match.end:

@@ -266,8 +266,8 @@ def _train_tagger(
         tokens = tokens_for(text)
         spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
         tag_names += encode_bio(tokens, spans)
-        for feats in token_features(text, tokens, recognisers, _TRAIN_REFERENCE,
-                                    encoder.n_pieces):
+        matches = recognisers.find(text, _TRAIN_REFERENCE)
+        for feats in token_features(tokens, matches, encoder.n_pieces):
             for f in feats:
                 rows.append(n_tokens)
                 cols.append(vocab.setdefault(f, len(vocab)))
