@@ -43,7 +43,8 @@ def nlu() -> None:
               help="Id recogniser (group 1 is the value); replaces the defaults.")
 @click.option("--country-code", default="",
               help="Phone country code for national numbers, e.g. 44.")
-@click.option("--no-embeddings", is_flag=True, help="Word/char n-grams only (no wordllama).")
+@click.option("--no-embeddings", is_flag=True,
+              help="Intents from word/char n-grams only (no wordllama vectors).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_cmd(
     data: tuple[Path, ...], out: Path, oos_label: str, c: float, validation_fraction: float,

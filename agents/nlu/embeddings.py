@@ -71,6 +71,10 @@ class TokenEncoder:
         self.max_entries = max_entries
         self._cache: dict[str, list[int]] = {}
 
+    def n_pieces(self, word: str) -> int:
+        """How many tokenizer pieces ``word`` takes: 1 for a common word, more for a rare one."""
+        return len(self._word(word))
+
     def _word(self, word: str) -> list[int]:
         ids = self._cache.get(word)
         if ids is None:
@@ -83,14 +87,14 @@ class TokenEncoder:
 
     def encode(self, texts: Sequence[str]) -> TokenBatch:
         ids: list[int] = []
-        rows: list[int] = []
-        word = self._word
-        for row, text in enumerate(texts):
-            for w in text.split():
-                piece = word(w)
-                ids += piece
-                rows += [row] * len(piece)
-        return np.array(ids, dtype=np.int64), np.array(rows, dtype=np.int64)
+        counts: list[int] = []
+        cache, word = self._cache, self._word
+        for text in texts:
+            pieces = [i for w in text.split() for i in (cache.get(w) or word(w))]
+            ids += pieces
+            counts.append(len(pieces))
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        return np.array(ids, dtype=np.int64), rows
 
 
 def mean_pool(

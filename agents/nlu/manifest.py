@@ -5,7 +5,7 @@ A model folder holds::
     manifest.json          this file
     intent.onnx            intent classifier (absent when the data had no intents)
     intent_features.npz    n-gram vocabulary + IDF for intent.onnx
-    tokenizer.json         wordllama tokenizer for intent.onnx's embedding branch
+    tokenizer.json         wordllama tokenizer (intent.onnx's embedding branch, tagger features)
     tagger.onnx            entity tagger (absent when the data had no entity spans)
     tagger_features.json   the tagger's feature vocabulary
 """
@@ -21,7 +21,8 @@ from typing import Any
 
 __all__ = ["FORMAT", "MANIFEST_NAME", "Manifest", "ManifestError", "hash_training_data"]
 
-FORMAT = 1
+FORMAT = 2
+"""2: the tagger reads word rarity from ``tokenizer.json`` (format 1 folders: retrain)."""
 MANIFEST_NAME = "manifest.json"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from tokenizers import Tokenizer
 
 from agents.nlu.embeddings import TokenEncoder
 from agents.nlu.features import NgramVocabulary
@@ -28,7 +30,7 @@ from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.tagger import decode_bio, token_features, tokens_for
-from agents.nlu.text import clean_text, feature_words
+from agents.nlu.text import clean_text
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
 
@@ -46,8 +48,8 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _has_word(text: str) -> bool:
-    return any(c.isalnum() for c in text)
+_ALNUM = re.compile(r"[^\W_]")
+"""A letter or digit: a message without one is out of scope without classifying it."""
 
 
 class NLUModel:
@@ -68,19 +70,20 @@ class NLUModel:
         self._intents: ort.InferenceSession | None = None
         self._vocab: NgramVocabulary | None = None
         self._encoder: TokenEncoder | None = None
+        self._embed_intents = False
+        if "tokenizer" in files:
+            tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
+            self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
         if manifest.has_intents:
             self._intents = _session(model_dir / files["intent_model"], threads)
             self._vocab = NgramVocabulary.load(model_dir / files["intent_features"])
-            names = {i.name for i in self._intents.get_inputs()}
-            if "tok_id" in names:
-                from tokenizers import Tokenizer
-
-                tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
-                self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
+            self._embed_intents = "tok_id" in {i.name for i in self._intents.get_inputs()}
         self._tagger: ort.InferenceSession | None = None
         self._tagger_features: dict[str, int] = {}
         self._tags: tuple[str, ...] = tuple(manifest.tagger_tags)
         if manifest.has_tagger:
+            if self._encoder is None:
+                raise ManifestError(model_dir, "the entity tagger needs a tokenizer file")
             self._tagger = _session(model_dir / files["tagger_model"], threads)
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
             self._tagger_features = {f: i for i, f in enumerate(names_list)}
@@ -111,7 +114,7 @@ class NLUModel:
         reference = reference_time or datetime.now(UTC)
         cleaned = [clean_text(t, self.manifest.max_text_chars) for t in texts]
         intents = self._classify(cleaned)
-        entities = [self._entities(t, reference) for t in cleaned]
+        entities = self._entities(cleaned, reference)
         return [
             Understanding(intent, conf, oos, ranking, ents, self.version)
             for (intent, conf, oos, ranking), ents in zip(intents, entities, strict=True)
@@ -131,7 +134,8 @@ class NLUModel:
             "char_col": batch.char_cols,
             "char_scale": batch.char_scale[:, None],
         }
-        if self._encoder is not None:
+        if self._embed_intents:
+            assert self._encoder is not None
             feeds["tok_id"], feeds["tok_row"] = self._encoder.encode(texts)
         probs: npt.NDArray[np.float32] = self._intents.run(["probs"], feeds)[0]
         return probs
@@ -141,60 +145,71 @@ class NLUModel:
     ) -> list[tuple[str, float, bool, tuple[tuple[str, float], ...]]]:
         empty = (self.oos_label, 0.0, True, ())
         out: list[tuple[str, float, bool, tuple[tuple[str, float], ...]]] = [empty] * len(texts)
-        live = [i for i, t in enumerate(texts) if _has_word(t) and feature_words(t)]
+        live = [i for i, t in enumerate(texts) if _ALNUM.search(t)]
         if self._intents is None or not live:
             return out
         probs = self.intent_probabilities([texts[i] for i in live])
         k = min(TOP_K, probs.shape[1])
         order = np.argsort(-probs, axis=1)[:, :k]
-        labels = self.labels
-        for row, i in enumerate(live):
-            top = order[row]
-            ranking = tuple((labels[j], round(float(probs[row, j]), 6)) for j in top.tolist())
-            best, conf = ranking[0]
-            if top[0] == self._oos_index:
+        top_probs = np.round(np.take_along_axis(probs, order, axis=1).astype(np.float64), 6)
+        labels, oos_index, threshold = self.labels, self._oos_index, self.threshold
+        for i, top, p in zip(live, order.tolist(), top_probs.tolist(), strict=True):
+            ranking = tuple(zip([labels[j] for j in top], p, strict=True))
+            conf = p[0]
+            if top[0] == oos_index:
                 out[i] = (self.oos_label, conf, True, ranking)
-            elif conf < self.threshold:
+            elif conf < threshold:
                 out[i] = (self.oos_label, round(1.0 - conf, 6), True, ranking)
             else:
-                out[i] = (best, conf, False, ranking)
+                out[i] = (labels[top[0]], conf, False, ranking)
         return out
 
     # --- entities ---------------------------------------------------------
-    def _entities(self, text: str, reference: datetime) -> tuple[EntityMatch, ...]:
-        if not text.strip():
-            return ()
-        found = self.recognisers.find(text, reference)
+    def _entities(
+        self, texts: Sequence[str], reference: datetime
+    ) -> list[tuple[EntityMatch, ...]]:
+        found = [self.recognisers.find(t, reference) if t.strip() else [] for t in texts]
         if self._tagger is None:
-            return tuple(found)
-        model_spans = self._tag(text, reference)
-        if not model_spans:
-            return tuple(found)
-        model = [
-            EntityMatch(ent, s, e, text[s:e], normalise_value(ent, text[s:e], reference), "model")
-            for s, e, ent in model_spans
-        ]
-        rest = [m for m in found if all(m.end <= x.start or m.start >= x.end for x in model)]
-        return tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end)))
+            return [tuple(f) for f in found]
+        out: list[tuple[EntityMatch, ...]] = []
+        for text, matches, spans in zip(texts, found, self._tag(texts, found), strict=True):
+            model = [
+                EntityMatch(e, a, b, text[a:b], normalise_value(e, text[a:b], reference), "model")
+                for a, b, e in spans
+            ]
+            rest = [m for m in matches if all(m.end <= x.start or m.start >= x.end for x in model)]
+            out.append(tuple(sorted([*model, *rest], key=lambda m: (m.start, m.end))))
+        return out
 
-    def _tag(self, text: str, reference: datetime) -> list[tuple[int, int, str]]:
-        assert self._tagger is not None
-        tokens = tokens_for(text)
-        if not tokens:
-            return []
+    def _tag(
+        self, texts: Sequence[str], found: Sequence[Sequence[EntityMatch]]
+    ) -> list[list[tuple[int, int, str]]]:
+        """Tagger spans per text: one onnxruntime call for the tokens of the whole batch."""
+        assert self._tagger is not None and self._encoder is not None
         vocab = self._tagger_features
+        token_lists = [tokens_for(t) if t.strip() else [] for t in texts]
         rows: list[int] = []
         cols: list[int] = []
-        for i, feats in enumerate(token_features(text, tokens, self.recognisers, reference)):
-            for f in feats:
-                j = vocab.get(f)
-                if j is not None:
-                    rows.append(i)
-                    cols.append(j)
+        offset = 0
+        for tokens, matches in zip(token_lists, found, strict=True):
+            for i, feats in enumerate(token_features(tokens, matches, self._encoder.n_pieces)):
+                for f in feats:
+                    j = vocab.get(f)
+                    if j is not None:
+                        rows.append(offset + i)
+                        cols.append(j)
+            offset += len(tokens)
+        if not offset:
+            return [[] for _ in texts]
         feeds = {
             "feat_row": np.array(rows, np.int64),
             "feat_col": np.array(cols, np.int64),
-            "batch_size": np.array([len(tokens)], np.int64),
+            "batch_size": np.array([offset], np.int64),
         }
         scores = self._tagger.run(["logits"], feeds)[0]
-        return decode_bio(tokens, scores, self._tags)
+        spans: list[list[tuple[int, int, str]]] = []
+        offset = 0
+        for tokens in token_lists:
+            spans.append(decode_bio(tokens, scores[offset : offset + len(tokens)], self._tags))
+            offset += len(tokens)
+        return spans

@@ -1,22 +1,24 @@
 """Entity tagger: token features and BIO decoding (shared by training and inference).
 
 Each token gets sparse binary features (the word, its shape, affixes, the words
-around it, the nearest cue word before it such as ``from``/``until``, and which
-built-in recogniser covers it). A linear model (``tagger.onnx``) scores the BIO
-tags; decoding repairs invalid sequences (an ``I-x`` that follows neither
-``B-x`` nor ``I-x`` starts a new entity) and maps tokens back to character spans.
+around it, the nearest cue word before it such as ``from``/``until``, which
+built-in recogniser covers it, and how rare it and its neighbours are: the
+number of wordllama tokenizer pieces, 1 for a common word, which separates
+``to kawamoto`` (4 pieces) from ``to card`` (1)). A linear model
+(``tagger.onnx``) scores the BIO tags; decoding repairs invalid sequences (an
+``I-x`` that follows neither ``B-x`` nor ``I-x`` starts a new entity) and maps
+tokens back to character spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from agents.nlu.recognisers import Recognisers
 from agents.nlu.recognisers.datetimes import MONTHS, WEEKDAYS
+from agents.nlu.results import EntityMatch
 from agents.nlu.text import Token, tokenize
 
 __all__ = ["CUE_WORDS", "decode_bio", "encode_bio", "token_features", "tokens_for"]
@@ -25,7 +27,8 @@ CUE_WORDS = frozenset(
     "from to until till between and since after before on at by in for last next this "
     "ago during starting ending".split()
 )
-_CUE_WINDOW = 4
+_CUE_WINDOW = 6
+_MAX_PIECES = 3
 
 
 def _shape(word: str) -> str:
@@ -42,11 +45,18 @@ def tokens_for(text: str) -> list[Token]:
 
 
 def token_features(
-    text: str, tokens: Sequence[Token], recognisers: Recognisers, reference: datetime
+    tokens: Sequence[Token],
+    matches: Sequence[EntityMatch],
+    n_pieces: Callable[[str], int],
 ) -> list[list[str]]:
-    """Feature strings for every token of ``text``."""
+    """Feature strings for every token of a text.
+
+    ``matches`` are the built-in recognisers' matches in the text;
+    ``n_pieces`` counts a word's tokenizer pieces
+    (:meth:`agents.nlu.embeddings.TokenEncoder.n_pieces`).
+    """
     cover: dict[int, str] = {}
-    for match in recognisers.find(text, reference):
+    for match in matches:
         first = True
         for i, tok in enumerate(tokens):
             if tok.start >= match.start and tok.end <= match.end:
@@ -54,6 +64,7 @@ def token_features(
                 first = False
     words = [t.text.lower() for t in tokens]
     n = len(words)
+    rarity = [str(min(_MAX_PIECES, n_pieces(w))) for w in words]
     feats: list[list[str]] = []
     cue = "none"
     cue_at = -100
@@ -69,12 +80,13 @@ def token_features(
             "w+1=" + (words[i + 1] if i + 1 < n else "</s>"),
             "w-2=" + (words[i - 2] if i > 1 else "<s>"),
             "w+2=" + (words[i + 2] if i + 2 < n else "</s>"),
-            "w-1w=" + (words[i - 1] if i > 0 else "<s>") + "|" + w,
-            "ww+1=" + w + "|" + (words[i + 1] if i + 1 < n else "</s>"),
             "rec=" + cover.get(i, "O"),
             "rec-1=" + (cover.get(i - 1, "O") if i > 0 else "<s>"),
             "rec+1=" + (cover.get(i + 1, "O") if i + 1 < n else "</s>"),
             "cue=" + (cue if i - cue_at <= _CUE_WINDOW else "none"),
+            "pc=" + rarity[i],
+            "pc-1=" + (rarity[i - 1] if i > 0 else "<s>"),
+            "pc+1=" + (rarity[i + 1] if i + 1 < n else "</s>"),
         ]
         if w in MONTHS:
             f.append("month")

@@ -36,7 +36,7 @@ from agents.nlu.text import MAX_TEXT_CHARS, clean_text
 
 __all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
 
-CODE_VERSION = "nlu-train-1"
+CODE_VERSION = "nlu-train-2"
 """Bump when training changes what a model folder contains (invalidates caches)."""
 
 log = logging.getLogger("parley.nlu.train")
@@ -57,7 +57,7 @@ class TrainingParams:
     max_in_scope_loss: float = 0.01
     char_range: tuple[int, int] = (2, 5)
     use_embeddings: bool = True
-    tagger_c: float = 0.5
+    tagger_c: float = 1.0
     seed: int = 0
     refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
@@ -254,6 +254,8 @@ def _train_tagger(
     if not any(e.entities for e in annotated):
         return None
     recognisers = Recognisers(params.recognisers)
+    tokenizer, _ = load_wordllama()
+    encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
     vocab: dict[str, int] = {}
     rows: list[int] = []
     cols: list[int] = []
@@ -264,7 +266,8 @@ def _train_tagger(
         tokens = tokens_for(text)
         spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
         tag_names += encode_bio(tokens, spans)
-        for feats in token_features(text, tokens, recognisers, _TRAIN_REFERENCE):
+        matches = recognisers.find(text, _TRAIN_REFERENCE)
+        for feats in token_features(tokens, matches, encoder.n_pieces):
             for f in feats:
                 rows.append(n_tokens)
                 cols.append(vocab.setdefault(f, len(vocab)))
@@ -344,9 +347,6 @@ def train_model(
             (tmp / "intent.onnx").write_bytes(result.onnx_bytes)
             result.vocab.save(tmp / "intent_features.npz")
             files.update(intent_model="intent.onnx", intent_features="intent_features.npz")
-            if params.use_embeddings:
-                shutil.copyfile(wordllama_files()[0], tmp / "tokenizer.json")
-                files["tokenizer"] = "tokenizer.json"
         else:
             for step in ("no intents", "-", "-"):
                 progress(step)
@@ -356,6 +356,9 @@ def train_model(
             (tmp / "tagger.onnx").write_bytes(tagger.onnx_bytes)
             (tmp / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
             files.update(tagger_model="tagger.onnx", tagger_features="tagger_features.json")
+        if "tagger_model" in files or (intent_examples and params.use_embeddings):
+            shutil.copyfile(wordllama_files()[0], tmp / "tokenizer.json")
+            files["tokenizer"] = "tokenizer.json"
         manifest = Manifest(
             version=f"nlu-{digest[:12]}",
             created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -6,9 +6,9 @@ so a regression fails. Splits are made inside the given development data
 calibration and the out-of-scope threshold are tuned on a split of the
 training part only. Figures measured (2-core machine, shared):
 
-* Banking77 holdout: top-1 accuracy 0.906, accuracy with oos decision 0.897
-* CLINC150 val: in-scope accuracy 0.921, oos recall 0.73
-* NLU++ banking, 5-fold: strict entity micro F1 0.73
+* Banking77 holdout: top-1 accuracy 0.901, accuracy with oos decision 0.893
+* CLINC150 val: in-scope accuracy 0.921, oos recall 0.71
+* NLU++ banking, 5-fold: strict entity micro F1 0.769
 """
 
 from __future__ import annotations
@@ -89,4 +89,4 @@ def test_nlupp_banking_entity_f1_cross_validated(tmp_path: Path) -> None:
         fp += predicted - found
         fn += gold - found
     f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= 0.70, f1
+    assert f1 >= 0.75, f1

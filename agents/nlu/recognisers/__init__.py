@@ -60,13 +60,19 @@ DEFAULT_ID_PATTERNS: dict[str, str] = {
 }
 """Default id patterns: group 1 is the id (``order AB-123456``, ``account no 12345678``)."""
 
-_ALPHA = re.compile(r"[a-z]+")
+_DIGIT = re.compile(r"\d")
 _DATE_WORDS = frozenset(
     ["today", "tonight", "tomorrow", "yesterday", "night", "ago"]
     + [w for w in WEEKDAYS if w.endswith("day")]
 )
 _TIME_WORDS = frozenset(["noon", "midday", "midnight"])
 _NUMBER_WORDS = frozenset(NUMBER_WORDS)
+_TRIGGER_WORD = re.compile(
+    "(?<![a-z])(?:{})(?![a-z])".format(
+        "|".join(sorted(_DATE_WORDS | _TIME_WORDS | _NUMBER_WORDS, key=len, reverse=True))
+    )
+)
+"""Whole lower-case words that make the date, time or number recognisers worth running."""
 _PRIORITY = {"email": 1, "phone": 2, "amount": 3, "date": 4, "time": 4, "number": 9}
 
 
@@ -126,8 +132,8 @@ class Recognisers:
         if "email" in on:
             add("email", find_emails(text), _PRIORITY["email"])
         # Cheap triggers first: most chat messages have no digit and no date word.
-        has_digit = any(c.isdigit() for c in text)
-        words = set(_ALPHA.findall(text.lower()))
+        has_digit = _DIGIT.search(text) is not None
+        words = set(_TRIGGER_WORD.findall(text.lower()))
         if has_digit and "phone" in on:
             add("phone", find_phones(text, self.config.default_country_code), _PRIORITY["phone"])
         if has_digit and "amount" in on:

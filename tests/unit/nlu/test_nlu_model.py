@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import FrozenInstanceError
@@ -118,6 +119,24 @@ def test_missing_or_broken_model_folder(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError):
         NLUModel.load(tmp_path)
+
+
+def test_model_folder_of_an_older_format_asks_for_retraining(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(demo_model_dir, old)
+    raw = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**raw, "format": 1}))
+    with pytest.raises(ManifestError, match=r"format 1, expected 2"):
+        NLUModel.load(old)
+
+
+def test_word_rarity_counts_tokenizer_pieces(demo_model: NLUModel) -> None:
+    encoder = demo_model._encoder
+    assert encoder is not None
+    assert encoder.n_pieces("card") == 1
+    assert encoder.n_pieces("kawamoto") == 4
 
 
 def test_bad_training_data_names_file_and_line(tmp_path: Path) -> None:

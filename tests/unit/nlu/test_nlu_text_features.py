@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.nlu.features import NgramVocabulary, hash_ngrams
+from agents.nlu.features import HashIndex, NgramVocabulary, hash_ngrams
 from agents.nlu.text import MAX_TEXT_CHARS, clean_text, feature_words, tokenize
 
 
@@ -50,3 +50,20 @@ def test_vocabulary_transform_scales_each_block_to_unit_norm() -> None:
     assert np.isclose(np.linalg.norm(dense[0, :n_words]), 1.0, atol=1e-5)
     assert np.isclose(np.linalg.norm(dense[0, n_words:]), 1.0, atol=1e-5)
     assert not dense[2].any()
+
+
+def test_hash_index_finds_exactly_the_known_keys() -> None:
+    rng = np.random.default_rng(0)
+    random_keys = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
+    keys = np.unique(np.concatenate((random_keys, np.arange(1, 300, dtype=np.uint64))))
+    index = HashIndex(keys)
+    queries = np.concatenate((keys[::-2], rng.integers(0, 2**63, 5000).astype(np.uint64)))
+    expected = {int(k): i for i, k in enumerate(keys)}
+    for batch in (queries, queries[:100]):  # the bucketed table, the binary search
+        columns, found = index.lookup(batch)
+        for q, col, ok in zip(batch.tolist(), columns.tolist(), found.tolist(), strict=True):
+            assert ok == (q in expected)
+            if ok:
+                assert col == expected[q]
+    empty = HashIndex(np.zeros(0, np.uint64))
+    assert not empty.lookup(queries)[1].any() and not empty.lookup(queries[:100])[1].any()
