@@ -17,6 +17,7 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
+from parley.runtime import freeze_startup_objects
 from parley.settings import Settings
 from streams import transport
 from streams.codecs import AvroCodec, codec_for
@@ -43,6 +44,11 @@ class ParleyApp(faust.App):
         super().__init__(*args, **kwargs)
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_started(self) -> None:
+        """Once agents and models are up, keep the collector off them (see parley.runtime)."""
+        await super().on_started()
+        freeze_startup_objects()
 
     async def on_shutdown(self) -> None:
         """After agents and the consumer stopped: close what agents used, newest first."""
