@@ -105,11 +105,14 @@ async def crash_and_recover(
     stack: Any, clients: list[ChatClient], talk: Any,
     acked: dict[str, set[str]], got: dict[str, list[dict[str, Any]]],
 ) -> None:
-    """Talk, SIGKILL the worker, keep talking, restart it, wait for the replies."""
-    await asyncio.gather(*(talk(c, 2) for c in clients))
+    """Talk, SIGKILL the worker mid-stream, keep talking, restart it, wait for the replies."""
+    talking = asyncio.gather(*(talk(c, 4) for c in clients))
+    await asyncio.sleep(2)
     worker = next(c for c in stack.children if c.name.startswith("worker"))
-    worker.kill()  # SIGKILL: offsets since the last commit are not committed
-    await asyncio.gather(*(talk(c, 2) for c in clients))  # still acked: the broker holds them
+    # SIGKILL while events flow: what it processed since its last commit (every 0.5 s)
+    # is not committed. Messages sent from now on are still acked: the broker holds them.
+    worker.kill()
+    await talking
     restarted = stack.start_worker(name="worker-restarted")
     await asyncio.to_thread(stack.wait_ready, [restarted], 90)
 
