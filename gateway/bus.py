@@ -32,11 +32,24 @@ class DeliveryError(Exception):
     """The broker did not accept an event (after the producer's own retries)."""
 
 
+#: Delivery errors after which a producer never delivers again (see InboundProducer).
+_FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                     KafkaError._FENCED})
+
+
 class InboundProducer:
-    """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event."""
+    """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event.
+
+    A producer that is fenced or fails fatally is unusable for good. Tansu fences an
+    idempotent producer whose requests timed out during an outage (every later
+    delivery fails with PRODUCER_FENCED, which librdkafka does not flag as fatal), so
+    either makes this one replace its producer with a new one: the gateway takes
+    messages again once the broker is back. Events the old one still held fail with
+    :class:`DeliveryError` (the client is told to retry).
+    """
 
     def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
-        self._producer = Producer({
+        self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
             "enable.idempotence": True,
@@ -44,7 +57,11 @@ class InboundProducer:
             "linger.ms": linger_ms,
             "delivery.timeout.ms": 10_000,
             "socket.keepalive.enable": True,
-        })  # fmt: skip
+            "error_cb": self._on_error,
+        }
+        self._producer = Producer(self._config)
+        self._producer_lock = threading.Lock()  # send() on the loop, replacement on the thread
+        self._fatal: KafkaError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: list[tuple[asyncio.Future[None], KafkaError | None]] = []
         self._done_lock = threading.Lock()
@@ -64,28 +81,49 @@ class InboundProducer:
         future: asyncio.Future[None] = self._loop.create_future()
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None and err.code() in _FENCED:
+                self._fatal = err
             with self._done_lock:
                 self._done.append((future, err))
 
         try:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-            except BufferError:
-                # Local queue full: give the broker a moment to drain it, then try once more.
-                self._producer.poll(0.1)
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            with self._producer_lock:
+                try:
+                    self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                except BufferError:
+                    # Local queue full: give the broker a moment to drain it, then retry once.
+                    self._producer.poll(0.1)
+                    self._producer.produce(topic, value=value, key=key,
+                                           on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
             future.set_exception(DeliveryError(f"not queued: {exc}"))
         return future
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (on the poll thread)."""
+        if err.fatal():
+            self._fatal = err
+        else:
+            logger.debug("gateway.producer.error error=%s", err.str())
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
             # Returns as soon as delivery reports are served; the timeout only bounds
             # how long an idle gateway sleeps (and how long close() waits).
             self._producer.poll(0.1)
+            if self._fatal is not None:
+                self._replace_producer()
             self._hand_over()
         self._producer.flush(5)
         self._hand_over()
+
+    def _replace_producer(self) -> None:
+        logger.warning("gateway.producer.replaced error=%s", self._fatal and self._fatal.str())
+        with self._producer_lock:
+            old, self._producer = self._producer, Producer(self._config)
+        old.purge()  # what it still held fails now, through its delivery reports
+        old.flush(1)
+        self._fatal = None  # after the old one's last reports, which may repeat the error
 
     def _hand_over(self) -> None:
         """Resolve the futures of delivered events on the loop, one call per batch."""
