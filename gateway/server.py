@@ -137,6 +137,7 @@ class Gateway:
         )
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)
+        metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
         self._server: Server | None = None
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
@@ -324,7 +325,6 @@ class Gateway:
                 frame.client_msg_id,
             ))  # fmt: skip
             return
-        metrics.IN_FLIGHT.set(len(self.in_flight))
         try:
             seq = await self.store.next_inbound_seq(keys)
         except REDIS_UNAVAILABLE as exc:
@@ -405,7 +405,6 @@ class Gateway:
             keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
-        metrics.IN_FLIGHT.set(len(self.in_flight))
         for client, replies in by_client.items():
             task = asyncio.create_task(client.deliver(replies))
             self._tasks.add(task)

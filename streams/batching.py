@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +27,7 @@ from faust.exceptions import ProducerSendError
 
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["DEPENDENCY_ERRORS", "adaptive_batches", "process_until_done"]
+__all__ = ["DEPENDENCY_ERRORS", "adaptive_batches", "process_batches", "process_until_done"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +101,10 @@ async def process_until_done(
             if failures:
                 logger.info("%s.batch.recovered attempts=%d", what, failures + 1)
             return
+
+
+async def process_batches(stream: Any, max_size: int,
+                          process: Callable[[list[Any]], Awaitable[None]], what: str) -> None:
+    """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds."""
+    async for events in adaptive_batches(stream, max_size):
+        await process_until_done(functools.partial(process, events), what)

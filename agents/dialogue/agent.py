@@ -27,7 +27,7 @@ it; the knowledge agent's answer carries an id derived from the request's, and
 a repeated answer is dropped here like any repeated event.
 
 A batch that fails because Redis or the broker is unavailable is processed
-again until it succeeds (``process_until_done``); every step above is
+again until it succeeds (``streams.batching.process_batches``); every step above is
 idempotent, so a repeat only re-sends what may not have arrived.
 
 Slow knowledge work (an LLM call) happens in the knowledge agent, never here:
@@ -37,7 +37,6 @@ its answer comes back on ``knowledge.results`` and is delivered like a reply.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ from faust.types import EventT
 from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from parley.errors import DecodeError
 from streams.app import WorkerContext, send_to_dlq
-from streams.batching import adaptive_batches, process_until_done
+from streams.batching import process_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
 
@@ -89,8 +88,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # a faust.Stream
-        async for events in adaptive_batches(stream, settings.worker_batch_size):
-            await process_until_done(functools.partial(_process, events), "dialogue")
+        await process_batches(stream, settings.worker_batch_size, _process, "dialogue")
 
     def _decode(event: EventT) -> _Incoming:
         is_result = event.message.topic == results_topic

@@ -92,10 +92,6 @@ class AnswerCache:
         self.semantic_threshold = semantic_threshold
         self.semantic_entries = semantic_entries
 
-    async def generation(self, tenant: str) -> int:
-        value = _text(await self.redis.get(KbKeys(tenant).generation))
-        return int(value) if value else 0
-
     async def bump(self, tenant: str) -> int:
         """Retire every cached answer of ``tenant`` (a document changed)."""
         try:

@@ -9,7 +9,6 @@ per-conversation order is kept. An undecodable event goes to
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,7 +18,7 @@ from faust.types import EventT
 
 from parley.errors import DecodeError
 from streams.app import WorkerContext, send_to_dlq
-from streams.batching import adaptive_batches, process_until_done
+from streams.batching import process_batches
 
 __all__ = ["Understander", "register_nlu_agent"]
 
@@ -43,8 +42,7 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
 
     @ctx.app.agent(ctx.inbound, name=f"{settings.topic_prefix}nlu")
     async def nlu(stream: Any) -> None:  # a faust.Stream
-        async for events in adaptive_batches(stream, settings.worker_batch_size):
-            await process_until_done(functools.partial(_process, events), "nlu")
+        await process_batches(stream, settings.worker_batch_size, _process, "nlu")
 
     async def _process(events: Sequence[EventT]) -> None:
         messages: list[tuple[EventT, dict[str, Any]]] = []

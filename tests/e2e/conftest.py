@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from infra.ports import find_free_ports
 from infra.topics import ensure_topics
@@ -105,6 +107,32 @@ def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
         stack.start_worker(port)
     stack.wait_ready(timeout=90)
     return Pipeline(stack, [f"ws://127.0.0.1:{port}" for port in ports[:gateways]])
+
+
+def read_topic(settings: Settings, topic: str) -> list[Message]:
+    """Every record on ``settings.topic(topic)`` so far, read to the end of each partition."""
+    name = settings.topic(topic)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"audit-{uuid.uuid4().hex[:8]}",
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in partitions])
+        pending, records = set(partitions), []
+        deadline = time.monotonic() + 15
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is None:
+                records.append(msg)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+        assert not pending, f"{name}: partitions {sorted(pending)} not read to the end"
+        return records
+    finally:
+        consumer.close()
 
 
 @pytest.fixture(scope="module", params=["embedded", "docker"])

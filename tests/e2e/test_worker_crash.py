@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND
 from tests.e2e.chat_client import ChatClient
-from tests.e2e.conftest import Pipeline, make_settings, start_pipeline
+from tests.e2e.conftest import Pipeline, make_settings, read_topic, start_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 
@@ -30,19 +29,8 @@ def own_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
 
 
 def outbound_replies(pipeline: Pipeline) -> list[dict[str, Any]]:
-    settings = pipeline.settings
-    topic = settings.topic(CHAT_OUTBOUND)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "audit",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.chat_partitions)])
-    codec, replies, idle_since = codec_for("bot_reply"), [], time.monotonic()
-    while time.monotonic() - idle_since < 2:
-        msg = consumer.poll(0.2)
-        if msg is not None and not msg.error():
-            replies.append(codec.decode(msg.value()))
-            idle_since = time.monotonic()
-    consumer.close()
-    return replies
+    codec = codec_for("bot_reply")
+    return [codec.decode(m.value()) for m in read_topic(pipeline.settings, CHAT_OUTBOUND)]
 
 
 async def test_worker_killed_mid_stream(own_pipeline: Pipeline) -> None:
