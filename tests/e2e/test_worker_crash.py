@@ -1,4 +1,9 @@
-"""Killing and restarting the worker loses no acknowledged message and duplicates no reply."""
+"""Workers come and go mid-stream without losing or repeating an acknowledged message.
+
+A worker is killed (SIGKILL) and restarted; a second worker joins and the first
+leaves (two consumer-group rebalances). Either way every acknowledged message is
+answered exactly once, and each conversation's replies stay gap-free and ordered.
+"""
 
 from __future__ import annotations
 
@@ -28,84 +33,115 @@ def own_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
     running.stack.stop()
 
 
-def outbound_replies(pipeline: Pipeline) -> list[dict[str, Any]]:
-    codec = codec_for("bot_reply")
-    return [codec.decode(m.value()) for m in read_topic(pipeline.settings, CHAT_OUTBOUND)]
+class Conversations:
+    """Chat clients that talk steadily and record what was acked and answered."""
 
+    def __init__(self, url: str, count: int = 8) -> None:
+        self.clients = [ChatClient(url) for _ in range(count)]
+        self.acked: dict[str, set[str]] = defaultdict(set)
+        self.got: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._tasks: list[asyncio.Task[None]] = []
 
-async def test_worker_killed_mid_stream(own_pipeline: Pipeline) -> None:
-    stack = own_pipeline.stack
-    acked: dict[str, set[str]] = defaultdict(set)
-    got: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    clients = [ChatClient(own_pipeline.url) for _ in range(8)]
-    for c in clients:
-        await c.__aenter__()
+    async def __aenter__(self) -> Conversations:
+        for chat in self.clients:
+            await chat.__aenter__()
+            self._tasks += [asyncio.create_task(self._acks(chat)),
+                            asyncio.create_task(self._replies(chat))]
+        return self
 
-    async def talk(chat: ChatClient, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        i = 0
-        while time.monotonic() < end:
-            await chat.send(f"tell me about my card {i}")
-            i += 1
-            await asyncio.sleep(0.05)
-
-    async def drain(chat: ChatClient) -> None:
-        while True:
-            frame = await chat.frames["ack"].get()
-            acked[chat.conversation].add(frame["client_msg_id"])
-
-    async def replies(chat: ChatClient) -> None:
-        while True:
-            got[chat.conversation].append(await chat.frames["reply"].get())
-
-    background = [asyncio.create_task(f(c)) for c in clients for f in (drain, replies)]
-    try:
-        await crash_and_recover(stack, clients, talk, acked, got)
-    finally:
-        for task in background:
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
             task.cancel()
-        for c in clients:
-            await c.__aexit__(None, None, None)
+        for chat in self.clients:
+            await chat.__aexit__(None, None, None)
 
-    total_acked = sum(len(v) for v in acked.values())
-    assert total_acked > 100
-    for conversation, ids in acked.items():
-        answered = [r["in_reply_to"] for r in got[conversation]]
-        assert set(answered) == ids, "every acknowledged message is answered"
-        assert len(answered) == len(set(answered)), "no message is answered twice"
-        seqs = [r["seq"] for r in got[conversation]]
-        assert seqs == sorted(seqs) == list(range(1, len(seqs) + 1))
+    async def _acks(self, chat: ChatClient) -> None:
+        while True:
+            self.acked[chat.conversation].add((await chat.frames["ack"].get())["client_msg_id"])
 
-    # On the topic, a reply for one inbound event is either unique or an exact re-send
-    # (same event_id and seq: a worker died between producing and recording it).
+    async def _replies(self, chat: ChatClient) -> None:
+        while True:
+            self.got[chat.conversation].append(await chat.frames["reply"].get())
+
+    def talk(self, seconds: float) -> asyncio.Future[Any]:
+        """Every client sends a message every 50 ms for ``seconds``."""
+        async def one(chat: ChatClient) -> None:
+            end, i = time.monotonic() + seconds, 0
+            while time.monotonic() < end:
+                await chat.send(f"tell me about my card {i}")
+                i += 1
+                await asyncio.sleep(0.05)
+
+        return asyncio.gather(*(one(chat) for chat in self.clients))
+
+    @property
+    def total_acked(self) -> int:
+        return sum(len(ids) for ids in self.acked.values())
+
+    async def wait_answered(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while (sum(len(r) for r in self.got.values()) < self.total_acked
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # anything duplicated would arrive now
+
+    def assert_answered_exactly_once(self) -> None:
+        assert self.total_acked > 100
+        for conversation, ids in self.acked.items():
+            answered = [r["in_reply_to"] for r in self.got[conversation]]
+            assert set(answered) == ids, "every acknowledged message is answered"
+            assert len(answered) == len(set(answered)), "no message is answered twice"
+            seqs = [r["seq"] for r in self.got[conversation]]
+            assert seqs == sorted(seqs) == list(range(1, len(seqs) + 1))
+
+
+def assert_topic_repeats_are_resends(pipeline: Pipeline, total_acked: int) -> None:
+    """On the topic, a reply for one inbound event is either unique or an exact re-send
+    (same event_id and seq: a worker died between producing and recording it)."""
+    codec = codec_for("bot_reply")
     by_inbound: dict[str, set[tuple[str, int, str]]] = defaultdict(set)
-    for r in outbound_replies(own_pipeline):
+    for m in read_topic(pipeline.settings, CHAT_OUTBOUND):
+        r = codec.decode(m.value())
         by_inbound[r["payload"]["in_reply_to"]].add((r["event_id"], r["seq"], r["payload"]["text"]))
     assert len(by_inbound) == total_acked
     assert all(len(versions) == 1 for versions in by_inbound.values())
 
+
+async def test_worker_killed_mid_stream(own_pipeline: Pipeline) -> None:
+    stack = own_pipeline.stack
+    async with Conversations(own_pipeline.url) as chats:
+        talking = chats.talk(4)
+        await asyncio.sleep(2)
+        worker = next(c for c in stack.children if c.name.startswith("worker"))
+        # SIGKILL while events flow: what it processed since its last commit (every 0.5 s)
+        # is not committed. Messages sent from now on are still acked: the broker holds them.
+        worker.kill()
+        await talking
+        restarted = stack.start_worker(name="worker-restarted")
+        await asyncio.to_thread(stack.wait_ready, [restarted], 90)
+        await chats.wait_answered()
+
+    chats.assert_answered_exactly_once()
+    assert_topic_repeats_are_resends(own_pipeline, chats.total_acked)
     # The crash really left processed-but-uncommitted events for the new worker.
-    restarted = next(c for c in own_pipeline.stack.children if c.name == "worker-restarted")
     assert "dialogue.events.reprocessed" in restarted.log_path.read_text()
 
 
-async def crash_and_recover(
-    stack: Any, clients: list[ChatClient], talk: Any,
-    acked: dict[str, set[str]], got: dict[str, list[dict[str, Any]]],
-) -> None:
-    """Talk, SIGKILL the worker mid-stream, keep talking, restart it, wait for the replies."""
-    talking = asyncio.gather(*(talk(c, 4) for c in clients))
-    await asyncio.sleep(2)
-    worker = next(c for c in stack.children if c.name.startswith("worker"))
-    # SIGKILL while events flow: what it processed since its last commit (every 0.5 s)
-    # is not committed. Messages sent from now on are still acked: the broker holds them.
-    worker.kill()
-    await talking
-    restarted = stack.start_worker(name="worker-restarted")
-    await asyncio.to_thread(stack.wait_ready, [restarted], 90)
+async def test_workers_join_and_leave_mid_stream(own_pipeline: Pipeline) -> None:
+    stack = own_pipeline.stack
+    first = next(c for c in stack.children if c.name.startswith("worker"))
+    async with Conversations(own_pipeline.url) as chats:
+        talking = chats.talk(12)
+        await asyncio.sleep(1.5)
+        second = stack.start_worker(name="worker-second")  # rebalance: partitions split
+        await asyncio.to_thread(stack.wait_ready, [second], 90)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(first.stop)  # graceful leave: the second takes all
+        await talking
+        await chats.wait_answered()
 
-    total_acked = sum(len(v) for v in acked.values())
-    deadline = time.monotonic() + 60
-    while sum(len(v) for v in got.values()) < total_acked and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1)  # anything duplicated would arrive now
+    chats.assert_answered_exactly_once()
+    assert_topic_repeats_are_resends(own_pipeline, chats.total_acked)
+    # Both workers really served: the second took partitions while the first ran.
+    log = second.log_path.read_text()
+    assert "nlu" in log and first.popen.returncode == 0
