@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
+from streams.metrics import AGENT_BATCH_RETRIES, AGENT_BATCH_SECONDS, AGENT_BATCH_SIZE, AGENT_EVENTS
 from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["DEPENDENCY_ERRORS", "adaptive_batches", "process_batches", "process_until_done"]
@@ -93,6 +95,7 @@ async def process_until_done(
             await process()
         except DEPENDENCY_ERRORS as exc:
             failures += 1
+            AGENT_BATCH_RETRIES.labels(what).inc()
             logger.warning("%s.batch.retrying attempt=%d pause_s=%.1f error=%r",
                            what, failures, pause, exc)
             await asyncio.sleep(pause)
@@ -105,6 +108,14 @@ async def process_until_done(
 
 async def process_batches(stream: Any, max_size: int,
                           process: Callable[[list[Any]], Awaitable[None]], what: str) -> None:
-    """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds."""
+    """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds.
+    ``what`` names the agent in logs and metrics."""
+    events_done = AGENT_EVENTS.labels(what)
+    batch_size = AGENT_BATCH_SIZE.labels(what)
+    batch_seconds = AGENT_BATCH_SECONDS.labels(what)
     async for events in adaptive_batches(stream, max_size):
+        began = time.perf_counter()
         await process_until_done(functools.partial(process, events), what)
+        batch_seconds.observe(time.perf_counter() - began)
+        batch_size.observe(len(events))
+        events_done.inc(len(events))

@@ -36,7 +36,6 @@ its answer comes back on ``knowledge.results`` and is delivered like a reply.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from faust.types import EventT
 
 from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from parley.errors import DecodeError
-from streams.app import WorkerContext, send_to_dlq
+from streams.app import WorkerContext, produce, send_to_dlq
 from streams.batching import process_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
@@ -167,10 +166,8 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
 
 
 async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:
-    """Send in order, then wait until the broker holds every record."""
-    futures = [await topic.send(key=keys.conversation_id.encode(), value=value)
-               for keys, value in records]
-    await asyncio.gather(*futures)
+    """Send in order, keyed by conversation; return once the broker holds every record."""
+    await produce(topic, [(keys.conversation_id.encode(), value) for keys, value in records])
 
 
 def _question(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:

@@ -8,7 +8,6 @@ per-conversation order is kept. An undecodable event goes to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any, Protocol
 from faust.types import EventT
 
 from parley.errors import DecodeError
-from streams.app import WorkerContext, send_to_dlq
+from streams.app import WorkerContext, produce, send_to_dlq
 from streams.batching import process_batches
 
 __all__ = ["Understander", "register_nlu_agent"]
@@ -56,11 +55,10 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         texts = [m["payload"]["text"] for _, m in messages]
         # The model is CPU-bound; in batches it takes well under a millisecond per message.
         results = model.understand_batch(texts)
-        futures = []
-        for (event, msg), result in zip(messages, results, strict=True):
-            value = understood_codec.encode(_understood(msg, result))
-            futures.append(await ctx.understood.send(key=event.message.key, value=value))
-        await asyncio.gather(*futures)
+        await produce(ctx.understood, [
+            (event.message.key, understood_codec.encode(_understood(msg, result)))
+            for (event, msg), result in zip(messages, results, strict=True)
+        ])
 
 
 def _understood(msg: dict[str, Any], u: Any) -> dict[str, Any]:

@@ -219,5 +219,16 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     worker = next(c for c in pipeline.stack.children if c.name.startswith("worker"))
     worker_root = worker.ready_url.removesuffix("/readyz")
     assert await asyncio.to_thread(get, "/healthz", worker_root) == (200, "ok\n")
+    async with ChatClient(pipeline.url) as chat:  # something for the counters to count
+        await chat.send("hello")
+        await chat.next("reply")
     status, body = await asyncio.to_thread(get, "/metrics", worker_root)
-    assert status == 200 and "_messages_received_per_topic" in body
+    assert status == 200
+    samples = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+               for line in body.splitlines() if line and not line.startswith("#")}
+    for agent in ("nlu", "dialogue"):
+        assert samples[f'parley_agent_events_total{{agent="{agent}"}}'] >= 1
+        assert samples[f'parley_agent_batch_size_count{{agent="{agent}"}}'] >= 1
+    outbound = pipeline.settings.topic(CHAT_OUTBOUND)
+    assert samples[f'parley_events_produced_total{{topic="{outbound}"}}'] >= 1
+    assert any(name.endswith("_rebalances") for name in samples), "Faust's own metrics"
