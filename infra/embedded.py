@@ -6,7 +6,7 @@ key. Use it for development and tests; production runs a real Kafka cluster.
 ::
 
     with EmbeddedInfra(Path(".parley"), kafka_port=19092, redis_ports=range(17000, 17006)) as infra:
-        ensure_topics(infra.kafka_bootstrap, all_topics())
+        ensure_topics(infra.kafka_bootstrap, all_topics(chat_partitions=4))
         ...
 """
 

@@ -125,7 +125,11 @@ class Settings(EnvSettings):
         Path(".parley"), "PARLEY_DATA_DIR", "Folder for embedded infrastructure data and logs."
     )
     chat_partitions: int = setting(
-        12, "PARLEY_CHAT_PARTITIONS", "Partitions of the chat.* topics when Parley creates them."
+        4,
+        "PARLEY_CHAT_PARTITIONS",
+        "Partitions of the chat and knowledge topics when Parley creates them: the most "
+        "workers that can share the load. 4 suits the embedded one-machine broker, whose "
+        "cost grows with partitions; docker-compose.yml uses 12 on Apache Kafka.",
     )
     fetch_max_wait_ms: int = setting(
         10,

@@ -36,7 +36,7 @@ def dlq_of(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-def all_topics(chat_partitions: int = 12, prefix: str = "") -> list[TopicSpec]:
+def all_topics(chat_partitions: int, prefix: str = "") -> list[TopicSpec]:
     """Every topic Parley creates, with its partition count."""
     # Keyed by conversation and co-partitioned: the dialogue agent reads chat.understood
     # and knowledge.results, and must own both topics' partition N of a conversation.
