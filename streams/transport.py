@@ -50,6 +50,9 @@ class _Consumer(faust_aiokafka.Consumer):
         the committed offsets). Then one task delivers them all, raced against flow
         suspension (a rebalance); when suspended, the rest of the fetch is dropped,
         as Faust's own loop drops it, and read again from the committed offsets.
+        Written against faust-streaming 0.15 (pinned in pyproject.toml): re-read
+        Faust's loop when upgrading. ``tests/e2e/test_worker_crash.py`` moves
+        partitions between workers mid-stream and checks nothing is lost.
         """
         fetcher_stopped = fetcher._stopped.is_set
         stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors,
