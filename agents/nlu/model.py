@@ -29,7 +29,8 @@ from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
-from agents.nlu.tagger import decode_bio, token_features, tokens_for
+from agents.nlu.spans import SpanModels
+from agents.nlu.tagger import decode_runs, token_features, tokens_for
 from agents.nlu.text import clean_text
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
@@ -87,6 +88,9 @@ class NLUModel:
             self._tagger = _session(model_dir / files["tagger_model"], threads)
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
             self._tagger_features = {f: i for i, f in enumerate(names_list)}
+        self._span_models: SpanModels | None = None
+        if "span_models" in files:
+            self._span_models = SpanModels.load(model_dir / files["span_models"])
 
     @property
     def has_tagger(self) -> bool:
@@ -209,7 +213,12 @@ class NLUModel:
         scores = self._tagger.run(["logits"], feeds)[0]
         spans: list[list[tuple[int, int, str]]] = []
         offset = 0
-        for tokens in token_lists:
-            spans.append(decode_bio(tokens, scores[offset : offset + len(tokens)], self._tags))
+        refine = self._span_models.refine if self._span_models is not None else None
+        for tokens, matches in zip(token_lists, found, strict=True):
+            own = scores[offset : offset + len(tokens)]
             offset += len(tokens)
+            runs = decode_runs(own, self._tags)
+            if runs and refine is not None:
+                runs = refine(tokens, own, self._tags, runs, matches, self._encoder.n_pieces)
+            spans.append([(tokens[a].start, tokens[b - 1].end, e) for a, b, e in runs])
         return spans

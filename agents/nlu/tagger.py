@@ -21,17 +21,25 @@ from agents.nlu.recognisers.datetimes import MONTHS, WEEKDAYS
 from agents.nlu.results import EntityMatch
 from agents.nlu.text import Token, tokenize
 
-__all__ = ["CUE_WORDS", "decode_bio", "encode_bio", "token_features", "tokens_for"]
+__all__ = [
+    "CUE_WORDS",
+    "MAX_PIECES",
+    "decode_runs",
+    "encode_bio",
+    "shape",
+    "token_features",
+    "tokens_for",
+]
 
 CUE_WORDS = frozenset(
     "from to until till between and since after before on at by in for last next this "
     "ago during starting ending".split()
 )
 _CUE_WINDOW = 6
-_MAX_PIECES = 3
+MAX_PIECES = 3
 
 
-def _shape(word: str) -> str:
+def shape(word: str) -> str:
     out: list[str] = []
     for c in word[:6]:
         s = "d" if c.isdigit() else "X" if c.isupper() else "x" if c.isalpha() else c
@@ -64,7 +72,7 @@ def token_features(
                 first = False
     words = [t.text.lower() for t in tokens]
     n = len(words)
-    rarity = [str(min(_MAX_PIECES, n_pieces(w))) for w in words]
+    rarity = [str(min(MAX_PIECES, n_pieces(w))) for w in words]
     feats: list[list[str]] = []
     cue = "none"
     cue_at = -100
@@ -72,7 +80,7 @@ def token_features(
         f = [
             "b",
             "w=" + w,
-            "sh=" + _shape(tokens[i].text),
+            "sh=" + shape(tokens[i].text),
             "p2=" + w[:2],
             "s2=" + w[-2:],
             "s3=" + w[-3:],
@@ -116,12 +124,10 @@ def encode_bio(
     return tags
 
 
-def decode_bio(
-    tokens: Sequence[Token],
-    scores: npt.NDArray[np.float32],
-    tags: Sequence[str],
+def decode_runs(
+    scores: npt.NDArray[np.float32], tags: Sequence[str]
 ) -> list[tuple[int, int, str]]:
-    """Decode per-token tag scores into (start, end, entity) spans.
+    """Decode per-token tag scores into ``(first token, last token + 1, entity)`` runs.
 
     Segments first, then types: a span is a maximal run of tokens whose best
     tag is not ``O`` (a new span also starts where the best tag is ``B-`` and the
@@ -129,7 +135,7 @@ def decode_bio(
     type is the entity with the highest summed ``B-``/``I-`` score over the run.
     Typing the whole run at once avoids entities split by flickering types.
     """
-    if not len(tokens):
+    if not len(scores):
         return []
     best = np.argmax(scores, axis=1).tolist()
     outside = tags.index("O") if "O" in tags else -1
@@ -156,6 +162,5 @@ def decode_bio(
     for a, b in runs:
         seg = scores[a:b]
         totals = {e: float(seg[:, cols].max(axis=1).sum()) for e, cols in columns.items()}
-        entity = max(totals, key=lambda e: totals[e])
-        spans.append((tokens[a].start, tokens[b - 1].end, entity))
+        spans.append((a, b, max(totals, key=lambda e: totals[e])))
     return spans

@@ -7,7 +7,9 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
    wordllama mean embedding, on the remaining examples;
 3. fit the softmax temperature and the out-of-scope threshold on the split;
 4. refit on all examples with those settings and export ``intent.onnx``;
-5. train the BIO entity tagger on the examples that carry entity annotations.
+5. train the BIO entity tagger on the examples that carry entity annotations,
+   then its span refinement models (boundaries and types, see
+   :mod:`agents.nlu.spans`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from agents.nlu.embeddings import TokenEncoder, load_wordllama, mean_pool, wordl
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, hash_training_data
 from agents.nlu.recognisers import RecogniserConfig, Recognisers
+from agents.nlu.span_training import AnnotatedMessage, fit_span_models
+from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features, tokens_for
 from agents.nlu.text import MAX_TEXT_CHARS, clean_text
 
 __all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
 
-CODE_VERSION = "nlu-train-2"
+CODE_VERSION = "nlu-train-3"
 """Bump when training changes what a model folder contains (invalidates caches)."""
 
 log = logging.getLogger("parley.nlu.train")
@@ -60,6 +64,7 @@ class TrainingParams:
     tagger_c: float = 1.0
     seed: int = 0
     refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
+    refine_spans: bool = True  # learn boundary and type models over the tagger's spans
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
 
     def __post_init__(self) -> None:
@@ -81,6 +86,7 @@ class TrainingParams:
             "tagger_c": self.tagger_c,
             "seed": self.seed,
             "refit": self.refit,
+            "refine_spans": self.refine_spans,
         }
 
 
@@ -241,6 +247,7 @@ class _TaggerResult:
     entity_labels: list[str]
     features: list[str]
     onnx_bytes: bytes
+    span_models: SpanModels | None
 
 
 def _train_tagger(
@@ -260,6 +267,7 @@ def _train_tagger(
     rows: list[int] = []
     cols: list[int] = []
     tag_names: list[str] = []
+    messages: list[AnnotatedMessage] = []
     n_tokens = 0
     for ex in annotated:
         text = clean_text(ex.text)
@@ -267,6 +275,7 @@ def _train_tagger(
         spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
         tag_names += encode_bio(tokens, spans)
         matches = recognisers.find(text, _TRAIN_REFERENCE)
+        messages.append(AnnotatedMessage(tokens, spans, matches, n_tokens))
         for feats in token_features(tokens, matches, encoder.n_pieces):
             for f in feats:
                 rows.append(n_tokens)
@@ -295,7 +304,15 @@ def _train_tagger(
     for f, i in vocab.items():
         features[i] = f
     entity_labels = sorted({t[2:] for t in tags if t != "O"})
-    return _TaggerResult(tags, entity_labels, features, onnx_model.SerializeToString())
+    span_models = (
+        fit_span_models(
+            messages, x, y, tags, encoder.n_pieces, tagger_c=params.tagger_c, seed=params.seed
+        )
+        if params.refine_spans else None
+    )
+    return _TaggerResult(
+        tags, entity_labels, features, onnx_model.SerializeToString(), span_models
+    )
 
 
 def train_model(
@@ -356,6 +373,9 @@ def train_model(
             (tmp / "tagger.onnx").write_bytes(tagger.onnx_bytes)
             (tmp / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
             files.update(tagger_model="tagger.onnx", tagger_features="tagger_features.json")
+            if tagger.span_models is not None:
+                tagger.span_models.save(tmp / "spans.npz")
+                files["span_models"] = "spans.npz"
         if "tagger_model" in files or (intent_examples and params.use_embeddings):
             shutil.copyfile(wordllama_files()[0], tmp / "tokenizer.json")
             files["tokenizer"] = "tokenizer.json"
