@@ -81,6 +81,7 @@ class LinearTable:
             {name: float(weights[j, 0]) for name, j in self.index.items()}
             if weights.shape[1] == 1 else None
         )
+        self._bias0 = float(bias[0])
 
     def scores(self, features: Mapping[str, float]) -> npt.NDArray[np.float32]:
         index = self.index
@@ -103,10 +104,8 @@ class LinearTable:
         """The single output of a one-output table."""
         if self._single is None:
             raise ValueError("score() needs a table with one output")
-        weights = self._single
-        return float(self.bias[0]) + sum(
-            weights[name] * value for name, value in features.items() if name in weights
-        )
+        weight = self._single.get
+        return self._bias0 + sum([weight(name, 0.0) * value for name, value in features.items()])
 
 
 def _covered(tokens: Sequence[Token], start: int, end: int) -> tuple[int, int] | None:
@@ -228,13 +227,15 @@ class SpanModels:
         words = [t.text.lower() for t in tokens]
         types = _type_scores(tuple(tags))
         by_type = types.of(scores)
-        outside = scores[:, tags.index("O")]
         spans = list(runs)
         if self.boundary is not None:
-            entity_like = (by_type.max(axis=1) - outside).tolist()
+            rows = by_type.tolist()  # a few tokens: plain floats beat small numpy calls
+            outside = scores[:, tags.index("O")].tolist()
+            entity_like = [max(r) - o for r, o in zip(rows, outside, strict=True)]
             chosen: list[TokenSpan] = []
             for run in runs:
-                type_like = (by_type[:, types.position[run[2]]] - outside).tolist()
+                p = types.position[run[2]]
+                type_like = [r[p] - o for r, o in zip(rows, outside, strict=True)]
                 best, best_score = (run[0], run[1]), -np.inf
                 for cand in boundary_candidates(tokens, run, matches):
                     s = self.boundary.score(boundary_features(

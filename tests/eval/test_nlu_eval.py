@@ -8,7 +8,7 @@ training part only. Figures measured (2-core machine, shared):
 
 * Banking77 holdout: top-1 accuracy 0.901, accuracy with oos decision 0.893
 * CLINC150 val: in-scope accuracy 0.921, oos recall 0.71
-* NLU++ banking, 5-fold: strict entity micro F1 0.769
+* NLU++ banking, 5-fold: strict entity micro F1 0.806 (P 0.831, R 0.783)
 """
 
 from __future__ import annotations
@@ -89,4 +89,4 @@ def test_nlupp_banking_entity_f1_cross_validated(tmp_path: Path) -> None:
         fp += predicted - found
         fn += gold - found
     f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= 0.75, f1
+    assert f1 >= 0.795, f1
