@@ -31,6 +31,7 @@ from parley.settings import Settings
 from streams.app import send_to_dlq
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
+from streams.metrics import AGENT_EVENTS
 from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS, dlq_of
 
 __all__ = [
@@ -107,9 +108,12 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
                     request["event_id"], answer.mode, answer.cached, answer.degraded)
         await emit_reply(request, answer.text, list(answer.sources))
 
+    handled = AGENT_EVENTS.labels("knowledge")
+
     @app.agent(requests, name=f"{settings.topic_prefix}knowledge", concurrency=concurrency)
     async def knowledge(stream: Any) -> None:
         async for event in stream.events():
             await handle(event)
+            handled.inc()
 
     return knowledge

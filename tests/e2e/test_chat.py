@@ -222,6 +222,8 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     async with ChatClient(pipeline.url) as chat:  # something for the counters to count
         await chat.send("hello")
         await chat.next("reply")
+        await chat.send(f"what do you know about the planet {uuid.uuid4().hex[:8]}")
+        await chat.next("reply")  # a question no cache holds goes to the knowledge agent
     status, body = await asyncio.to_thread(get, "/metrics", worker_root)
     assert status == 200
     samples = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
@@ -229,6 +231,7 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     for agent in ("nlu", "dialogue"):
         assert samples[f'parley_agent_events_total{{agent="{agent}"}}'] >= 1
         assert samples[f'parley_agent_batch_size_count{{agent="{agent}"}}'] >= 1
+    assert samples['parley_agent_events_total{agent="knowledge"}'] >= 1
     outbound = pipeline.settings.topic(CHAT_OUTBOUND)
     assert samples[f'parley_events_produced_total{{topic="{outbound}"}}'] >= 1
     assert any(name.endswith("_rebalances") for name in samples), "Faust's own metrics"
