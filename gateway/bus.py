@@ -55,6 +55,9 @@ class InboundProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
+            # Kafka's standard key hash (the Java client's, and aiokafka's in the workers):
+            # every producer puts a conversation on the same partition.
+            "partitioner": "murmur2_random",
             "delivery.timeout.ms": 10_000,
             "socket.keepalive.enable": True,
             "error_cb": self._on_error,
@@ -63,7 +66,7 @@ class InboundProducer:
         self._producer_lock = threading.Lock()  # send() on the loop, replacement on the thread
         self._fatal: KafkaError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._done: list[tuple[asyncio.Future[None], KafkaError | None]] = []
+        self._done: list[tuple[asyncio.Future[int], KafkaError | None, int]] = []
         self._done_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
@@ -72,19 +75,19 @@ class InboundProducer:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    def send(self, topic: str, key: str, value: bytes) -> asyncio.Future[None]:
-        """Queue an event; the future resolves when it is acknowledged by the broker.
+    def send(self, topic: str, key: str, value: bytes) -> asyncio.Future[int]:
+        """Queue an event; the future resolves to its partition once the broker holds it.
 
         Events sent in order for one key are written in that order (idempotent producer).
         """
         assert self._loop is not None, "start() first"
-        future: asyncio.Future[None] = self._loop.create_future()
+        future: asyncio.Future[int] = self._loop.create_future()
 
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is not None and err.code() in _FENCED:
                 self._fatal = err
             with self._done_lock:
-                self._done.append((future, err))
+                self._done.append((future, err, msg.partition()))
 
         try:
             with self._producer_lock:
@@ -145,12 +148,12 @@ class InboundProducer:
             await asyncio.to_thread(self._thread.join, 10)
 
 
-def _resolve(done: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
-    for future, err in done:
+def _resolve(done: list[tuple[asyncio.Future[int], KafkaError | None, int]]) -> None:
+    for future, err, partition in done:
         if future.done():
             continue
         if err is None:
-            future.set_result(None)
+            future.set_result(partition)
         else:
             future.set_exception(DeliveryError(err.str()))
 

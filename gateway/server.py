@@ -356,7 +356,7 @@ class Gateway:
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,
-        delivery: asyncio.Future[None], received: float,
+        delivery: asyncio.Future[int], received: float,
     ) -> None:  # fmt: skip
         try:
             await delivery
