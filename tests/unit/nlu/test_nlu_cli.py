@@ -26,8 +26,8 @@ def test_train_evaluate_predict(tmp_path: Path) -> None:
     result = runner.invoke(nlu, ["evaluate", "--model", str(out), "--data", str(data), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    for key in ("n", "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "entity_f1",
-                "latency_ms_p50", "latency_ms_p99"):
+    for key in ("n", "accuracy", "macro_f1", "ece", "in_scope_accuracy", "oos_recall",
+                "entity_f1", "latency_ms_p50", "latency_ms_p99"):
         assert key in report
     assert report["accuracy"] > 0.9
 
