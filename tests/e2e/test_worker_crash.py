@@ -1,8 +1,9 @@
 """Workers come and go mid-stream without losing or repeating an acknowledged message.
 
 A worker is killed (SIGKILL) and restarted; a second worker joins and the first
-leaves (two consumer-group rebalances). Either way every acknowledged message is
-answered exactly once, and each conversation's replies stay gap-free and ordered.
+leaves (two consumer-group rebalances); the worker is restarted on another NLU
+model folder. Every time, every acknowledged message is answered exactly once,
+and each conversation's replies stay gap-free and ordered.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from typing import Any
 
 import pytest
 
+from agents.nlu.data import load_examples
+from agents.nlu.model import NLUModel
+from agents.nlu.train import TrainingParams, train_model
+from parley.domain import demo_nlu_path
 from streams.codecs import codec_for
-from streams.topics import CHAT_OUTBOUND
+from streams.topics import CHAT_OUTBOUND, CHAT_UNDERSTOOD
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline, make_settings, read_topic, start_pipeline
 
@@ -145,3 +150,41 @@ async def test_workers_join_and_leave_mid_stream(own_pipeline: Pipeline) -> None
     # Both workers really served: the second took partitions while the first ran.
     log = second.log_path.read_text()
     assert "nlu" in log and first.popen.returncode == 0
+
+
+async def test_nlu_model_swapped_by_restarting_the_worker(own_pipeline: Pipeline,
+                                                         tmp_path: Path) -> None:
+    stack = own_pipeline.stack
+    old = next(c for c in stack.children if c.name.startswith("worker"))
+    old_version = NLUModel.load(Path(stack.settings.nlu_model_dir)).version
+    new_model = tmp_path / "model-b"  # the demo data again, trained with another C
+    train_model(load_examples([demo_nlu_path()]), new_model, TrainingParams(c=0.5))
+    new_version = NLUModel.load(new_model).version
+    assert new_version != old_version
+
+    async with Conversations(own_pipeline.url) as chats:
+        talking = chats.talk(8)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(old.stop)  # messages keep being acked: the broker holds them
+        stack.settings = stack.settings.replace(nlu_model_dir=str(new_model))
+        stack.model_dir = new_model
+        restarted = stack.start_worker(name="worker-new-model")
+        await asyncio.to_thread(stack.wait_ready, [restarted], 90)
+        await talking
+        await chats.wait_answered()
+
+    chats.assert_answered_exactly_once()
+    assert_topic_repeats_are_resends(own_pipeline, chats.total_acked)
+    # Every message was understood by one model or the other, and within each
+    # conversation the new model took over for good: no old-model message after it.
+    codec = codec_for("chat_understood")
+    seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for m in read_topic(own_pipeline.settings, CHAT_UNDERSTOOD):
+        u = codec.decode(m.value())
+        seqs[(u["conversation_id"], u["payload"]["model_version"])].append(u["seq"])
+    assert {version for _, version in seqs} == {old_version, new_version}
+    for chat in chats.clients:
+        before = seqs[(chat.conversation, old_version)]
+        after = seqs[(chat.conversation, new_version)]
+        assert before and after
+        assert max(before) <= min(after)
