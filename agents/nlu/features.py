@@ -14,12 +14,22 @@ IDF and finds a batch's hashes among them with a :class:`HashIndex`;
 column) arrays plus a per-row L2 scale for each block (words, characters):
 TF-IDF without any sort or de-duplication, cheap enough for tens of thousands
 of messages a second.
+
+For a few messages (a chat turn), numpy's per-call overhead would dominate, so
+``transform`` works differently there: every n-gram but a bigram lies inside one
+padded word and the hash does not depend on where it starts, so it memoises each
+word's columns (its unigram's and its character n-grams') and assembles a
+message from them in plain Python. It emits the occurrences in the order
+:func:`hash_ngrams` does, which is the order the ONNX graph sums them in, so the
+scores are the same to the bit (a unit test compares both ways).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,14 @@ import numpy.typing as npt
 
 from agents.nlu.text import feature_words
 
-__all__ = ["HashIndex", "NgramBatch", "NgramHashes", "NgramVocabulary", "hash_ngrams"]
+__all__ = [
+    "HashIndex",
+    "NgramBatch",
+    "NgramHashes",
+    "NgramVocabulary",
+    "hash_ngrams",
+    "poly_hash",
+]
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -42,6 +59,13 @@ _MIX = np.uint64(0xD6E8FEB86659FD93)
 _TABLE_MIN_HASHES = 4096
 _SPACE = 0x20
 _SEPARATOR = 0x0A  # never inside a cleaned word sequence
+_MASK = (1 << 64) - 1
+_MEMO_MAX = 50_000
+"""Memoised words (and bigrams) per vocabulary before the memo is cleared (~25 MB at most)."""
+_MEMO_MAX_ROWS = 16
+"""Batches up to this size are transformed from memoised words, larger ones with numpy.
+Measured per message (Banking77 vocabulary, one core): 34 µs against 123 µs for one message,
+even at 16, 22 µs against 10 µs at 256."""
 
 
 def _powers(base: int, n: int) -> U64:
@@ -124,6 +148,35 @@ def hash_ngrams(texts: Sequence[str], char_range: tuple[int, int] = (2, 5)) -> N
         char_rows=np.concatenate(char_rows) if char_rows else np.zeros(0, np.int64),
         char_hashes=np.concatenate(char_hashes) if char_hashes else np.zeros(0, np.uint64),
     )
+
+
+def poly_hash(text: str) -> int:
+    """The hash :func:`hash_ngrams` gives the n-gram ``text``: ``Σ (c_k + 1)·B^k mod 2⁶⁴``."""
+    h = 0
+    for c in reversed(text):
+        h = (h * _BASE + ord(c) + 1) & _MASK
+    return h
+
+
+def _flatten(blocks: list[list[list[int]]]) -> tuple[I64, I64]:
+    """(rows, columns) of columns listed per kind of n-gram, then per row: each kind for
+    every row, then the next kind, the order of :func:`hash_ngrams`."""
+    rows: list[int] = []
+    cols: list[int] = []
+    for per_row in blocks:
+        for r, row_cols in enumerate(per_row):
+            rows += [r] * len(row_cols)
+            cols += row_cols
+    return np.array(rows, np.int64), np.array(cols, np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class _WordColumns:
+    """A word's known columns: its unigram's (-1 if unknown) and its character n-grams'."""
+
+    unigram: int  # hash of " word "
+    unigram_column: int
+    char_columns: tuple[tuple[int, ...], ...]  # per n of char_range, in order of position
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,10 +285,16 @@ class NgramVocabulary:
     char_range: tuple[int, int] = (2, 5)
     _word_index: HashIndex = field(init=False, repr=False, compare=False)
     _char_index: HashIndex = field(init=False, repr=False, compare=False)
+    _words: dict[str, _WordColumns] = field(init=False, repr=False, compare=False)
+    _bigrams: dict[int, int] = field(init=False, repr=False, compare=False)
+    _idf_squares: F32 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_word_index", HashIndex(self.word_keys))
         object.__setattr__(self, "_char_index", HashIndex(self.char_keys))
+        object.__setattr__(self, "_words", {})
+        object.__setattr__(self, "_bigrams", {})
+        object.__setattr__(self, "_idf_squares", self.idf * self.idf)
 
     @property
     def n_features(self) -> int:
@@ -259,6 +318,13 @@ class NgramVocabulary:
         return cls(wk[wsel], ck[csel], idf, char_range)
 
     def transform(self, texts: Sequence[str]) -> NgramBatch:
+        """The known n-gram occurrences of ``texts``, in :func:`hash_ngrams`' order."""
+        if len(texts) <= _MEMO_MAX_ROWS:
+            return self._transform_memoised(texts)
+        return self._transform_numpy(texts)
+
+    def _transform_numpy(self, texts: Sequence[str]) -> NgramBatch:
+        """:meth:`transform` by hashing the whole batch with numpy (many messages)."""
         h = hash_ngrams(texts, self.char_range)
         n_words = self.word_keys.shape[0]
         widx, wok = self._word_index.lookup(h.word_hashes)
@@ -269,6 +335,92 @@ class NgramVocabulary:
             h.n_rows, wrows, wcols, crows, ccols,
             _scale(wrows, self.idf[wcols], h.n_rows), _scale(crows, self.idf[ccols], h.n_rows),
         )
+
+    def _transform_memoised(self, texts: Sequence[str]) -> NgramBatch:
+        """:meth:`transform` from memoised words, in plain Python (a few messages)."""
+        lines = [self._columns_of(feature_words(t)) for t in texts]
+        unigrams = [[w.unigram_column for w in line if w.unigram_column >= 0] for line in lines]
+        word_rows, word_cols = _flatten([unigrams, self._bigram_columns(lines)])
+        chars = []
+        for k in range(self.char_range[1] - self.char_range[0] + 1):
+            per_row = []
+            for line in lines:
+                cols: list[int] = []
+                for w in line:
+                    cols += w.char_columns[k]
+                per_row.append(cols)
+            chars.append(per_row)
+        char_rows, char_cols = _flatten(chars)
+        return NgramBatch(
+            len(texts), word_rows, word_cols, char_rows, char_cols,
+            self._small_scale(word_rows, word_cols, len(texts)),
+            self._small_scale(char_rows, char_cols, len(texts)),
+        )
+
+    def _small_scale(self, rows: I64, cols: I64, n_rows: int) -> F32:
+        """:func:`_scale` for a few rows: its sums (bincount adds in order), without its numpy
+        calls for the rest."""
+        sq = np.bincount(rows, weights=self._idf_squares[cols], minlength=n_rows).tolist()
+        return np.array([1.0 / math.sqrt(x) if x > 0 else 0.0 for x in sq], np.float32)
+
+    def _bigram_columns(self, lines: list[list[_WordColumns]]) -> list[list[int]]:
+        """Known bigram columns per row, memoised by hash."""
+        mul, salt = int(_BIGRAM_MUL), int(_BIGRAM_SALT)
+        hashes = [
+            [((a.unigram * mul + b.unigram) & _MASK) ^ salt for a, b in pairwise(line)]
+            for line in lines
+        ]
+        known = self._bigrams
+        new = {h for line in hashes for h in line if h not in known}
+        if new:
+            if len(known) + len(new) > _MEMO_MAX:
+                known.clear()
+                new = {h for line in hashes for h in line}
+            keys = list(new)
+            known.update(zip(keys, self._lookup(self._word_index, keys, 0), strict=True))
+        return [[c for c in map(known.__getitem__, line) if c >= 0] for line in hashes]
+
+    def _columns_of(self, words: list[str]) -> list[_WordColumns]:
+        memo = self._words
+        try:
+            return [memo[w] for w in words]
+        except KeyError:
+            missing = [w for w in words if w not in memo]
+            if len(memo) + len(missing) > _MEMO_MAX:
+                memo.clear()
+                missing = words
+            self._learn_words(list(dict.fromkeys(missing)))
+            return [memo[w] for w in words]
+
+    def _learn_words(self, words: list[str]) -> None:
+        """Hash new (distinct) words and look all their n-grams up at once."""
+        padded = [f" {w} " for w in words]
+        unigrams = [poly_hash(p) for p in padded]
+        uni_cols = self._lookup(self._word_index, unigrams, 0)
+        lo, hi = self.char_range
+        grams = [
+            [[poly_hash(p[a : a + n]) for a in range(len(p) - n + 1)] for n in range(lo, hi + 1)]
+            for p in padded
+        ]
+        flat = self._lookup(
+            self._char_index,
+            [h for per_n in grams for hashes in per_n for h in hashes],
+            self.word_keys.shape[0],
+        )
+        at = 0
+        for word, unigram, column, per_n in zip(words, unigrams, uni_cols, grams, strict=True):
+            found = []
+            for hashes in per_n:
+                found.append(tuple(c for c in flat[at : at + len(hashes)] if c >= 0))
+                at += len(hashes)
+            self._words[word] = _WordColumns(unigram, column, tuple(found))
+
+    @staticmethod
+    def _lookup(index: HashIndex, hashes: list[int], offset: int) -> list[int]:
+        """Columns (plus ``offset``) of ``hashes``; -1 for an unknown hash."""
+        columns, found = index.lookup(np.array(hashes, np.uint64))
+        out: list[int] = np.where(found, columns + offset, -1).tolist()
+        return out
 
     # --- persistence ------------------------------------------------------
     def save(self, path: Path) -> None:

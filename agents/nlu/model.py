@@ -30,7 +30,7 @@ from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.spans import SpanModels
-from agents.nlu.tagger import decode_runs, token_features, tokens_for
+from agents.nlu.tagger import TaggerColumns, decode_runs, tokens_for
 from agents.nlu.text import clean_text
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
@@ -80,14 +80,16 @@ class NLUModel:
             self._vocab = NgramVocabulary.load(model_dir / files["intent_features"])
             self._embed_intents = "tok_id" in {i.name for i in self._intents.get_inputs()}
         self._tagger: ort.InferenceSession | None = None
-        self._tagger_features: dict[str, int] = {}
+        self._tagger_columns: TaggerColumns | None = None
         self._tags: tuple[str, ...] = tuple(manifest.tagger_tags)
         if manifest.has_tagger:
             if self._encoder is None:
                 raise ManifestError(model_dir, "the entity tagger needs a tokenizer file")
             self._tagger = _session(model_dir / files["tagger_model"], threads)
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
-            self._tagger_features = {f: i for i, f in enumerate(names_list)}
+            self._tagger_columns = TaggerColumns(
+                {f: i for i, f in enumerate(names_list)}, self._encoder.n_pieces
+            )
         self._span_models: SpanModels | None = None
         if "span_models" in files:
             self._span_models = SpanModels.load(model_dir / files["span_models"])
@@ -155,7 +157,7 @@ class NLUModel:
         probs = self.intent_probabilities([texts[i] for i in live])
         k = min(TOP_K, probs.shape[1])
         order = np.argsort(-probs, axis=1)[:, :k]
-        top_probs = np.round(np.take_along_axis(probs, order, axis=1).astype(np.float64), 6)
+        top_probs = np.round(probs[np.arange(len(live))[:, None], order].astype(np.float64), 6)
         labels, oos_index, threshold = self.labels, self._oos_index, self.threshold
         for i, top, p in zip(live, order.tolist(), top_probs.tolist(), strict=True):
             ranking = tuple(zip([labels[j] for j in top], p, strict=True))
@@ -190,19 +192,16 @@ class NLUModel:
     ) -> list[list[tuple[int, int, str]]]:
         """Tagger spans per text: one onnxruntime call for the tokens of the whole batch."""
         assert self._tagger is not None and self._encoder is not None
-        vocab = self._tagger_features
+        assert self._tagger_columns is not None
         token_lists = [tokens_for(t) if t.strip() else [] for t in texts]
         rows: list[int] = []
         cols: list[int] = []
         offset = 0
         for tokens, matches in zip(token_lists, found, strict=True):
-            for i, feats in enumerate(token_features(tokens, matches, self._encoder.n_pieces)):
-                for f in feats:
-                    j = vocab.get(f)
-                    if j is not None:
-                        rows.append(offset + i)
-                        cols.append(j)
-            offset += len(tokens)
+            for token_cols in self._tagger_columns.columns(tokens, matches):
+                rows += [offset] * len(token_cols)
+                cols += token_cols
+                offset += 1
         if not offset:
             return [[] for _ in texts]
         feeds = {

@@ -13,6 +13,9 @@ tokens back to character spans.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,10 +27,14 @@ from agents.nlu.text import Token, tokenize
 __all__ = [
     "CUE_WORDS",
     "MAX_PIECES",
+    "TaggerColumns",
+    "TokenParts",
+    "assemble_features",
     "decode_runs",
     "encode_bio",
     "shape",
     "token_features",
+    "token_parts",
     "tokens_for",
 ]
 
@@ -37,6 +44,7 @@ CUE_WORDS = frozenset(
 )
 _CUE_WINDOW = 6
 MAX_PIECES = 3
+T = TypeVar("T")
 
 
 def shape(word: str) -> str:
@@ -52,6 +60,40 @@ def tokens_for(text: str) -> list[Token]:
     return tokenize(text)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenParts(Generic[T]):
+    """The features a token's text alone decides: its own and those it lends its neighbours.
+
+    :func:`token_parts` gives them as feature strings; inference memoises them per token
+    text as tagger columns (:class:`TaggerColumns`), so a known word costs no string work.
+    """
+
+    word: str  # lower-cased
+    own: tuple[T, ...]  # w=, sh=, p2=, s2=, s3=
+    flags: tuple[T, ...]  # month, weekday, cap (those that hold)
+    prev1: T  # w-1= (a feature of the next token)
+    next1: T  # w+1=
+    prev2: T  # w-2=
+    next2: T  # w+2=
+    pieces: T  # pc=
+    pieces_prev: T  # pc-1=
+    pieces_next: T  # pc+1=
+
+
+def token_parts(text: str, n_pieces: Callable[[str], int]) -> TokenParts[str]:
+    """The feature strings the token ``text`` decides on its own (see :class:`TokenParts`)."""
+    w = text.lower()
+    rarity = str(min(MAX_PIECES, n_pieces(w)))
+    flags = [("month", w in MONTHS), ("weekday", w in WEEKDAYS), ("cap", text[:1].isupper())]
+    return TokenParts(
+        w,
+        ("w=" + w, "sh=" + shape(text), "p2=" + w[:2], "s2=" + w[-2:], "s3=" + w[-3:]),
+        tuple(name for name, on in flags if on),
+        "w-1=" + w, "w+1=" + w, "w-2=" + w, "w+2=" + w,
+        "pc=" + rarity, "pc-1=" + rarity, "pc+1=" + rarity,
+    )
+
+
 def token_features(
     tokens: Sequence[Token],
     matches: Sequence[EntityMatch],
@@ -63,6 +105,19 @@ def token_features(
     ``n_pieces`` counts a word's tokenizer pieces
     (:meth:`agents.nlu.embeddings.TokenEncoder.n_pieces`).
     """
+    parts = [token_parts(t.text, n_pieces) for t in tokens]
+    return assemble_features(tokens, parts, matches, str)
+
+
+def assemble_features(
+    tokens: Sequence[Token],
+    parts: Sequence[TokenParts[T]],
+    matches: Sequence[EntityMatch],
+    name: Callable[[str], T],
+) -> list[list[T]]:
+    """Every token's features from the tokens' :class:`TokenParts` and the features of
+    their context (recogniser cover, cue word, gluing), which ``name`` maps from strings
+    to the parts' kind (the string itself, or a tagger column)."""
     cover: dict[int, str] = {}
     for match in matches:
         first = True
@@ -70,44 +125,71 @@ def token_features(
             if tok.start >= match.start and tok.end <= match.end:
                 cover[i] = f"{match.entity}:{'B' if first else 'I'}"
                 first = False
-    words = [t.text.lower() for t in tokens]
-    n = len(words)
-    rarity = [str(min(MAX_PIECES, n_pieces(w))) for w in words]
-    feats: list[list[str]] = []
+    n = len(parts)
+    bias, glued = name("b"), name("glued")
+    prev1_start, prev2_start = name("w-1=<s>"), name("w-2=<s>")
+    next1_end, next2_end = name("w+1=</s>"), name("w+2=</s>")
+    rec_start, rec_end = name("rec-1=<s>"), name("rec+1=</s>")
+    pieces_start, pieces_end = name("pc-1=<s>"), name("pc+1=</s>")
+    feats: list[list[T]] = []
     cue = "none"
     cue_at = -100
-    for i, w in enumerate(words):
+    for i, p in enumerate(parts):
         f = [
-            "b",
-            "w=" + w,
-            "sh=" + shape(tokens[i].text),
-            "p2=" + w[:2],
-            "s2=" + w[-2:],
-            "s3=" + w[-3:],
-            "w-1=" + (words[i - 1] if i > 0 else "<s>"),
-            "w+1=" + (words[i + 1] if i + 1 < n else "</s>"),
-            "w-2=" + (words[i - 2] if i > 1 else "<s>"),
-            "w+2=" + (words[i + 2] if i + 2 < n else "</s>"),
-            "rec=" + cover.get(i, "O"),
-            "rec-1=" + (cover.get(i - 1, "O") if i > 0 else "<s>"),
-            "rec+1=" + (cover.get(i + 1, "O") if i + 1 < n else "</s>"),
-            "cue=" + (cue if i - cue_at <= _CUE_WINDOW else "none"),
-            "pc=" + rarity[i],
-            "pc-1=" + (rarity[i - 1] if i > 0 else "<s>"),
-            "pc+1=" + (rarity[i + 1] if i + 1 < n else "</s>"),
+            bias,
+            *p.own,
+            parts[i - 1].prev1 if i > 0 else prev1_start,
+            parts[i + 1].next1 if i + 1 < n else next1_end,
+            parts[i - 2].prev2 if i > 1 else prev2_start,
+            parts[i + 2].next2 if i + 2 < n else next2_end,
+            name("rec=" + cover.get(i, "O")),
+            name("rec-1=" + cover.get(i - 1, "O")) if i > 0 else rec_start,
+            name("rec+1=" + cover.get(i + 1, "O")) if i + 1 < n else rec_end,
+            name("cue=" + (cue if i - cue_at <= _CUE_WINDOW else "none")),
+            p.pieces,
+            parts[i - 1].pieces_prev if i > 0 else pieces_start,
+            parts[i + 1].pieces_next if i + 1 < n else pieces_end,
+            *p.flags,
         ]
-        if w in MONTHS:
-            f.append("month")
-        if w in WEEKDAYS:
-            f.append("weekday")
-        if tokens[i].text[:1].isupper():
-            f.append("cap")
         if i > 0 and tokens[i - 1].end == tokens[i].start:
-            f.append("glued")
+            f.append(glued)
         feats.append(f)
-        if w in CUE_WORDS:
-            cue, cue_at = w, i
+        if p.word in CUE_WORDS:
+            cue, cue_at = p.word, i
     return feats
+
+
+class TaggerColumns:
+    """:func:`token_features` as columns of a trained tagger (features it does not know
+    left out), with each token text's :class:`TokenParts` memoised."""
+
+    def __init__(
+        self, vocab: dict[str, int], n_pieces: Callable[[str], int], max_entries: int = 50_000
+    ) -> None:
+        self.vocab = vocab
+        self.n_pieces = n_pieces
+        self.max_entries = max_entries
+        self._parts: dict[str, TokenParts[int | None]] = {}
+
+    def columns(
+        self, tokens: Sequence[Token], matches: Sequence[EntityMatch]
+    ) -> list[list[int]]:
+        memo = self._parts
+        parts = [memo.get(t.text) or self._learn(t.text) for t in tokens]
+        feats = assemble_features(tokens, parts, matches, self.vocab.get)
+        return [[c for c in f if c is not None] for f in feats]
+
+    def _learn(self, text: str) -> TokenParts[int | None]:
+        p, get = token_parts(text, self.n_pieces), self.vocab.get
+        parts = TokenParts(
+            p.word, tuple(get(f) for f in p.own), tuple(get(f) for f in p.flags),
+            get(p.prev1), get(p.next1), get(p.prev2), get(p.next2),
+            get(p.pieces), get(p.pieces_prev), get(p.pieces_next),
+        )
+        if len(self._parts) >= self.max_entries:
+            self._parts.clear()
+        self._parts[text] = parts
+        return parts
 
 
 def encode_bio(
@@ -122,6 +204,13 @@ def encode_bio(
                 tags[i] = ("B-" if first else "I-") + entity
                 first = False
     return tags
+
+
+@lru_cache(maxsize=16)
+def _entity_columns(tags: tuple[str, ...]) -> dict[str, list[int]]:
+    """The ``B-``/``I-`` columns of every entity type, by type name (sorted)."""
+    entities = sorted({t[2:] for t in tags if t != "O"})
+    return {e: [i for i, t in enumerate(tags) if t[2:] == e] for e in entities}
 
 
 def decode_runs(
@@ -139,8 +228,7 @@ def decode_runs(
         return []
     best = np.argmax(scores, axis=1).tolist()
     outside = tags.index("O") if "O" in tags else -1
-    entities = sorted({t[2:] for t in tags if t != "O"})
-    columns = {e: [i for i, t in enumerate(tags) if t[2:] == e] for e in entities}
+    columns = _entity_columns(tuple(tags))
     runs: list[tuple[int, int]] = []
     start = -1
     for i, k in enumerate(best):

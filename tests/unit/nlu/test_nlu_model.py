@@ -17,6 +17,8 @@ from agents.nlu.data import DataError, load_examples
 from agents.nlu.demo import ensure_demo_model
 from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.model import EntityMatch, NLUModel, Understanding
+from agents.nlu.tagger import TaggerColumns, token_features
+from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
 
 REF = datetime(2024, 11, 20, 12, 0)
@@ -137,6 +139,28 @@ def test_word_rarity_counts_tokenizer_pieces(demo_model: NLUModel) -> None:
     assert encoder is not None
     assert encoder.n_pieces("card") == 1
     assert encoder.n_pieces("kawamoto") == 4
+
+
+def test_tagger_columns_are_the_known_token_features(demo_model: NLUModel) -> None:
+    """Inference's memoised tagger columns equal training's feature strings looked up."""
+    assert demo_model._tagger_columns is not None and demo_model._encoder is not None
+    vocab = demo_model._tagger_columns.vocab
+    texts = [
+        "Track order AB-123456 from 3 March until Friday please",
+        "call me on +44 7700 900123, Kawamoto from Ipswich",
+        "", "?", "Refund £27.50 to account number 12345678", "MAY may May 5th",
+    ]
+    for max_entries in (200_000, 2):  # a full memo is cleared
+        columns = TaggerColumns(vocab, demo_model._encoder.n_pieces, max_entries=max_entries)
+        for _ in range(2):  # cold, then memoised
+            for text in texts:
+                tokens = tokenize(text)
+                matches = demo_model.recognisers.find(text, REF)
+                expected = [
+                    [vocab[f] for f in feats if f in vocab]
+                    for feats in token_features(tokens, matches, demo_model._encoder.n_pieces)
+                ]
+                assert columns.columns(tokens, matches) == expected
 
 
 def test_bad_training_data_names_file_and_line(tmp_path: Path) -> None:

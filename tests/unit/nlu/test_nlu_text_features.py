@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from agents.nlu.features import HashIndex, NgramVocabulary, hash_ngrams
+from agents.nlu import features
+from agents.nlu.features import HashIndex, NgramBatch, NgramVocabulary, hash_ngrams, poly_hash
 from agents.nlu.text import MAX_TEXT_CHARS, clean_text, feature_words, tokenize
 
 
@@ -67,3 +69,57 @@ def test_hash_index_finds_exactly_the_known_keys() -> None:
                 assert col == expected[q]
     empty = HashIndex(np.zeros(0, np.uint64))
     assert not empty.lookup(queries)[1].any() and not empty.lookup(queries[:100])[1].any()
+
+
+_VARIED_TEXTS = [
+    "lost card", "my card was lost again", "", "   ", "?!", "card_arrived lost-card",
+    "İstanbul ÇAĞRI straße", "naïve café déjà vu", "中文 文本", "x" * 40, "a b c d e f g",
+    "transfer £27.50 on 3rd", "unknown zzz qqq", "lost card lost card lost card",
+]
+
+
+def _fitted() -> NgramVocabulary:
+    return NgramVocabulary.fit(
+        ["card arrived", "card lost", "lost card again", "transfer £27.50 today", "café"],
+        char_min_df=1,
+    )
+
+
+def _arrays(batch: NgramBatch) -> list[np.ndarray]:
+    return [batch.word_rows, batch.word_cols, batch.char_rows, batch.char_cols,
+            batch.word_scale, batch.char_scale]
+
+
+@pytest.mark.parametrize("size", [1, 3, features._MEMO_MAX_ROWS])
+def test_memoised_transform_equals_the_numpy_one_to_the_bit(size: int) -> None:
+    """Small batches come from memoised words, large ones from hash_ngrams: same arrays."""
+    vocab = _fitted()
+    texts = _VARIED_TEXTS * 2
+    for start in range(len(texts) - size + 1):
+        batch = texts[start : start + size]
+        for a, b in zip(
+            _arrays(vocab._transform_memoised(batch)), _arrays(vocab._transform_numpy(batch)),
+            strict=True,
+        ):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_memoised_transform_survives_a_full_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    vocab = _fitted()
+    expected = [vocab.transform([t]) for t in _VARIED_TEXTS]
+    monkeypatch.setattr(features, "_MEMO_MAX", 3)
+    fresh = _fitted()
+    for text, want in zip(_VARIED_TEXTS, expected, strict=True):
+        got = fresh.transform([text])
+        for a, b in zip(_arrays(got), _arrays(want), strict=True):
+            assert np.array_equal(a, b)
+    all_words = {w for t in _VARIED_TEXTS for w in feature_words(t)}
+    assert len(fresh._words) < len(all_words)  # it was cleared
+
+
+def test_poly_hash_is_the_hash_of_hash_ngrams() -> None:
+    h = hash_ngrams(["ab"])  # " ab ": 2-grams " a", "ab", "b "; 3-grams " ab", "ab "; " ab "
+    assert h.char_hashes.tolist() == [
+        poly_hash(g) for g in (" a", "ab", "b ", " ab", "ab ", " ab ")
+    ]
+    assert h.word_hashes.tolist() == [poly_hash(" ab ")]
