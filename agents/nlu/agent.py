@@ -1,7 +1,9 @@
 """The NLU agent: ``chat.inbound`` → ``chat.understood``.
 
-Takes inbound messages in batches, classifies them with one batched model call,
-and emits one ``ChatUnderstood`` per message, keyed like its input so
+Takes inbound messages in batches, classifies them with one batched model call
+(relative dates resolved against each message's own timestamp, so a late or
+replayed event gets the same entities), and emits one ``ChatUnderstood`` per
+message, keyed like its input so
 per-conversation order is kept. An undecodable event goes to
 ``chat.inbound.dlq`` with the error and the stream goes on.
 """
@@ -30,7 +32,8 @@ class Understander(Protocol):
     version: str
 
     def understand_batch(
-        self, texts: Sequence[str], reference_time: datetime | None = None
+        self, texts: Sequence[str],
+        reference_time: datetime | Sequence[datetime] | None = None,
     ) -> list[Any]: ...
 
 
@@ -53,8 +56,11 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         if not messages:
             return
         texts = [m["payload"]["text"] for _, m in messages]
+        # "tomorrow" means the day after the user said it, so an event processed late
+        # (a backlog, a replay, a restarted worker) gets the same entities as on time.
+        sent = [m["timestamp"] for _, m in messages]
         # The model is CPU-bound; in batches it takes well under a millisecond per message.
-        results = model.understand_batch(texts)
+        results = model.understand_batch(texts, sent)
         await produce(ctx.understood, [
             (event.message.key, understood_codec.encode(_understood(msg, result)))
             for (event, msg), result in zip(messages, results, strict=True)

@@ -113,14 +113,23 @@ class NLUModel:
         return self.understand_batch([text], reference_time)[0]
 
     def understand_batch(
-        self, texts: Sequence[str], reference_time: datetime | None = None
+        self, texts: Sequence[str],
+        reference_time: datetime | Sequence[datetime] | None = None,
     ) -> list[Understanding]:
+        """Understand ``texts``; relative dates and times (``tomorrow``, ``in 3 days``) are
+        resolved against ``reference_time``: one for the batch or one per text (default:
+        now, UTC)."""
         if not texts:
             return []
-        reference = reference_time or datetime.now(UTC)
+        if reference_time is None or isinstance(reference_time, datetime):
+            references: Sequence[datetime] = [reference_time or datetime.now(UTC)] * len(texts)
+        elif len(reference_time) == len(texts):
+            references = reference_time
+        else:
+            raise ValueError(f"{len(reference_time)} reference times for {len(texts)} texts")
         cleaned = [clean_text(t, self.manifest.max_text_chars) for t in texts]
         intents = self._classify(cleaned)
-        entities = self._entities(cleaned, reference)
+        entities = self._entities(cleaned, references)
         return [
             Understanding(intent, conf, oos, ranking, ents, self.version)
             for (intent, conf, oos, ranking), ents in zip(intents, entities, strict=True)
@@ -172,13 +181,15 @@ class NLUModel:
 
     # --- entities ---------------------------------------------------------
     def _entities(
-        self, texts: Sequence[str], reference: datetime
+        self, texts: Sequence[str], references: Sequence[datetime]
     ) -> list[tuple[EntityMatch, ...]]:
-        found = [self.recognisers.find(t, reference) if t.strip() else [] for t in texts]
+        found = [self.recognisers.find(t, reference) if t.strip() else []
+                 for t, reference in zip(texts, references, strict=True)]
         if self._tagger is None:
             return [tuple(f) for f in found]
         out: list[tuple[EntityMatch, ...]] = []
-        for text, matches, spans in zip(texts, found, self._tag(texts, found), strict=True):
+        tagged = zip(texts, references, found, self._tag(texts, found), strict=True)
+        for text, reference, matches, spans in tagged:
             model = [
                 EntityMatch(e, a, b, text[a:b], normalise_value(e, text[a:b], reference), "model")
                 for a, b, e in spans

@@ -201,6 +201,37 @@ async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_stream
     assert headers["parley.source.topic"] == settings.topic(CHAT_INBOUND).encode()
 
 
+async def test_a_late_event_is_understood_as_of_when_it_was_sent(pipeline: Pipeline) -> None:
+    """A replayed or backlogged message's "tomorrow" is the day after the user said it."""
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Producer
+
+    from streams.topics import CHAT_INBOUND, CHAT_UNDERSTOOD
+
+    settings = pipeline.settings
+    event_id, conversation = uuid.uuid4().hex, f"c-{uuid.uuid4().hex[:12]}"
+    value = codec_for("chat_message").encode({
+        "event_id": event_id, "tenant_id": "demo", "conversation_id": conversation,
+        "user_id": "u-late", "channel": "ws", "seq": 1,
+        "timestamp": datetime(2024, 1, 31, 23, 59, tzinfo=UTC), "trace_id": event_id,
+        "reply_route": "", "payload": {"text": "can I pay it tomorrow", "client_msg_id": "m1",
+                                       "locale": None},
+    })  # fmt: skip
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topic(CHAT_INBOUND), key=conversation, value=value)
+    producer.flush(10)
+
+    codec, understood, deadline = codec_for("chat_understood"), None, time.monotonic() + 30
+    while understood is None and time.monotonic() < deadline:
+        records = await asyncio.to_thread(read_topic, settings, CHAT_UNDERSTOOD)
+        understood = next((u for u in map(codec.decode, (m.value() for m in records))
+                           if u["event_id"] == event_id), None)
+    assert understood is not None, "the event was understood"
+    dates = [e["value"] for e in understood["payload"]["entities"] if e["entity"] == "date"]
+    assert dates == ["2024-02-01"]
+
+
 async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     import urllib.request
 

@@ -74,6 +74,16 @@ def test_batch_matches_single(demo_model: NLUModel) -> None:
     assert demo_model.understand_batch([], REF) == []
 
 
+def test_each_message_of_a_batch_has_its_own_reference_time(demo_model: NLUModel) -> None:
+    texts = ["pay it tomorrow", "pay it tomorrow"]
+    late = datetime(2024, 11, 21, 0, 0, 1)  # two seconds after midnight
+    first, second = demo_model.understand_batch(texts, [REF, late])
+    assert [e.value for e in first.entities if e.entity == "date"] == ["2024-11-21"]
+    assert [e.value for e in second.entities if e.entity == "date"] == ["2024-11-22"]
+    with pytest.raises(ValueError, match="1 reference times for 2 texts"):
+        demo_model.understand_batch(texts, [REF])
+
+
 @pytest.mark.parametrize(
     "text",
     ["", "   \n\t ", "😀😀😀", "?!...", "\x00\x01\x02", "\ud800\udfff lone", "\x7f"],
