@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from infra.ports import find_free_ports
 from infra.topics import ensure_topics
@@ -107,6 +107,13 @@ def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
         stack.start_worker(port)
     stack.wait_ready(timeout=90)
     return Pipeline(stack, [f"ws://127.0.0.1:{port}" for port in ports[:gateways]])
+
+
+def produce(settings: Settings, topic: str, key: str, value: bytes) -> None:
+    """Put one record on ``settings.topic(topic)`` as another client would, and wait for it."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topic(topic), key=key, value=value)
+    assert producer.flush(10) == 0, "the broker took the record"
 
 
 def read_topic(settings: Settings, topic: str) -> list[Message]:

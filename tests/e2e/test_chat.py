@@ -12,7 +12,7 @@ import pytest
 from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND, KNOWLEDGE_REQUESTS
 from tests.e2e.chat_client import ChatClient
-from tests.e2e.conftest import Pipeline, read_topic
+from tests.e2e.conftest import Pipeline, produce, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -72,8 +72,6 @@ async def test_a_reply_produced_elsewhere_reaches_a_gateway_that_saw_nothing_of_
     pipeline: Pipeline,
 ) -> None:
     """A reply put on chat.outbound by another producer (e.g. a human agent) is delivered."""
-    from confluent_kafka import Producer
-
     settings = pipeline.settings
     conversation = f"c-{uuid.uuid4().hex[:12]}"
     async with ChatClient(pipeline.gateway_urls[1], conversation=conversation) as chat:
@@ -85,9 +83,7 @@ async def test_a_reply_produced_elsewhere_reaches_a_gateway_that_saw_nothing_of_
             "payload": {"text": "A human here.", "in_reply_to": "", "client_msg_id": "",
                         "quick_replies": [], "sources": [], "sender": "agent"},
         })
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.topic(CHAT_OUTBOUND), value=value, key=conversation)
-        producer.flush(10)
+        produce(settings, CHAT_OUTBOUND, conversation, value)
         reply = await chat.next("reply")
     assert reply["text"] == "A human here." and reply["sender"] == "agent"
 
@@ -178,15 +174,11 @@ async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusa
 async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
     pipeline: Pipeline,
 ) -> None:
-    from confluent_kafka import Producer
-
     from streams.topics import CHAT_INBOUND, dlq_of
 
     settings = pipeline.settings
     conversation = f"c-{uuid.uuid4().hex[:12]}"
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topic(CHAT_INBOUND), key=conversation, value=b"\x00not avro")
-    producer.flush(10)
+    produce(settings, CHAT_INBOUND, conversation, b"\x00not avro")
 
     async with ChatClient(pipeline.url, conversation=conversation) as chat:
         msg_id = await chat.send("hello after the garbage")
@@ -205,8 +197,6 @@ async def test_a_late_event_is_understood_as_of_when_it_was_sent(pipeline: Pipel
     """A replayed or backlogged message's "tomorrow" is the day after the user said it."""
     from datetime import UTC, datetime
 
-    from confluent_kafka import Producer
-
     from streams.topics import CHAT_INBOUND, CHAT_UNDERSTOOD
 
     settings = pipeline.settings
@@ -218,9 +208,7 @@ async def test_a_late_event_is_understood_as_of_when_it_was_sent(pipeline: Pipel
         "reply_route": "", "payload": {"text": "can I pay it tomorrow", "client_msg_id": "m1",
                                        "locale": None},
     })  # fmt: skip
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topic(CHAT_INBOUND), key=conversation, value=value)
-    producer.flush(10)
+    produce(settings, CHAT_INBOUND, conversation, value)
 
     codec, understood, deadline = codec_for("chat_understood"), None, time.monotonic() + 30
     while understood is None and time.monotonic() < deadline:
