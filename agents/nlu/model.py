@@ -54,7 +54,8 @@ _ALNUM = re.compile(r"[^\W_]")
 
 
 class NLUModel:
-    """A loaded model folder. Thread-compatible: one instance per worker is enough."""
+    """A loaded model folder. One instance serves a whole event loop; calls from several
+    threads at once need one instance per thread (it memoises words' features)."""
 
     version: str
 
