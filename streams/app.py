@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
-from parley.runtime import freeze_startup_objects
+from parley.runtime import freeze_startup_objects, observe_gc_pauses
 from parley.settings import Settings
 from streams import transport
 from streams.codecs import AvroCodec, codec_for
@@ -51,6 +51,7 @@ class ParleyApp(faust.App):
         """Once agents and models are up, keep the collector off them (see parley.runtime)."""
         await super().on_started()
         freeze_startup_objects()
+        observe_gc_pauses()
 
     async def on_shutdown(self) -> None:
         """After agents and the consumer stopped: close what agents used, newest first."""

@@ -2,18 +2,22 @@
 
 Opens ``clients`` WebSocket sessions to one gateway from load processes of its
 own (so the gateway's file descriptors and CPU are its alone), keeps them open,
-and measures the connect rate, the gateway's RSS per session, and the round
-trip (message → reply, from the scheduled send time) of ``active`` sessions
-that each send a message every ``interval`` seconds while the rest stay idle.
+and measures the connect rate, the gateway's RSS per session, the round trip
+(message → reply, from the scheduled send time) of ``active`` sessions that
+each send a message every ``interval`` seconds while the rest stay idle, and
+the gateway's full garbage collections (every session waits through them).
 """
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from parley.bench.deploy import Deployment
 from parley.bench.e2e import E2EOptions, E2EResult, run_load
@@ -46,6 +50,32 @@ def _gateway(deployment: Deployment) -> tuple[str, psutil.Process | None]:
         if name.startswith("gateway"):
             return name, psutil.Process(pid)
     return "", None
+
+
+def _full_collections(ws_url: str) -> dict[str, Any] | None:
+    """The gateway's full collections so far, read from its ``parley_gc_pause_seconds``."""
+    url = f"http://{urlsplit(ws_url).netloc}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None  # a gateway that is not Parley's, or gone
+    count, total, buckets = 0.0, 0.0, []
+    for family in text_string_to_metric_families(text):
+        if family.name != "parley_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("generation") != "2":
+                continue
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+    longest = next((le for le, n in sorted(buckets) if n >= count), None)
+    return {"count": int(count), "total_s": round(total, 3),
+            "longest_at_most_s": longest if count else 0.0}
 
 
 def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2EResult:
@@ -99,6 +129,7 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
         "rtt_ms_p99": s["latency_ms_p99"],
         "rtt_ms_max": s["latency_ms_max"],
         "idle_sessions_open_at_end": s["idle_sessions_open_at_end"],
+        "gateway_full_gc": _full_collections(deployment.ws_urls[0]),
         **{k: s[k] for k in ("sent", "acked", "replied", "lost", "unacked", "duplicated",
                              "errors", "errors_by_kind", "target", "deployment", "processes",
                              "machine")},

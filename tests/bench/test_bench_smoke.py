@@ -102,6 +102,8 @@ def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
     assert out["sent"] == out["replied"] == 20
     assert out["lost"] == 0 and out["duplicated"] == 0 and out["errors"] == 0
     assert out["rtt_ms_p99"] is not None
+    full_gc = out["gateway_full_gc"]  # read from the gateway's parley_gc_pause_seconds
+    assert full_gc["count"] >= 0 and full_gc["total_s"] >= 0
 
 
 def test_nlu(run_bench: Any, bench_model: Path) -> None:

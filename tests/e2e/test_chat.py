@@ -231,8 +231,6 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
 
     assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
     assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
-    status, body = await asyncio.to_thread(get, "/metrics")
-    assert status == 200 and "parley_gateway_messages_accepted_total" in body
     status, page = await asyncio.to_thread(get, "/")
     assert status == 200 and "<title>Parley chat</title>" in page
     worker = next(c for c in pipeline.stack.children if c.name.startswith("worker"))
@@ -243,10 +241,18 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
         await chat.next("reply")
         await chat.send(f"what do you know about the planet {uuid.uuid4().hex[:8]}")
         await chat.next("reply")  # a question no cache holds goes to the knowledge agent
-    status, body = await asyncio.to_thread(get, "/metrics", worker_root)
-    assert status == 200
-    samples = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
-               for line in body.splitlines() if line and not line.startswith("#")}
+
+    def metrics(root: str) -> dict[str, float]:
+        status, body = get("/metrics", root)
+        assert status == 200
+        return {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+                for line in body.splitlines() if line and not line.startswith("#")}
+
+    samples = await asyncio.to_thread(metrics, base)
+    assert samples["parley_gateway_messages_accepted_total"] >= 2
+    assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
+    samples = await asyncio.to_thread(metrics, worker_root)
+    assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
     for agent in ("nlu", "dialogue"):
         assert samples[f'parley_agent_events_total{{agent="{agent}"}}'] >= 1
         assert samples[f'parley_agent_batch_size_count{{agent="{agent}"}}'] >= 1
