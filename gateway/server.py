@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -112,6 +113,24 @@ class ClientSession:
                 except ConnectionClosed:
                     return
                 metrics.REPLIES_DELIVERED.inc()
+
+
+def _connection_params(path: str) -> tuple[str, ConversationKeys, int]:
+    """The user, conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: tenant
+    ``demo``, a new user and conversation, no replay). Raises ``InvalidIdError`` or
+    ``ValueError`` for a bad value."""
+    query = parse_qs(urlsplit(path).query)
+
+    def param(name: str, default: str) -> str:
+        return query.get(name, [default])[0]
+
+    tenant = validate_id("tenant", param("tenant", "demo"))
+    user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
+    keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
+    last_seq = param("last_seq", "-1")
+    if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
+        raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
+    return user, keys, int(last_seq)
 
 
 class Gateway:
@@ -263,31 +282,23 @@ class Gateway:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
+        try:
+            user, keys, last_seq = _connection_params(ws.request.path)
+        except (InvalidIdError, ValueError) as exc:
+            await ws.send(error_frame("bad_request", str(exc)))
+            await ws.close(1008, "bad connection parameters")
+            return
         # The handshake is done and read: its headers would otherwise stay for the socket's
         # lifetime. Dropping them took a session from 14.4 to 10.2 KB and from 77 to 68
         # objects that every full collection scans (bench connections, 10,000 sessions).
         ws.request.headers.clear()
         ws.response = None
 
-        def param(name: str, default: str) -> str:
-            return query.get(name, [default])[0]
-
-        try:
-            tenant = validate_id("tenant", param("tenant", "demo"))
-            user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
-            keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
-            last_seq = int(param("last_seq", "-1"))
-        except (InvalidIdError, ValueError) as exc:
-            await ws.send(error_frame("bad_request", str(exc)))
-            await ws.close(1008, "bad connection parameters")
-            return
-
         client = ClientSession(ws, keys, user)
         self.sessions[keys].add(client)
         metrics.CONNECTIONS.inc()
         try:
-            await ws.send(welcome_frame(tenant, user, keys.conversation_id, self.id))
+            await ws.send(welcome_frame(keys.tenant_id, user, keys.conversation_id, self.id))
             if last_seq >= 0:
                 await self._replay(client, last_seq)
             async for data in ws:

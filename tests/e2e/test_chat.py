@@ -104,6 +104,21 @@ async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
         assert (await chat.next("reply"))["in_reply_to"] == msg_id
 
 
+@pytest.mark.parametrize("query", ["tenant=a%20b", "user=%7Bx%7D", "last_seq=soon"])
+async def test_bad_connection_parameters_get_an_error_and_a_policy_close(
+    pipeline: Pipeline, query: str,
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async with connect(f"{pipeline.url}/ws?{query}") as ws:
+        error = json.loads(await ws.recv())
+        assert (error["type"], error["code"]) == ("error", "bad_request")
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
 async def test_resume_replays_missed_replies_on_any_gateway(pipeline: Pipeline) -> None:
     conversation = f"c-{uuid.uuid4().hex[:12]}"
     url_a, url_b = pipeline.gateway_urls
