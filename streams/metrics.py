@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 __all__ = [
     "AGENT_BATCH_RETRIES",
@@ -54,7 +54,7 @@ class BatchMonitor(PrometheusMonitor):
         pass
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        return None
+        pass
 
     def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,
                             state: Any = None) -> None:
@@ -66,8 +66,6 @@ class BatchMonitor(PrometheusMonitor):
 
 def setup_worker_metrics(app: Any) -> None:
     """Install :class:`BatchMonitor` on a Faust app and serve every metric at ``/metrics``."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
     prefix = app.conf.name.replace("-", "_").replace(".", "_")
     app.monitor = BatchMonitor(metrics=FaustMetrics.create(REGISTRY, prefix))
 
