@@ -30,8 +30,8 @@ from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.spans import SpanModels
-from agents.nlu.tagger import TaggerColumns, decode_runs, tokens_for
-from agents.nlu.text import clean_text
+from agents.nlu.tagger import TagDecoder, TaggerColumns
+from agents.nlu.text import clean_text, tokenize
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
 
@@ -83,6 +83,7 @@ class NLUModel:
         self._tagger: ort.InferenceSession | None = None
         self._tagger_columns: TaggerColumns | None = None
         self._tags: tuple[str, ...] = tuple(manifest.tagger_tags)
+        self._decoder = TagDecoder(self._tags)
         if manifest.has_tagger:
             if self._encoder is None:
                 raise ManifestError(model_dir, "the entity tagger needs a tokenizer file")
@@ -205,30 +206,29 @@ class NLUModel:
         """Tagger spans per text: one onnxruntime call for the tokens of the whole batch."""
         assert self._tagger is not None and self._encoder is not None
         assert self._tagger_columns is not None
-        token_lists = [tokens_for(t) if t.strip() else [] for t in texts]
-        rows: list[int] = []
+        token_lists = [tokenize(t) if t.strip() else [] for t in texts]
         cols: list[int] = []
-        offset = 0
+        per_token: list[int] = []  # how many columns each token has
         for tokens, matches in zip(token_lists, found, strict=True):
             for token_cols in self._tagger_columns.columns(tokens, matches):
-                rows += [offset] * len(token_cols)
                 cols += token_cols
-                offset += 1
-        if not offset:
+                per_token.append(len(token_cols))
+        if not per_token:
             return [[] for _ in texts]
+        n_tokens = len(per_token)
         feeds = {
-            "feat_row": np.array(rows, np.int64),
+            "feat_row": np.repeat(np.arange(n_tokens, dtype=np.int64), per_token),
             "feat_col": np.array(cols, np.int64),
-            "batch_size": np.array([offset], np.int64),
+            "batch_size": np.array([n_tokens], np.int64),
         }
         scores = self._tagger.run(["logits"], feeds)[0]
         spans: list[list[tuple[int, int, str]]] = []
         offset = 0
         refine = self._span_models.refine if self._span_models is not None else None
-        for tokens, matches in zip(token_lists, found, strict=True):
+        all_runs = self._decoder.runs_batch(scores, [len(t) for t in token_lists])
+        for tokens, matches, runs in zip(token_lists, found, all_runs, strict=True):
             own = scores[offset : offset + len(tokens)]
             offset += len(tokens)
-            runs = decode_runs(own, self._tags)
             if runs and refine is not None:
                 runs = refine(tokens, own, self._tags, runs, matches, self._encoder.n_pieces)
             spans.append([(tokens[a].start, tokens[b - 1].end, e) for a, b, e in runs])

@@ -22,12 +22,11 @@ from agents.nlu.results import EntityMatch
 from agents.nlu.spans import (
     LinearTable,
     SpanModels,
-    TypeScores,
     boundary_candidates,
     boundary_features,
     type_features,
 )
-from agents.nlu.tagger import decode_runs
+from agents.nlu.tagger import TagDecoder
 from agents.nlu.text import Token
 
 __all__ = ["AnnotatedMessage", "fit_span_models"]
@@ -146,7 +145,8 @@ def fit_span_models(
     boundary: LinearTable | None = None
     if len(with_spans) >= folds * _MIN_MESSAGES_PER_FOLD:
         scores = _out_of_fold_scores(messages, x, y, len(tags), folds, tagger_c, seed)
-        tag_types = TypeScores(tags)
+        decoder = TagDecoder(tags)
+        tag_types = decoder.types
         outside = list(tags).index("O")
         rows: list[dict[str, float]] = []
         labels: list[int] = []
@@ -155,7 +155,7 @@ def fit_span_models(
             words = [t.text.lower() for t in m.tokens]
             by_type = tag_types.of(s)
             entity_like = (by_type.max(axis=1) - s[:, outside]).tolist()
-            for run in decode_runs(s, tags):
+            for run in decoder.runs(s):
                 type_like = (by_type[:, tag_types.position[run[2]]] - s[:, outside]).tolist()
                 cands = boundary_candidates(m.tokens, run, m.matches)
                 right = [(m.tokens[i].start, m.tokens[j - 1].end) in gold for i, j, _ in cands]

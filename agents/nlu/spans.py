@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.nlu.results import EntityMatch
-from agents.nlu.tagger import CUE_WORDS, MAX_PIECES, shape
+from agents.nlu.tagger import CUE_WORDS, MAX_PIECES, TypeScores, shape, type_scores
 from agents.nlu.text import Token
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "LinearTable",
     "SpanModels",
     "TokenSpan",
-    "TypeScores",
     "boundary_candidates",
     "boundary_features",
     "type_features",
@@ -225,7 +224,7 @@ class SpanModels:
         if not runs:
             return []
         words = [t.text.lower() for t in tokens]
-        types = _type_scores(tuple(tags))
+        types = type_scores(tuple(tags))
         by_type = types.of(scores)
         spans = list(runs)
         if self.boundary is not None:
@@ -296,25 +295,6 @@ class SpanModels:
             )
 
 
-class TypeScores:
-    """Per-type token scores from the tag scores: the best of ``B-x`` and ``I-x``."""
-
-    def __init__(self, tags: Sequence[str]) -> None:
-        columns = type_columns(tags)
-        self.labels = tuple(columns)
-        self.position = {label: i for i, label in enumerate(self.labels)}
-        self._order = np.array([c for cols in columns.values() for c in cols], np.int64)
-        sizes = [len(cols) for cols in columns.values()]
-        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-
-    def of(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Tokens x types."""
-        out: npt.NDArray[np.float32] = np.maximum.reduceat(
-            scores[:, self._order], self._starts, axis=1
-        )
-        return out
-
-
 @lru_cache(maxsize=16)
 def _alignment(
     types: TypeScores, labels: tuple[str, ...]
@@ -324,17 +304,3 @@ def _alignment(
     usable = [i for i, label in enumerate(labels) if label in types.position]
     positions = [types.position[labels[i]] for i in usable]
     return np.array(positions, np.int64), np.array(usable, np.int64)
-
-
-@lru_cache(maxsize=16)
-def _type_scores(tags: tuple[str, ...]) -> TypeScores:
-    return TypeScores(tags)
-
-
-def type_columns(tags: Sequence[str]) -> dict[str, list[int]]:
-    """The tag columns (``B-x``, ``I-x``) of every entity type, in order of first appearance."""
-    out: dict[str, list[int]] = {}
-    for i, tag in enumerate(tags):
-        if tag != "O":
-            out.setdefault(tag[2:], []).append(i)
-    return out

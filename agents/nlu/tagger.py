@@ -22,20 +22,22 @@ import numpy.typing as npt
 
 from agents.nlu.recognisers.datetimes import MONTHS, WEEKDAYS
 from agents.nlu.results import EntityMatch
-from agents.nlu.text import Token, tokenize
+from agents.nlu.text import Token
 
 __all__ = [
     "CUE_WORDS",
     "MAX_PIECES",
+    "TagDecoder",
     "TaggerColumns",
     "TokenParts",
+    "TypeScores",
     "assemble_features",
-    "decode_runs",
     "encode_bio",
     "shape",
     "token_features",
     "token_parts",
-    "tokens_for",
+    "type_columns",
+    "type_scores",
 ]
 
 CUE_WORDS = frozenset(
@@ -54,10 +56,6 @@ def shape(word: str) -> str:
         if not out or out[-1] != s:
             out.append(s)
     return "".join(out)
-
-
-def tokens_for(text: str) -> list[Token]:
-    return tokenize(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +116,26 @@ def assemble_features(
     """Every token's features from the tokens' :class:`TokenParts` and the features of
     their context (recogniser cover, cue word, gluing), which ``name`` maps from strings
     to the parts' kind (the string itself, or a tagger column)."""
-    cover: dict[int, str] = {}
+    n = len(parts)
+    cover = ["O"] * n
     for match in matches:
         first = True
         for i, tok in enumerate(tokens):
             if tok.start >= match.start and tok.end <= match.end:
                 cover[i] = f"{match.entity}:{'B' if first else 'I'}"
                 first = False
-    n = len(parts)
+    rec, rec_prev, rec_next = (
+        [name(prefix + c) for c in cover] if matches else [name(prefix + "O")] * n
+        for prefix in ("rec=", "rec-1=", "rec+1=")
+    )
     bias, glued = name("b"), name("glued")
     prev1_start, prev2_start = name("w-1=<s>"), name("w-2=<s>")
     next1_end, next2_end = name("w+1=</s>"), name("w+2=</s>")
     rec_start, rec_end = name("rec-1=<s>"), name("rec+1=</s>")
     pieces_start, pieces_end = name("pc-1=<s>"), name("pc+1=</s>")
-    feats: list[list[T]] = []
-    cue = "none"
+    no_cue = cue = name("cue=none")
     cue_at = -100
+    feats: list[list[T]] = []
     for i, p in enumerate(parts):
         f = [
             bias,
@@ -142,10 +144,10 @@ def assemble_features(
             parts[i + 1].next1 if i + 1 < n else next1_end,
             parts[i - 2].prev2 if i > 1 else prev2_start,
             parts[i + 2].next2 if i + 2 < n else next2_end,
-            name("rec=" + cover.get(i, "O")),
-            name("rec-1=" + cover.get(i - 1, "O")) if i > 0 else rec_start,
-            name("rec+1=" + cover.get(i + 1, "O")) if i + 1 < n else rec_end,
-            name("cue=" + (cue if i - cue_at <= _CUE_WINDOW else "none")),
+            rec[i],
+            rec_prev[i - 1] if i > 0 else rec_start,
+            rec_next[i + 1] if i + 1 < n else rec_end,
+            cue if i - cue_at <= _CUE_WINDOW else no_cue,
             p.pieces,
             parts[i - 1].pieces_prev if i > 0 else pieces_start,
             parts[i + 1].pieces_next if i + 1 < n else pieces_end,
@@ -155,7 +157,7 @@ def assemble_features(
             f.append(glued)
         feats.append(f)
         if p.word in CUE_WORDS:
-            cue, cue_at = p.word, i
+            cue, cue_at = name("cue=" + p.word), i
     return feats
 
 
@@ -206,49 +208,95 @@ def encode_bio(
     return tags
 
 
+class TypeScores:
+    """Per-type token scores from the tag scores: the best of ``B-x`` and ``I-x``."""
+
+    def __init__(self, tags: Sequence[str]) -> None:
+        columns = type_columns(tags)
+        self.labels = tuple(columns)
+        self.position = {label: i for i, label in enumerate(self.labels)}
+        self._order = np.array([c for cols in columns.values() for c in cols], np.int64)
+        sizes = [len(cols) for cols in columns.values()]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+    def of(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Tokens x types."""
+        out: npt.NDArray[np.float32] = np.maximum.reduceat(
+            scores[:, self._order], self._starts, axis=1
+        )
+        return out
+
+
 @lru_cache(maxsize=16)
-def _entity_columns(tags: tuple[str, ...]) -> dict[str, list[int]]:
-    """The ``B-``/``I-`` columns of every entity type, by type name (sorted)."""
-    entities = sorted({t[2:] for t in tags if t != "O"})
-    return {e: [i for i, t in enumerate(tags) if t[2:] == e] for e in entities}
+def type_scores(tags: tuple[str, ...]) -> TypeScores:
+    return TypeScores(tags)
 
 
-def decode_runs(
-    scores: npt.NDArray[np.float32], tags: Sequence[str]
-) -> list[tuple[int, int, str]]:
-    """Decode per-token tag scores into ``(first token, last token + 1, entity)`` runs.
+def type_columns(tags: Sequence[str]) -> dict[str, list[int]]:
+    """The tag columns (``B-x``, ``I-x``) of every entity type, in order of first appearance."""
+    out: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        if tag != "O":
+            out.setdefault(tag[2:], []).append(i)
+    return out
+
+
+class TagDecoder:
+    """Per-token tag scores → ``(first token, last token + 1, entity)`` runs.
 
     Segments first, then types: a span is a maximal run of tokens whose best
-    tag is not ``O`` (a new span also starts where the best tag is ``B-`` and the
-    previous token's score for that ``B-`` is lower than for continuing); its
-    type is the entity with the highest summed ``B-``/``I-`` score over the run.
-    Typing the whole run at once avoids entities split by flickering types.
+    tag is not ``O`` (a new span also starts where the best tag is ``B-x`` and
+    the previous token's best tag is of another type); its type is the entity
+    whose score summed over the run is highest, a token's score for a type
+    being the better of its ``B-``/``I-`` scores. Typing the whole run at once
+    avoids entities split by flickering types.
     """
-    if not len(scores):
-        return []
-    best = np.argmax(scores, axis=1).tolist()
-    outside = tags.index("O") if "O" in tags else -1
-    columns = _entity_columns(tuple(tags))
-    runs: list[tuple[int, int]] = []
-    start = -1
-    for i, k in enumerate(best):
-        inside = k != outside
-        if inside and start >= 0 and tags[k].startswith("B-") and i > start:
-            prev_type = tags[best[i - 1]][2:]
-            if prev_type != tags[k][2:]:
+
+    def __init__(self, tags: Sequence[str]) -> None:
+        self.tags = tuple(tags)
+        self.types = type_scores(self.tags)
+        self._outside = self.tags.index("O") if "O" in self.tags else -1
+        self._begins = [t.startswith("B-") for t in self.tags]
+        self._type_of = [t[2:] for t in self.tags]
+
+    def runs(self, scores: npt.NDArray[np.float32]) -> list[tuple[int, int, str]]:
+        """The runs of one message (``scores``: its tokens x tags)."""
+        return self.runs_batch(scores, [len(scores)])[0]
+
+    def runs_batch(
+        self, scores: npt.NDArray[np.float32], lengths: Sequence[int]
+    ) -> list[list[tuple[int, int, str]]]:
+        """The runs of each message of a batch whose tokens, ``lengths[i]`` for message
+        ``i``, are the rows of ``scores`` in order: two numpy calls for the whole batch."""
+        tags = np.argmax(scores, axis=1)
+        if not (tags != self._outside).any():  # most messages have no entity
+            return [[] for _ in lengths]
+        best = tags.tolist()
+        by_type = self.types.of(scores)
+        out: list[list[tuple[int, int, str]]] = []
+        end = 0
+        for n in lengths:
+            start, end = end, end + n
+            out.append(self._decode(best[start:end], by_type[start:end]) if n else [])
+        return out
+
+    def _decode(
+        self, best: list[int], by_type: npt.NDArray[np.float32]
+    ) -> list[tuple[int, int, str]]:
+        outside, begins, type_of = self._outside, self._begins, self._type_of
+        runs: list[tuple[int, int]] = []
+        start = -1
+        for i, k in enumerate(best):
+            if k == outside:
+                if start >= 0:
+                    runs.append((start, i))
+                    start = -1
+            elif start < 0:
+                start = i
+            elif begins[k] and type_of[best[i - 1]] != type_of[k]:
                 runs.append((start, i))
                 start = i
-                continue
-        if inside and start < 0:
-            start = i
-        elif not inside and start >= 0:
-            runs.append((start, i))
-            start = -1
-    if start >= 0:
-        runs.append((start, len(best)))
-    spans = []
-    for a, b in runs:
-        seg = scores[a:b]
-        totals = {e: float(seg[:, cols].max(axis=1).sum()) for e, cols in columns.items()}
-        spans.append((a, b, max(totals, key=lambda e: totals[e])))
-    return spans
+        if start >= 0:
+            runs.append((start, len(best)))
+        labels = self.types.labels
+        return [(a, b, labels[int(by_type[a:b].sum(axis=0).argmax())]) for a, b in runs]

@@ -9,7 +9,7 @@ always point into the original message.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -55,9 +55,12 @@ def feature_words(text: str) -> list[str]:
     return _FEATURE_WORD.findall(text.lower())
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A token of a message with its character span (end exclusive)."""
+class Token(NamedTuple):
+    """A token of a message with its character span (end exclusive).
+
+    A named tuple: a message makes a dozen, and a tuple is built in half the time
+    of a frozen dataclass.
+    """
 
     text: str
     start: int

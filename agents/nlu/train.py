@@ -35,8 +35,8 @@ from agents.nlu.manifest import Manifest, hash_training_data
 from agents.nlu.recognisers import RecogniserConfig, Recognisers
 from agents.nlu.span_training import AnnotatedMessage, fit_span_models
 from agents.nlu.spans import SpanModels
-from agents.nlu.tagger import encode_bio, token_features, tokens_for
-from agents.nlu.text import MAX_TEXT_CHARS, clean_text
+from agents.nlu.tagger import encode_bio, token_features
+from agents.nlu.text import MAX_TEXT_CHARS, clean_text, tokenize
 
 __all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
 
@@ -271,7 +271,7 @@ def _train_tagger(
     n_tokens = 0
     for ex in annotated:
         text = clean_text(ex.text)
-        tokens = tokens_for(text)
+        tokens = tokenize(text)
         spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
         tag_names += encode_bio(tokens, spans)
         matches = recognisers.find(text, _TRAIN_REFERENCE)

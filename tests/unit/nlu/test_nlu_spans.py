@@ -11,7 +11,7 @@ from agents.nlu.data import load_examples
 from agents.nlu.manifest import Manifest
 from agents.nlu.model import NLUModel
 from agents.nlu.results import EntityMatch
-from agents.nlu.spans import LinearTable, SpanModels, TypeScores, boundary_candidates
+from agents.nlu.spans import LinearTable, SpanModels, boundary_candidates
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
 
@@ -44,13 +44,6 @@ def test_candidates_are_the_run_its_neighbours_and_overlapping_recogniser_matche
         (2, 6, "rec:date"),
     ]
     assert boundary_candidates(tokens, (0, 1, "date"), []) == [(0, 1, "run"), (0, 2, "+right")]
-
-
-def test_type_scores_take_the_best_of_begin_and_inside_per_type() -> None:
-    types = TypeScores(TAGS)
-    assert types.labels == ("date", "date_to", "person")
-    by_type = types.of(_scores([{"B-date": 0.5, "I-date": 0.7, "I-person": 2.0}]))
-    assert by_type.tolist() == [[0.699999988079071, -1.0, 2.0]]
 
 
 def test_refine_moves_a_boundary_and_changes_a_type() -> None:
