@@ -21,7 +21,7 @@ install: $(VENV)/.installed  ## create .venv with Parley and its dev tools
 run: install  ## start broker, Redis Cluster, gateway and worker; print the chat URL
 	$(VENV)/bin/parley up
 
-test: install  ## every test tier: unit, integration, end-to-end, evaluation, bench smoke
+test: install  ## every test tier: unit, integration, end-to-end, browser, evaluation, bench smoke
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no infrastructure)

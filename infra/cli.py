@@ -1,4 +1,4 @@
-"""``parley infra up | down | status``: the embedded broker and Redis Cluster.
+"""``parley infra up | down | status | topics``: the embedded broker and Redis Cluster.
 
 Defaults come from :class:`parley.settings.Settings` (``PARLEY_DATA_DIR``,
 ``PARLEY_KAFKA_BOOTSTRAP``'s port, ``PARLEY_REDIS_NODES``'s first port and the

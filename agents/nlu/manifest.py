@@ -8,6 +8,7 @@ A model folder holds::
     tokenizer.json         wordllama tokenizer (intent.onnx's embedding branch, tagger features)
     tagger.onnx            entity tagger (absent when the data had no entity spans)
     tagger_features.json   the tagger's feature vocabulary
+    spans.npz              span refinement: boundary and type weight tables (optional)
 """
 
 from __future__ import annotations

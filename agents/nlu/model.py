@@ -12,7 +12,6 @@ out of scope with confidence 0 and no ranking.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,7 +35,6 @@ from agents.nlu.text import clean_text, tokenize
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
 
 TOP_K = 5
-log = logging.getLogger("parley.nlu.model")
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:

@@ -43,7 +43,7 @@ __all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_fi
 CODE_VERSION = "nlu-train-3"
 """Bump when training changes what a model folder contains (invalidates caches)."""
 
-log = logging.getLogger("parley.nlu.train")
+log = logging.getLogger(__name__)
 
 _EMB_WEIGHT = 2.0
 _JOBS = max(1, min(4, os.cpu_count() or 1))

@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from parley.bench.script import ConversationScript
 
 _loads: Callable[[str | bytes], Any]
-try:  # orjson is faster; the generator must cost as little CPU as it can
+try:  # the generator must cost as little CPU as it can (orjson: in the bench extra)
     import orjson
 
     _loads = orjson.loads

@@ -4,7 +4,7 @@ During the steady window, ``py-spy record`` samples each gateway, worker or
 inline process (``--format raw``: one collapsed stack per line with its sample
 count, the input of any flame graph tool). :func:`summarize_collapsed` turns
 such a file into the functions that hold the most samples, inclusive and self.
-py-spy is not a dependency: ``pip install py-spy``.
+py-spy comes with the ``bench`` extra: ``pip install 'parley[bench]'``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def check_profiler() -> str:
     found = shutil.which("py-spy")
     if found is None:
         raise ImportError(
-            "--profile samples with py-spy, which is not installed: pip install py-spy"
+            "--profile samples with py-spy, which is not installed: pip install 'parley[bench]'"
         )
     return found
 
