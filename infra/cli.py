@@ -196,7 +196,7 @@ def _wait_for_signal_or_death(embedded: EmbeddedInfra) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
+        logger.info("infra.stopping signal=%s", signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -163,13 +163,15 @@ def stop_processes(
     codes: dict[int, int | None] = {}
     alive = _wait_exit(procs, grace, codes)
     for proc in alive:
-        logger.warning("pid %s did not exit %.1fs after SIGTERM; sending SIGKILL", proc.pid, grace)
+        logger.warning(
+            "infra.process.kill pid=%s grace_s=%.1f (no exit after SIGTERM)", proc.pid, grace
+        )
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
     for proc in _wait_exit(alive, 5.0, codes):
-        logger.error("pid %s survived SIGKILL", proc.pid)
+        logger.error("infra.process.survived_kill pid=%s", proc.pid)
     for item in services:
         if isinstance(item, ServiceProcess):
             # psutil reaped our own children: keep their exit codes for returncode().

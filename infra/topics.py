@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicMetadata
 
 from infra.broker import admin_client
+from infra.waiting import Deadline, wait_until
 from parley.errors import InfraError
 from streams.topics import TopicSpec
 
@@ -37,34 +37,35 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30) -
     """
     if not specs:
         return
-    end = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     admin = admin_client(bootstrap)
-    existing = _metadata(admin, bootstrap, end).topics
+    existing = _metadata(admin, bootstrap, deadline).topics
     missing = [spec for spec in specs if spec.name not in existing]
     for spec in specs:
         if spec.name in existing:
             have = len(existing[spec.name].partitions)
             if have != spec.partitions:
                 logger.warning(
-                    "topic %s exists with %s partitions, not %s; left unchanged",
+                    "infra.topic.partitions_differ topic=%s have=%s want=%s (left unchanged)",
                     spec.name,
                     have,
                     spec.partitions,
                 )
     if missing:
-        _create(admin, missing, end)
-    _wait_partitions(admin, bootstrap, specs, set(existing), end)
+        _create(admin, missing, deadline)
+    _wait_partitions(admin, bootstrap, specs, set(existing), deadline)
 
 
-def _remaining(end: float) -> float:
-    return max(0.1, end - time.monotonic())
+def _remaining(deadline: Deadline) -> float:
+    """A client call's timeout: what is left, but never zero (librdkafka would not wait)."""
+    return max(0.1, deadline.remaining())
 
 
 def _metadata(
-    admin: AdminClient, bootstrap: str, end: float, topic: str | None = None
+    admin: AdminClient, bootstrap: str, deadline: Deadline, topic: str | None = None
 ) -> ClusterMetadata:
     try:
-        return admin.list_topics(topic=topic, timeout=_remaining(end))
+        return admin.list_topics(topic=topic, timeout=_remaining(deadline))
     except KafkaException as exc:
         raise InfraError(f"cannot read topic metadata from Kafka at {bootstrap}: {exc}") from exc
 
@@ -74,24 +75,24 @@ def _new_topic(spec: TopicSpec, with_config: bool) -> NewTopic:
     return NewTopic(spec.name, num_partitions=spec.partitions, config=config)
 
 
-def _create(admin: AdminClient, specs: list[TopicSpec], end: float) -> None:
+def _create(admin: AdminClient, specs: list[TopicSpec], deadline: Deadline) -> None:
     retry_without_config: list[TopicSpec] = []
     pending = {spec.name: spec for spec in specs}
     futures = admin.create_topics(
-        [_new_topic(spec, True) for spec in specs], request_timeout=_remaining(end)
+        [_new_topic(spec, True) for spec in specs], request_timeout=_remaining(deadline)
     )
     for name, future in futures.items():
         spec = pending[name]
         try:
             future.result()
-            logger.info("created topic %s (%s partitions)", name, spec.partitions)
+            logger.info("infra.topic.created topic=%s partitions=%s", name, spec.partitions)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # created concurrently by someone else: fine
             if spec.config() and error.code() in _CONFIG_REJECTED:
                 logger.warning(
-                    "broker rejected config %s for topic %s (%s); creating it without",
+                    "infra.topic.config_rejected config=%s topic=%s error=%s (creating it without)",
                     spec.config(),
                     name,
                     error.str(),
@@ -102,7 +103,7 @@ def _create(admin: AdminClient, specs: list[TopicSpec], end: float) -> None:
     if retry_without_config:
         futures = admin.create_topics(
             [_new_topic(spec, False) for spec in retry_without_config],
-            request_timeout=_remaining(end),
+            request_timeout=_remaining(deadline),
         )
         for name, future in futures.items():
             try:
@@ -123,21 +124,27 @@ def _ready(meta: TopicMetadata | None, want: int, preexisting: bool) -> bool:
 
 
 def _wait_partitions(
-    admin: AdminClient, bootstrap: str, specs: list[TopicSpec], preexisting: set[str], end: float
+    admin: AdminClient,
+    bootstrap: str,
+    specs: list[TopicSpec],
+    preexisting: set[str],
+    deadline: Deadline,
 ) -> None:
     waiting = {spec.name: spec.partitions for spec in specs}
-    delay = 0.02
-    while True:
-        topics = _metadata(admin, bootstrap, end).topics
+
+    def all_ready() -> bool:
+        topics = _metadata(admin, bootstrap, deadline).topics
         for name, want in list(waiting.items()):
             if _ready(topics.get(name), want, name in preexisting):
                 del waiting[name]
-        if not waiting:
-            return
-        if time.monotonic() >= end:
-            raise InfraError(
-                f"topics not ready on {bootstrap} in time: "
-                + ", ".join(f"{name} ({n} partitions)" for name, n in sorted(waiting.items()))
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+        return not waiting
+
+    try:
+        wait_until(all_ready, deadline, f"topics on {bootstrap}")
+    except InfraError as exc:
+        if not deadline.expired():  # the broker could not be read: that error says it best
+            raise
+        raise InfraError(
+            f"topics not ready on {bootstrap} in time: "
+            + ", ".join(f"{name} ({n} partitions)" for name, n in sorted(waiting.items()))
+        ) from exc

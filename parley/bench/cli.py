@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -176,7 +175,7 @@ def e2e(
                 target = deploy.external_deployment(url)
             else:
                 target = deploy.pipeline_deployment(
-                    gateways=gateways, workers=workers, infra=infra,  # type: ignore[arg-type]
+                    gateways=gateways, workers=workers, infra=cast(deploy.InfraMode, infra),
                     model_dir=model_dir, data_parent=data_parent, partitions=partitions,
                     keep_data=keep_data,
                 )  # fmt: skip
@@ -257,7 +256,7 @@ def connections(
             target = deploy.external_deployment(url)
         else:
             target = deploy.pipeline_deployment(
-                gateways=1, workers=1, infra=infra,  # type: ignore[arg-type]
+                gateways=1, workers=1, infra=cast(deploy.InfraMode, infra),
                 model_dir=model_dir, data_parent=data_parent, keep_data=keep_data,
             )  # fmt: skip
         with target as deployment:
@@ -292,7 +291,7 @@ def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json
     """The NLU model on its own (agents/nlu/bench.py)."""
     from parley.bench.components import nlu_bench
 
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = nlu_bench(model_dir, texts_file, seconds)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
@@ -323,7 +322,7 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
     """Knowledge retrieval on its own (agents/knowledge/bench.py)."""
     from parley.bench.components import kb_bench
 
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = kb_bench(index_dir, queries_file, seconds, chunks)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
@@ -348,7 +347,7 @@ def broker(partitions: str, rate: float, seconds: float, linger_ms: float, as_js
     if not counts or min(counts) < 1:
         raise click.BadParameter("give at least one partition count, each >= 1")
     settings = Settings.from_env()
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms, linger_ms)
     _emit(result, as_json, [
