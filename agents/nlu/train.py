@@ -37,6 +37,7 @@ from agents.nlu.span_training import AnnotatedMessage, fit_span_models
 from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features
 from agents.nlu.text import MAX_TEXT_CHARS, clean_text, tokenize
+from parley.files import atomic_directory
 
 __all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
 
@@ -335,7 +336,6 @@ def train_model(
     params = params or TrainingParams()
     if not examples:
         raise ValueError("no training examples")
-    intent_examples = [e for e in examples if e.intent]
     digest = data_hash or hash_training_data(
         canonical_lines(examples), CODE_VERSION, json.dumps(params.describe(), sort_keys=True),
         json.dumps(params.recognisers.to_json(), sort_keys=True),
@@ -347,70 +347,70 @@ def train_model(
         bar.set_postfix_str(step)
         bar.update(1)
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp-build")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    files: dict[str, str] = {}
-    labels: list[str] = []
-    temperature, threshold = 1.0, 0.0
-    validation: dict[str, Any] = {}
     try:
-        if intent_examples:
-            result = _train_intents(intent_examples, params, progress)
-            labels, temperature, threshold = result.labels, result.temperature, result.threshold
-            validation = result.validation
-            (tmp / "intent.onnx").write_bytes(result.onnx_bytes)
-            result.vocab.save(tmp / "intent_features.npz")
-            files.update(intent_model="intent.onnx", intent_features="intent_features.npz")
-        else:
-            for step in ("no intents", "-", "-"):
-                progress(step)
-        progress("entity tagger")
-        tagger = _train_tagger(examples, params)
-        if tagger is not None:
-            (tmp / "tagger.onnx").write_bytes(tagger.onnx_bytes)
-            (tmp / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
-            files.update(tagger_model="tagger.onnx", tagger_features="tagger_features.json")
-            if tagger.span_models is not None:
-                tagger.span_models.save(tmp / "spans.npz")
-                files["span_models"] = "spans.npz"
-        if "tagger_model" in files or (intent_examples and params.use_embeddings):
-            shutil.copyfile(wordllama_files()[0], tmp / "tokenizer.json")
-            files["tokenizer"] = "tokenizer.json"
-        manifest = Manifest(
-            version=f"nlu-{digest[:12]}",
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            training_data_sha256=digest,
-            code_version=CODE_VERSION,
-            oos_label=params.oos_label,
-            labels=labels,
-            temperature=round(temperature, 6),
-            oos_threshold=round(threshold, 4),
-            entity_labels=tagger.entity_labels if tagger else [],
-            tagger_tags=tagger.tags if tagger else [],
-            max_text_chars=MAX_TEXT_CHARS,
-            recognisers=params.recognisers.to_json(),
-            training={
-                **params.describe(),
-                "n_examples": len(examples),
-                "n_intent_examples": len(intent_examples),
-                "n_entity_examples": sum(1 for e in examples if e.entities),
-            },
-            validation=validation,
-            files=files,
-        )
-        manifest.save(tmp)
-        progress("exported")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        with atomic_directory(Path(out_dir)) as folder:
+            manifest = _train_into(folder, examples, params, digest, progress)
+            progress("exported")
     finally:
         bar.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("nlu.train.done version=%s labels=%d out=%s", manifest.version, len(labels), out_dir)
+    log.info("nlu.train.done version=%s labels=%d out=%s", manifest.version,
+             len(manifest.labels), out_dir)
+    return manifest
+
+
+def _train_into(
+    folder: Path, examples: Sequence[Example], params: TrainingParams, digest: str,
+    progress: Progress,
+) -> Manifest:
+    """Train the intents and the tagger, and write their files and the manifest to ``folder``."""
+    import json
+
+    intent_examples = [e for e in examples if e.intent]
+    files: dict[str, str] = {}
+    intents: _IntentResult | None = None
+    if intent_examples:
+        intents = _train_intents(intent_examples, params, progress)
+        (folder / "intent.onnx").write_bytes(intents.onnx_bytes)
+        intents.vocab.save(folder / "intent_features.npz")
+        files.update(intent_model="intent.onnx", intent_features="intent_features.npz")
+    else:
+        for step in ("no intents", "-", "-"):
+            progress(step)
+    progress("entity tagger")
+    tagger = _train_tagger(examples, params)
+    if tagger is not None:
+        (folder / "tagger.onnx").write_bytes(tagger.onnx_bytes)
+        (folder / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
+        files.update(tagger_model="tagger.onnx", tagger_features="tagger_features.json")
+        if tagger.span_models is not None:
+            tagger.span_models.save(folder / "spans.npz")
+            files["span_models"] = "spans.npz"
+    if "tagger_model" in files or (intent_examples and params.use_embeddings):
+        shutil.copyfile(wordllama_files()[0], folder / "tokenizer.json")
+        files["tokenizer"] = "tokenizer.json"
+    manifest = Manifest(
+        version=f"nlu-{digest[:12]}",
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        training_data_sha256=digest,
+        code_version=CODE_VERSION,
+        oos_label=params.oos_label,
+        labels=intents.labels if intents else [],
+        temperature=round(intents.temperature, 6) if intents else 1.0,
+        oos_threshold=round(intents.threshold, 4) if intents else 0.0,
+        entity_labels=tagger.entity_labels if tagger else [],
+        tagger_tags=tagger.tags if tagger else [],
+        max_text_chars=MAX_TEXT_CHARS,
+        recognisers=params.recognisers.to_json(),
+        training={
+            **params.describe(),
+            "n_examples": len(examples),
+            "n_intent_examples": len(intent_examples),
+            "n_entity_examples": sum(1 for e in examples if e.entities),
+        },
+        validation=intents.validation if intents else {},
+        files=files,
+    )
+    manifest.save(folder)
     return manifest
 
 
