@@ -151,51 +151,71 @@ def cpu_per_message(
     }
 
 
-def summarize(
-    results: list[LoadResult], reports: list[ConnectReport], options: E2EOptions
-) -> E2EResult:
-    warmup, duration = options.warmup_s, options.duration
-    window = duration - warmup
-    sent = acked = replied = lost = unacked = failed = duplicated = 0
-    latencies: list[float] = []
-    ack_latencies: list[float] = []
-    lags: list[float] = []
-    sent_times: list[float] = []
-    reply_times: list[float] = []
-    latency_by_second: dict[int, list[float]] = {}
-    errors: Counter[str] = Counter()
-    by_turn: dict[str, list[float]] = {}
-    for r in results:
-        errors.update(r.errors)
-        duplicated += r.duplicated
-        turn_of = [options.script.turn_name(j) for count in r.message_counts
-                   for j in range(count)]  # fmt: skip
+@dataclass
+class _Tally:
+    """The messages of a run: every one counted, and the latencies of those scheduled
+    inside the measured window (after the warm-up, before the end)."""
+
+    warmup: float
+    duration: float
+    sent: int = 0
+    acked: int = 0
+    replied: int = 0
+    lost: int = 0  # acknowledged, never answered
+    unacked: int = 0
+    refused: int = 0
+    duplicated: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ack_latencies: list[float] = field(default_factory=list)
+    send_lags: list[float] = field(default_factory=list)
+    sent_times: list[float] = field(default_factory=list)
+    reply_times: list[float] = field(default_factory=list)
+    latency_by_second: dict[int, list[float]] = field(default_factory=dict)
+    latency_by_turn: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, r: LoadResult, script: ConversationScript) -> None:
+        self.errors.update(r.errors)
+        self.duplicated += r.duplicated
+        turn_of = [script.turn_name(j) for count in r.message_counts for j in range(count)]
         for turn, sched, sent_at, ack_at, reply_at, fail_at in zip(
             turn_of, r.scheduled, r.sent, r.acked, r.replied, r.failed, strict=True
         ):
             if math.isnan(sent_at):
                 continue
-            sent += 1
-            sent_times.append(sent_at)
+            self.sent += 1
+            self.sent_times.append(sent_at)
             has_reply, has_ack = not math.isnan(reply_at), not math.isnan(ack_at)
-            acked += has_ack
-            failed += not math.isnan(fail_at)
+            self.acked += has_ack
+            self.refused += not math.isnan(fail_at)
             if has_reply:
-                replied += 1
-                reply_times.append(reply_at)
+                self.replied += 1
+                self.reply_times.append(reply_at)
             elif math.isnan(fail_at):
-                lost += has_ack
-                unacked += not has_ack
-            if not warmup <= sched < duration:
+                self.lost += has_ack
+                self.unacked += not has_ack
+            if not self.warmup <= sched < self.duration:
                 continue
-            lags.append((sent_at - sched) * 1000)
+            self.send_lags.append((sent_at - sched) * 1000)
             if has_ack:
-                ack_latencies.append((ack_at - sched) * 1000)
+                self.ack_latencies.append((ack_at - sched) * 1000)
             if has_reply:
                 latency = (reply_at - sched) * 1000
-                latencies.append(latency)
-                by_turn.setdefault(turn, []).append(latency)
-                latency_by_second.setdefault(int(sched), []).append(latency)
+                self.latencies.append(latency)
+                self.latency_by_turn.setdefault(turn, []).append(latency)
+                self.latency_by_second.setdefault(int(sched), []).append(latency)
+
+
+def summarize(
+    results: list[LoadResult], reports: list[ConnectReport], options: E2EOptions
+) -> E2EResult:
+    warmup, duration = options.warmup_s, options.duration
+    window = duration - warmup
+    tally = _Tally(warmup, duration)
+    for r in results:
+        tally.add(r, options.script)
+    errors = tally.errors
+    reply_times, sent_times = tally.reply_times, tally.sent_times
     in_window = sum(1 for t in reply_times if warmup <= t < duration)
     connected = sum(rep.connected for rep in reports)
     connect_s = max((rep.seconds for rep in reports), default=0.0)
@@ -211,22 +231,22 @@ def summarize(
             "clients_procs": len(results),
             "script": options.script.source,
         },
-        "sent": sent,
-        "acked": acked,
-        "replied": replied,
-        "lost": lost,
-        "unacked": unacked,
-        "refused": failed,
-        "duplicated": duplicated,
+        "sent": tally.sent,
+        "acked": tally.acked,
+        "replied": tally.replied,
+        "lost": tally.lost,
+        "unacked": tally.unacked,
+        "refused": tally.refused,
+        "duplicated": tally.duplicated,
         "throughput_msgs_per_s": rounded(in_window / window if window > 0 else math.nan, 1),
         "offered_msgs_per_s": options.rate,
-        **latency_summary(latencies),
-        **latency_summary(ack_latencies, "ack_latency_ms"),
-        "send_lag_ms_p99": rounded(percentile(sorted(lags), 99)),
+        **latency_summary(tally.latencies),
+        **latency_summary(tally.ack_latencies, "ack_latency_ms"),
+        "send_lag_ms_p99": rounded(percentile(sorted(tally.send_lags), 99)),
         # Which turns are slow: questions and follow-ups may take the knowledge path.
         "latency_ms_by_turn": {
             turn: {"n": len(values), **_short(latency_summary(values, "ms"))}
-            for turn, values in by_turn.items()
+            for turn, values in tally.latency_by_turn.items()
         },
         "errors": sum(errors.values()),
         "errors_by_kind": dict(errors),
@@ -245,10 +265,10 @@ def summarize(
         "second": [float(s) for s in seconds],
         "sent": [float(n) for n in per_second(sent_times, until)],
         "replied": [float(n) for n in per_second(reply_times, until)],
-        "p50_ms": [_pct(latency_by_second.get(s), 50) for s in seconds],
-        "p99_ms": [_pct(latency_by_second.get(s), 99) for s in seconds],
+        "p50_ms": [_pct(tally.latency_by_second.get(s), 50) for s in seconds],
+        "p99_ms": [_pct(tally.latency_by_second.get(s), 99) for s in seconds],
     }
-    return E2EResult(summary, latencies, timeline, reports)
+    return E2EResult(summary, tally.latencies, timeline, reports)
 
 
 def _short(summary: dict[str, float | None]) -> dict[str, float | None]:
