@@ -13,6 +13,7 @@ __all__ = [
     "MESSAGES_FAILED",
     "REPLIES_DELIVERED",
     "REPLIES_DROPPED",
+    "REPLIES_INVALID",
 ]
 
 CONNECTIONS = Gauge("parley_gateway_connections", "Open WebSocket connections.")
@@ -37,6 +38,12 @@ REPLIES_DELIVERED = Counter(
 REPLIES_DROPPED = Counter(
     "parley_gateway_replies_duplicate_total",
     "Replies not written because the socket already had them (reprocessing, resume).",
+)
+REPLIES_INVALID = Counter(
+    "parley_gateway_replies_invalid_total",
+    "Replies on the reply topic that could not be delivered: undecodable, or bad_id "
+    "(a tenant or conversation id that is not a valid id).",
+    ["reason"],
 )
 ACK_LATENCY = Histogram(
     "parley_gateway_ack_latency_seconds",

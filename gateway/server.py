@@ -411,14 +411,22 @@ class Gateway:
     def _on_reply_batch(self, values: list[bytes]) -> None:
         """Called on the loop with a batch of raw replies from the follower thread."""
         by_client: dict[ClientSession, list[dict[str, Any]]] = defaultdict(list)
+        # Replies may come from any producer: a bad one is logged, counted and skipped,
+        # and the rest of the batch is still delivered.
         for value in values:
             try:
                 reply = self.reply_codec.decode(value)
             except DecodeError as exc:
+                metrics.REPLIES_INVALID.labels("undecodable").inc()
                 logger.warning("gateway.reply.undecodable error=%s", exc)
                 continue
             self.in_flight.release(reply["payload"]["in_reply_to"])
-            keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
+            try:
+                keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
+            except InvalidIdError as exc:
+                metrics.REPLIES_INVALID.labels("bad_id").inc()
+                logger.warning("gateway.reply.bad_id event_id=%s error=%s", reply["event_id"], exc)
+                continue
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
         for client, replies in by_client.items():
