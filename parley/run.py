@@ -8,7 +8,6 @@ import time
 
 import click
 
-from parley.errors import ParleyError
 from parley.logs import configure_logging
 from parley.settings import Settings
 from parley.stack import Stack
@@ -50,8 +49,6 @@ def up(workers: int, port: int | None) -> None:
                     f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}"
                 )
             time.sleep(0.5)
-    except ParleyError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
+    finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()
