@@ -111,9 +111,15 @@ class EnvSettings:
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
-        """(env, default, help) for every setting; used by ``parley settings``."""
-        return [(f.metadata["env"], repr(f.default), f.metadata["help"])
+        """(env, default, help) for every setting; used by ``parley settings``.
+
+        Defaults are shown as they would be written: strings quoted, paths as paths."""
+        return [(f.metadata["env"], _shown(f.default), f.metadata["help"])
                 for f in fields(cls)]  # type: ignore[arg-type]
+
+
+def _shown(default: Any) -> str:
+    return str(default) if isinstance(default, Path) else repr(default)
 
 
 @dataclass(frozen=True)

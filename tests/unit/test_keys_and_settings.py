@@ -87,3 +87,9 @@ def test_the_edges_that_work_are_accepted() -> None:
     assert s.redis_startup_nodes == [("redis-a", 7000), ("redis-b", 7001), ("127.0.0.1", 7002)]
     assert s.gateway_port == 0
 
+
+
+def test_parley_settings_shows_a_path_default_as_a_path() -> None:
+    described = {env: default for env, default, _ in Settings.describe()}
+    assert described["PARLEY_DATA_DIR"] == ".parley"  # not PosixPath('.parley')
+    assert (described["PARLEY_GATEWAY_PORT"], described["PARLEY_LOG_LEVEL"]) == ("8080", "'INFO'")
