@@ -12,7 +12,7 @@ __all__ = [
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
     "REPLIES_DELIVERED",
-    "REPLIES_DROPPED",
+    "REPLIES_DUPLICATE",
     "REPLIES_INVALID",
 ]
 
@@ -22,9 +22,9 @@ MESSAGES_ACCEPTED = Counter(
 )
 MESSAGES_FAILED = Counter(
     "parley_gateway_messages_failed_total",
-    "Messages not accepted: a dependency failed (redis, kafka) or the gateway was "
-    "overloaded.",
-    ["dependency"],
+    "Messages not accepted, by reason: a dependency failed (redis, kafka) or the gateway "
+    "was overloaded (overloaded).",
+    ["reason"],
 )
 IN_FLIGHT = Gauge(
     "parley_gateway_in_flight", "Messages on the bus without a reply yet (admission control)."
@@ -35,7 +35,7 @@ FRAMES_REJECTED = Counter(
 REPLIES_DELIVERED = Counter(
     "parley_gateway_replies_delivered_total", "Replies written to a client socket."
 )
-REPLIES_DROPPED = Counter(
+REPLIES_DUPLICATE = Counter(
     "parley_gateway_replies_duplicate_total",
     "Replies not written because the socket already had them (reprocessing, resume).",
 )

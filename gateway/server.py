@@ -105,7 +105,7 @@ class ClientSession:
         async with self.lock:
             for reply in replies:
                 if reply["seq"] <= self.delivered_seq:
-                    metrics.REPLIES_DROPPED.inc()
+                    metrics.REPLIES_DUPLICATE.inc()
                     continue
                 self.delivered_seq = reply["seq"]
                 try:
