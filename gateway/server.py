@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import socket
 import time
 import uuid
@@ -28,7 +27,7 @@ from collections import defaultdict, deque
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -48,13 +47,14 @@ from gateway.protocol import (
     encode,
     error_frame,
     parse_client_frame,
+    parse_connection_params,
     reply_frame,
     welcome_frame,
 )
 from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.codecs import codec_for
-from streams.keys import ConversationKeys, InvalidIdError, validate_id
+from streams.keys import ConversationKeys, InvalidIdError
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
@@ -113,24 +113,6 @@ class ClientSession:
                 except ConnectionClosed:
                     return
                 metrics.REPLIES_DELIVERED.inc()
-
-
-def _connection_params(path: str) -> tuple[str, ConversationKeys, int]:
-    """The user, conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: tenant
-    ``demo``, a new user and conversation, no replay). Raises ``InvalidIdError`` or
-    ``ValueError`` for a bad value."""
-    query = parse_qs(urlsplit(path).query)
-
-    def param(name: str, default: str) -> str:
-        return query.get(name, [default])[0]
-
-    tenant = validate_id("tenant", param("tenant", "demo"))
-    user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
-    keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
-    last_seq = param("last_seq", "-1")
-    if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
-        raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
-    return user, keys, int(last_seq)
 
 
 class Gateway:
@@ -283,7 +265,7 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         try:
-            user, keys, last_seq = _connection_params(ws.request.path)
+            user, keys, last_seq = parse_connection_params(ws.request.path)
         except (InvalidIdError, ValueError) as exc:
             await ws.send(error_frame("bad_request", str(exc)))
             await ws.close(1008, "bad connection parameters")
