@@ -24,6 +24,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Coroutine
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
@@ -143,7 +144,7 @@ class Gateway:
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # pending acks and reply deliveries
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -185,15 +186,34 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        for task in (self._health_task, self._keepalive_task):
-            if task:
-                task.cancel()
+        """Stop serving and release everything; idempotent.
+
+        In order: the health and keepalive loops are cancelled and awaited; every socket
+        is closed with 1001 (going away); the reply follower stops, so no new delivery
+        starts; the producer flushes what it holds (up to 5 s), which settles the pending
+        acks. Acks and replies still pending then have no socket left to go to: their
+        tasks end at once and are awaited, and one whose delivery never settled (the
+        broker unreachable) is cancelled. A message the broker took whose ack was not
+        sent is still answered; the client gets the reply when it resumes (``last_seq``).
+        """
+        loops = [t for t in (self._health_task, self._keepalive_task) if t is not None]
+        for task in loops:
+            task.cancel()
+        if loops:
+            await asyncio.wait(loops)
+        self._health_task = self._keepalive_task = None
         if self._server is not None:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
             self._server = None
         await self.follower.close()
         await self.producer.close()
+        if self._tasks:
+            _, unsettled = await asyncio.wait(self._tasks, timeout=1)
+            for task in unsettled:
+                task.cancel()
+            if unsettled:
+                await asyncio.wait(unsettled)
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -347,10 +367,7 @@ class Gateway:
         })  # fmt: skip
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
-        task = asyncio.create_task(self._ack_when_delivered(client, frame, event_id, seq,
-                                                            delivery, received))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,
@@ -412,6 +429,10 @@ class Gateway:
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
         for client, replies in by_client.items():
-            task = asyncio.create_task(client.deliver(replies))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(client.deliver(replies))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run an ack or a delivery in the background; close() settles what is pending."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
