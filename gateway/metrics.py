@@ -12,7 +12,8 @@ __all__ = [
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
     "REPLIES_DELIVERED",
-    "REPLIES_DROPPED",
+    "REPLIES_DUPLICATE",
+    "REPLIES_INVALID",
 ]
 
 CONNECTIONS = Gauge("parley_gateway_connections", "Open WebSocket connections.")
@@ -21,9 +22,9 @@ MESSAGES_ACCEPTED = Counter(
 )
 MESSAGES_FAILED = Counter(
     "parley_gateway_messages_failed_total",
-    "Messages not accepted: a dependency failed (redis, kafka) or the gateway was "
-    "overloaded.",
-    ["dependency"],
+    "Messages not accepted, by reason: a dependency failed (redis, kafka) or the gateway "
+    "was overloaded (overloaded).",
+    ["reason"],
 )
 IN_FLIGHT = Gauge(
     "parley_gateway_in_flight", "Messages on the bus without a reply yet (admission control)."
@@ -34,9 +35,15 @@ FRAMES_REJECTED = Counter(
 REPLIES_DELIVERED = Counter(
     "parley_gateway_replies_delivered_total", "Replies written to a client socket."
 )
-REPLIES_DROPPED = Counter(
+REPLIES_DUPLICATE = Counter(
     "parley_gateway_replies_duplicate_total",
     "Replies not written because the socket already had them (reprocessing, resume).",
+)
+REPLIES_INVALID = Counter(
+    "parley_gateway_replies_invalid_total",
+    "Replies on the reply topic that could not be delivered: undecodable, or bad_id "
+    "(a tenant or conversation id that is not a valid id).",
+    ["reason"],
 )
 ACK_LATENCY = Histogram(
     "parley_gateway_ack_latency_seconds",

@@ -9,6 +9,8 @@ Client → server frames are JSON objects with a ``type``:
 
 Server → client frames: ``welcome``, ``ack``, ``reply``, ``error``, ``pong``.
 
+:func:`parse_connection_params` reads what a ``/ws?...`` URL asks for (tenant,
+user, conversation, ``last_seq``); a bad value is a ``bad_request``.
 :func:`parse_client_frame` turns raw frame data into a frame object or raises
 :class:`FrameError` with a stable ``code`` the client can act on; the caller
 answers with :func:`error_frame` and the connection stays usable.
@@ -17,11 +19,17 @@ answers with :func:`error_frame` and the connection stays usable.
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+from streams.keys import ConversationKeys, validate_id
 
 __all__ = [
     "ClientFrame",
+    "ConnectionParams",
     "FrameError",
     "MessageFrame",
     "PingFrame",
@@ -31,6 +39,7 @@ __all__ = [
     "encode",
     "error_frame",
     "parse_client_frame",
+    "parse_connection_params",
     "reply_frame",
     "welcome_frame",
 ]
@@ -71,6 +80,32 @@ class PingFrame:
 
 
 ClientFrame = MessageFrame | ResumeFrame | TypingFrame | PingFrame
+
+
+class ConnectionParams(NamedTuple):
+    """What a ``/ws?...`` URL asks for."""
+
+    user_id: str
+    keys: ConversationKeys
+    last_seq: int  # replay the replies after it; -1: no replay
+
+
+def parse_connection_params(path: str) -> ConnectionParams:
+    """The user, conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: tenant
+    ``demo``, a new user and conversation, no replay). Raises ``InvalidIdError`` (a
+    ``ValueError``) for a bad id and ``ValueError`` for a bad ``last_seq``."""
+    query = parse_qs(urlsplit(path).query)
+
+    def param(name: str, default: str) -> str:
+        return query.get(name, [default])[0]
+
+    tenant = validate_id("tenant", param("tenant", "demo"))
+    user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
+    keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
+    last_seq = param("last_seq", "-1")
+    if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
+        raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
+    return ConnectionParams(user, keys, int(last_seq))
 
 
 def parse_client_frame(data: str | bytes, max_text_bytes: int) -> ClientFrame:

@@ -20,15 +20,15 @@ import contextlib
 import logging
 import math
 import os
-import re
 import socket
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Coroutine
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -48,13 +48,14 @@ from gateway.protocol import (
     encode,
     error_frame,
     parse_client_frame,
+    parse_connection_params,
     reply_frame,
     welcome_frame,
 )
 from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.codecs import codec_for
-from streams.keys import ConversationKeys, InvalidIdError, validate_id
+from streams.keys import ConversationKeys, InvalidIdError
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
@@ -105,7 +106,7 @@ class ClientSession:
         async with self.lock:
             for reply in replies:
                 if reply["seq"] <= self.delivered_seq:
-                    metrics.REPLIES_DROPPED.inc()
+                    metrics.REPLIES_DUPLICATE.inc()
                     continue
                 self.delivered_seq = reply["seq"]
                 try:
@@ -113,24 +114,6 @@ class ClientSession:
                 except ConnectionClosed:
                     return
                 metrics.REPLIES_DELIVERED.inc()
-
-
-def _connection_params(path: str) -> tuple[str, ConversationKeys, int]:
-    """The user, conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: tenant
-    ``demo``, a new user and conversation, no replay). Raises ``InvalidIdError`` or
-    ``ValueError`` for a bad value."""
-    query = parse_qs(urlsplit(path).query)
-
-    def param(name: str, default: str) -> str:
-        return query.get(name, [default])[0]
-
-    tenant = validate_id("tenant", param("tenant", "demo"))
-    user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
-    keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
-    last_seq = param("last_seq", "-1")
-    if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
-        raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
-    return user, keys, int(last_seq)
 
 
 class Gateway:
@@ -161,7 +144,7 @@ class Gateway:
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # pending acks and reply deliveries
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -203,15 +186,34 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        for task in (self._health_task, self._keepalive_task):
-            if task:
-                task.cancel()
+        """Stop serving and release everything; idempotent.
+
+        In order: the health and keepalive loops are cancelled and awaited; every socket
+        is closed with 1001 (going away); the reply follower stops, so no new delivery
+        starts; the producer flushes what it holds (up to 5 s), which settles the pending
+        acks. Acks and replies still pending then have no socket left to go to: their
+        tasks end at once and are awaited, and one whose delivery never settled (the
+        broker unreachable) is cancelled. A message the broker took whose ack was not
+        sent is still answered; the client gets the reply when it resumes (``last_seq``).
+        """
+        loops = [t for t in (self._health_task, self._keepalive_task) if t is not None]
+        for task in loops:
+            task.cancel()
+        if loops:
+            await asyncio.wait(loops)
+        self._health_task = self._keepalive_task = None
         if self._server is not None:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
             self._server = None
         await self.follower.close()
         await self.producer.close()
+        if self._tasks:
+            _, unsettled = await asyncio.wait(self._tasks, timeout=1)
+            for task in unsettled:
+                task.cancel()
+            if unsettled:
+                await asyncio.wait(unsettled)
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -283,7 +285,7 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         try:
-            user, keys, last_seq = _connection_params(ws.request.path)
+            user, keys, last_seq = parse_connection_params(ws.request.path)
         except (InvalidIdError, ValueError) as exc:
             await ws.send(error_frame("bad_request", str(exc)))
             await ws.close(1008, "bad connection parameters")
@@ -365,10 +367,7 @@ class Gateway:
         })  # fmt: skip
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
-        task = asyncio.create_task(self._ack_when_delivered(client, frame, event_id, seq,
-                                                            delivery, received))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,
@@ -411,17 +410,29 @@ class Gateway:
     def _on_reply_batch(self, values: list[bytes]) -> None:
         """Called on the loop with a batch of raw replies from the follower thread."""
         by_client: dict[ClientSession, list[dict[str, Any]]] = defaultdict(list)
+        # Replies may come from any producer: a bad one is logged, counted and skipped,
+        # and the rest of the batch is still delivered.
         for value in values:
             try:
                 reply = self.reply_codec.decode(value)
             except DecodeError as exc:
+                metrics.REPLIES_INVALID.labels("undecodable").inc()
                 logger.warning("gateway.reply.undecodable error=%s", exc)
                 continue
             self.in_flight.release(reply["payload"]["in_reply_to"])
-            keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
+            try:
+                keys = ConversationKeys(reply["tenant_id"], reply["conversation_id"])
+            except InvalidIdError as exc:
+                metrics.REPLIES_INVALID.labels("bad_id").inc()
+                logger.warning("gateway.reply.bad_id event_id=%s error=%s", reply["event_id"], exc)
+                continue
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
         for client, replies in by_client.items():
-            task = asyncio.create_task(client.deliver(replies))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(client.deliver(replies))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run an ack or a delivery in the background; close() settles what is pending."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

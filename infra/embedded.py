@@ -269,7 +269,7 @@ class EmbeddedInfra:
             pids = ", ".join(f"{record.name}={record.pid}" for record, _ in live)
             raise InfraError(
                 f"{self.data_dir} belongs to infrastructure that is still running ({pids}); "
-                f"stop it first with `parley infra down --data-dir {self.data_dir}`"
+                f"stop it first with `parley infra --data-dir {self.data_dir} down`"
             )
         remove_pidfile(self.data_dir)  # stale: nothing it names runs any more
 

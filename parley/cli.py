@@ -13,6 +13,10 @@ kb         agents/knowledge/cli.py  ingest / evaluate knowledge bases
 bench      parley/bench/cli.py     benchmarks
 settings   (here)                  list every setting and its variable
 =========  =====================================
+
+A :class:`~parley.errors.ParleyError` raised by any subcommand (a malformed
+``PARLEY_*`` setting, infrastructure that cannot start) ends the command with a
+one-line ``Error: ...`` and exit status 1, not a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import importlib
 from typing import Any
 
 import click
+
+from parley.errors import ParleyError
 
 __all__ = ["main"]
 
@@ -46,6 +52,12 @@ class _LazyGroup(click.Group):
         module_name, _, attr = target.partition(":")
         command: Any = getattr(importlib.import_module(module_name), attr)
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ParleyError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @click.group(cls=_LazyGroup)

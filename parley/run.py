@@ -8,7 +8,6 @@ import time
 
 import click
 
-from parley.errors import ParleyError
 from parley.logs import configure_logging
 from parley.settings import Settings
 from parley.stack import Stack
@@ -18,7 +17,7 @@ __all__ = ["up"]
 
 @click.command()
 @click.option("--workers", default=1, show_default=True, help="Stream worker processes.")
-@click.option("--port", type=int, help="Gateway port (default: PARLEY_GATEWAY_PORT, 8080).")
+@click.option("--port", type=int, help="Gateway port (default: PARLEY_GATEWAY_PORT, 8080; 0: any).")
 def up(workers: int, port: int | None) -> None:
     """Start everything and print the chat URL; Ctrl-C stops it all."""
     settings = Settings.from_env()
@@ -36,12 +35,11 @@ def up(workers: int, port: int | None) -> None:
                    err=True)
         stack.prepare_model()
         stack.prepare_knowledge()
-        stack.start_gateway()
+        gateway = stack.start_gateway()
         for _ in range(workers):
             stack.start_worker()
         stack.wait_ready()
-        host, gw_port = stack.settings.gateway_host, stack.settings.gateway_port
-        click.echo(f"\nParley is up. Chat at http://{host}:{gw_port}/  (Ctrl-C stops it)")
+        click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
         while not stopping.is_set():
             dead = [c for c in stack.children if not c.alive()]
@@ -50,8 +48,6 @@ def up(workers: int, port: int | None) -> None:
                     f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}"
                 )
             time.sleep(0.5)
-    except ParleyError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
+    finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()

@@ -1,19 +1,22 @@
 """Process settings, read once from the environment.
 
 Every setting has an environment variable, a default and a docstring-like help
-text. Values are parsed strictly: a malformed value stops the process at
+text. Values are parsed strictly and then checked (ports, counts, ``host:port``
+lists): a malformed value, or one that cannot work, stops the process at
 start-up with the variable's name and what was expected, instead of being
-silently replaced by a default.
+silently replaced by a default or failing later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from parley.errors import ConfigError
 
@@ -59,6 +62,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+_ADDRESS = re.compile(r"[^,]*:[0-9]{1,5}")
+
+
+def _is_address_list(value: str) -> bool:
+    """``host:port[,host:port...]`` (an empty host means 127.0.0.1), ports 1-65535."""
+    items = [item.strip() for item in value.split(",")]
+    return all(_ADDRESS.fullmatch(item) and 1 <= int(item.rpartition(":")[2]) <= 65535
+               for item in items)
+
+
 def setting(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
 
@@ -98,9 +111,15 @@ class EnvSettings:
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
-        """(env, default, help) for every setting; used by ``parley settings``."""
-        return [(f.metadata["env"], repr(f.default), f.metadata["help"])
+        """(env, default, help) for every setting; used by ``parley settings``.
+
+        Defaults are shown as they would be written: strings quoted, paths as paths."""
+        return [(f.metadata["env"], _shown(f.default), f.metadata["help"])
                 for f in fields(cls)]  # type: ignore[arg-type]
+
+
+def _shown(default: Any) -> str:
+    return str(default) if isinstance(default, Path) else repr(default)
 
 
 @dataclass(frozen=True)
@@ -209,6 +228,30 @@ class Settings(EnvSettings):
     )
     log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
     log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")
+
+    def __post_init__(self) -> None:
+        """Refuse values that parse but cannot work, naming the variable (fail at start-up)."""
+        for name in ("kafka_bootstrap", "redis_nodes"):
+            if not _is_address_list(getattr(self, name)):
+                self._invalid(name, "host:port[,host:port...] with ports from 1 to 65535")
+        for name, lowest in (("gateway_port", 0), ("worker_web_port", 1)):
+            if not lowest <= getattr(self, name) <= 65535:
+                self._invalid(name, f"a port from {lowest} to 65535")
+        for name in ("chat_partitions", "max_text_bytes", "max_frame_bytes",
+                     "gateway_max_in_flight", "outbox_size", "worker_batch_size",
+                     "session_ttl_s"):  # fmt: skip
+            if getattr(self, name) < 1:
+                self._invalid(name, "a whole number >= 1")
+        for name in ("fetch_max_wait_ms", "gateway_linger_ms"):
+            if not 0 <= getattr(self, name) < math.inf:
+                self._invalid(name, "a number >= 0")
+        for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s"):
+            if not 0 < getattr(self, name) < math.inf:
+                self._invalid(name, "a number of seconds > 0")
+
+    def _invalid(self, name: str, expected: str) -> NoReturn:
+        env = self.__dataclass_fields__[name].metadata["env"]
+        raise ConfigError(env, str(getattr(self, name)), expected)
 
     @property
     def redis_startup_nodes(self) -> list[tuple[str, int]]:

@@ -47,6 +47,11 @@ class ChildProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def url(self) -> str:
+        """Its HTTP root, e.g. the chat page of a gateway."""
+        return self.ready_url.removesuffix("readyz")
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
@@ -158,7 +163,11 @@ class Stack:
         return child
 
     def start_gateway(self, port: int | None = None, name: str = "") -> ChildProcess:
+        """A gateway on ``port`` (default PARLEY_GATEWAY_PORT). Port 0 ("any") is a free
+        port picked here, so that its /readyz URL names the port it listens on."""
         port = self.settings.gateway_port if port is None else port
+        if port == 0:
+            port = find_free_ports(1)[0]
         name = name or f"gateway-{port}"
         host = self.settings.gateway_host
         return self._spawn(name, ["gateway", "--port", str(port), "--id", name],

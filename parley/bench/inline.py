@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import click
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -41,12 +41,13 @@ from gateway.protocol import (
     encode,
     error_frame,
     parse_client_frame,
+    parse_connection_params,
     reply_frame,
     welcome_frame,
 )
 from parley.logs import configure_logging
 from parley.settings import Settings
-from streams.keys import ConversationKeys, InvalidIdError, validate_id
+from streams.keys import ConversationKeys
 from streams.state import Session
 
 if TYPE_CHECKING:
@@ -119,18 +120,14 @@ class InlineServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
         try:
-            tenant = validate_id("tenant", query.get("tenant", ["demo"])[0])
-            user = validate_id("user", query.get("user", [f"u-{uuid.uuid4().hex[:12]}"])[0])
-            conversation = query.get("conversation", [f"c-{uuid.uuid4().hex}"])[0]
-            keys = ConversationKeys(tenant, conversation)
-        except InvalidIdError as exc:
+            user, keys, _ = parse_connection_params(ws.request.path)  # nothing kept to replay
+        except ValueError as exc:
             await ws.send(error_frame("bad_request", str(exc)))
             await ws.close(1008, "bad connection parameters")
             return
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(welcome_frame(tenant, user, conversation, "inline"))
+            await ws.send(welcome_frame(keys.tenant_id, user, keys.conversation_id, "inline"))
             async for data in ws:
                 await self._on_frame(ws, keys, user, data)
 

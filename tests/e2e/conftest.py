@@ -109,11 +109,14 @@ def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
     return Pipeline(stack, [f"ws://127.0.0.1:{port}" for port in ports[:gateways]])
 
 
-def produce(settings: Settings, topic: str, key: str, value: bytes) -> None:
-    """Put one record on ``settings.topic(topic)`` as another client would, and wait for it."""
+def produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
+    """Put records on ``settings.topic(topic)`` as another client would, and wait for them.
+
+    Several values are sent in one request, so a consumer reads them in one batch."""
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topic(topic), key=key, value=value)
-    assert producer.flush(10) == 0, "the broker took the record"
+    for value in values:
+        producer.produce(settings.topic(topic), key=key, value=value)
+    assert producer.flush(10) == 0, "the broker took the records"
 
 
 def read_topic(settings: Settings, topic: str) -> list[Message]:

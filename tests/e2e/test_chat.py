@@ -88,6 +88,43 @@ async def test_a_reply_produced_elsewhere_reaches_a_gateway_that_saw_nothing_of_
     assert reply["text"] == "A human here." and reply["sender"] == "agent"
 
 
+async def test_a_reply_with_a_bad_id_does_not_stop_the_rest_of_its_batch(
+    pipeline: Pipeline,
+) -> None:
+    """Another producer's reply naming an invalid conversation id is skipped and counted;
+    the good replies read in the same batch are still delivered."""
+    import urllib.request
+
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    codec = codec_for("bot_reply")
+
+    def reply(conversation_id: str, seq: int) -> bytes:
+        return codec.encode({
+            "event_id": f"agent-{seq}", "tenant_id": "e2e", "conversation_id": conversation_id,
+            "user_id": "tester", "channel": "ws", "seq": seq,
+            "timestamp": int(time.time() * 1000), "trace_id": f"agent-{seq}", "reply_route": "",
+            "payload": {"text": f"Reply {seq}.", "in_reply_to": "", "client_msg_id": "",
+                        "quick_replies": [], "sources": [], "sender": "agent"},
+        })  # fmt: skip
+
+    def invalid_replies() -> float:
+        url = pipeline.url.replace("ws://", "http://") + "/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+        name = 'parley_gateway_replies_invalid_total{reason="bad_id"} '
+        return sum(float(line.removeprefix(name)) for line in body.splitlines()
+                   if line.startswith(name))
+
+    before = await asyncio.to_thread(invalid_replies)
+    async with ChatClient(pipeline.url, conversation=conversation) as chat:
+        # One key, one request: the gateway's follower reads all three in one batch.
+        produce(pipeline.settings, CHAT_OUTBOUND, conversation,
+                reply(conversation, 1), reply("not a valid id", 2), reply(conversation, 3))
+        replies = await chat.collect("reply", 2)
+    assert [r["text"] for r in replies] == ["Reply 1.", "Reply 3."]
+    assert await asyncio.to_thread(invalid_replies) == before + 1
+
+
 async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
     pipeline: Pipeline,
 ) -> None:

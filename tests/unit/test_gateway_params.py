@@ -1,21 +1,23 @@
-"""What a /ws URL asks for: user, conversation and replay point."""
+"""What a /ws URL asks for: user, conversation and replay point (gateway/protocol.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.server import _connection_params
+from gateway.protocol import parse_connection_params
 from streams.keys import ConversationKeys, InvalidIdError
 
 
 def test_explicit_parameters() -> None:
     path = "/ws?tenant=acme&user=ann%40acme&conversation=c-1&last_seq=4"
-    assert _connection_params(path) == ("ann@acme", ConversationKeys("acme", "c-1"), 4)
+    params = parse_connection_params(path)
+    assert params == ("ann@acme", ConversationKeys("acme", "c-1"), 4)
+    assert (params.user_id, params.keys.tenant_id, params.last_seq) == ("ann@acme", "acme", 4)
 
 
 def test_defaults_are_a_new_user_and_conversation_of_the_demo_tenant() -> None:
-    user, keys, last_seq = _connection_params("/ws")
-    again, other, _ = _connection_params("/ws")
+    user, keys, last_seq = parse_connection_params("/ws")
+    again, other, _ = parse_connection_params("/ws")
     assert keys.tenant_id == "demo" and last_seq == -1
     assert user.startswith("u-") and keys.conversation_id.startswith("c-")
     assert (again, other.conversation_id) != (user, keys.conversation_id)
@@ -24,9 +26,38 @@ def test_defaults_are_a_new_user_and_conversation_of_the_demo_tenant() -> None:
 @pytest.mark.parametrize("query", ["tenant=a%20b", "user=%7Bx%7D", "conversation=" + "c" * 129])
 def test_bad_ids_are_refused(query: str) -> None:
     with pytest.raises(InvalidIdError):
-        _connection_params(f"/ws?{query}")
+        parse_connection_params(f"/ws?{query}")
 
 
 def test_a_replay_point_must_be_a_number() -> None:
     with pytest.raises(ValueError, match="last_seq must be a whole number, not 'soon'"):
-        _connection_params("/ws?last_seq=soon")
+        parse_connection_params("/ws?last_seq=soon")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("query", ["tenant=a%20b", "last_seq=soon"])
+async def test_the_inline_baseline_refuses_the_same_bad_parameters(query: str) -> None:
+    """The bench's inline server reads /ws URLs with the gateway's parser."""
+    import json
+    from typing import Any
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from parley.bench.inline import InlineServer
+    from parley.settings import Settings
+
+    unused: Any = None  # the model and policy are not reached before the welcome
+    server = InlineServer(unused, unused, Settings.from_env({}, gateway_port=0))
+    await server.start()
+    try:
+        assert server._server is not None
+        port = next(iter(server._server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/ws?{query}") as ws:
+            error = json.loads(await ws.recv())
+            assert (error["type"], error["code"]) == ("error", "bad_request")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    finally:
+        await server.close()

@@ -91,3 +91,20 @@ def test_start_refuses_a_data_dir_whose_processes_still_run(tmp_path: Path) -> N
     with pytest.raises(InfraError, match=f"still running.*pytest={os.getpid()}"):
         stack.start(timeout=5)
     assert read_pidfile(tmp_path) is not None  # someone else's: left alone
+
+
+def test_a_data_dir_in_use_names_a_stop_command_that_parses(tmp_path: Path) -> None:
+    import shlex
+
+    from click.testing import CliRunner
+
+    from infra.cli import infra
+
+    write_pidfile(tmp_path, PidFile("127.0.0.1", 19092, [17000], [_own_record()]))
+    with pytest.raises(InfraError, match="still running") as error:
+        EmbeddedInfra(tmp_path)._refuse_live_pidfile()
+    command = str(error.value).split("`")[1]
+    assert command == f"parley infra --data-dir {tmp_path} down"
+    # --help: parse the options as given, but stop nothing (the record is this process).
+    result = CliRunner().invoke(infra, [*shlex.split(command)[2:], "--help"])
+    assert result.exit_code == 0, result.output

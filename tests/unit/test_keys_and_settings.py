@@ -39,3 +39,57 @@ def test_malformed_settings_fail_loudly_with_the_variable_name(env: dict[str, st
     name = next(iter(env))
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("PARLEY_REDIS_NODES", "redis-a"),
+    ("PARLEY_REDIS_NODES", "a:7000,b"),
+    ("PARLEY_REDIS_NODES", "a:7000,,b:7001"),
+    ("PARLEY_KAFKA_BOOTSTRAP", "kafka:90921"),
+    ("PARLEY_KAFKA_BOOTSTRAP", "kafka:0"),
+    ("PARLEY_GATEWAY_PORT", "-1"),
+    ("PARLEY_GATEWAY_PORT", "65536"),
+    ("PARLEY_WORKER_WEB_PORT", "0"),
+    ("PARLEY_GATEWAY_MAX_IN_FLIGHT", "0"),
+    ("PARLEY_CHAT_PARTITIONS", "0"),
+    ("PARLEY_OUTBOX_SIZE", "-5"),
+    ("PARLEY_WORKER_BATCH_SIZE", "0"),
+    ("PARLEY_MAX_TEXT_BYTES", "0"),
+    ("PARLEY_SESSION_TTL_S", "0"),
+    ("PARLEY_FETCH_MAX_WAIT_MS", "-1"),
+    ("PARLEY_GATEWAY_LINGER_MS", "nan"),
+    ("PARLEY_PING_INTERVAL_S", "0"),
+    ("PARLEY_PING_TIMEOUT_S", "inf"),
+    ("PARLEY_GATEWAY_IN_FLIGHT_EXPIRY_S", "-1"),
+])
+def test_values_that_cannot_work_fail_at_start_up_with_the_variable_name(
+    name: str, raw: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({name: raw})
+    assert error.value.name == name
+    assert str(error.value).startswith(f"setting {name}=")
+
+
+def test_a_bad_value_given_in_code_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_GATEWAY_MAX_IN_FLIGHT"):
+        Settings().replace(gateway_max_in_flight=0)
+
+
+def test_the_edges_that_work_are_accepted() -> None:
+    s = Settings.from_env({
+        "PARLEY_REDIS_NODES": "redis-a:7000, redis-b:7001,:7002",
+        "PARLEY_KAFKA_BOOTSTRAP": "kafka:9092",
+        "PARLEY_GATEWAY_PORT": "0",
+        "PARLEY_FETCH_MAX_WAIT_MS": "0",
+        "PARLEY_GATEWAY_LINGER_MS": "0",
+    })
+    assert s.redis_startup_nodes == [("redis-a", 7000), ("redis-b", 7001), ("127.0.0.1", 7002)]
+    assert s.gateway_port == 0
+
+
+
+def test_parley_settings_shows_a_path_default_as_a_path() -> None:
+    described = {env: default for env, default, _ in Settings.describe()}
+    assert described["PARLEY_DATA_DIR"] == ".parley"  # not PosixPath('.parley')
+    assert (described["PARLEY_GATEWAY_PORT"], described["PARLEY_LOG_LEVEL"]) == ("8080", "'INFO'")

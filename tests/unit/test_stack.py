@@ -1,0 +1,31 @@
+"""Stack: where it starts its processes and how it finds them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parley.settings import Settings
+from parley.stack import ChildProcess, Stack
+
+
+def test_a_gateway_on_port_0_listens_on_a_free_port_its_readiness_url_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = Stack(Settings.from_env({}, gateway_port=0, data_dir=tmp_path))
+    spawned: list[list[str]] = []
+
+    def spawn(name: str, args: list[str], ready_url: str, env: dict[str, str]) -> ChildProcess:
+        spawned.append(args)
+        popen: Any = None  # nothing is started
+        return ChildProcess(name, popen, ready_url, tmp_path / f"{name}.log")
+
+    monkeypatch.setattr(stack, "_spawn", spawn)
+    gateway = stack.start_gateway()
+    (args,) = spawned
+    port = int(args[args.index("--port") + 1])
+    assert port != 0
+    assert gateway.ready_url == f"http://127.0.0.1:{port}/readyz"
+    assert gateway.url == f"http://127.0.0.1:{port}/"
