@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from infra.embedded import EmbeddedInfra
 from infra.pidfile import read_pidfile
-from infra.process import DEFAULT_GRACE
+from infra.process import DEFAULT_GRACE, wait_for_stop
 from infra.topics import ensure_topics
 from parley.errors import InfraError, ParleyError
 from parley.settings import Settings
@@ -186,31 +183,17 @@ def up(config: _Config, foreground: bool, timeout: float) -> None:
         return
     click.echo("running in the foreground; Ctrl-C stops everything")
     try:
-        _wait_for_signal_or_death(embedded)
+        died = wait_for_stop(lambda: _dead_services(embedded))
+        if died:
+            raise click.ClickException(f"stopped everything because a process died: {died}")
     finally:
         embedded.stop()
         click.echo("stopped")
 
 
-def _wait_for_signal_or_death(embedded: EmbeddedInfra) -> None:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("infra.stopping signal=%s", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(1.0):
-            dead = [s for s in embedded.services if s.returncode() is not None]
-            if dead:
-                names = ", ".join(
-                    f"{s.name} (exit {s.returncode()}, log {s.log_path})" for s in dead
-                )
-                raise click.ClickException(f"stopped everything because a process died: {names}")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _dead_services(embedded: EmbeddedInfra) -> str | None:
+    dead = [s for s in embedded.services if s.returncode() is not None]
+    return ", ".join(f"{s.name} (exit {s.returncode()}, log {s.log_path})" for s in dead) or None
 
 
 @infra.command("down")

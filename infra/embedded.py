@@ -183,7 +183,9 @@ class EmbeddedInfra:
                 service.start()
             self._write_pidfile()
             wait_broker(broker, self.host, deadline)
-            logger.info("kafka (tansu, memory only) ready on %s", self.kafka_bootstrap)
+            logger.info(
+                "infra.kafka.ready bootstrap=%s broker=tansu storage=memory", self.kafka_bootstrap
+            )
             wait_nodes_listening(nodes, self.host, deadline)
             create_cluster(
                 redis_bins.cli,
@@ -198,7 +200,7 @@ class EmbeddedInfra:
             self.stop()
             raise
         logger.info(
-            "redis cluster ready on %s; infrastructure up in %.1fs",
+            "infra.ready redis_nodes=%s seconds=%.1f",
             self.redis_nodes,
             time.monotonic() - began,
         )
@@ -208,7 +210,7 @@ class EmbeddedInfra:
         if not self._services:
             return
         services, self._services = self._services, []
-        logger.info("stopping %s processes", len(services))
+        logger.info("infra.stopping processes=%s", len(services))
         stop_processes(services, self.grace)
         recorded = self._read_pidfile_quietly()
         own = {s.pid for s in services}

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
 
 from parley.errors import InfraError
 
-__all__ = ["DEFAULT_GRACE", "ServiceProcess", "log_tail", "stop_processes"]
+__all__ = ["DEFAULT_GRACE", "ServiceProcess", "log_tail", "stop_processes", "wait_for_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +178,28 @@ def stop_processes(
         if isinstance(item, ServiceProcess):
             # psutil reaped our own children: keep their exit codes for returncode().
             item.reap(codes.get(item.pid or -1))
+
+
+def wait_for_stop(died: Callable[[], str | None], poll_s: float = 0.5) -> str | None:
+    """Block until SIGINT or SIGTERM (then return None), or until ``died()`` describes a
+    child process that died (then return that description).
+
+    For a command that keeps its children running in the foreground; the previous
+    signal handlers are restored on return.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("infra.stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(poll_s):
+            dead = died()
+            if dead:
+                return dead
+        return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

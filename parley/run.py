@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import signal
-import threading
-import time
+from types import FrameType
 
 import click
 
+from infra.process import wait_for_stop
 from parley.logs import configure_logging
 from parley.settings import Settings
 from parley.stack import Stack
@@ -25,9 +25,7 @@ def up(workers: int, port: int | None) -> None:
         settings = settings.replace(gateway_port=port)
     configure_logging("parley-up", settings.log_level, as_json=False)
     stack = Stack(settings)
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped while starting: stop the children too
     try:
         click.echo("Starting the broker and the Redis Cluster ...", err=True)
         stack.start_infra()
@@ -41,13 +39,18 @@ def up(workers: int, port: int | None) -> None:
         stack.wait_ready()
         click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
-        while not stopping.is_set():
-            dead = [c for c in stack.children if not c.alive()]
-            if dead:
-                raise click.ClickException(
-                    f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}"
-                )
-            time.sleep(0.5)
+        died = wait_for_stop(lambda: _first_dead(stack))
+        if died:
+            raise click.ClickException(died)
     finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _first_dead(stack: Stack) -> str | None:
+    dead = [c for c in stack.children if not c.alive()]
+    return f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}" if dead else None
