@@ -107,6 +107,7 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> Ans
     @ctx.app.task
     async def follow_documents() -> None:
         follower = start_follower(service, ctx.settings, asyncio.get_running_loop())
+        ctx.app.ready_checks.append(lambda: follower.error is None)
 
         async def stop_following() -> None:
             await asyncio.to_thread(follower.stop)

@@ -422,6 +422,27 @@ def test_documents_updates_and_deletes_reach_a_running_follower(
     assert follower.error is None
 
 
+def test_a_record_with_a_bad_tenant_is_skipped_and_the_follower_goes_on(
+        follower: KbDocumentsFollower, follower_kb: KnowledgeBase, settings: Settings) -> None:
+    publisher = KbPublisher(settings.kafka_bootstrap, settings.topic(KB_DOCUMENTS))
+    first, second, *_ = faq_documents("acme")
+    publisher.publish(Document(id="x", title="A title", text="Some text.", tenant="not a tenant"))
+    publisher.publish(first)
+    publisher.flush()
+
+    follower.start()
+    assert follower.wait_caught_up(20), follower.error
+    assert follower_kb.stats() == {"acme": {"documents": 1, "chunks": 1}}
+
+    publisher.publish(Document(id="y", title="A title", text="Some text.", tenant="bad/tenant"))
+    publisher.publish(second)
+    publisher.flush()
+    wait_for(lambda: len(follower_kb.tenant("acme") or []) == 2,
+             what="the record after the bad one to be applied")
+    assert follower.rejected == 2 and follower.undecodable == 0
+    assert follower.error is None
+
+
 def test_two_followers_build_the_same_index(settings: Settings, embedder: Embedder) -> None:
     publisher = KbPublisher(settings.kafka_bootstrap, settings.topic(KB_DOCUMENTS))
     for doc in faq_documents("t1") + faq_documents("t2"):
