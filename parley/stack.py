@@ -129,8 +129,8 @@ class Stack:
         if not self.settings.knowledge:
             return None
         if self.kb_index is None:
+            from agents.knowledge.demo import ensure_demo_index
             from agents.knowledge.settings import KnowledgeSettings
-            from streams.worker import ensure_demo_index
 
             configured = KnowledgeSettings.from_env().index_dir
             self.kb_index = Path(configured) if configured else \

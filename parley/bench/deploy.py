@@ -88,7 +88,7 @@ def resolve_kb_index() -> Path | None:
     configured = KnowledgeSettings.from_env().index_dir
     if configured:
         return Path(configured).resolve()
-    from streams.worker import ensure_demo_index
+    from agents.knowledge.demo import ensure_demo_index
 
     return Path(ensure_demo_index(env.data_dir / "kb")).resolve()
 

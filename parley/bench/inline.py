@@ -252,10 +252,10 @@ def _load_knowledge(settings: Settings) -> KnowledgeService | None:
     """The knowledge service the worker would run (no Redis: the cache is in-process)."""
     if not settings.knowledge:
         return None
+    from agents.knowledge.demo import ensure_demo_index
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.knowledge.service import KnowledgeService
     from agents.knowledge.settings import KnowledgeSettings
-    from streams.worker import ensure_demo_index
 
     knowledge = KnowledgeSettings.from_env()
     index = (Path(knowledge.index_dir) if knowledge.index_dir
