@@ -10,7 +10,6 @@ demo domain's are built on first use and cached under ``PARLEY_DATA_DIR``
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
@@ -29,13 +28,10 @@ __all__ = ["build_worker", "load_understander"]
 
 def load_understander(settings: Settings) -> Understander:
     """The NLU model the worker serves: PARLEY_NLU_MODEL, or the demo domain's."""
+    from agents.nlu.demo import resolve_nlu_model
     from agents.nlu.model import NLUModel
 
-    if settings.nlu_model_dir:
-        return NLUModel.load(Path(settings.nlu_model_dir))
-    from agents.nlu.demo import ensure_demo_model
-
-    return NLUModel.load(ensure_demo_model(settings.data_dir / "models"))
+    return NLUModel.load(resolve_nlu_model(settings))
 
 
 def build_worker(settings: Settings) -> WorkerContext:
@@ -55,12 +51,13 @@ def build_worker(settings: Settings) -> WorkerContext:
 def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> AnswerCache | None:
     """Register the knowledge agent; returns its answer cache, which dialogue reads too."""
     from agents.knowledge.agent import register_knowledge_agent, start_follower
-    from agents.knowledge.demo import ensure_demo_index
+    from agents.knowledge.demo import resolve_kb_index
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.knowledge.service import KnowledgeService
 
-    index = Path(knowledge.index_dir) if knowledge.index_dir else \
-        ensure_demo_index(ctx.settings.data_dir / "kb")
+    index = resolve_kb_index(ctx.settings, knowledge)
+    if index is None:  # the knowledge agent is off
+        return None
     service = KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge,
                                              ctx.store.redis)
     register_knowledge_agent(ctx.app, ctx.settings, service, knowledge_result_emitter(ctx))

@@ -1,4 +1,5 @@
-"""The demo domain's knowledge index, built on first use and cached by what it is built from."""
+"""The knowledge index a worker serves, and the demo domain's, built on first use and
+cached by what it is built from."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from parley.domain import demo_knowledge_path
 
-__all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index"]
+if TYPE_CHECKING:
+    from agents.knowledge.settings import KnowledgeSettings
+    from parley.settings import Settings
+
+__all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index", "resolve_kb_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +65,20 @@ def ensure_demo_index(cache_root: Path) -> Path:
     logger.info("kb.demo_index.built path=%s embedder=%s documents=%d", target, embedder,
                 len(docs))
     return target
+
+
+def resolve_kb_index(settings: Settings, knowledge: KnowledgeSettings | None = None
+                     ) -> Path | None:
+    """The knowledge index a worker serves: none when the knowledge agent is off
+    (PARLEY_KNOWLEDGE), else PARLEY_KB_INDEX (``knowledge.index_dir``, read from the
+    environment when ``knowledge`` is not given), else the demo index, built once under
+    ``settings.data_dir/kb``."""
+    if not settings.knowledge:
+        return None
+    if knowledge is None:
+        from agents.knowledge.settings import KnowledgeSettings
+
+        knowledge = KnowledgeSettings.from_env()
+    if knowledge.index_dir:
+        return Path(knowledge.index_dir)
+    return ensure_demo_index(settings.data_dir / "kb")

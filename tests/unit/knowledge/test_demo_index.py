@@ -83,3 +83,17 @@ def test_a_failed_build_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     with pytest.raises(OSError, match="No space left"):
         ensure_demo_index(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("wordllama_auto")
+def test_the_index_a_worker_serves(tmp_path: Path) -> None:
+    from agents.knowledge.demo import resolve_kb_index
+    from agents.knowledge.settings import KnowledgeSettings
+    from parley.settings import Settings
+
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    assert resolve_kb_index(settings.replace(knowledge=False)) is None
+    configured = KnowledgeSettings.from_env({}, index_dir="/srv/kb")
+    assert resolve_kb_index(settings, configured) == Path("/srv/kb")
+    demo = resolve_kb_index(settings, KnowledgeSettings.from_env({}))
+    assert demo == tmp_path / "kb" / f"demo-{demo_index_key('wordllama')}"
