@@ -90,6 +90,16 @@ def test_save_and_open(kb: KnowledgeBase, tmp_path: Path) -> None:
         [h.doc_id for h in kb.search("default", q)]
 
 
+def test_open_rejects_vectors_that_do_not_match_the_chunks(kb: KnowledgeBase,
+                                                           tmp_path: Path) -> None:
+    kb.save(tmp_path)
+    vectors_file = tmp_path / "tenants" / "default" / "vectors.npz"
+    vectors = np.load(vectors_file)
+    np.savez(vectors_file, titles=vectors["titles"], passages=vectors["passages"][1:])
+    with pytest.raises(IndexFormatError, match="passage vectors for"):
+        KnowledgeBase.open(tmp_path)
+
+
 def test_open_rejects_what_is_not_an_index(tmp_path: Path) -> None:
     with pytest.raises(IndexFormatError, match=r"no manifest\.json"):
         KnowledgeBase.open(tmp_path)
