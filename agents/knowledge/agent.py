@@ -21,6 +21,7 @@ The dialogue/reply layer is someone else's: it is reached only through the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -60,7 +61,8 @@ def start_follower(service: KnowledgeService, settings: Settings,
 
     def on_change(tenants: set[str]) -> None:
         for tenant in tenants:
-            asyncio.run_coroutine_threadsafe(service.documents_changed(tenant), loop)
+            retired = asyncio.run_coroutine_threadsafe(service.documents_changed(tenant), loop)
+            retired.add_done_callback(functools.partial(_log_if_failed, tenant))
 
     follower = KbDocumentsFollower(
         service.kb, bootstrap=settings.kafka_bootstrap, topic=settings.topic(KB_DOCUMENTS),
@@ -68,6 +70,12 @@ def start_follower(service: KnowledgeService, settings: Settings,
     )
     follower.start()
     return follower
+
+
+def _log_if_failed(tenant: str, retired: concurrent.futures.Future[None]) -> None:
+    if not retired.cancelled() and retired.exception() is not None:
+        # Answers cached before the change are still served until they expire.
+        logger.error("kb.cache.retire_failed tenant=%s", tenant, exc_info=retired.exception())
 
 
 def register_knowledge_agent(app: faust.App, settings: Settings, service: KnowledgeService,
