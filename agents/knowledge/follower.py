@@ -97,10 +97,6 @@ class KbDocumentsFollower:
         return self._caught_up.wait(timeout_s)
 
     @property
-    def caught_up(self) -> bool:
-        return self._caught_up.is_set()
-
-    @property
     def error(self) -> BaseException | None:
         return self._error
 

@@ -292,8 +292,3 @@ class KnowledgeBase:
             return []
         vector = self.embed_query(question) if query_vector is None else query_vector
         return index.search(question, vector, k=k, filters=filters)
-
-    def set_reranker(self, reranker: Reranker) -> None:
-        self.reranker = reranker
-        for index in self._tenants.values():
-            index.reranker = reranker
