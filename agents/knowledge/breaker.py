@@ -8,6 +8,7 @@
 
 A cancelled call is neither: it changes no state, and a half-open circuit's
 next call becomes its trial.
+
 While open, :meth:`CircuitBreaker.before_call` raises
 :class:`~agents.knowledge.errors.CircuitOpenError` at once, so a dead endpoint
 costs nothing and callers fall back immediately. The clock is injected, which
