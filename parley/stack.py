@@ -120,12 +120,9 @@ class Stack:
 
     def prepare_model(self) -> Path:
         """The NLU model workers serve; the demo model is trained once and cached."""
-        if self.settings.nlu_model_dir:
-            self.model_dir = Path(self.settings.nlu_model_dir)
-        else:
-            from agents.nlu.demo import ensure_demo_model
+        from agents.nlu.demo import resolve_nlu_model
 
-            self.model_dir = ensure_demo_model(self.settings.data_dir / "models")
+        self.model_dir = resolve_nlu_model(self.settings)
         self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
         return self.model_dir
 
@@ -134,12 +131,9 @@ class Stack:
         if not self.settings.knowledge:
             return None
         if self.kb_index is None:
-            from agents.knowledge.settings import KnowledgeSettings
-            from streams.worker import ensure_demo_index
+            from agents.knowledge.demo import resolve_kb_index
 
-            configured = KnowledgeSettings.from_env().index_dir
-            self.kb_index = Path(configured) if configured else \
-                ensure_demo_index(self.settings.data_dir / "kb")
+            self.kb_index = resolve_kb_index(self.settings)
         return self.kb_index
 
     # -- processes -----------------------------------------------------------

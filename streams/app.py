@@ -46,6 +46,8 @@ class ParleyApp(faust.App):
         super().__init__(*args, **kwargs)
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.closers: list[Callable[[], Awaitable[None]]] = []
+        #: What else must hold for ``/readyz`` (e.g. a background follower still running).
+        self.ready_checks: list[Callable[[], bool]] = []
 
     async def on_started(self) -> None:
         """Once agents and models are up, keep the collector off them (see parley.runtime)."""
@@ -145,7 +147,8 @@ def _register_probes(ctx: WorkerContext) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         assigned = bool(app.consumer.assignment()) if app.consumer else False
-        ready = assigned and not app.rebalancing and await ctx.store.ping()
+        ready = (assigned and not app.rebalancing and all(check() for check in app.ready_checks)
+                 and await ctx.store.ping())
         return web.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     app.closers.append(ctx.store.redis.aclose)

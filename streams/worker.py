@@ -10,17 +10,12 @@ demo domain's are built on first use and cached under ``PARLEY_DATA_DIR``
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
 from agents.dialogue.policy import RuleBasedPolicy
 from agents.nlu.agent import Understander, register_nlu_agent
-from parley.domain import demo_knowledge_path, demo_responses_path
+from parley.domain import demo_responses_path
 from parley.settings import Settings
 from streams.app import WorkerContext, create_app
 
@@ -28,54 +23,15 @@ if TYPE_CHECKING:
     from agents.knowledge.cache import AnswerCache
     from agents.knowledge.settings import KnowledgeSettings
 
-__all__ = ["build_worker", "ensure_demo_index", "load_understander"]
-
-logger = logging.getLogger(__name__)
-
-DEMO_TENANT = "demo"
+__all__ = ["build_worker", "load_understander"]
 
 
 def load_understander(settings: Settings) -> Understander:
     """The NLU model the worker serves: PARLEY_NLU_MODEL, or the demo domain's."""
+    from agents.nlu.demo import resolve_nlu_model
     from agents.nlu.model import NLUModel
 
-    if settings.nlu_model_dir:
-        return NLUModel.load(Path(settings.nlu_model_dir))
-    from agents.nlu.demo import ensure_demo_model
-
-    return NLUModel.load(ensure_demo_model(settings.data_dir / "models"))
-
-
-def ensure_demo_index(cache_root: Path) -> Path:
-    """The demo domain's knowledge index, built once per content and cached.
-
-    Built in a temporary folder and renamed into place, so workers starting
-    together never see a half-written index.
-    """
-    from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
-    corpus = demo_knowledge_path()
-    digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]
-    target = cache_root / f"demo-{digest}"
-    if (target / "manifest.json").is_file():
-        return target
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-kb-", dir=cache_root))
-    try:
-        kb = KnowledgeBase.create(tmp)
-        docs = [d for d in load_corpus(corpus, default_tenant=DEMO_TENANT)
-                if isinstance(d, Document)]
-        kb.upsert_many(docs)
-        kb.save()
-        tmp.rename(target)
-    except OSError:
-        if not (target / "manifest.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("worker.demo_index.built path=%s documents=%d", target, len(docs))
-    return target
+    return NLUModel.load(resolve_nlu_model(settings))
 
 
 def build_worker(settings: Settings) -> WorkerContext:
@@ -95,11 +51,13 @@ def build_worker(settings: Settings) -> WorkerContext:
 def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> AnswerCache | None:
     """Register the knowledge agent; returns its answer cache, which dialogue reads too."""
     from agents.knowledge.agent import register_knowledge_agent, start_follower
+    from agents.knowledge.demo import resolve_kb_index
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.knowledge.service import KnowledgeService
 
-    index = Path(knowledge.index_dir) if knowledge.index_dir else \
-        ensure_demo_index(ctx.settings.data_dir / "kb")
+    index = resolve_kb_index(ctx.settings, knowledge)
+    if index is None:  # the knowledge agent is off
+        return None
     service = KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge,
                                              ctx.store.redis)
     register_knowledge_agent(ctx.app, ctx.settings, service, knowledge_result_emitter(ctx))
@@ -107,6 +65,7 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> Ans
     @ctx.app.task
     async def follow_documents() -> None:
         follower = start_follower(service, ctx.settings, asyncio.get_running_loop())
+        ctx.app.ready_checks.append(lambda: follower.error is None)
 
         async def stop_following() -> None:
             await asyncio.to_thread(follower.stop)

@@ -6,7 +6,10 @@
   slow LLM call holds up one of them, not the other conversations. Faust
   commits only offsets below the lowest unacknowledged event, so delivery
   stays at-least-once; the reply layer behind ``emit_reply`` makes the effect
-  idempotent by the request's ``event_id``.
+  idempotent by the request's ``event_id``. A reply (or dead letter) that
+  cannot be delivered because Redis or the broker is unavailable is sent
+  again, with growing pauses, until it is (``process_until_done``); the
+  question is not answered twice.
 * :class:`KbDocumentsFollower` (from :mod:`agents.knowledge.follower`) keeps the
   worker's index in step with ``kb.documents``; :func:`start_follower` wires
   it to a service so that changes retire cached answers.
@@ -18,6 +21,8 @@ The dialogue/reply layer is someone else's: it is reached only through the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +34,7 @@ from agents.knowledge.service import KnowledgeService
 from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.app import send_to_dlq
+from streams.batching import process_until_done
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
 from streams.metrics import AGENT_EVENTS
@@ -55,7 +61,8 @@ def start_follower(service: KnowledgeService, settings: Settings,
 
     def on_change(tenants: set[str]) -> None:
         for tenant in tenants:
-            asyncio.run_coroutine_threadsafe(service.documents_changed(tenant), loop)
+            retired = asyncio.run_coroutine_threadsafe(service.documents_changed(tenant), loop)
+            retired.add_done_callback(functools.partial(_log_if_failed, tenant))
 
     follower = KbDocumentsFollower(
         service.kb, bootstrap=settings.kafka_bootstrap, topic=settings.topic(KB_DOCUMENTS),
@@ -63,6 +70,12 @@ def start_follower(service: KnowledgeService, settings: Settings,
     )
     follower.start()
     return follower
+
+
+def _log_if_failed(tenant: str, retired: concurrent.futures.Future[None]) -> None:
+    if not retired.cancelled() and retired.exception() is not None:
+        # Answers cached before the change are still served until they expire.
+        logger.error("kb.cache.retire_failed tenant=%s", tenant, exc_info=retired.exception())
 
 
 def register_knowledge_agent(app: faust.App, settings: Settings, service: KnowledgeService,
@@ -83,12 +96,12 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
             logger.warning("kb.request.rejected partition=%s offset=%s error=%s",
                            event.message.partition, event.message.offset, error)
 
-    async def handle(event: Any) -> None:
+    async def delivery_for(event: Any) -> Callable[[], Awaitable[None]]:
+        """How to deliver the outcome of ``event``: its reply, or the event to the DLQ."""
         try:
             request = codec.decode(event.value)
         except DecodeError as exc:
-            await reject(event, exc)
-            return
+            return functools.partial(reject, event, exc)
         payload = request["payload"]
         try:
             answer = await service.answer(
@@ -97,23 +110,23 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
                 filters=dict(payload.get("filters") or {}) or None,
             )
         except InvalidIdError as exc:
-            await reject(event, exc)
-            return
+            return functools.partial(reject, event, exc)
         except Exception:
             # Never leave the user without a reply; the details stay in the log.
             logger.exception("kb.request.failed event_id=%s", request.get("event_id"))
-            await emit_reply(request, UNAVAILABLE_TEXT, [])
-            return
+            return functools.partial(emit_reply, request, UNAVAILABLE_TEXT, [])
         logger.info("kb.request.answered event_id=%s mode=%s cached=%s degraded=%s",
                     request["event_id"], answer.mode, answer.cached, answer.degraded)
-        await emit_reply(request, answer.text, list(answer.sources))
+        return functools.partial(emit_reply, request, answer.text, list(answer.sources))
 
     handled = AGENT_EVENTS.labels("knowledge")
 
     @app.agent(requests, name=f"{settings.topic_prefix}knowledge", concurrency=concurrency)
     async def knowledge(stream: Any) -> None:
         async for event in stream.events():
-            await handle(event)
+            # Answered once; delivered again, with growing pauses, while Redis or the
+            # broker is unavailable (the reply layer is idempotent by event_id).
+            await process_until_done(await delivery_for(event), "knowledge")
             handled.inc()
 
     return knowledge

@@ -6,6 +6,9 @@
     open ──(reset_timeout elapsed, next call)──▶ half-open (one trial call at a time)
     half-open ──success──▶ closed        half-open ──failure──▶ open (timer restarts)
 
+A cancelled call is neither: it changes no state, and a half-open circuit's
+next call becomes its trial.
+
 While open, :meth:`CircuitBreaker.before_call` raises
 :class:`~agents.knowledge.errors.CircuitOpenError` at once, so a dead endpoint
 costs nothing and callers fall back immediately. The clock is injected, which
@@ -88,6 +91,11 @@ class CircuitBreaker:
                 logger.info("breaker.closed name=%s", self.name)
             self._state = BreakerState.CLOSED
             self._failures = 0
+            self._trial_in_flight = False
+
+    def record_cancelled(self) -> None:
+        """A call that ended without an outcome: nothing learnt about the dependency."""
+        with self._lock:
             self._trial_in_flight = False
 
     def record_failure(self) -> None:

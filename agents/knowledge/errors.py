@@ -10,6 +10,7 @@
         └── LLMError                 a chat-completions call did not give a usable answer
             ├── LLMTimeout           no answer within the timeout
             ├── LLMUnavailable       connection refused, 5xx, 429
+            ├── LLMClientError       another 4xx (a wrong key, an unknown model): the endpoint is up
             ├── LLMMalformedOutput   an answer that is not a valid completion or cites nothing valid
             └── CircuitOpenError     the breaker is open: the call was not even tried
 
@@ -27,6 +28,7 @@ __all__ = [
     "EmbedderUnavailable",
     "IndexFormatError",
     "KnowledgeError",
+    "LLMClientError",
     "LLMError",
     "LLMMalformedOutput",
     "LLMTimeout",
@@ -88,6 +90,10 @@ class LLMTimeout(LLMError):
 
 class LLMUnavailable(LLMError):
     kind = "unavailable"
+
+
+class LLMClientError(LLMError):
+    kind = "request refused"
 
 
 class LLMMalformedOutput(LLMError):

@@ -9,8 +9,10 @@ wins (compaction semantics), a tombstone deletes, an unchanged document
 After a batch it calls ``on_change`` with the tenants whose documents changed
 (the service retires their cached answers).
 
-An undecodable record is logged with its partition and offset and skipped;
-the follower keeps going.
+An undecodable record, or one with an invalid tenant id, is logged with its
+partition and offset, counted and skipped; the follower keeps going. Any other
+error stops it: it is logged, kept in :attr:`KbDocumentsFollower.error`, and
+turns the worker's ``/readyz`` to 503.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agents.knowledge.errors import KnowledgeError
 from agents.knowledge.knowledge_base import KnowledgeBase
 from parley.errors import DecodeError
 from streams.codecs import codec_for
+from streams.keys import InvalidIdError, validate_id
 
 __all__ = ["KbDocumentsFollower"]
 
@@ -59,7 +62,7 @@ class KbDocumentsFollower:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._pending_eof: set[int] = set()
-        self.applied = self.deleted = self.unchanged = self.undecodable = 0
+        self.applied = self.deleted = self.unchanged = self.undecodable = self.rejected = 0
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -92,10 +95,6 @@ class KbDocumentsFollower:
     def wait_caught_up(self, timeout_s: float | None = None) -> bool:
         """True once every record present at start has been applied."""
         return self._caught_up.wait(timeout_s)
-
-    @property
-    def caught_up(self) -> bool:
-        return self._caught_up.is_set()
 
     @property
     def error(self) -> BaseException | None:
@@ -135,7 +134,7 @@ class KbDocumentsFollower:
             latest[msg.key() or b""] = msg
         upserts: list[Document] = []
         deletes: list[tuple[str, str]] = []
-        undecodable = 0
+        undecodable = rejected = 0
         for key, msg in latest.items():
             value = msg.value()
             if value is None:
@@ -150,6 +149,13 @@ class KbDocumentsFollower:
             except DecodeError as exc:
                 undecodable += 1
                 logger.warning("kb.follower.undecodable partition=%s offset=%s error=%s",
+                               msg.partition(), msg.offset(), exc)
+                continue
+            try:  # checked here: upsert_many would reject the whole batch for it
+                validate_id("tenant id", record["tenant_id"])
+            except InvalidIdError as exc:
+                rejected += 1
+                logger.warning("kb.follower.rejected partition=%s offset=%s error=%s",
                                msg.partition(), msg.offset(), exc)
                 continue
             upserts.append(Document(
@@ -168,6 +174,7 @@ class KbDocumentsFollower:
         self.applied += result.upserted
         self.unchanged += result.unchanged
         self.undecodable += undecodable
+        self.rejected += rejected
         changed |= result.tenants
         if changed:
             logger.info("kb.follower.applied upserted=%d deleted=%d tenants=%s",

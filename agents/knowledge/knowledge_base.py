@@ -56,6 +56,19 @@ class _Changes:
     tenants: set[str] = field(default_factory=set)
 
 
+def _doc_entries(chunked: Sequence[tuple[Document, list[Chunk]]], titles: np.ndarray,
+                 passages: np.ndarray) -> list[DocEntry]:
+    """One entry per document, from its title vector (``titles[i]``, repeated per chunk) and
+    its chunks' vectors (the next ``len(chunks)`` rows of ``passages``)."""
+    entries, offset = [], 0
+    for i, (doc, chunks) in enumerate(chunked):
+        end = offset + len(chunks)
+        entries.append(DocEntry(doc, chunks, np.repeat(titles[i : i + 1], len(chunks), 0),
+                                passages[offset:end]))
+        offset = end
+    return entries
+
+
 class KnowledgeBase:
     """Per-tenant hybrid indexes sharing one embedder and one reranker."""
 
@@ -114,20 +127,16 @@ class KnowledgeBase:
             titles, passages = vectors["titles"], vectors["passages"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFormatError(str(folder), f"unreadable tenant data: {exc}") from exc
-        index = self._index(tenant)
-        offset = 0
         if len(titles) != len(docs):
             raise IndexFormatError(str(folder), "vectors do not match the documents")
-        for i, doc in enumerate(docs):
-            chunks = self._chunk(doc)
-            end = offset + len(chunks)
-            if end > len(passages):
-                raise IndexFormatError(str(folder), "fewer passage vectors than chunks")
-            index.upsert(DocEntry(doc, chunks, np.repeat(titles[i : i + 1], len(chunks), 0),
-                                  passages[offset:end]))
-            offset = end
-        if offset != len(passages):
-            raise IndexFormatError(str(folder), "more passage vectors than chunks")
+        chunked = [(d, self._chunk(d)) for d in docs]
+        chunk_count = sum(len(chunks) for _, chunks in chunked)
+        if chunk_count != len(passages):
+            raise IndexFormatError(
+                str(folder), f"{len(passages)} passage vectors for {chunk_count} chunks")
+        index = self._index(tenant)
+        for entry in _doc_entries(chunked, titles, passages):
+            index.upsert(entry)
         index.refresh()
 
     # --- persistence ----------------------------------------------------------------
@@ -197,13 +206,7 @@ class KnowledgeBase:
         chunked = [(d, self._chunk(d)) for d in docs]
         titles = self.embedder.embed([d.title or " ".join(d.text.split()[:30]) for d in docs])
         passages = self.embedder.embed([c.embed_text for _, cs in chunked for c in cs])
-        entries, offset = [], 0
-        for i, (doc, chunks) in enumerate(chunked):
-            end = offset + len(chunks)
-            entries.append(DocEntry(doc, chunks, np.repeat(titles[i : i + 1], len(chunks), 0),
-                                    passages[offset:end]))
-            offset = end
-        return entries
+        return _doc_entries(chunked, titles, passages)
 
     def is_current(self, doc: Document) -> bool:
         """True if ``doc`` is indexed with exactly this content."""
@@ -289,8 +292,3 @@ class KnowledgeBase:
             return []
         vector = self.embed_query(question) if query_vector is None else query_vector
         return index.search(question, vector, k=k, filters=filters)
-
-    def set_reranker(self, reranker: Reranker) -> None:
-        self.reranker = reranker
-        for index in self._tenants.values():
-            index.reranker = reranker

@@ -5,7 +5,7 @@ errors at this boundary, chained from the original:
 
 * ``httpx.TimeoutException`` → :class:`LLMTimeout`
 * connection errors, HTTP 5xx and 429 → :class:`LLMUnavailable`
-* other HTTP errors (4xx: bad key, unknown model) → :class:`LLMError`
+* other HTTP errors (4xx: bad key, unknown model) → :class:`LLMClientError`
 * a body that is not a completion → :class:`LLMMalformedOutput`
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from agents.knowledge.errors import LLMError, LLMMalformedOutput, LLMTimeout, LLMUnavailable
+from agents.knowledge.errors import LLMClientError, LLMMalformedOutput, LLMTimeout, LLMUnavailable
 
 __all__ = ["ChatClient", "Completion"]
 
@@ -67,7 +67,8 @@ class ChatClient:
         if response.status_code >= 500 or response.status_code == 429:
             raise LLMUnavailable(f"HTTP {response.status_code}", model=model)
         if response.status_code >= 400:
-            raise LLMError(f"HTTP {response.status_code}: {response.text[:200]}", model=model)
+            raise LLMClientError(f"HTTP {response.status_code}: {response.text[:200]}",
+                                 model=model)
         return _parse(response, model)
 
 

@@ -56,14 +56,11 @@ class KbPublisher:
             **(config or {}),
         })
         self._failures: list[str] = []
-        self.delivered = 0
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             key = (msg.key() or b"").decode(errors="replace")
             self._failures.append(f"{key}: {err.str()}")
-        else:
-            self.delivered += 1
 
     def _produce(self, key: bytes, value: bytes | None) -> None:
         while True:

@@ -27,7 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from agents.knowledge.answer import Answer, extractive_answer, refusal
 from agents.knowledge.breaker import CircuitBreaker
 from agents.knowledge.cache import AnswerCache, UsageRecorder
-from agents.knowledge.errors import CircuitOpenError, LLMError, LLMMalformedOutput
+from agents.knowledge.errors import CircuitOpenError, LLMClientError, LLMError, LLMMalformedOutput
 from agents.knowledge.generation import (
     build_context,
     build_messages,
@@ -149,8 +149,14 @@ class KnowledgeService:
         try:
             completion = await self.llm.complete(model, messages,
                                                  max_tokens=s.llm_max_output_tokens)
-        except BaseException:
-            self.breaker.record_failure()  # timeouts, 5xx, garbage bodies, cancellation
+        except asyncio.CancelledError:
+            self.breaker.record_cancelled()  # says nothing about the endpoint
+            raise
+        except LLMClientError:
+            self.breaker.record_success()  # HTTP 4xx: the endpoint is up, the request is wrong
+            raise
+        except Exception:
+            self.breaker.record_failure()  # timeouts, connection errors, 5xx/429, garbage bodies
             raise
         self.breaker.record_success()
         if self.usage is not None:

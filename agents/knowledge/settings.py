@@ -33,7 +33,7 @@ class KnowledgeSettings(EnvSettings):
     semantic_cache_threshold: float = setting(
         0.95,
         "PARLEY_KB_SEMANTIC_CACHE_THRESHOLD",
-        "Cosine similarity from which two questions share a cached answer (>1: off).",
+        "Cosine similarity (0-1) from which two questions share a cached answer; above 1: off.",
     )
     semantic_cache_entries: int = setting(
         128,
@@ -82,18 +82,23 @@ class KnowledgeSettings(EnvSettings):
             )
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise ConfigError("PARLEY_LLM_URL", self.llm_url, "an http:// or https:// URL")
-        for name, env, value in (
-            ("min_confidence", "PARLEY_KB_MIN_CONFIDENCE", self.min_confidence),
-            ("semantic_cache_threshold", "PARLEY_KB_SEMANTIC_CACHE_THRESHOLD",
-             self.semantic_cache_threshold),
-        ):
-            if not 0.0 <= value <= 1.01:
-                raise ConfigError(env, str(value), f"{name} between 0 and 1")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("PARLEY_KB_MIN_CONFIDENCE", str(self.min_confidence),
+                              "a confidence between 0 and 1")
+        if self.semantic_cache_threshold < 0.0:
+            raise ConfigError("PARLEY_KB_SEMANTIC_CACHE_THRESHOLD",
+                              str(self.semantic_cache_threshold),
+                              "a cosine between 0 and 1, or above 1 to turn the semantic cache off")
         if self.top_k < 1:
             raise ConfigError("PARLEY_KB_TOP_K", str(self.top_k), "a positive number")
-        if self.llm_timeout_s <= 0 or self.llm_connect_timeout_s <= 0:
-            raise ConfigError("PARLEY_LLM_TIMEOUT_S", str(self.llm_timeout_s), "seconds > 0")
-        if self.breaker_failures < 1 or self.breaker_reset_s <= 0:
+        for env, seconds in (
+            ("PARLEY_LLM_TIMEOUT_S", self.llm_timeout_s),
+            ("PARLEY_LLM_CONNECT_TIMEOUT_S", self.llm_connect_timeout_s),
+            ("PARLEY_LLM_BREAKER_RESET_S", self.breaker_reset_s),
+        ):
+            if seconds <= 0:
+                raise ConfigError(env, str(seconds), "seconds > 0")
+        if self.breaker_failures < 1:
             raise ConfigError(
                 "PARLEY_LLM_BREAKER_FAILURES", str(self.breaker_failures), "at least 1 failure"
             )

@@ -6,10 +6,15 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from parley.domain import demo_nlu_path
 
-__all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model"]
+if TYPE_CHECKING:
+    from parley.settings import Settings
+
+__all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model",
+           "resolve_nlu_model"]
 
 log = logging.getLogger("parley.nlu.demo")
 
@@ -60,3 +65,11 @@ def ensure_demo_model(cache_root: Path) -> Path:
 
         shutil.rmtree(build, ignore_errors=True)
     return folder
+
+
+def resolve_nlu_model(settings: Settings) -> Path:
+    """The NLU model folder a worker serves: PARLEY_NLU_MODEL, else the demo model, trained
+    once under ``settings.data_dir/models``."""
+    if settings.nlu_model_dir:
+        return Path(settings.nlu_model_dir)
+    return ensure_demo_model(settings.data_dir / "models")

@@ -69,28 +69,18 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     """
     if model_dir is not None:
         return model_dir.resolve()
-    env = Settings.from_env()
-    if env.nlu_model_dir:
-        return Path(env.nlu_model_dir).resolve()
-    from agents.nlu.demo import ensure_demo_model
+    from agents.nlu.demo import resolve_nlu_model
 
-    return Path(ensure_demo_model(env.data_dir / "models")).resolve()
+    return resolve_nlu_model(Settings.from_env()).resolve()
 
 
 def resolve_kb_index() -> Path | None:
     """The knowledge index workers serve: PARLEY_KB_INDEX, or the demo index cached in the
     dev data dir (built once); None when the knowledge agent is off (PARLEY_KNOWLEDGE)."""
-    env = Settings.from_env()
-    if not env.knowledge:
-        return None
-    from agents.knowledge.settings import KnowledgeSettings
+    from agents.knowledge import demo
 
-    configured = KnowledgeSettings.from_env().index_dir
-    if configured:
-        return Path(configured).resolve()
-    from streams.worker import ensure_demo_index
-
-    return Path(ensure_demo_index(env.data_dir / "kb")).resolve()
+    index = demo.resolve_kb_index(Settings.from_env())
+    return None if index is None else index.resolve()
 
 
 @contextlib.contextmanager

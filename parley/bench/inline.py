@@ -247,17 +247,17 @@ def _load_policy(settings: Settings) -> RuleBasedPolicy:
 
 def _load_knowledge(settings: Settings) -> KnowledgeService | None:
     """The knowledge service the worker would run (no Redis: the cache is in-process)."""
-    if not settings.knowledge:
+    from agents.knowledge.demo import resolve_kb_index
+
+    index = resolve_kb_index(settings)
+    if index is None:  # the knowledge agent is off
         return None
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.knowledge.service import KnowledgeService
     from agents.knowledge.settings import KnowledgeSettings
-    from streams.worker import ensure_demo_index
 
-    knowledge = KnowledgeSettings.from_env()
-    index = (Path(knowledge.index_dir) if knowledge.index_dir
-             else ensure_demo_index(settings.data_dir / "kb"))  # fmt: skip
-    return KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge, redis=None)
+    return KnowledgeService.from_settings(KnowledgeBase.open(index), KnowledgeSettings.from_env(),
+                                          redis=None)
 
 
 @click.command("inline-server")

@@ -52,7 +52,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's knowledge index, built once per test session."""
-    from streams.worker import ensure_demo_index
+    from agents.knowledge.demo import ensure_demo_index
 
     return ensure_demo_index(tmp_path_factory.mktemp("kb"))
 

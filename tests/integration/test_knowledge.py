@@ -422,6 +422,27 @@ def test_documents_updates_and_deletes_reach_a_running_follower(
     assert follower.error is None
 
 
+def test_a_record_with_a_bad_tenant_is_skipped_and_the_follower_goes_on(
+        follower: KbDocumentsFollower, follower_kb: KnowledgeBase, settings: Settings) -> None:
+    publisher = KbPublisher(settings.kafka_bootstrap, settings.topic(KB_DOCUMENTS))
+    first, second, *_ = faq_documents("acme")
+    publisher.publish(Document(id="x", title="A title", text="Some text.", tenant="not a tenant"))
+    publisher.publish(first)
+    publisher.flush()
+
+    follower.start()
+    assert follower.wait_caught_up(20), follower.error
+    assert follower_kb.stats() == {"acme": {"documents": 1, "chunks": 1}}
+
+    publisher.publish(Document(id="y", title="A title", text="Some text.", tenant="bad/tenant"))
+    publisher.publish(second)
+    publisher.flush()
+    wait_for(lambda: len(follower_kb.tenant("acme") or []) == 2,
+             what="the record after the bad one to be applied")
+    assert follower.rejected == 2 and follower.undecodable == 0
+    assert follower.error is None
+
+
 def test_two_followers_build_the_same_index(settings: Settings, embedder: Embedder) -> None:
     publisher = KbPublisher(settings.kafka_bootstrap, settings.topic(KB_DOCUMENTS))
     for doc in faq_documents("t1") + faq_documents("t2"):
@@ -456,6 +477,16 @@ def test_follower_on_a_missing_topic_fails_clearly(settings: Settings,
 # --- the Faust agent ------------------------------------------------------------------------
 
 
+def knowledge_request(i: int) -> dict[str, Any]:
+    return {
+        "event_id": f"e{i}", "tenant_id": "default", "conversation_id": "c1",
+        "user_id": "u1", "channel": "ws", "seq": i, "timestamp": 1_700_000_000_000,
+        "trace_id": "tr", "reply_route": "gw-1",
+        "payload": {"question": "How do I reset my password?", "client_msg_id": f"m{i}",
+                    "filters": {}},
+    }
+
+
 @pytest.mark.asyncio
 @pytest.mark.timeout(120)
 async def test_agent_answers_requests_concurrently(settings: Settings, kb: KnowledgeBase,
@@ -487,13 +518,7 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
     codec = AvroCodec("knowledge_request")
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     for i in range(total):
-        producer.produce(topic, key=b"c1", value=codec.encode({
-            "event_id": f"e{i}", "tenant_id": "default", "conversation_id": "c1",
-            "user_id": "u1", "channel": "ws", "seq": i, "timestamp": 1_700_000_000_000,
-            "trace_id": "tr", "reply_route": "gw-1",
-            "payload": {"question": "How do I reset my password?", "client_msg_id": f"m{i}",
-                        "filters": {}},
-        }))
+        producer.produce(topic, key=b"c1", value=codec.encode(knowledge_request(i)))
     producer.produce(topic, key=b"c1", value=b"garbage")
     producer.flush(10)
 
@@ -509,6 +534,54 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
     # One conversation, one partition: one after another, eight 0.5 s model calls
     # would spread the replies over at least 3.5 s; eight actors overlap them.
     assert max(replied_at) - min(replied_at) < 2.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_agent_sends_a_reply_again_until_the_broker_takes_it(
+        settings: Settings, kb: KnowledgeBase, tmp_path: Path) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    from agents.knowledge.agent import register_knowledge_agent
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+    from streams.codecs import AvroCodec
+    from streams.topics import KNOWLEDGE_REQUESTS
+
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
+    service = KnowledgeService(kb)
+    questions_answered = 0
+    answer = service.answer
+
+    async def counted_answer(*args: Any, **kwargs: Any) -> Any:
+        nonlocal questions_answered
+        questions_answered += 1
+        return await answer(*args, **kwargs)
+
+    service.answer = counted_answer  # type: ignore[method-assign]
+    attempts: list[str] = []
+    delivered = asyncio.Event()
+
+    async def emit_reply(request: dict[str, Any], text: str, sources: list[str]) -> None:
+        attempts.append(request["event_id"])
+        if len(attempts) <= 2:  # the broker is away for the first two attempts
+            raise KafkaConnectionError("broker unavailable")
+        assert sources == ["reset-password"]
+        delivered.set()
+
+    register_knowledge_agent(ctx.app, settings, service, emit_reply)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1",
+                     value=AvroCodec("knowledge_request").encode(knowledge_request(0)))
+    producer.flush(10)
+
+    await ctx.app.start()
+    try:
+        await asyncio.wait_for(delivered.wait(), 60)
+    finally:
+        await ctx.app.stop()
+    assert attempts == ["e0", "e0", "e0"]
+    assert questions_answered == 1
 
 
 def test_ingest_publish_reaches_a_follower(settings: Settings, embedder: Embedder,

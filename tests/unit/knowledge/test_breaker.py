@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx
 import pytest
 
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
 from agents.knowledge.errors import CircuitOpenError
+from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.knowledge.llm import ChatClient
+from agents.knowledge.service import KnowledgeService
+from agents.knowledge.settings import KnowledgeSettings
 
 
 class FakeClock:
@@ -68,3 +76,60 @@ def test_rejects_bad_configuration() -> None:
         CircuitBreaker(failure_threshold=0)
     with pytest.raises(ValueError):
         CircuitBreaker(reset_timeout_s=0)
+
+
+# --- what the knowledge service counts against the LLM endpoint ------------------------
+
+
+def llm_service(kb: KnowledgeBase, handler: Any, breaker: CircuitBreaker) -> KnowledgeService:
+    settings = KnowledgeSettings(llm_url="http://llm.test/v1", llm_model_large="m")
+    llm = ChatClient(settings.llm_url, transport=httpx.MockTransport(handler))
+    return KnowledgeService(kb, settings, llm=llm, breaker=breaker)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_a_client_error_is_not_the_endpoint_being_down(kb: KnowledgeBase,
+                                                             status: int) -> None:
+    calls = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(status, json={"error": {"message": "invalid api key"}})
+
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=30, clock=FakeClock())
+    service = llm_service(kb, refuse, breaker)
+    try:
+        for _ in range(3):
+            answer = await service.answer("default", "How do I reset my password?")
+            assert answer.degraded and answer.mode == "extractive"
+    finally:
+        await service.aclose()
+    assert calls == 3 and breaker.state is BreakerState.CLOSED and breaker.failures == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_call_is_not_a_failure_and_frees_the_trial(kb: KnowledgeBase) -> None:
+    arrived = asyncio.Event()
+
+    async def never_answer(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout_s=5, clock=clock)
+    breaker.record_failure()
+    clock.now += 5  # half-open: the next call is the trial
+    service = llm_service(kb, never_answer, breaker)
+    try:
+        question = asyncio.create_task(service.answer("default", "How do I reset my password?"))
+        await asyncio.wait_for(arrived.wait(), 10)
+        question.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await question
+    finally:
+        await service.aclose()
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.failures == 1
+    breaker.before_call()  # the trial slot is free again

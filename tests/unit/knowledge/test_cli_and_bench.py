@@ -99,7 +99,7 @@ def test_kb_document_record_round_trips_through_avro() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["agent", "answer", "bench", "breaker", "cache", "chunking", "cli", "documents",
+    ["agent", "answer", "bench", "breaker", "cache", "chunking", "cli", "demo", "documents",
      "embedder", "errors", "evaluate", "follower", "generation", "index", "knowledge_base",
      "lexical", "llm", "onnx_graphs", "publisher", "rerank", "service", "settings",
      "threads", "training"],

@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.knowledge import embedder as embedder_module
 from agents.knowledge.documents import Document
-from agents.knowledge.embedder import Embedder
-from agents.knowledge.errors import IndexFormatError
+from agents.knowledge.embedder import Embedder, build_embedder, resolve_kind
+from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
 from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.nlu import embeddings
 
 from .faq_data import faq_documents
 
@@ -18,6 +20,19 @@ def test_embedder_outputs_unit_vectors(embedder: Embedder) -> None:
     assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-4)
     assert np.allclose(embedder.embed_query("reset my password"), vectors[0], atol=1e-5)
+
+
+def test_wordllama_is_unavailable_without_its_wheel(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    def not_installed() -> None:
+        raise RuntimeError("training needs the 'wordllama' package")
+
+    monkeypatch.setattr(embeddings, "wordllama_files", not_installed)
+    with pytest.raises(EmbedderUnavailable, match="pip install wordllama"):
+        build_embedder("wordllama", tmp_path / "embedder")
+    monkeypatch.setattr(embedder_module, "_minilm_dir", lambda: None)
+    with pytest.raises(EmbedderUnavailable, match="neither is installed"):
+        resolve_kind("auto")
 
 
 @pytest.mark.parametrize(
@@ -73,6 +88,16 @@ def test_save_and_open(kb: KnowledgeBase, tmp_path: Path) -> None:
     q = "my card got declined"
     assert [h.doc_id for h in reopened.search("default", q)] == \
         [h.doc_id for h in kb.search("default", q)]
+
+
+def test_open_rejects_vectors_that_do_not_match_the_chunks(kb: KnowledgeBase,
+                                                           tmp_path: Path) -> None:
+    kb.save(tmp_path)
+    vectors_file = tmp_path / "tenants" / "default" / "vectors.npz"
+    vectors = np.load(vectors_file)
+    np.savez(vectors_file, titles=vectors["titles"], passages=vectors["passages"][1:])
+    with pytest.raises(IndexFormatError, match="passage vectors for"):
+        KnowledgeBase.open(tmp_path)
 
 
 def test_open_rejects_what_is_not_an_index(tmp_path: Path) -> None:

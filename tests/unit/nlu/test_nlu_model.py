@@ -14,12 +14,13 @@ import pytest
 
 import agents.nlu
 from agents.nlu.data import DataError, load_examples
-from agents.nlu.demo import ensure_demo_model
+from agents.nlu.demo import ensure_demo_model, resolve_nlu_model
 from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.model import EntityMatch, NLUModel, Understanding
 from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
+from parley.settings import Settings
 
 REF = datetime(2024, 11, 20, 12, 0)
 
@@ -123,6 +124,13 @@ def test_manifest_records_training(demo_model_dir: Path) -> None:
 def test_demo_model_is_cached(demo_model_dir: Path) -> None:
     again = ensure_demo_model(demo_model_dir.parent)
     assert again == demo_model_dir
+
+
+def test_the_model_a_worker_serves(demo_model_dir: Path, tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    assert resolve_nlu_model(settings.replace(nlu_model_dir="/srv/nlu")) == Path("/srv/nlu")
+    (tmp_path / "models").symlink_to(demo_model_dir.parent)  # the demo model, trained already
+    assert resolve_nlu_model(settings) == tmp_path / "models" / demo_model_dir.name
 
 
 def test_missing_or_broken_model_folder(tmp_path: Path) -> None:
