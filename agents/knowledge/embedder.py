@@ -26,7 +26,6 @@ import importlib.util
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
+from parley.files import atomic_directory
 
 __all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "resolve_kind"]
 
@@ -88,8 +88,7 @@ def build_embedder(kind: str, out_dir: Path) -> Path:
     from agents.knowledge.onnx_graphs import bert_encoder_graph, static_embedding_graph
 
     kind = resolve_kind(kind)
-    tmp = Path(tempfile.mkdtemp(prefix=".embedder-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         if kind.startswith("minilm"):
             source = _minilm_dir()
             if source is None:
@@ -122,12 +121,6 @@ def build_embedder(kind: str, out_dir: Path) -> Path:
                     "query_max_tokens": 128, "add_special_tokens": False,
                     "source": "wordllama l2_supercat_256 token embeddings"}
         (tmp / "embedder.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

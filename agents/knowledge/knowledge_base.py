@@ -34,6 +34,7 @@ from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.index import DocEntry, Filters, FirstStageWeights, Hit, TenantIndex
 from agents.knowledge.rerank import Reranker
 from agents.knowledge.threads import limit_blas_threads
+from parley.files import atomic_directory
 from streams.keys import validate_id
 
 __all__ = ["FORMAT_VERSION", "ChunkingConfig", "KnowledgeBase"]
@@ -153,25 +154,19 @@ class KnowledgeBase:
         counts = {}
         for tenant, index in sorted(self._tenants.items()):
             entries = index.documents()
-            tmp = tenants_dir / f".{tenant}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            with (tmp / "documents.jsonl").open("w", encoding="utf-8") as out:
-                for e in entries:
-                    d = e.document
-                    out.write(json.dumps({"id": d.id, "title": d.title, "text": d.text,
-                                          "metadata": dict(d.metadata), "source": d.source},
-                                         ensure_ascii=False) + "\n")
-            dim = self.embedder.dim
-            np.savez(tmp / "vectors.npz",
-                     titles=np.stack([e.title_vectors[0] for e in entries]) if entries
-                     else np.zeros((0, dim), np.float32),
-                     passages=np.concatenate([e.passage_vectors for e in entries]) if entries
-                     else np.zeros((0, dim), np.float32))
-            final = tenants_dir / tenant
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            with atomic_directory(tenants_dir / tenant) as tmp:
+                with (tmp / "documents.jsonl").open("w", encoding="utf-8") as out:
+                    for e in entries:
+                        d = e.document
+                        out.write(json.dumps({"id": d.id, "title": d.title, "text": d.text,
+                                              "metadata": dict(d.metadata), "source": d.source},
+                                             ensure_ascii=False) + "\n")
+                dim = self.embedder.dim
+                np.savez(tmp / "vectors.npz",
+                         titles=np.stack([e.title_vectors[0] for e in entries]) if entries
+                         else np.zeros((0, dim), np.float32),
+                         passages=np.concatenate([e.passage_vectors for e in entries]) if entries
+                         else np.zeros((0, dim), np.float32))
             counts[tenant] = {"documents": len(entries),
                               "chunks": sum(len(e.chunks) for e in entries)}
         manifest = {

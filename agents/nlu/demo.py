@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from parley.domain import demo_nlu_path
+from parley.files import atomic_directory
 
 if TYPE_CHECKING:
     from parley.settings import Settings
@@ -40,7 +40,8 @@ def ensure_demo_model(cache_root: Path) -> Path:
     """The demo model folder ``cache_root/<data-hash>/``, training it on first call.
 
     Training writes to a temporary folder renamed into place, so concurrent
-    callers never load half a model (the last writer wins, with equal content).
+    callers never load half a model; when another process finished first, its
+    folder (with the same content) is kept.
     """
     from agents.nlu.manifest import MANIFEST_NAME
 
@@ -56,14 +57,8 @@ def ensure_demo_model(cache_root: Path) -> Path:
             id_patterns=DEMO_ID_PATTERNS, default_country_code=DEMO_COUNTRY_CODE
         )
     )
-    build = folder.with_name(f"{folder.name}.{os.getpid()}")
-    train_model_from_files([demo_nlu_path()], build, params)
-    try:
-        build.rename(folder)
-    except OSError:  # another process finished first: keep theirs
-        import shutil
-
-        shutil.rmtree(build, ignore_errors=True)
+    with atomic_directory(folder, replace=False) as build:
+        train_model_from_files([demo_nlu_path()], build, params)
     return folder
 
 
