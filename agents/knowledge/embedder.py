@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
+from agents.onnx_runtime import cpu_session
 from parley.files import atomic_directory
 
 __all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "resolve_kind"]
@@ -140,7 +141,6 @@ class Embedder:
     """Texts → L2-normalised float32 vectors, with one ONNX Runtime session."""
 
     def __init__(self, folder: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = folder
@@ -158,14 +158,7 @@ class Embedder:
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(folder / "model.onnx", threads)
 
     def vocabulary(self) -> dict[str, int]:
         """The tokenizer's vocabulary (token → id)."""

@@ -31,20 +31,11 @@ from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import TagDecoder, TaggerColumns
 from agents.nlu.text import clean_text, tokenize
+from agents.onnx_runtime import cpu_session
 
 __all__ = ["TOP_K", "EntityMatch", "ManifestError", "NLUModel", "Understanding"]
 
 TOP_K = 5
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 _ALNUM = re.compile(r"[^\W_]")
@@ -75,7 +66,7 @@ class NLUModel:
             tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
             self._encoder = TokenEncoder(tokenizer, tokenizer.get_vocab_size())
         if manifest.has_intents:
-            self._intents = _session(model_dir / files["intent_model"], threads)
+            self._intents = cpu_session(model_dir / files["intent_model"], threads)
             self._vocab = NgramVocabulary.load(model_dir / files["intent_features"])
             self._embed_intents = "tok_id" in {i.name for i in self._intents.get_inputs()}
         self._tagger: ort.InferenceSession | None = None
@@ -85,7 +76,7 @@ class NLUModel:
         if manifest.has_tagger:
             if self._encoder is None:
                 raise ManifestError(model_dir, "the entity tagger needs a tokenizer file")
-            self._tagger = _session(model_dir / files["tagger_model"], threads)
+            self._tagger = cpu_session(model_dir / files["tagger_model"], threads)
             names_list = json.loads((model_dir / files["tagger_features"]).read_text("utf-8"))
             self._tagger_columns = TaggerColumns(
                 {f: i for i, f in enumerate(names_list)}, self._encoder.n_pieces
