@@ -46,7 +46,7 @@ from faust.types import EventT
 
 from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
 from parley.errors import DecodeError
-from streams.app import WorkerContext, produce, send_to_dlq
+from streams.app import WorkerContext, produce, raw_topic, send_to_dlq
 from streams.batching import process_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
@@ -80,10 +80,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
     results_topic = ctx.knowledge_results.get_topic_name()
     settings = ctx.settings
     store = ctx.store
-    source = ctx.app.topic(
-        ctx.understood.get_topic_name(), results_topic,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    )  # fmt: skip
+    source = raw_topic(ctx.app, ctx.understood.get_topic_name(), results_topic)
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # a faust.Stream
