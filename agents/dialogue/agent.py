@@ -50,6 +50,7 @@ from streams.app import WorkerContext, produce, raw_topic, send_to_dlq
 from streams.batching import process_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
+from streams.topics import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
     from agents.knowledge.answer import Answer
@@ -58,9 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["knowledge_result_emitter", "register_dialogue_agent"]
 
 logger = logging.getLogger(__name__)
-
-_ENVELOPE = ("tenant_id", "conversation_id", "user_id", "channel", "seq", "trace_id",
-             "reply_route")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +167,7 @@ async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]
 
 def _question(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
     return {
-        **{k: msg[k] for k in _ENVELOPE},
-        "event_id": msg["event_id"],
-        "timestamp": msg["timestamp"],
+        **{k: msg[k] for k in ENVELOPE_FIELDS},
         "payload": {"question": ask.question, "client_msg_id": msg["payload"]["client_msg_id"],
                     "filters": {}},
     }
@@ -182,7 +178,7 @@ def _reply(msg: dict[str, Any], seq: int, content: ReplyContent) -> dict[str, An
     payload = msg["payload"]
     in_reply_to = payload.get("in_reply_to") or msg["event_id"]
     return {
-        **{k: msg[k] for k in _ENVELOPE},
+        **{k: msg[k] for k in ENVELOPE_FIELDS},
         "event_id": f"{msg['event_id']}.r",
         "seq": seq,
         "timestamp": int(time.time() * 1000),
@@ -203,7 +199,7 @@ def knowledge_result_emitter(ctx: WorkerContext) -> Any:
 
     async def emit(request: dict[str, Any], text: str, sources: list[str]) -> None:
         result = {
-            **{k: request[k] for k in _ENVELOPE},
+            **{k: request[k] for k in ENVELOPE_FIELDS},
             "event_id": f"{request['event_id']}.k",
             "timestamp": int(time.time() * 1000),
             "payload": {"text": text, "sources": sources, "in_reply_to": request["event_id"],

@@ -20,6 +20,7 @@ from faust.types import EventT
 from parley.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.batching import process_batches
+from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["Understander", "register_nlu_agent"]
 
@@ -70,8 +71,7 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
 def _understood(msg: dict[str, Any], u: Any) -> dict[str, Any]:
     payload = msg["payload"]
     return {
-        **{k: msg[k] for k in ("event_id", "tenant_id", "conversation_id", "user_id", "channel",
-                               "seq", "timestamp", "trace_id", "reply_route")},
+        **{k: msg[k] for k in ENVELOPE_FIELDS},
         "payload": {
             "text": payload["text"],
             "client_msg_id": payload["client_msg_id"],
