@@ -76,6 +76,7 @@ class WorkerContext:
     knowledge_results: TopicT
     inbound_dlq: TopicT
     understood_dlq: TopicT
+    knowledge_results_dlq: TopicT
     store: ConversationStore
 
     def codec(self, name: str, topic: TopicT) -> AvroCodec:
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> WorkerContext:
         knowledge_results=topic(KNOWLEDGE_RESULTS),
         inbound_dlq=topic(dlq_of(CHAT_INBOUND)),
         understood_dlq=topic(dlq_of(CHAT_UNDERSTOOD)),
+        knowledge_results_dlq=topic(dlq_of(KNOWLEDGE_RESULTS)),
         store=ConversationStore(
             redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         ),

@@ -75,10 +75,12 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
     result_codec = ctx.codec("knowledge_result", ctx.knowledge_results)
     request_codec = ctx.codec("knowledge_request", ctx.knowledge_requests)
     reply_codec = ctx.codec("bot_reply", ctx.outbound)
+    understood_topic = ctx.understood.get_topic_name()
     results_topic = ctx.knowledge_results.get_topic_name()
+    dead_letters = {understood_topic: ctx.understood_dlq, results_topic: ctx.knowledge_results_dlq}
     settings = ctx.settings
     store = ctx.store
-    source = raw_topic(ctx.app, ctx.understood.get_topic_name(), results_topic)
+    source = raw_topic(ctx.app, understood_topic, results_topic)
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # a faust.Stream
@@ -97,7 +99,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
             try:
                 batch.append(_decode(event))
             except (DecodeError, ValueError) as exc:
-                await send_to_dlq(ctx.understood_dlq, event, exc)
+                await send_to_dlq(dead_letters[event.message.topic], event, exc)
         if not batch:
             return
 
