@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faust.types import EventT
 
@@ -22,7 +22,10 @@ from streams.app import WorkerContext, produce, send_to_dlq
 from streams.batching import process_batches
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["Understander", "register_nlu_agent"]
+if TYPE_CHECKING:
+    from agents.nlu.model import Understanding
+
+__all__ = ["Understander", "register_nlu_agent", "understood_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,22 +71,27 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         ])
 
 
-def _understood(msg: dict[str, Any], u: Any) -> dict[str, Any]:
+def _understood(msg: dict[str, Any], u: Understanding) -> dict[str, Any]:
     payload = msg["payload"]
     return {
         **{k: msg[k] for k in ENVELOPE_FIELDS},
-        "payload": {
-            "text": payload["text"],
-            "client_msg_id": payload["client_msg_id"],
-            "intent": u.intent,
-            "confidence": float(u.confidence),
-            "oos": bool(u.oos),
-            "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
-            "entities": [
-                {"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
-                 "value": e.value, "source": e.source}
-                for e in u.entities
-            ],
-            "model_version": u.model_version,
-        },
+        "payload": understood_payload(payload["text"], payload["client_msg_id"], u),
+    }
+
+
+def understood_payload(text: str, client_msg_id: str, u: Understanding) -> dict[str, Any]:
+    """A ChatUnderstood's payload: the user's message and what the model made of it."""
+    return {
+        "text": text,
+        "client_msg_id": client_msg_id,
+        "intent": u.intent,
+        "confidence": float(u.confidence),
+        "oos": bool(u.oos),
+        "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
+        "entities": [
+            {"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
+             "value": e.value, "source": e.source}
+            for e in u.entities
+        ],
+        "model_version": u.model_version,
     }
