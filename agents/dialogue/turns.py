@@ -6,10 +6,13 @@ it and the event it sends: a BotReply, or a KnowledgeRequest when the policy
 hands the message to the knowledge agent and no cached answer replaces it. A
 knowledge agent's answer (a KnowledgeResult) becomes the reply it carries. The
 agent (agents/dialogue/agent.py) loads, encodes, produces and records around it.
+At debug level each decision is logged with its message's trace id
+(``dialogue.turn.decided``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +24,8 @@ from streams.state import Session
 from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["Incoming", "Turn", "decide_turns", "question_event", "reply_event", "reply_payload"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ def decide_turns(
     knowledge questions, by event id.
     """
     current = dict(sessions)
+    debug = logger.isEnabledFor(logging.DEBUG)
     turns: list[Turn] = []
     decided: set[str] = set()  # a reprocessed event may also repeat within one batch
     for item in batch:
@@ -81,6 +87,10 @@ def decide_turns(
                         None)
         current[keys] = session
         turns.append(turn)
+        if debug:
+            logger.debug("dialogue.turn.decided event_id=%s sends=%s reply_seq=%d", event_id,
+                         "reply" if turn.reply else "question", session.reply_seq,
+                         extra={"trace_id": msg["trace_id"]})
     return turns
 
 

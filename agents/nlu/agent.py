@@ -25,7 +25,7 @@ from streams.topics import ENVELOPE_FIELDS
 if TYPE_CHECKING:
     from agents.nlu.model import Understanding
 
-__all__ = ["Understander", "register_nlu_agent", "understood_payload"]
+__all__ = ["Understander", "register_nlu_agent", "understood_events", "understood_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +65,30 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         sent = [m["timestamp"] for _, m in messages]
         # The model is CPU-bound; in batches it takes well under a millisecond per message.
         results = model.understand_batch(texts, sent)
+        understood = understood_events([msg for _, msg in messages], results)
         await produce(ctx.understood, [
-            (event.message.key, understood_codec.encode(_understood(msg, result)))
-            for (event, msg), result in zip(messages, results, strict=True)
+            (event.message.key, understood_codec.encode(u))
+            for (event, _), u in zip(messages, understood, strict=True)
         ])
 
 
-def _understood(msg: dict[str, Any], u: Understanding) -> dict[str, Any]:
-    payload = msg["payload"]
-    return {
-        **{k: msg[k] for k in ENVELOPE_FIELDS},
-        "payload": understood_payload(payload["text"], payload["client_msg_id"], u),
-    }
+def understood_events(messages: Sequence[dict[str, Any]],
+                      results: Sequence[Understanding]) -> list[dict[str, Any]]:
+    """The ChatUnderstood for each ChatMessage, given what the model made of it.
+
+    At debug level each is logged with its message's trace id (``nlu.message.understood``).
+    """
+    events = [{**{k: msg[k] for k in ENVELOPE_FIELDS},
+               "payload": understood_payload(msg["payload"]["text"],
+                                             msg["payload"]["client_msg_id"], u)}
+              for msg, u in zip(messages, results, strict=True)]
+    if logger.isEnabledFor(logging.DEBUG):  # once per batch: nothing per message otherwise
+        for event in events:
+            payload = event["payload"]
+            logger.debug("nlu.message.understood event_id=%s intent=%s confidence=%.3f oos=%s",
+                         event["event_id"], payload["intent"], payload["confidence"],
+                         payload["oos"], extra={"trace_id": event["trace_id"]})
+    return events
 
 
 def understood_payload(text: str, client_msg_id: str, u: Understanding) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from agents.dialogue.policy import ReplyContent, Response, RuleBasedPolicy
@@ -114,3 +116,14 @@ def test_recorded_and_repeated_events_are_skipped(policy: RuleBasedPolicy) -> No
     turns = decide_turns(batch, loaded, {"a1"}, {}, policy)
 
     assert [(t.event_id, t.session.reply_seq) for t in turns] == [("a2", 2), ("a3", 3)]
+
+
+def test_each_decision_is_logged_with_its_trace_id_at_debug(
+        policy: RuleBasedPolicy, caplog: pytest.LogCaptureFixture) -> None:
+    batch = [message(A, "a1", 1), message(B, "b1", 1, "what is an overdraft?", "faq")]
+    caplog.set_level(logging.DEBUG, logger="agents.dialogue.turns")
+    decide_turns(batch, sessions(A, B), set(), {}, policy)
+    assert [(r.getMessage(), r.trace_id) for r in caplog.records] == [  # type: ignore[attr-defined]
+        ("dialogue.turn.decided event_id=a1 sends=reply reply_seq=1", "tr-a1"),
+        ("dialogue.turn.decided event_id=b1 sends=question reply_seq=0", "tr-b1"),
+    ]
