@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CHAT_INBOUND", "CHAT_INBOUND_DLQ", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD",
-           "ENVELOPE_FIELDS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS",
-           "TopicSpec", "all_topics", "dlq_of"]
+__all__ = ["CHAT_INBOUND", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS",
+           "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicSpec", "all_topics",
+           "dlq_of"]
 
 CHAT_INBOUND = "chat.inbound"
 CHAT_UNDERSTOOD = "chat.understood"
 CHAT_OUTBOUND = "chat.outbound"
-CHAT_INBOUND_DLQ = "chat.inbound.dlq"
 KB_DOCUMENTS = "kb.documents"
 KNOWLEDGE_REQUESTS = "knowledge.requests"
 KNOWLEDGE_RESULTS = "knowledge.results"
