@@ -1,31 +1,25 @@
 """Structured logging with correlation ids.
 
 Log records are JSON lines by default. Event names are dotted
-(``gateway.frame.rejected``); a ``trace_id`` set with :func:`bind_trace`
-(or passed in ``extra``) is attached to every line logged in that context, so
-one message can be followed from the gateway through every agent.
+(``gateway.frame.rejected``); a ``trace_id`` passed in ``extra`` becomes a field
+of the line. A message's trace id is set by the gateway and copied onto every
+event made from it; the NLU and dialogue agents log each event they handle at
+debug level with it (``nlu.message.understood``, ``dialogue.turn.decided``), so
+with ``PARLEY_LOG_LEVEL=DEBUG`` one message can be followed through the agents.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "bind_trace", "configure_logging"]
-
-_trace_id: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+__all__ = ["JsonFormatter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def bind_trace(trace_id: str) -> contextvars.Token[str]:
-    """Attach ``trace_id`` to every log line of the current context."""
-    return _trace_id.set(trace_id)
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        trace = getattr(record, "trace_id", None) or _trace_id.get()
+        trace = getattr(record, "trace_id", None)
         if trace:
             line["trace_id"] = trace
         for key, value in record.__dict__.items():

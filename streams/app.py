@@ -33,7 +33,7 @@ from streams.topics import (
     dlq_of,
 )
 
-__all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "send_to_dlq"]
+__all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic", "send_to_dlq"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,17 @@ class WorkerContext:
     knowledge_results: TopicT
     inbound_dlq: TopicT
     understood_dlq: TopicT
+    knowledge_results_dlq: TopicT
     store: ConversationStore
 
     def codec(self, name: str, topic: TopicT) -> AvroCodec:
         return codec_for(name, self.settings.schema_registry_url, topic.get_topic_name())
+
+
+def raw_topic(app: faust.App, *names: str) -> TopicT:
+    """A topic whose keys and values stay bytes (several names: read as one stream)."""
+    return app.topic(*names, key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")  # fmt: skip
 
 
 def create_app(settings: Settings) -> WorkerContext:
@@ -111,23 +118,21 @@ def create_app(settings: Settings) -> WorkerContext:
         broker_commit_interval=0.5,
     )
 
-    def raw_topic(name: str) -> TopicT:
-        return app.topic(
-            settings.topic(name), key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw",
-        )  # fmt: skip
+    def topic(name: str) -> TopicT:
+        return raw_topic(app, settings.topic(name))
 
     redis = connect_cluster(settings.redis_startup_nodes)
     ctx = WorkerContext(
         settings=settings,
         app=app,
-        inbound=raw_topic(CHAT_INBOUND),
-        understood=raw_topic(CHAT_UNDERSTOOD),
-        outbound=raw_topic(CHAT_OUTBOUND),
-        knowledge_requests=raw_topic(KNOWLEDGE_REQUESTS),
-        knowledge_results=raw_topic(KNOWLEDGE_RESULTS),
-        inbound_dlq=raw_topic(dlq_of(CHAT_INBOUND)),
-        understood_dlq=raw_topic(dlq_of(CHAT_UNDERSTOOD)),
+        inbound=topic(CHAT_INBOUND),
+        understood=topic(CHAT_UNDERSTOOD),
+        outbound=topic(CHAT_OUTBOUND),
+        knowledge_requests=topic(KNOWLEDGE_REQUESTS),
+        knowledge_results=topic(KNOWLEDGE_RESULTS),
+        inbound_dlq=topic(dlq_of(CHAT_INBOUND)),
+        understood_dlq=topic(dlq_of(CHAT_UNDERSTOOD)),
+        knowledge_results_dlq=topic(dlq_of(KNOWLEDGE_RESULTS)),
         store=ConversationStore(
             redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         ),

@@ -128,13 +128,10 @@ class AvroCodec:
         if not data:
             raise DecodeError("empty value", size=0)
         writer, offset = self.framing.split(data)
-        reader = self.schema.parsed if writer is self.schema else None
         try:
-            record = schemaless_reader(
-                io.BytesIO(data[offset:]),
-                writer.parsed,
-                reader or self.schema.parsed,
-            )
+            # fastavro skips schema resolution when writer and reader are the same.
+            record = schemaless_reader(io.BytesIO(data[offset:]), writer.parsed,
+                                       self.schema.parsed)
         except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
             raise DecodeError(f"corrupt {writer.full_name} body: {exc!r}", size=len(data)) from exc
         if not isinstance(record, dict):
@@ -144,9 +141,8 @@ class AvroCodec:
 
 def codec_for(name: str, registry_url: str = "", topic: str = "") -> AvroCodec:
     """The codec for schema ``name`` under the configured wire format."""
-    if not registry_url:
-        return AvroCodec(name)
-    known = [current(name), *history(name)]
-    subject = f"{topic or name}-value"
-    return AvroCodec(name, ConfluentFraming(registry_url, subject, known))
+    codec = AvroCodec(name)
+    if registry_url:
+        codec.framing = ConfluentFraming(registry_url, f"{topic or name}-value", codec.known)
+    return codec
 

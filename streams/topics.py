@@ -1,24 +1,30 @@
 """The topics of the bus: names, partitioning and retention.
 
 ``schemas/`` holds the contract of each topic's values; this module holds how
-the topics are laid out. Everything about one conversation is keyed by its id.
+the topics are laid out, and the envelope every conversation event carries.
+Everything about one conversation is keyed by its id.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CHAT_INBOUND", "CHAT_INBOUND_DLQ", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD",
+__all__ = ["CHAT_INBOUND", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS",
            "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicSpec", "all_topics",
            "dlq_of"]
 
 CHAT_INBOUND = "chat.inbound"
 CHAT_UNDERSTOOD = "chat.understood"
 CHAT_OUTBOUND = "chat.outbound"
-CHAT_INBOUND_DLQ = "chat.inbound.dlq"
 KB_DOCUMENTS = "kb.documents"
 KNOWLEDGE_REQUESTS = "knowledge.requests"
 KNOWLEDGE_RESULTS = "knowledge.results"
+
+#: The fields every conversation event (chat_message, chat_understood, bot_reply,
+#: knowledge_request, knowledge_result) carries besides its payload. An event made from
+#: another copies them and replaces what differs (a reply's event_id, seq, timestamp).
+ENVELOPE_FIELDS = ("event_id", "tenant_id", "conversation_id", "user_id", "channel", "seq",
+                   "timestamp", "trace_id", "reply_route")
 
 
 @dataclass(frozen=True)

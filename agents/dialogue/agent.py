@@ -6,10 +6,11 @@ the batch size):
 
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids;
-2. decide each event in order, carrying session changes forward within the
-   batch: a reply, or a question for the knowledge agent — unless the knowledge
-   base's exact-answer cache already holds the answer (looked up for the whole
-   batch in one step), which is then the reply, two broker hops sooner;
+2. decide each event in order (:mod:`agents.dialogue.turns`), carrying session
+   changes forward within the batch: a reply, or a question for the knowledge
+   agent — unless the knowledge base's exact-answer cache already holds the
+   answer (looked up for the whole batch in one step), which is then the reply,
+   two broker hops sooner;
 3. produce the knowledge requests and wait until the broker holds them;
 4. record every new turn atomically (session + idempotency record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
@@ -39,35 +40,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
-from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
+from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from agents.dialogue.turns import Incoming, decide_turns
 from parley.errors import DecodeError
-from streams.app import WorkerContext, produce, send_to_dlq
+from streams.app import WorkerContext, produce, raw_topic, send_to_dlq
 from streams.batching import process_batches
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
+from streams.topics import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
-    from agents.knowledge.answer import Answer
     from agents.knowledge.cache import AnswerCache
 
 __all__ = ["knowledge_result_emitter", "register_dialogue_agent"]
 
 logger = logging.getLogger(__name__)
-
-_ENVELOPE = ("tenant_id", "conversation_id", "user_id", "channel", "seq", "trace_id",
-             "reply_route")
-
-
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    keys: ConversationKeys
-    msg: dict[str, Any]
-    is_result: bool  # a knowledge answer rather than a user message
 
 
 def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
@@ -77,32 +68,31 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
     result_codec = ctx.codec("knowledge_result", ctx.knowledge_results)
     request_codec = ctx.codec("knowledge_request", ctx.knowledge_requests)
     reply_codec = ctx.codec("bot_reply", ctx.outbound)
+    understood_topic = ctx.understood.get_topic_name()
     results_topic = ctx.knowledge_results.get_topic_name()
+    dead_letters = {understood_topic: ctx.understood_dlq, results_topic: ctx.knowledge_results_dlq}
     settings = ctx.settings
     store = ctx.store
-    source = ctx.app.topic(
-        ctx.understood.get_topic_name(), results_topic,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    )  # fmt: skip
+    source = raw_topic(ctx.app, understood_topic, results_topic)
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
     async def dialogue(stream: Any) -> None:  # a faust.Stream
         await process_batches(stream, settings.worker_batch_size, _process, "dialogue")
 
-    def _decode(event: EventT) -> _Incoming:
+    def _decode(event: EventT) -> Incoming:
         is_result = event.message.topic == results_topic
         codec = result_codec if is_result else understood_codec
         msg = codec.decode(event.message.value)
-        return _Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
-                         is_result)
+        return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
+                        is_result)
 
     async def _process(events: Sequence[EventT]) -> None:
-        batch: list[_Incoming] = []
+        batch: list[Incoming] = []
         for event in events:
             try:
                 batch.append(_decode(event))
             except (DecodeError, ValueError) as exc:
-                await send_to_dlq(ctx.understood_dlq, event, exc)
+                await send_to_dlq(dead_letters[event.message.topic], event, exc)
         if not batch:
             return
 
@@ -112,33 +102,13 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        cached = await _cached_answers(batch)
-        turns: list[AppliedTurn] = []
-        questions: list[tuple[ConversationKeys, bytes]] = []
-        decided: set[str] = set()  # a reprocessed event may also repeat within one batch
-        for item in batch:
-            keys, msg, event_id = item.keys, item.msg, item.msg["event_id"]
-            session = sessions[keys]
-            if event_id in decided or event_id in seen:
-                continue
-            decided.add(event_id)
-            if item.is_result:
-                decision: AskKnowledge | ReplyContent = ReplyContent(
-                    msg["payload"]["text"], sources=tuple(msg["payload"]["sources"]))
-            else:
-                decision = policy.respond(session, msg)
-                session = replace(session, turns=session.turns + 1, last_seq=msg["seq"])
-                if isinstance(decision, AskKnowledge) and (hit := cached.get(event_id)):
-                    decision = ReplyContent(hit.text, sources=tuple(hit.sources))
-            if isinstance(decision, AskKnowledge):
-                questions.append((keys, request_codec.encode(_question(msg, decision))))
-                reply = b""
-            else:
-                session = replace(session, reply_seq=session.reply_seq + 1)
-                reply = reply_codec.encode(_reply(msg, session.reply_seq, decision))
-            sessions[keys] = session
-            turns.append(AppliedTurn(keys, event_id, session.last_seq, session.reply_seq,
-                                     reply, session.turns))
+        decided = decide_turns(batch, sessions, seen, await _cached_answers(batch), policy)
+        questions = [(t.keys, request_codec.encode(t.question))
+                     for t in decided if t.question is not None]
+        turns = [AppliedTurn(t.keys, t.event_id, t.session.last_seq, t.session.reply_seq,
+                             b"" if t.reply is None else reply_codec.encode(t.reply),
+                             t.session.turns)
+                 for t in decided]
 
         await _produce(ctx.knowledge_requests, questions)
         applied = await store.apply(turns)
@@ -150,7 +120,7 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
             produced[keys] = max(seq, produced.get(keys, 0))
         await store.mark_produced(produced)
 
-    async def _cached_answers(batch: Sequence[_Incoming]) -> dict[str, Answer]:
+    async def _cached_answers(batch: Sequence[Incoming]) -> dict[str, ReplyContent]:
         """Cached answers to the batch's knowledge questions, by event id."""
         if answers is None:
             return {}
@@ -158,7 +128,8 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
                  for item in batch if not item.is_result
                  and (question := policy.knowledge_question(item.msg)) is not None]
         found = await answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])
-        hits = {event_id: answer for (event_id, _, _), (_, answer) in zip(asked, found, strict=True)
+        hits = {event_id: ReplyContent(answer.text, sources=tuple(answer.sources))
+                for (event_id, _, _), (_, answer) in zip(asked, found, strict=True)
                 if answer is not None}
         if hits:
             logger.debug("dialogue.knowledge.cached count=%d of=%d", len(hits), len(asked))
@@ -170,43 +141,13 @@ async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]
     await produce(topic, [(keys.conversation_id.encode(), value) for keys, value in records])
 
 
-def _question(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
-    return {
-        **{k: msg[k] for k in _ENVELOPE},
-        "event_id": msg["event_id"],
-        "timestamp": msg["timestamp"],
-        "payload": {"question": ask.question, "client_msg_id": msg["payload"]["client_msg_id"],
-                    "filters": {}},
-    }
-
-
-def _reply(msg: dict[str, Any], seq: int, content: ReplyContent) -> dict[str, Any]:
-    """The BotReply for a user message, or for a knowledge answer to one."""
-    payload = msg["payload"]
-    in_reply_to = payload.get("in_reply_to") or msg["event_id"]
-    return {
-        **{k: msg[k] for k in _ENVELOPE},
-        "event_id": f"{msg['event_id']}.r",
-        "seq": seq,
-        "timestamp": int(time.time() * 1000),
-        "payload": {
-            "text": content.text,
-            "in_reply_to": in_reply_to,
-            "client_msg_id": payload["client_msg_id"],
-            "quick_replies": list(content.quick_replies),
-            "sources": list(content.sources),
-            "sender": "bot",
-        },
-    }
-
-
 def knowledge_result_emitter(ctx: WorkerContext) -> Any:
     """The ``emit_reply`` the knowledge agent calls: its answer, as a KnowledgeResult."""
     codec = ctx.codec("knowledge_result", ctx.knowledge_results)
 
     async def emit(request: dict[str, Any], text: str, sources: list[str]) -> None:
         result = {
-            **{k: request[k] for k in _ENVELOPE},
+            **{k: request[k] for k in ENVELOPE_FIELDS},
             "event_id": f"{request['event_id']}.k",
             "timestamp": int(time.time() * 1000),
             "payload": {"text": text, "sources": sources, "in_reply_to": request["event_id"],

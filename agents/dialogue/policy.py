@@ -16,11 +16,15 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from parley.domain import demo_responses_path
 from streams.state import Session
 
-__all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy"]
+if TYPE_CHECKING:
+    from parley.settings import Settings
+
+__all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy", "load_policy"]
 
 GREETINGS = frozenset({"greet", "greeting", "hello"})
 KNOWLEDGE_INTENTS = frozenset({"knowledge_question", "faq"})
@@ -120,6 +124,12 @@ class RuleBasedPolicy:
         fields.setdefault("text", _clip(payload["text"]))
         rendered = string.Formatter().vformat(template, (), fields)
         return ReplyContent(rendered, response.quick_replies)
+
+
+def load_policy(settings: Settings) -> RuleBasedPolicy:
+    """The policy a worker runs: the demo domain's responses; questions go to the
+    knowledge agent when it runs (``PARLEY_KNOWLEDGE``)."""
+    return RuleBasedPolicy.from_file(demo_responses_path(), knowledge=settings.knowledge)
 
 
 def _clip(text: str, limit: int = 200) -> str:

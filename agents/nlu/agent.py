@@ -13,15 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faust.types import EventT
 
 from parley.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.batching import process_batches
+from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["Understander", "register_nlu_agent"]
+if TYPE_CHECKING:
+    from agents.nlu.model import Understanding
+
+__all__ = ["Understander", "register_nlu_agent", "understood_events", "understood_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,29 +65,45 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         sent = [m["timestamp"] for _, m in messages]
         # The model is CPU-bound; in batches it takes well under a millisecond per message.
         results = model.understand_batch(texts, sent)
+        understood = understood_events([msg for _, msg in messages], results)
         await produce(ctx.understood, [
-            (event.message.key, understood_codec.encode(_understood(msg, result)))
-            for (event, msg), result in zip(messages, results, strict=True)
+            (event.message.key, understood_codec.encode(u))
+            for (event, _), u in zip(messages, understood, strict=True)
         ])
 
 
-def _understood(msg: dict[str, Any], u: Any) -> dict[str, Any]:
-    payload = msg["payload"]
+def understood_events(messages: Sequence[dict[str, Any]],
+                      results: Sequence[Understanding]) -> list[dict[str, Any]]:
+    """The ChatUnderstood for each ChatMessage, given what the model made of it.
+
+    At debug level each is logged with its message's trace id (``nlu.message.understood``).
+    """
+    events = [{**{k: msg[k] for k in ENVELOPE_FIELDS},
+               "payload": understood_payload(msg["payload"]["text"],
+                                             msg["payload"]["client_msg_id"], u)}
+              for msg, u in zip(messages, results, strict=True)]
+    if logger.isEnabledFor(logging.DEBUG):  # once per batch: nothing per message otherwise
+        for event in events:
+            payload = event["payload"]
+            logger.debug("nlu.message.understood event_id=%s intent=%s confidence=%.3f oos=%s",
+                         event["event_id"], payload["intent"], payload["confidence"],
+                         payload["oos"], extra={"trace_id": event["trace_id"]})
+    return events
+
+
+def understood_payload(text: str, client_msg_id: str, u: Understanding) -> dict[str, Any]:
+    """A ChatUnderstood's payload: the user's message and what the model made of it."""
     return {
-        **{k: msg[k] for k in ("event_id", "tenant_id", "conversation_id", "user_id", "channel",
-                               "seq", "timestamp", "trace_id", "reply_route")},
-        "payload": {
-            "text": payload["text"],
-            "client_msg_id": payload["client_msg_id"],
-            "intent": u.intent,
-            "confidence": float(u.confidence),
-            "oos": bool(u.oos),
-            "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
-            "entities": [
-                {"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
-                 "value": e.value, "source": e.source}
-                for e in u.entities
-            ],
-            "model_version": u.model_version,
-        },
+        "text": text,
+        "client_msg_id": client_msg_id,
+        "intent": u.intent,
+        "confidence": float(u.confidence),
+        "oos": bool(u.oos),
+        "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
+        "entities": [
+            {"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
+             "value": e.value, "source": e.source}
+            for e in u.entities
+        ],
+        "model_version": u.model_version,
     }

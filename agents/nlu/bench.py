@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from parley.stats import percentile
 
 __all__ = ["BATCH_SIZE", "run_nlu_bench"]
 
@@ -43,6 +43,7 @@ def run_nlu_bench(model_dir: Path, texts: list[str], seconds: float) -> dict[str
         model.understand(text)
         latencies.append((time.perf_counter() - start) * 1000.0)
         i += 1
+    latencies.sort()
 
     batches = [
         [texts[(j + k) % len(texts)] for k in range(BATCH_SIZE)]
@@ -63,8 +64,8 @@ def run_nlu_bench(model_dir: Path, texts: list[str], seconds: float) -> dict[str
     return {
         "model_version": model.version,
         "single_n": len(latencies),
-        "single_p50_ms": round(float(np.percentile(latencies, 50)), 4),
-        "single_p99_ms": round(float(np.percentile(latencies, 99)), 4),
+        "single_p50_ms": round(percentile(latencies, 50), 4),
+        "single_p99_ms": round(percentile(latencies, 99), 4),
         "batch_size": BATCH_SIZE,
         "batch_msgs": n_msgs,
         "batch_msgs_per_s": round(n_msgs / elapsed, 1),

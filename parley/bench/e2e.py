@@ -29,7 +29,8 @@ from parley.bench.loadgen import ConnectReport, LoadGenerator, LoadResult, split
 from parley.bench.procstats import ProcessSampler
 from parley.bench.profile import Profiler
 from parley.bench.script import ConversationScript, load_script
-from parley.bench.stats import latency_summary, per_second, percentile, rounded
+from parley.bench.stats import latency_summary, per_second, rounded
+from parley.stats import percentile
 
 __all__ = ["E2EOptions", "E2EResult", "compare", "run_load"]
 

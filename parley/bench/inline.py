@@ -32,7 +32,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy
+from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy, load_policy
+from agents.dialogue.turns import reply_payload
+from agents.nlu.agent import understood_payload
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -53,6 +55,7 @@ from streams.state import Session
 if TYPE_CHECKING:
     from agents.knowledge.service import KnowledgeService
     from agents.nlu.agent import Understander
+    from agents.nlu.model import Understanding
 
 __all__ = ["InlineServer", "serve_inline"]
 
@@ -196,53 +199,27 @@ class InlineServer:
         return content
 
 
-def _understood(pending: _Pending, u: Any) -> dict[str, Any]:
+def _understood(pending: _Pending, u: Understanding) -> dict[str, Any]:
     """The ChatUnderstood event the dialogue agent would decode (as a dict)."""
     return {
         "event_id": pending.event_id,
         "seq": pending.seq,
-        "payload": {
-            "text": pending.frame.text,
-            "client_msg_id": pending.frame.client_msg_id,
-            "intent": u.intent,
-            "confidence": float(u.confidence),
-            "oos": bool(u.oos),
-            "ranking": [{"intent": i, "confidence": float(c)} for i, c in u.ranking],
-            "entities": [
-                {
-                    "entity": e.entity,
-                    "start": e.start,
-                    "end": e.end,
-                    "text": e.text,
-                    "value": e.value,
-                    "source": e.source,
-                }
-                for e in u.entities
-            ],
-            "model_version": u.model_version,
-        },
+        "payload": understood_payload(pending.frame.text, pending.frame.client_msg_id, u),
     }
 
 
 def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]:
+    """The BotReply the dialogue agent would send (as a dict)."""
     return {
         "event_id": f"{pending.event_id}.r",
         "seq": seq,
-        "payload": {
-            "text": content.text,
-            "client_msg_id": pending.frame.client_msg_id,
-            "quick_replies": list(content.quick_replies),
-            "sources": list(content.sources),
-            "sender": "bot",
-        },
+        "payload": reply_payload(content, pending.event_id, pending.frame.client_msg_id),
     }
 
 
 def _load_policy(settings: Settings) -> RuleBasedPolicy:
-    from parley.domain import demo_responses_path
-
-    return RuleBasedPolicy.from_file(demo_responses_path(),
-                                     knowledge=settings.knowledge)  # fmt: skip
+    """The policy the worker runs."""
+    return load_policy(settings)
 
 
 def _load_knowledge(settings: Settings) -> KnowledgeService | None:

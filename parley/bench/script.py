@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEMO_NLU_FILE", "ConversationScript", "load_script"]
+from parley.domain import demo_nlu_path
 
-DEMO_NLU_FILE = Path(__file__).resolve().parents[1] / "domain" / "demo" / "nlu.jsonl"
+__all__ = ["ConversationScript", "load_script"]
 
 _GREETINGS = (
     "hi", "hello there", "good morning", "hey, anyone there?", "hello!",
@@ -74,7 +74,7 @@ class ConversationScript:
 
 def load_script(nlu_file: Path | None = None) -> ConversationScript:
     """The demo domain's texts arranged as conversations, or the built-in script."""
-    path = DEMO_NLU_FILE if nlu_file is None else nlu_file
+    path = demo_nlu_path() if nlu_file is None else nlu_file
     builtin = ConversationScript((_GREETINGS, _QUESTIONS, _FOLLOW_UPS, _THANKS))
     if not path.is_file():
         if nlu_file is not None:

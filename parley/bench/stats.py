@@ -1,25 +1,18 @@
 """Small, dependency-free statistics for benchmark results.
 
-Percentiles use the nearest-rank method (a reported p99 is a latency that was
-actually observed); histograms and per-second series feed the HTML report.
+Percentiles use the nearest-rank method (:func:`parley.stats.percentile`: a
+reported p99 is a latency that was actually observed); histograms and
+per-second series feed the HTML report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-__all__ = ["latency_summary", "per_second", "percentile", "rounded"]
+from parley.stats import percentile
 
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of already sorted values; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be between 0 and 100, got {q}")
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
+__all__ = ["latency_summary", "per_second", "rounded"]
 
 
 def rounded(value: float, digits: int = 2) -> float | None:

@@ -9,12 +9,9 @@ for the knowledge agent).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-__all__ = ["DEMO_DIR", "demo_knowledge_path", "demo_nlu_path", "demo_responses",
-           "demo_responses_path"]
+__all__ = ["DEMO_DIR", "demo_knowledge_path", "demo_nlu_path", "demo_responses_path"]
 
 DEMO_DIR = Path(__file__).parent / "demo"
 
@@ -29,8 +26,3 @@ def demo_responses_path() -> Path:
 
 def demo_knowledge_path() -> Path:
     return DEMO_DIR / "knowledge.jsonl"
-
-
-def demo_responses() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(demo_responses_path().read_text("utf-8"))
-    return data

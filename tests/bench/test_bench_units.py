@@ -14,7 +14,7 @@ from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
 from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
 from parley.bench.profile import summarize_collapsed
 from parley.bench.script import ConversationScript, load_script
-from parley.bench.stats import latency_summary, per_second, percentile
+from parley.bench.stats import latency_summary, per_second
 
 NAN = math.nan
 MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "loadgen",
@@ -27,16 +27,6 @@ def test_every_module_declares_what_it_exports(name: str) -> None:
     assert module.__all__, name
     for symbol in module.__all__:
         assert hasattr(module, symbol), f"parley.bench.{name}.{symbol}"
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert math.isnan(percentile([], 50))
-    with pytest.raises(ValueError):
-        percentile(values, 101)
 
 
 def test_latency_summary_reports_none_when_empty() -> None:

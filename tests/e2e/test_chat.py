@@ -245,6 +245,25 @@ async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_stream
     assert headers["parley.source.topic"] == settings.topic(CHAT_INBOUND).encode()
 
 
+async def test_an_undecodable_knowledge_result_goes_to_its_own_dead_letter_topic(
+    pipeline: Pipeline,
+) -> None:
+    """The dialogue agent reads two topics; a dead letter goes to the DLQ of its own."""
+    from streams.topics import KNOWLEDGE_RESULTS, dlq_of
+
+    settings = pipeline.settings
+    conversation = f"c-{uuid.uuid4().hex[:12]}"
+    produce(settings, KNOWLEDGE_RESULTS, conversation, b"\x00not avro")
+
+    found, deadline = None, time.monotonic() + 30
+    while found is None and time.monotonic() < deadline:
+        dead_letters = await asyncio.to_thread(read_topic, settings, dlq_of(KNOWLEDGE_RESULTS))
+        found = next((m for m in dead_letters if m.key() == conversation.encode()), None)
+    assert found is not None and found.value() == b"\x00not avro"
+    headers = dict(found.headers() or [])
+    assert headers["parley.source.topic"] == settings.topic(KNOWLEDGE_RESULTS).encode()
+
+
 async def test_a_late_event_is_understood_as_of_when_it_was_sent(pipeline: Pipeline) -> None:
     """A replayed or backlogged message's "tomorrow" is the day after the user said it."""
     from datetime import UTC, datetime

@@ -19,11 +19,11 @@ from parley.errors import PortInUseError
 from parley.settings import Settings
 from streams.topics import (
     CHAT_INBOUND,
-    CHAT_INBOUND_DLQ,
     CHAT_OUTBOUND,
     CHAT_UNDERSTOOD,
     KB_DOCUMENTS,
     TopicSpec,
+    dlq_of,
 )
 from tests.conftest import InfraAddresses
 
@@ -91,8 +91,8 @@ def test_settings_topics_exist_with_their_partitions(settings: Settings) -> None
         CHAT_INBOUND: 4,
         CHAT_UNDERSTOOD: 4,
         CHAT_OUTBOUND: 4,
-        CHAT_INBOUND_DLQ: 1,
-        f"{CHAT_UNDERSTOOD}.dlq": 1,
+        dlq_of(CHAT_INBOUND): 1,
+        dlq_of(CHAT_UNDERSTOOD): 1,
         KB_DOCUMENTS: 1,
     }
     for name, partitions in expected.items():

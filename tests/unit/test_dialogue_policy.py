@@ -6,8 +6,15 @@ from typing import Any
 
 import pytest
 
-from agents.dialogue.policy import AskKnowledge, ReplyContent, Response, RuleBasedPolicy
+from agents.dialogue.policy import (
+    AskKnowledge,
+    ReplyContent,
+    Response,
+    RuleBasedPolicy,
+    load_policy,
+)
 from parley.domain import demo_responses_path
+from parley.settings import Settings
 from streams.keys import ConversationKeys
 from streams.state import Session
 
@@ -71,3 +78,10 @@ def test_the_demo_domain_answers_every_intent_it_declares() -> None:
     for intent in policy.responses:
         reply = policy.respond(session(), understood("text", intent, oos=intent == "oos"))
         assert isinstance(reply, AskKnowledge) or reply.text, intent
+
+
+@pytest.mark.parametrize("knowledge", [True, False])
+def test_the_workers_policy_is_the_demo_domains(knowledge: bool) -> None:
+    policy = load_policy(Settings.from_env({"PARLEY_KNOWLEDGE": "1" if knowledge else "0"}))
+    assert policy.knowledge is knowledge
+    assert policy.responses == RuleBasedPolicy.from_file(demo_responses_path()).responses

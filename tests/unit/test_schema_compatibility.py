@@ -13,6 +13,7 @@ from fastavro.schema import parse_schema
 
 from schemas import SCHEMA_DIR, current, history, schema_names
 from streams.codecs import SINGLE_OBJECT_MAGIC, AvroCodec
+from streams.topics import ENVELOPE_FIELDS
 
 
 def example_for(schema: Any) -> Any:
@@ -86,3 +87,10 @@ def test_added_fields_have_defaults(name: str) -> None:
     for old in history(name):
         for added in set(now) - set(fields(old.raw)):
             assert "default" in now[added], f"{name}: new field {added} needs a default"
+
+
+@pytest.mark.parametrize("name", ["chat_message", "chat_understood", "bot_reply",
+                                  "knowledge_request", "knowledge_result"])
+def test_conversation_events_share_the_envelope(name: str) -> None:
+    fields = [f["name"] for f in current(name).raw["fields"]]
+    assert fields == [*ENVELOPE_FIELDS, "payload"]
