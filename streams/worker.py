@@ -13,9 +13,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
-from agents.dialogue.policy import RuleBasedPolicy
+from agents.dialogue.policy import load_policy
 from agents.nlu.agent import Understander, register_nlu_agent
-from parley.domain import demo_responses_path
 from parley.settings import Settings
 from streams.app import WorkerContext, create_app
 
@@ -42,9 +41,7 @@ def build_worker(settings: Settings) -> WorkerContext:
     register_nlu_agent(ctx, load_understander(settings))
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env()) \
         if settings.knowledge else None
-    policy = RuleBasedPolicy.from_file(demo_responses_path(),
-                                       knowledge=settings.knowledge)
-    register_dialogue_agent(ctx, policy, answers)
+    register_dialogue_agent(ctx, load_policy(settings), answers)
     return ctx
 
 

@@ -33,7 +33,7 @@ from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.service import KnowledgeService
 from parley.errors import DecodeError
 from parley.settings import Settings
-from streams.app import send_to_dlq
+from streams.app import raw_topic, send_to_dlq
 from streams.batching import process_until_done
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
@@ -79,22 +79,15 @@ def _log_if_failed(tenant: str, retired: concurrent.futures.Future[None]) -> Non
 
 
 def register_knowledge_agent(app: faust.App, settings: Settings, service: KnowledgeService,
-                             emit_reply: EmitReply, *, concurrency: int = 8,
-                             dlq: bool = True) -> Any:
+                             emit_reply: EmitReply, *, concurrency: int = 8) -> Any:
     """Define the knowledge agent on ``app``; returns the Faust agent."""
     topic_name = settings.topic(KNOWLEDGE_REQUESTS)
-    requests = app.topic(topic_name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-    dead_letters = app.topic(dlq_of(topic_name), key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw") if dlq else None
+    requests = raw_topic(app, topic_name)
+    dead_letters = raw_topic(app, dlq_of(topic_name))
     codec = codec_for("knowledge_request", settings.schema_registry_url, topic_name)
 
     async def reject(event: Any, error: Exception) -> None:
-        if dead_letters is not None:
-            await send_to_dlq(dead_letters, event, error)
-        else:
-            logger.warning("kb.request.rejected partition=%s offset=%s error=%s",
-                           event.message.partition, event.message.offset, error)
+        await send_to_dlq(dead_letters, event, error)
 
     async def delivery_for(event: Any) -> Callable[[], Awaitable[None]]:
         """How to deliver the outcome of ``event``: its reply, or the event to the DLQ."""

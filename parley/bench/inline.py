@@ -217,11 +217,6 @@ def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]
     }
 
 
-def _load_policy(settings: Settings) -> RuleBasedPolicy:
-    """The policy the worker runs."""
-    return load_policy(settings)
-
-
 def _load_knowledge(settings: Settings) -> KnowledgeService | None:
     """The knowledge service the worker would run (no Redis: the cache is in-process)."""
     from agents.knowledge.demo import resolve_kb_index
@@ -254,7 +249,7 @@ def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     if model_dir is not None:
         settings = settings.replace(nlu_model_dir=str(model_dir))
     configure_logging("bench-inline", settings.log_level, settings.log_json)
-    server = InlineServer(load_understander(settings), _load_policy(settings), settings,
+    server = InlineServer(load_understander(settings), load_policy(settings), settings,
                           _load_knowledge(settings))  # fmt: skip
     run_until_signalled(server.start, server.close)
 
