@@ -437,9 +437,11 @@ def test_a_record_with_a_bad_tenant_is_skipped_and_the_follower_goes_on(
     publisher.publish(Document(id="y", title="A title", text="Some text.", tenant="bad/tenant"))
     publisher.publish(second)
     publisher.flush()
-    wait_for(lambda: len(follower_kb.tenant("acme") or []) == 2,
-             what="the record after the bad one to be applied")
-    assert follower.rejected == 2 and follower.undecodable == 0
+    # the counters move after the batch is visible: wait on them, then look at the index
+    wait_for(lambda: follower.applied == 2 and follower.rejected == 2,
+             what="the bad record to be skipped and the one after it applied")
+    assert len(follower_kb.tenant("acme") or []) == 2
+    assert follower.undecodable == 0
     assert follower.error is None
 
 
