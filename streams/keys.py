@@ -8,6 +8,7 @@ script::
     parley:{t1:c42}:events      hash    inbound event_id -> reply seq (idempotency record)
     parley:{t1:c42}:outbox      zset    reply seq -> encoded BotReply (for resume)
     parley:{t1:c42}:inseq       string  last inbound sequence number assigned by a gateway
+    parley:{t1:c42}:llm_usage   hash    LLM tokens and calls spent on the conversation
 """
 
 from __future__ import annotations
@@ -63,5 +64,9 @@ class ConversationKeys:
     def inbound_seq(self) -> str:
         return f"{self.tag}:inseq"
 
+    @property
+    def llm_usage(self) -> str:
+        return f"{self.tag}:llm_usage"
+
     def all(self) -> tuple[str, ...]:
-        return (self.session, self.events, self.outbox, self.inbound_seq)
+        return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage)

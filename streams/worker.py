@@ -55,8 +55,10 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings) -> Ans
     index = resolve_kb_index(ctx.settings, knowledge)
     if index is None:  # the knowledge agent is off
         return None
-    service = KnowledgeService.from_settings(KnowledgeBase.open(index), knowledge,
-                                             ctx.store.redis)
+    service = KnowledgeService.from_settings(
+        KnowledgeBase.open(index), knowledge, ctx.store.redis,
+        conversation_ttl_s=ctx.settings.session_ttl_s,
+    )
     register_knowledge_agent(ctx.app, ctx.settings, service, knowledge_result_emitter(ctx))
 
     @ctx.app.task

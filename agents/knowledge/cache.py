@@ -7,7 +7,7 @@ Every key of one tenant's knowledge base shares the hash tag ``{kb:TENANT}``
     parley:{kb:t1}:exact:G:<sha>        string  answer JSON for one normalised question (TTL)
     parley:{kb:t1}:semantic:G           list    recent (question vector, filters, answer) (TTL)
     parley:{kb:t1}:llm_usage            hash    prompt/completion tokens and calls, per model too
-    parley:{t1:c42}:llm_usage           hash    the same for one conversation (its own slot)
+    parley:{t1:c42}:llm_usage           hash    the same for one conversation (its slot and TTL)
 
 Invalidation: cache keys embed the generation ``G``. Every knowledge worker
 bumps it after it applies a change from ``kb.documents``, so entries written
@@ -189,16 +189,21 @@ class AnswerCache:
 
 
 class UsageRecorder:
-    """LLM token counters per tenant and per conversation (Redis hashes)."""
+    """LLM token counters per tenant and per conversation (Redis hashes).
 
-    def __init__(self, redis: RedisCluster) -> None:
+    A conversation's counters are kept as long as its other state
+    (``conversation_ttl_s``, ``PARLEY_SESSION_TTL_S``); a tenant's are kept.
+    """
+
+    def __init__(self, redis: RedisCluster, conversation_ttl_s: int = 30 * 24 * 3600) -> None:
         self.redis = redis
+        self.conversation_ttl_s = conversation_ttl_s
 
     async def record(self, tenant: str, conversation_id: str, model: str,
                      prompt_tokens: int, completion_tokens: int) -> None:
         targets: list[str] = [KbKeys(tenant).usage]
         if conversation_id:
-            targets.append(f"{ConversationKeys(tenant, conversation_id).tag}:llm_usage")
+            targets.append(ConversationKeys(tenant, conversation_id).llm_usage)
         counts: Sequence[tuple[str, int]] = (
             ("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
             ("calls", 1), (f"prompt_tokens:{model}", prompt_tokens),
@@ -209,13 +214,15 @@ class UsageRecorder:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for name, value in counts:
                         pipe.hincrby(key, name, value)
+                    if key != targets[0]:  # the conversation's: retained as its state is
+                        pipe.expire(key, self.conversation_ttl_s)
                     await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             # Usage is bookkeeping: losing one increment must not lose the answer.
             logger.warning("kb.usage.record_failed tenant=%s error=%r", tenant, exc)
 
     async def totals(self, tenant: str, conversation_id: str = "") -> dict[str, int]:
-        key = (f"{ConversationKeys(tenant, conversation_id).tag}:llm_usage" if conversation_id
+        key = (ConversationKeys(tenant, conversation_id).llm_usage if conversation_id
                else KbKeys(tenant).usage)
         raw = await self.redis.hgetall(key)
         return {_text(k) or "": int(_text(v) or 0) for k, v in raw.items()}

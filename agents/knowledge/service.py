@@ -70,11 +70,13 @@ class KnowledgeService:
 
     @classmethod
     def from_settings(cls, kb: KnowledgeBase, settings: KnowledgeSettings,
-                      redis: RedisCluster | None = None) -> KnowledgeService:
-        """Wire caches (when ``redis`` is given and caching is on) and the LLM (when set)."""
+                      redis: RedisCluster | None = None, *,
+                      conversation_ttl_s: int = 30 * 24 * 3600) -> KnowledgeService:
+        """Wire caches (when ``redis`` is given and caching is on) and the LLM (when set);
+        a conversation's LLM usage is kept ``conversation_ttl_s``, as its session is."""
         cache = usage = None
         if redis is not None:
-            usage = UsageRecorder(redis)
+            usage = UsageRecorder(redis, conversation_ttl_s)
             if settings.cache_enabled:
                 cache = AnswerCache(redis, ttl_s=settings.cache_ttl_s,
                                     semantic_threshold=settings.semantic_cache_threshold,

@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from redis.asyncio.cluster import RedisCluster
 
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
-from agents.knowledge.cache import AnswerCache, UsageRecorder
+from agents.knowledge.cache import AnswerCache, KbKeys, UsageRecorder
 from agents.knowledge.documents import Document
 from agents.knowledge.embedder import Embedder, build_embedder
 from agents.knowledge.follower import KbDocumentsFollower
@@ -34,6 +34,7 @@ from agents.knowledge.publisher import KbPublisher
 from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
 from parley.settings import Settings
+from streams.keys import ConversationKeys
 from streams.topics import KB_DOCUMENTS
 from tests.unit.knowledge.faq_data import faq_documents
 
@@ -352,7 +353,11 @@ async def test_token_usage_is_counted_per_tenant_and_conversation(
         assert per_tenant["calls"] == 3 and per_tenant["calls:small-model"] == 3
         per_conversation = await service.usage.totals(tenant, "c1")
         assert per_conversation["prompt_tokens"] == 240 and per_conversation["calls"] == 2
-        assert await redis_cluster.exists(f"parley:{{{tenant}:c1}}:llm_usage")
+        key = ConversationKeys(tenant, "c1").llm_usage
+        assert await redis_cluster.exists(key)
+        # a conversation's usage goes with the rest of its state
+        assert 0 < await redis_cluster.ttl(key) <= service.usage.conversation_ttl_s
+        assert await redis_cluster.ttl(KbKeys(tenant).usage) == -1  # a tenant's is kept
     finally:
         await service.aclose()
 
