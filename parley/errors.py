@@ -72,10 +72,9 @@ class SchemaError(ParleyError):
 class DecodeError(ParleyError):
     """Bytes that are not a decodable Parley event (goes to the topic's dead-letter queue)."""
 
-    def __init__(self, reason: str, *, topic: str = "", size: int = 0) -> None:
+    def __init__(self, reason: str, *, size: int = 0) -> None:
         super().__init__(reason)
-        self.reason, self.topic, self.size = reason, topic, size
+        self.reason, self.size = reason, size
 
     def __str__(self) -> str:
-        where = f" on {self.topic}" if self.topic else ""
-        return f"undecodable event{where} ({self.size} bytes): {self.reason}"
+        return f"undecodable event ({self.size} bytes): {self.reason}"

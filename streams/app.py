@@ -109,7 +109,7 @@ def create_app(settings: Settings) -> WorkerContext:
         topic_disable_leader=True,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
-        # Fast group joins on a small broker (see FINDINGS: ~4 s instead of ~30 s).
+        # Fast group joins on a small broker: ready in ~4 s instead of ~30 s with the defaults.
         broker_session_timeout=6,
         broker_rebalance_timeout=6,
         broker_heartbeat_interval=1,

@@ -19,11 +19,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from agents.knowledge.embedder import EMBEDDER_KINDS
 from parley.errors import ParleyError
+
+if TYPE_CHECKING:
+    from agents.knowledge.publisher import KbPublisher
 
 __all__ = ["kb"]
 
@@ -40,7 +44,7 @@ def _errors_as_click() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
-def _publisher(bootstrap: str | None) -> tuple[object, str]:
+def _publisher(bootstrap: str | None) -> tuple[KbPublisher, str]:
     from agents.knowledge.publisher import KbPublisher
     from parley.settings import Settings
     from streams.topics import KB_DOCUMENTS
@@ -107,9 +111,6 @@ def ingest(corpus: Path, index_dir: Path, tenant: str, embedder: str, max_doc_by
         published = ""
         if publish:
             pub, topic = _publisher(bootstrap)
-            from agents.knowledge.publisher import KbPublisher
-
-            assert isinstance(pub, KbPublisher)
             for doc in docs:
                 pub.publish(doc)
             pub.flush()
@@ -131,7 +132,6 @@ def delete(index_dir: Path | None, tenant: str, doc_id: str, publish: bool,
            bootstrap: str | None) -> None:
     """Delete one document."""
     from agents.knowledge.knowledge_base import KnowledgeBase
-    from agents.knowledge.publisher import KbPublisher
 
     if index_dir is None and not publish:
         raise click.UsageError("give --index, --publish, or both")
@@ -143,7 +143,6 @@ def delete(index_dir: Path | None, tenant: str, doc_id: str, publish: bool,
             click.echo(f"{'deleted' if found else 'not in the index:'} {tenant}:{doc_id}")
         if publish:
             pub, topic = _publisher(bootstrap)
-            assert isinstance(pub, KbPublisher)
             pub.delete(tenant, doc_id)
             pub.flush()
             click.echo(f"published a tombstone for {tenant}:{doc_id} to {topic}")

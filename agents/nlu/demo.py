@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model",
            "resolve_nlu_model"]
 
-log = logging.getLogger("parley.nlu.demo")
+log = logging.getLogger(__name__)
 
 DEMO_ID_PATTERNS: dict[str, str] = {
     "order_id": r"\b([A-Z]{2}-\d{6})\b",

@@ -130,7 +130,6 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     idle_open_at_end: int = 0
     idle_total: int = 0
-    finished_at: float = NAN
 
 
 class _Conversation:
@@ -233,7 +232,6 @@ class _Client:
         await self._send_all()
         await self._drain()
         r = self.result
-        r.finished_at = self._now()
         r.idle_total = self.plan.idle
         r.idle_open_at_end = sum(1 for ws in self.idle if ws.protocol.close_code is None)
         await self._close()
