@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra.ports import find_free_ports
+from infra.process import DEFAULT_GRACE, log_tail
 from parley.errors import InfraError
 from parley.settings import Settings
 
@@ -62,15 +63,22 @@ class ChildProcess:
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self, grace: float = 10) -> None:
+    def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; idempotent."""
-        if not self.alive():
-            return
-        self.popen.send_signal(signal.SIGTERM)
+        self.terminate()
+        self.wait_or_kill(time.monotonic() + grace)
+
+    def terminate(self) -> None:
+        """SIGTERM: finish what is in hand and exit (see :meth:`wait_or_kill`)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait for the exit until ``deadline`` (monotonic clock), then SIGKILL."""
         try:
-            self.popen.wait(grace)
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.warning("stack.process.killed name=%s grace=%s", self.name, grace)
+            logger.warning("stack.process.killed name=%s", self.name)
             self.popen.kill()
             self.popen.wait()
 
@@ -138,15 +146,18 @@ class Stack:
 
     # -- processes -----------------------------------------------------------
 
-    def _spawn(
-        self, name: str, args: list[str], ready_url: str, env: dict[str, str]
+    def spawn(
+        self, name: str, args: list[str], ready_url: str, env: dict[str, str],
+        *, module: str = "parley",
     ) -> ChildProcess:
+        """Run ``python -m module *args`` with this stack's settings in its environment,
+        logging to ``<data dir>/logs/<name>.log``; stopped with the stack."""
         log_dir = self.settings.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "parley", *args],
+                [sys.executable, "-m", module, *args],
                 env={**os.environ, **self.settings.to_env(), **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -164,7 +175,7 @@ class Stack:
             port = find_free_ports(1)[0]
         name = name or f"gateway-{port}"
         host = self.settings.gateway_host
-        return self._spawn(name, ["gateway", "--port", str(port), "--id", name],
+        return self.spawn(name, ["gateway", "--port", str(port), "--id", name],
                            f"http://{host}:{port}/readyz", {})
 
     def start_worker(self, web_port: int | None = None, name: str = "") -> ChildProcess:
@@ -177,7 +188,7 @@ class Stack:
             first = not any(c.name.startswith("worker") for c in self.children)
             web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
         name = name or f"worker-{web_port}"
-        return self._spawn(name, ["worker", "--web-port", str(web_port)],
+        return self.spawn(name, ["worker", "--web-port", str(web_port)],
                            f"http://127.0.0.1:{web_port}/readyz", env)
 
     def wait_ready(self, children: list[ChildProcess] | None = None, timeout: float = 60) -> None:
@@ -188,27 +199,24 @@ class Stack:
             for child in list(pending):
                 if not child.alive():
                     raise InfraError(f"{child.name} exited with {child.popen.returncode}:\n"
-                                     + _tail(child.log_path))
+                                     + log_tail(child.log_path, 30))
                 if child.ready():
                     pending.remove(child)
             if pending and time.monotonic() > deadline:
                 names = ", ".join(c.name for c in pending)
                 raise InfraError(f"not ready after {timeout:.0f}s: {names}\n"
-                                 + _tail(pending[0].log_path))
+                                 + log_tail(pending[0].log_path, 30))
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop gateways and workers, then the infrastructure if this stack started it."""
-        for child in reversed(self.children):
-            child.stop()
+        """Stop gateways and workers, all at once, then the infrastructure if this stack
+        started it."""
+        for child in self.children:
+            child.terminate()
+        deadline = time.monotonic() + DEFAULT_GRACE
+        for child in self.children:
+            child.wait_or_kill(deadline)
         self.children.clear()
         if self.infra_owned and self._infra is not None:
             self._infra.stop()
             self._infra, self.infra_owned = None, False
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

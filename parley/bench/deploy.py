@@ -14,8 +14,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
 from parley.errors import InfraError, PortInUseError
 from parley.settings import Settings
-from parley.stack import ChildProcess, Stack
+from parley.stack import Stack
 
 __all__ = [
     "Deployment",
@@ -270,19 +268,12 @@ def inline_deployment(
         _data_dir(data_parent, keep_data) as data_dir,
     ):
         port = find_free_ports(1, _HOST)[0]
-        log_dir = data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / "inline.log"
         settings = Settings.from_env().replace(data_dir=data_dir, nlu_model_dir=str(model))
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "parley.bench.inline", "--host", _HOST,
-                 "--port", str(port), "--model-dir", str(model)],
-                env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        child = ChildProcess("inline", popen, f"http://{_HOST}:{port}/readyz", log_path)
-        stack = Stack(settings, children=[child])
+        stack = Stack(settings)
+        child = stack.spawn(
+            "inline", ["--host", _HOST, "--port", str(port), "--model-dir", str(model)],
+            f"http://{_HOST}:{port}/readyz", {}, module="parley.bench.inline",
+        )
         try:
             stack.wait_ready(timeout=ready_timeout)
             yield Deployment(

@@ -22,7 +22,7 @@ def test_a_gateway_on_port_0_listens_on_a_free_port_its_readiness_url_names(
         popen: Any = None  # nothing is started
         return ChildProcess(name, popen, ready_url, tmp_path / f"{name}.log")
 
-    monkeypatch.setattr(stack, "_spawn", spawn)
+    monkeypatch.setattr(stack, "spawn", spawn)
     gateway = stack.start_gateway()
     (args,) = spawned
     port = int(args[args.index("--port") + 1])
