@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from infra.embedded import EmbeddedInfra
+from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.pidfile import read_pidfile
 from infra.process import DEFAULT_GRACE, wait_for_stop
 from infra.topics import ensure_topics
@@ -26,22 +26,10 @@ __all__ = ["infra"]
 
 logger = logging.getLogger(__name__)
 
-REDIS_NODES = 6
 MEMORY_ONLY = (
     "Data is kept in memory only: stopping the broker or the Redis nodes loses every topic, "
     "message and key."
 )
-
-
-def _port_of(address: str, setting: str) -> int:
-    first = address.split(",")[0].strip()
-    _, _, port = first.rpartition(":")
-    try:
-        return int(port)
-    except ValueError:
-        raise click.UsageError(
-            f"{setting}={address!r}: expected host:port[,host:port...]"
-        ) from None
 
 
 class _Config:
@@ -54,9 +42,9 @@ class _Config:
             raise click.ClickException(str(exc)) from exc
         self.settings = settings
         self.data_dir = data_dir if data_dir is not None else settings.data_dir
-        self.kafka_port = kafka_port or _port_of(settings.kafka_bootstrap, "PARLEY_KAFKA_BOOTSTRAP")
-        first = redis_port or _port_of(settings.redis_nodes, "PARLEY_REDIS_NODES")
-        self.redis_ports = list(range(first, first + REDIS_NODES))
+        self.kafka_port = kafka_port or settings.kafka_port
+        first = redis_port or settings.redis_startup_nodes[0][1]
+        self.redis_ports = list(range(first, first + CLUSTER_NODES))
         self.grace = grace
         self.ports_given = kafka_port is not None or redis_port is not None
 

@@ -37,11 +37,13 @@ from infra.topics import ensure_topics
 from infra.waiting import Deadline
 from parley.errors import InfraError
 
-__all__ = ["EmbeddedInfra", "ensure_topics"]
+__all__ = ["CLUSTER_NODES", "EmbeddedInfra", "ensure_topics"]
 
 logger = logging.getLogger(__name__)
 
 KAFKA_SERVICE = "kafka (tansu)"
+CLUSTER_NODES = 6
+"""Redis nodes of the embedded cluster (3 primaries, 1 replica each), on consecutive ports."""
 
 
 def _check_port(value: int, what: str) -> None:

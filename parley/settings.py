@@ -254,6 +254,11 @@ class Settings(EnvSettings):
         raise ConfigError(env, str(getattr(self, name)), expected)
 
     @property
+    def kafka_port(self) -> int:
+        """The port of the first bootstrap address (where an embedded broker listens)."""
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    @property
     def redis_startup_nodes(self) -> list[tuple[str, int]]:
         nodes = []
         for item in self.redis_nodes.split(","):

@@ -102,7 +102,7 @@ class Stack:
 
     def start_infra(self) -> None:
         """Start the embedded broker and Redis Cluster, unless they already answer."""
-        from infra.embedded import EmbeddedInfra
+        from infra.embedded import CLUSTER_NODES, EmbeddedInfra
         from infra.topics import ensure_topics
         from streams.topics import all_topics
 
@@ -113,8 +113,8 @@ class Stack:
             (_, redis_port), *_ = self.settings.redis_startup_nodes
             infra = EmbeddedInfra(
                 self.settings.data_dir,
-                kafka_port=int(self.settings.kafka_bootstrap.split(",")[0].rpartition(":")[2]),
-                redis_ports=range(redis_port, redis_port + 6),
+                kafka_port=self.settings.kafka_port,
+                redis_ports=range(redis_port, redis_port + CLUSTER_NODES),
             )
             infra.start()
             self._infra, self.infra_owned = infra, True

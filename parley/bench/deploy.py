@@ -24,8 +24,10 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
+from infra.redis_cluster import BUS_PORT_OFFSET
 from parley.errors import InfraError, PortInUseError
 from parley.settings import Settings
 from parley.stack import Stack
@@ -113,14 +115,17 @@ def _data_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
 
 
 def _free_infra_ports() -> tuple[int, int]:
-    """A free Kafka port, and a base port with 6 free Redis ports and their bus ports."""
+    """A free Kafka port, and a base port with free ports for the Redis nodes and their
+    cluster buses."""
     kafka_port = find_free_ports(1, _HOST)[0]
+    nodes = range(CLUSTER_NODES)
     for _ in range(200):
         base = random.randrange(20000, 30000)
-        wanted = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
+        wanted = [base + i for i in nodes] + [base + BUS_PORT_OFFSET + i for i in nodes]
         if kafka_port not in wanted and all(is_port_free(_HOST, p) for p in wanted):
             return kafka_port, base
-    raise InfraError("found no 6 consecutive free ports for a Redis Cluster in 20000-30000")
+    raise InfraError(f"found no {CLUSTER_NODES} consecutive free ports for a Redis Cluster "
+                     "in 20000-30000")
 
 
 def _infra_pids(data_dir: Path) -> dict[str, int]:

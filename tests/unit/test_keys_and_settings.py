@@ -79,14 +79,14 @@ def test_a_bad_value_given_in_code_is_refused_too() -> None:
 def test_the_edges_that_work_are_accepted() -> None:
     s = Settings.from_env({
         "PARLEY_REDIS_NODES": "redis-a:7000, redis-b:7001,:7002",
-        "PARLEY_KAFKA_BOOTSTRAP": "kafka:9092",
+        "PARLEY_KAFKA_BOOTSTRAP": "kafka:9093,kafka-2:9094",
         "PARLEY_GATEWAY_PORT": "0",
         "PARLEY_FETCH_MAX_WAIT_MS": "0",
         "PARLEY_GATEWAY_LINGER_MS": "0",
     })
     assert s.redis_startup_nodes == [("redis-a", 7000), ("redis-b", 7001), ("127.0.0.1", 7002)]
+    assert s.kafka_port == 9093  # the first address's: where an embedded broker listens
     assert s.gateway_port == 0
-
 
 
 def test_parley_settings_shows_a_path_default_as_a_path() -> None:
