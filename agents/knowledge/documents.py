@@ -54,11 +54,6 @@ class Document:
     source: str = ""
 
     @property
-    def key(self) -> str:
-        """The ``kb.documents`` record key: ``tenant:doc_id``."""
-        return f"{self.tenant}:{self.id}"
-
-    @property
     def content_hash(self) -> str:
         """Changes whenever anything that is indexed changes."""
         payload = json.dumps(

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from agents.knowledge.documents import Document
 from agents.knowledge.errors import KnowledgeError
 from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.knowledge.publisher import parse_record_key
 from parley.errors import DecodeError
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError, validate_id
@@ -138,9 +139,9 @@ class KbDocumentsFollower:
         for key, msg in latest.items():
             value = msg.value()
             if value is None:
-                tenant, sep, doc_id = key.decode("utf-8", "replace").partition(":")
-                if sep:
-                    deletes.append((tenant, doc_id))
+                parsed = parse_record_key(key)
+                if parsed is not None:
+                    deletes.append(parsed)
                 else:
                     logger.warning("kb.follower.bad_key key=%r offset=%s", key, msg.offset())
                 continue

@@ -20,13 +20,20 @@ from agents.knowledge.documents import Document
 from agents.knowledge.errors import KnowledgeError
 from streams.codecs import codec_for
 
-__all__ = ["KbPublisher", "document_record", "record_key"]
+__all__ = ["KbPublisher", "document_record", "parse_record_key", "record_key"]
 
 logger = logging.getLogger(__name__)
 
 
 def record_key(tenant: str, doc_id: str) -> bytes:
+    """The ``kb.documents`` record key of a document: ``tenant:doc_id``."""
     return f"{tenant}:{doc_id}".encode()
+
+
+def parse_record_key(key: bytes) -> tuple[str, str] | None:
+    """``(tenant, doc_id)`` from a record key; None when it is not one."""
+    tenant, sep, doc_id = key.decode("utf-8", "replace").partition(":")
+    return (tenant, doc_id) if sep else None
 
 
 def document_record(doc: Document, *, updated_at_ms: int | None = None) -> dict[str, Any]:

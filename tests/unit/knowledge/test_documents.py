@@ -13,6 +13,7 @@ from agents.knowledge.documents import (
     validate_document,
 )
 from agents.knowledge.errors import DocumentRejected
+from agents.knowledge.publisher import parse_record_key, record_key
 
 
 def test_valid_document_is_normalised() -> None:
@@ -20,7 +21,6 @@ def test_valid_document_is_normalised() -> None:
                              "tenant": "acme", "metadata": {"n": 3, "ok": True}})
     assert doc == Document(id="a1", title="Reset password", text="Do X.", tenant="acme",
                            metadata={"n": "3", "ok": "true"})
-    assert doc.key == "acme:a1"
 
 
 @pytest.mark.parametrize(
@@ -103,3 +103,9 @@ def test_content_hash_tracks_indexed_content() -> None:
     assert a.content_hash != Document(id="x", title="T", text="body2").content_hash
     assert a.content_hash != Document(id="x", title="T", text="body",
                                       metadata={"k": "v"}).content_hash
+
+
+def test_record_keys_name_the_tenant_and_the_document() -> None:
+    assert record_key("acme", "a1") == b"acme:a1"
+    assert parse_record_key(b"acme:faq:a1") == ("acme", "faq:a1")  # ids may hold a colon
+    assert parse_record_key(b"no-tenant") is None
