@@ -81,67 +81,80 @@ def evaluate(
     texts = [e.text for e in examples]
     results = _predict(model, texts, reference)
     report: dict[str, Any] = {"n": len(examples), "model_version": model.version}
-
-    labelled = [(e, r) for e, r in zip(examples, results, strict=True) if e.intent]
+    labelled = [(e.intent, r) for e, r in zip(examples, results, strict=True) if e.intent]
     if labelled:
-        gold = [e.intent or "" for e, _ in labelled]
-        pred = [r.intent for _, r in labelled]
-        top1 = [r.ranking[0][0] if r.ranking else r.intent for _, r in labelled]
-        oos = model.oos_label
-        report["n_intent"] = len(labelled)
-        report["accuracy"] = round(float(np.mean(np.array(gold) == np.array(pred))), 4)
-        report["top1_accuracy"] = round(float(np.mean(np.array(gold) == np.array(top1))), 4)
-        report["macro_f1"] = round(_macro_f1(gold, pred), 4)
-        ranked = [(g, r.ranking[0]) for g, (_, r) in zip(gold, labelled, strict=True) if r.ranking]
-        report["ece"] = round(expected_calibration_error(
-            [c for _, (_, c) in ranked], [g == i for g, (i, _) in ranked]), 4)
-        if oos in gold:
-            ins = [(g, r) for g, (_, r) in zip(gold, labelled, strict=True) if g != oos]
-            outs = [r for g, (_, r) in zip(gold, labelled, strict=True) if g == oos]
-            report["in_scope_accuracy"] = round(
-                float(np.mean([r.intent == g and not r.oos for g, r in ins])) if ins else 0.0, 4
-            )
-            report["oos_recall"] = round(float(np.mean([r.oos for r in outs])), 4)
-        report["confusions"] = [
-            {"gold": g, "predicted": p, "count": c}
-            for (g, p), c in Counter(
-                (g, p) for g, p in zip(gold, pred, strict=True) if g != p
-            ).most_common(10)
-        ]
-
+        report.update(_intent_metrics(labelled, model.oos_label))
     annotated = [(e, r) for e, r in zip(examples, results, strict=True) if e.entities is not None]
     if any(e.entities for e, _ in annotated):
-        use_model = model.has_tagger
-        tp = fp = fn = 0
-        for e, r in annotated:
-            gold_spans = {(s.start, s.end, s.entity) for s in e.entities or ()}
-            pred_spans = {
-                (m.start, m.end, m.entity) for m in r.entities
-                if not use_model or m.source == "model"
-            }
-            tp += len(gold_spans & pred_spans)
-            fp += len(pred_spans - gold_spans)
-            fn += len(gold_spans - pred_spans)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report["entity_f1"] = round(f1, 4)
-        report["entity_precision"] = round(precision, 4)
-        report["entity_recall"] = round(recall, 4)
-
-    sample = texts[: max(1, min(latency_samples, len(texts)))]
-    if sample:
-        for t in sample[:20]:
-            model.understand(t, reference)
-        lat = []
-        for t in sample:
-            start = time.perf_counter()
-            model.understand(t, reference)
-            lat.append((time.perf_counter() - start) * 1000.0)
-        lat.sort()
-        report["latency_ms_p50"] = round(percentile(lat, 50), 4)
-        report["latency_ms_p99"] = round(percentile(lat, 99), 4)
+        report.update(_entity_metrics(annotated, model.has_tagger))
+    report.update(_latency(model, texts[: max(1, min(latency_samples, len(texts)))], reference))
     return report
+
+
+def _intent_metrics(labelled: Sequence[tuple[str, Understanding]], oos: str) -> dict[str, Any]:
+    gold = [g for g, _ in labelled]
+    pred = [r.intent for _, r in labelled]
+    top1 = [r.ranking[0][0] if r.ranking else r.intent for _, r in labelled]
+    ranked = [(g, r.ranking[0]) for g, r in labelled if r.ranking]
+    out: dict[str, Any] = {
+        "n_intent": len(labelled),
+        "accuracy": round(float(np.mean(np.array(gold) == np.array(pred))), 4),
+        "top1_accuracy": round(float(np.mean(np.array(gold) == np.array(top1))), 4),
+        "macro_f1": round(_macro_f1(gold, pred), 4),
+        "ece": round(expected_calibration_error(
+            [c for _, (_, c) in ranked], [g == i for g, (i, _) in ranked]), 4),
+    }
+    if oos in gold:
+        ins = [(g, r) for g, r in labelled if g != oos]
+        outs = [r for g, r in labelled if g == oos]
+        out["in_scope_accuracy"] = round(
+            float(np.mean([r.intent == g and not r.oos for g, r in ins])) if ins else 0.0, 4
+        )
+        out["oos_recall"] = round(float(np.mean([r.oos for r in outs])), 4)
+    out["confusions"] = [
+        {"gold": g, "predicted": p, "count": c}
+        for (g, p), c in Counter(
+            (g, p) for g, p in zip(gold, pred, strict=True) if g != p
+        ).most_common(10)
+    ]
+    return out
+
+
+def _entity_metrics(
+    annotated: Sequence[tuple[Example, Understanding]], use_model: bool
+) -> dict[str, Any]:
+    """Strict span + type micro P/R/F1; with a tagger, only its spans count."""
+    tp = fp = fn = 0
+    for e, r in annotated:
+        gold_spans = {(s.start, s.end, s.entity) for s in e.entities or ()}
+        pred_spans = {
+            (m.start, m.end, m.entity) for m in r.entities
+            if not use_model or m.source == "model"
+        }
+        tp += len(gold_spans & pred_spans)
+        fp += len(pred_spans - gold_spans)
+        fn += len(gold_spans - pred_spans)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"entity_f1": round(f1, 4), "entity_precision": round(precision, 4),
+            "entity_recall": round(recall, 4)}
+
+
+def _latency(model: NLUModel, sample: Sequence[str], reference: datetime) -> dict[str, Any]:
+    """Single-message p50/p99 in ms over ``sample`` (after 20 warm-up calls)."""
+    if not sample:
+        return {}
+    for t in sample[:20]:
+        model.understand(t, reference)
+    lat = []
+    for t in sample:
+        start = time.perf_counter()
+        model.understand(t, reference)
+        lat.append((time.perf_counter() - start) * 1000.0)
+    lat.sort()
+    return {"latency_ms_p50": round(percentile(lat, 50), 4),
+            "latency_ms_p99": round(percentile(lat, 99), 4)}
 
 
 def format_report(report: dict[str, Any]) -> str:
