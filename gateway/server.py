@@ -286,7 +286,7 @@ class Gateway:
         assert ws.request is not None
         try:
             user, keys, last_seq = parse_connection_params(ws.request.path)
-        except (InvalidIdError, ValueError) as exc:
+        except ValueError as exc:  # an InvalidIdError too
             await ws.send(error_frame("bad_request", str(exc)))
             await ws.close(1008, "bad connection parameters")
             return

@@ -136,8 +136,6 @@ class Stack:
 
     def prepare_knowledge(self) -> Path | None:
         """The knowledge index workers serve (PARLEY_KB_INDEX, or the demo one, built once)."""
-        if not self.settings.knowledge:
-            return None
         if self.kb_index is None:
             from agents.knowledge.demo import resolve_kb_index
 

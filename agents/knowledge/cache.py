@@ -201,21 +201,23 @@ class UsageRecorder:
 
     async def record(self, tenant: str, conversation_id: str, model: str,
                      prompt_tokens: int, completion_tokens: int) -> None:
-        targets: list[str] = [KbKeys(tenant).usage]
+        # (key, seconds to keep it): a tenant's counters stay, a conversation's go with it
+        targets: list[tuple[str, int | None]] = [(KbKeys(tenant).usage, None)]
         if conversation_id:
-            targets.append(ConversationKeys(tenant, conversation_id).llm_usage)
+            targets.append((ConversationKeys(tenant, conversation_id).llm_usage,
+                            self.conversation_ttl_s))
         counts: Sequence[tuple[str, int]] = (
             ("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
             ("calls", 1), (f"prompt_tokens:{model}", prompt_tokens),
             (f"completion_tokens:{model}", completion_tokens), (f"calls:{model}", 1),
         )
         try:
-            for key in targets:  # different slots: one pipeline per key
+            for key, ttl_s in targets:  # different slots: one pipeline per key
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for name, value in counts:
                         pipe.hincrby(key, name, value)
-                    if key != targets[0]:  # the conversation's: retained as its state is
-                        pipe.expire(key, self.conversation_ttl_s)
+                    if ttl_s is not None:
+                        pipe.expire(key, ttl_s)
                     await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             # Usage is bookkeeping: losing one increment must not lose the answer.
