@@ -196,18 +196,13 @@ class NLUModel:
         assert self._tagger is not None and self._encoder is not None
         assert self._tagger_columns is not None
         token_lists = [tokenize(t) if t.strip() else [] for t in texts]
-        cols: list[int] = []
-        per_token: list[int] = []  # how many columns each token has
-        for tokens, matches in zip(token_lists, found, strict=True):
-            for token_cols in self._tagger_columns.columns(tokens, matches):
-                cols += token_cols
-                per_token.append(len(token_cols))
-        if not per_token:
+        rows, cols = self._tagger_columns.batch(token_lists, found)
+        n_tokens = sum(len(tokens) for tokens in token_lists)
+        if not n_tokens:
             return [[] for _ in texts]
-        n_tokens = len(per_token)
         feeds = {
-            "feat_row": np.repeat(np.arange(n_tokens, dtype=np.int64), per_token),
-            "feat_col": np.array(cols, np.int64),
+            "feat_row": rows,
+            "feat_col": cols,
             "batch_size": np.array([n_tokens], np.int64),
         }
         scores = self._tagger.run(["logits"], feeds)[0]

@@ -117,13 +117,7 @@ def assemble_features(
     their context (recogniser cover, cue word, gluing), which ``name`` maps from strings
     to the parts' kind (the string itself, or a tagger column)."""
     n = len(parts)
-    cover = ["O"] * n
-    for match in matches:
-        first = True
-        for i, tok in enumerate(tokens):
-            if tok.start >= match.start and tok.end <= match.end:
-                cover[i] = f"{match.entity}:{'B' if first else 'I'}"
-                first = False
+    cover = _cover(tokens, matches)
     rec, rec_prev, rec_next = (
         [name(prefix + c) for c in cover] if matches else [name(prefix + "O")] * n
         for prefix in ("rec=", "rec-1=", "rec+1=")
@@ -161,9 +155,36 @@ def assemble_features(
     return feats
 
 
+def _cover(tokens: Sequence[Token], matches: Sequence[EntityMatch]) -> list[str]:
+    """Which recogniser match covers each token, and whether first (``amount:B``) or
+    not (``amount:I``); ``O`` where none does."""
+    cover = ["O"] * len(tokens)
+    for match in matches:
+        first = True
+        for i, tok in enumerate(tokens):
+            if tok.start >= match.start and tok.end <= match.end:
+                cover[i] = f"{match.entity}:{'B' if first else 'I'}"
+                first = False
+    return cover
+
+
 class TaggerColumns:
-    """:func:`token_features` as columns of a trained tagger (features it does not know
-    left out), with each token text's :class:`TokenParts` memoised."""
+    """:func:`token_features` of a batch as columns of a trained tagger, ``-1`` for a
+    feature it does not know (and left out), with each token text's columns memoised.
+
+    Two ways to assemble the same columns in the same order (so the model sums them in
+    the same order, and the scores are identical to the bit):
+
+    * token by token in Python (:func:`assemble_features` over memoised
+      :class:`TokenParts`): cheapest for a message or a few;
+    * the whole batch at once in numpy: a token is 21 slots in the same order (the bias,
+      five of its own, four lent by neighbours, three of recogniser cover, the cue word,
+      three of rarity, three flags and gluing), the lent ones shifted from memoised rows
+      (:data:`_MEMO`). About 100 µs of fixed cost, then a quarter of Python's per token,
+      so it wins from :attr:`vectorise_from_tokens` tokens on.
+    """
+
+    vectorise_from_tokens = 64
 
     def __init__(
         self, vocab: dict[str, int], n_pieces: Callable[[str], int], max_entries: int = 50_000
@@ -171,27 +192,176 @@ class TaggerColumns:
         self.vocab = vocab
         self.n_pieces = n_pieces
         self.max_entries = max_entries
-        self._parts: dict[str, TokenParts[int | None]] = {}
+        self._ids: dict[str, int] = {}
+        self._parts: list[TokenParts[int]] = []
+        self._rows = np.empty((min(max_entries, 1024), len(_MEMO)), np.int64)
+        col = self._col
+        self._bias, self._glued, self._no_cue = col("b"), col("glued"), col("cue=none")
+        self._edges = {name: col(name) for name in (
+            "w-1=<s>", "w-2=<s>", "w+1=</s>", "w+2=</s>", "rec-1=<s>", "rec+1=</s>",
+            "pc-1=<s>", "pc+1=</s>",
+        )}
+        self._cover: dict[str, tuple[int, int, int]] = {}
 
-    def columns(
-        self, tokens: Sequence[Token], matches: Sequence[EntityMatch]
-    ) -> list[list[int]]:
-        memo = self._parts
-        parts = [memo.get(t.text) or self._learn(t.text) for t in tokens]
-        feats = assemble_features(tokens, parts, matches, self.vocab.get)
-        return [[c for c in f if c is not None] for f in feats]
+    def _col(self, feature: str) -> int:
+        return self.vocab.get(feature, -1)
 
-    def _learn(self, text: str) -> TokenParts[int | None]:
-        p, get = token_parts(text, self.n_pieces), self.vocab.get
-        parts = TokenParts(
-            p.word, tuple(get(f) for f in p.own), tuple(get(f) for f in p.flags),
-            get(p.prev1), get(p.next1), get(p.prev2), get(p.next2),
-            get(p.pieces), get(p.pieces_prev), get(p.pieces_next),
-        )
-        if len(self._parts) >= self.max_entries:
+    def batch(
+        self, token_lists: Sequence[Sequence[Token]], found: Sequence[Sequence[EntityMatch]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The known features of every token of the batch as ``(token, column)`` pairs:
+        tokens numbered through the batch in order, each token's columns in the order
+        :func:`token_features` names them."""
+        texts = [t.text for tokens in token_lists for t in tokens]
+        known = self._ids
+        ids = [known.get(text, -1) for text in texts]
+        if -1 in ids:
+            ids = self._learn(texts, ids)
+        if not texts or len(texts) < self.vectorise_from_tokens:
+            return self._assembled(token_lists, found, ids)
+        return self._vectorised(token_lists, found, ids)
+
+    def _assembled(
+        self, token_lists: Sequence[Sequence[Token]], found: Sequence[Sequence[EntityMatch]],
+        ids: list[int],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        cols: list[int] = []
+        per_token: list[int] = []
+        at = 0
+        for tokens, matches in zip(token_lists, found, strict=True):
+            parts = [self._parts[i] for i in ids[at : at + len(tokens)]]
+            at += len(tokens)
+            for feats in assemble_features(tokens, parts, matches, self._col):
+                own = [c for c in feats if c >= 0]
+                cols += own
+                per_token.append(len(own))
+        rows = np.repeat(np.arange(len(per_token), dtype=np.int64), per_token)
+        return rows, np.array(cols, np.int64)
+
+    def _vectorised(
+        self, token_lists: Sequence[Sequence[Token]], found: Sequence[Sequence[EntityMatch]],
+        ids: list[int],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        memo, n = self._rows[ids], len(ids)
+        lengths = np.array([len(tokens) for tokens in token_lists], np.int64)
+        # each token's place in its message: how many tokens come before it, and after
+        before = np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        after = np.repeat(lengths, lengths) - 1 - before
+        edge = self._edges
+        f = np.full((n, 21), -1, np.int64)
+        f[:, 0] = self._bias
+        f[:, 1:6] = memo[:, _OWN]
+        f[:, 6] = _shifted(memo[:, _PREV1], 1, before < 1, edge["w-1=<s>"])
+        f[:, 7] = _shifted(memo[:, _NEXT1], -1, after < 1, edge["w+1=</s>"])
+        f[:, 8] = _shifted(memo[:, _PREV2], 2, before < 2, edge["w-2=<s>"])
+        f[:, 9] = _shifted(memo[:, _NEXT2], -2, after < 2, edge["w+2=</s>"])
+        rec = self._recogniser_cover(token_lists, found, n)
+        f[:, 10] = rec[:, 0]
+        f[:, 11] = _shifted(rec[:, 1], 1, before < 1, edge["rec-1=<s>"])
+        f[:, 12] = _shifted(rec[:, 2], -1, after < 1, edge["rec+1=</s>"])
+        f[:, 13] = self._cues(memo, before)
+        f[:, 14] = memo[:, _PIECES]
+        f[:, 15] = _shifted(memo[:, _PIECES_PREV], 1, before < 1, edge["pc-1=<s>"])
+        f[:, 16] = _shifted(memo[:, _PIECES_NEXT], -1, after < 1, edge["pc+1=</s>"])
+        f[:, 17:20] = memo[:, _FLAGS]
+        if self._glued >= 0:
+            bounds = np.array([(t.start, t.end) for tokens in token_lists for t in tokens])
+            glued = np.zeros(n, bool)
+            glued[1:] = bounds[1:, 0] == bounds[:-1, 1]
+            f[:, 20] = np.where(glued & (before > 0), self._glued, -1)
+        known = f >= 0
+        return np.nonzero(known)[0], f[known]
+
+    def _learn(self, texts: list[str], ids: list[int]) -> list[int]:
+        """Memoise the token texts not known yet (``-1`` in ``ids``); every text's id."""
+        known = self._ids
+        new = {texts[i] for i, id_ in enumerate(ids) if id_ < 0}
+        if len(known) + len(new) > self.max_entries:  # full: start again
+            known.clear()
             self._parts.clear()
-        self._parts[text] = parts
-        return parts
+            new = set(texts)
+        if len(known) + len(new) > len(self._rows):
+            grown = np.empty((max(2 * len(self._rows), len(known) + len(new)), len(_MEMO)),
+                             np.int64)
+            grown[: len(known)] = self._rows[: len(known)]
+            self._rows = grown
+        col = self._col
+        for text in new:
+            p = token_parts(text, self.n_pieces)
+            parts = TokenParts(
+                p.word, tuple(col(f) for f in p.own), tuple(col(f) for f in p.flags),
+                col(p.prev1), col(p.next1), col(p.prev2), col(p.next2),
+                col(p.pieces), col(p.pieces_prev), col(p.pieces_next),
+            )
+            self._rows[len(known)] = [
+                *parts.own, *parts.flags, *[-1] * (3 - len(parts.flags)), parts.pieces,
+                parts.prev1, parts.next1, parts.prev2, parts.next2,
+                parts.pieces_prev, parts.pieces_next,
+                p.word in CUE_WORDS, col("cue=" + p.word),
+            ]
+            known[text] = len(known)
+            self._parts.append(parts)
+        return [known[text] for text in texts]
+
+    def _cues(
+        self, memo: npt.NDArray[np.int64], before: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Every token's cue feature: that of the nearest cue word before it in its message
+        if at most ``_CUE_WINDOW`` tokens back, else ``cue=none``."""
+        n, never = len(memo), -len(memo) - _CUE_WINDOW
+        at = np.arange(n)
+        last = np.maximum.accumulate(np.where(memo[:, _IS_CUE] == 1, at, never))
+        last = np.concatenate([[never], last[:-1]])  # strictly before
+        near = (at - last <= _CUE_WINDOW) & (at - last <= before)
+        cues: npt.NDArray[np.int64] = np.where(
+            near, memo[np.maximum(last, 0), _CUE], self._no_cue
+        )
+        return cues
+
+    def _recogniser_cover(
+        self, token_lists: Sequence[Sequence[Token]], found: Sequence[Sequence[EntityMatch]],
+        n: int,
+    ) -> npt.NDArray[np.int64]:
+        """The ``rec=``, ``rec-1=`` and ``rec+1=`` columns of every token (n x 3)."""
+        out = np.empty((n, 3), np.int64)
+        out[:] = self._cover_columns("O")
+        at = 0
+        for tokens, matches in zip(token_lists, found, strict=True):
+            if matches:
+                for i, cover in enumerate(_cover(tokens, matches)):
+                    if cover != "O":
+                        out[at + i] = self._cover_columns(cover)
+            at += len(tokens)
+        return out
+
+    def _cover_columns(self, cover: str) -> tuple[int, int, int]:
+        cols = self._cover.get(cover)
+        if cols is None:
+            cols = self._cover[cover] = (
+                self._col("rec=" + cover), self._col("rec-1=" + cover),
+                self._col("rec+1=" + cover),
+            )
+        return cols
+
+
+_MEMO = (
+    "own0", "own1", "own2", "own3", "own4", "flag0", "flag1", "flag2", "pieces",
+    "prev1", "next1", "prev2", "next2", "pieces_prev", "pieces_next", "is_cue", "cue",
+)
+"""A memoised row: a token text's columns (``-1`` where the tagger lacks one), the flags
+that hold first; whether it is a cue word, and the column of that cue."""
+_OWN, _FLAGS = slice(0, 5), slice(5, 8)
+_PIECES, _PREV1, _NEXT1, _PREV2, _NEXT2, _PIECES_PREV, _PIECES_NEXT, _IS_CUE, _CUE = range(8, 17)
+
+
+def _shifted(
+    values: npt.NDArray[np.int64], by: int, off_edge: npt.NDArray[np.bool_], edge: int
+) -> npt.NDArray[np.int64]:
+    """``values`` moved ``by`` places (to later tokens if positive), ``edge`` where the
+    neighbour would lie outside the token's message."""
+    moved = np.roll(values, by)
+    moved[off_edge] = edge
+    return moved
 
 
 def encode_bio(

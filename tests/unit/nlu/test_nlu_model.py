@@ -160,25 +160,37 @@ def test_word_rarity_counts_tokenizer_pieces(demo_model: NLUModel) -> None:
 
 
 def test_tagger_columns_are_the_known_token_features(demo_model: NLUModel) -> None:
-    """Inference's memoised tagger columns equal training's feature strings looked up."""
+    """Inference's batched tagger columns equal training's feature strings looked up, in
+    order, whatever the batch around a message and whether its words are memoised."""
     assert demo_model._tagger_columns is not None and demo_model._encoder is not None
     vocab = demo_model._tagger_columns.vocab
     texts = [
         "Track order AB-123456 from 3 March until Friday please",
         "call me on +44 7700 900123, Kawamoto from Ipswich",
         "", "?", "Refund £27.50 to account number 12345678", "MAY may May 5th",
+        "from", "on Monday at 5pm to a b c d e f g h i j between",
     ]
-    for max_entries in (200_000, 2):  # a full memo is cleared
+    tokens = [tokenize(text) for text in texts]
+    matches = [demo_model.recognisers.find(text, REF) for text in texts]
+    expected = [
+        [
+            [vocab[f] for f in feats if f in vocab]
+            for feats in token_features(toks, found, demo_model._encoder.n_pieces)
+        ]
+        for toks, found in zip(tokens, matches, strict=True)
+    ]
+
+    def pairs(messages: list[int]) -> list[tuple[int, int]]:
+        per_token = [cols for m in messages for cols in expected[m]]
+        return [(row, col) for row, cols in enumerate(per_token) for col in cols]
+
+    batches = ([0, 1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0] * 4, [1], [3, 3], [2], [])
+    for max_entries, vectorise_from in [(200_000, 0), (200_000, 10**9), (2, 0), (2, 10**9)]:
         columns = TaggerColumns(vocab, demo_model._encoder.n_pieces, max_entries=max_entries)
-        for _ in range(2):  # cold, then memoised
-            for text in texts:
-                tokens = tokenize(text)
-                matches = demo_model.recognisers.find(text, REF)
-                expected = [
-                    [vocab[f] for f in feats if f in vocab]
-                    for feats in token_features(tokens, matches, demo_model._encoder.n_pieces)
-                ]
-                assert columns.columns(tokens, matches) == expected
+        columns.vectorise_from_tokens = vectorise_from  # numpy, or Python, for every batch
+        for batch in batches * 2:  # cold, then memoised (unless the memo is cleared)
+            rows, cols = columns.batch([tokens[m] for m in batch], [matches[m] for m in batch])
+            assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == pairs(batch)
 
 
 def test_bad_training_data_names_file_and_line(tmp_path: Path) -> None:
