@@ -169,8 +169,8 @@ def _cover(tokens: Sequence[Token], matches: Sequence[EntityMatch]) -> list[str]
 
 
 class TaggerColumns:
-    """:func:`token_features` of a batch as columns of a trained tagger, ``-1`` for a
-    feature it does not know (and left out), with each token text's columns memoised.
+    """:func:`token_features` of a batch as columns of a trained tagger (features it does
+    not know left out), with each token text's columns memoised.
 
     Two ways to assemble the same columns in the same order (so the model sums them in
     the same order, and the scores are identical to the bit):
@@ -193,7 +193,7 @@ class TaggerColumns:
         self.n_pieces = n_pieces
         self.max_entries = max_entries
         self._ids: dict[str, int] = {}
-        self._parts: list[TokenParts[int]] = []
+        self._parts: list[TokenParts[int | None]] = []  # None: unknown to the tagger
         self._rows = np.empty((min(max_entries, 1024), len(_MEMO)), np.int64)
         col = self._col
         self._bias, self._glued, self._no_cue = col("b"), col("glued"), col("cue=none")
@@ -231,8 +231,8 @@ class TaggerColumns:
         for tokens, matches in zip(token_lists, found, strict=True):
             parts = [self._parts[i] for i in ids[at : at + len(tokens)]]
             at += len(tokens)
-            for feats in assemble_features(tokens, parts, matches, self._col):
-                own = [c for c in feats if c >= 0]
+            for feats in assemble_features(tokens, parts, matches, self.vocab.get):
+                own = [c for c in feats if c is not None]
                 cols += own
                 per_token.append(len(own))
         rows = np.repeat(np.arange(len(per_token), dtype=np.int64), per_token)
@@ -285,20 +285,21 @@ class TaggerColumns:
                              np.int64)
             grown[: len(known)] = self._rows[: len(known)]
             self._rows = grown
-        col = self._col
+        get = self.vocab.get
         for text in new:
             p = token_parts(text, self.n_pieces)
             parts = TokenParts(
-                p.word, tuple(col(f) for f in p.own), tuple(col(f) for f in p.flags),
-                col(p.prev1), col(p.next1), col(p.prev2), col(p.next2),
-                col(p.pieces), col(p.pieces_prev), col(p.pieces_next),
+                p.word, tuple(get(f) for f in p.own), tuple(get(f) for f in p.flags),
+                get(p.prev1), get(p.next1), get(p.prev2), get(p.next2),
+                get(p.pieces), get(p.pieces_prev), get(p.pieces_next),
             )
-            self._rows[len(known)] = [
-                *parts.own, *parts.flags, *[-1] * (3 - len(parts.flags)), parts.pieces,
+            row = [
+                *parts.own, *parts.flags, *[None] * (3 - len(parts.flags)), parts.pieces,
                 parts.prev1, parts.next1, parts.prev2, parts.next2,
                 parts.pieces_prev, parts.pieces_next,
-                p.word in CUE_WORDS, col("cue=" + p.word),
+                p.word in CUE_WORDS, get("cue=" + p.word),
             ]
+            self._rows[len(known)] = [-1 if c is None else c for c in row]
             known[text] = len(known)
             self._parts.append(parts)
         return [known[text] for text in texts]
