@@ -9,6 +9,8 @@ A model folder holds::
     tagger.onnx            entity tagger (absent when the data had no entity spans)
     tagger_features.json   the tagger's feature vocabulary
     spans.npz              span refinement: boundary and type weight tables (optional)
+    intent_context.onnx    the intent model with a context encoder's features (optional)
+    context/               that encoder: model.onnx, tokenizer.json, embedder.json
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    """With a context encoder: ``encoder``, ``weight``, and the context model's
+    ``temperature``, ``oos_threshold`` and ``route_below`` (see ``TrainingParams``)."""
     format: int = FORMAT
 
     @property

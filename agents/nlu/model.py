@@ -23,6 +23,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from agents.knowledge.embedder import Embedder
 from agents.nlu.embeddings import TokenEncoder
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, ManifestError
@@ -84,6 +85,14 @@ class NLUModel:
         self._span_models: SpanModels | None = None
         if "span_models" in files:
             self._span_models = SpanModels.load(model_dir / files["span_models"])
+        self._context: _ContextModel | None = None
+        if "context_intent_model" in files and self._intents is not None:
+            self._context = _ContextModel(
+                Embedder((model_dir / files["context_encoder"]).parent, threads=threads),
+                cpu_session(model_dir / files["context_intent_model"], threads),
+                float(manifest.context["oos_threshold"]),
+                float(manifest.context["route_below"]),
+            )
 
     @property
     def has_tagger(self) -> bool:
@@ -128,7 +137,13 @@ class NLUModel:
 
     # --- intents ----------------------------------------------------------
     def intent_probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Calibrated probabilities (rows x labels) for cleaned ``texts``."""
+        """Calibrated probabilities (rows x labels) for cleaned ``texts`` (the first
+        intent model's: without the context encoder)."""
+        assert self._intents is not None
+        probs: npt.NDArray[np.float32] = self._intents.run(["probs"], self._feeds(texts))[0]
+        return probs
+
+    def _feeds(self, texts: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
         assert self._intents is not None and self._vocab is not None
         batch = self._vocab.transform(texts)
         feeds: dict[str, npt.NDArray[Any]] = {
@@ -143,8 +158,7 @@ class NLUModel:
         if self._embed_intents:
             assert self._encoder is not None
             feeds["tok_id"], feeds["tok_row"] = self._encoder.encode(texts)
-        probs: npt.NDArray[np.float32] = self._intents.run(["probs"], feeds)[0]
-        return probs
+        return feeds
 
     def _classify(
         self, texts: Sequence[str]
@@ -154,12 +168,25 @@ class NLUModel:
         live = [i for i, t in enumerate(texts) if _ALNUM.search(t)]
         if self._intents is None or not live:
             return out
-        probs = self.intent_probabilities([texts[i] for i in live])
+        live_texts = [texts[i] for i in live]
+        feeds = self._feeds(live_texts)
+        probs = self._intents.run(["probs"], feeds)[0]
+        thresholds = [self.threshold] * len(live)
+        if self._context is not None:
+            unsure = np.flatnonzero(probs.max(axis=1) < self._context.route_below)
+            if unsure.size:
+                unsure_texts = [live_texts[j] for j in unsure]
+                probs[unsure] = self._context.probabilities(
+                    unsure_texts, self._feeds(unsure_texts)
+                )
+                for j in unsure.tolist():
+                    thresholds[j] = self._context.threshold
         k = min(TOP_K, probs.shape[1])
         order = np.argsort(-probs, axis=1)[:, :k]
         top_probs = np.round(probs[np.arange(len(live))[:, None], order].astype(np.float64), 6)
-        labels, oos_index, threshold = self.labels, self._oos_index, self.threshold
-        for i, top, p in zip(live, order.tolist(), top_probs.tolist(), strict=True):
+        labels, oos_index = self.labels, self._oos_index
+        for i, top, p, threshold in zip(live, order.tolist(), top_probs.tolist(), thresholds,
+                                        strict=True):
             ranking = tuple(zip([labels[j] for j in top], p, strict=True))
             conf = p[0]
             if top[0] == oos_index:
@@ -217,3 +244,27 @@ class NLUModel:
                 runs = refine(tokens, own, self._tags, runs, matches, self._encoder.n_pieces)
             spans.append([(tokens[a].start, tokens[b - 1].end, e) for a, b, e in runs])
         return spans
+
+
+class _ContextModel:
+    """The intent model that also reads a sentence transformer's vector of the message,
+    consulted for the messages the first model is unsure of (confidence under
+    ``route_below``, tuned at training: see ``TrainingParams.context_encoder``)."""
+
+    def __init__(
+        self, encoder: Embedder, session: ort.InferenceSession, threshold: float,
+        route_below: float,
+    ) -> None:
+        self.encoder = encoder
+        self.session = session
+        self.threshold = threshold
+        self.route_below = route_below
+
+    def probabilities(
+        self, texts: Sequence[str], feeds: dict[str, npt.NDArray[Any]]
+    ) -> npt.NDArray[np.float32]:
+        """Probabilities for ``texts``, given the first intent model's ``feeds`` for them."""
+        probs: npt.NDArray[np.float32] = self.session.run(
+            ["probs"], {**feeds, "ctx": self.encoder.embed(texts)}
+        )[0]
+        return probs

@@ -10,7 +10,8 @@ weight rows and sums them per row; the intent model adds the wordllama branch
 
     word_col ─Gather(W)─ScatterND(add, word_row)─Mul(word_scale)─┐
     char_col ─Gather(W)─ScatterND(add, char_row)─Mul(char_scale)─Add─┐
-    tok_id ─Gather(E)─ScatterND(add, tok_row)─L2 normalise─MatMul(W_emb)─Add(+b)─> logits
+    tok_id ─Gather(E)─ScatterND(add, tok_row)─L2 normalise─MatMul(W_emb)─Add─┐
+    ctx (optional: a context encoder's sentence vector) ─MatMul(W_ctx)─Add(+b)─> logits
                                                        logits / T ─Softmax─> probs
 """
 
@@ -48,12 +49,16 @@ def build_linear_model(
     temperature: float = 1.0,
     embedding: npt.NDArray[np.float16] | None = None,
     embedding_weights: npt.NDArray[np.float32] | None = None,
+    context_weights: npt.NDArray[np.float32] | None = None,
     name: str = "parley_nlu",
 ) -> onnx.ModelProto:
-    """Build ``logits = Σ_blocks scale·Σ W[col] + pool(E[tok])·W_emb + b`` and ``probs``.
+    """Build ``logits = Σ_blocks scale·Σ W[col] + pool(E[tok])·W_emb + ctx·W_ctx + b``
+    and ``probs``.
 
     ``weights`` is (n_features, n_classes), shared by all blocks; ``blocks`` names
-    each block and says whether it has a per-row scale input.
+    each block and says whether it has a per-row scale input. With
+    ``context_weights`` (dim, n_classes) the graph takes a ``ctx`` input (batch, dim):
+    a sentence vector computed outside it (the context encoder).
     """
     n_classes = int(bias.shape[0])
     inits = [
@@ -114,6 +119,13 @@ def build_linear_model(
             helper.make_node("MatMul", ["emb", "W_emb"], ["emb_scores"]),
         ]
         partial.append("emb_scores")
+    if context_weights is not None:
+        inputs.append(helper.make_tensor_value_info(
+            "ctx", TensorProto.FLOAT, ["batch", int(context_weights.shape[0])]
+        ))
+        inits.append(_const("W_ctx", context_weights.astype(np.float32)))
+        nodes.append(helper.make_node("MatMul", ["ctx", "W_ctx"], ["ctx_scores"]))
+        partial.append("ctx_scores")
     total = partial[0]
     for i, other in enumerate(partial[1:]):
         nodes.append(helper.make_node("Add", [total, other], [f"sum_{i}"]))

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,12 @@ from agents.nlu.tagger import encode_bio, token_features
 from agents.nlu.text import MAX_TEXT_CHARS, clean_text, tokenize
 from parley.files import atomic_directory
 
-__all__ = ["CODE_VERSION", "TrainingParams", "train_model", "train_model_from_files"]
+if TYPE_CHECKING:
+    from agents.knowledge.embedder import Embedder
+
+__all__ = [
+    "CODE_VERSION", "CONTEXT_ENCODERS", "TrainingParams", "train_model", "train_model_from_files",
+]
 
 CODE_VERSION = "nlu-train-3"
 """Bump when training changes what a model folder contains (invalidates caches)."""
@@ -47,6 +52,13 @@ CODE_VERSION = "nlu-train-3"
 log = logging.getLogger(__name__)
 
 _EMB_WEIGHT = 2.0
+CONTEXT_ENCODERS = (None, "minilm", "minilm-int8")
+CONTEXT_FILES = {
+    "context_encoder": "context/embedder.json",
+    "context_encoder_model": "context/model.onnx",
+    "context_encoder_tokenizer": "context/tokenizer.json",
+}
+"""The context encoder's folder (an :class:`agents.knowledge.embedder.Embedder`)."""
 _JOBS = max(1, min(4, os.cpu_count() or 1))
 # Reference time for recogniser features in training (only spans matter, not values).
 _TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
@@ -54,7 +66,14 @@ _TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """Knobs of ``parley nlu train``."""
+    """Knobs of ``parley nlu train``.
+
+    ``context_encoder`` adds a second intent model whose features also hold a sentence
+    transformer's vector of the message (all-MiniLM-L6-v2, see
+    :mod:`agents.knowledge.embedder`), weighted by ``context_weight``. Inference
+    consults it only for the messages the first model is unsure of (top probability
+    under ``context_route_below``), so most messages cost what they did.
+    """
 
     oos_label: str = "oos"
     c: float = 1.0
@@ -66,6 +85,9 @@ class TrainingParams:
     seed: int = 0
     refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
     refine_spans: bool = True  # learn boundary and type models over the tagger's spans
+    context_encoder: str | None = None  # "minilm" / "minilm-int8": see below
+    context_weight: float = 2.0
+    context_route_below: float = 0.9
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
 
     def __post_init__(self) -> None:
@@ -75,6 +97,10 @@ class TrainingParams:
             raise ValueError("C must be positive")
         if not self.oos_label:
             raise ValueError("oos_label must not be empty")
+        if self.context_encoder not in CONTEXT_ENCODERS:
+            raise ValueError(f"context_encoder must be one of {CONTEXT_ENCODERS}")
+        if not 0.0 < self.context_route_below <= 1.0:
+            raise ValueError("context_route_below must be in (0, 1]")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -88,6 +114,9 @@ class TrainingParams:
             "seed": self.seed,
             "refit": self.refit,
             "refine_spans": self.refine_spans,
+            "context_encoder": self.context_encoder,
+            "context_weight": self.context_weight,
+            "context_route_below": self.context_route_below,
         }
 
 
@@ -157,6 +186,14 @@ def _scores(x: Any, coef: npt.NDArray[np.float32], bias: npt.NDArray[np.float32]
 
 
 @dataclass
+class _ContextResult:
+    """The context-encoded intent model and when to consult it."""
+
+    onnx_bytes: bytes
+    settings: dict[str, Any]  # the manifest's ``context``
+
+
+@dataclass
 class _IntentResult:
     labels: list[str]
     temperature: float
@@ -164,13 +201,15 @@ class _IntentResult:
     onnx_bytes: bytes
     vocab: NgramVocabulary
     validation: dict[str, Any]
+    context: _ContextResult | None = None
 
 
 def _train_intents(
-    examples: Sequence[Example], params: TrainingParams, progress: Progress
+    examples: Sequence[Example], params: TrainingParams, progress: Progress,
+    context: Embedder | None = None,
 ) -> _IntentResult:
-    from agents.nlu.onnx_graph import build_linear_model
-
+    """The intent model; with ``context``, also the context-encoded one (see
+    :attr:`TrainingParams.context_encoder`)."""
     texts = [clean_text(e.text) for e in examples]
     names = [e.intent or "" for e in examples]
     labels = sorted(set(names))
@@ -184,62 +223,142 @@ def _train_intents(
     if params.use_embeddings:
         tokenizer, embedding = load_wordllama()
         encoder = TokenEncoder(tokenizer, embedding.shape[0])
+    sentences: npt.NDArray[np.float32] | None = None
+    if context is not None:
+        progress("context encoder")
+        sentences = (context.embed(texts, batch_size=64) * params.context_weight).astype(np.float32)
 
-    def fit(idx: npt.NDArray[np.int64]) -> tuple[_IntentFeaturizer, Any, Any]:
+    def fit(idx: npt.NDArray[np.int64]) -> _IntentFit:
         subset = [texts[i] for i in idx]
         vocab = NgramVocabulary.fit(subset, params.char_range)
         feat = _IntentFeaturizer(vocab, encoder, embedding)
-        coef, bias = _fit_svm(feat.matrix(subset), y[idx], len(labels), params.c, params.seed)
-        return feat, coef, bias
+        x = feat.matrix(subset)
+        coef, bias = _fit_svm(x, y[idx], len(labels), params.c, params.seed)
+        if sentences is None:
+            return _IntentFit(feat, coef, bias)
+        from scipy.sparse import csr_matrix, hstack
+
+        x = hstack([x, csr_matrix(sentences[idx])], format="csr")
+        return _IntentFit(feat, coef, bias,
+                          *_fit_svm(x, y[idx], len(labels), params.c, params.seed))
 
     train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
     temperature, threshold = 1.0, 0.0
+    context_settings: dict[str, Any] = {"temperature": 1.0, "oos_threshold": 0.0,
+                                        "route_below": params.context_route_below}
     validation: dict[str, Any] = {"n": int(valid_idx.shape[0])}
-    feat: _IntentFeaturizer | None = None
+    fitted: _IntentFit | None = None
     if valid_idx.shape[0] >= 10:
         progress("fit on the training split")
-        feat, coef, bias = fit(train_idx)
-        scores = _scores(feat.matrix([texts[i] for i in valid_idx]), coef, bias)
+        fitted = fit(train_idx)
+        x_valid = fitted.feat.matrix([texts[i] for i in valid_idx])
+        scores = _scores(x_valid, fitted.coef, fitted.bias)
         progress("calibrate on the validation split")
         yv = y[valid_idx]
         temperature = fit_temperature(scores, yv)
         probs = softmax(scores, temperature)
         threshold = fit_oos_threshold(probs, yv, oos_index, params.max_in_scope_loss)
-        top, oos = decide(probs, threshold, oos_index)
-        pred = np.where(oos, -1 if oos_index is None else oos_index, top)
+        pred, oos = _decisions(probs, threshold, oos_index)
         validation["accuracy"] = round(float(np.mean(pred == yv)), 4)
-        validation["accuracy_no_threshold"] = round(float(np.mean(top == yv)), 4)
+        validation["accuracy_no_threshold"] = round(float(np.mean(probs.argmax(1) == yv)), 4)
         if oos_index is not None and np.any(yv == oos_index):
             validation["oos_recall"] = round(float(np.mean(oos[yv == oos_index])), 4)
+        if sentences is not None:
+            from scipy.sparse import csr_matrix, hstack
+
+            assert fitted.context_coef is not None and fitted.context_bias is not None
+            x_context = hstack([x_valid, csr_matrix(sentences[valid_idx])], format="csr")
+            context_settings, context_pred = _calibrate_context(
+                _scores(x_context, fitted.context_coef, fitted.context_bias),
+                yv, oos_index, params, probs.max(axis=1), pred,
+            )
+            validation["accuracy_with_context"] = round(float(np.mean(context_pred == yv)), 4)
     else:
         progress("validation split too small: default calibration")
         progress("skipped")
-    if params.refit or valid_idx.shape[0] < 10:
+    if params.refit or fitted is None:
         progress("refit on all examples")
-        feat, coef, bias = fit(np.arange(len(texts), dtype=np.int64))
+        fitted = fit(np.arange(len(texts), dtype=np.int64))
     else:
         progress("no refit")
-    assert feat is not None
+    feat = fitted.feat
     n_sparse = feat.vocab.n_features
-    # IDF folded into the weights: the graph sums weight rows per occurrence.
-    w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])
-    if w_sparse.shape[0] == 0:
-        w_sparse = np.zeros((1, len(labels)), np.float32)
-    model = build_linear_model(
-        w_sparse,
-        bias,
-        blocks=(("word", True), ("char", True)),
-        temperature=temperature,
-        embedding=embedding,
-        embedding_weights=(
-            np.ascontiguousarray(coef[:, n_sparse:].T * _EMB_WEIGHT)
-            if embedding is not None else None
-        ),
-        name="parley_intents",
-    )
+
+    def export(coef: npt.NDArray[np.float32], bias: npt.NDArray[np.float32],
+               temperature: float, with_context: bool) -> bytes:
+        from agents.nlu.onnx_graph import build_linear_model
+
+        # IDF folded into the weights: the graph sums weight rows per occurrence.
+        w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])
+        if w_sparse.shape[0] == 0:
+            w_sparse = np.zeros((1, len(labels)), np.float32)
+        n_dense = n_sparse + (embedding.shape[1] if embedding is not None else 0)
+        model = build_linear_model(
+            w_sparse,
+            bias,
+            blocks=(("word", True), ("char", True)),
+            temperature=temperature,
+            embedding=embedding,
+            embedding_weights=(
+                np.ascontiguousarray(coef[:, n_sparse:n_dense].T * _EMB_WEIGHT)
+                if embedding is not None else None
+            ),
+            context_weights=(
+                np.ascontiguousarray(coef[:, n_dense:].T * params.context_weight)
+                if with_context else None
+            ),
+            name="parley_intents_context" if with_context else "parley_intents",
+        )
+        return model.SerializeToString()
+
+    context_result: _ContextResult | None = None
+    if fitted.context_coef is not None and fitted.context_bias is not None:
+        assert params.context_encoder is not None
+        context_result = _ContextResult(
+            export(fitted.context_coef, fitted.context_bias,
+                   context_settings["temperature"], True),
+            {"encoder": params.context_encoder, "weight": params.context_weight,
+             **context_settings},
+        )
     return _IntentResult(
-        labels, temperature, threshold, model.SerializeToString(), feat.vocab, validation
+        labels, temperature, threshold, export(fitted.coef, fitted.bias, temperature, False),
+        feat.vocab, validation, context_result,
     )
+
+
+@dataclass
+class _IntentFit:
+    feat: _IntentFeaturizer
+    coef: npt.NDArray[np.float32]
+    bias: npt.NDArray[np.float32]
+    context_coef: npt.NDArray[np.float32] | None = None
+    context_bias: npt.NDArray[np.float32] | None = None
+
+
+def _decisions(
+    probs: npt.NDArray[np.float32], threshold: float, oos_index: int | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Each row's label (the oos label, or -1 without one, when out of scope), and oos."""
+    top, oos = decide(probs, threshold, oos_index)
+    return np.where(oos, -1 if oos_index is None else oos_index, top), oos
+
+
+def _calibrate_context(
+    scores: npt.NDArray[np.float32], yv: npt.NDArray[np.int64], oos_index: int | None,
+    params: TrainingParams, fast_confidence: npt.NDArray[np.float32],
+    fast_pred: npt.NDArray[np.int64],
+) -> tuple[dict[str, Any], npt.NDArray[np.int64]]:
+    """The context model's temperature and oos threshold, with the validation predictions
+    when it is consulted under ``params.context_route_below``."""
+    temperature = fit_temperature(scores, yv)
+    probs = softmax(scores, temperature)
+    threshold = fit_oos_threshold(probs, yv, oos_index, params.max_in_scope_loss)
+    context_pred, _ = _decisions(probs, threshold, oos_index)
+    routed = fast_confidence < params.context_route_below
+    settings = {"temperature": round(temperature, 6), "oos_threshold": round(threshold, 4),
+                "route_below": params.context_route_below,
+                "routed_in_validation": round(float(np.mean(routed)), 4)}
+    return settings, np.where(routed, context_pred, fast_pred)
 
 
 @dataclass
@@ -340,7 +459,8 @@ def train_model(
         canonical_lines(examples), CODE_VERSION, json.dumps(params.describe(), sort_keys=True),
         json.dumps(params.recognisers.to_json(), sort_keys=True),
     )
-    bar = tqdm(total=5, desc="nlu train", file=sys.stderr, disable=not show_progress,
+    steps = 5 + 2 * (params.context_encoder is not None)
+    bar = tqdm(total=steps, desc="nlu train", file=sys.stderr, disable=not show_progress,
                unit="step", leave=True)
 
     def progress(step: str) -> None:
@@ -369,10 +489,20 @@ def _train_into(
     files: dict[str, str] = {}
     intents: _IntentResult | None = None
     if intent_examples:
-        intents = _train_intents(intent_examples, params, progress)
+        context = None
+        if params.context_encoder is not None:
+            from agents.knowledge.embedder import Embedder, build_embedder
+
+            progress("build the context encoder")
+            context = Embedder(build_embedder(params.context_encoder, folder / "context"),
+                               threads=_JOBS)
+        intents = _train_intents(intent_examples, params, progress, context)
         (folder / "intent.onnx").write_bytes(intents.onnx_bytes)
         intents.vocab.save(folder / "intent_features.npz")
         files.update(intent_model="intent.onnx", intent_features="intent_features.npz")
+        if intents.context is not None:
+            (folder / "intent_context.onnx").write_bytes(intents.context.onnx_bytes)
+            files.update(context_intent_model="intent_context.onnx", **CONTEXT_FILES)
     else:
         for step in ("no intents", "-", "-"):
             progress(step)
@@ -409,6 +539,7 @@ def _train_into(
         },
         validation=intents.validation if intents else {},
         files=files,
+        context=intents.context.settings if intents and intents.context else {},
     )
     manifest.save(folder)
     return manifest

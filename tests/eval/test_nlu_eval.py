@@ -10,10 +10,17 @@ training part only. Figures measured (2-core machine, shared):
   calibration error (ECE) 0.020
 * CLINC150 val: in-scope accuracy 0.921, oos recall 0.71, ECE 0.019
 * NLU++ banking, 5-fold: strict entity micro F1 0.806 (P 0.831, R 0.783)
+
+With the MiniLM context encoder (consulted under 0.9 confidence):
+
+* Banking77 holdout: top-1 accuracy 0.918, accuracy with oos decision 0.906
+* CLINC150 val, in-scope loss 0.003 for the thresholds: in-scope accuracy 0.952,
+  oos recall 0.72
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +44,7 @@ pytestmark = [
 # Refit skipped: the model trained without its validation split is evaluated
 # (half the training time; about 0.3 points under the refitted model).
 FAST = TrainingParams(refit=False)
+WITH_CONTEXT = TrainingParams(refit=False, context_encoder="minilm")
 
 
 def _need(*parts: str) -> Path:
@@ -67,6 +75,30 @@ def test_clinc150_in_scope_accuracy_and_oos_recall(tmp_path: Path) -> None:
     report = evaluate(NLUModel.load(tmp_path / "m"), val, latency_samples=100)
     assert report["in_scope_accuracy"] >= 0.90, report
     assert report["oos_recall"] >= 0.60, report
+    assert report["ece"] <= 0.04, report
+
+
+@pytest.mark.timeout(400)
+def test_banking77_holdout_accuracy_with_context_encoder(tmp_path: Path) -> None:
+    examples = load_examples([_need("banking77", "train.jsonl")])
+    random.Random(0).shuffle(examples)
+    cut = int(len(examples) * 0.8)
+    train_model(examples[:cut], tmp_path / "m", WITH_CONTEXT)
+    report = evaluate(NLUModel.load(tmp_path / "m"), examples[cut:], latency_samples=100)
+    assert report["top1_accuracy"] >= 0.91, report
+    assert report["accuracy"] >= 0.895, report
+    assert report["ece"] <= 0.04, report
+
+
+@pytest.mark.timeout(400)
+def test_clinc150_with_context_encoder(tmp_path: Path) -> None:
+    train = load_examples([_need("clinc150", "train.jsonl")])
+    val = load_examples([_need("clinc150", "val.jsonl")])
+    params = dataclasses.replace(WITH_CONTEXT, max_in_scope_loss=0.003)
+    train_model(train, tmp_path / "m", params)
+    report = evaluate(NLUModel.load(tmp_path / "m"), val, latency_samples=100)
+    assert report["in_scope_accuracy"] >= 0.945, report
+    assert report["oos_recall"] >= 0.65, report
     assert report["ece"] <= 0.04, report
 
 
