@@ -10,6 +10,7 @@ per-conversation order is kept. An undecodable event goes to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,6 +35,9 @@ class Understander(Protocol):
     """What the agent needs of a model (agents.nlu.model.NLUModel provides it)."""
 
     version: str
+
+    @property
+    def has_context_encoder(self) -> bool: ...
 
     def understand_batch(
         self, texts: Sequence[str],
@@ -63,8 +67,10 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         # "tomorrow" means the day after the user said it, so an event processed late
         # (a backlog, a replay, a restarted worker) gets the same entities as on time.
         sent = [m["timestamp"] for _, m in messages]
-        # The model is CPU-bound; in batches it takes well under a millisecond per message.
-        results = model.understand_batch(texts, sent)
+        if model.has_context_encoder:  # milliseconds for each message it consults
+            results = await asyncio.to_thread(model.understand_batch, texts, sent)
+        else:  # CPU-bound, and in batches well under a millisecond per message
+            results = model.understand_batch(texts, sent)
         understood = understood_events([msg for _, msg in messages], results)
         await produce(ctx.understood, [
             (event.message.key, understood_codec.encode(u))

@@ -98,6 +98,12 @@ class NLUModel:
     def has_tagger(self) -> bool:
         return self._tagger is not None
 
+    @property
+    def has_context_encoder(self) -> bool:
+        """Whether unsure messages are scored again with a sentence transformer
+        (milliseconds each: callers on an event loop run such a model in a thread)."""
+        return self._context is not None
+
     @classmethod
     def load(cls, model_dir: Path, *, threads: int = 1) -> NLUModel:
         """Load a folder written by ``parley nlu train``; :class:`ManifestError` if unusable."""

@@ -157,8 +157,12 @@ async def test_nlu_model_swapped_by_restarting_the_worker(own_pipeline: Pipeline
     stack = own_pipeline.stack
     old = next(c for c in stack.children if c.name.startswith("worker"))
     old_version = NLUModel.load(Path(stack.settings.nlu_model_dir)).version
-    new_model = tmp_path / "model-b"  # the demo data again, trained with another C
-    train_model(load_examples([demo_nlu_path()]), new_model, TrainingParams(c=0.5))
+    # The demo data again, trained with another C and a context encoder that every
+    # message consults: the worker then runs the model off its event loop.
+    new_model = tmp_path / "model-b"
+    params = TrainingParams(c=0.5, context_encoder="minilm", context_route_below=1.0)
+    train_model(load_examples([demo_nlu_path()]), new_model, params)
+    assert NLUModel.load(new_model).has_context_encoder
     new_version = NLUModel.load(new_model).version
     assert new_version != old_version
 
