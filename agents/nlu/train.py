@@ -6,7 +6,9 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 2. fit the n-gram vocabulary and a linear SVM on word/char TF-IDF + the
    wordllama mean embedding, on the remaining examples;
 3. fit the softmax temperature and the out-of-scope threshold on the split;
-4. refit on all examples with those settings and export ``intent.onnx``;
+4. refit on all examples with those settings and export ``intent.onnx``
+   (with a context encoder, steps 2 to 4 also fit ``intent_context.onnx`` on the
+   same features plus the messages' MiniLM sentence vectors);
 5. train the BIO entity tagger on the examples that carry entity annotations,
    then its span refinement models (boundaries and types, see
    :mod:`agents.nlu.spans`).
@@ -85,7 +87,7 @@ class TrainingParams:
     seed: int = 0
     refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
     refine_spans: bool = True  # learn boundary and type models over the tagger's spans
-    context_encoder: str | None = None  # "minilm" / "minilm-int8": see below
+    context_encoder: str | None = None  # "minilm" / "minilm-int8": see the docstring
     context_weight: float = 2.0
     context_route_below: float = 0.9
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
@@ -282,48 +284,53 @@ def _train_intents(
     else:
         progress("no refit")
     feat = fitted.feat
-    n_sparse = feat.vocab.n_features
-
-    def export(coef: npt.NDArray[np.float32], bias: npt.NDArray[np.float32],
-               temperature: float, with_context: bool) -> bytes:
-        from agents.nlu.onnx_graph import build_linear_model
-
-        # IDF folded into the weights: the graph sums weight rows per occurrence.
-        w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])
-        if w_sparse.shape[0] == 0:
-            w_sparse = np.zeros((1, len(labels)), np.float32)
-        n_dense = n_sparse + (embedding.shape[1] if embedding is not None else 0)
-        model = build_linear_model(
-            w_sparse,
-            bias,
-            blocks=(("word", True), ("char", True)),
-            temperature=temperature,
-            embedding=embedding,
-            embedding_weights=(
-                np.ascontiguousarray(coef[:, n_sparse:n_dense].T * _EMB_WEIGHT)
-                if embedding is not None else None
-            ),
-            context_weights=(
-                np.ascontiguousarray(coef[:, n_dense:].T * params.context_weight)
-                if with_context else None
-            ),
-            name="parley_intents_context" if with_context else "parley_intents",
-        )
-        return model.SerializeToString()
-
     context_result: _ContextResult | None = None
     if fitted.context_coef is not None and fitted.context_bias is not None:
         assert params.context_encoder is not None
         context_result = _ContextResult(
-            export(fitted.context_coef, fitted.context_bias,
-                   context_settings["temperature"], True),
+            _export_intents(feat, fitted.context_coef, fitted.context_bias,
+                            context_settings["temperature"], params.context_weight),
             {"encoder": params.context_encoder, "weight": params.context_weight,
              **context_settings},
         )
     return _IntentResult(
-        labels, temperature, threshold, export(fitted.coef, fitted.bias, temperature, False),
-        feat.vocab, validation, context_result,
+        labels, temperature, threshold,
+        _export_intents(feat, fitted.coef, fitted.bias, temperature), feat.vocab, validation,
+        context_result,
     )
+
+
+def _export_intents(
+    feat: _IntentFeaturizer, coef: npt.NDArray[np.float32], bias: npt.NDArray[np.float32],
+    temperature: float, context_weight: float | None = None,
+) -> bytes:
+    """The ONNX intent graph for SVM weights over ``feat``'s features (then, with
+    ``context_weight``, the context encoder's vector's)."""
+    from agents.nlu.onnx_graph import build_linear_model
+
+    n_sparse = feat.vocab.n_features
+    n_dense = n_sparse + (feat.embedding.shape[1] if feat.embedding is not None else 0)
+    # IDF folded into the weights: the graph sums weight rows per occurrence.
+    w_sparse = np.ascontiguousarray(coef[:, :n_sparse].T * feat.vocab.idf[:, None])
+    if w_sparse.shape[0] == 0:
+        w_sparse = np.zeros((1, bias.shape[0]), np.float32)
+    model = build_linear_model(
+        w_sparse,
+        bias,
+        blocks=(("word", True), ("char", True)),
+        temperature=temperature,
+        embedding=feat.embedding,
+        embedding_weights=(
+            np.ascontiguousarray(coef[:, n_sparse:n_dense].T * _EMB_WEIGHT)
+            if feat.embedding is not None else None
+        ),
+        context_weights=(
+            np.ascontiguousarray(coef[:, n_dense:].T * context_weight)
+            if context_weight is not None else None
+        ),
+        name="parley_intents" if context_weight is None else "parley_intents_context",
+    )
+    return model.SerializeToString()
 
 
 @dataclass
