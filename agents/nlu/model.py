@@ -175,8 +175,7 @@ class NLUModel:
         if self._intents is None or not live:
             return out
         live_texts = [texts[i] for i in live]
-        feeds = self._feeds(live_texts)
-        probs = self._intents.run(["probs"], feeds)[0]
+        probs = self.intent_probabilities(live_texts)
         thresholds = [self.threshold] * len(live)
         if self._context is not None:
             unsure = np.flatnonzero(probs.max(axis=1) < self._context.route_below)
