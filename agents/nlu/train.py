@@ -230,6 +230,13 @@ def _train_intents(
         progress("context encoder")
         sentences = (context.embed(texts, batch_size=64) * params.context_weight).astype(np.float32)
 
+    def with_sentences(x: Any, idx: npt.NDArray[np.int64]) -> Any:
+        """Rows ``idx``'s features ``x`` with their sentence vectors appended."""
+        from scipy.sparse import csr_matrix, hstack
+
+        assert sentences is not None
+        return hstack([x, csr_matrix(sentences[idx])], format="csr")
+
     def fit(idx: npt.NDArray[np.int64]) -> _IntentFit:
         subset = [texts[i] for i in idx]
         vocab = NgramVocabulary.fit(subset, params.char_range)
@@ -238,11 +245,9 @@ def _train_intents(
         coef, bias = _fit_svm(x, y[idx], len(labels), params.c, params.seed)
         if sentences is None:
             return _IntentFit(feat, coef, bias)
-        from scipy.sparse import csr_matrix, hstack
-
-        x = hstack([x, csr_matrix(sentences[idx])], format="csr")
-        return _IntentFit(feat, coef, bias,
-                          *_fit_svm(x, y[idx], len(labels), params.c, params.seed))
+        return _IntentFit(feat, coef, bias, *_fit_svm(
+            with_sentences(x, idx), y[idx], len(labels), params.c, params.seed
+        ))
 
     train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
     temperature, threshold = 1.0, 0.0
@@ -266,12 +271,10 @@ def _train_intents(
         if oos_index is not None and np.any(yv == oos_index):
             validation["oos_recall"] = round(float(np.mean(oos[yv == oos_index])), 4)
         if sentences is not None:
-            from scipy.sparse import csr_matrix, hstack
-
             assert fitted.context_coef is not None and fitted.context_bias is not None
-            x_context = hstack([x_valid, csr_matrix(sentences[valid_idx])], format="csr")
             context_settings, context_pred = _calibrate_context(
-                _scores(x_context, fitted.context_coef, fitted.context_bias),
+                _scores(with_sentences(x_valid, valid_idx), fitted.context_coef,
+                        fitted.context_bias),
                 yv, oos_index, params, probs.max(axis=1), pred,
             )
             validation["accuracy_with_context"] = round(float(np.mean(context_pred == yv)), 4)

@@ -24,6 +24,7 @@ import dataclasses
 import random
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,13 +55,26 @@ def _need(*parts: str) -> Path:
     return path
 
 
-@pytest.mark.timeout(300)
-def test_banking77_holdout_accuracy(tmp_path: Path) -> None:
+def _banking77_holdout(tmp_path: Path, params: TrainingParams) -> dict[str, Any]:
+    """Train on a shuffled 80 % of Banking77's train split; the report on the rest."""
     examples = load_examples([_need("banking77", "train.jsonl")])
     random.Random(0).shuffle(examples)
     cut = int(len(examples) * 0.8)
-    train_model(examples[:cut], tmp_path / "m", FAST)
-    report = evaluate(NLUModel.load(tmp_path / "m"), examples[cut:], latency_samples=100)
+    train_model(examples[:cut], tmp_path / "m", params)
+    return evaluate(NLUModel.load(tmp_path / "m"), examples[cut:], latency_samples=100)
+
+
+def _clinc150_val(tmp_path: Path, params: TrainingParams) -> dict[str, Any]:
+    """Train on CLINC150's train split; the report on its val split."""
+    train = load_examples([_need("clinc150", "train.jsonl")])
+    val = load_examples([_need("clinc150", "val.jsonl")])
+    train_model(train, tmp_path / "m", params)
+    return evaluate(NLUModel.load(tmp_path / "m"), val, latency_samples=100)
+
+
+@pytest.mark.timeout(300)
+def test_banking77_holdout_accuracy(tmp_path: Path) -> None:
+    report = _banking77_holdout(tmp_path, FAST)
     assert report["top1_accuracy"] >= 0.885, report
     assert report["accuracy"] >= 0.875, report
     assert report["macro_f1"] >= 0.87, report
@@ -69,10 +83,7 @@ def test_banking77_holdout_accuracy(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_clinc150_in_scope_accuracy_and_oos_recall(tmp_path: Path) -> None:
-    train = load_examples([_need("clinc150", "train.jsonl")])
-    val = load_examples([_need("clinc150", "val.jsonl")])
-    train_model(train, tmp_path / "m", FAST)
-    report = evaluate(NLUModel.load(tmp_path / "m"), val, latency_samples=100)
+    report = _clinc150_val(tmp_path, FAST)
     assert report["in_scope_accuracy"] >= 0.90, report
     assert report["oos_recall"] >= 0.60, report
     assert report["ece"] <= 0.04, report
@@ -80,11 +91,7 @@ def test_clinc150_in_scope_accuracy_and_oos_recall(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(400)
 def test_banking77_holdout_accuracy_with_context_encoder(tmp_path: Path) -> None:
-    examples = load_examples([_need("banking77", "train.jsonl")])
-    random.Random(0).shuffle(examples)
-    cut = int(len(examples) * 0.8)
-    train_model(examples[:cut], tmp_path / "m", WITH_CONTEXT)
-    report = evaluate(NLUModel.load(tmp_path / "m"), examples[cut:], latency_samples=100)
+    report = _banking77_holdout(tmp_path, WITH_CONTEXT)
     assert report["top1_accuracy"] >= 0.91, report
     assert report["accuracy"] >= 0.895, report
     assert report["ece"] <= 0.04, report
@@ -92,11 +99,7 @@ def test_banking77_holdout_accuracy_with_context_encoder(tmp_path: Path) -> None
 
 @pytest.mark.timeout(400)
 def test_clinc150_with_context_encoder(tmp_path: Path) -> None:
-    train = load_examples([_need("clinc150", "train.jsonl")])
-    val = load_examples([_need("clinc150", "val.jsonl")])
-    params = dataclasses.replace(WITH_CONTEXT, max_in_scope_loss=0.003)
-    train_model(train, tmp_path / "m", params)
-    report = evaluate(NLUModel.load(tmp_path / "m"), val, latency_samples=100)
+    report = _clinc150_val(tmp_path, dataclasses.replace(WITH_CONTEXT, max_in_scope_loss=0.003))
     assert report["in_scope_accuracy"] >= 0.945, report
     assert report["oos_recall"] >= 0.65, report
     assert report["ece"] <= 0.04, report

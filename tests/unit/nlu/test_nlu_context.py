@@ -18,6 +18,7 @@ from agents.knowledge.embedder import _minilm_dir
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
+from tests.unit.nlu.cases import CLEAR_INTENTS
 
 DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
 
@@ -47,7 +48,8 @@ def _with_route_below(model_dir: Path, route_below: float, out: Path) -> Path:
 class _CountingEncoder:
     def __init__(self, model: NLUModel) -> None:
         assert model._context is not None
-        self.inner, self.texts = model._context.encoder, list[str]()
+        self.inner = model._context.encoder
+        self.texts: list[str] = []
         model._context.encoder = self  # type: ignore[assignment]
 
     def embed(self, texts: Sequence[str], **kwargs: Any) -> Any:
@@ -68,13 +70,7 @@ def test_training_writes_the_context_model_and_its_settings(context_model_dir: P
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [
-        ("hello there", "greet"),
-        ("I lost my credit card", "card_lost"),
-        ("where is my order AB-123456", "order_status"),
-        ("I want to speak to a real person", "human_handoff"),
-        ("what is the capital of spain", "oos"),
-    ],
+    CLEAR_INTENTS,
 )
 def test_context_model_separates_clearly_different_intents(
     context_model_dir: Path, text: str, intent: str

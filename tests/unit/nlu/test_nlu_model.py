@@ -21,6 +21,7 @@ from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
 from parley.settings import Settings
+from tests.unit.nlu.cases import CLEAR_INTENTS
 
 REF = datetime(2024, 11, 20, 12, 0)
 
@@ -35,14 +36,7 @@ def test_public_api_exports() -> None:
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [
-        ("hello there", "greet"),
-        ("I lost my credit card", "card_lost"),
-        ("where is my order AB-123456", "order_status"),
-        ("I want to speak to a real person", "human_handoff"),
-        ("thanks a lot", "thanks"),
-        ("what is the capital of spain", "oos"),
-    ],
+    [*CLEAR_INTENTS, ("thanks a lot", "thanks")],
 )
 def test_demo_model_separates_clearly_different_intents(
     demo_model: NLUModel, text: str, intent: str

@@ -14,8 +14,7 @@ from agents.nlu.results import EntityMatch
 from agents.nlu.spans import LinearTable, SpanModels, boundary_candidates
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
-
-TAGS = ("O", "B-date", "I-date", "B-date_to", "I-date_to", "B-person", "I-person")
+from tests.unit.nlu.cases import TAGS, tag_scores
 
 
 def _table(weights: dict[str, list[float]], bias: list[float]) -> LinearTable:
@@ -25,14 +24,6 @@ def _table(weights: dict[str, list[float]], bias: list[float]) -> LinearTable:
         np.array([weights[n] for n in names], np.float32).reshape(len(names), len(bias)),
         np.array(bias, np.float32),
     )
-
-
-def _scores(rows: list[dict[str, float]]) -> np.ndarray:
-    out = np.full((len(rows), len(TAGS)), -1.0, np.float32)
-    for i, row in enumerate(rows):
-        for tag, value in row.items():
-            out[i, TAGS.index(tag)] = value
-    return out
 
 
 def test_candidates_are_the_run_its_neighbours_and_overlapping_recogniser_matches() -> None:
@@ -48,7 +39,7 @@ def test_candidates_are_the_run_its_neighbours_and_overlapping_recogniser_matche
 
 def test_refine_moves_a_boundary_and_changes_a_type() -> None:
     tokens = tokenize("send it to katye tao until friday")
-    scores = _scores([
+    scores = tag_scores([
         {"O": 1.0}, {"O": 1.0}, {"O": 1.0},
         {"O": 0.2, "B-person": 0.1},  # katye: nearly a name
         {"O": 0.0, "B-person": 1.0},  # tao
