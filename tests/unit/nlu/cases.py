@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 TAGS = ("O", "B-date", "I-date", "B-date_to", "I-date_to", "B-person", "I-person")
@@ -24,3 +28,21 @@ def tag_scores(rows: list[dict[str, float]]) -> np.ndarray:
         for tag, value in row.items():
             out[i, TAGS.index(tag)] = value
     return out
+
+
+def modules_loaded_by_inference(
+    model_dir: Path, calls: str, modules: set[str], timeout: float = 60
+) -> list[str]:
+    """Which of the top-level ``modules`` a fresh process has imported after loading
+    ``model_dir`` and running ``calls`` (Python statements on the model ``m``)."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agents.nlu.model import NLUModel\n"
+        f"m = NLUModel.load(Path({str(model_dir)!r}))\n"
+        f"{calls}\n"
+        f"print(','.join(sorted(n for n in sys.modules if n.split('.')[0] in {modules!r})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, check=True)
+    return [name for name in proc.stdout.strip().split(",") if name]

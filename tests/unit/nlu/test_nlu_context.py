@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from agents.knowledge.embedder import _minilm_dir
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
-from tests.unit.nlu.cases import CLEAR_INTENTS
+from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
 
 DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
 
@@ -109,15 +107,8 @@ def test_only_unsure_messages_consult_the_encoder(context_model_dir: Path, tmp_p
 def test_inference_with_a_context_model_does_not_import_sklearn(
     context_model_dir: Path,
 ) -> None:
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from agents.nlu.model import NLUModel\n"
-        f"m = NLUModel.load(Path({str(context_model_dir)!r}))\n"
-        "m.understand_batch(['hi', 'my card is gone'])\n"
-        "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] in "
-        "{'sklearn', 'scipy', 'skl2onnx', 'onnx', 'wordllama', 'joblib', 'torch'})))\n"
+    loaded = modules_loaded_by_inference(
+        context_model_dir, "m.understand_batch(['hi', 'my card is gone'])",
+        {"sklearn", "scipy", "skl2onnx", "onnx", "wordllama", "joblib", "torch"}, timeout=120,
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert proc.stdout.strip() == ""
+    assert loaded == []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import FrozenInstanceError
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
 from parley.settings import Settings
-from tests.unit.nlu.cases import CLEAR_INTENTS
+from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
 
 REF = datetime(2024, 11, 20, 12, 0)
 
@@ -214,17 +212,9 @@ def test_entity_only_training_nlupp_format(tmp_path: Path) -> None:
 
 
 def test_inference_does_not_import_sklearn(demo_model_dir: Path) -> None:
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from agents.nlu.model import NLUModel\n"
-        f"m = NLUModel.load(Path({str(demo_model_dir)!r}))\n"
-        "m.understand('I lost my card on 3rd of march, £20')\n"
-        "m.understand_batch(['hi', 'bye'])\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
-        "{'sklearn', 'scipy', 'skl2onnx', 'onnx', 'wordllama', 'joblib'})\n"
-        "print(','.join(bad))\n"
+    loaded = modules_loaded_by_inference(
+        demo_model_dir,
+        "m.understand('I lost my card on 3rd of march, £20')\nm.understand_batch(['hi', 'bye'])",
+        {"sklearn", "scipy", "skl2onnx", "onnx", "wordllama", "joblib"},
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
-    assert proc.stdout.strip() == ""
+    assert loaded == []
