@@ -15,7 +15,9 @@ With the MiniLM context encoder (consulted under 0.9 confidence):
 
 * Banking77 holdout: top-1 accuracy 0.918, accuracy with oos decision 0.906
 * CLINC150 val, in-scope loss 0.003 for the thresholds: in-scope accuracy 0.952,
-  oos recall 0.72
+  oos recall 0.72; with the encoder fine-tuned on the training split
+  (``minilm-tuned``) 0.958 and 0.75 (0.962 and 0.73 with the refit that
+  ``parley nlu train`` does)
 """
 
 from __future__ import annotations
@@ -97,10 +99,15 @@ def test_banking77_holdout_accuracy_with_context_encoder(tmp_path: Path) -> None
     assert report["ece"] <= 0.04, report
 
 
-@pytest.mark.timeout(400)
-def test_clinc150_with_context_encoder(tmp_path: Path) -> None:
-    report = _clinc150_val(tmp_path, dataclasses.replace(WITH_CONTEXT, max_in_scope_loss=0.003))
-    assert report["in_scope_accuracy"] >= 0.945, report
+@pytest.mark.timeout(1200)
+def test_clinc150_with_fine_tuned_context_encoder(tmp_path: Path) -> None:
+    """The stock encoder's CLINC150 figures (0.952 / 0.72) were checked here until the
+    fine-tuned one, which costs 8 minutes of the CI run, took its place: Banking77 keeps
+    the stock encoder's evaluation."""
+    params = dataclasses.replace(WITH_CONTEXT, context_encoder="minilm-tuned",
+                                 max_in_scope_loss=0.003)
+    report = _clinc150_val(tmp_path, params)
+    assert report["in_scope_accuracy"] >= 0.952, report
     assert report["oos_recall"] >= 0.65, report
     assert report["ece"] <= 0.04, report
 
