@@ -190,7 +190,7 @@ def fine_tune_encoder(
                 optimiser.step()
                 schedule.step()
                 loss_sum += float(loss.item())
-                if report is not None and n % 20 == 0:
+                if report is not None and (n == 1 or n % 20 == 0):
                     report(f"fine-tune epoch {epoch + 1}/{params.epochs} {n / per_epoch:.0%}")
             log.info("nlu.finetune.epoch epoch=%d loss=%.3f", epoch + 1, loss_sum / len(batches))
         return dict(model.state())
