@@ -8,7 +8,8 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 3. fit the softmax temperature and the out-of-scope threshold on the split;
 4. refit on all examples with those settings and export ``intent.onnx``
    (with a context encoder, steps 2 to 4 also fit ``intent_context.onnx`` on the
-   same features plus the messages' MiniLM sentence vectors);
+   same features plus the messages' MiniLM sentence vectors; ``minilm-tuned``
+   fine-tunes MiniLM on the training split before step 2);
 5. train the BIO entity tagger on the examples that carry entity annotations,
    then its span refinement models (boundaries and types, see
    :mod:`agents.nlu.spans`).
