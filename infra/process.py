@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -40,12 +41,15 @@ class ServiceProcess:
 
     Processes run in their own session (``start_new_session=True``), so a
     terminal's Ctrl-C reaches only the parent, which then stops them in order,
-    and ``parley infra up`` can leave them running after it exits.
+    and ``parley infra up`` can leave them running after it exits. ``env`` is added
+    to this process's environment for the child.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int,
+                 env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
+        self.env = dict(env or {})
         self.log_path = log_path
         self.port = port
         self._popen: subprocess.Popen[bytes] | None = None
@@ -72,6 +76,7 @@ class ServiceProcess:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    env={**os.environ, **self.env} if self.env else None,
                 )
             except OSError as exc:
                 raise InfraError(f"cannot run {self.argv[0]} for {self.name}: {exc}") from exc

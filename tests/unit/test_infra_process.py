@@ -10,6 +10,7 @@ import pytest
 
 from infra import EmbeddedInfra
 from infra.binaries import RedisBinaries
+from infra.broker import broker_process, broker_threads
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports
 from infra.process import ServiceProcess, log_tail, stop_processes
@@ -87,3 +88,32 @@ def test_start_stops_everything_when_the_broker_dies(
     assert str(data_dir / "logs" / "tansu.log") in str(caught.value)
     assert not stack.started
     assert read_pidfile(data_dir) is None
+
+
+def test_a_process_gets_the_environment_it_is_given_on_top_of_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_TEST_INHERITED", "ours")
+    service = ServiceProcess(
+        "env", ["sh", "-c", 'echo "$PARLEY_TEST_INHERITED $PARLEY_TEST_GIVEN"'],
+        tmp_path / "env.log", 0, {"PARLEY_TEST_GIVEN": "given"},
+    )  # fmt: skip
+    service.start()
+    service.stop()
+    assert log_tail(tmp_path / "env.log") == "ours given"
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (8, 4)])
+def test_the_embedded_broker_gets_half_the_cores(cores: int, threads: int) -> None:
+    assert broker_threads(cores) == threads
+
+
+def test_the_broker_thread_count_can_be_set_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOKIO_WORKER_THREADS", raising=False)
+    default = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
+    assert default.env == {"TOKIO_WORKER_THREADS": str(broker_threads())}
+    monkeypatch.setenv("TOKIO_WORKER_THREADS", "3")
+    chosen = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
+    assert chosen.env == {"TOKIO_WORKER_THREADS": "3"}
