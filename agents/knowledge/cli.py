@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from agents.knowledge.embedder import EMBEDDER_KINDS
+from agents.encoders.embedder import EMBEDDER_KINDS
 from parley.errors import ParleyError
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ def ensure_demo_index(cache_root: Path) -> Path:
     place, so workers starting together never see a half-written index; when
     another process finishes first, its index is used.
     """
+    from agents.encoders.embedder import resolve_kind
     from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.embedder import resolve_kind
     from agents.knowledge.knowledge_base import KnowledgeBase
 
     embedder = resolve_kind("auto")

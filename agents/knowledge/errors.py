@@ -6,7 +6,6 @@
     └── KnowledgeError
         ├── DocumentRejected         one document cannot be ingested (the rest is)
         ├── IndexFormatError         an index folder is missing, corrupt or from another version
-        ├── EmbedderUnavailable      the weights of an embedding model are not installed
         └── LLMError                 a chat-completions call did not give a usable answer
             ├── LLMTimeout           no answer within the timeout
             ├── LLMUnavailable       connection refused, 5xx, 429
@@ -15,7 +14,7 @@
             └── CircuitOpenError     the breaker is open: the call was not even tried
 
 Every ``LLMError`` ends in an extractive answer, labelled as an excerpt; none
-reaches the end user.
+reaches the end user. The embedders' errors are in :mod:`agents.encoders.errors`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from parley.errors import ParleyError
 __all__ = [
     "CircuitOpenError",
     "DocumentRejected",
-    "EmbedderUnavailable",
     "IndexFormatError",
     "KnowledgeError",
     "LLMClientError",
@@ -59,15 +57,6 @@ class IndexFormatError(KnowledgeError):
 
     def __str__(self) -> str:
         return f"knowledge index {self.path}: {self.problem}"
-
-
-class EmbedderUnavailable(KnowledgeError):
-    def __init__(self, kind: str, hint: str) -> None:
-        super().__init__(kind, hint)
-        self.kind, self.hint = kind, hint
-
-    def __str__(self) -> str:
-        return f"embedding model {self.kind!r} is not available: {self.hint}"
 
 
 class LLMError(KnowledgeError):

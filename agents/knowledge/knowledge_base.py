@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.encoders.embedder import Embedder, build_embedder
 from agents.knowledge.chunking import Chunk, chunk_document
 from agents.knowledge.documents import Document
-from agents.knowledge.embedder import Embedder, build_embedder
 from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.index import DocEntry, Filters, FirstStageWeights, Hit, TenantIndex
 from agents.knowledge.rerank import Reranker

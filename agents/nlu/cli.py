@@ -62,7 +62,7 @@ def train_cmd(
     no_embeddings: bool, context_encoder: str | None, context_route_below: float, seed: int,
 ) -> None:
     """Train an intent classifier and an entity tagger from JSON lines."""
-    from agents.knowledge.errors import EmbedderUnavailable
+    from agents.encoders.errors import EmbedderUnavailable
     from agents.nlu.data import DataError
     from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
     from agents.nlu.train import TrainingParams, train_model_from_files

@@ -7,7 +7,7 @@ times the cosine with one learnt vector per intent), trained with cross-entropy
 (label smoothing 0.1), AdamW (encoder 5e-5, classifier 2e-3; the word-embedding
 table frozen), linear warm-up and decay, in batches of similar lengths. The
 classifier is thrown away; the tuned weights go into the same ONNX graph as the
-stock encoder (:func:`agents.knowledge.onnx_graphs.bert_encoder_graph`), so
+stock encoder (:func:`agents.encoders.onnx_graphs.bert_encoder_graph`), so
 inference is unchanged: onnxruntime, no PyTorch.
 
 :class:`_Bert` computes what that graph computes, op for op
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agents.knowledge.embedder import pad_ids, truncate_ids
-from agents.knowledge.errors import EmbedderUnavailable
+from agents.encoders.embedder import pad_ids, truncate_ids
+from agents.encoders.errors import EmbedderUnavailable
 
 __all__ = ["TuningParams", "fine_tune_encoder"]
 

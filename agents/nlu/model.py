@@ -23,7 +23,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from agents.knowledge.embedder import Embedder
+from agents.encoders.embedder import Embedder
 from agents.nlu.embeddings import TokenEncoder
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, ManifestError

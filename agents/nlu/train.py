@@ -44,7 +44,7 @@ from agents.nlu.text import MAX_TEXT_CHARS, clean_text, tokenize
 from parley.files import atomic_directory
 
 if TYPE_CHECKING:
-    from agents.knowledge.embedder import Embedder
+    from agents.encoders.embedder import Embedder
 
 __all__ = [
     "CODE_VERSION", "CONTEXT_ENCODERS", "TrainingParams", "train_model", "train_model_from_files",
@@ -62,7 +62,7 @@ CONTEXT_FILES = {
     "context_encoder_model": "context/model.onnx",
     "context_encoder_tokenizer": "context/tokenizer.json",
 }
-"""The context encoder's folder (an :class:`agents.knowledge.embedder.Embedder`)."""
+"""The context encoder's folder (an :class:`agents.encoders.embedder.Embedder`)."""
 _JOBS = max(1, min(4, os.cpu_count() or 1))
 # Reference time for recogniser features in training (only spans matter, not values).
 _TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
@@ -74,7 +74,7 @@ class TrainingParams:
 
     ``context_encoder`` adds a second intent model whose features also hold a sentence
     transformer's vector of the message (all-MiniLM-L6-v2, see
-    :mod:`agents.knowledge.embedder`), weighted by ``context_weight``. Inference
+    :mod:`agents.encoders.embedder`), weighted by ``context_weight``. Inference
     consults it only for the messages the first model is unsure of (top probability
     under ``context_route_below``), so most messages cost what they did.
     ``minilm-tuned`` first fine-tunes the encoder on the training split's intents
@@ -576,7 +576,7 @@ def _context_encoder(
 ) -> Embedder:
     """Write the context encoder's folder; ``minilm-tuned`` fine-tunes MiniLM on
     ``texts`` (the training split, so validation stays unseen) first."""
-    from agents.knowledge.embedder import Embedder, build_embedder, minilm_checkpoint
+    from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint
 
     if params.context_encoder != "minilm-tuned":
         progress("build the context encoder")

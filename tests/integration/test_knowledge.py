@@ -23,10 +23,10 @@ from aiohttp import web
 from confluent_kafka import Producer
 from redis.asyncio.cluster import RedisCluster
 
+from agents.encoders.embedder import Embedder, build_embedder
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
 from agents.knowledge.cache import AnswerCache, KbKeys, UsageRecorder
 from agents.knowledge.documents import Document
-from agents.knowledge.embedder import Embedder, build_embedder
 from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.llm import ChatClient

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.knowledge.embedder import Embedder, build_embedder
+from agents.encoders.embedder import Embedder, build_embedder
 from agents.knowledge.knowledge_base import KnowledgeBase
 
 from .faq_data import faq_documents

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from agents.encoders.embedder import Embedder
 from agents.knowledge import agent
-from agents.knowledge.embedder import Embedder
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.service import KnowledgeService
 from parley.settings import Settings

@@ -16,7 +16,7 @@ from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
 @pytest.fixture
 def wordllama_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` picks wordllama: it builds in well under a second."""
-    from agents.knowledge import embedder
+    from agents.encoders import embedder
 
     resolve = embedder.resolve_kind
     monkeypatch.setattr(embedder, "resolve_kind",

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.knowledge import embedder as embedder_module
+from agents.encoders import embedder as embedder_module
+from agents.encoders.embedder import Embedder, build_embedder, resolve_kind
+from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
 from agents.knowledge.documents import Document
-from agents.knowledge.embedder import Embedder, build_embedder, resolve_kind
-from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
+from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.nlu import embeddings
 
@@ -33,6 +34,11 @@ def test_wordllama_is_unavailable_without_its_wheel(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(embedder_module, "_minilm_dir", lambda: None)
     with pytest.raises(EmbedderUnavailable, match="neither is installed"):
         resolve_kind("auto")
+
+
+def test_a_folder_without_an_embedder_says_how_to_rebuild_it(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderFormatError, match=r"no embedder\.json: rebuild the index"):
+        Embedder(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner
 from tokenizers import Tokenizer
 
-from agents.knowledge.embedder import (
+from agents.encoders.embedder import (
     Embedder,
     _minilm_dir,
     build_embedder,
     minilm_checkpoint,
     pad_ids,
 )
-from agents.knowledge.errors import EmbedderUnavailable
+from agents.encoders.errors import EmbedderUnavailable
 from agents.nlu.cli import nlu
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.knowledge.errors import EmbedderUnavailable, IndexFormatError
+from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
 from agents.onnx_runtime import cpu_session
 from parley.files import atomic_directory
 
@@ -116,7 +116,7 @@ def build_embedder(
     ``weights`` replace MiniLM's own (``kind`` ``minilm``): an encoder fine-tuned on
     ``tuned_on`` (see :mod:`agents.nlu.finetune`), recorded as kind ``minilm-tuned``.
     """
-    from agents.knowledge.onnx_graphs import bert_encoder_graph, static_embedding_graph
+    from agents.encoders.onnx_graphs import bert_encoder_graph, static_embedding_graph
 
     kind = resolve_kind(kind)
     if weights is not None and kind != "minilm":
@@ -195,9 +195,8 @@ class Embedder:
         self.folder = folder
         meta_path = folder / "embedder.json"
         if not meta_path.is_file():
-            raise IndexFormatError(
-                str(folder), "no embedder.json (was it built by `parley kb ingest`?)"
-            )
+            raise EmbedderFormatError(str(folder), "no embedder.json: rebuild the index "
+                                      "(`parley kb ingest`) or model (`parley nlu train`)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.kind: str = self.meta["kind"]
         self.dim: int = int(self.meta["dim"])
