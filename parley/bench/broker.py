@@ -41,7 +41,8 @@ _VALUE = b"x" * 300  # about a ChatMessage
 
 
 @contextlib.contextmanager
-def _own_broker() -> Iterator[tuple[str, psutil.Process]]:
+def _own_broker() -> Iterator[tuple[str, psutil.Process, int]]:
+    """The bootstrap address, the process and the tokio worker threads of a new broker."""
     with tempfile.TemporaryDirectory(prefix="parley-bench-broker-") as tmp:
         port = find_free_ports(1, _HOST)[0]
         broker = broker_process(resolve_tansu(), _HOST, port, Path(tmp) / "tansu.log")
@@ -49,7 +50,7 @@ def _own_broker() -> Iterator[tuple[str, psutil.Process]]:
         try:
             wait_broker(broker, _HOST, Deadline(30))
             assert broker.process is not None
-            yield f"{_HOST}:{port}", broker.process
+            yield f"{_HOST}:{port}", broker.process, int(broker.env["TOKIO_WORKER_THREADS"])
         finally:
             broker.stop()
 
@@ -126,9 +127,10 @@ def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: 
 def run_broker_bench(partitions: Sequence[int], rate: float, seconds: float,
                      fetch_wait_ms: int, linger_ms: float) -> dict[str, Any]:
     """One produce-and-consume hop per partition count, on a broker of its own."""
-    with _own_broker() as (bootstrap, broker):
+    with _own_broker() as (bootstrap, broker, threads):
         runs = [_measure_hop(bootstrap, broker, n, rate, seconds, fetch_wait_ms, linger_ms)
                 for n in partitions]
     return {"rate": rate, "seconds": seconds, "fetch_wait_ms": fetch_wait_ms,
-            "linger_ms": linger_ms, "cores": psutil.cpu_count(), "runs": runs}
+            "linger_ms": linger_ms, "cores": psutil.cpu_count(), "broker_threads": threads,
+            "runs": runs}
 

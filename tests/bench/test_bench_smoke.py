@@ -123,6 +123,7 @@ def test_kb(run_bench: Any, tmp_path: Path) -> None:
 def test_broker(run_bench: Any) -> None:
     out = run_bench("broker", "--partitions", "1,3", "--rate", "200", "--seconds", "1")
     assert [r["partitions"] for r in out["runs"]] == [1, 3]
+    assert out["broker_threads"] >= 1
     for run in out["runs"]:
         assert run["sent"] >= 150 and run["consumed"] == run["sent"]
         assert run["cpu_util"] > 0 and run["cpu_us_per_msg"] > 0 and run["idle_cpu_util"] >= 0
