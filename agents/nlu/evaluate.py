@@ -14,7 +14,8 @@ Metrics:
   examples) and ``oos_recall`` (share of oos examples decided out of scope);
 * when it has entity spans: ``entity_f1``, strict (same start, end and type)
   micro F1 over the entities the trained tagger found, or over all entities if
-  the model has no tagger; ``entity_precision``/``entity_recall``;
+  the model has no tagger; ``entity_precision``/``entity_recall``, and the span
+  counts ``entity_tp``/``entity_fp``/``entity_fn`` (to pool several runs);
 * ``latency_ms_p50``/``latency_ms_p99``: single-message ``understand`` calls.
 """
 
@@ -32,7 +33,7 @@ from agents.nlu.data import Example
 from agents.nlu.model import NLUModel, Understanding
 from parley.stats import percentile
 
-__all__ = ["evaluate", "expected_calibration_error", "format_report"]
+__all__ = ["entity_scores", "evaluate", "expected_calibration_error", "format_report"]
 
 _BATCH = 256
 _CALIBRATION_BINS = 15
@@ -134,9 +135,14 @@ def _entity_metrics(
         tp += len(gold_spans & pred_spans)
         fp += len(pred_spans - gold_spans)
         fn += len(gold_spans - pred_spans)
+    return {**entity_scores(tp, fp, fn), "entity_tp": tp, "entity_fp": fp, "entity_fn": fn}
+
+
+def entity_scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Micro precision, recall and F1 from span counts."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return {"entity_f1": round(f1, 4), "entity_precision": round(precision, 4),
             "entity_recall": round(recall, 4)}
 

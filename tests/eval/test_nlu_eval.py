@@ -9,7 +9,9 @@ training part only. Figures measured (2-core machine, shared):
 * Banking77 holdout: top-1 accuracy 0.901, accuracy with oos decision 0.893,
   calibration error (ECE) 0.020
 * CLINC150 val: in-scope accuracy 0.921, oos recall 0.71, ECE 0.019
-* NLU++ banking, 5-fold: strict entity micro F1 0.806 (P 0.831, R 0.783)
+* NLU++ banking, 5-fold (``parley nlu cross-validate``): strict entity micro F1
+  0.802 (P 0.827, R 0.779); 0.806 with the same folds when each model saw its
+  training examples in shuffled order instead of file order
 
 With the MiniLM context encoder (consulted under 0.9 confidence):
 
@@ -30,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from agents.nlu.data import Example, load_examples
+from agents.nlu.crossval import cross_validate
+from agents.nlu.data import load_examples
 from agents.nlu.evaluate import evaluate
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
@@ -113,25 +116,7 @@ def test_clinc150_with_fine_tuned_context_encoder(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_nlupp_banking_entity_f1_cross_validated(tmp_path: Path) -> None:
-    examples: list[Example] = load_examples([_need("nlupp", "banking_dev.jsonl")])
-    random.Random(0).shuffle(examples)
-    folds = 5
-    tp = fp = fn = 0.0
-    for k in range(folds):
-        test = examples[k::folds]
-        train = [e for i, e in enumerate(examples) if i % folds != k]
-        train_model(train, tmp_path / f"m{k}", FAST)
-        report = evaluate(
-            NLUModel.load(tmp_path / f"m{k}"), test,
-            reference_time=datetime(2024, 1, 1), latency_samples=10,
-        )
-        gold = sum(len(e.entities or ()) for e in test)
-        # recover counts from precision/recall to pool a micro F1 over folds
-        found = report["entity_recall"] * gold
-        predicted = found / report["entity_precision"] if report["entity_precision"] else 0.0
-        tp += found
-        fp += predicted - found
-        fn += gold - found
-    f1 = 2 * tp / (2 * tp + fp + fn)
-    assert f1 >= 0.795, f1
+def test_nlupp_banking_entity_f1_cross_validated() -> None:
+    examples = load_examples([_need("nlupp", "banking_dev.jsonl")])
+    report = cross_validate(examples, FAST, folds=5, reference_time=datetime(2024, 1, 1))
+    assert report["entity_f1"] >= 0.795, report
