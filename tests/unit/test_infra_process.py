@@ -99,7 +99,10 @@ def test_a_process_gets_the_environment_it_is_given_on_top_of_ours(
         tmp_path / "env.log", 0, {"PARLEY_TEST_GIVEN": "given"},
     )  # fmt: skip
     service.start()
-    service.stop()
+    deadline = time.monotonic() + 10
+    while service.returncode() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # let it finish: a stop could end it before it writes
+    assert service.returncode() == 0
     assert log_tail(tmp_path / "env.log") == "ours given"
 
 
