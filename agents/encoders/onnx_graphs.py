@@ -10,6 +10,11 @@ L2-normalised, mean-pooled over the unmasked tokens).
   384 hidden, 12 heads) written op by op: embeddings, self-attention with an
   additive padding mask, GELU feed-forward, post-layer-norm, mean pool.
 
+:func:`bert_token_graph` is the same encoder with a linear head on every token
+instead of the pool: output ``log_probs`` (float32, ``[batch, tokens, labels]``,
+log-softmax over the labels), the NLU's entity encoder
+(:mod:`agents.nlu.entity_encoder`).
+
 Building needs ``onnx`` (the ``train`` extra); running needs only
 ``onnxruntime``. The graphs are plain opset-17 ops, so onnxruntime's own graph
 optimiser fuses layer norms, GELU and attention where it can.
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OPSET", "bert_encoder_graph", "static_embedding_graph"]
+__all__ = ["OPSET", "bert_encoder_graph", "bert_token_graph", "static_embedding_graph"]
 
 OPSET = 17
 
@@ -115,6 +120,45 @@ def bert_encoder_graph(
     weights: Mapping[str, np.ndarray], *, layers: int, heads: int, eps: float = 1e-12
 ) -> bytes:
     """A BERT encoder + mean pooling from Hugging Face ``BertModel`` weight names."""
+    g = _GraphBuilder()
+    tp = g.onnx.TensorProto
+    x, mask_f, hidden = _bert_body(g, weights, layers=layers, heads=heads, eps=eps)
+    pooled = _mean_pool_normalise(g, x, mask_f)
+    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
+    return g.model(
+        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
+         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
+        [g.io("embedding", tp.FLOAT, ["batch", hidden])],
+        "bert_encoder",
+    )
+
+
+def bert_token_graph(
+    weights: Mapping[str, np.ndarray], head_weight: np.ndarray, head_bias: np.ndarray, *,
+    layers: int, heads: int, eps: float = 1e-12,
+) -> bytes:
+    """A BERT encoder with a linear head on every token (``head_weight``:
+    ``[labels, hidden]``), log-softmax over the labels: ``[B,T] → [B,T,labels]``."""
+    g = _GraphBuilder()
+    tp = g.onnx.TensorProto
+    x, _, _ = _bert_body(g, weights, layers=layers, heads=heads, eps=eps)
+    kernel = g.const("head.w", np.ascontiguousarray(np.asarray(head_weight, np.float32).T))
+    logits = g.op("Add", [g.op("MatMul", [x, kernel]),
+                          g.const("head.b", np.asarray(head_bias, np.float32))])
+    g.nodes.append(g.onnx.helper.make_node("LogSoftmax", [logits], ["log_probs"], axis=-1))
+    return g.model(
+        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
+         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
+        [g.io("log_probs", tp.FLOAT, ["batch", "tokens", int(head_weight.shape[0])])],
+        "bert_token_scorer",
+    )
+
+
+def _bert_body(
+    g: _GraphBuilder, weights: Mapping[str, np.ndarray], *, layers: int, heads: int, eps: float
+) -> tuple[str, str, int]:
+    """The encoder's ops from ``input_ids``/``attention_mask`` to the last layer's token
+    states ``[B,T,hidden]``: (their name, the float mask's name, hidden size)."""
 
     def w(name: str) -> np.ndarray:
         for key in (name, f"bert.{name}"):
@@ -122,7 +166,6 @@ def bert_encoder_graph(
                 return np.asarray(weights[key], dtype=np.float32)
         raise KeyError(f"weight {name!r} missing from the encoder checkpoint")
 
-    g = _GraphBuilder()
     tp = g.onnx.TensorProto
     hidden = int(w("embeddings.word_embeddings.weight").shape[1])
     head_dim = hidden // heads
@@ -181,12 +224,4 @@ def bert_encoder_graph(
         h = g.op("Mul", [g.op("Mul", [h, one_plus]), g.const("half", np.array(0.5, np.float32))])
         out = dense(h, f"{p}.output.dense")
         x = layer_norm(g.op("Add", [out, x]), f"{p}.output.LayerNorm")
-
-    pooled = _mean_pool_normalise(g, x, mask_f)
-    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
-    return g.model(
-        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
-         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
-        [g.io("embedding", tp.FLOAT, ["batch", hidden])],
-        "bert_encoder",
-    )
+    return x, mask_f, hidden

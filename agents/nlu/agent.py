@@ -37,7 +37,7 @@ class Understander(Protocol):
     version: str
 
     @property
-    def has_context_encoder(self) -> bool: ...
+    def has_transformer(self) -> bool: ...
 
     def understand_batch(
         self, texts: Sequence[str],
@@ -67,7 +67,7 @@ def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
         # "tomorrow" means the day after the user said it, so an event processed late
         # (a backlog, a replay, a restarted worker) gets the same entities as on time.
         sent = [m["timestamp"] for _, m in messages]
-        if model.has_context_encoder:  # milliseconds for each message it consults
+        if model.has_transformer:  # milliseconds for each message it consults
             results = await asyncio.to_thread(model.understand_batch, texts, sent)
         else:  # CPU-bound, and in batches well under a millisecond per message
             results = model.understand_batch(texts, sent)

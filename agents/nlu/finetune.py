@@ -1,17 +1,24 @@
-"""Fine-tuning the context encoder on the training intents (PyTorch, training only).
+"""Fine-tuning all-MiniLM-L6-v2 for the NLU (PyTorch, training only).
 
-``parley nlu train --context-encoder minilm-tuned`` trains all-MiniLM-L6-v2
-further, end to end, to tell the training examples' intents apart: its
-mean-pooled, L2-normalised sentence vector feeds a cosine classifier (logits: 20
-times the cosine with one learnt vector per intent), trained with cross-entropy
-(label smoothing 0.1), AdamW (encoder 5e-5, classifier 2e-3; the word-embedding
-table frozen), linear warm-up and decay, in batches of similar lengths. The
-classifier is thrown away; the tuned weights go into the same ONNX graph as the
-stock encoder (:func:`agents.encoders.onnx_graphs.bert_encoder_graph`), so
-inference is unchanged: onnxruntime, no PyTorch.
+* :func:`fine_tune_encoder`, ``parley nlu train --context-encoder minilm-tuned``:
+  trains MiniLM further, end to end, to tell the training examples' intents
+  apart: its mean-pooled, L2-normalised sentence vector feeds a cosine
+  classifier (logits: 20 times the cosine with one learnt vector per intent),
+  trained with cross-entropy (label smoothing 0.1), AdamW (encoder 5e-5,
+  classifier 2e-3). The classifier is thrown away; the tuned weights go into
+  the same ONNX graph as the stock encoder
+  (:func:`agents.encoders.onnx_graphs.bert_encoder_graph`), so inference is
+  unchanged: onnxruntime, no PyTorch.
+* :func:`fine_tune_token_scorer`, ``--entity-encoder minilm-tuned``: MiniLM and a
+  linear head on its token states, trained to tag words (each at its first
+  wordpiece) with the entity tagger's BIO tags; exported whole, head included
+  (:func:`agents.encoders.onnx_graphs.bert_token_graph`, used by
+  :mod:`agents.nlu.entity_encoder`).
 
-:class:`_Bert` computes what that graph computes, op for op
-(``tests/unit/nlu/test_nlu_finetune.py`` checks both give the same vectors).
+Both train with AdamW, linear warm-up and decay, in batches of similar lengths,
+with the word-embedding table frozen. :class:`_Bert` computes what the ONNX
+graphs compute, op for op (``tests/unit/nlu/test_nlu_finetune.py`` and
+``test_nlu_entity_encoder.py`` check both give the same numbers).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy.typing as npt
 from agents.encoders.embedder import pad_ids, truncate_ids
 from agents.encoders.errors import EmbedderUnavailable
 
-__all__ = ["TuningParams", "fine_tune_encoder"]
+__all__ = ["TuningParams", "fine_tune_encoder", "fine_tune_token_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,14 @@ def _bert_module(torch: Any) -> Any:
             return self.weights[name.replace(".", "/")]
 
         def forward(self, ids: Any, mask: Any) -> Any:
+            """L2-normalised mean of the last layer's token states: ``[B,T] → [B,H]``."""
+            x = self.hidden(ids, mask)
+            m = mask[:, :, None].float()
+            mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return functional.normalize(mean, dim=-1, eps=1e-12)
+
+        def hidden(self, ids: Any, mask: Any) -> Any:
+            """The last layer's token states: ``[B,T] → [B,T,H]``."""
             batch, tokens = ids.shape
             hidden = self.w("embeddings.word_embeddings.weight").shape[1]
             head_dim = hidden // self.heads
@@ -112,9 +127,7 @@ def _bert_module(torch: Any) -> Any:
                          f"{p}.attention.output.LayerNorm")
                 h = functional.gelu(dense(x, f"{p}.intermediate.dense"))  # exact (erf) GELU
                 x = norm(dense(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
-            m = mask[:, :, None].float()
-            mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
-            return functional.normalize(mean, dim=-1, eps=1e-12)
+            return x
 
         def state(self) -> dict[str, npt.NDArray[np.float32]]:
             return {name.replace("/", "."): p.detach().numpy().copy()
@@ -147,6 +160,64 @@ def fine_tune_encoder(
     torch = _torch()
     params = params or TuningParams()
     functional = torch.nn.functional
+    y = torch.tensor(np.asarray(labels, np.int64))
+
+    def loss(model: Any, head: Any, ids: Any, mask: Any, batch: list[int]) -> Any:
+        logits = 20.0 * functional.linear(
+            model(ids, mask), functional.normalize(head.weight, dim=-1)
+        )
+        return functional.cross_entropy(logits, y[batch], label_smoothing=0.1)
+
+    model, _ = _train(
+        torch, weights, config, token_ids, int(labels.max()) + 1, loss, params, report,
+        head_bias=False,
+    )
+    return dict(model.state())
+
+
+def fine_tune_token_scorer(
+    weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any],
+    token_ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]], n_labels: int,
+    params: TuningParams | None = None, report: Callable[[str], None] | None = None,
+) -> tuple[dict[str, npt.NDArray[np.float32]], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The encoder's weights and a linear head on its tokens (``[n_labels, hidden]``
+    weight, bias) after training them to give wordpiece ``positions[i][k]`` of example
+    ``i`` the label ``labels[i][k]`` (cross-entropy; dropout 0.1 on the token states).
+
+    ``token_ids`` are as for :func:`fine_tune_encoder`; positions past
+    ``params.max_tokens`` are cut with the tokens.
+    """
+    torch = _torch()
+    params = params or TuningParams()
+    functional = torch.nn.functional
+    limit = params.max_tokens - 1  # the closing special token takes the last place
+    kept = [[(p, y) for p, y in zip(pos, ys, strict=True) if p < limit]
+            for pos, ys in zip(positions, labels, strict=True)]
+
+    def loss(model: Any, head: Any, ids: Any, mask: Any, batch: list[int]) -> Any:
+        pairs = [(row, p, y) for row, i in enumerate(batch) for p, y in kept[i]]
+        if not pairs:
+            return None
+        rows, at, y = (torch.tensor(column) for column in zip(*pairs, strict=True))
+        states = functional.dropout(model.hidden(ids, mask), 0.1, training=True)
+        return functional.cross_entropy(head(states[rows, at]), y)
+
+    model, head = _train(torch, weights, config, token_ids, n_labels, loss, params, report,
+                         head_bias=True)
+    return (dict(model.state()), head.weight.detach().numpy().copy(),
+            head.bias.detach().numpy().copy())
+
+
+def _train(
+    torch: Any, weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any],
+    token_ids: Sequence[Sequence[int]], n_labels: int,
+    loss: Callable[[Any, Any, Any, Any, list[int]], Any], params: TuningParams,
+    report: Callable[[str], None] | None, *, head_bias: bool,
+) -> tuple[Any, Any]:
+    """Train the encoder and a linear head (``hidden → n_labels``) to lower ``loss``
+    (``(model, head, ids, mask, batch) → loss``, or None for a batch with nothing to
+    learn): AdamW, linear warm-up and decay, batches of similar lengths."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
@@ -156,11 +227,9 @@ def fine_tune_encoder(
         # no difference on Banking77 (head accuracy 92.50 against 92.45 %) and its
         # dense gradient and optimiser update cost an eighth of the time.
         model.w("embeddings.word_embeddings.weight").requires_grad_(False)
-        n_classes = int(labels.max()) + 1
-        head = torch.nn.Linear(model.w("embeddings.word_embeddings.weight").shape[1], n_classes,
-                               bias=False)
+        head = torch.nn.Linear(model.w("embeddings.word_embeddings.weight").shape[1], n_labels,
+                               bias=head_bias)
         rows = [truncate_ids(ids, params.max_tokens) for ids in token_ids]
-        y = torch.tensor(np.asarray(labels, np.int64))
         optimiser = torch.optim.AdamW([
             {"params": [p for p in model.parameters() if p.requires_grad],
              "lr": params.encoder_lr},
@@ -178,19 +247,18 @@ def fine_tune_encoder(
             loss_sum = 0.0
             for n, batch in enumerate(batches, 1):
                 ids, mask = map(torch.from_numpy, pad_ids([rows[i] for i in batch]))
-                logits = 20.0 * functional.linear(
-                    model(ids, mask), functional.normalize(head.weight, dim=-1)
-                )
-                loss = functional.cross_entropy(logits, y[batch], label_smoothing=0.1)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                value = loss(model, head, ids, mask, batch)
+                if value is not None:
+                    optimiser.zero_grad()
+                    value.backward()
+                    optimiser.step()
+                    loss_sum += float(value.item())
                 schedule.step()
-                loss_sum += float(loss.item())
                 if report is not None and (n == 1 or n % 20 == 0):
                     report(f"fine-tune epoch {epoch + 1}/{params.epochs} {n / per_epoch:.0%}")
             log.info("nlu.finetune.epoch epoch=%d loss=%.3f", epoch + 1, loss_sum / len(batches))
-        return dict(model.state())
+        model.eval()
+        return model, head
     finally:
         torch.set_num_threads(previous_threads)
 

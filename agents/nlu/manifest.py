@@ -11,6 +11,8 @@ A model folder holds::
     spans.npz              span refinement: boundary and type weight tables (optional)
     intent_context.onnx    the intent model with a context encoder's features (optional)
     context/               that encoder: model.onnx, tokenizer.json, embedder.json
+    entities/              the entity encoder (optional): model.onnx, tokenizer.json,
+                           entity_encoder.json
 """
 
 from __future__ import annotations

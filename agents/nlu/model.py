@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 
 from agents.encoders.embedder import Embedder
 from agents.nlu.embeddings import TokenEncoder
+from agents.nlu.entity_encoder import EntityEncoder
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, ManifestError
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
@@ -85,6 +86,13 @@ class NLUModel:
         self._span_models: SpanModels | None = None
         if "span_models" in files:
             self._span_models = SpanModels.load(model_dir / files["span_models"])
+        self._entity_encoder: EntityEncoder | None = None
+        if "entity_encoder" in files and self._tagger is not None:
+            self._entity_encoder = EntityEncoder(
+                (model_dir / files["entity_encoder"]).parent, threads=threads
+            )
+            if self._entity_encoder.tags != self._tags:
+                raise ManifestError(model_dir, "the entity encoder's tags are not the tagger's")
         self._context: _ContextModel | None = None
         if "context_intent_model" in files and self._intents is not None:
             self._context = _ContextModel(
@@ -100,9 +108,18 @@ class NLUModel:
 
     @property
     def has_context_encoder(self) -> bool:
-        """Whether unsure messages are scored again with a sentence transformer
-        (milliseconds each: callers on an event loop run such a model in a thread)."""
+        """Whether unsure messages are scored again with a sentence transformer."""
         return self._context is not None
+
+    @property
+    def has_entity_encoder(self) -> bool:
+        return self._entity_encoder is not None
+
+    @property
+    def has_transformer(self) -> bool:
+        """Whether messages may run a transformer (a context or entity encoder):
+        milliseconds each, so callers on an event loop run such a model in a thread."""
+        return self._context is not None or self._entity_encoder is not None
 
     @classmethod
     def load(cls, model_dir: Path, *, threads: int = 1) -> NLUModel:
@@ -240,6 +257,8 @@ class NLUModel:
             "batch_size": np.array([n_tokens], np.int64),
         }
         scores = self._tagger.run(["logits"], feeds)[0]
+        if self._entity_encoder is not None:
+            scores = scores + self._entity_encoder.scores(texts, token_lists)
         spans: list[list[tuple[int, int, str]]] = []
         offset = 0
         refine = self._span_models.refine if self._span_models is not None else None

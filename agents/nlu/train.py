@@ -12,7 +12,8 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
    fine-tunes MiniLM on the training split before step 2);
 5. train the BIO entity tagger on the examples that carry entity annotations,
    then its span refinement models (boundaries and types, see
-   :mod:`agents.nlu.spans`).
+   :mod:`agents.nlu.spans`); with ``entity_encoder``, also fine-tune MiniLM on
+   the same tags (:mod:`agents.nlu.entity_encoder`).
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ import numpy.typing as npt
 from agents.nlu.calibration import decide, fit_oos_threshold, fit_temperature, softmax
 from agents.nlu.data import Example, canonical_lines, load_examples
 from agents.nlu.embeddings import TokenEncoder, load_wordllama, mean_pool, wordllama_files
+from agents.nlu.entity_encoder import ENTITY_ENCODERS, build_entity_encoder
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, hash_training_data
 from agents.nlu.recognisers import RecogniserConfig, Recognisers
 from agents.nlu.span_training import AnnotatedMessage, fit_span_models
 from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features
-from agents.nlu.text import MAX_TEXT_CHARS, clean_text, tokenize
+from agents.nlu.text import MAX_TEXT_CHARS, Token, clean_text, tokenize
 from parley.files import atomic_directory
 
 if TYPE_CHECKING:
@@ -63,6 +65,12 @@ CONTEXT_FILES = {
     "context_encoder_tokenizer": "context/tokenizer.json",
 }
 """The context encoder's folder (an :class:`agents.encoders.embedder.Embedder`)."""
+ENTITY_ENCODER_FILES = {
+    "entity_encoder": "entities/entity_encoder.json",
+    "entity_encoder_model": "entities/model.onnx",
+    "entity_encoder_tokenizer": "entities/tokenizer.json",
+}
+"""The entity encoder's folder (an :class:`agents.nlu.entity_encoder.EntityEncoder`)."""
 _JOBS = max(1, min(4, os.cpu_count() or 1))
 # Reference time for recogniser features in training (only spans matter, not values).
 _TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
@@ -95,6 +103,8 @@ class TrainingParams:
     context_weight: float = 2.0
     context_route_below: float = 0.9
     context_tune_epochs: int = 3
+    entity_encoder: str | None = None  # "minilm-tuned": see agents.nlu.entity_encoder
+    entity_tune_epochs: int = 10
     recognisers: RecogniserConfig = field(default_factory=RecogniserConfig)
 
     def __post_init__(self) -> None:
@@ -110,6 +120,10 @@ class TrainingParams:
             raise ValueError("context_route_below must be in (0, 1]")
         if self.context_tune_epochs < 1:
             raise ValueError("context_tune_epochs must be at least 1")
+        if self.entity_encoder not in ENTITY_ENCODERS:
+            raise ValueError(f"entity_encoder must be one of {ENTITY_ENCODERS}")
+        if self.entity_tune_epochs < 1:
+            raise ValueError("entity_tune_epochs must be at least 1")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -128,6 +142,8 @@ class TrainingParams:
             "context_route_below": self.context_route_below,
             **({"context_tune_epochs": self.context_tune_epochs}
                if self.context_encoder == "minilm-tuned" else {}),
+            **({"entity_encoder": self.entity_encoder,
+                "entity_tune_epochs": self.entity_tune_epochs} if self.entity_encoder else {}),
         }
 
 
@@ -139,6 +155,9 @@ class Progress(Protocol):
 
 ContextFactory = Callable[[Sequence[str], "npt.NDArray[np.int64]"], "Embedder"]
 """Builds the context encoder, given the training split's texts and intent indices."""
+EntityEncoderFactory = Callable[[Sequence[str], Sequence[Sequence[Token]], Sequence[Sequence[int]],
+                                Sequence[str]], None]
+"""Writes the entity encoder for texts, their tokens, the tokens' tag ids and the tags."""
 
 
 def _stratified_split(
@@ -396,10 +415,12 @@ class _TaggerResult:
     features: list[str]
     onnx_bytes: bytes
     span_models: SpanModels | None
+    has_entity_encoder: bool
 
 
 def _train_tagger(
-    examples: Sequence[Example], params: TrainingParams
+    examples: Sequence[Example], params: TrainingParams,
+    entity_encoder: EntityEncoderFactory | None = None,
 ) -> _TaggerResult | None:
     from sklearn.svm import LinearSVC
 
@@ -416,9 +437,11 @@ def _train_tagger(
     cols: list[int] = []
     tag_names: list[str] = []
     messages: list[AnnotatedMessage] = []
+    texts: list[str] = []
     n_tokens = 0
     for ex in annotated:
         text = clean_text(ex.text)
+        texts.append(text)
         tokens = tokenize(text)
         spans = [(s.start, s.end, s.entity) for s in ex.entities or ()]
         tag_names += encode_bio(tokens, spans)
@@ -458,8 +481,14 @@ def _train_tagger(
         )
         if params.refine_spans else None
     )
+    if entity_encoder is not None:
+        tag_ids = y.tolist()
+        entity_encoder(texts, [m.tokens for m in messages],
+                       [tag_ids[m.first_row : m.first_row + len(m.tokens)] for m in messages],
+                       tags)
     return _TaggerResult(
-        tags, entity_labels, features, onnx_model.SerializeToString(), span_models
+        tags, entity_labels, features, onnx_model.SerializeToString(), span_models,
+        has_entity_encoder=entity_encoder is not None,
     )
 
 
@@ -532,7 +561,13 @@ def _train_into(
         for step in ("no intents", "-", "-"):
             progress(step)
     progress("entity tagger")
-    tagger = _train_tagger(examples, params)
+    entity_encoder: EntityEncoderFactory | None = None
+    if params.entity_encoder is not None:
+        entity_encoder = functools.partial(
+            _entity_encoder, (folder / ENTITY_ENCODER_FILES["entity_encoder"]).parent, params,
+            progress,
+        )
+    tagger = _train_tagger(examples, params, entity_encoder)
     if tagger is not None:
         (folder / "tagger.onnx").write_bytes(tagger.onnx_bytes)
         (folder / "tagger_features.json").write_text(json.dumps(tagger.features), "utf-8")
@@ -540,6 +575,8 @@ def _train_into(
         if tagger.span_models is not None:
             tagger.span_models.save(folder / "spans.npz")
             files["span_models"] = "spans.npz"
+        if tagger.has_entity_encoder:
+            files.update(ENTITY_ENCODER_FILES)
     if "tagger_model" in files or (intent_examples and params.use_embeddings):
         shutil.copyfile(wordllama_files()[0], folder / "tokenizer.json")
         files["tokenizer"] = "tokenizer.json"
@@ -599,6 +636,19 @@ def _context_encoder(
     folder = build_embedder("minilm", out_dir, weights=tuned,
                             tuned_on=f"{len(texts)} training examples")
     return Embedder(folder, threads=_JOBS)
+
+
+def _entity_encoder(
+    out_dir: Path, params: TrainingParams, progress: Progress, texts: Sequence[str],
+    token_lists: Sequence[Sequence[Token]], tag_ids: Sequence[Sequence[int]],
+    tags: Sequence[str],
+) -> None:
+    """Write the entity encoder's folder: MiniLM fine-tuned on the tagger's tags."""
+    build_entity_encoder(
+        out_dir, texts, token_lists, tag_ids, tags, epochs=params.entity_tune_epochs,
+        seed=params.seed, threads=_JOBS,
+        report=lambda step: progress(f"entity encoder {step}", advance=False),
+    )
 
 
 def train_model_from_files(

@@ -12,7 +12,8 @@ training part only. Figures measured (2-core machine, shared):
 * NLU++ banking, 5-fold (``parley nlu cross-validate``): strict entity micro F1
   0.802 (P 0.827, R 0.779); 0.806 with the same folds when each model saw its
   training examples in shuffled order instead of file order. Seed 0's folds are
-  kind ones: seeds 1/2/3 give 0.755/0.768/0.764
+  kind ones: seeds 1/2/3 give 0.755/0.768/0.764. With the entity encoder
+  (``--entity-encoder minilm-tuned``): 0.805/0.800/0.795/0.810 for seeds 0-3
 
 With the MiniLM context encoder (consulted under 0.9 confidence):
 
@@ -33,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from agents.nlu.crossval import cross_validate
+from agents.nlu.crossval import cross_validate, stratified_folds
 from agents.nlu.data import load_examples
 from agents.nlu.evaluate import evaluate
 from agents.nlu.model import NLUModel
@@ -52,6 +53,7 @@ pytestmark = [
 # (half the training time; about 0.3 points under the refitted model).
 FAST = TrainingParams(refit=False)
 WITH_CONTEXT = TrainingParams(refit=False, context_encoder="minilm")
+WITH_ENTITY_ENCODER = TrainingParams(refit=False, entity_encoder="minilm-tuned")
 
 
 def _need(*parts: str) -> Path:
@@ -121,3 +123,24 @@ def test_nlupp_banking_entity_f1_cross_validated() -> None:
     examples = load_examples([_need("nlupp", "banking_dev.jsonl")])
     report = cross_validate(examples, FAST, folds=5, reference_time=datetime(2024, 1, 1))
     assert report["entity_f1"] >= 0.795, report
+
+
+@pytest.mark.timeout(900)
+def test_nlupp_banking_entity_encoder_adds_to_the_tagger(tmp_path: Path) -> None:
+    """The first of the 5 folds above (seed 0), with and without the entity encoder: one
+    fine-tuning (about 1.5 minutes) instead of the five a cross-validation takes. Measured
+    0.821 against 0.788; the fold's gain is about the mean gain over the four dealings of
+    folds measured (0.802 against 0.772, seeds 0-3), and fine-tuning is not repeatable
+    to the bit, so the floors leave room."""
+    examples = load_examples([_need("nlupp", "banking_dev.jsonl")])
+    held = set(stratified_folds(examples, 5, seed=0)[0])
+    train = [e for i, e in enumerate(examples) if i not in held]
+    test = [e for i, e in enumerate(examples) if i in held]
+    f1 = {}
+    for name, params in (("tagger", FAST), ("encoder", WITH_ENTITY_ENCODER)):
+        train_model(train, tmp_path / name, params)
+        report = evaluate(NLUModel.load(tmp_path / name), test,
+                          reference_time=datetime(2024, 1, 1), latency_samples=1)
+        f1[name] = report["entity_f1"]
+    assert f1["encoder"] >= 0.80, f1
+    assert f1["encoder"] >= f1["tagger"] + 0.02, f1

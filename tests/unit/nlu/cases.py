@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,13 @@ def modules_loaded_by_inference(
     return [name for name in proc.stdout.strip().split(",") if name]
 
 
-def write_demo_slice(path: Path) -> Path:
-    """Five demo intents (oos among them) as a JSON-lines training file at ``path``."""
+def write_demo_slice(
+    path: Path, keep: Collection[str] = ("greet", "goodbye", "card_lost", "order_status", "oos")
+) -> Path:
+    """The demo examples of the intents ``keep`` (by default five, oos among them) as a
+    JSON-lines training file at ``path``."""
     from parley.domain import demo_nlu_path
 
     rows = [json.loads(line) for line in demo_nlu_path().read_text().splitlines()]
-    keep = {"greet", "goodbye", "card_lost", "order_status", "oos"}
     path.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
     return path

@@ -145,14 +145,14 @@ def test_cli_trains_a_tuned_model(tmp_path: Path) -> None:
     assert NLUModel.load(out).understand("I lost my credit card").intent == "card_lost"
 
 
+@pytest.mark.parametrize("option", ["--context-encoder", "--entity-encoder"])
 def test_cli_without_pytorch_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     result = CliRunner().invoke(nlu, [
         "train", "--data", str(write_demo_slice(tmp_path / "slice.jsonl")),
-        "--out", str(tmp_path / "m"),
-        "--context-encoder", "minilm-tuned",
+        "--out", str(tmp_path / "m"), option, "minilm-tuned",
     ])  # fmt: skip
     assert result.exit_code != 0
     assert "needs PyTorch" in result.output and "Traceback" not in result.output
