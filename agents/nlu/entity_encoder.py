@@ -20,6 +20,8 @@ it costs a MiniLM pass per message (milliseconds), which is why it is opt-in.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agents.encoders.embedder import pad_ids, truncate_ids
+from agents.encoders.embedder import pad_ids, plain_tokenizer, truncate_ids
 from agents.encoders.errors import EmbedderFormatError
 from agents.nlu.text import Token
 from agents.onnx_runtime import cpu_session
@@ -65,8 +67,6 @@ class EntityEncoder:
     """A loaded entity encoder folder: weighted tag log-probabilities for word tokens."""
 
     def __init__(self, folder: Path, *, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
         meta_path = folder / "entity_encoder.json"
         if not meta_path.is_file():
             raise EmbedderFormatError(str(folder), "no entity_encoder.json: retrain the model "
@@ -75,9 +75,7 @@ class EntityEncoder:
         self.tags: tuple[str, ...] = tuple(meta["tags"])
         self.weight = float(meta["weight"])
         self._max_tokens = int(meta["max_tokens"])
-        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._tokenizer = plain_tokenizer(folder / "tokenizer.json")
         self._session = cpu_session(folder / "model.onnx", threads)
 
     def scores(
@@ -121,20 +119,12 @@ def build_entity_encoder(
     """Fine-tune MiniLM to give the word tokens of ``texts`` their tags (``tag_ids``,
     indices into ``tags``) for ``epochs``, or as many as :data:`MIN_STEPS` take, and write
     the folder to ``out_dir``. Needs PyTorch and onnx."""
-    import math
-    import shutil
-
-    from tokenizers import Tokenizer
-
     from agents.encoders.embedder import minilm_checkpoint
     from agents.encoders.onnx_graphs import bert_token_graph
     from agents.nlu.finetune import TuningParams, fine_tune_token_scorer
 
     weights, config, tokenizer_file = minilm_checkpoint()
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    encodings = tokenizer.encode_batch(list(texts))
+    encodings = plain_tokenizer(tokenizer_file).encode_batch(list(texts))
     positions: list[list[int]] = []
     labels: list[list[int]] = []
     for enc, tokens, ys in zip(encodings, token_lists, tag_ids, strict=True):

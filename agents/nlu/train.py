@@ -415,7 +415,6 @@ class _TaggerResult:
     features: list[str]
     onnx_bytes: bytes
     span_models: SpanModels | None
-    has_entity_encoder: bool
 
 
 def _train_tagger(
@@ -487,8 +486,7 @@ def _train_tagger(
                        [tag_ids[m.first_row : m.first_row + len(m.tokens)] for m in messages],
                        tags)
     return _TaggerResult(
-        tags, entity_labels, features, onnx_model.SerializeToString(), span_models,
-        has_entity_encoder=entity_encoder is not None,
+        tags, entity_labels, features, onnx_model.SerializeToString(), span_models
     )
 
 
@@ -575,7 +573,7 @@ def _train_into(
         if tagger.span_models is not None:
             tagger.span_models.save(folder / "spans.npz")
             files["span_models"] = "spans.npz"
-        if tagger.has_entity_encoder:
+        if entity_encoder is not None:  # built with the tagger
             files.update(ENTITY_ENCODER_FILES)
     if "tagger_model" in files or (intent_examples and params.use_embeddings):
         shutil.copyfile(wordllama_files()[0], folder / "tokenizer.json")
@@ -613,20 +611,20 @@ def _context_encoder(
 ) -> Embedder:
     """Write the context encoder's folder; ``minilm-tuned`` fine-tunes MiniLM on
     ``texts`` (the training split, so validation stays unseen) first."""
-    from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint
+    from agents.encoders.embedder import (
+        Embedder,
+        build_embedder,
+        minilm_checkpoint,
+        plain_tokenizer,
+    )
 
     if params.context_encoder != "minilm-tuned":
         progress("build the context encoder")
         return Embedder(build_embedder(str(params.context_encoder), out_dir), threads=_JOBS)
-    from tokenizers import Tokenizer
-
     from agents.nlu.finetune import TuningParams, fine_tune_encoder
 
     weights, config, tokenizer_file = minilm_checkpoint()
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    token_ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
+    token_ids = [e.ids for e in plain_tokenizer(tokenizer_file).encode_batch(list(texts))]
     tuned = fine_tune_encoder(
         weights, config, token_ids, y,
         TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from tokenizers import Tokenizer
 
-from agents.encoders.embedder import _minilm_dir, minilm_checkpoint, pad_ids
+from agents.encoders.embedder import _minilm_dir, minilm_checkpoint, pad_ids, plain_tokenizer
 from agents.nlu.cli import nlu
 from agents.nlu.data import load_examples
 from agents.nlu.entity_encoder import MIN_STEPS, EntityEncoder, first_pieces
@@ -38,10 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def minilm_tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(minilm_checkpoint()[2]))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
+    return plain_tokenizer(minilm_checkpoint()[2])
 
 
 ENTITY_INTENTS = {"product_availability", "order_card", "card_lost", "open_account",
