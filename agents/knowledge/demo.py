@@ -24,11 +24,14 @@ DEMO_TENANT = "demo"
 
 
 def demo_index_key(embedder: str) -> str:
-    """Hash of the demo corpus, its tenant, the index format version and the embedder kind."""
+    """Hash of the demo corpus, its tenant, the index format version and the embedder
+    (kind and build version)."""
+    from agents.encoders.embedder import BUILD_VERSION
     from agents.knowledge.knowledge_base import FORMAT_VERSION
 
     digest = hashlib.sha256(demo_knowledge_path().read_bytes())
-    digest.update(f"\0{DEMO_TENANT}\0format {FORMAT_VERSION}\0embedder {embedder}".encode())
+    digest.update(f"\0{DEMO_TENANT}\0format {FORMAT_VERSION}"
+                  f"\0embedder {embedder} build {BUILD_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 

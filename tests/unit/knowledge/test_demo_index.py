@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agents.encoders import embedder
 from agents.knowledge import knowledge_base
 from agents.knowledge.demo import DEMO_TENANT, demo_index_key, ensure_demo_index
 from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
@@ -16,8 +17,6 @@ from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
 @pytest.fixture
 def wordllama_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` picks wordllama: it builds in well under a second."""
-    from agents.encoders import embedder
-
     resolve = embedder.resolve_kind
     monkeypatch.setattr(embedder, "resolve_kind",
                         lambda kind: "wordllama" if kind == "auto" else resolve(kind))
@@ -28,6 +27,9 @@ def test_the_key_covers_the_format_version_and_the_embedder(
     key = demo_index_key("wordllama")
     assert key == demo_index_key("wordllama")
     assert key != demo_index_key("minilm-int8")
+    monkeypatch.setattr(embedder, "BUILD_VERSION", embedder.BUILD_VERSION + 1)
+    assert demo_index_key("wordllama") != key
+    monkeypatch.undo()
     monkeypatch.setattr(knowledge_base, "FORMAT_VERSION", FORMAT_VERSION + 1)
     assert demo_index_key("wordllama") != key
 

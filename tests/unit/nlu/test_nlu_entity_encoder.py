@@ -8,24 +8,32 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from tokenizers import Tokenizer
 
-from agents.encoders.embedder import _minilm_dir, minilm_checkpoint, pad_ids, plain_tokenizer
+from agents.encoders.embedder import (
+    _minilm_dir,
+    minilm_checkpoint,
+    pad_ids,
+    plain_tokenizer,
+    quantize_int8,
+)
 from agents.nlu.cli import nlu
-from agents.nlu.data import load_examples
-from agents.nlu.entity_encoder import MIN_STEPS, EntityEncoder, first_pieces
+from agents.nlu.data import Example, load_examples
+from agents.nlu.entity_encoder import MIN_STEPS, EntityEncoder, build_entity_encoder, first_pieces
 from agents.nlu.manifest import ManifestError
 from agents.nlu.model import NLUModel
 from agents.nlu.tagger import encode_bio
-from agents.nlu.text import clean_text, tokenize
+from agents.nlu.text import Token, clean_text, tokenize
 from agents.onnx_runtime import cpu_session
 from tests.unit.nlu.cases import modules_loaded_by_inference, write_demo_slice
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs PyTorch: pip install 'parley[tune]'")
 
 from agents.encoders.onnx_graphs import bert_token_graph  # noqa: E402
+from agents.nlu import finetune  # noqa: E402
 from agents.nlu.finetune import encoder_module  # noqa: E402
 
 DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
@@ -109,19 +117,54 @@ def test_the_model_folder_holds_the_encoder_with_the_taggers_tags(model_dir: Pat
     assert model.has_entity_encoder and model.has_transformer and not model.has_context_encoder
 
 
-def test_the_encoder_learns_the_entity_tags(model_dir: Path) -> None:
-    """On its own (argmax of its scores), the encoder tags the demo's entity words right."""
-    encoder = EntityEncoder(model_dir / "entities")
+def _demo_entity_messages() -> tuple[list[Example], list[str], list[list[Token]]]:
     examples = [e for e in load_examples([DEMO_DATA])
                 if e.entities and e.intent in ENTITY_INTENTS]
     texts = [clean_text(e.text) for e in examples]
-    token_lists = [tokenize(t) for t in texts]
+    return examples, texts, [tokenize(t) for t in texts]
+
+
+def test_the_encoder_learns_the_entity_tags(model_dir: Path) -> None:
+    """On its own (argmax of its scores), the encoder tags the demo's entity words right."""
+    encoder = EntityEncoder(model_dir / "entities")
+    examples, texts, token_lists = _demo_entity_messages()
     gold = [tag for e, tokens in zip(examples, token_lists, strict=True)
             for tag in encode_bio(tokens, [(s.start, s.end, s.entity) for s in e.entities or ()])]
     predicted = [encoder.tags[i] for i in encoder.scores(texts, token_lists).argmax(axis=1)]
     entity_words = [(g, p) for g, p in zip(gold, predicted, strict=True) if g != "O"]
     assert sum(g == p for g, p in entity_words) >= 0.8 * len(entity_words)
     assert sum(g == p for g, p in zip(gold, predicted, strict=True)) >= 0.95 * len(gold)
+
+
+def test_the_int8_encoder_tags_as_the_fp32_one(model_dir: Path, tmp_path: Path) -> None:
+    int8 = shutil.copytree(model_dir / "entities", tmp_path / "entities")
+    quantize_int8(int8 / "model.onnx")
+    _, texts, token_lists = _demo_entity_messages()
+    fp32_tags = EntityEncoder(model_dir / "entities").scores(texts, token_lists).argmax(axis=1)
+    int8_tags = EntityEncoder(int8).scores(texts, token_lists).argmax(axis=1)
+    assert np.mean(fp32_tags == int8_tags) >= 0.98
+
+
+def test_the_int8_kind_writes_a_quantised_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tags = ["O", "B-card_type", "I-card_type"]
+    untrained = (minilm_checkpoint()[0], np.zeros((3, 384), np.float32), np.zeros(3, np.float32))
+    monkeypatch.setattr(finetune, "fine_tune_token_scorer", lambda *args, **kwargs: untrained)
+    texts = ["my debit card", "hello"]
+    token_lists = [tokenize(t) for t in texts]
+    folder = build_entity_encoder(
+        tmp_path / "entities", texts, token_lists, [[0, 1, 0], [0]], tags,
+        kind="minilm-tuned-int8", epochs=1, seed=0, threads=1,
+    )
+    assert json.loads((folder / "entity_encoder.json").read_text())["kind"] == "minilm-tuned-int8"
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    assert sum(node.op_type == "MatMulInteger" for node in graph.node) >= 36
+    scores = EntityEncoder(folder).scores(texts, token_lists)
+    assert scores.shape == (4, 3) and np.allclose(scores, 0.4 * np.log(1 / 3), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown entity encoder"):
+        build_entity_encoder(tmp_path / "other", texts, token_lists, [[0, 1, 0], [0]], tags,
+                             kind="minilm", epochs=1, seed=0, threads=1)
 
 
 @pytest.mark.parametrize(("text", "entity", "value"), [
