@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from tokenizers import Tokenizer
@@ -133,15 +134,20 @@ def test_inference_with_a_tuned_model_does_not_import_torch(tuned_model_dir: Pat
     assert loaded == []
 
 
-def test_cli_trains_a_tuned_model(tmp_path: Path) -> None:
+def test_cli_trains_a_tuned_quantised_model(tmp_path: Path) -> None:
+    """Through the CLI, the int8 kind (``tuned_model_dir`` above covers fp32)."""
     out = tmp_path / "model"
     result = CliRunner().invoke(nlu, [
         "train", "--data", str(write_demo_slice(tmp_path / "slice.jsonl")), "--out", str(out),
-        "--context-encoder", "minilm-tuned", "--context-route-below", "1.0",
+        "--context-encoder", "minilm-tuned-int8", "--context-route-below", "1.0",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     context = json.loads((out / "manifest.json").read_text())["context"]
-    assert (context["encoder"], context["route_below"]) == ("minilm-tuned", 1.0)
+    assert (context["encoder"], context["route_below"]) == ("minilm-tuned-int8", 1.0)
+    assert json.loads((out / "context" / "embedder.json").read_text())["kind"] == (
+        "minilm-tuned-int8")
+    graph = onnx.load(str(out / "context" / "model.onnx")).graph
+    assert any(node.op_type == "MatMulInteger" for node in graph.node)
     assert NLUModel.load(out).understand("I lost my credit card").intent == "card_lost"
 
 
