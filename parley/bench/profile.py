@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,8 +24,11 @@ _PROFILED = re.compile(r"^(gateway|worker|inline)")
 
 
 def check_profiler() -> str:
-    """The py-spy executable; raise ImportError with the fix when it is missing."""
-    found = shutil.which("py-spy")
+    """The py-spy executable; raise ImportError with the fix when it is missing.
+
+    Looked up beside this Python first: ``.venv/bin/parley`` runs without the venv on
+    ``PATH``, and the bench extra installs py-spy into the venv."""
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if found is None:
         raise ImportError(
             "--profile samples with py-spy, which is not installed: pip install 'parley[bench]'"

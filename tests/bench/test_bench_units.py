@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import sys
 from array import array
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
 from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
-from parley.bench.profile import summarize_collapsed
+from parley.bench.profile import check_profiler, summarize_collapsed
 from parley.bench.script import ConversationScript, load_script
 from parley.bench.stats import latency_summary, per_second
 
@@ -116,3 +117,10 @@ def test_collapsed_stacks_summary(tmp_path: Path) -> None:
     text = summarize_collapsed(path)
     assert "10 samples" in text
     assert " 60.0%  send" in text and "100.0%  main" in text
+
+
+def test_py_spy_is_found_beside_the_interpreter_without_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``.venv/bin/parley bench e2e --profile`` works with the venv off ``PATH``."""
+    monkeypatch.setenv("PATH", "")
+    assert Path(check_profiler()) == Path(sys.executable).parent / "py-spy"
