@@ -3,6 +3,7 @@
 =============  ==========================================================
 e2e            scripted conversations through a stack (and/or the inline baseline)
 connections    many open sessions on one gateway, a hundred of them busy
+worker         the stream workers alone, fed a backlog: their capacity and CPU per message
 nlu            the NLU model alone (agents/nlu/bench.py)
 kb             knowledge retrieval alone (agents/knowledge/bench.py)
 broker         the broker's CPU for one produce-and-consume hop, by partition count
@@ -270,6 +271,49 @@ def connections(
         f"max {s['rtt_ms_max']} ms; lost {s['lost']} duplicated {s['duplicated']}; "
         f"idle still open {s['idle_sessions_open_at_end']}",
     ])  # fmt: skip
+
+
+@bench.command()
+@click.option("--messages", default=20_000, show_default=True,
+              help="ChatMessages produced to chat.inbound in one go.")
+@click.option("--conversations", default=400, show_default=True,
+              help="Conversations they are spread over.")
+@click.option("--workers", default=1, show_default=True, help="Stream worker processes.")
+@click.option("--partitions", type=int, help="Partitions per chat topic (default: "
+              "PARLEY_CHAT_PARTITIONS).")
+@click.option("--drain-timeout", default=120.0, show_default=True,
+              help="Seconds to wait for every reply.")
+@click.option("--infra", type=click.Choice(["own", "running"]), default="own",
+              show_default=True,
+              help="own: start a broker and Redis Cluster on free ports for this run; "
+              "running: use PARLEY_KAFKA_BOOTSTRAP / PARLEY_REDIS_NODES.")
+@click.option("--model-dir", type=_EXISTING_DIR,
+              help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model).")
+@click.option("--data-dir", "data_parent", type=_DIR,
+              help="Where the run's fresh data dir is made (default: system temp).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def worker(messages: int, conversations: int, workers: int, partitions: int | None,
+           drain_timeout: float, infra: str, model_dir: Path | None,
+           data_parent: Path | None, as_json: bool) -> None:
+    """The stream workers alone, fed a backlog: their capacity and CPU per message."""
+    from parley.bench.deploy import InfraMode
+    from parley.bench.workers import WorkerBenchOptions, run_worker_bench
+
+    configure_logging("bench", "WARNING", as_json=False)
+    with _errors_as_click():
+        result = run_worker_bench(WorkerBenchOptions(
+            messages=messages, conversations=conversations, workers=workers,
+            partitions=partitions, drain_timeout=drain_timeout, model_dir=model_dir,
+            infra=cast(InfraMode, infra), data_parent=data_parent,
+        ))  # fmt: skip
+    lines = [f"{result['replied']} of {result['messages']} answered in {result['seconds']} s: "
+             f"{result['throughput_msgs_per_s']} msg/s; missing {result['missing']}, "
+             f"duplicated {result['duplicated']}"]
+    lines += [f"  {name}: {p['cpu_ms_per_msg']} ms CPU/msg, {p['cpu_util']} core"
+              for name, p in result["processes"].items()]
+    _emit(result, as_json, lines)
+    if result["missing"] or result["duplicated"]:
+        raise SystemExit(1)
 
 
 @bench.command()

@@ -184,13 +184,15 @@ def pipeline_deployment(
 ) -> Iterator[Deployment]:
     """Gateways and workers (and by default a broker and Redis Cluster) for one run.
 
+    ``gateways=0`` starts workers only (``parley bench worker`` feeds them itself).
+
     ``infra="running"`` uses the broker and cluster named by PARLEY_KAFKA_BOOTSTRAP
     and PARLEY_REDIS_NODES instead of starting them; the run's topics get a
     unique prefix either way, are deleted afterwards on running infrastructure,
     and its conversation state expires after an hour.
     """
-    if gateways < 1 or workers < 1:
-        raise ValueError("a pipeline needs at least one gateway and one worker")
+    if gateways < 0 or workers < 1:
+        raise ValueError("a pipeline needs at least one worker (and no negative gateways)")
     model = resolve_model_dir(model_dir)
     kb_index = resolve_kb_index()
     run_id = uuid.uuid4().hex[:8]

@@ -106,6 +106,17 @@ def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
     assert full_gc["count"] >= 0 and full_gc["total_s"] >= 0
 
 
+def test_worker(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
+    out = run_bench("worker", "--messages", "200", "--conversations", "20", "--infra",
+                    "running", "--model-dir", str(bench_model),
+                    "--data-dir", str(tmp_path / "runs"))
+    assert out["replied"] == out["messages"] == 200
+    assert out["missing"] == 0 and out["duplicated"] == 0
+    assert out["throughput_msgs_per_s"] > 0
+    assert "gateway-0" not in out["processes"]  # the workers alone
+    assert out["processes"]["worker-0"]["cpu_ms_per_msg"] > 0
+
+
 def test_nlu(run_bench: Any, bench_model: Path) -> None:
     out = run_bench("nlu", "--seconds", "1", "--model-dir", str(bench_model))
     assert out["single_n"] > 0 and 0 < out["single_p50_ms"] <= out["single_p99_ms"]

@@ -19,7 +19,7 @@ from parley.bench.stats import latency_summary, per_second
 
 NAN = math.nan
 MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "loadgen",
-           "procstats", "profile", "report", "script", "stats"]
+           "procstats", "profile", "report", "script", "stats", "workers"]
 
 
 @pytest.mark.parametrize("name", MODULES)
