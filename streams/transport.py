@@ -1,5 +1,4 @@
-"""Faust's Kafka transport: a configurable fetch long-poll, a cheaper fetch loop, and
-the consumer on the worker's own event loop.
+"""Faust's Kafka transport, with a configurable fetch long-poll and a cheaper fetch loop.
 
 Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. That is harmless
 on Apache Kafka, which answers a waiting fetch as soon as data arrives, but the
@@ -15,20 +14,11 @@ full stream buffer. That makes four tasks and cancels three for every record: a
 fifth of a busy worker's time, and the reason its streams saw events in handfuls
 while hundreds waited (docs/benchmarks.md). ``_Consumer`` races the suspension once
 per fetch instead.
-
-Faust runs aiokafka's consumer in a thread with an event loop of its own, and every
-call to it (each fetch, commit and seek) is a request queued across threads and a
-future resolved back across them. ``_SameLoopConsumerThread`` runs the same consumer
-service on the worker's loop and calls it directly: at 2,000 msg/s offered the
-pipeline answered 15-17 % more (two alternating pairs, docs/benchmarks.md), as the
-worker's CPU per message fell 13-16 %.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -48,46 +38,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _SameLoopConsumerThread(_ConsumerThread):
-    """Faust's consumer "thread", run as a service on the loop that uses it.
-
-    mode's ``ServiceThread`` starts a thread that runs the service on ``thread_loop``
-    and, once stopped, shuts it down from there (``_shutdown_thread``); calls to it go
-    through a method queue (``call_thread``). Here ``thread_loop`` is the caller's
-    loop: ``start`` and ``stop`` do what the thread would, in place, and
-    ``call_thread`` awaits the call itself. Rebalance callbacks still reach the
-    consumer through its own method queue, now on the same loop. Written against
-    faust-streaming 0.15 and mode-streaming 0.7: re-read
-    ``mode.threads.ServiceThread`` when upgrading.
-    """
-
-    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, beacon: Any) -> None:
-        super().__init__(consumer, loop=loop, thread_loop=loop, beacon=beacon)
-
-    async def start(self) -> None:
-        self._thread_started.set()
-        await self._default_start()
-        await self.on_thread_started()  # starts the method queue
-
-    async def stop(self) -> None:
-        """Stop as the thread would once ``_stopped`` is set; idempotent."""
-        if self._started.is_set() and not self._stopped.is_set():
-            self._stopped.set()
-            await self.on_stop()
-            # on_thread_stop (the method queue, then aiokafka's consumer), children,
-            # the shutdown event, the service's own tasks and exit stacks.
-            await self._shutdown_thread()
-            await self.on_shutdown()
-
-    async def call_thread(self, fun: Callable[..., Awaitable[Any] | Any], *args: Any,
-                          **kwargs: Any) -> Any:
-        result = fun(*args, **kwargs)  # mode's queue takes plain functions too
-        return await result if inspect.isawaitable(result) else result
-
-
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _SameLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), one race per fetch.
