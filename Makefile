@@ -39,6 +39,7 @@ bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in
 	$(VENV)/bin/parley bench nlu --json > bench-report/nlu.json
 	$(VENV)/bin/parley bench kb --json > bench-report/kb.json
 	$(VENV)/bin/parley bench broker --json > bench-report/broker.json
+	$(VENV)/bin/parley bench worker --json > bench-report/worker.json
 	$(VENV)/bin/parley bench e2e --conversations 200 --rate 100 --duration 30 --baseline both \
 		--report bench-report/e2e-100 --json > bench-report/e2e-100.json
 	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --drain-timeout 120 \
