@@ -291,10 +291,11 @@ def connections(
               help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model).")
 @click.option("--data-dir", "data_parent", type=_DIR,
               help="Where the run's fresh data dir is made (default: system temp).")
+@click.option("--keep-data", is_flag=True, help="Keep the run's data dir and logs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def worker(messages: int, conversations: int, workers: int, partitions: int | None,
            drain_timeout: float, infra: str, model_dir: Path | None,
-           data_parent: Path | None, as_json: bool) -> None:
+           data_parent: Path | None, keep_data: bool, as_json: bool) -> None:
     """The stream workers alone, fed a backlog: their capacity and CPU per message."""
     from parley.bench.deploy import InfraMode
     from parley.bench.workers import WorkerBenchOptions, run_worker_bench
@@ -304,7 +305,7 @@ def worker(messages: int, conversations: int, workers: int, partitions: int | No
         result = run_worker_bench(WorkerBenchOptions(
             messages=messages, conversations=conversations, workers=workers,
             partitions=partitions, drain_timeout=drain_timeout, model_dir=model_dir,
-            infra=cast(InfraMode, infra), data_parent=data_parent,
+            infra=cast(InfraMode, infra), data_parent=data_parent, keep_data=keep_data,
         ))  # fmt: skip
     lines = [f"{result['replied']} of {result['messages']} answered in {result['seconds']} s: "
              f"{result['throughput_msgs_per_s']} msg/s; missing {result['missing']}, "

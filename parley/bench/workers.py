@@ -42,6 +42,7 @@ class WorkerBenchOptions:
     model_dir: Path | None = None
     infra: InfraMode = "own"  # or "running": PARLEY_KAFKA_BOOTSTRAP / PARLEY_REDIS_NODES
     data_parent: Path | None = None
+    keep_data: bool = False  # keep the run's data dir (each process's log is in logs/)
 
     def __post_init__(self) -> None:
         if self.messages < 1 or self.conversations < 1 or self.workers < 1:
@@ -72,6 +73,7 @@ def run_worker_bench(options: WorkerBenchOptions) -> dict[str, Any]:
     script = load_script()
     with pipeline_deployment(gateways=0, workers=options.workers, infra=options.infra,
                              model_dir=options.model_dir, data_parent=options.data_parent,
+                             keep_data=options.keep_data,
                              partitions=options.partitions) as deployment:
         details = deployment.details
         prefix, bootstrap = details["topic_prefix"], details["kafka_bootstrap"]
