@@ -6,6 +6,13 @@ the load is light (no batching delay), large batches under load. Events are
 acknowledged only after their batch was processed, so offsets are committed
 after the work is done (at-least-once, like take_events).
 
+Faust's stream iterator hands out one event per turn of the event loop (it
+awaits ``asyncio.sleep(0)`` before each), so a batch read from it alone holds
+only the events that came while the agent waited on I/O: with 20,000 events
+queued, the NLU agent's batches averaged 12 (``parley bench worker``).
+:class:`QueuedEvents` takes, after each event from the iterator, every event
+already waiting on the stream's channel.
+
 A batch that fails because Redis or the broker is unavailable is processed
 again, with growing pauses, until it succeeds (``process_until_done``): the
 agents' steps are idempotent, and a batch left half-done would otherwise hold
@@ -25,17 +32,66 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
+from faust.types import ChannelT, EventT
 
 from streams.metrics import AGENT_BATCH_RETRIES, AGENT_BATCH_SECONDS, AGENT_BATCH_SIZE, AGENT_EVENTS
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["DEPENDENCY_ERRORS", "adaptive_batches", "process_batches", "process_until_done"]
+__all__ = ["DEPENDENCY_ERRORS", "QueuedEvents", "adaptive_batches", "process_batches",
+           "process_until_done"]
 
 logger = logging.getLogger(__name__)
 
 #: Failures of a dependency, not of the batch: worth trying the batch again.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, KafkaError,
                                                  ProducerSendError)
+
+
+class QueuedEvents:
+    """The events already waiting on a Faust stream's channel, taken in one go.
+
+    Per event it does what Faust's stream iterator does before handing one out
+    (faust-streaming 0.15, ``faust/_cython/streams.pyx``: ``_prepare_event``): an
+    event read while flow is stopped or from an older consumer generation (a
+    rebalance) is dropped, unacked, as the iterator drops it; the others' messages
+    are tracked as unacked, so offsets are committed only once they are acked.
+    Re-read that function when upgrading Faust.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        channel = stream.channel
+        self._queue = channel.queue if isinstance(channel, ChannelT) else None
+        app = stream.app
+        self._app = app
+        self._acking_topics = app.topics.acking_topics
+        self._unacked = app.consumer._unacked_messages
+        self._on_message_in = stream._on_message_in
+        self._on_stream_event_in = stream._on_stream_event_in
+        self._stream = stream
+
+    def take(self, most: int) -> list[EventT]:
+        """Up to ``most`` events, without waiting; stops before a queued error, which
+        the stream's iterator raises on its next turn."""
+        queue = self._queue
+        taken: list[EventT] = []
+        if queue is None:
+            return taken
+        app = self._app
+        while len(taken) < most and not queue.empty() and not queue._errors:
+            event = queue.get_nowait()
+            if not isinstance(event, EventT):  # a channel of plain values: not ours
+                raise TypeError(f"expected events on {self._stream}, got {type(event)}")
+            message = event.message
+            if (not app.flow_control.is_active()
+                    or message.generation_id != app.consumer_generation_id):
+                continue
+            if message.topic in self._acking_topics and not message.tracked:
+                message.tracked = True
+                self._unacked.add(message)
+                self._on_message_in(message.tp, message.offset, message)
+            self._on_stream_event_in(message.tp, message.offset, self._stream, event)
+            taken.append(event)
+        return taken
 
 
 async def adaptive_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any]]:
@@ -50,10 +106,12 @@ async def adaptive_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any
     room = asyncio.Event()
     room.set()
     limit = 4 * max_size
+    queued = QueuedEvents(stream)
 
     async def fill() -> None:
         async for event in stream.events():
             pending.append(event)
+            pending.extend(queued.take(limit - len(pending)))
             have.set()
             if len(pending) >= limit:  # let Faust's flow control hold the fetcher
                 room.clear()
