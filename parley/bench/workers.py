@@ -51,7 +51,7 @@ class WorkerBenchOptions:
             raise ValueError("--drain-timeout must be positive")
 
 
-def backlog(options: WorkerBenchOptions, script: ConversationScript,
+def _backlog(options: WorkerBenchOptions, script: ConversationScript,
             run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """``(conversation id, ChatMessage)`` for every message, in the order produced."""
     now_ms = int(time.time() * 1000)
@@ -80,7 +80,7 @@ def run_worker_bench(options: WorkerBenchOptions) -> dict[str, Any]:
         inbound_codec = codec_for("chat_message")
         reply_codec = codec_for("bot_reply")
         events = [(key, inbound_codec.encode(event))
-                  for key, event in backlog(options, script, prefix.rstrip("."))]
+                  for key, event in _backlog(options, script, prefix.rstrip("."))]
         replies = _follow(bootstrap, prefix + CHAT_OUTBOUND, details["partitions"])
         sampler = ProcessSampler()
         for name, pid in deployment.processes.items():
