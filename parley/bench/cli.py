@@ -60,10 +60,9 @@ def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         click.echo("\n".join(lines))
 
 
-def _deployment_options(f: Any) -> Any:
+def _stack_options(f: Any) -> Any:
+    """The options of every command that starts its own stack (or uses a running one)."""
     options = [
-        click.option("--url", help="Load a running gateway (ws://host:port/ws) instead of "
-                     "starting a stack."),
         click.option("--infra", type=click.Choice(["own", "running"]), default="own",
                      show_default=True,
                      help="own: start a broker and Redis Cluster on free ports for this run; "
@@ -73,13 +72,20 @@ def _deployment_options(f: Any) -> Any:
         click.option("--data-dir", "data_parent", type=_DIR,
                      help="Where each run's fresh data dir is made (default: system temp)."),
         click.option("--keep-data", is_flag=True, help="Keep the run's data dir and logs."),
-        click.option("--clients-procs", default=1, show_default=True,
-                     help="Load generator processes."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _deployment_options(f: Any) -> Any:
+    """The stack options, plus a running gateway's URL and the load generator's processes."""
+    f = click.option("--clients-procs", default=1, show_default=True,
+                     help="Load generator processes.")(f)
+    f = _stack_options(f)
+    return click.option("--url", help="Load a running gateway (ws://host:port/ws) instead of "
+                        "starting a stack.")(f)
 
 
 @bench.command()
@@ -283,16 +289,7 @@ def connections(
               "PARLEY_CHAT_PARTITIONS).")
 @click.option("--drain-timeout", default=120.0, show_default=True,
               help="Seconds to wait for every reply.")
-@click.option("--infra", type=click.Choice(["own", "running"]), default="own",
-              show_default=True,
-              help="own: start a broker and Redis Cluster on free ports for this run; "
-              "running: use PARLEY_KAFKA_BOOTSTRAP / PARLEY_REDIS_NODES.")
-@click.option("--model-dir", type=_EXISTING_DIR,
-              help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model).")
-@click.option("--data-dir", "data_parent", type=_DIR,
-              help="Where the run's fresh data dir is made (default: system temp).")
-@click.option("--keep-data", is_flag=True, help="Keep the run's data dir and logs.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_stack_options
 def worker(messages: int, conversations: int, workers: int, partitions: int | None,
            drain_timeout: float, infra: str, model_dir: Path | None,
            data_parent: Path | None, keep_data: bool, as_json: bool) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 
 from parley.bench.deploy import InfraMode, pipeline_deployment
+from parley.bench.e2e import cpu_per_message
 from parley.bench.procstats import ProcessSampler
 from parley.bench.script import ConversationScript, load_script
 from streams.codecs import codec_for
@@ -98,20 +99,18 @@ def run_worker_bench(options: WorkerBenchOptions) -> dict[str, Any]:
             replies.close()
     report = sampler.report()
     replied = len(seen)
-    for figures in report["processes"].values():
-        cpu_s = figures["cpu_s"]
-        figures["cpu_ms_per_msg"] = round(cpu_s * 1000 / replied, 3) if cpu_s and replied else None
-    return {
+    result: dict[str, Any] = {
         "messages": options.messages,
         "replied": replied,
         "missing": options.messages - replied,
         "duplicated": duplicated,
         "seconds": round(seconds, 2),
         "throughput_msgs_per_s": round(replied / seconds, 1) if seconds else None,
-        "processes": report["processes"],
-        "machine": report["machine"],
-        "deployment": details,
     }
+    # Per process and for the whole system, as e2e reports them.
+    result.update(cpu_per_message(report["processes"], result, report["machine"]))
+    return {**result, "processes": report["processes"], "machine": report["machine"],
+            "deployment": details}
 
 
 def _produce_all(bootstrap: str, topic: str, events: list[tuple[str, bytes]]) -> None:
