@@ -9,8 +9,12 @@ partition count creates a topic and measures the broker's CPU
   ``--rate`` messages a second keyed over 400 conversations and that consumer
   reads them back: one hop of the pipeline.
 
-Tansu charges per partition per request, so this is the figure to size
-partition counts by (docs/benchmarks.md).
+With ``stored`` batches already in each partition (one record each, what a
+stream at a few messages a second leaves behind), the same hop shows what a
+long-running embedded broker pays: Tansu 0.6's in-memory engine lists every
+batch of a partition on each fetch that returns data from it, and keeps
+every batch for good (no retention; DeleteRecords is unimplemented), so that
+cost grows with what the broker has stored (docs/infra.md).
 """
 
 from __future__ import annotations
@@ -60,17 +64,31 @@ def _cpu_s(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-class _Reader:
-    """A consumer thread reading every partition of a topic, like a worker's fetcher."""
+def _fill(bootstrap: str, topic: str, partitions: int, batches: int) -> None:
+    """Store ``batches`` batches of one record in each partition of ``topic``."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0,
+                         "batch.num.messages": 1, "queue.buffering.max.messages": 1_000_000})
+    for i in range(batches * partitions):
+        producer.produce(topic, partition=i % partitions, value=_VALUE)
+        if i % 1000 == 999:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError(f"could not store {batches} batches in each partition of {topic}")
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> None:
+
+class _Reader:
+    """A consumer thread reading every partition of a topic from ``start``, like a
+    worker's fetcher."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int,
+                 start: int = 0) -> None:
         self.count = 0
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": fetch_wait_ms,
         })  # fmt: skip
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self._consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -85,11 +103,13 @@ class _Reader:
 
 
 def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: float,
-                 seconds: float, fetch_wait_ms: int, linger_ms: float) -> dict[str, Any]:
+                 seconds: float, fetch_wait_ms: int, linger_ms: float,
+                 stored: int = 0) -> dict[str, Any]:
     topic = f"bench-broker-{uuid.uuid4().hex[:8]}"
     admin = admin_client(bootstrap)
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
-    reader = _Reader(bootstrap, topic, partitions, fetch_wait_ms)
+    _fill(bootstrap, topic, partitions, stored)
+    reader = _Reader(bootstrap, topic, partitions, fetch_wait_ms, start=stored)
     try:
         time.sleep(1.0)  # assignment and first fetches
         start_cpu, start = _cpu_s(broker), time.monotonic()
@@ -116,6 +136,7 @@ def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: 
         admin.delete_topics([topic])
     return {
         "partitions": partitions,
+        "stored_batches_per_partition": stored,
         "idle_cpu_util": round(idle_util, 3),
         "sent": sent,
         "consumed": reader.count,
@@ -125,11 +146,13 @@ def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: 
 
 
 def run_broker_bench(partitions: Sequence[int], rate: float, seconds: float,
-                     fetch_wait_ms: int, linger_ms: float) -> dict[str, Any]:
-    """One produce-and-consume hop per partition count, on a broker of its own."""
+                     fetch_wait_ms: int, linger_ms: float,
+                     stored: Sequence[int] = (0,)) -> dict[str, Any]:
+    """One produce-and-consume hop per partition count and stored batch count, each on
+    a topic of its own, on a broker of its own."""
     with _own_broker() as (bootstrap, broker, threads):
-        runs = [_measure_hop(bootstrap, broker, n, rate, seconds, fetch_wait_ms, linger_ms)
-                for n in partitions]
+        runs = [_measure_hop(bootstrap, broker, n, rate, seconds, fetch_wait_ms, linger_ms, k)
+                for n in partitions for k in stored]
     return {"rate": rate, "seconds": seconds, "fetch_wait_ms": fetch_wait_ms,
             "linger_ms": linger_ms, "cores": psutil.cpu_count(), "broker_threads": threads,
             "runs": runs}

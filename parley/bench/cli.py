@@ -373,27 +373,41 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
 @bench.command()
 @click.option("--partitions", default="1,2,4,12", show_default=True,
               help="Comma-separated partition counts to measure.")
+@click.option("--stored", default="0", show_default=True,
+              help="Comma-separated counts of one-record batches already stored in each "
+                   "partition before a hop is measured (what a long-running broker holds).")
 @click.option("--rate", default=2000.0, show_default=True, help="Messages per second produced.")
 @click.option("--seconds", default=5.0, show_default=True, help="How long to measure each phase.")
 @click.option("--linger-ms", default=2.0, show_default=True, help="The producer's linger.ms.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def broker(partitions: str, rate: float, seconds: float, linger_ms: float, as_json: bool) -> None:
-    """The broker's CPU for one hop (produce + consume), by partition count (own Tansu)."""
+def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms: float,
+           as_json: bool) -> None:
+    """The broker's CPU for one hop (produce + consume), by partition count and by what
+    each partition already stores (own Tansu)."""
     from parley.bench.broker import run_broker_bench
     from parley.settings import Settings
 
-    try:
-        counts = [int(p) for p in partitions.split(",") if p.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"not a list of integers: {partitions!r}") from exc
-    if not counts or min(counts) < 1:
-        raise click.BadParameter("give at least one partition count, each >= 1")
+    counts = _int_list(partitions, "--partitions", minimum=1)
+    fills = _int_list(stored, "--stored", minimum=0)
     settings = Settings.from_env()
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
-        result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms, linger_ms)
+        result = run_broker_bench(counts, rate, seconds, settings.fetch_max_wait_ms, linger_ms,
+                                  fills)
     _emit(result, as_json, [
-        f"{r['partitions']:>3} partitions: idle {r['idle_cpu_util']:.3f} core; "
+        f"{r['partitions']:>3} partitions, {r['stored_batches_per_partition']:>6} batches "
+        f"stored in each: idle {r['idle_cpu_util']:.3f} core; "
         f"at {rate:g} msg/s {r['cpu_util']:.3f} core, {r['cpu_us_per_msg']} us/msg"
         for r in result["runs"]
     ])
+
+
+def _int_list(text: str, option: str, *, minimum: int) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"not a list of integers: {text!r}", param_hint=option) from exc
+    if not values or min(values) < minimum:
+        raise click.BadParameter(f"give at least one count, each >= {minimum}",
+                                 param_hint=option)
+    return values

@@ -132,9 +132,18 @@ def test_kb(run_bench: Any, tmp_path: Path) -> None:
 
 
 def test_broker(run_bench: Any) -> None:
-    out = run_bench("broker", "--partitions", "1,3", "--rate", "200", "--seconds", "1")
-    assert [r["partitions"] for r in out["runs"]] == [1, 3]
+    out = run_bench("broker", "--partitions", "1,3", "--stored", "0,300", "--rate", "200",
+                    "--seconds", "1")
+    assert [(r["partitions"], r["stored_batches_per_partition"]) for r in out["runs"]] == [
+        (1, 0), (1, 300), (3, 0), (3, 300)]
     assert out["broker_threads"] >= 1
     for run in out["runs"]:
+        # Only what the hop produced is read back: the stored batches lie before it.
         assert run["sent"] >= 150 and run["consumed"] == run["sent"]
         assert run["cpu_util"] > 0 and run["cpu_us_per_msg"] > 0 and run["idle_cpu_util"] >= 0
+
+
+@pytest.mark.parametrize("args", [["--stored", "0,-1"], ["--stored", "a"], ["--partitions", "0"]])
+def test_broker_rejects_a_bad_count(args: list[str]) -> None:
+    result = CliRunner().invoke(bench, ["broker", *args])
+    assert result.exit_code == 2 and args[0] in result.output
