@@ -3,7 +3,10 @@
 A background thread samples every process's RSS (keeping the peak) and takes
 CPU-time snapshots at the start and end of the measurement window, so each
 process's CPU seconds and utilisation (1.0 = one core busy) cover exactly the
-steady part of a run. The machine's total CPU over the same window tells how
+steady part of a run. A window with a known end gets a third snapshot half-way,
+so each process's utilisation in the first and second half shows whether the
+run was steady (the embedded broker's is not: its fetches cost more the more it
+stores, docs/infra.md). The machine's total CPU over the same window tells how
 much the rest of the machine (other users of the cores) took.
 """
 
@@ -28,6 +31,7 @@ class _Tracked:
     rss_peak: int = 0
     rss_last: int = 0
     cpu_start: float | None = None
+    cpu_mid: float | None = None
     cpu_end: float | None = None
     alive: bool = True
 
@@ -37,6 +41,7 @@ class _Window:
     start_epoch: float = float("inf")
     end_epoch: float = float("inf")
     started: float | None = None  # monotonic time of the start snapshot
+    halfway: float | None = None
     ended: float | None = None
     machine_start: float = 0.0
     machine_end: float = 0.0
@@ -109,8 +114,16 @@ class ProcessSampler:
             and window.ended is None
             and (force_end or now >= window.end_epoch)
         )
+        take_mid = (
+            window.started is not None
+            and window.halfway is None
+            and not take_end
+            and now >= (window.start_epoch + window.end_epoch) / 2  # inf for an open end
+        )
         if take_start:
             window.started, window.machine_start = time.monotonic(), _machine_busy()
+        if take_mid:
+            window.halfway = time.monotonic()
         if take_end:
             window.ended, window.machine_end = time.monotonic(), _machine_busy()
         for tracked in self._tracked:
@@ -119,7 +132,8 @@ class ProcessSampler:
             try:
                 with tracked.process.oneshot():
                     rss = int(tracked.process.memory_info().rss)
-                    cpu = _cpu_seconds(tracked.process) if take_start or take_end else 0.0
+                    snapshot = take_start or take_mid or take_end
+                    cpu = _cpu_seconds(tracked.process) if snapshot else 0.0
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 tracked.alive = False
                 continue
@@ -127,8 +141,22 @@ class ProcessSampler:
             tracked.rss_peak = max(tracked.rss_peak, rss)
             if take_start:
                 tracked.cpu_start = cpu
+            if take_mid:
+                tracked.cpu_mid = cpu
             if take_end:
                 tracked.cpu_end = cpu
+
+    def _halves(self, tracked: _Tracked) -> list[float] | None:
+        """Utilisation in the window's first and second half, when both were sampled."""
+        w = self._window
+        if (w.started is None or w.halfway is None or w.ended is None or tracked.cpu_start is None
+                or tracked.cpu_mid is None or tracked.cpu_end is None):
+            return None
+        first, second = w.halfway - w.started, w.ended - w.halfway
+        if first <= 0 or second <= 0:
+            return None
+        return [round((tracked.cpu_mid - tracked.cpu_start) / first, 3),
+                round((tracked.cpu_end - tracked.cpu_mid) / second, 3)]
 
     def report(self) -> dict[str, Any]:
         """``{"window_s", "machine": {...}, "processes": {name: {...}}}``."""
@@ -138,7 +166,7 @@ class ProcessSampler:
             if window.started is not None and window.ended is not None
             else 0.0
         )
-        processes: dict[str, dict[str, float | int | None]] = {}
+        processes: dict[str, dict[str, Any]] = {}
         total_cpu = 0.0
         for tracked in self._tracked:
             cpu_s = None
@@ -149,6 +177,7 @@ class ProcessSampler:
                 "pid": tracked.process.pid,
                 "cpu_s": None if cpu_s is None else round(cpu_s, 2),
                 "cpu_util": None if cpu_s is None or not seconds else round(cpu_s / seconds, 3),
+                "cpu_util_halves": self._halves(tracked),
                 "rss_peak_mb": round(tracked.rss_peak / _MB, 1),
                 "rss_end_mb": round(tracked.rss_last / _MB, 1),
             }

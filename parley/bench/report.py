@@ -116,6 +116,10 @@ def _cell(value: Any) -> str:
     return "&ndash;" if value is None else html.escape(str(value))
 
 
+def _halves(value: list[float] | None) -> str:
+    return "&ndash;" if not value else " / ".join(_cell(v) for v in value)
+
+
 def _html(results: dict[str, E2EResult], output: dict[str, Any], images: list[str]) -> str:
     names = list(results)
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
@@ -133,13 +137,15 @@ def _html(results: dict[str, E2EResult], output: dict[str, Any], images: list[st
     for name in names:
         body = "".join(
             f"<tr><td>{html.escape(p)}</td><td>{_cell(v.get('cpu_s'))}</td>"
-            f"<td>{_cell(v.get('cpu_util'))}</td><td>{_cell(v.get('rss_peak_mb'))}</td></tr>"
+            f"<td>{_cell(v.get('cpu_util'))}</td><td>{_halves(v.get('cpu_util_halves'))}</td>"
+            f"<td>{_cell(v.get('rss_peak_mb'))}</td></tr>"
             for p, v in results[name].summary.get("processes", {}).items()
         )
         machine = results[name].summary.get("machine", {})
         procs += (
             f"<h3>{html.escape(name)}</h3><table><tr><th>process</th><th>CPU s</th>"
-            f"<th>CPU (cores)</th><th>peak RSS MB</th></tr>{body}</table>"
+            f"<th>CPU (cores)</th><th>first half / second half</th><th>peak RSS MB</th></tr>"
+            f"{body}</table>"
             f"<p>machine: {html.escape(json.dumps(machine))}</p>"
         )
     imgs = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)

@@ -87,6 +87,7 @@ def test_e2e_pipeline_and_inline_baseline(run_bench: Any, bench_model: Path,
     procs = out["pipeline"]["processes"]
     assert {"gateway-0", "worker-0", "loadgen-0"} <= procs.keys()
     assert all(p["rss_peak_mb"] > 0 for p in procs.values())
+    assert all(len(p["cpu_util_halves"]) == 2 for p in procs.values())  # is the run steady?
     assert "inline" in out["inline"]["processes"]
     if report is not None:
         assert (report / "index.html").is_file() and (report / "throughput.png").is_file()
