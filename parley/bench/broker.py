@@ -69,7 +69,12 @@ def _fill(bootstrap: str, topic: str, partitions: int, batches: int) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0,
                          "batch.num.messages": 1, "queue.buffering.max.messages": 1_000_000})
     for i in range(batches * partitions):
-        producer.produce(topic, partition=i % partitions, value=_VALUE)
+        while True:
+            try:
+                producer.produce(topic, partition=i % partitions, value=_VALUE)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
         if i % 1000 == 999:
             producer.poll(0)
     if producer.flush(120):
