@@ -73,6 +73,8 @@ class E2EResult:
     latencies_ms: list[float]
     timeline: dict[str, list[float]]
     connect: list[ConnectReport] = field(default_factory=list)
+    #: each process's CPU (cores) about once a second: ProcessSampler.cpu_timeline()
+    cpu_timeline: dict[str, list[float]] = field(default_factory=dict)
 
 
 def run_load(
@@ -119,6 +121,7 @@ def run_load(
     usage = sampler.report()
     result.summary.update(cpu_per_message(usage["processes"], result.summary, usage["machine"]))
     result.summary["processes"] = usage["processes"]
+    result.cpu_timeline = sampler.cpu_timeline()
     result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
     if extra:
         result.summary.update(extra)

@@ -12,6 +12,7 @@ much the rest of the machine (other users of the cores) took.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class _Tracked:
     cpu_mid: float | None = None
     cpu_end: float | None = None
     alive: bool = True
+    #: (monotonic time, CPU seconds) about once a second through the window
+    cpu_points: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class _Window:
     end_epoch: float = float("inf")
     started: float | None = None  # monotonic time of the start snapshot
     halfway: float | None = None
+    next_point: float = 0.0  # monotonic time of the next CPU point
     ended: float | None = None
     machine_start: float = 0.0
     machine_end: float = 0.0
@@ -61,8 +65,9 @@ def _machine_busy() -> float:
 class ProcessSampler:
     """Samples named processes until :meth:`stop`; :meth:`report` gives the figures."""
 
-    def __init__(self, interval: float = 0.25) -> None:
+    def __init__(self, interval: float = 0.25, point_interval: float = 1.0) -> None:
         self.interval = interval
+        self.point_interval = point_interval
         self._tracked: list[_Tracked] = []
         self._lock = threading.Lock()
         self._window = _Window()
@@ -126,13 +131,19 @@ class ProcessSampler:
             window.halfway = time.monotonic()
         if take_end:
             window.ended, window.machine_end = time.monotonic(), _machine_busy()
+        mono = time.monotonic()
+        take_point = window.started is not None and (
+            take_start or take_end or (window.ended is None and mono >= window.next_point)
+        )
+        if take_point:
+            window.next_point = mono + self.point_interval
         for tracked in self._tracked:
             if not tracked.alive:
                 continue
             try:
                 with tracked.process.oneshot():
                     rss = int(tracked.process.memory_info().rss)
-                    snapshot = take_start or take_mid or take_end
+                    snapshot = take_start or take_mid or take_end or take_point
                     cpu = _cpu_seconds(tracked.process) if snapshot else 0.0
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 tracked.alive = False
@@ -145,6 +156,26 @@ class ProcessSampler:
                 tracked.cpu_mid = cpu
             if take_end:
                 tracked.cpu_end = cpu
+            if take_point:
+                tracked.cpu_points.append((mono, cpu))
+
+    def cpu_timeline(self) -> dict[str, list[float]]:
+        """Each process's utilisation over the window, about one point a second:
+        ``{"second": [...], name: [...], ...}`` (seconds since the window began, at
+        the middle of each interval); processes that died early are left out."""
+        started = self._window.started
+        longest = max((len(t.cpu_points) for t in self._tracked), default=0)
+        series = [t for t in self._tracked if len(t.cpu_points) == longest]
+        if started is None or longest < 2:
+            return {}
+        ref = series[0].cpu_points
+        timeline = {"second": [round((a + b) / 2 - started, 2)
+                               for (a, _), (b, _) in itertools.pairwise(ref)]}
+        for tracked in series:
+            pairs = itertools.pairwise(tracked.cpu_points)
+            timeline[tracked.name] = [round((c2 - c1) / (t2 - t1), 3) if t2 > t1 else 0.0
+                                      for (t1, c1), (t2, c2) in pairs]
+        return timeline
 
     def _halves(self, tracked: _Tracked) -> list[float] | None:
         """Utilisation in the window's first and second half, when both were sampled."""

@@ -1,4 +1,5 @@
-"""``--report DIR``: an HTML page with latency histograms and throughput plots.
+"""``--report DIR``: an HTML page with latency histograms, throughput, latency and
+each process's CPU over time.
 
 Plots are PNG files drawn with matplotlib (the optional ``bench`` extra:
 ``pip install matplotlib``); :func:`check_plotting` fails at start-up, before a
@@ -45,6 +46,7 @@ def write_report(directory: Path, results: dict[str, E2EResult], output: dict[st
         _histogram(directory / "latency_histogram.png", results),
         _throughput(directory / "throughput.png", results),
         _latency_over_time(directory / "latency_over_time.png", results),
+        _cpu_over_time(directory / "cpu_over_time.png", results),
     ]
     page = directory / "index.html"
     page.write_text(_html(results, output, images), encoding="utf-8")
@@ -114,6 +116,26 @@ def _cell(value: Any) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "&ndash;"
     return "&ndash;" if value is None else html.escape(str(value))
+
+
+def _cpu_over_time(path: Path, results: dict[str, E2EResult]) -> str:
+    """Cores used by each process, second by second; the Redis nodes as one line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, result in results.items():
+        series = dict(result.cpu_timeline)
+        seconds = series.pop("second", [])
+        redis = [values for proc, values in series.items() if proc.startswith("redis")]
+        lines = {proc: values for proc, values in series.items()
+                 if not proc.startswith(("redis", "bench"))}
+        if redis:
+            lines[f"redis ({len(redis)} nodes)"] = [sum(v) for v in zip(*redis, strict=True)]
+        for proc, values in lines.items():
+            ax.plot(seconds, values, label=f"{name}: {proc}")
+    ax.set_ylim(bottom=0)
+    return _finish(fig, ax, path, "seconds since the steady window began",
+                   "CPU (cores)", "CPU of each process over time")
 
 
 def _halves(value: list[float] | None) -> str:

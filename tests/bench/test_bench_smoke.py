@@ -91,6 +91,7 @@ def test_e2e_pipeline_and_inline_baseline(run_bench: Any, bench_model: Path,
     assert "inline" in out["inline"]["processes"]
     if report is not None:
         assert (report / "index.html").is_file() and (report / "throughput.png").is_file()
+        assert (report / "cpu_over_time.png").is_file()
 
 
 def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:

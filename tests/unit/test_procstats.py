@@ -40,3 +40,22 @@ def test_an_open_window_has_no_halves() -> None:
     sampler.stop()
     me = sampler.report()["processes"]["me"]
     assert me["cpu_util_halves"] is None and me["cpu_util"] is not None
+
+
+def test_the_timeline_follows_the_process_second_by_second() -> None:
+    sampler = ProcessSampler(interval=0.02, point_interval=0.2)
+    sampler.add("me", os.getpid())
+    start = time.time() + 0.05
+    sampler.set_window(start, start + 1.6)
+    sampler.start()
+    time.sleep(start + 0.8 - time.time())  # idle for the first half
+    _spin_for(0.7)
+    time.sleep(max(0.0, start + 1.7 - time.time()))
+    sampler.stop()
+    timeline = sampler.cpu_timeline()
+    seconds, me = timeline["second"], timeline["me"]
+    assert len(seconds) == len(me) >= 6
+    assert seconds == sorted(seconds) and 0 < seconds[0] < seconds[-1] < 1.7
+    early = [u for t, u in zip(seconds, me, strict=True) if t < 0.6]
+    late = [u for t, u in zip(seconds, me, strict=True) if 0.9 < t < 1.4]
+    assert early and late and max(early) < 0.3 and min(late) > 0.6
