@@ -121,8 +121,8 @@ def run_load(
     usage = sampler.report()
     result.summary.update(cpu_per_message(usage["processes"], result.summary, usage["machine"]))
     result.summary["processes"] = usage["processes"]
-    result.cpu_timeline = sampler.cpu_timeline()
     result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
+    result.cpu_timeline = sampler.cpu_timeline()
     if extra:
         result.summary.update(extra)
     if profiler is not None:

@@ -125,25 +125,25 @@ class ProcessSampler:
             and not take_end
             and now >= (window.start_epoch + window.end_epoch) / 2  # inf for an open end
         )
-        if take_start:
-            window.started, window.machine_start = time.monotonic(), _machine_busy()
-        if take_mid:
-            window.halfway = time.monotonic()
-        if take_end:
-            window.ended, window.machine_end = time.monotonic(), _machine_busy()
         mono = time.monotonic()
+        if take_start:
+            window.started, window.machine_start = mono, _machine_busy()
+        if take_mid:
+            window.halfway = mono
+        if take_end:
+            window.ended, window.machine_end = mono, _machine_busy()
         take_point = window.started is not None and (
             take_start or take_end or (window.ended is None and mono >= window.next_point)
         )
         if take_point:
             window.next_point = mono + self.point_interval
+        snapshot = take_mid or take_point  # a point is taken at the start and the end too
         for tracked in self._tracked:
             if not tracked.alive:
                 continue
             try:
                 with tracked.process.oneshot():
                     rss = int(tracked.process.memory_info().rss)
-                    snapshot = take_start or take_mid or take_end or take_point
                     cpu = _cpu_seconds(tracked.process) if snapshot else 0.0
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 tracked.alive = False

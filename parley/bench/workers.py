@@ -53,7 +53,7 @@ class WorkerBenchOptions:
 
 
 def _backlog(options: WorkerBenchOptions, script: ConversationScript,
-            run_id: str) -> list[tuple[str, dict[str, Any]]]:
+             run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """``(conversation id, ChatMessage)`` for every message, in the order produced."""
     now_ms = int(time.time() * 1000)
     events = []
