@@ -45,7 +45,9 @@ def node_process(
     server: str, host: str, port: int, bus_port: int, data_dir: Path, log_path: Path
 ) -> ServiceProcess:
     """A cluster-enabled node with no persistence, its folder emptied first."""
-    node_dir = data_dir / str(port)
+    # Absolute: the node changes into --dir before it opens --cluster-config-file, so a
+    # relative path (the default data dir is ".parley") would be resolved from inside it.
+    node_dir = (data_dir / str(port)).absolute()
     shutil.rmtree(node_dir, ignore_errors=True)
     node_dir.mkdir(parents=True)
     argv = [
