@@ -4,8 +4,9 @@ One ``Gateway`` per process. It serves ``/ws`` (the frame protocol in
 gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics`` and the web chat
 page at ``/``. Each accepted message gets an ``event_id`` and a per-conversation
 sequence number (Redis INCR, so it stays monotonic across gateways and
-reconnects), is produced to ``chat.inbound`` keyed by conversation id, and is
-acknowledged to the client once the broker holds it.
+reconnects; asked in batches, gateway/sequences.py), is produced to
+``chat.inbound`` keyed by conversation id, and is acknowledged to the client
+once the broker holds it.
 
 Replies: every gateway follows every partition of ``chat.outbound`` and writes
 each reply to the sockets it holds for that conversation. A socket remembers the
@@ -52,6 +53,7 @@ from gateway.protocol import (
     reply_frame,
     welcome_frame,
 )
+from gateway.sequences import InboundSequences
 from parley.errors import DecodeError
 from parley.settings import Settings
 from streams.codecs import codec_for
@@ -130,6 +132,7 @@ class Gateway:
         self.store = ConversationStore(
             self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         )
+        self.sequences = InboundSequences(self.store)
         self.producer = InboundProducer(settings.kafka_bootstrap,
                                         linger_ms=settings.gateway_linger_ms,
                                         client_id=f"gw-{self.id}")
@@ -214,6 +217,7 @@ class Gateway:
                 task.cancel()
             if unsettled:
                 await asyncio.wait(unsettled)
+        await self.sequences.close()
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -344,7 +348,7 @@ class Gateway:
             ))  # fmt: skip
             return
         try:
-            seq = await self.store.next_inbound_seq(keys)
+            seq = await self.sequences.next(keys)
         except REDIS_UNAVAILABLE as exc:
             self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("redis").inc()

@@ -189,11 +189,23 @@ class ConversationStore:
         found = await self.redis.zrangebyscore(keys.outbox, f"({seq}", "+inf", start=0, num=limit)
         return cast(list[bytes], found)
 
-    async def next_inbound_seq(self, keys: ConversationKeys) -> int:
-        seq: int = await self.redis.incr(keys.inbound_seq)
-        if seq == 1:
-            await self.redis.expire(keys.inbound_seq, self.ttl_s)
-        return seq
+    async def next_inbound_seqs(self, conversations: Sequence[ConversationKeys]) -> list[int]:
+        """The next inbound sequence number of each conversation, in order: a conversation
+        named twice gets two consecutive numbers. A new counter lives as long as a session."""
+        if len(conversations) == 1:  # the cluster pipeline costs half as much again for one
+            seqs = [await self.redis.incr(conversations[0].inbound_seq)]
+        else:
+            pipe = self.redis.pipeline()
+            for keys in conversations:
+                pipe.incr(keys.inbound_seq)
+            seqs = await pipe.execute()
+        started = [keys for keys, seq in zip(conversations, seqs, strict=True) if seq == 1]
+        if started:
+            pipe = self.redis.pipeline()
+            for keys in started:
+                pipe.expire(keys.inbound_seq, self.ttl_s)
+            await pipe.execute()
+        return [int(seq) for seq in seqs]
 
     async def erase(self, conversations: Iterable[ConversationKeys]) -> int:
         """Delete every key of the given conversations; returns keys removed."""

@@ -35,7 +35,7 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         **os.environ,
         # Relative, as the default (".parley") is: nothing may depend on the data dir
         # being absolute.
-        "PARLEY_DATA_DIR": os.path.relpath(tmp_path),
+        "PARLEY_DATA_DIR": os.path.relpath(tmp_path),  # noqa: ASYNC240 (no I/O: getcwd)
         "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
         "PARLEY_REDIS_NODES": f"127.0.0.1:{redis}",
         "PARLEY_GATEWAY_PORT": str(gateway),

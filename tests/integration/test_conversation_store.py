@@ -83,14 +83,16 @@ async def test_unproduced_replies_are_the_range_after_produced_seq(
 async def test_inbound_sequence_is_per_conversation(redis_bytes: RedisCluster) -> None:
     store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
     a, b = conversation(), conversation()
-    assert [await store.next_inbound_seq(a) for _ in range(3)] == [1, 2, 3]
-    assert await store.next_inbound_seq(b) == 1
+    assert [await store.next_inbound_seqs([a]) for _ in range(2)] == [[1], [2]]
+    # One pipeline: a conversation named twice gets consecutive numbers, in order.
+    assert await store.next_inbound_seqs([a, b, a]) == [3, 1, 4]
+    assert 0 < await redis_bytes.ttl(b.inbound_seq) <= 60, "a new counter lives as a session"
 
 
 async def test_erase_removes_every_key(redis_bytes: RedisCluster) -> None:
     store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
     keys = conversation()
     await store.apply([turn(keys, 1)])
-    await store.next_inbound_seq(keys)
+    await store.next_inbound_seqs([keys])
     assert await store.erase([keys]) == 4
     assert await redis_bytes.exists(*keys.all()) == 0

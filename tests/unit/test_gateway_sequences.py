@@ -1,0 +1,107 @@
+"""InboundSequences batches the numbers asked for while a request is at Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.sequences import InboundSequences
+from streams.keys import ConversationKeys
+from streams.state import ConversationStore
+
+pytestmark = pytest.mark.asyncio
+
+
+class SlowStore:
+    """Counters in a dict; each request waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[ConversationKeys] = Counter()
+        self.requests: list[list[ConversationKeys]] = []
+        self.release = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def next_inbound_seqs(self, conversations: Sequence[ConversationKeys]) -> list[int]:
+        self.requests.append(list(conversations))
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        seqs = []
+        for keys in conversations:
+            self.counters[keys] += 1
+            seqs.append(self.counters[keys])
+        return seqs
+
+
+def sequences(store: SlowStore) -> InboundSequences:
+    return InboundSequences(cast(ConversationStore, store))
+
+
+A, B = ConversationKeys("t", "a"), ConversationKeys("t", "b")
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_message_goes_at_once_and_later_ones_wait_for_one_request() -> None:
+    store = SlowStore()
+    seqs = sequences(store)
+    first = asyncio.create_task(seqs.next(A))
+    await settle()
+    assert store.requests == [[A]]  # nothing to wait for: sent on its own
+    later = [asyncio.create_task(seqs.next(k)) for k in (B, A, B, A)]
+    await settle()
+    assert store.requests == [[A]], "nothing more is sent while a request is at Redis"
+    store.release.set()
+    assert await first == 1
+    assert [await t for t in later] == [1, 2, 2, 3]  # in the order they asked, per conversation
+    assert store.requests == [[A], [B, A, B, A]]
+    await seqs.close()
+
+
+async def test_a_failed_request_fails_its_batch_and_the_next_one_is_asked_again() -> None:
+    store = SlowStore()
+    seqs = sequences(store)
+    store.fail = RedisConnectionError("down")
+    batch = [asyncio.create_task(seqs.next(k)) for k in (A, B)]
+    store.release.set()
+    for task in batch:
+        with pytest.raises(RedisConnectionError):
+            await task
+    store.fail = None
+    assert await seqs.next(A) == 1
+
+
+async def test_a_waiter_that_gives_up_does_not_hold_up_the_others() -> None:
+    store = SlowStore()
+    seqs = sequences(store)
+    first = asyncio.create_task(seqs.next(A))
+    await settle()
+    gone, stays = asyncio.create_task(seqs.next(B)), asyncio.create_task(seqs.next(A))
+    await settle()
+    gone.cancel()  # its socket closed
+    store.release.set()
+    assert (await first, await stays) == (1, 2)
+    assert gone.cancelled()
+
+
+async def test_closing_waits_for_the_request_at_redis() -> None:
+    store = SlowStore()
+    seqs = sequences(store)
+    asked = asyncio.create_task(seqs.next(A))
+    await settle()
+    closing = asyncio.create_task(seqs.close())
+    await settle()
+    assert not closing.done()
+    store.release.set()
+    await closing
+    assert asked.done() and await asked == 1
+
+
