@@ -52,7 +52,26 @@ def _gateway(deployment: Deployment) -> tuple[str, psutil.Process | None]:
     return "", None
 
 
-def _full_collections(ws_url: str) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _FullCollections:
+    """The gateway's full collections so far: how many, their seconds, and the
+    cumulative count per upper bound of ``parley_gc_pause_seconds``' buckets."""
+
+    count: int
+    total_s: float
+    buckets: tuple[tuple[float, int], ...]
+
+    def since(self, earlier: _FullCollections | None) -> dict[str, Any]:
+        """The collections after ``earlier`` (all of them without it), summarised."""
+        before = dict(earlier.buckets) if earlier else {}
+        count = self.count - (earlier.count if earlier else 0)
+        total = self.total_s - (earlier.total_s if earlier else 0.0)
+        longest = next((le for le, n in self.buckets if n - before.get(le, 0) >= count), None)
+        return {"count": count, "total_s": round(total, 3),
+                "longest_at_most_s": longest if count else 0.0}
+
+
+def _full_collections(ws_url: str) -> _FullCollections | None:
     """The gateway's full collections so far, read from its ``parley_gc_pause_seconds``."""
     url = f"http://{urlsplit(ws_url).netloc}/metrics"
     try:
@@ -60,7 +79,7 @@ def _full_collections(ws_url: str) -> dict[str, Any] | None:
             text = response.read().decode()
     except OSError:
         return None  # a gateway that is not Parley's, or gone
-    count, total, buckets = 0.0, 0.0, []
+    count, total, buckets = 0, 0.0, []
     for family in text_string_to_metric_families(text):
         if family.name != "parley_gc_pause_seconds":
             continue
@@ -68,14 +87,12 @@ def _full_collections(ws_url: str) -> dict[str, Any] | None:
             if sample.labels.get("generation") != "2":
                 continue
             if sample.name.endswith("_count"):
-                count = sample.value
+                count = int(sample.value)
             elif sample.name.endswith("_sum"):
                 total = sample.value
             elif sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-    longest = next((le for le, n in sorted(buckets) if n >= count), None)
-    return {"count": int(count), "total_s": round(total, 3),
-            "longest_at_most_s": longest if count else 0.0}
+                buckets.append((float(sample.labels["le"]), int(sample.value)))
+    return _FullCollections(count, total, tuple(sorted(buckets)))
 
 
 def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2EResult:
@@ -85,8 +102,11 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
     name, gateway = _gateway(deployment)
     rss_before = gateway.memory_info().rss if gateway is not None else 0
 
+    connected_gc: list[_FullCollections | None] = []
+
     def measure() -> dict[str, Any]:
         time.sleep(options.settle_s)
+        connected_gc.append(_full_collections(deployment.ws_urls[0]))
         if gateway is None:
             return {"gateway_rss_before_mb": None, "gateway_rss_connected_mb": None}
         rss = gateway.memory_info().rss
@@ -129,9 +149,20 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
         "rtt_ms_p99": s["latency_ms_p99"],
         "rtt_ms_max": s["latency_ms_max"],
         "idle_sessions_open_at_end": s["idle_sessions_open_at_end"],
-        "gateway_full_gc": _full_collections(deployment.ws_urls[0]),
+        **_gc_by_phase(_full_collections(deployment.ws_urls[0]),
+                       connected_gc[0] if connected_gc else None),
         **{k: s[k] for k in ("sent", "acked", "replied", "lost", "unacked", "duplicated",
                              "errors", "errors_by_kind", "target", "deployment", "processes",
                              "machine")},
     }  # fmt: skip
     return result
+
+
+def _gc_by_phase(end: _FullCollections | None,
+                 connected: _FullCollections | None) -> dict[str, Any]:
+    """``gateway_full_gc`` over the run and ``gateway_full_gc_active`` after the sessions
+    connected: those are the ones the active sessions' round trips can wait through."""
+    if end is None:
+        return {"gateway_full_gc": None, "gateway_full_gc_active": None}
+    return {"gateway_full_gc": end.since(None),
+            "gateway_full_gc_active": end.since(connected) if connected else None}

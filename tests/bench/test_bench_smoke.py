@@ -106,6 +106,8 @@ def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
     assert out["rtt_ms_p99"] is not None
     full_gc = out["gateway_full_gc"]  # read from the gateway's parley_gc_pause_seconds
     assert full_gc["count"] >= 0 and full_gc["total_s"] >= 0
+    active_gc = out["gateway_full_gc_active"]  # those after the sessions connected
+    assert 0 <= active_gc["count"] <= full_gc["count"]
 
 
 def test_worker(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:

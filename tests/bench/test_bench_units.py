@@ -124,3 +124,15 @@ def test_py_spy_is_found_beside_the_interpreter_without_path(
     """``.venv/bin/parley bench e2e --profile`` works with the venv off ``PATH``."""
     monkeypatch.setenv("PATH", "")
     assert Path(check_profiler()) == Path(sys.executable).parent / "py-spy"
+
+
+def test_full_collections_of_the_active_phase_are_those_after_connecting() -> None:
+    from parley.bench.connections import _FullCollections
+
+    buckets = (0.01, 0.05, 0.1, 0.5, math.inf)
+    # Connecting: three collections, the longest under 0.5 s. Then one more, under 0.05 s.
+    connected = _FullCollections(3, 0.9, tuple(zip(buckets, (0, 0, 1, 3, 3), strict=True)))
+    end = _FullCollections(4, 0.93, tuple(zip(buckets, (0, 1, 2, 4, 4), strict=True)))
+    assert end.since(None) == {"count": 4, "total_s": 0.93, "longest_at_most_s": 0.5}
+    assert end.since(connected) == {"count": 1, "total_s": 0.03, "longest_at_most_s": 0.05}
+    assert connected.since(connected) == {"count": 0, "total_s": 0.0, "longest_at_most_s": 0.0}
