@@ -52,7 +52,8 @@ class PortInUseError(InfraError):
     def __str__(self) -> str:
         return (
             f"port {self.port} needed by {self.service} is already in use; stop what holds it "
-            f"(e.g. `parley infra down`, or `ss -ltnp 'sport = :{self.port}'` to find it)"
+            f"(`ss -ltnp 'sport = :{self.port}'` finds it; embedded infrastructure left "
+            f"running stops with `parley infra down`)"
         )
 
 

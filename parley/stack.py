@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.ports import find_free_ports
+from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
 from parley.errors import InfraError
 from parley.settings import Settings
@@ -173,6 +173,9 @@ class Stack:
             port = find_free_ports(1)[0]
         name = name or f"gateway-{port}"
         host = self.settings.gateway_host
+        # Before spawning: a second `parley up` would otherwise find the first one's
+        # gateway answering /readyz on this port while its own had failed to bind it.
+        check_ports_free(host, [(f"{name} (PARLEY_GATEWAY_PORT)", port)])
         return self.spawn(name, ["gateway", "--port", str(port), "--id", name],
                            f"http://{host}:{port}/readyz", {})
 
@@ -186,6 +189,8 @@ class Stack:
             first = not any(c.name.startswith("worker") for c in self.children)
             web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
         name = name or f"worker-{web_port}"
+        check_ports_free(self.settings.worker_web_host,
+                         [(f"{name} (PARLEY_WORKER_WEB_PORT)", web_port)])
         return self.spawn(name, ["worker", "--web-port", str(web_port)],
                            f"http://127.0.0.1:{web_port}/readyz", env)
 

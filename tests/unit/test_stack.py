@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from parley.errors import PortInUseError
 from parley.settings import Settings
 from parley.stack import ChildProcess, Stack
 
@@ -29,3 +31,23 @@ def test_a_gateway_on_port_0_listens_on_a_free_port_its_readiness_url_names(
     assert port != 0
     assert gateway.ready_url == f"http://127.0.0.1:{port}/readyz"
     assert gateway.url == f"http://127.0.0.1:{port}/"
+
+
+def test_a_gateway_or_worker_port_already_taken_is_an_error_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second `parley up` must not mistake the first one's gateway for its own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(Settings.from_env({}, gateway_port=port, worker_web_port=port,
+                                        data_dir=tmp_path))
+        stack.model_dir = tmp_path  # no model to prepare
+        monkeypatch.setattr(stack, "prepare_knowledge", lambda: None)
+        monkeypatch.setattr(stack, "spawn", lambda *a, **k: pytest.fail("spawned"))
+        with pytest.raises(PortInUseError, match=f"port {port} needed by gateway-{port} "
+                                                  r"\(PARLEY_GATEWAY_PORT\)"):
+            stack.start_gateway()
+        with pytest.raises(PortInUseError, match=r"\(PARLEY_WORKER_WEB_PORT\)"):
+            stack.start_worker()
