@@ -102,11 +102,11 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
     name, gateway = _gateway(deployment)
     rss_before = gateway.memory_info().rss if gateway is not None else 0
 
-    connected_gc: list[_FullCollections | None] = []
+    gc_at: dict[str, _FullCollections | None] = {}  # "connected", "loaded"
 
     def measure() -> dict[str, Any]:
         time.sleep(options.settle_s)
-        connected_gc.append(_full_collections(deployment.ws_urls[0]))
+        gc_at["connected"] = _full_collections(deployment.ws_urls[0])
         if gateway is None:
             return {"gateway_rss_before_mb": None, "gateway_rss_connected_mb": None}
         rss = gateway.memory_info().rss
@@ -126,7 +126,11 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
         idle=options.clients - active,
         script=load_script(),
     )
-    result = run_load(deployment, e2e, between_phases=measure)
+    def after_load() -> dict[str, Any]:
+        gc_at["loaded"] = _full_collections(deployment.ws_urls[0])
+        return {}
+
+    result = run_load(deployment, e2e, between_phases=measure, after_load=after_load)
     s = result.summary
     delta = s.pop("_rss_delta", None)
     connected = s["connect"]["sessions"]
@@ -149,8 +153,9 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
         "rtt_ms_p99": s["latency_ms_p99"],
         "rtt_ms_max": s["latency_ms_max"],
         "idle_sessions_open_at_end": s["idle_sessions_open_at_end"],
-        **_gc_by_phase(_full_collections(deployment.ws_urls[0]),
-                       connected_gc[0] if connected_gc else None),
+        **_gc_by_phase(_full_collections(deployment.ws_urls[0]), gc_at.get("connected"),
+                       gc_at.get("loaded")),
+        "loadgen_full_gc": s["loadgen_full_gc"],
         **{k: s[k] for k in ("sent", "acked", "replied", "lost", "unacked", "duplicated",
                              "errors", "errors_by_kind", "target", "deployment", "processes",
                              "machine")},
@@ -158,11 +163,10 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
     return result
 
 
-def _gc_by_phase(end: _FullCollections | None,
-                 connected: _FullCollections | None) -> dict[str, Any]:
-    """``gateway_full_gc`` over the run and ``gateway_full_gc_active`` after the sessions
-    connected: those are the ones the active sessions' round trips can wait through."""
-    if end is None:
-        return {"gateway_full_gc": None, "gateway_full_gc_active": None}
-    return {"gateway_full_gc": end.since(None),
-            "gateway_full_gc_active": end.since(connected) if connected else None}
+def _gc_by_phase(end: _FullCollections | None, connected: _FullCollections | None,
+                 loaded: _FullCollections | None) -> dict[str, Any]:
+    """``gateway_full_gc`` over the whole run (closing the sessions included) and
+    ``gateway_full_gc_active`` between the sessions connecting and the load's end:
+    the ones the active sessions' round trips can have waited through."""
+    return {"gateway_full_gc": end.since(None) if end else None,
+            "gateway_full_gc_active": loaded.since(connected) if loaded and connected else None}

@@ -82,13 +82,15 @@ def run_load(
     options: E2EOptions,
     between_phases: Callable[[], dict[str, Any]] | None = None,
     profile_dir: Path | None = None,
+    after_load: Callable[[], dict[str, Any]] | None = None,
 ) -> E2EResult:
     """Connect every session, run the schedule, drain, summarise.
 
     ``between_phases`` is called once every session is open and before the first
-    message (the connections benchmark measures the gateway there); what it
-    returns is merged into the summary. With ``profile_dir``, the gateway, worker
-    and inline processes are sampled with py-spy during the steady window.
+    message (the connections benchmark measures the gateway there), ``after_load``
+    once the load is drained and before the sessions close; what they return is
+    merged into the summary. With ``profile_dir``, the gateway, worker and inline
+    processes are sampled with py-spy during the steady window.
     """
     plans = split_plan(
         options.clients_procs, options.conversations, options.idle,
@@ -113,6 +115,9 @@ def run_load(
                 profiler.schedule(start_at + options.warmup_s, options.duration - options.warmup_s)
             generator.go(start_at)
             results = generator.results(timeout=options.duration + options.drain_timeout + 120)
+            if after_load is not None:
+                extra = {**(extra or {}), **after_load()}
+            generator.release()
         finally:
             sampler.stop()
     result = summarize(results, reports, options)
@@ -210,6 +215,13 @@ class _Tally:
                 self.latency_by_second.setdefault(int(sched), []).append(latency)
 
 
+def _pauses_summary(pauses: list[float]) -> dict[str, Any]:
+    """The load processes' own full collections during the load (their pauses delay
+    sends and reads alike, so a long one shows up as latency of the system)."""
+    return {"count": len(pauses), "total_s": round(sum(pauses), 3),
+            "max_s": round(max(pauses, default=0.0), 3)}
+
+
 def summarize(
     results: list[LoadResult], reports: list[ConnectReport], options: E2EOptions
 ) -> E2EResult:
@@ -262,6 +274,7 @@ def summarize(
         },
         "idle_sessions": sum(r.idle_total for r in results),
         "idle_sessions_open_at_end": sum(r.idle_open_at_end for r in results),
+        "loadgen_full_gc": _pauses_summary([p for r in results for p in r.full_gc_pauses]),
     }
     until = max([duration, *sent_times, *reply_times])
     seconds = range(math.ceil(until))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -25,7 +26,7 @@ import queue
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -47,6 +48,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["ConnectReport", "LoadGenerator", "LoadPlan", "LoadResult", "split_plan"]
 
 NAN = math.nan
+#: How long a load process keeps its sessions open after the load for the parent's
+#: measurements, if it is never released.
+_RELEASE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     idle_open_at_end: int = 0
     idle_total: int = 0
+    full_gc_pauses: list[float] = field(default_factory=list)  # s, while it ran the load
 
 
 class _Conversation:
@@ -227,14 +232,16 @@ class _Client:
     # -- running -----------------------------------------------------------
 
     async def run(self, start_at: float) -> LoadResult:
-        self.t0 = time.perf_counter() + (start_at - time.time())
-        self._readers = [asyncio.create_task(self._read(conv)) for conv in self.conversations]
-        await self._send_all()
-        await self._drain()
+        """Send the schedule and wait for the answers; the sessions stay open."""
+        with _full_collections_timed(self.result.full_gc_pauses):
+            self.t0 = time.perf_counter() + (start_at - time.time())
+            self._readers = [asyncio.create_task(self._read(conv))
+                             for conv in self.conversations]
+            await self._send_all()
+            await self._drain()
         r = self.result
         r.idle_total = self.plan.idle
         r.idle_open_at_end = sum(1 for ws in self.idle if ws.protocol.close_code is None)
-        await self._close()
         r.errors = dict(self.errors)
         return r
 
@@ -322,7 +329,7 @@ class _Client:
             if not self._closing:
                 self.errors["connection_closed"] += 1
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         self._closing = True
         conns = [conv.ws for conv in self.conversations] + self.idle
         for start in range(0, len(conns), 500):
@@ -332,6 +339,33 @@ class _Client:
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _full_collections_timed(pauses: list[float]) -> Iterator[None]:
+    """Record this process's full collections while the block runs.
+
+    A pause here delays sends and reads alike, so it would count as the system's
+    latency; at 10,000 sessions each full collection of the gateway (the same client
+    library, the same sessions) took up to half a second. A run that shows none
+    measured the system, not the load generator.
+    """
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started)
+
+    gc.callbacks.append(timed)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(timed)
 
 
 def _slot(conv: _Conversation, client_msg_id: Any, count: int) -> int | None:
@@ -346,7 +380,8 @@ def _slot(conv: _Conversation, client_msg_id: Any, count: int) -> int | None:
 
 
 def _process_main(
-    plan: LoadPlan, process: int, reports: Any, go: Any, start_at: Any, results: Any
+    plan: LoadPlan, process: int, reports: Any, go: Any, start_at: Any, results: Any,
+    release: Any,
 ) -> None:
     import uvloop
 
@@ -355,6 +390,8 @@ def _process_main(
         reports.put(await client.connect_all())
         await asyncio.to_thread(go.wait)
         results.put(await client.run(start_at.value))
+        await asyncio.to_thread(release.wait, _RELEASE_TIMEOUT_S)
+        await client.close()
 
     uvloop.run(main())
 
@@ -364,7 +401,8 @@ class LoadGenerator:
 
     ``connect()`` starts the processes and returns once every one has opened its
     sessions; ``go(start_at)`` releases them; ``results()`` collects their
-    timings. The parent can measure the system between the phases.
+    timings once the load is over, and ``release()`` lets them close their
+    sessions. The parent can measure the system between the phases.
     """
 
     def __init__(self, plans: Sequence[LoadPlan]) -> None:
@@ -373,10 +411,12 @@ class LoadGenerator:
         self._reports = ctx.Queue()
         self._results = ctx.Queue()
         self._go = ctx.Event()
+        self._release = ctx.Event()
         self._start_at = ctx.Value("d", 0.0)
         self._processes: list[SpawnProcess] = [
             ctx.Process(target=_process_main, name=f"parley-load-{i}", daemon=True,
-                        args=(plan, i, self._reports, self._go, self._start_at, self._results))
+                        args=(plan, i, self._reports, self._go, self._start_at, self._results,
+                              self._release))
             for i, plan in enumerate(self.plans)
         ]  # fmt: skip
 
@@ -396,6 +436,10 @@ class LoadGenerator:
     def results(self, timeout: float) -> list[LoadResult]:
         found: list[LoadResult] = self._collect(self._results, timeout, "finish")
         return sorted(found, key=lambda r: r.process)
+
+    def release(self) -> None:
+        """Let the processes close their sessions and end."""
+        self._release.set()
 
     def _collect(self, source: Any, timeout: float, what: str) -> list[Any]:
         found: list[Any] = []
@@ -417,7 +461,8 @@ class LoadGenerator:
         return found
 
     def close(self) -> None:
-        """Stop the processes (they end on their own after ``results()``)."""
+        """Stop the processes (they end on their own once released)."""
+        self.release()
         for process in self._processes:
             if process.pid is not None:
                 process.join(5)

@@ -89,6 +89,7 @@ def test_e2e_pipeline_and_inline_baseline(run_bench: Any, bench_model: Path,
     assert all(p["rss_peak_mb"] > 0 for p in procs.values())
     assert all(len(p["cpu_util_halves"]) == 2 for p in procs.values())  # is the run steady?
     assert "inline" in out["inline"]["processes"]
+    assert out["pipeline"]["loadgen_full_gc"]["count"] >= 0  # its own pauses, if any
     if report is not None:
         assert (report / "index.html").is_file() and (report / "throughput.png").is_file()
         assert (report / "cpu_over_time.png").is_file()
@@ -108,6 +109,7 @@ def test_connections(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
     assert full_gc["count"] >= 0 and full_gc["total_s"] >= 0
     active_gc = out["gateway_full_gc_active"]  # those after the sessions connected
     assert 0 <= active_gc["count"] <= full_gc["count"]
+    assert out["loadgen_full_gc"]["count"] >= 0
 
 
 def test_worker(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:

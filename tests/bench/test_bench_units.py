@@ -136,3 +136,18 @@ def test_full_collections_of_the_active_phase_are_those_after_connecting() -> No
     assert end.since(None) == {"count": 4, "total_s": 0.93, "longest_at_most_s": 0.5}
     assert end.since(connected) == {"count": 1, "total_s": 0.03, "longest_at_most_s": 0.05}
     assert connected.since(connected) == {"count": 0, "total_s": 0.0, "longest_at_most_s": 0.0}
+
+
+def test_the_load_process_times_its_full_collections_while_the_load_runs() -> None:
+    import gc
+
+    from parley.bench.loadgen import _full_collections_timed
+
+    pauses: list[float] = []
+    with _full_collections_timed(pauses):
+        gc.collect(1)
+        assert pauses == []  # young collections are not what it reports
+        gc.collect()
+        assert len(pauses) == 1 and 0 <= pauses[0] < 5
+    gc.collect()
+    assert len(pauses) == 1, "timed only while the load ran"
