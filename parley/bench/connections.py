@@ -126,6 +126,7 @@ def run_connections(deployment: Deployment, options: ConnectionsOptions) -> E2ER
         idle=options.clients - active,
         script=load_script(),
     )
+
     def after_load() -> dict[str, Any]:
         gc_at["loaded"] = _full_collections(deployment.ws_urls[0])
         return {}
