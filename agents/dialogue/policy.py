@@ -11,9 +11,10 @@ yields the same decision.
 
 from __future__ import annotations
 
+import functools
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,19 @@ Decision = ReplyContent | AskKnowledge
 class Response:
     templates: tuple[str, ...]
     quick_replies: tuple[str, ...] = ()
+
+    def template(self, turn: int, known: Container[str]) -> str:
+        """The turn's template among those whose every field is ``known`` ("Let me check
+        order {order_id}" only when there is an order id), taken in turn; all of them
+        when none is (the missing fields then render blank)."""
+        usable = [t for t in self.templates if all(f in known for f in _fields(t))]
+        choices = usable or self.templates
+        return choices[turn % len(choices)]
+
+
+@functools.cache
+def _fields(template: str) -> frozenset[str]:
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
 
 class _Blank(dict[str, str]):
@@ -119,9 +133,9 @@ class RuleBasedPolicy:
     def _render(
         self, response: Response, session: Session, payload: Mapping[str, Any]
     ) -> ReplyContent:
-        template = response.templates[session.turns % len(response.templates)]
         fields = _Blank({e["entity"]: e["value"] or e["text"] for e in payload["entities"]})
         fields.setdefault("text", _clip(payload["text"]))
+        template = response.template(session.turns, fields)
         rendered = string.Formatter().vformat(template, (), fields)
         return ReplyContent(rendered, response.quick_replies)
 

@@ -47,8 +47,31 @@ def test_a_known_intent_renders_its_template_with_entities(policy: RuleBasedPoli
 
 
 def test_a_missing_entity_leaves_a_blank_not_an_error(policy: RuleBasedPolicy) -> None:
+    """Only when every template needs it: see the next test."""
     reply = policy.respond(session(), understood("I lost my card", "card_lost"))
     assert reply == ReplyContent("Card  blocked.", ("Order a card",))
+
+
+def test_templates_whose_entities_are_missing_are_passed_over() -> None:
+    policy = RuleBasedPolicy({"order_status": Response((
+        "Let me check order {order_id}.", "What's the order number?", "Which order, {text}?"))})
+    no_id = understood("where is my order", "order_status")
+    assert [policy.respond(session(turns), no_id).text  # type: ignore[union-attr]
+            for turns in range(3)] == [
+        "What's the order number?", "Which order, where is my order?", "What's the order number?"]
+    with_id = understood("where is order A123", "order_status",
+                         entities=[{"entity": "order_id", "value": "A123", "text": "A123"}])
+    assert policy.respond(session(0), with_id).text == "Let me check order A123."  # type: ignore[union-attr]
+
+
+def test_every_demo_intent_can_answer_without_its_entities() -> None:
+    """So no demo reply has a blank where an entity was not found."""
+    policy = load_policy(Settings.from_env({}))
+    for intent, response in policy.responses.items():
+        for turns in range(len(response.templates)):
+            reply = policy.respond(session(turns), understood("hello there", intent))
+            if isinstance(reply, ReplyContent):
+                assert "  " not in reply.text and " ." not in reply.text, (intent, reply.text)
 
 
 @pytest.mark.parametrize("intent, oos", [("knowledge_question", False), ("card_lost", True)])
