@@ -14,7 +14,8 @@ from typing import Any
 import uvloop
 from prometheus_client import Histogram
 
-__all__ = ["GC_PAUSE", "freeze_startup_objects", "observe_gc_pauses", "run_until_signalled"]
+__all__ = ["GC_PAUSE", "freeze_startup_objects", "observe_gc_pauses", "run_until_signalled",
+           "timing_collections"]
 
 GC_PAUSE = Histogram(
     "parley_gc_pause_seconds",
@@ -24,15 +25,26 @@ GC_PAUSE = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 _pauses = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
-_started = 0.0
+
+GcCallback = Callable[[str, dict[str, Any]], None]
 
 
-def _time_collection(phase: str, info: dict[str, Any]) -> None:
-    global _started
-    if phase == "start":
-        _started = time.perf_counter()
-    else:
-        _pauses[info["generation"]].observe(time.perf_counter() - _started)
+def timing_collections(on_pause: Callable[[int, float], None]) -> GcCallback:
+    """A ``gc.callbacks`` entry that calls ``on_pause(generation, seconds)`` after every
+    collection (generation: the oldest one collected, 2 for a full collection)."""
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            on_pause(info["generation"], time.perf_counter() - started)
+
+    return callback
+
+
+_time_collection = timing_collections(lambda generation, s: _pauses[generation].observe(s))
 
 
 def observe_gc_pauses() -> None:

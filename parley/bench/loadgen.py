@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from parley.bench.script import ConversationScript
+from parley.runtime import timing_collections
 
 _loads: Callable[[str | bytes], Any]
 try:  # the generator must cost as little CPU as it can (orjson: in the bench extra)
@@ -350,17 +351,12 @@ def _full_collections_timed(pauses: list[float]) -> Iterator[None]:
     library, the same sessions) took up to half a second. A run that shows none
     measured the system, not the load generator.
     """
-    started = 0.0
 
-    def timed(phase: str, info: dict[str, Any]) -> None:
-        nonlocal started
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            started = time.perf_counter()
-        else:
-            pauses.append(time.perf_counter() - started)
+    def on_pause(generation: int, seconds: float) -> None:
+        if generation == 2:
+            pauses.append(seconds)
 
+    timed = timing_collections(on_pause)
     gc.callbacks.append(timed)
     try:
         yield
