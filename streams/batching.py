@@ -34,7 +34,13 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import ChannelT, EventT
 
-from streams.metrics import AGENT_BATCH_RETRIES, AGENT_BATCH_SECONDS, AGENT_BATCH_SIZE, AGENT_EVENTS
+from streams.metrics import (
+    AGENT_BATCH_RETRIES,
+    AGENT_BATCH_SECONDS,
+    AGENT_BATCH_SIZE,
+    AGENT_EVENT_AGE_SECONDS,
+    AGENT_EVENTS,
+)
 from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["DEPENDENCY_ERRORS", "QueuedEvents", "adaptive_batches", "process_batches",
@@ -164,6 +170,11 @@ async def process_until_done(
             return
 
 
+def oldest_timestamp(events: list[Any]) -> float:
+    """The earliest producer timestamp (Kafka CreateTime, seconds) of a batch's events."""
+    return min(event.message.timestamp for event in events)
+
+
 async def process_batches(stream: Any, max_size: int,
                           process: Callable[[list[Any]], Awaitable[None]], what: str) -> None:
     """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds.
@@ -171,7 +182,9 @@ async def process_batches(stream: Any, max_size: int,
     events_done = AGENT_EVENTS.labels(what)
     batch_size = AGENT_BATCH_SIZE.labels(what)
     batch_seconds = AGENT_BATCH_SECONDS.labels(what)
+    event_age = AGENT_EVENT_AGE_SECONDS.labels(what)
     async for events in adaptive_batches(stream, max_size):
+        event_age.observe(max(0.0, time.time() - oldest_timestamp(events)))
         began = time.perf_counter()
         await process_until_done(functools.partial(process, events), what)
         batch_seconds.observe(time.perf_counter() - began)

@@ -19,6 +19,7 @@ __all__ = [
     "AGENT_BATCH_SECONDS",
     "AGENT_BATCH_SIZE",
     "AGENT_EVENTS",
+    "AGENT_EVENT_AGE_SECONDS",
     "EVENTS_DEAD_LETTERED",
     "EVENTS_PRODUCED",
     "BatchMonitor",
@@ -33,6 +34,14 @@ AGENT_BATCH_SIZE = Histogram(
 AGENT_BATCH_SECONDS = Histogram(
     "parley_agent_batch_seconds", "Time to process a batch, retries included.", ["agent"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+AGENT_EVENT_AGE_SECONDS = Histogram(
+    "parley_agent_event_age_seconds",
+    "How old a batch's oldest event was when the agent took it: from its producer's "
+    "timestamp (Kafka CreateTime) through the broker, the fetch and the stream's queue.",
+    ["agent"],
+    buckets=(0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+             2.5, 5, 10, 30),
 )
 AGENT_BATCH_RETRIES = Counter(
     "parley_agent_batch_retries_total",

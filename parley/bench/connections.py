@@ -11,7 +11,6 @@ the gateway's full garbage collections (every session waits through them).
 from __future__ import annotations
 
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from parley.bench.deploy import Deployment
 from parley.bench.e2e import E2EOptions, E2EResult, run_load
 from parley.bench.script import load_script
+from parley.bench.stages import read_metrics
 
 __all__ = ["ConnectionsOptions", "run_connections"]
 
@@ -73,11 +73,8 @@ class _FullCollections:
 
 def _full_collections(ws_url: str) -> _FullCollections | None:
     """The gateway's full collections so far, read from its ``parley_gc_pause_seconds``."""
-    url = f"http://{urlsplit(ws_url).netloc}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
+    text = read_metrics(f"http://{urlsplit(ws_url).netloc}/metrics")
+    if text is None:
         return None  # a gateway that is not Parley's, or gone
     count, total, buckets = 0, 0.0, []
     for family in text_string_to_metric_families(text):

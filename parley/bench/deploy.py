@@ -58,6 +58,8 @@ class Deployment:
     kind: str  # "pipeline", "inline" or "external"
     ws_urls: list[str]
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
+    #: the stream workers' /metrics pages (parley.bench.stages reads them)
+    worker_metrics_urls: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,6 +241,7 @@ def pipeline_deployment(
                 kind="pipeline",
                 ws_urls=[f"ws://{_HOST}:{port}/ws" for port in ports[:gateways]],
                 processes={**{c.name: c.pid for c in [*gw, *wk]}, **infra_pids},
+                worker_metrics_urls=[f"http://{_HOST}:{port}/metrics" for port in ports[gateways:]],
                 details={
                     "gateways": gateways,
                     "workers": workers,

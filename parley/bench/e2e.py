@@ -29,6 +29,7 @@ from parley.bench.loadgen import ConnectReport, LoadGenerator, LoadResult, split
 from parley.bench.procstats import ProcessSampler
 from parley.bench.profile import Profiler
 from parley.bench.script import ConversationScript, load_script
+from parley.bench.stages import stage_totals
 from parley.bench.stats import latency_summary, per_second, rounded
 from parley.stats import percentile
 
@@ -113,8 +114,10 @@ def run_load(
             sampler.set_window(start_at + options.warmup_s, start_at + options.duration)
             if profiler is not None:
                 profiler.schedule(start_at + options.warmup_s, options.duration - options.warmup_s)
+            stages_before = stage_totals(deployment.worker_metrics_urls)
             generator.go(start_at)
             results = generator.results(timeout=options.duration + options.drain_timeout + 120)
+            stages = stage_totals(deployment.worker_metrics_urls).since(stages_before)
             if after_load is not None:
                 extra = {**(extra or {}), **after_load()}
             generator.release()
@@ -128,6 +131,8 @@ def run_load(
     result.summary["processes"] = usage["processes"]
     result.summary["machine"] = {**usage["machine"], "window_s": usage["window_s"]}
     result.cpu_timeline = sampler.cpu_timeline()
+    if deployment.worker_metrics_urls:
+        result.summary["worker_stages"] = stages
     if extra:
         result.summary.update(extra)
     if profiler is not None:

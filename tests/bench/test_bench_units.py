@@ -15,11 +15,12 @@ from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
 from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
 from parley.bench.profile import check_profiler, summarize_collapsed
 from parley.bench.script import ConversationScript, load_script
+from parley.bench.stages import StageTotals
 from parley.bench.stats import latency_summary, per_second
 
 NAN = math.nan
 MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "loadgen",
-           "procstats", "profile", "report", "script", "stats", "workers"]
+           "procstats", "profile", "report", "script", "stages", "stats", "workers"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -151,3 +152,33 @@ def test_the_load_process_times_its_full_collections_while_the_load_runs() -> No
         assert len(pauses) == 1 and 0 <= pauses[0] < 5
     gc.collect()
     assert len(pauses) == 1, "timed only while the load ran"
+
+
+def _worker_page(agent: str, batches: int, events: int, age_s: float, batch_s: float) -> str:
+    """A worker's /metrics text with the three agent histograms (sums and counts)."""
+    lines = []
+    for family, total in (("parley_agent_event_age_seconds", age_s),
+                          ("parley_agent_batch_seconds", batch_s),
+                          ("parley_agent_batch_size", events)):
+        lines += [f"# TYPE {family} histogram",
+                  f'{family}_bucket{{agent="{agent}",le="+Inf"}} {batches}',
+                  f'{family}_count{{agent="{agent}"}} {batches}',
+                  f'{family}_sum{{agent="{agent}"}} {total}']
+    lines += ["# TYPE parley_agent_events_total counter",
+              f'parley_agent_events_total{{agent="{agent}"}} {events}']
+    return "\n".join(lines) + "\n"
+
+
+def test_worker_stages_are_the_load_s_own_batches_over_every_worker() -> None:
+    before = StageTotals.parse([_worker_page("nlu", 10, 10, 0.05, 0.02)])
+    after = StageTotals.parse([  # two workers: their batches add up
+        _worker_page("nlu", 30, 50, 0.25, 0.1) + _worker_page("dialogue", 4, 8, 0.04, 0.02),
+        _worker_page("nlu", 20, 20, 0.2, 0.1),
+    ])
+    stages = after.since(before)
+    # nlu: 40 batches of 60 events since, ages 0.4 s and batches 0.18 s in all
+    assert stages["nlu"] == {"batches": 40, "events_per_batch": 1.5,
+                             "event_age_ms_mean": 10.0, "batch_ms_mean": 4.5}
+    assert stages["dialogue"] == {"batches": 4, "events_per_batch": 2.0,
+                                  "event_age_ms_mean": 10.0, "batch_ms_mean": 5.0}
+    assert after.since(after) == {}  # no batches since: no stage

@@ -327,6 +327,8 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     for agent in ("nlu", "dialogue"):
         assert samples[f'parley_agent_events_total{{agent="{agent}"}}'] >= 1
         assert samples[f'parley_agent_batch_size_count{{agent="{agent}"}}'] >= 1
+        assert samples[f'parley_agent_event_age_seconds_count{{agent="{agent}"}}'] >= 1
+        assert samples[f'parley_agent_event_age_seconds_sum{{agent="{agent}"}}'] > 0
     assert samples['parley_agent_events_total{agent="knowledge"}'] >= 1
     outbound = pipeline.settings.topic(CHAT_OUTBOUND)
     assert samples[f'parley_events_produced_total{{topic="{outbound}"}}'] >= 1
