@@ -207,10 +207,20 @@ def e2e(
         page = write_report(report_dir, results, output)
         click.echo(f"report: {page}", err=True)
     lines = [_e2e_line(name, r.summary) for name, r in results.items()]
+    lines += [_stages_line(r.summary["worker_stages"]) for r in results.values()
+              if r.summary.get("worker_stages")]
     lines += [f"{k}: {v}" for k, v in output.items() if k.startswith("ratio_")]
     _emit(output, as_json, lines)
     if check and any(_incomplete(r.summary) for r in results.values()):
         raise SystemExit(1)
+
+
+def _stages_line(stages: dict[str, dict[str, Any]]) -> str:
+    return "  worker stages: " + "; ".join(
+        f"{agent} takes events {st['event_age_ms_mean']} ms old, batches of "
+        f"{st['events_per_batch']} in {st['batch_ms_mean']} ms"
+        for agent, st in stages.items()
+    )
 
 
 def _incomplete(summary: dict[str, Any]) -> bool:

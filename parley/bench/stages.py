@@ -63,7 +63,7 @@ class StageTotals:
         """Per agent, over the batches after ``earlier``: the mean age of a batch's
         oldest event and the mean batch time (ms), the batches and events per batch."""
         stages: dict[str, dict[str, float | int | None]] = {}
-        for agent in sorted({agent for agent, _ in self.totals}):
+        for agent in dict.fromkeys(agent for agent, _ in self.totals):  # as the workers list them
             delta = {kind: self._delta(earlier, agent, kind) for kind in ("age", "batch", "size")}
             batches = int(delta["batch"][1])
             if batches == 0:
