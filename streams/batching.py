@@ -170,9 +170,10 @@ async def process_until_done(
             return
 
 
-def oldest_timestamp(events: list[Any]) -> float:
-    """The earliest producer timestamp (Kafka CreateTime, seconds) of a batch's events."""
-    return min(event.message.timestamp for event in events)
+def _oldest_timestamp(events: list[Any]) -> float | None:
+    """The earliest producer timestamp (Kafka CreateTime, seconds) of a batch's events;
+    None when none has one (a producer may leave it unset: -1)."""
+    return min((t for event in events if (t := event.message.timestamp) > 0), default=None)
 
 
 async def process_batches(stream: Any, max_size: int,
@@ -184,7 +185,8 @@ async def process_batches(stream: Any, max_size: int,
     batch_seconds = AGENT_BATCH_SECONDS.labels(what)
     event_age = AGENT_EVENT_AGE_SECONDS.labels(what)
     async for events in adaptive_batches(stream, max_size):
-        event_age.observe(max(0.0, time.time() - oldest_timestamp(events)))
+        if (oldest := _oldest_timestamp(events)) is not None:
+            event_age.observe(max(0.0, time.time() - oldest))
         began = time.perf_counter()
         await process_until_done(functools.partial(process, events), what)
         batch_seconds.observe(time.perf_counter() - began)

@@ -110,11 +110,11 @@ def run_load(
         sampler.start()
         try:
             extra = between_phases() if between_phases is not None else None
+            stages_before = stage_totals(deployment.worker_metrics_urls)
             start_at = time.time() + _START_DELAY_S
             sampler.set_window(start_at + options.warmup_s, start_at + options.duration)
             if profiler is not None:
                 profiler.schedule(start_at + options.warmup_s, options.duration - options.warmup_s)
-            stages_before = stage_totals(deployment.worker_metrics_urls)
             generator.go(start_at)
             results = generator.results(timeout=options.duration + options.drain_timeout + 120)
             stages = stage_totals(deployment.worker_metrics_urls).since(stages_before)

@@ -2,7 +2,8 @@
 
 With a backlog waiting, batches fill up to their size (Faust's stream iterator
 alone hands out one event per turn of the event loop); every event is processed
-once, in order within its partition, and a clean stop commits them all.
+once, in order within its partition, and a clean stop commits them all. Each
+batch records how old its oldest event was when taken.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from infra.ports import find_free_ports
 from parley.settings import Settings
 from streams.app import create_app, raw_topic
 from streams.batching import process_batches
+from streams.metrics import AGENT_EVENT_AGE_SECONDS
 from streams.topics import CHAT_INBOUND
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
@@ -49,6 +51,7 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
     settings = settings.replace(worker_web_port=find_free_ports(1)[0])
     topic = settings.topic(CHAT_INBOUND)
     sent = [(f"c{i % 8}".encode(), f"{i:04d}".encode()) for i in range(BACKLOG)]
+    producing_began = time.time()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
@@ -57,6 +60,7 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
     finally:
         await producer.stop()
 
+    produced_by = time.time()
     ctx = create_app(settings)
     batches: list[list[tuple[bytes, bytes]]] = []
     done = asyncio.Event()
@@ -72,9 +76,13 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
     async def probe(stream: Any) -> None:
         await process_batches(stream, BATCH, process, "probe")
 
+    age = AGENT_EVENT_AGE_SECONDS.labels("probe")
+    ages_before = _sum_and_count(age)
+    started = time.time()
     await ctx.app.start()
     try:
         await asyncio.wait_for(done.wait(), 60)
+        taken_by = time.time()
         await asyncio.sleep(1)  # anything delivered twice would come now
     finally:
         await ctx.app.stop()
@@ -88,3 +96,14 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
     full = [len(b) for b in batches if len(b) == BATCH]
     assert len(full) >= BACKLOG // BATCH - 2, [len(b) for b in batches]
     assert _committed(settings, topic) == BACKLOG, "a clean stop commits what was processed"
+    # Every batch's oldest event was produced before the worker started, and taken after.
+    total, count = (now - before for now, before in zip(_sum_and_count(age), ages_before,
+                                                        strict=True))
+    assert count == len(batches)
+    assert started - produced_by <= total / count <= taken_by - producing_began
+
+
+def _sum_and_count(histogram: Any) -> tuple[float, float]:
+    samples = {s.name: s.value for metric in histogram.collect() for s in metric.samples}
+    return samples["parley_agent_event_age_seconds_sum"], samples[
+        "parley_agent_event_age_seconds_count"]
