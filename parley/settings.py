@@ -155,8 +155,8 @@ class Settings(EnvSettings):
     fetch_max_wait_ms: int = setting(
         10,
         "PARLEY_FETCH_MAX_WAIT_MS",
-        "Consumer fetch long-poll. Keep small on Tansu, which holds a fetch for the whole "
-        "wait even when data arrives; 100-500 on Apache Kafka.",
+        "Consumer fetch long-poll. Keep small on Tansu, which answers data that arrives "
+        "during a fetch's wait up to half the wait later; 100-500 on Apache Kafka.",
     )
     gateway_linger_ms: float = setting(
         2.0,
