@@ -5,11 +5,14 @@ message is lost when the process stops. That is the point for development and
 tests; durability comes from a real Kafka cluster in production.
 
 Tansu's runtime (tokio) starts a worker thread per core unless
-``TOKIO_WORKER_THREADS`` says otherwise. The embedded broker shares its machine
-with the gateways, the workers and Redis, so it gets half the cores (at least
-one): on two cores, one thread cost it 5-19 % less CPU per message at 2,000
-msg/s (``parley bench broker``, five alternating pairs) and the same at 300
-msg/s. A ``TOKIO_WORKER_THREADS`` already in the environment wins.
+``TOKIO_WORKER_THREADS`` says otherwise, and the embedded broker keeps that
+default. On two cores, one thread (the rule before 2026-12-01) cost it 5-19 %
+less CPU per message in ``parley bench broker`` at 2,000 msg/s, but the whole
+pipeline answered no more at 2,000 offered, and at 100 msg/s among 10,000
+sessions its median round trip was 2.5-3.5 ms longer in five alternating pairs
+(docs/benchmarks.md); the likely reason is that on one thread a fetch's answer
+waits behind any other client's request. A ``TOKIO_WORKER_THREADS`` already in the environment
+wins.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ logger = logging.getLogger(__name__)
 MEMORY_STORAGE = "memory://tansu/"
 
 
-def broker_threads(cores: int | None = None) -> int:
-    """Tokio worker threads for the embedded broker: half the cores, at least one."""
-    return max(1, (cores or os.cpu_count() or 1) // 2)
+def broker_threads() -> int:
+    """Tokio worker threads for the embedded broker: ``TOKIO_WORKER_THREADS``, else
+    one per core (tokio's own default, written out so that logs and benchmarks say it)."""
+    return int(os.environ.get("TOKIO_WORKER_THREADS") or os.cpu_count() or 1)
 
 
 def broker_process(binary: str, host: str, port: int, log_path: Path) -> ServiceProcess:
@@ -58,8 +62,8 @@ def broker_process(binary: str, host: str, port: int, log_path: Path) -> Service
         "--storage-engine",
         MEMORY_STORAGE,
     ]
-    threads = os.environ.get("TOKIO_WORKER_THREADS") or str(broker_threads())
-    return ServiceProcess("tansu", argv, log_path, port, {"TOKIO_WORKER_THREADS": threads})
+    return ServiceProcess("tansu", argv, log_path, port,
+                          {"TOKIO_WORKER_THREADS": str(broker_threads())})
 
 
 def admin_client(bootstrap: str) -> AdminClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -106,9 +107,10 @@ def test_a_process_gets_the_environment_it_is_given_on_top_of_ours(
     assert log_tail(tmp_path / "env.log") == "ours given"
 
 
-@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (8, 4)])
-def test_the_embedded_broker_gets_half_the_cores(cores: int, threads: int) -> None:
-    assert broker_threads(cores) == threads
+def test_the_embedded_broker_gets_a_thread_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKIO_WORKER_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert broker_threads() == 2
 
 
 def test_the_broker_thread_count_can_be_set_in_the_environment(
@@ -116,7 +118,7 @@ def test_the_broker_thread_count_can_be_set_in_the_environment(
 ) -> None:
     monkeypatch.delenv("TOKIO_WORKER_THREADS", raising=False)
     default = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
-    assert default.env == {"TOKIO_WORKER_THREADS": str(broker_threads())}
+    assert default.env == {"TOKIO_WORKER_THREADS": str(os.cpu_count())}
     monkeypatch.setenv("TOKIO_WORKER_THREADS", "3")
     chosen = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
     assert chosen.env == {"TOKIO_WORKER_THREADS": "3"}
