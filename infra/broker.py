@@ -11,8 +11,8 @@ less CPU per message in ``parley bench broker`` at 2,000 msg/s, but the whole
 pipeline answered no more at 2,000 offered, and at 100 msg/s among 10,000
 sessions its median round trip was 2.5-3.5 ms longer in five alternating pairs
 (docs/benchmarks.md); the likely reason is that on one thread a fetch's answer
-waits behind any other client's request. A ``TOKIO_WORKER_THREADS`` already in the environment
-wins.
+waits behind any other client's request. A ``TOKIO_WORKER_THREADS`` already in
+the environment wins.
 """
 
 from __future__ import annotations
