@@ -4,10 +4,9 @@ Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. That is harmless
 on Apache Kafka, which answers a waiting fetch as soon as data arrives, but the
 embedded Tansu broker answers data that arrives during a fetch's wait up to half
 the wait later (measured: 115 ms median hop latency at 500 ms; at 200 ms a median
-of 49 and a maximum of 101 ms; 2 ms at 10 ms). This transport
-lets ``PARLEY_FETCH_MAX_WAIT_MS`` decide
-(via ``ParleyApp.fetch_max_wait_ms``); it is registered under the URL scheme
-``parley-kafka://``.
+of 49 and a maximum of 101 ms; 2 ms at 10 ms). This transport lets
+``PARLEY_FETCH_MAX_WAIT_MS`` decide (via ``ParleyApp.fetch_max_wait_ms``); it is
+registered under the URL scheme ``parley-kafka://``.
 
 Faust's fetch loop hands each record to the streams under ``wait_first(callback,
 suspend_flow.wait())``, so that a rebalance can interrupt a delivery blocked on a
