@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench bench-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in
 	for p in 4 12; do $(VENV)/bin/parley bench e2e --conversations 400 --rate 500 --duration 20 \
 		--partitions $$p --report bench-report/e2e-500-p$$p --json > bench-report/e2e-500-p$$p.json; done
 	$(VENV)/bin/parley bench connections --clients 10000 --duration 30 --json > bench-report/connections.json
+
+bench-check: install  ## instructions per message against the committed baseline (valgrind)
+	$(VENV)/bin/parley bench instructions --check parley/bench/instructions_baseline.json
 
 clean:
 	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache bench-report

@@ -7,6 +7,8 @@ worker         the stream workers alone, fed a backlog: their capacity and CPU p
 nlu            the NLU model alone (agents/nlu/bench.py)
 kb             knowledge retrieval alone (agents/knowledge/bench.py)
 broker         the broker's CPU for one produce-and-consume hop, by partition count
+instructions   instructions per message of the work itself, under valgrind; --check
+               fails on a regression against a baseline
 =============  ==========================================================
 
 Each prints one JSON object with ``--json``; see docs/benchmarks.md.
@@ -23,6 +25,8 @@ from typing import Any, cast
 
 import click
 
+from parley.bench.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
+from parley.bench.instructions import WORKLOADS as _WORKLOADS  # (standard library only)
 from parley.errors import ParleyError
 from parley.logs import configure_logging
 
@@ -410,6 +414,64 @@ def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms:
         f"at {rate:g} msg/s {r['cpu_util']:.3f} core, {r['cpu_us_per_msg']} us/msg"
         for r in result["runs"]
     ])
+
+
+@bench.command()
+@click.option("--workloads", default=",".join(_WORKLOADS), show_default=True,
+              help="Comma-separated workloads to count.")
+@click.option("--messages", type=click.IntRange(min=1), default=_DEFAULT_MESSAGES,
+              show_default=True, help="Messages a round.")
+@click.option("--model-dir", type=_EXISTING_DIR,
+              help="NLU model (default: PARLEY_NLU_MODEL or the cached demo model).")
+@click.option("--check", "baseline_file", type=_EXISTING_FILE,
+              help="Compare with this baseline; exit 1 when a workload costs more than "
+                   "--tolerance above it.")
+@click.option("--tolerance", default=0.03, show_default=True, type=click.FloatRange(min=0),
+              help="The rise --check allows, as a fraction.")
+@click.option("--write", "write_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Store this run as a baseline.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def instructions(workloads: str, messages: int, model_dir: Path | None,
+                 baseline_file: Path | None, tolerance: float, write_file: Path | None,
+                 as_json: bool) -> None:
+    """Instructions per message of the work itself (NLU, Avro, frames, the dialogue
+    policy), counted under valgrind: the same whatever the machine's load."""
+    from parley.bench.deploy import resolve_model_dir
+    from parley.bench.instructions import (
+        compare,
+        environment_changes,
+        load_baseline,
+        run_instructions,
+    )
+
+    names = [w.strip() for w in workloads.split(",") if w.strip()]
+    unknown = sorted(set(names) - set(_WORKLOADS))
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {', '.join(_WORKLOADS)}", param_hint="--workloads")
+    configure_logging("bench", "WARNING", as_json=False)
+    with _errors_as_click():
+        baseline = load_baseline(baseline_file) if baseline_file else None
+        result = run_instructions(names, messages, resolve_model_dir(model_dir))
+    lines = [f"{name:<11} {c['instructions_per_message']:>12,} instructions/msg "
+             f"({c['messages']} messages a round)" for name, c in result["workloads"].items()]
+    regressed = False
+    if baseline is not None:
+        verdicts = compare(result, baseline, tolerance)
+        result["check"] = {
+            "baseline": str(baseline_file), "tolerance": tolerance,
+            "verdicts": [vars(v) for v in verdicts],
+            "environment_changes": environment_changes(result, baseline),
+        }
+        regressed = any(v.regressed for v in verdicts)
+        lines = [f"against {baseline_file} (a rise over {tolerance:.0%} fails):",
+                 *(v.line() for v in verdicts)]
+        lines += [f"  environment changed, {c}" for c in result["check"]["environment_changes"]]
+    if write_file is not None:
+        write_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        lines.append(f"baseline written to {write_file}")
+    _emit(result, as_json, lines)
+    if regressed:
+        raise SystemExit(1)
 
 
 def _int_list(text: str, option: str, *, minimum: int) -> list[int]:

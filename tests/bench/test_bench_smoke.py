@@ -158,3 +158,20 @@ def test_broker(run_bench: Any) -> None:
 def test_broker_rejects_a_bad_count(args: list[str]) -> None:
     result = CliRunner().invoke(bench, ["broker", *args])
     assert result.exit_code == 2 and args[0] in result.output
+
+
+def test_instructions_check_fails_on_a_regression(bench_model: Path, tmp_path: Path) -> None:
+    # A baseline far cheaper than anything real: the check must fail, naming the workload.
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"workloads": {"events": {"instructions_per_message": 1}}}))
+    result = CliRunner().invoke(bench, [
+        "instructions", "--workloads", "events", "--messages", "32",
+        "--model-dir", str(bench_model), "--check", str(baseline), "--json",
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    count = out["workloads"]["events"]
+    assert count["messages"] == 32 and count["totals"][1] > count["totals"][0]
+    assert count["instructions_per_message"] > 1000
+    [verdict] = out["check"]["verdicts"]
+    assert verdict["workload"] == "events" and verdict["regressed"]

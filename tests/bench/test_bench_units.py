@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.bench import instructions
 from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
 from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
 from parley.bench.profile import check_profiler, summarize_collapsed
@@ -19,8 +20,8 @@ from parley.bench.stages import StageTotals
 from parley.bench.stats import latency_summary, per_second
 
 NAN = math.nan
-MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "loadgen",
-           "procstats", "profile", "report", "script", "stages", "stats", "workers"]
+MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "instructions",
+           "loadgen", "procstats", "profile", "report", "script", "stages", "stats", "workers"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -182,3 +183,51 @@ def test_worker_stages_are_the_load_s_own_batches_over_every_worker() -> None:
     assert stages["dialogue"] == {"batches": 4, "events_per_batch": 2.0,
                                   "event_age_ms_mean": 10.0, "batch_ms_mean": 5.0}
     assert after.since(after) == {}  # no batches since: no stage
+
+
+def _counts(**per_message: int) -> dict[str, object]:
+    return {"environment": {"valgrind": "valgrind-3.19.0", "numpy": "2.1.0"},
+            "workloads": {name.replace("_", "-"): {"instructions_per_message": n}
+                          for name, n in per_message.items()}}
+
+
+def test_the_instruction_total_is_the_thread_profile_s_summary() -> None:
+    profile = ("# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\npid: 8690\n"
+               "cmd:  python -m parley.bench.instructions events 1 1024 m\npart: 1\n"
+               "thread: 1\n\npositions: line\nevents: Ir\nsummary: 3495166673\n\nfl=(1) ???\n")
+    assert instructions.parse_summary(profile) == 3_495_166_673
+    with pytest.raises(RuntimeError, match="no instruction total"):
+        instructions.parse_summary("# callgrind format\nversion: 1\n")
+
+
+def test_a_workload_regresses_only_when_it_costs_more_than_the_tolerance_above() -> None:
+    baseline = _counts(nlu_batch=400_000, events=700_000, nlu_single=1_000_000)
+    now = _counts(nlu_batch=412_000, events=722_000, nlu_single=900_000, extra=5)
+    verdicts = {v.workload: v for v in instructions.compare(now, baseline, tolerance=0.03)}
+    assert set(verdicts) == {"nlu-batch", "events", "nlu-single"}  # not in the baseline: no verdict
+    assert not verdicts["nlu-batch"].regressed  # +3.0 %: at the tolerance
+    assert verdicts["events"].regressed and verdicts["events"].change == pytest.approx(0.0314, 1e-2)
+    assert not verdicts["nlu-single"].regressed  # cheaper is never a regression
+    assert "REGRESSION" in verdicts["events"].line() and "+3.1%" in verdicts["events"].line()
+
+
+def test_a_check_names_what_changed_in_the_environment() -> None:
+    baseline = _counts(events=1)
+    now = _counts(events=1)
+    now["environment"] = {"valgrind": "valgrind-3.19.0", "numpy": "2.2.0"}
+    assert instructions.environment_changes(now, baseline) == ["numpy: 2.1.0 -> 2.2.0"]
+
+
+def test_a_baseline_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"sent": 3}')
+    with pytest.raises(ValueError, match="no workloads"):
+        instructions.load_baseline(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="cannot read"):
+        instructions.load_baseline(tmp_path / "missing.json")
+
+
+def test_the_committed_baseline_counts_every_workload() -> None:
+    committed = Path(instructions.__file__).with_name("instructions_baseline.json")
+    baseline = instructions.load_baseline(committed)
+    assert set(baseline["workloads"]) == set(instructions.WORKLOADS)
+    assert all(c["instructions_per_message"] > 0 for c in baseline["workloads"].values())
