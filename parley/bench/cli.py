@@ -26,7 +26,7 @@ from typing import Any, cast
 import click
 
 from parley.bench.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
-from parley.bench.instructions import WORKLOADS as _WORKLOADS  # (standard library only)
+from parley.bench.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
 from parley.errors import ParleyError
 from parley.logs import configure_logging
 
