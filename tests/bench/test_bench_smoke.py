@@ -160,6 +160,7 @@ def test_broker_rejects_a_bad_count(args: list[str]) -> None:
     assert result.exit_code == 2 and args[0] in result.output
 
 
+@pytest.mark.timeout(400)  # two processes under valgrind: 80 s here in a slow hour
 def test_instructions_check_fails_on_a_regression(bench_model: Path, tmp_path: Path) -> None:
     # A baseline far cheaper than anything real: the check must fail, naming the workload.
     baseline = tmp_path / "baseline.json"
