@@ -61,12 +61,29 @@ from streams.keys import ConversationKeys, InvalidIdError
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "inbound_event"]
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError)
+
+
+def inbound_event(keys: ConversationKeys, user_id: str, frame: MessageFrame, event_id: str,
+                  seq: int, reply_route: str, timestamp_ms: int) -> dict[str, Any]:
+    """The ``ChatMessage`` an accepted message frame becomes on ``chat.inbound``."""
+    return {
+        "event_id": event_id,
+        "tenant_id": keys.tenant_id,
+        "conversation_id": keys.conversation_id,
+        "user_id": user_id,
+        "channel": "ws",
+        "seq": seq,
+        "timestamp": timestamp_ms,
+        "trace_id": event_id,
+        "reply_route": reply_route,
+        "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None},
+    }
 
 
 class ClientSession:
@@ -357,18 +374,9 @@ class Gateway:
                 "unavailable", "message not accepted, please retry", frame.client_msg_id
             ))  # fmt: skip
             return
-        value = self.inbound_codec.encode({
-            "event_id": event_id,
-            "tenant_id": keys.tenant_id,
-            "conversation_id": keys.conversation_id,
-            "user_id": client.user_id,
-            "channel": "ws",
-            "seq": seq,
-            "timestamp": int(time.time() * 1000),
-            "trace_id": event_id,
-            "reply_route": self.id,
-            "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None},
-        })  # fmt: skip
+        value = self.inbound_codec.encode(inbound_event(
+            keys, client.user_id, frame, event_id, seq, self.id, int(time.time() * 1000)
+        ))  # fmt: skip
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
         self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))

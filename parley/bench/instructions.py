@@ -237,6 +237,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
         parse_client_frame,
         reply_frame,
     )
+    from gateway.server import inbound_event
     from parley.domain import demo_responses_path
     from parley.settings import Settings
     from streams.codecs import codec_for
@@ -264,14 +265,8 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
             frame = parse_client_frame(encode({"type": "message", "text": text,
                                                "client_msg_id": f"m{i}"}), max_text_bytes)
             assert isinstance(frame, MessageFrame)
-            value = inbound.encode({
-                "event_id": event_id, "tenant_id": "demo",
-                "conversation_id": conversation.conversation_id, "user_id": "u1",
-                "channel": "ws", "seq": seq, "timestamp": 1_767_605_400_000 + i,
-                "trace_id": event_id, "reply_route": "gw-1",
-                "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id,
-                            "locale": None},
-            })  # fmt: skip
+            value = inbound.encode(inbound_event(conversation, "u1", frame, event_id, seq,
+                                                 "gw-1", 1_767_605_400_000 + i))
             ack_frame(frame.client_msg_id, event_id, seq)
             message = inbound.decode(value)
             event = understood_events([message], [results[message["payload"]["text"]]])[0]
