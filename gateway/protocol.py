@@ -163,8 +163,12 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
+# ``json.dumps`` with options builds an encoder on every call; frames share one.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _encode_json(frame)
 
 
 def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str) -> str:

@@ -25,6 +25,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from parley.errors import DecodeError, SchemaError
 from schemas import Schema, current, history
+from streams.avro_compiled import Unsupported, compile_schema
 
 __all__ = [
     "AvroCodec",
@@ -107,36 +108,63 @@ class ConfluentFraming:
 
 
 class AvroCodec:
-    """Encode and decode one record type (``chat_message``, ``bot_reply``, ...)."""
+    """Encode and decode one record type (``chat_message``, ``bot_reply``, ...).
+
+    Bodies in the current schema go through functions compiled for it
+    (:mod:`streams.avro_compiled`, the same bytes as fastavro's in a fraction of
+    the time); data written with an older schema is resolved by fastavro.
+    """
 
     def __init__(self, name: str, framing: Framing | None = None) -> None:
         self.name = name
         self.schema = current(name)
         self.known = [self.schema, *history(name)]
         self.framing: Framing = framing or SingleObjectFraming(self.known)
+        try:
+            self._write, self._read = compile_schema(self.schema.parsed)
+        except Unsupported:
+            self._write, self._read = self._fastavro_write, self._fastavro_read
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        buf.write(self.framing.header(self.schema))
+        out = bytearray(self.framing.header(self.schema))
         try:
-            schemaless_writer(buf, self.schema.parsed, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._write(out, record)
+        except KeyError as exc:
+            raise SchemaError(f"record does not match {self.schema.full_name}: "
+                              f"no value for field {exc}") from exc
+        except (ValueError, TypeError, AttributeError, struct.error) as exc:
             raise SchemaError(f"record does not match {self.schema.full_name}: {exc}") from exc
-        return buf.getvalue()
+        return bytes(out)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if not data:
             raise DecodeError("empty value", size=0)
         writer, offset = self.framing.split(data)
+        record: Any
         try:
-            # fastavro skips schema resolution when writer and reader are the same.
-            record = schemaless_reader(io.BytesIO(data[offset:]), writer.parsed,
-                                       self.schema.parsed)
-        except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
+            if writer is self.schema:
+                record, _ = self._read(data, offset)
+            else:
+                record = schemaless_reader(io.BytesIO(data[offset:]), writer.parsed,
+                                           self.schema.parsed)
+        except Exception as exc:  # corrupt bodies raise assorted errors
             raise DecodeError(f"corrupt {writer.full_name} body: {exc!r}", size=len(data)) from exc
         if not isinstance(record, dict):
             raise DecodeError(f"expected a record, got {type(record).__name__}", size=len(data))
         return record
+
+    def _fastavro_write(self, out: bytearray, record: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        schemaless_writer(buf, self.schema.parsed, record)
+        out += buf.getvalue()
+
+    def _fastavro_read(self, data: bytes, pos: int) -> tuple[dict[str, Any], int]:
+        buf = io.BytesIO(data)
+        buf.seek(pos)
+        record = schemaless_reader(buf, self.schema.parsed, None)
+        if not isinstance(record, dict):
+            raise DecodeError(f"expected a record, got {type(record).__name__}")
+        return record, buf.tell()
 
 
 def codec_for(name: str, registry_url: str = "", topic: str = "") -> AvroCodec:

@@ -71,18 +71,22 @@ def decide_turns(
         if event_id in decided or event_id in seen:
             continue
         decided.add(event_id)
+        # the session after the turn is made in one copy: a user message counts a turn
+        counted, last_seq = session.turns, session.last_seq
         if item.is_result:
             decision: Decision = ReplyContent(msg["payload"]["text"],
                                               sources=tuple(msg["payload"]["sources"]))
         else:
             decision = policy.respond(session, msg)
-            session = replace(session, turns=session.turns + 1, last_seq=msg["seq"])
+            counted, last_seq = counted + 1, msg["seq"]
             if isinstance(decision, AskKnowledge) and (hit := cached.get(event_id)):
                 decision = hit
         if isinstance(decision, AskKnowledge):
+            session = replace(session, turns=counted, last_seq=last_seq)
             turn = Turn(keys, event_id, session, None, question_event(msg, decision))
         else:
-            session = replace(session, reply_seq=session.reply_seq + 1)
+            session = replace(session, turns=counted, last_seq=last_seq,
+                              reply_seq=session.reply_seq + 1)
             turn = Turn(keys, event_id, session, reply_event(msg, session.reply_seq, decision),
                         None)
         current[keys] = session
