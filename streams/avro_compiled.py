@@ -138,6 +138,17 @@ class _Compiler:
             raise Unsupported(f"logical type {schema['logicalType']}")
         return name
 
+    def zero_width(self, schema: Any) -> bool:
+        """Whether values of ``schema`` are written as no bytes at all."""
+        schema = self.resolve(schema)
+        if schema == "null":
+            return True
+        if isinstance(schema, dict) and schema["type"] == "record":
+            return all(self.zero_width(f["type"]) for f in schema["fields"])
+        if isinstance(schema, dict) and schema["type"] == "fixed":
+            return int(schema["size"]) == 0
+        return False
+
     # -- writing ---------------------------------------------------------------------
 
     def write(self, schema: Any, value: str, ind: str) -> list[str]:
@@ -256,7 +267,7 @@ class _Compiler:
             case "null":
                 return [f"{ind}{target} = None"]
             case "boolean":
-                return [f"{ind}{target} = data[pos] == 1", f"{ind}pos += 1"]
+                return [f"{ind}{target} = data[pos] != 0", f"{ind}pos += 1"]
             case "int" | "long":
                 return self.read_long(target, ind)
             case "float":
@@ -312,6 +323,9 @@ class _Compiler:
         return [*lines, f"{ind}{target} = {{{', '.join(items)}}}"]
 
     def read_block(self, items: Any, target: str, ind: str, *, is_map: bool) -> list[str]:
+        if not is_map and self.zero_width(items):
+            # a corrupt count would loop without reading a byte; fastavro copes alike
+            raise Unsupported("an array of values written as no bytes")
         count, element, key = self.var("c"), self.var("e"), self.var("key")
         inner = ind + "        "
         lines = [f"{ind}{target} = {{}}" if is_map else f"{ind}{target} = []",

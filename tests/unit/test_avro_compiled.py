@@ -142,6 +142,26 @@ def test_every_truncation_of_a_body_is_a_decode_error() -> None:
             codec.decode(data[:cut])
 
 
+@pytest.mark.parametrize("name", schema_names())
+def test_a_corrupt_body_fails_or_decodes_exactly_as_with_fastavro(name: str) -> None:
+    codec = codecs.AvroCodec(name)
+    rng = random.Random(name)
+    decoded_both = 0
+    for _ in range(300):
+        data = bytearray(codec.encode(random_value(codec.schema.parsed, rng, {})))
+        for _ in range(rng.choice([1, 2, 5])):
+            data[rng.randrange(10, len(data))] = rng.randrange(256)
+        try:
+            expected = schemaless_reader(io.BytesIO(data[10:]), codec.schema.parsed, None)
+        except Exception:  # fastavro's assorted errors on a corrupt body
+            with pytest.raises(DecodeError):
+                codec.decode(bytes(data))
+        else:
+            assert codec.decode(bytes(data)) == expected
+            decoded_both += 1
+    assert decoded_both >= 10  # the flips did not all land in text made invalid UTF-8
+
+
 def test_a_negative_string_length_is_refused() -> None:
     _, read = compile_schema(SCHEMA)
     with pytest.raises(EOFError):
@@ -164,6 +184,8 @@ def test_blocks_sized_in_bytes_read_as_fastavro_reads_them() -> None:
     {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["int", "string"]}]},
     {"type": "record", "name": "Node", "fields": [
         {"name": "next", "type": ["null", "Node"]}]},
+    {"type": "record", "name": "Z", "fields": [
+        {"name": "z", "type": {"type": "array", "items": "null"}}]},
     {"type": "record", "name": "D", "fields": [
         {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4}}]},
 ])
