@@ -286,7 +286,11 @@ class _Compiler:
                 return self.read_block(schema["values"], target, ind, is_map=True)
             case "enum":
                 symbols = self.constant(tuple(schema["symbols"]))
-                return [*self.read_long(target, ind), f"{ind}{target} = {symbols}[{target}]"]
+                count = len(schema["symbols"])
+                return [*self.read_long(target, ind),
+                        f"{ind}if not 0 <= {target} < {count}:",
+                        f"{ind}    raise ValueError(f'enum index {{{target}}} out of range')",
+                        f"{ind}{target} = {symbols}[{target}]"]
             case "fixed":
                 width = int(schema["size"])
                 return [f"{ind}if pos + {width} > size:",

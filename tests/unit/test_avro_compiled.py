@@ -168,6 +168,13 @@ def test_a_negative_string_length_is_refused() -> None:
         read(b"\x03abc", 0)  # zig-zag 3 is -2
 
 
+@pytest.mark.parametrize("index", [b"\x01", b"\x04"])  # zig-zag: -1, 2
+def test_an_enum_index_out_of_range_is_refused(index: bytes) -> None:
+    _, read = compile_schema(SCHEMA)
+    with pytest.raises(ValueError, match="enum index"):
+        read(b"\x02x" + b"\x00" + b"\x0e" + b"\x00" + index, 0)
+
+
 def test_blocks_sized_in_bytes_read_as_fastavro_reads_them() -> None:
     """Other writers (Java's, for one) may give a block's size: a negative count."""
     schema = parse_schema({"type": "record", "name": "A", "fields": [
