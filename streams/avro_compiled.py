@@ -51,6 +51,8 @@ class Unsupported(ValueError):
 
 def _write_long(out: bytearray, n: int) -> None:
     """Zig-zag varint of ``n`` (the generated code inlines the one-byte case)."""
+    if not -(1 << 63) <= n < 1 << 63:
+        raise ValueError(f"{n} is out of the range of an Avro long")
     z = (n << 1) ^ (n >> 63)
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)

@@ -117,6 +117,7 @@ def test_missing_fields_take_defaults_as_fastavro_does() -> None:
     ({"id": "x", "count": "many", "kind": "A", "again": "A"}, "str"),
     ({"id": "x", "kind": "C", "again": "A"}, "not a symbol of test.Kind"),
     ({"id": "x", "tags": [1], "kind": "A", "again": "A"}, "encode"),
+    ({"id": "x", "count": 2**63, "kind": "A", "again": "A"}, "out of the range"),
 ])
 def test_a_record_that_does_not_fit_raises(record: dict[str, Any], message: str) -> None:
     write, _ = compile_schema(SCHEMA)
