@@ -20,8 +20,9 @@ UTC ``datetime``, exactly as before.
 Only what Parley's schemas use is compiled: records, arrays, maps, the
 primitives, enums, fixed, ``timestamp-millis`` and unions of ``null`` with one
 other type. Anything else raises :class:`Unsupported`, and the codec keeps
-fastavro for that schema. Reading another writer's schema (resolution between
-versions) is always fastavro's.
+fastavro for that schema; so does an array of values written as no bytes
+(``null``), where a corrupt count would loop without reading. Reading another
+writer's schema (resolution between versions) is always fastavro's.
 """
 
 from __future__ import annotations
