@@ -77,7 +77,6 @@ class WorkerContext:
     knowledge_requests: TopicT
     knowledge_results: TopicT
     inbound_dlq: TopicT
-    understood_dlq: TopicT
     knowledge_results_dlq: TopicT
     store: ConversationStore
 
@@ -131,7 +130,6 @@ def create_app(settings: Settings) -> WorkerContext:
         knowledge_requests=topic(KNOWLEDGE_REQUESTS),
         knowledge_results=topic(KNOWLEDGE_RESULTS),
         inbound_dlq=topic(dlq_of(CHAT_INBOUND)),
-        understood_dlq=topic(dlq_of(CHAT_UNDERSTOOD)),
         knowledge_results_dlq=topic(dlq_of(KNOWLEDGE_RESULTS)),
         store=ConversationStore(
             redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size

@@ -44,11 +44,11 @@ def dlq_of(topic: str) -> str:
 
 def all_topics(chat_partitions: int, prefix: str = "") -> list[TopicSpec]:
     """Every topic Parley creates, with its partition count."""
-    # Keyed by conversation and co-partitioned: the dialogue agent reads chat.understood
+    # Keyed by conversation and co-partitioned: the conversation agent reads chat.inbound
     # and knowledge.results, and must own both topics' partition N of a conversation.
     chat = [CHAT_INBOUND, CHAT_UNDERSTOOD, CHAT_OUTBOUND, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS]
     specs = [TopicSpec(prefix + name, chat_partitions) for name in chat]
     specs += [TopicSpec(prefix + dlq_of(name), 1)
-              for name in (CHAT_INBOUND, CHAT_UNDERSTOOD, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS)]
+              for name in (CHAT_INBOUND, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS)]
     specs.append(TopicSpec(prefix + KB_DOCUMENTS, 1, compacted=True))
     return specs

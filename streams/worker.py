@@ -1,7 +1,8 @@
 """Assembling a worker: the Faust app, the models it serves and its agents.
 
-A worker runs the NLU agent, the dialogue agent and — when a knowledge base
-is available — the knowledge agent with its ``kb.documents`` follower. Models
+A worker runs the conversation agent (the NLU and dialogue steps, see
+agents/conversation.py) and — when a knowledge base is available — the knowledge
+agent with its ``kb.documents`` follower. Models
 come from ``PARLEY_NLU_MODEL`` / ``PARLEY_KB_INDEX``; when those are unset the
 demo domain's are built on first use and cached under ``PARLEY_DATA_DIR``
 (``parley up`` builds them once before starting workers).
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from agents.dialogue.agent import knowledge_result_emitter, register_dialogue_agent
+from agents.conversation import register_conversation_agent
+from agents.dialogue.agent import DialogueStep, knowledge_result_emitter
 from agents.dialogue.policy import load_policy
-from agents.nlu.agent import Understander, register_nlu_agent
+from agents.nlu.agent import NluStep, Understander
 from parley.settings import Settings
 from streams.app import WorkerContext, create_app
 
@@ -38,10 +40,10 @@ def build_worker(settings: Settings) -> WorkerContext:
     from agents.knowledge.settings import KnowledgeSettings
 
     ctx = create_app(settings)
-    register_nlu_agent(ctx, load_understander(settings))
+    understand = NluStep(ctx, load_understander(settings))
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env()) \
         if settings.knowledge else None
-    register_dialogue_agent(ctx, load_policy(settings), answers)
+    register_conversation_agent(ctx, understand, DialogueStep(ctx, load_policy(settings), answers))
     return ctx
 
 

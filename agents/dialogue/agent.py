@@ -1,8 +1,10 @@
-"""The dialogue agent: ``chat.understood`` (+ ``knowledge.results``) → ``chat.outbound``.
+"""The dialogue step: ``chat.understood`` (+ ``knowledge.results``) → ``chat.outbound``.
 
-It is the only writer of a conversation's replies, so reply sequence numbers
-stay gap-free and ordered. Per batch (one Redis pipeline per step, whatever
-the batch size):
+It runs inside the conversation agent (agents/conversation.py), right after the
+NLU step, on the ChatUnderstood events that step produced and on the knowledge
+agent's answers. It is the only writer of a conversation's replies, so reply
+sequence numbers stay gap-free and ordered. Per batch (one Redis pipeline per
+step, whatever the batch size):
 
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids;
@@ -22,14 +24,14 @@ the broker is the outbox range ``(produced_seq, reply_seq]`` of its
 conversation; step 5 produces that range first, in seq order, with the
 original ``seq`` and ``event_id`` (gateways write a ``seq`` once per socket, so
 a user never sees a reply twice). The range is resent as a whole because the
-events that caused it arrive on two topics in no fixed order. A knowledge
+events that caused it arrive from two topics in no fixed order. A knowledge
 request is produced before its turn is recorded, so a crash can only repeat
 it; the knowledge agent's answer carries an id derived from the request's, and
 a repeated answer is dropped here like any repeated event.
 
 A batch that fails because Redis or the broker is unavailable is processed
-again until it succeeds (``streams.batching.process_batches``); every step above is
-idempotent, so a repeat only re-sends what may not have arrived.
+again until it succeeds (``streams.batching.process_until_done``); every step
+above is idempotent, so a repeat only re-sends what may not have arrived.
 
 Slow knowledge work (an LLM call) happens in the knowledge agent, never here:
 its answer comes back on ``knowledge.results`` and is delivered like a reply.
@@ -47,8 +49,7 @@ from faust.types import EventT
 from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
 from agents.dialogue.turns import Incoming, decide_turns
 from parley.errors import DecodeError
-from streams.app import WorkerContext, produce, raw_topic, send_to_dlq
-from streams.batching import process_batches
+from streams.app import WorkerContext, produce, send_to_dlq
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn
 from streams.topics import ENVELOPE_FIELDS
@@ -56,58 +57,61 @@ from streams.topics import ENVELOPE_FIELDS
 if TYPE_CHECKING:
     from agents.knowledge.cache import AnswerCache
 
-__all__ = ["knowledge_result_emitter", "register_dialogue_agent"]
+__all__ = ["DialogueStep", "knowledge_result_emitter"]
 
 logger = logging.getLogger(__name__)
 
 
-def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
-                            answers: AnswerCache | None = None) -> None:
-    """``answers``: the knowledge agent's answer cache, consulted before asking it."""
-    understood_codec = ctx.codec("chat_understood", ctx.understood)
-    result_codec = ctx.codec("knowledge_result", ctx.knowledge_results)
-    request_codec = ctx.codec("knowledge_request", ctx.knowledge_requests)
-    reply_codec = ctx.codec("bot_reply", ctx.outbound)
-    understood_topic = ctx.understood.get_topic_name()
-    results_topic = ctx.knowledge_results.get_topic_name()
-    dead_letters = {understood_topic: ctx.understood_dlq, results_topic: ctx.knowledge_results_dlq}
-    settings = ctx.settings
-    store = ctx.store
-    source = raw_topic(ctx.app, understood_topic, results_topic)
+class DialogueStep:
+    """The dialogue step of the conversation agent (agents/conversation.py).
 
-    @ctx.app.agent(source, name=f"{settings.topic_prefix}dialogue")
-    async def dialogue(stream: Any) -> None:  # a faust.Stream
-        await process_batches(stream, settings.worker_batch_size, _process, "dialogue")
+    ``await step(batch)`` runs steps 1 to 6 above for a batch of :class:`Incoming`:
+    the ChatUnderstood events the NLU step made of the batch's messages
+    (:meth:`understood`) and the knowledge agent's answers (:meth:`decode_result`),
+    in the order the agent took them. ``answers``: the knowledge agent's answer
+    cache, consulted before asking it.
+    """
 
-    def _decode(event: EventT) -> Incoming:
-        is_result = event.message.topic == results_topic
-        codec = result_codec if is_result else understood_codec
-        msg = codec.decode(event.message.value)
-        return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
-                        is_result)
+    def __init__(self, ctx: WorkerContext, policy: RuleBasedPolicy,
+                 answers: AnswerCache | None = None) -> None:
+        self._ctx = ctx
+        self._policy = policy
+        self._answers = answers
+        self._results = ctx.codec("knowledge_result", ctx.knowledge_results)
+        self._requests = ctx.codec("knowledge_request", ctx.knowledge_requests)
+        self._replies = ctx.codec("bot_reply", ctx.outbound)
 
-    async def _process(events: Sequence[EventT]) -> None:
-        batch: list[Incoming] = []
-        for event in events:
-            try:
-                batch.append(_decode(event))
-            except (DecodeError, ValueError) as exc:
-                await send_to_dlq(dead_letters[event.message.topic], event, exc)
-        if not batch:
-            return
+    @staticmethod
+    def understood(msg: dict[str, Any]) -> Incoming:
+        """A ChatUnderstood, as the NLU step produced it."""
+        return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg, False)
 
+    async def decode_result(self, event: EventT) -> Incoming | None:
+        """A ``knowledge.results`` event; None when it is undecodable, after sending it
+        to ``knowledge.results.dlq``."""
+        try:
+            msg = self._results.decode(event.message.value)
+            return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
+                            True)
+        except (DecodeError, ValueError) as exc:
+            await send_to_dlq(self._ctx.knowledge_results_dlq, event, exc)
+            return None
+
+    async def __call__(self, batch: Sequence[Incoming]) -> None:
+        ctx, store = self._ctx, self._ctx.store
         sessions, seen = await store.load([(i.keys, i.msg["event_id"]) for i in batch])
         if seen:
             logger.info("dialogue.events.reprocessed count=%d", len(seen))
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        decided = decide_turns(batch, sessions, seen, await _cached_answers(batch), policy)
-        questions = [(t.keys, request_codec.encode(t.question))
+        decided = decide_turns(batch, sessions, seen, await self._cached_answers(batch),
+                               self._policy)
+        questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
+        encode_reply = self._replies.encode
         turns = [AppliedTurn(t.keys, t.event_id, t.session.last_seq, t.session.reply_seq,
-                             b"" if t.reply is None else reply_codec.encode(t.reply),
-                             t.session.turns)
+                             b"" if t.reply is None else encode_reply(t.reply), t.session.turns)
                  for t in decided]
 
         await _produce(ctx.knowledge_requests, questions)
@@ -120,14 +124,15 @@ def register_dialogue_agent(ctx: WorkerContext, policy: RuleBasedPolicy,
             produced[keys] = max(seq, produced.get(keys, 0))
         await store.mark_produced(produced)
 
-    async def _cached_answers(batch: Sequence[Incoming]) -> dict[str, ReplyContent]:
+    async def _cached_answers(self, batch: Sequence[Incoming]) -> dict[str, ReplyContent]:
         """Cached answers to the batch's knowledge questions, by event id."""
-        if answers is None:
+        if self._answers is None:
             return {}
+        policy = self._policy
         asked = [(item.msg["event_id"], item.keys.tenant_id, question)
                  for item in batch if not item.is_result
                  and (question := policy.knowledge_question(item.msg)) is not None]
-        found = await answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])
+        found = await self._answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])
         hits = {event_id: ReplyContent(answer.text, sources=tuple(answer.sources))
                 for (event_id, _, _), (_, answer) in zip(asked, found, strict=True)
                 if answer is not None}

@@ -1,10 +1,11 @@
-"""The NLU agent: ``chat.inbound`` → ``chat.understood``.
+"""The NLU step: ``chat.inbound`` → ``chat.understood``.
 
-Takes inbound messages in batches, classifies them with one batched model call
+It runs inside the conversation agent (agents/conversation.py), which hands it
+each batch's inbound messages. It classifies them with one batched model call
 (relative dates resolved against each message's own timestamp, so a late or
-replayed event gets the same entities), and emits one ``ChatUnderstood`` per
-message, keyed like its input so
-per-conversation order is kept. An undecodable event goes to
+replayed event gets the same entities) and produces one ``ChatUnderstood`` per
+message, keyed like its input so per-conversation order is kept; the agent
+gives the same events to the dialogue step. An undecodable event goes to
 ``chat.inbound.dlq`` with the error and the stream goes on.
 """
 
@@ -20,13 +21,12 @@ from faust.types import EventT
 
 from parley.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
-from streams.batching import process_batches
 from streams.topics import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
     from agents.nlu.model import Understanding
 
-__all__ = ["Understander", "register_nlu_agent", "understood_events", "understood_payload"]
+__all__ = ["NluStep", "Understander", "understood_events", "understood_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,37 +45,50 @@ class Understander(Protocol):
     ) -> list[Any]: ...
 
 
-def register_nlu_agent(ctx: WorkerContext, model: Understander) -> None:
-    inbound_codec = ctx.codec("chat_message", ctx.inbound)
-    understood_codec = ctx.codec("chat_understood", ctx.understood)
-    settings = ctx.settings
+class NluStep:
+    """The NLU step of the conversation agent (agents/conversation.py).
 
-    @ctx.app.agent(ctx.inbound, name=f"{settings.topic_prefix}nlu")
-    async def nlu(stream: Any) -> None:  # a faust.Stream
-        await process_batches(stream, settings.worker_batch_size, _process, "nlu")
+    ``await step(events)`` decodes a batch's ``chat.inbound`` events (an undecodable
+    one goes to ``chat.inbound.dlq``), classifies them with one batched model call,
+    produces a ``ChatUnderstood`` per message and waits until the broker holds them
+    all. It returns each event's ChatUnderstood, or None for an undecodable one.
+    """
 
-    async def _process(events: Sequence[EventT]) -> None:
-        messages: list[tuple[EventT, dict[str, Any]]] = []
+    def __init__(self, ctx: WorkerContext, model: Understander) -> None:
+        self._ctx = ctx
+        self._model = model
+        self._inbound = ctx.codec("chat_message", ctx.inbound)
+        self._understood = ctx.codec("chat_understood", ctx.understood)
+
+    async def __call__(self, events: Sequence[EventT]) -> list[dict[str, Any] | None]:
+        decoded: list[dict[str, Any] | None] = []
         for event in events:
             try:
-                messages.append((event, inbound_codec.decode(event.message.value)))
+                decoded.append(self._inbound.decode(event.message.value))
             except DecodeError as exc:
-                await send_to_dlq(ctx.inbound_dlq, event, exc)
+                await send_to_dlq(self._ctx.inbound_dlq, event, exc)
+                decoded.append(None)
+        messages = [(event, msg) for event, msg in zip(events, decoded, strict=True)
+                    if msg is not None]
         if not messages:
-            return
+            return decoded
         texts = [m["payload"]["text"] for _, m in messages]
         # "tomorrow" means the day after the user said it, so an event processed late
         # (a backlog, a replay, a restarted worker) gets the same entities as on time.
         sent = [m["timestamp"] for _, m in messages]
+        model = self._model
         if model.has_transformer:  # milliseconds for each message it consults
             results = await asyncio.to_thread(model.understand_batch, texts, sent)
         else:  # CPU-bound, and in batches well under a millisecond per message
             results = model.understand_batch(texts, sent)
         understood = understood_events([msg for _, msg in messages], results)
-        await produce(ctx.understood, [
-            (event.message.key, understood_codec.encode(u))
+        encode = self._understood.encode
+        await produce(self._ctx.understood, [
+            (event.message.key, encode(u))
             for (event, _), u in zip(messages, understood, strict=True)
         ])
+        made = iter(understood)
+        return [None if msg is None else next(made) for msg in decoded]
 
 
 def understood_events(messages: Sequence[dict[str, Any]],

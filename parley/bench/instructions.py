@@ -29,10 +29,10 @@ The workloads are the work a message costs wherever no I/O is involved:
 * ``events``: everything else a message's trip costs in Parley's own Python,
   in the pipeline's order:
   - the gateway parses the frame and encodes the ``ChatMessage`` and the ack;
-  - the NLU agent decodes it and builds and encodes the ``ChatUnderstood``;
-  - the dialogue agent decodes that, decides the turn (the demo policy, with
-    knowledge questions handed on as ``KnowledgeRequest``) and encodes the
-    ``BotReply``;
+  - the NLU step decodes it and builds and encodes the ``ChatUnderstood``;
+  - the dialogue step takes that event as built (the conversation agent runs
+    both steps), decides the turn (the demo policy, with knowledge questions
+    handed on as ``KnowledgeRequest``) and encodes the ``BotReply``;
   - the gateway decodes the reply and encodes its frame.
 
 Left out: the broker and Redis clients, sockets and event loops (I/O, which
@@ -270,7 +270,8 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
             ack_frame(frame.client_msg_id, event_id, seq)
             message = inbound.decode(value)
             event = understood_events([message], [results[message["payload"]["text"]]])[0]
-            incoming = Incoming(conversation, understood.decode(understood.encode(event)), False)
+            understood.encode(event)
+            incoming = Incoming(conversation, event, False)
             turn = decide_turns([incoming], sessions, (), {}, policy)[0]
             sessions[conversation] = turn.session
             if turn.reply is not None:

@@ -5,8 +5,9 @@ took it (``parley_agent_event_age_seconds``: from the producer's timestamp
 through the broker, the fetch and the stream's queue) and how long the batch
 took (``parley_agent_batch_seconds``: decoding, the work itself, producing and
 waiting for the broker). Read before and after a load, the difference is what
-that load cost at each stage: for the NLU agent the age is the hop from the
-gateway, for the dialogue agent the hop from the NLU agent.
+that load cost at each stage: for the conversation agent the age is the hop
+from the gateway, its batch time both steps (NLU and dialogue); for the
+knowledge agent, the hop from the conversation agent.
 """
 
 from __future__ import annotations

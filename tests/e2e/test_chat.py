@@ -324,11 +324,10 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
     samples = await asyncio.to_thread(metrics, worker_root)
     assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
-    for agent in ("nlu", "dialogue"):
-        assert samples[f'parley_agent_events_total{{agent="{agent}"}}'] >= 1
-        assert samples[f'parley_agent_batch_size_count{{agent="{agent}"}}'] >= 1
-        assert samples[f'parley_agent_event_age_seconds_count{{agent="{agent}"}}'] >= 1
-        assert samples[f'parley_agent_event_age_seconds_sum{{agent="{agent}"}}'] > 0
+    assert samples['parley_agent_events_total{agent="conversation"}'] >= 1
+    assert samples['parley_agent_batch_size_count{agent="conversation"}'] >= 1
+    assert samples['parley_agent_event_age_seconds_count{agent="conversation"}'] >= 1
+    assert samples['parley_agent_event_age_seconds_sum{agent="conversation"}'] > 0
     assert samples['parley_agent_events_total{agent="knowledge"}'] >= 1
     outbound = pipeline.settings.topic(CHAT_OUTBOUND)
     assert samples[f'parley_events_produced_total{{topic="{outbound}"}}'] >= 1

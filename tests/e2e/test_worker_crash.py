@@ -149,7 +149,7 @@ async def test_workers_join_and_leave_mid_stream(own_pipeline: Pipeline) -> None
     assert_topic_repeats_are_resends(own_pipeline, chats.total_acked)
     # Both workers really served: the second took partitions while the first ran.
     log = second.log_path.read_text()
-    assert "nlu" in log and first.popen.returncode == 0
+    assert "conversation" in log and first.popen.returncode == 0
 
 
 async def test_nlu_model_swapped_by_restarting_the_worker(own_pipeline: Pipeline,

@@ -92,7 +92,6 @@ def test_settings_topics_exist_with_their_partitions(settings: Settings) -> None
         CHAT_UNDERSTOOD: 4,
         CHAT_OUTBOUND: 4,
         dlq_of(CHAT_INBOUND): 1,
-        dlq_of(CHAT_UNDERSTOOD): 1,
         KB_DOCUMENTS: 1,
     }
     for name, partitions in expected.items():
