@@ -15,8 +15,8 @@ dialogue step needs nothing that reading the topic back would bring: a
 conversation's messages are already in this worker, in order. Kafka Streams
 fuses such a chain into one sub-topology for the same reason. The topic is
 still written in full, for analytics, taps and any other consumer. Reading it
-back cost a second broker hop per message: at 300 and 500 msg/s, half the
-pipeline's median latency (docs/benchmarks.md).
+back cost a second broker hop per message: from 100 to 500 msg/s, a third to a
+half of the pipeline's median latency (docs/benchmarks.md).
 
 The events are acknowledged, and their offsets committed, only after both steps
 are done. A worker that dies in between has its batch processed again by the

@@ -3,7 +3,7 @@
 Log records are JSON lines by default. Event names are dotted
 (``gateway.frame.rejected``); a ``trace_id`` passed in ``extra`` becomes a field
 of the line. A message's trace id is set by the gateway and copied onto every
-event made from it; the NLU and dialogue agents log each event they handle at
+event made from it; the NLU and dialogue steps log each event they handle at
 debug level with it (``nlu.message.understood``, ``dialogue.turn.decided``), so
 with ``PARLEY_LOG_LEVEL=DEBUG`` one message can be followed through the agents.
 """

@@ -9,7 +9,8 @@ after the work is done (at-least-once, like take_events).
 Faust's stream iterator hands out one event per turn of the event loop (it
 awaits ``asyncio.sleep(0)`` before each), so a batch read from it alone holds
 only the events that came while the agent waited on I/O: with 20,000 events
-queued, the NLU agent's batches averaged 12 (``parley bench worker``).
+queued, the NLU agent (NLU had an agent of its own then) took batches of 12 on
+average (``parley bench worker``).
 :class:`QueuedEvents` takes, after each event from the iterator, every event
 already waiting on the stream's channel.
 

@@ -1,4 +1,4 @@
-"""``parley worker``: run a Faust worker with the NLU, dialogue and knowledge agents."""
+"""``parley worker``: a Faust worker with the conversation and knowledge agents."""
 
 from __future__ import annotations
 

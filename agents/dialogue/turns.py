@@ -1,11 +1,11 @@
-"""What the dialogue agent decides for a batch, without I/O.
+"""What the dialogue step decides for a batch, without I/O.
 
 :func:`decide_turns` takes a batch's decoded events and the sessions loaded for
 them and returns, for each new event in order, the conversation's session after
 it and the event it sends: a BotReply, or a KnowledgeRequest when the policy
 hands the message to the knowledge agent and no cached answer replaces it. A
 knowledge agent's answer (a KnowledgeResult) becomes the reply it carries. The
-agent (agents/dialogue/agent.py) loads, encodes, produces and records around it.
+step (agents/dialogue/agent.py) loads, encodes, produces and records around it.
 At debug level each decision is logged with its message's trace id
 (``dialogue.turn.decided``).
 """
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One decoded event of the dialogue agent's input."""
+    """One event of the dialogue step's input: a ChatUnderstood or a KnowledgeResult."""
 
     keys: ConversationKeys
     msg: dict[str, Any]

@@ -200,7 +200,7 @@ class InlineServer:
 
 
 def _understood(pending: _Pending, u: Understanding) -> dict[str, Any]:
-    """The ChatUnderstood event the dialogue agent would decode (as a dict)."""
+    """The ChatUnderstood event the dialogue step would take (as a dict)."""
     return {
         "event_id": pending.event_id,
         "seq": pending.seq,
@@ -209,7 +209,7 @@ def _understood(pending: _Pending, u: Understanding) -> dict[str, Any]:
 
 
 def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]:
-    """The BotReply the dialogue agent would send (as a dict)."""
+    """The BotReply the dialogue step would send (as a dict)."""
     return {
         "event_id": f"{pending.event_id}.r",
         "seq": seq,
