@@ -158,13 +158,10 @@ class AvroCodec:
         schemaless_writer(buf, self.schema.parsed, record)
         out += buf.getvalue()
 
-    def _fastavro_read(self, data: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    def _fastavro_read(self, data: bytes, pos: int) -> tuple[Any, int]:
         buf = io.BytesIO(data)
         buf.seek(pos)
-        record = schemaless_reader(buf, self.schema.parsed, None)
-        if not isinstance(record, dict):
-            raise DecodeError(f"expected a record, got {type(record).__name__}")
-        return record, buf.tell()
+        return schemaless_reader(buf, self.schema.parsed, None), buf.tell()
 
 
 def codec_for(name: str, registry_url: str = "", topic: str = "") -> AvroCodec:

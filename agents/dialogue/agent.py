@@ -84,15 +84,13 @@ class DialogueStep:
     @staticmethod
     def understood(msg: dict[str, Any]) -> Incoming:
         """A ChatUnderstood, as the NLU step produced it."""
-        return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg, False)
+        return _incoming(msg, is_result=False)
 
     async def decode_result(self, event: EventT) -> Incoming | None:
         """A ``knowledge.results`` event; None when it is undecodable, after sending it
         to ``knowledge.results.dlq``."""
         try:
-            msg = self._results.decode(event.message.value)
-            return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg,
-                            True)
+            return _incoming(self._results.decode(event.message.value), is_result=True)
         except (DecodeError, ValueError) as exc:
             await send_to_dlq(self._ctx.knowledge_results_dlq, event, exc)
             return None
@@ -139,6 +137,10 @@ class DialogueStep:
         if hits:
             logger.debug("dialogue.knowledge.cached count=%d of=%d", len(hits), len(asked))
         return hits
+
+
+def _incoming(msg: dict[str, Any], *, is_result: bool) -> Incoming:
+    return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg, is_result)
 
 
 async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:
