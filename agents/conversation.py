@@ -4,11 +4,12 @@ One Faust agent per worker takes both topics as one stream, in adaptive batches
 (streams/batching.py), and runs two steps on each batch:
 
 1. the NLU step (agents/nlu/agent.py) on the batch's user messages: it
-   classifies them and produces their ``ChatUnderstood`` events to
-   ``chat.understood``, waiting until the broker holds them;
+   classifies them and sends their ``ChatUnderstood`` events to
+   ``chat.understood``;
 2. the dialogue step (agents/dialogue/agent.py) on those same events and the
    batch's knowledge answers, in the order the agent took them: sessions,
-   replies, knowledge requests.
+   replies, knowledge requests. Meanwhile the broker takes the ChatUnderstood
+   events; the batch ends when it holds them too.
 
 ``chat.understood`` is keyed and partitioned as ``chat.inbound`` is, so the
 dialogue step needs nothing that reading the topic back would bring: a
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 from faust.types import EventT
 
 from agents.dialogue.turns import Incoming
+from agents.nlu.agent import Understood
 from streams.app import WorkerContext, raw_topic
 from streams.batching import process_batches, process_until_done
 
@@ -45,7 +47,7 @@ __all__ = ["Respond", "Understand", "process_batch", "register_conversation_agen
 class Understand(Protocol):
     """The NLU step (:class:`agents.nlu.agent.NluStep`)."""
 
-    async def __call__(self, events: Sequence[EventT]) -> list[dict[str, Any] | None]: ...
+    async def __call__(self, events: Sequence[EventT]) -> Understood: ...
 
 
 class Respond(Protocol):
@@ -75,8 +77,9 @@ async def process_batch(events: Sequence[EventT], *, inbound: str, understand: U
                         respond: Respond) -> None:
     """Both steps for one batch: ``understand`` the events of topic ``inbound``, then
     ``respond`` to what it made of them and to the other events (knowledge answers),
-    in the batch's order."""
-    understood = iter(await understand([e for e in events if e.message.topic == inbound]))
+    in the batch's order; return once the broker holds what the NLU step sent."""
+    nlu = await understand([e for e in events if e.message.topic == inbound])
+    understood = iter(nlu.events)
     batch: list[Incoming] = []
     for event in events:
         if event.message.topic == inbound:
@@ -86,3 +89,6 @@ async def process_batch(events: Sequence[EventT], *, inbound: str, understand: U
             batch.append(result)
     if batch:
         await process_until_done(functools.partial(respond, batch), "dialogue")
+    # Not before: the dialogue step's Redis and broker round trips overlap this one.
+    # A failure raises, and the whole batch is processed again.
+    await nlu.delivered

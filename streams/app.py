@@ -10,6 +10,7 @@ bytes instead of crashing the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from streams.topics import (
     dlq_of,
 )
 
-__all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic", "send_to_dlq"]
+__all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic", "send",
+           "send_to_dlq"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,22 +159,37 @@ def _register_probes(ctx: WorkerContext) -> None:
     app.closers.append(ctx.store.redis.aclose)
 
 
-async def produce(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-    """Send ``(key, value)`` records in order; return once the broker holds them all.
+async def send(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]
+               ) -> asyncio.Future[Any]:
+    """Hand ``(key, value)`` records to the producer, in order; the returned future
+    completes once the broker holds them all (and raises if it refused any).
 
     Records go straight to the transport's producer (partitioned by key, as
     ``Topic.send`` does): ``Topic.send`` wraps each record in a future message, a
-    channel hop and sensor calls, a tenth of a busy worker's time.
+    channel hop and sensor calls, a tenth of a busy worker's time. Await the result
+    before the events that caused the records are acknowledged.
     """
-    if not records:
-        return
     name = topic.get_topic_name()
     producer = topic.app.producer
     futures = [await producer.send(name, key, value, partition=None, timestamp=None,
                                    headers=None)
                for key, value in records]
-    await asyncio.gather(*futures)
-    EVENTS_PRODUCED.labels(name).inc(len(records))
+    delivered = asyncio.gather(*futures)
+    delivered.add_done_callback(functools.partial(_count_produced, name, len(records)))
+    return delivered
+
+
+async def produce(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    """Send ``(key, value)`` records in order; return once the broker holds them all."""
+    if records:
+        await (await send(topic, records))
+
+
+def _count_produced(name: str, count: int, delivered: asyncio.Future[Any]) -> None:
+    # Also marks a failure as retrieved: the caller that awaits it still gets it, and
+    # one that gave up on the batch (an exception of its own) leaves no warning behind.
+    if not delivered.cancelled() and delivered.exception() is None:
+        EVENTS_PRODUCED.labels(name).inc(count)
 
 
 async def send_to_dlq(dlq: TopicT, event: Any, error: Exception) -> None:

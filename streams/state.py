@@ -28,7 +28,8 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from streams.keys import ConversationKeys
 
-__all__ = ["REDIS_UNAVAILABLE", "AppliedTurn", "ConversationStore", "Session", "connect_cluster"]
+__all__ = ["REDIS_UNAVAILABLE", "AppliedTurn", "ConversationStore", "ProducedMarks", "Session",
+           "connect_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +221,58 @@ class ConversationStore:
         except REDIS_UNAVAILABLE as exc:  # asyncio.wait_for raises TimeoutError, an OSError
             logger.warning("redis.ping.failed error=%r", exc)
             return False
+
+
+class ProducedMarks:
+    """``produced_seq`` writes (:meth:`ConversationStore.mark_produced`) kept off a batch's
+    path: :meth:`record` starts writing in the background and returns at once.
+
+    Until a write is done, this object knows how far each conversation's replies went,
+    and :meth:`apply` raises the ``produced_seq`` of freshly loaded sessions to it, so
+    they do not owe replies that are already on the broker. A failed write is kept and
+    written again with the next :meth:`record`. Only what the process dies with is
+    lost, and then the replies are sent again (at least once), never lost: the
+    outbox still holds them.
+    """
+
+    def __init__(self, store: ConversationStore) -> None:
+        self._store = store
+        self._unwritten: dict[ConversationKeys, int] = {}
+        self._writing: asyncio.Task[None] | None = None
+
+    def apply(self, sessions: dict[ConversationKeys, Session]) -> None:
+        """Raise loaded sessions' ``produced_seq`` to what is known but not yet written."""
+        for keys, seq in self._unwritten.items():
+            if (session := sessions.get(keys)) is not None and session.produced_seq < seq:
+                session.produced_seq = seq
+
+    def record(self, produced: Iterable[tuple[ConversationKeys, int]]) -> None:
+        """Replies up to ``seq`` are on the broker: write it, in the background.
+        Call :meth:`written` first: one write at a time, in order."""
+        if self._writing is not None:
+            raise RuntimeError("ProducedMarks.record while a write is in flight")
+        unwritten = self._unwritten
+        for keys, seq in produced:
+            if seq > unwritten.get(keys, 0):
+                unwritten[keys] = seq
+        if unwritten:
+            self._writing = asyncio.create_task(self._write(dict(unwritten)))
+
+    async def written(self) -> None:
+        """Wait for the write in flight, if any (a failure is logged and kept)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _write(self, marks: dict[ConversationKeys, int]) -> None:
+        try:
+            await self._store.mark_produced(marks)
+        except REDIS_UNAVAILABLE as exc:
+            # Kept in _unwritten: the next record() writes them again.
+            logger.warning("state.produced.mark_failed conversations=%d error=%r",
+                           len(marks), exc)
+            return
+        unwritten = self._unwritten
+        for keys, seq in marks.items():
+            if unwritten.get(keys) == seq:
+                del unwritten[keys]

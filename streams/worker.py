@@ -43,7 +43,9 @@ def build_worker(settings: Settings) -> WorkerContext:
     understand = NluStep(ctx, load_understander(settings))
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env()) \
         if settings.knowledge else None
-    register_conversation_agent(ctx, understand, DialogueStep(ctx, load_policy(settings), answers))
+    dialogue = DialogueStep(ctx, load_policy(settings), answers)
+    register_conversation_agent(ctx, understand, dialogue)
+    ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
     return ctx
 
 

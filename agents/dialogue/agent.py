@@ -16,14 +16,20 @@ step, whatever the batch size):
 3. produce the knowledge requests and wait until the broker holds them;
 4. record every new turn atomically (session + idempotency record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
-6. move each conversation's ``produced_seq`` forward.
+6. move each conversation's ``produced_seq`` forward: in the background, while
+   the agent acknowledges the batch and the NLU step works on the next one
+   (the next batch waits for it before step 1).
 
 A reprocessed event (the worker died before its offsets were committed) is
 found in step 1 and skipped. What the dead worker recorded but never got onto
 the broker is the outbox range ``(produced_seq, reply_seq]`` of its
 conversation; step 5 produces that range first, in seq order, with the
 original ``seq`` and ``event_id`` (gateways write a ``seq`` once per socket, so
-a user never sees a reply twice). The range is resent as a whole because the
+a user never sees a reply twice). The range may also hold replies that did
+reach the broker, when the worker died before step 6 wrote their
+``produced_seq``; they are sent again like the others, never lost. Until step
+6 is written, the step itself knows how far each conversation's replies went
+(a failed write is tried again with the next batch's). The range is resent as a whole because the
 events that caused it arrive from two topics in no fixed order. A knowledge
 request is produced before its turn is recorded, so a crash can only repeat
 it; the knowledge agent's answer carries an id derived from the request's, and
@@ -51,7 +57,7 @@ from agents.dialogue.turns import Incoming, decide_turns
 from parley.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.keys import ConversationKeys
-from streams.state import AppliedTurn
+from streams.state import AppliedTurn, ProducedMarks
 from streams.topics import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
@@ -80,6 +86,7 @@ class DialogueStep:
         self._results = ctx.codec("knowledge_result", ctx.knowledge_results)
         self._requests = ctx.codec("knowledge_request", ctx.knowledge_requests)
         self._replies = ctx.codec("bot_reply", ctx.outbound)
+        self._marks = ProducedMarks(ctx.store)
 
     @staticmethod
     def understood(msg: dict[str, Any]) -> Incoming:
@@ -97,7 +104,9 @@ class DialogueStep:
 
     async def __call__(self, batch: Sequence[Incoming]) -> None:
         ctx, store = self._ctx, self._ctx.store
+        await self._marks.written()
         sessions, seen = await store.load([(i.keys, i.msg["event_id"]) for i in batch])
+        self._marks.apply(sessions)
         if seen:
             logger.info("dialogue.events.reprocessed count=%d", len(seen))
         owed = await store.unproduced(sessions.values())
@@ -117,10 +126,11 @@ class DialogueStep:
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
                           for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
         await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
-        produced: dict[ConversationKeys, int] = {}
-        for keys, seq, _ in to_send:
-            produced[keys] = max(seq, produced.get(keys, 0))
-        await store.mark_produced(produced)
+        self._marks.record((keys, seq) for keys, seq, _ in to_send)
+
+    async def marked(self) -> None:
+        """Wait until the last batch's ``produced_seq`` writes (step 6) are done."""
+        await self._marks.written()
 
     async def _cached_answers(self, batch: Sequence[Incoming]) -> dict[str, ReplyContent]:
         """Cached answers to the batch's knowledge questions, by event id."""

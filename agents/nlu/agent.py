@@ -5,30 +5,41 @@ each batch's inbound messages. It classifies them with one batched model call
 (relative dates resolved against each message's own timestamp, so a late or
 replayed event gets the same entities) and produces one ``ChatUnderstood`` per
 message, keyed like its input so per-conversation order is kept; the agent
-gives the same events to the dialogue step. An undecodable event goes to
-``chat.inbound.dlq`` with the error and the stream goes on.
+gives the same events to the dialogue step while the broker takes them (nothing
+in Parley reads them back). An undecodable event goes to ``chat.inbound.dlq``
+with the error and the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from faust.types import EventT
 
 from parley.errors import DecodeError
-from streams.app import WorkerContext, produce, send_to_dlq
+from streams.app import WorkerContext, send, send_to_dlq
 from streams.topics import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
     from agents.nlu.model import Understanding
 
-__all__ = ["NluStep", "Understander", "understood_events", "understood_payload"]
+__all__ = ["NluStep", "Understander", "Understood", "understood_events", "understood_payload"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Understood:
+    """What the NLU step made of a batch: each event's ChatUnderstood (None for an
+    undecodable event), and the future of their delivery to ``chat.understood``."""
+
+    events: list[dict[str, Any] | None]
+    delivered: Awaitable[Any]
 
 
 class Understander(Protocol):
@@ -49,9 +60,12 @@ class NluStep:
     """The NLU step of the conversation agent (agents/conversation.py).
 
     ``await step(events)`` decodes a batch's ``chat.inbound`` events (an undecodable
-    one goes to ``chat.inbound.dlq``), classifies them with one batched model call,
-    produces a ``ChatUnderstood`` per message and waits until the broker holds them
-    all. It returns each event's ChatUnderstood, or None for an undecodable one.
+    one goes to ``chat.inbound.dlq``), classifies them with one batched model call
+    and sends a ``ChatUnderstood`` per message. It returns :class:`Understood`: each
+    event's ChatUnderstood (None for an undecodable one), and a future that completes
+    once the broker holds them all. The caller awaits it before it acknowledges the
+    events, and may do other work meanwhile (the dialogue step does not need the
+    topic: it gets the events themselves).
     """
 
     def __init__(self, ctx: WorkerContext, model: Understander) -> None:
@@ -60,7 +74,7 @@ class NluStep:
         self._inbound = ctx.codec("chat_message", ctx.inbound)
         self._understood = ctx.codec("chat_understood", ctx.understood)
 
-    async def __call__(self, events: Sequence[EventT]) -> list[dict[str, Any] | None]:
+    async def __call__(self, events: Sequence[EventT]) -> Understood:
         decoded: list[dict[str, Any] | None] = []
         for event in events:
             try:
@@ -71,7 +85,7 @@ class NluStep:
         messages = [(event, msg) for event, msg in zip(events, decoded, strict=True)
                     if msg is not None]
         if not messages:
-            return decoded
+            return Understood(decoded, asyncio.gather())
         texts = [m["payload"]["text"] for _, m in messages]
         # "tomorrow" means the day after the user said it, so an event processed late
         # (a backlog, a replay, a restarted worker) gets the same entities as on time.
@@ -83,12 +97,12 @@ class NluStep:
             results = model.understand_batch(texts, sent)
         understood = understood_events([msg for _, msg in messages], results)
         encode = self._understood.encode
-        await produce(self._ctx.understood, [
+        delivered = await send(self._ctx.understood, [
             (event.message.key, encode(u))
             for (event, _), u in zip(messages, understood, strict=True)
         ])
         made = iter(understood)
-        return [None if msg is None else next(made) for msg in decoded]
+        return Understood([None if msg is None else next(made) for msg in decoded], delivered)
 
 
 def understood_events(messages: Sequence[dict[str, Any]],

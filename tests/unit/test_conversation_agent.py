@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents.conversation import process_batch
 from agents.dialogue.turns import Incoming
+from agents.nlu.agent import Understood
 from streams.keys import ConversationKeys
 
 INBOUND = "chat.inbound"
@@ -29,10 +32,10 @@ class Understand:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def __call__(self, events: Sequence[Any]) -> list[dict[str, Any] | None]:
+    async def __call__(self, events: Sequence[Any]) -> Understood:
         self.calls.append([e.message.value for e in events])
-        return [None if e.message.value == "bad" else {"event_id": e.message.value}
-                for e in events]
+        return Understood([None if e.message.value == "bad" else {"event_id": e.message.value}
+                           for e in events], asyncio.gather())
 
 
 class Respond:
@@ -87,4 +90,42 @@ async def test_a_redis_outage_retries_the_dialogue_step_alone() -> None:
     await process_batch([event(INBOUND, "m1")], inbound=INBOUND, understand=understand,
                         respond=respond)
     assert understand.calls == [["m1"]]
+    assert respond.batches == [[("m1", False)]]
+
+
+async def test_the_batch_ends_once_the_broker_holds_what_the_nlu_step_sent() -> None:
+    """The dialogue step runs while ChatUnderstood events are on their way; the batch
+    (and so the acknowledgement of its events) waits for them."""
+    delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    order: list[str] = []
+
+    class Slow(Understand):
+        async def __call__(self, events: Sequence[Any]) -> Understood:
+            return Understood([{"event_id": e.message.value} for e in events], delivered)
+
+    class Recording(Respond):
+        async def __call__(self, batch: Sequence[Incoming]) -> None:
+            order.append("dialogue")
+
+    batch = asyncio.create_task(process_batch([event(INBOUND, "m1")], inbound=INBOUND,
+                                              understand=Slow(), respond=Recording()))
+    await asyncio.sleep(0.01)
+    assert order == ["dialogue"] and not batch.done()
+    delivered.set_result(None)
+    await batch
+
+
+async def test_a_chat_understood_the_broker_refused_fails_the_batch() -> None:
+    """The agent processes the whole batch again (process_until_done around it)."""
+    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    failed.set_exception(KafkaTimeoutError())
+
+    class Refused(Understand):
+        async def __call__(self, events: Sequence[Any]) -> Understood:
+            return Understood([{"event_id": e.message.value} for e in events], failed)
+
+    respond = Respond()
+    with pytest.raises(KafkaTimeoutError):
+        await process_batch([event(INBOUND, "m1")], inbound=INBOUND, understand=Refused(),
+                            respond=respond)
     assert respond.batches == [[("m1", False)]]
