@@ -56,6 +56,15 @@ return 1
 """
 
 
+# KEYS: session, events
+# ARGV: event ids
+# Returns the session hash as a flat field/value list, and each event's recorded reply
+# seq (nil when not recorded): one command where HGETALL + HMGET would be two.
+_LOAD_CONVERSATION = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HMGET', KEYS[2], unpack(ARGV))}
+"""
+
+
 @dataclass(slots=True)
 class Session:
     """What Parley remembers about one conversation between turns."""
@@ -74,6 +83,11 @@ class Session:
         values = {k.decode(): v.decode() for k, v in raw.items()}
         ints = {name: int(values.pop(name, 0)) for name in _INT_FIELDS}
         return cls(keys, extra=values, **ints)
+
+    @classmethod
+    def from_fields(cls, keys: ConversationKeys, flat: list[bytes]) -> Session:
+        """From HGETALL's reply inside a script: field, value, field, value, ..."""
+        return cls.from_hash(keys, dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 _INT_FIELDS = ("turns", "last_seq", "reply_seq", "produced_seq", "created_ms", "updated_ms")
@@ -132,14 +146,13 @@ class ConversationStore:
             by_conv.setdefault(keys, []).append(event_id)
         pipe = self.redis.pipeline()
         for keys, ids in by_conv.items():
-            pipe.hgetall(keys.session)
-            pipe.hmget(keys.events, ids)
-        results = await pipe.execute()
+            pipe.eval(_LOAD_CONVERSATION, 2, keys.session, keys.events, *ids)
         sessions: dict[ConversationKeys, Session] = {}
         seen: dict[str, int] = {}
-        for i, (keys, ids) in enumerate(by_conv.items()):
-            sessions[keys] = Session.from_hash(keys, results[2 * i])
-            for event_id, reply_seq in zip(ids, results[2 * i + 1], strict=True):
+        for (keys, ids), (fields, replies) in zip(by_conv.items(), await pipe.execute(),
+                                                  strict=True):
+            sessions[keys] = Session.from_fields(keys, fields)
+            for event_id, reply_seq in zip(ids, replies, strict=True):
                 if reply_seq is not None:
                     seen[event_id] = int(reply_seq)
         return sessions, seen
@@ -225,13 +238,14 @@ class ConversationStore:
 
 class ProducedMarks:
     """``produced_seq`` writes (:meth:`ConversationStore.mark_produced`) kept off a batch's
-    path: :meth:`record` starts writing in the background and returns at once.
+    path: :meth:`record` returns at once, and a background task writes what was
+    recorded, one pipeline at a time (what is recorded meanwhile goes in the next).
 
-    Until a write is done, this object knows how far each conversation's replies went,
-    and :meth:`apply` raises the ``produced_seq`` of freshly loaded sessions to it, so
-    they do not owe replies that are already on the broker. A failed write is kept and
-    written again with the next :meth:`record`. Only what the process dies with is
-    lost, and then the replies are sent again (at least once), never lost: the
+    Until a write is done, this object knows how far each conversation's replies
+    went: take :meth:`pending` before loading sessions and :meth:`apply` it after, so
+    they do not owe replies that are already on the broker. A failed write is kept
+    and tried again at the next :meth:`record`. Only what the process dies with is
+    lost, and then those replies are sent again (at least once), never lost: the
     outbox still holds them.
     """
 
@@ -240,39 +254,44 @@ class ProducedMarks:
         self._unwritten: dict[ConversationKeys, int] = {}
         self._writing: asyncio.Task[None] | None = None
 
-    def apply(self, sessions: dict[ConversationKeys, Session]) -> None:
-        """Raise loaded sessions' ``produced_seq`` to what is known but not yet written."""
-        for keys, seq in self._unwritten.items():
-            if (session := sessions.get(keys)) is not None and session.produced_seq < seq:
+    def pending(self) -> dict[ConversationKeys, int]:
+        """What is recorded but not yet written, by conversation: a copy."""
+        return dict(self._unwritten)
+
+    @staticmethod
+    def apply(pending: dict[ConversationKeys, int],
+              sessions: dict[ConversationKeys, Session]) -> None:
+        """Raise the ``produced_seq`` of sessions loaded since :meth:`pending` was taken."""
+        for keys, session in sessions.items():
+            if (seq := pending.get(keys, 0)) > session.produced_seq:
                 session.produced_seq = seq
 
     def record(self, produced: Iterable[tuple[ConversationKeys, int]]) -> None:
-        """Replies up to ``seq`` are on the broker: write it, in the background.
-        Call :meth:`written` first: one write at a time, in order."""
-        if self._writing is not None:
-            raise RuntimeError("ProducedMarks.record while a write is in flight")
+        """Replies up to ``seq`` are on the broker: write it, in the background."""
         unwritten = self._unwritten
         for keys, seq in produced:
             if seq > unwritten.get(keys, 0):
                 unwritten[keys] = seq
-        if unwritten:
-            self._writing = asyncio.create_task(self._write(dict(unwritten)))
+        if unwritten and self._writing is None:
+            self._writing = asyncio.create_task(self._write())
 
     async def written(self) -> None:
-        """Wait for the write in flight, if any (a failure is logged and kept)."""
+        """Wait until the background writes are done (a failure is logged and kept)."""
         if self._writing is not None:
-            writing, self._writing = self._writing, None
-            await writing
+            await asyncio.shield(self._writing)
 
-    async def _write(self, marks: dict[ConversationKeys, int]) -> None:
+    async def _write(self) -> None:
+        unwritten = self._unwritten
         try:
-            await self._store.mark_produced(marks)
+            while unwritten:
+                marks = dict(unwritten)
+                await self._store.mark_produced(marks)
+                for keys, seq in marks.items():
+                    if unwritten.get(keys) == seq:
+                        del unwritten[keys]
         except REDIS_UNAVAILABLE as exc:
             # Kept in _unwritten: the next record() writes them again.
             logger.warning("state.produced.mark_failed conversations=%d error=%r",
-                           len(marks), exc)
-            return
-        unwritten = self._unwritten
-        for keys, seq in marks.items():
-            if unwritten.get(keys) == seq:
-                del unwritten[keys]
+                           len(unwritten), exc)
+        finally:
+            self._writing = None

@@ -7,30 +7,29 @@ sequence numbers stay gap-free and ordered. Per batch (one Redis pipeline per
 step, whatever the batch size):
 
 1. load the sessions of the batch's conversations and the idempotency records
-   of its event ids;
+   of its event ids, and meanwhile look the batch's knowledge questions up in
+   the knowledge base's exact-answer cache;
 2. decide each event in order (:mod:`agents.dialogue.turns`), carrying session
    changes forward within the batch: a reply, or a question for the knowledge
-   agent — unless the knowledge base's exact-answer cache already holds the
-   answer (looked up for the whole batch in one step), which is then the reply,
+   agent — unless the cache already holds the answer, which is then the reply,
    two broker hops sooner;
 3. produce the knowledge requests and wait until the broker holds them;
 4. record every new turn atomically (session + idempotency record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
 6. move each conversation's ``produced_seq`` forward: in the background, while
-   the agent acknowledges the batch and the NLU step works on the next one
-   (the next batch waits for it before step 1).
+   the agent goes on with the next batches (``streams.state.ProducedMarks``).
 
 A reprocessed event (the worker died before its offsets were committed) is
 found in step 1 and skipped. What the dead worker recorded but never got onto
 the broker is the outbox range ``(produced_seq, reply_seq]`` of its
 conversation; step 5 produces that range first, in seq order, with the
 original ``seq`` and ``event_id`` (gateways write a ``seq`` once per socket, so
-a user never sees a reply twice). The range may also hold replies that did
-reach the broker, when the worker died before step 6 wrote their
-``produced_seq``; they are sent again like the others, never lost. Until step
-6 is written, the step itself knows how far each conversation's replies went
-(a failed write is tried again with the next batch's). The range is resent as a whole because the
-events that caused it arrive from two topics in no fixed order. A knowledge
+a user never sees a reply twice). The range is resent as a whole because the
+events that caused it arrive from two topics in no fixed order. It may also
+hold replies that did reach the broker, when the worker died before step 6
+wrote their ``produced_seq``; they are sent again like the others. While step
+6 is under way, the step itself knows how far each conversation's replies
+went, and owes nothing for them. A knowledge
 request is produced before its turn is recorded, so a crash can only repeat
 it; the knowledge agent's answer carries an id derived from the request's, and
 a repeated answer is dropped here like any repeated event.
@@ -45,6 +44,7 @@ its answer comes back on ``knowledge.results`` and is delivered like a reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -104,16 +104,17 @@ class DialogueStep:
 
     async def __call__(self, batch: Sequence[Incoming]) -> None:
         ctx, store = self._ctx, self._ctx.store
-        await self._marks.written()
-        sessions, seen = await store.load([(i.keys, i.msg["event_id"]) for i in batch])
-        self._marks.apply(sessions)
+        produced = self._marks.pending()
+        (sessions, seen), cached = await asyncio.gather(
+            store.load([(i.keys, i.msg["event_id"]) for i in batch]),
+            self._cached_answers(batch))
+        self._marks.apply(produced, sessions)
         if seen:
             logger.info("dialogue.events.reprocessed count=%d", len(seen))
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        decided = decide_turns(batch, sessions, seen, await self._cached_answers(batch),
-                               self._policy)
+        decided = decide_turns(batch, sessions, seen, cached, self._policy)
         questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
         encode_reply = self._replies.encode
@@ -129,7 +130,7 @@ class DialogueStep:
         self._marks.record((keys, seq) for keys, seq, _ in to_send)
 
     async def marked(self) -> None:
-        """Wait until the last batch's ``produced_seq`` writes (step 6) are done."""
+        """Wait until the ``produced_seq`` writes (step 6) are done."""
         await self._marks.written()
 
     async def _cached_answers(self, batch: Sequence[Incoming]) -> dict[str, ReplyContent]:

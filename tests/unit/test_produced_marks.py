@@ -35,9 +35,9 @@ def marks_on(store: Store) -> ProducedMarks:
     return ProducedMarks(cast(ConversationStore, store))
 
 
-def loaded(**produced: int) -> dict[ConversationKeys, Session]:
-    return {k: Session(k, reply_seq=5, produced_seq=produced.get(k.conversation_id, 0))
-            for k in (A, B)}
+def loaded(a: int = 0, b: int = 0) -> dict[ConversationKeys, Session]:
+    """Sessions as Redis holds them: replies up to 5 recorded, up to a / b produced."""
+    return {A: Session(A, reply_seq=5, produced_seq=a), B: Session(B, reply_seq=5, produced_seq=b)}
 
 
 async def test_record_returns_at_once_and_the_write_follows() -> None:
@@ -48,20 +48,30 @@ async def test_record_returns_at_once_and_the_write_follows() -> None:
     store.go.set()
     await marks.written()
     assert store.written == [{A: 3, B: 1}]
+    assert marks.pending() == {}
+
+
+async def test_what_is_recorded_during_a_write_goes_in_the_next() -> None:
+    store = Store()
+    marks = marks_on(store)
+    marks.record([(A, 1)])
+    await asyncio.sleep(0)  # the first write is under way
+    marks.record([(A, 2), (B, 1)])
+    store.go.set()
+    await marks.written()
+    assert store.written == [{A: 1}, {A: 2, B: 1}]
 
 
 async def test_sessions_loaded_before_the_write_owe_nothing_already_sent() -> None:
     store = Store()
     marks = marks_on(store)
     marks.record([(A, 3)])
-    sessions = loaded(a=1, b=2)  # as Redis still had it
-    marks.apply(sessions)
-    assert (sessions[A].produced_seq, sessions[B].produced_seq) == (3, 2)
+    pending = marks.pending()
     store.go.set()
-    await marks.written()
-    sessions = loaded(a=1)
-    marks.apply(sessions)  # written: the store is the truth again
-    assert sessions[A].produced_seq == 1
+    await marks.written()  # written while the sessions were loading
+    sessions = loaded(a=1, b=2)  # the load saw Redis before the write
+    marks.apply(pending, sessions)
+    assert (sessions[A].produced_seq, sessions[B].produced_seq) == (3, 2)
 
 
 async def test_a_failed_write_is_known_meanwhile_and_written_with_the_next() -> None:
@@ -72,20 +82,9 @@ async def test_a_failed_write_is_known_meanwhile_and_written_with_the_next() -> 
     marks.record([(A, 3)])
     await marks.written()  # logged, not raised
     sessions = loaded()
-    marks.apply(sessions)
+    marks.apply(marks.pending(), sessions)
     assert sessions[A].produced_seq == 3
     store.down = False
     marks.record([(B, 4)])
     await marks.written()
     assert store.written == [{A: 3, B: 4}]
-
-
-async def test_one_write_at_a_time() -> None:
-    store = Store()
-    marks = marks_on(store)
-    marks.record([(A, 1)])
-    with pytest.raises(RuntimeError):
-        marks.record([(A, 2)])
-    store.go.set()
-    await marks.written()
-    assert store.written == [{A: 1}]
