@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.types import TopicT
 
 from parley.runtime import freeze_startup_objects, observe_gc_pauses
@@ -164,19 +165,71 @@ async def send(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]
     """Hand ``(key, value)`` records to the producer, in order; the returned future
     completes once the broker holds them all (and raises if it refused any).
 
-    Records go straight to the transport's producer (partitioned by key, as
-    ``Topic.send`` does): ``Topic.send`` wraps each record in a future message, a
-    channel hop and sensor calls, a tenth of a busy worker's time. Await the result
-    before the events that caused the records are acknowledged.
+    The records go to the aiokafka producer under Faust's as one batch per partition,
+    partitioned by key as its ``send`` would (Kafka's murmur2, as the gateway's
+    librdkafka is configured too): a record at a time through ``Topic.send`` cost a
+    tenth of a busy worker's time, and through the producer's ``send`` 30 µs each.
+    Await the result before the events that caused the records are acknowledged.
     """
     name = topic.get_topic_name()
-    producer = topic.app.producer
-    futures = [await producer.send(name, key, value, partition=None, timestamp=None,
-                                   headers=None)
-               for key, value in records]
+    producer: AIOKafkaProducer = topic.app.producer._ensure_producer()  # type: ignore[attr-defined]
+    await producer.client._wait_on_metadata(name)
+    partition_of = _Partitioner.of(producer, name)
+    batches: dict[int, Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for key, value in records:
+        partition = partition_of(key)
+        batch = batches.get(partition)
+        if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+            if batch is not None:  # full: send it, and start the partition's next one
+                futures.append(await producer.send_batch(batch, name, partition=partition))
+            batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+    for partition, batch in batches.items():
+        futures.append(await producer.send_batch(batch, name, partition=partition))
     delivered = asyncio.gather(*futures)
     delivered.add_done_callback(functools.partial(_count_produced, name, len(records)))
     return delivered
+
+
+class _Partitioner:
+    """A topic's key → partition, as the producer's partitioner decides it (murmur2 in
+    pure Python, 5-10 µs a key), memoised: a conversation's key comes back every turn.
+    A record without a key goes to a random partition, as with ``send``."""
+
+    _memo: dict[str, _Partitioner] = {}
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._cluster = producer.client.cluster
+        self._partitioner = producer._partitioner
+        self._topic = topic
+        self._all = self._partitions()
+        self._known: dict[bytes, int] = {}
+
+    @classmethod
+    def of(cls, producer: AIOKafkaProducer, topic: str) -> Callable[[bytes | None], int]:
+        memo = cls._memo.get(topic)
+        if (memo is None or memo._cluster is not producer.client.cluster
+                or memo._partitioner is not producer._partitioner
+                or memo._partitions() != memo._all):
+            memo = cls._memo[topic] = cls(producer, topic)
+        return memo
+
+    def _partitions(self) -> list[int]:
+        return sorted(self._cluster.partitions_for_topic(self._topic) or ())
+
+    def __call__(self, key: bytes | None) -> int:
+        known = self._known
+        partition = None if key is None else known.get(key)
+        if partition is None:
+            available = list(self._cluster.available_partitions_for_topic(self._topic))
+            partition = self._partitioner(key, self._all, available)
+            if key is not None:
+                if len(known) >= 100_000:
+                    known.clear()
+                known[key] = partition
+        return partition
 
 
 async def produce(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]) -> None:
