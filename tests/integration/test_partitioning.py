@@ -8,6 +8,7 @@ standard Kafka client added later) keeps a conversation on one partition.
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -58,14 +59,17 @@ async def test_gateway_and_workers_partition_keys_alike(settings: Settings) -> N
     await consumer.start()
     try:
         read: dict[int, list[bytes]] = {}
+        stamped: list[int] = []  # Kafka CreateTime, ms
         deadline = asyncio.get_running_loop().time() + 20
         while sum(map(len, read.values())) < len(together):
             assert asyncio.get_running_loop().time() < deadline, "records missing"
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                read.setdefault(tp.partition, []).extend(r.value for r in records
-                                                          if r.value.startswith(b"c-"))
+                ours = [r for r in records if r.value.startswith(b"c-")]
+                read.setdefault(tp.partition, []).extend(r.value for r in ours)
+                stamped.extend(r.timestamp for r in ours)
     finally:
         await consumer.stop()
     wanted = {p: [v for k, v in together if gateway_partitions[keys.index(k.decode())] == p]
               for p in set(gateway_partitions)}
     assert {p: v for p, v in read.items() if v} == wanted  # each partition in send order
+    assert all(0 < time.time() * 1000 - t < 60_000 for t in stamped)  # stamped when sent
