@@ -8,8 +8,10 @@ the reply it produced, in the same Lua script that updates the session and
 appends the reply to the outbox. A reprocessed event (a worker died after
 producing, before committing its offsets) finds its record and is not applied
 twice. Replies are produced in ``seq`` order and ``produced_seq`` only moves
-after the broker confirmed them, so the replies still owed after a crash are
-exactly the outbox entries in ``(produced_seq, reply_seq]``.
+after the broker confirmed them, so every reply still owed after a crash is
+in the outbox range ``(produced_seq, reply_seq]``. The range may also hold
+replies the broker did confirm, when the worker died before
+:class:`ProducedMarks` wrote that down in the background; those are sent again.
 """
 
 from __future__ import annotations
