@@ -223,7 +223,7 @@ class _Partitioner:
         known = self._known
         partition = None if key is None else known.get(key)
         if partition is None:
-            available = list(self._cluster.available_partitions_for_topic(self._topic))
+            available = list(self._cluster.available_partitions_for_topic(self._topic) or ())
             partition = self._partitioner(key, self._all, available)
             if key is not None:
                 if len(known) >= 100_000:
