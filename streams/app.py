@@ -174,18 +174,19 @@ async def send(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]
     name = topic.get_topic_name()
     producer: AIOKafkaProducer = topic.app.producer._ensure_producer()  # type: ignore[attr-defined]
     await producer.client._wait_on_metadata(name)
-    partition_of = _Partitioner.of(producer, name)
+    partition_of = _partitioner(producer, name)
     batches: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
     for key, value in records:
         partition = partition_of(key)
         batch = batches.get(partition)
-        if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-            if batch is not None:  # full: send it, and start the partition's next one
-                futures.append(await producer.send_batch(batch, name, partition=partition))
-            batch = batches[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+        if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        if batch is not None:  # full: send it, and start the partition's next one
+            futures.append(await producer.send_batch(batch, name, partition=partition))
+        batch = batches[partition] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
     for partition, batch in batches.items():
         futures.append(await producer.send_batch(batch, name, partition=partition))
     delivered = asyncio.gather(*futures)
@@ -193,43 +194,31 @@ async def send(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]
     return delivered
 
 
-class _Partitioner:
-    """A topic's key → partition, as the producer's partitioner decides it (murmur2 in
-    pure Python, 5-10 µs a key), memoised: a conversation's key comes back every turn.
-    A record without a key goes to a random partition, as with ``send``."""
+#: Key → partition, per topic and list of partitions: the producer's partitioner is
+#: murmur2 in pure Python (5-10 µs a key), and a conversation's key comes back every turn.
+_KNOWN_PARTITIONS: dict[tuple[str, tuple[int, ...]], dict[bytes, int]] = {}
 
-    _memo: dict[str, _Partitioner] = {}
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._cluster = producer.client.cluster
-        self._partitioner = producer._partitioner
-        self._topic = topic
-        self._all = self._partitions()
-        self._known: dict[bytes, int] = {}
+def _partitioner(producer: AIOKafkaProducer, topic: str) -> Callable[[bytes | None], int]:
+    """``topic``'s key → partition, as the producer's own partitioner decides it. A record
+    without a key goes to a random partition, as with the producer's ``send``."""
+    cluster = producer.client.cluster
+    partitions = sorted(cluster.partitions_for_topic(topic) or ())
+    known = _KNOWN_PARTITIONS.setdefault((topic, tuple(partitions)), {})
+    choose = producer._partitioner
 
-    @classmethod
-    def of(cls, producer: AIOKafkaProducer, topic: str) -> Callable[[bytes | None], int]:
-        memo = cls._memo.get(topic)
-        if (memo is None or memo._cluster is not producer.client.cluster
-                or memo._partitioner is not producer._partitioner
-                or memo._partitions() != memo._all):
-            memo = cls._memo[topic] = cls(producer, topic)
-        return memo
-
-    def _partitions(self) -> list[int]:
-        return sorted(self._cluster.partitions_for_topic(self._topic) or ())
-
-    def __call__(self, key: bytes | None) -> int:
-        known = self._known
-        partition = None if key is None else known.get(key)
-        if partition is None:
-            available = list(self._cluster.available_partitions_for_topic(self._topic) or ())
-            partition = self._partitioner(key, self._all, available)
-            if key is not None:
-                if len(known) >= 100_000:
-                    known.clear()
-                known[key] = partition
+    def partition_of(key: bytes | None) -> int:
+        if key is not None and (partition := known.get(key)) is not None:
+            return partition
+        available = list(cluster.available_partitions_for_topic(topic) or ())
+        partition = choose(key, partitions, available)
+        if key is not None:
+            if len(known) >= 100_000:
+                known.clear()
+            known[key] = partition
         return partition
+
+    return partition_of
 
 
 async def produce(topic: TopicT, records: Sequence[tuple[bytes | None, bytes]]) -> None:
