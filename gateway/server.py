@@ -169,6 +169,8 @@ class Gateway:
         self.sequences = InboundSequences(self.store)
         self.producer = InboundProducer(settings.kafka_bootstrap,
                                         linger_ms=settings.gateway_linger_ms,
+                                        busy_linger_ms=settings.gateway_busy_linger_ms,
+                                        busy_rate=settings.gateway_busy_rate,
                                         client_id=f"gw-{self.id}")
         self.follower = ReplyFollower(
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,

@@ -164,6 +164,19 @@ class Settings(EnvSettings):
         "How long a gateway's producer waits to batch messages from different sockets. "
         "Brokers pay per request, so a few ms saves their CPU under load.",
     )
+    gateway_busy_rate: float = setting(
+        400.0,
+        "PARLEY_GATEWAY_BUSY_RATE",
+        "Messages a second from which a gateway counts as busy and holds messages "
+        "PARLEY_GATEWAY_BUSY_LINGER_MS before producing them together.",
+    )
+    gateway_busy_linger_ms: float = setting(
+        20.0,
+        "PARLEY_GATEWAY_BUSY_LINGER_MS",
+        "How long a busy gateway holds accepted messages to produce them together (0: "
+        "never). Fewer, fuller produce requests: on the embedded broker at 2,000 msg/s, "
+        "a third less broker CPU and p99 halved (docs/benchmarks.md).",
+    )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
     )
@@ -244,12 +257,14 @@ class Settings(EnvSettings):
                      "session_ttl_s"):  # fmt: skip
             if getattr(self, name) < 1:
                 self._invalid(name, "a whole number >= 1")
-        for name in ("fetch_max_wait_ms", "gateway_linger_ms"):
+        for name in ("fetch_max_wait_ms", "gateway_linger_ms", "gateway_busy_linger_ms"):
             if not 0 <= getattr(self, name) < math.inf:
                 self._invalid(name, "a number >= 0")
         for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s"):
             if not 0 < getattr(self, name) < math.inf:
                 self._invalid(name, "a number of seconds > 0")
+        if not self.gateway_busy_rate > 0:
+            self._invalid("gateway_busy_rate", "a number of messages a second > 0")
 
     def _invalid(self, name: str, expected: str) -> NoReturn:
         env = self.__dataclass_fields__[name].metadata["env"]

@@ -58,6 +58,8 @@ def test_malformed_settings_fail_loudly_with_the_variable_name(env: dict[str, st
     ("PARLEY_SESSION_TTL_S", "0"),
     ("PARLEY_FETCH_MAX_WAIT_MS", "-1"),
     ("PARLEY_GATEWAY_LINGER_MS", "nan"),
+    ("PARLEY_GATEWAY_BUSY_LINGER_MS", "-1"),
+    ("PARLEY_GATEWAY_BUSY_RATE", "0"),
     ("PARLEY_PING_INTERVAL_S", "0"),
     ("PARLEY_PING_TIMEOUT_S", "inf"),
     ("PARLEY_GATEWAY_IN_FLIGHT_EXPIRY_S", "-1"),
@@ -83,6 +85,8 @@ def test_the_edges_that_work_are_accepted() -> None:
         "PARLEY_GATEWAY_PORT": "0",
         "PARLEY_FETCH_MAX_WAIT_MS": "0",
         "PARLEY_GATEWAY_LINGER_MS": "0",
+        "PARLEY_GATEWAY_BUSY_LINGER_MS": "0",
+        "PARLEY_GATEWAY_BUSY_RATE": "inf",
     })
     assert s.redis_startup_nodes == [("redis-a", 7000), ("redis-b", 7001), ("127.0.0.1", 7002)]
     assert s.kafka_port == 9093  # the first address's: where an embedded broker listens
