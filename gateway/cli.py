@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from parley.logs import configure_logging
-from parley.runtime import observe_gc_pauses, run_until_signalled
+from parley.runtime import collect_young_less_often, observe_gc_pauses, run_until_signalled
 from parley.settings import Settings
 
 __all__ = ["gateway"]
@@ -26,6 +26,7 @@ def gateway(host: str | None, port: int | None, gateway_id: str | None) -> None:
     server = Gateway(settings)
 
     async def start() -> None:
+        collect_young_less_often()
         observe_gc_pauses()
         await server.start()
         click.echo(f"gateway listening on {server.url} (ws: {server.url}ws)", err=True)

@@ -171,7 +171,7 @@ class Settings(EnvSettings):
         "PARLEY_GATEWAY_BUSY_LINGER_MS before producing them together.",
     )
     gateway_busy_linger_ms: float = setting(
-        20.0,
+        40.0,
         "PARLEY_GATEWAY_BUSY_LINGER_MS",
         "How long a busy gateway holds accepted messages to produce them together (0: "
         "never). Fewer, fuller produce requests: on the embedded broker at 2,000 msg/s, "

@@ -20,7 +20,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TopicT
 
-from parley.runtime import freeze_startup_objects, observe_gc_pauses
+from parley.runtime import collect_young_less_often, freeze_startup_objects, observe_gc_pauses
 from parley.settings import Settings
 from streams import transport
 from streams.codecs import AvroCodec, codec_for
@@ -53,9 +53,11 @@ class ParleyApp(faust.App):
         self.ready_checks: list[Callable[[], bool]] = []
 
     async def on_started(self) -> None:
-        """Once agents and models are up, keep the collector off them (see parley.runtime)."""
+        """Once agents and models are up, keep the collector off them, and off what a
+        batch allocates (see parley.runtime)."""
         await super().on_started()
         freeze_startup_objects()
+        collect_young_less_often()
         observe_gc_pauses()
 
     async def on_shutdown(self) -> None:

@@ -242,7 +242,7 @@ def _load_knowledge(settings: Settings) -> KnowledgeService | None:
 )
 def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     """Serve the inline baseline: gateway protocol, model and policy in one process."""
-    from parley.runtime import run_until_signalled
+    from parley.runtime import collect_young_less_often, run_until_signalled
     from streams.worker import load_understander
 
     settings = Settings.from_env(None, gateway_host=host, gateway_port=port)
@@ -251,7 +251,12 @@ def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     configure_logging("bench-inline", settings.log_level, settings.log_json)
     server = InlineServer(load_understander(settings), load_policy(settings), settings,
                           _load_knowledge(settings))  # fmt: skip
-    run_until_signalled(server.start, server.close)
+
+    async def start() -> None:
+        collect_young_less_often()  # as the gateway and the workers do
+        await server.start()
+
+    run_until_signalled(start, server.close)
 
 
 if __name__ == "__main__":
