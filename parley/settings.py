@@ -175,7 +175,7 @@ class Settings(EnvSettings):
         "PARLEY_GATEWAY_BUSY_LINGER_MS",
         "How long a busy gateway holds accepted messages to produce them together (0: "
         "never). Fewer, fuller produce requests: on the embedded broker at 2,000 msg/s, "
-        "a third less broker CPU and p99 halved (docs/benchmarks.md).",
+        "less than half the broker's CPU and p99 halved (docs/benchmarks.md).",
     )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
