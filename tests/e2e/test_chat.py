@@ -321,9 +321,11 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
 
     samples = await asyncio.to_thread(metrics, base)
     assert samples["parley_gateway_messages_accepted_total"] >= 2
-    assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
+    # Exported for every generation; young collections are rare (parley.runtime), so a
+    # short test may see none yet.
+    assert {f'parley_gc_pause_seconds_count{{generation="{g}"}}' for g in "012"} <= set(samples)
     samples = await asyncio.to_thread(metrics, worker_root)
-    assert samples['parley_gc_pause_seconds_count{generation="0"}'] >= 1
+    assert 'parley_gc_pause_seconds_count{generation="2"}' in samples
     assert samples['parley_agent_events_total{agent="conversation"}'] >= 1
     assert samples['parley_agent_batch_size_count{agent="conversation"}'] >= 1
     assert samples['parley_agent_event_age_seconds_count{agent="conversation"}'] >= 1
