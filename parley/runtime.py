@@ -79,10 +79,10 @@ def collect_young_less_often(every: int = YOUNG_COLLECTION_EVERY) -> None:
     For a process handling thousands of messages a second, like a gateway or a worker.
     With CPython's default, a young collection came every few milliseconds and promoted
     everything alive at that moment: the objects of every message in flight. Promoted
-    objects pile up into full collections, which scan every session: 15 to 45 ms pauses
+    objects pile up into full collections, which scan every session: 15 to 30 ms pauses
     in a gateway at 2,000 msg/s, which every message in flight waits through. At
     50,000, young collections come a few times a second and find little alive; p99 at
-    2,000 msg/s fell by a fifth to two fifths (docs/benchmarks.md). The older
+    2,000 msg/s fell by a sixth to two fifths (docs/benchmarks.md). The older
     generations keep their thresholds.
     """
     _, middle, old = gc.get_threshold()
