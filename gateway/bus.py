@@ -105,7 +105,7 @@ class InboundProducer:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._busy_linger = busy_linger_ms / 1000
-        self._rate = ArrivalRate(busy_rate)
+        self._rate = ArrivalRate(busy_rate if busy_linger_ms > 0 else math.inf)
         self._held: list[tuple[str, str, bytes, asyncio.Future[int]]] = []
         self._release_at: asyncio.TimerHandle | None = None
 
@@ -121,7 +121,7 @@ class InboundProducer:
         loop = self._loop
         assert loop is not None, "start() first"
         future: asyncio.Future[int] = loop.create_future()
-        if (self._rate.busy(loop.time()) and self._busy_linger > 0) or self._held:
+        if self._rate.busy(loop.time()) or self._held:
             self._held.append((topic, key, value, future))
             if self._release_at is None:
                 self._release_at = loop.call_later(self._busy_linger, self._release)

@@ -251,12 +251,8 @@ def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     configure_logging("bench-inline", settings.log_level, settings.log_json)
     server = InlineServer(load_understander(settings), load_policy(settings), settings,
                           _load_knowledge(settings))  # fmt: skip
-
-    async def start() -> None:
-        collect_young_less_often()  # as the gateway and the workers do
-        await server.start()
-
-    run_until_signalled(start, server.close)
+    collect_young_less_often()  # as the gateway and the workers do
+    run_until_signalled(server.start, server.close)
 
 
 if __name__ == "__main__":
