@@ -5,18 +5,15 @@ thread that polls it and hands results to the event loop in batches (one
 ``call_soon_threadsafe`` per poll, not per message), so the loop never blocks
 on the broker.
 
-A busy gateway holds accepted messages for a few milliseconds and hands them to
-the producer together (:class:`ArrivalRate`, ``InboundProducer(busy_linger_ms=…)``):
-brokers pay per produce request, and the embedded one per batch it stores, so
-fewer and fuller requests leave them CPU for the rest of the pipeline. A quiet
-gateway sends each message at once.
+A busy gateway hands its messages to the producer in bursts, every few tens of
+milliseconds (gateway/sequences.py), so librdkafka's short linger is enough to
+put each burst in one produce request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +27,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-__all__ = ["ArrivalRate", "DeliveryError", "InboundProducer", "ReplyFollower"]
+__all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,34 +41,10 @@ _FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPO
                      KafkaError._FENCED})
 
 
-class ArrivalRate:
-    """Whether messages arrive faster than ``busy_per_s``, judged over windows of
-    ``window_s``: busy when the last window or the current one reached that rate."""
-
-    def __init__(self, busy_per_s: float, window_s: float = 0.1) -> None:
-        self._window = window_s
-        self._busy_count = busy_per_s * window_s  # messages in one window
-        self._started = -math.inf
-        self._count = 0
-        self._last = 0.0  # the last window's count, scaled to a window's length
-
-    def busy(self, now: float) -> bool:
-        """Count a message arriving at ``now`` (seconds, monotonic)."""
-        elapsed = now - self._started
-        if elapsed >= self._window:
-            self._last = self._count * self._window / elapsed
-            self._started, self._count = now, 0
-        self._count += 1
-        return max(self._last, self._count) >= self._busy_count
-
-
 class InboundProducer:
     """Idempotent, acks=all producer; :meth:`send` resolves once the broker holds the event.
 
-    While messages come faster than ``busy_rate`` a second, :meth:`send` holds them and
-    hands what it holds to librdkafka every ``busy_linger_ms``; otherwise at once (and
-    librdkafka waits ``linger_ms`` for others to share the request). Order is kept:
-    while anything is held, every message joins it.
+    librdkafka waits ``linger_ms`` for other messages to share a produce request.
 
     A producer that is fenced or fails fatally is unusable for good. Tansu fences an
     idempotent producer whose requests timed out during an outage (every later
@@ -81,8 +54,7 @@ class InboundProducer:
     :class:`DeliveryError` (the client is told to retry).
     """
 
-    def __init__(self, bootstrap: str, *, linger_ms: float, busy_linger_ms: float = 0,
-                 busy_rate: float = math.inf, client_id: str = "parley-gateway"):
+    def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
         self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
@@ -104,10 +76,6 @@ class InboundProducer:
         self._done_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
-        self._busy_linger = busy_linger_ms / 1000
-        self._rate = ArrivalRate(busy_rate if busy_linger_ms > 0 else math.inf)
-        self._held: list[tuple[str, str, bytes, asyncio.Future[int]]] = []
-        self._release_at: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -121,22 +89,7 @@ class InboundProducer:
         loop = self._loop
         assert loop is not None, "start() first"
         future: asyncio.Future[int] = loop.create_future()
-        if self._rate.busy(loop.time()) or self._held:
-            self._held.append((topic, key, value, future))
-            if self._release_at is None:
-                self._release_at = loop.call_later(self._busy_linger, self._release)
-        else:
-            self._produce(topic, key, value, future)
-        return future
 
-    def _release(self) -> None:
-        """Hand what is held to librdkafka, in the order it came."""
-        self._release_at = None
-        held, self._held = self._held, []
-        for topic, key, value, future in held:
-            self._produce(topic, key, value, future)
-
-    def _produce(self, topic: str, key: str, value: bytes, future: asyncio.Future[int]) -> None:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is not None and err.code() in _FENCED:
                 self._fatal = err
@@ -153,8 +106,8 @@ class InboundProducer:
                     self._producer.produce(topic, value=value, key=key,
                                            on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
-            if not future.done():
-                future.set_exception(DeliveryError(f"not queued: {exc}"))
+            future.set_exception(DeliveryError(f"not queued: {exc}"))
+        return future
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's error callback (on the poll thread)."""
@@ -197,9 +150,6 @@ class InboundProducer:
         return True
 
     async def close(self) -> None:
-        if self._release_at is not None:
-            self._release_at.cancel()
-            self._release()
         self._stopping.set()
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join, 10)

@@ -6,63 +6,124 @@ One round trip per message cost ≈ 90 µs of the gateway's CPU, most of it syst
 calls, and under load the concurrent calls ran out of the cluster client's
 connections (``MaxConnectionsError``: messages refused as "unavailable").
 
-So at most one request is at Redis at a time. Messages that arrive meanwhile
-wait and go together in the next, as one pipeline: a message on its own is
-sent at once (no batching delay at light load), and the busier the gateway,
-the larger the batches. Each waiter gets its number in the order it asked, so
-two messages of one conversation are numbered in the order they came.
+So at most one request is at Redis at a time, and messages that arrive
+meanwhile go together in the next, as one pipeline. A quiet gateway asks for a
+message's number at once (no batching delay at light load). A busy one
+(:class:`ArrivalRate`) holds what it accepts for ``busy_linger_s`` and asks for
+all of it in one pipeline; the numbered messages then reach the producer within
+the same few milliseconds and go to the broker in one request too. Brokers pay
+per produce request, the embedded one per batch it stores, and Redis per
+request, so fewer and fuller ones leave the cores to the rest of the pipeline.
+
+Each waiter gets its number in the order it asked, so two messages of one
+conversation are numbered, and produced, in the order they came.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from streams.keys import ConversationKeys
 from streams.state import ConversationStore
 
-__all__ = ["InboundSequences"]
+__all__ = ["ArrivalRate", "InboundSequences"]
+
+
+class ArrivalRate:
+    """Whether messages arrive faster than ``busy_per_s``, judged over windows of
+    ``window_s``: busy when the last window or the current one reached that rate."""
+
+    def __init__(self, busy_per_s: float, window_s: float = 0.1) -> None:
+        self._window = window_s
+        self._busy_count = busy_per_s * window_s  # messages in one window
+        self._started = -math.inf
+        self._count = 0
+        self._last = 0.0  # the last window's count, scaled to a window's length
+
+    def busy(self, now: float) -> bool:
+        """Count a message arriving at ``now`` (seconds, monotonic)."""
+        elapsed = now - self._started
+        if elapsed >= self._window:
+            self._last = self._count * self._window / elapsed
+            self._started, self._count = now, 0
+        self._count += 1
+        return max(self._last, self._count) >= self._busy_count
 
 
 class InboundSequences:
-    def __init__(self, store: ConversationStore, *, max_batch: int = 256) -> None:
+    """Sequence numbers, asked for together: at once when quiet, every ``busy_linger_s``
+    while messages come faster than ``busy_rate`` a second (``busy_linger_s`` 0: never
+    held)."""
+
+    def __init__(self, store: ConversationStore, *, busy_linger_s: float = 0,
+                 busy_rate: float = math.inf, max_batch: int = 256) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._busy_linger = busy_linger_s
+        self._rate = ArrivalRate(busy_rate if busy_linger_s > 0 else math.inf)
+        self._busy = False  # what the last arrival found
         self._waiting: list[tuple[ConversationKeys, asyncio.Future[int]]] = []
+        self._release_at: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
 
     async def next(self, keys: ConversationKeys) -> int:
         """The conversation's next number. Raises what the store raised for its batch
         (every message of a batch fails alike when Redis is unavailable)."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._busy = self._rate.busy(loop.time())
         self._waiting.append((keys, future))
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send())
+        if self._sending is None and self._release_at is None:
+            self._ask_or_hold()
         return await future
 
+    def _ask_or_hold(self) -> None:
+        if self._busy:
+            loop = asyncio.get_running_loop()
+            self._release_at = loop.call_later(self._busy_linger, self._release)
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        """Ask for the numbers of every message waiting now."""
+        self._release_at = None
+        self._sending = asyncio.create_task(self._send())
+
     async def _send(self) -> None:
-        batch: list[tuple[ConversationKeys, asyncio.Future[int]]] = []
+        taken, self._waiting = self._waiting, []
         try:
-            while self._waiting:
-                batch = self._waiting[:self._max_batch]
-                del self._waiting[:self._max_batch]
-                try:
-                    seqs = await self._store.next_inbound_seqs([keys for keys, _ in batch])
-                except Exception as exc:  # each caller handles it as it would its own call
-                    for _, future in batch:
-                        if not future.done():  # its message's socket may have gone
-                            future.set_exception(exc)
-                    continue
-                for (_, future), seq in zip(batch, seqs, strict=True):
-                    if not future.done():
-                        future.set_result(seq)
-            batch = []
-        finally:  # cancelled (the gateway closing): nobody is left to answer the rest
-            self._sending = None
-            for _, future in (*batch, *self._waiting):
+            for start in range(0, len(taken), self._max_batch):
+                await self._ask(taken[start:start + self._max_batch])
+        except asyncio.CancelledError:  # the gateway closing: nobody is left to answer
+            for _, future in (*taken, *self._waiting):
                 future.cancel()
             self._waiting.clear()
+            raise
+        finally:
+            self._sending = None
+        if self._waiting:  # what came while Redis answered
+            self._ask_or_hold()
+
+    async def _ask(self, batch: list[tuple[ConversationKeys, asyncio.Future[int]]]) -> None:
+        try:
+            seqs = await self._store.next_inbound_seqs([keys for keys, _ in batch])
+        except Exception as exc:  # each caller handles it as it would its own call
+            for _, future in batch:
+                if not future.done():  # its message's socket may have gone
+                    future.set_exception(exc)
+            return
+        for (_, future), seq in zip(batch, seqs, strict=True):
+            if not future.done():
+                future.set_result(seq)
 
     async def close(self) -> None:
-        """Wait for the request at Redis, if any (bounded by the client's timeouts)."""
-        if self._sending is not None:
+        """Ask for what is held at once, and wait until every number asked for is
+        answered (bounded by the Redis client's timeouts)."""
+        while True:
+            if self._release_at is not None:
+                self._release_at.cancel()
+                self._release()
+            if self._sending is None:
+                return
             await asyncio.wait([self._sending])

@@ -4,7 +4,8 @@ One ``Gateway`` per process. It serves ``/ws`` (the frame protocol in
 gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics`` and the web chat
 page at ``/``. Each accepted message gets an ``event_id`` and a per-conversation
 sequence number (Redis INCR, so it stays monotonic across gateways and
-reconnects; asked in batches, gateway/sequences.py), is produced to
+reconnects; asked in batches, and by a busy gateway every few tens of
+milliseconds: gateway/sequences.py), is produced to
 ``chat.inbound`` keyed by conversation id, and is acknowledged to the client
 once the broker holds it.
 
@@ -166,11 +167,11 @@ class Gateway:
         self.store = ConversationStore(
             self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
         )
-        self.sequences = InboundSequences(self.store)
+        self.sequences = InboundSequences(self.store,
+                                          busy_linger_s=settings.gateway_busy_linger_ms / 1000,
+                                          busy_rate=settings.gateway_busy_rate)
         self.producer = InboundProducer(settings.kafka_bootstrap,
                                         linger_ms=settings.gateway_linger_ms,
-                                        busy_linger_ms=settings.gateway_busy_linger_ms,
-                                        busy_rate=settings.gateway_busy_rate,
                                         client_id=f"gw-{self.id}")
         self.follower = ReplyFollower(
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,

@@ -1,4 +1,5 @@
-"""Sequence numbers on a real gateway and Redis Cluster, with many messages at once."""
+"""Sequence numbers on a real gateway, Redis Cluster and broker, with many messages at once,
+and a busy gateway holding its messages to number and produce them together."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import websockets
+from aiokafka import AIOKafkaConsumer
 
 from gateway.server import Gateway
 from parley.settings import Settings
+from streams.codecs import codec_for
+from streams.topics import CHAT_INBOUND
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
@@ -51,3 +55,58 @@ async def test_messages_sent_at_once_on_many_sockets_are_all_numbered(gateway: G
         frames.sort(key=lambda f: str(f.get("client_msg_id")))  # acks come as deliveries do
         assert [(f["type"], f.get("client_msg_id"), f.get("seq")) for f in frames] == \
             [("ack", "m1", 1), ("ack", "m2", 2)], frames
+
+
+async def read_back(settings: Settings, topic: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events of ``topic``, each partition in its order."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    codec = codec_for("chat_message")
+    await consumer.start()
+    read: list[dict[str, Any]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(read) < count:
+            assert asyncio.get_running_loop().time() < deadline, "events missing"
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                read.extend(codec.decode(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return read
+
+
+async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_order(
+    settings: Settings,
+) -> None:
+    # Busy from the first message: everything is held for the linger.
+    busy = settings.replace(gateway_port=0, gateway_busy_rate=1, gateway_busy_linger_ms=1000)
+    server = Gateway(busy)
+    await server.start()
+    run = uuid.uuid4().hex[:8]
+    url = f"ws://127.0.0.1:{server.port}/ws?tenant=t&conversation={run}-"
+    try:
+        await server.wait_ready()
+        sockets = await asyncio.gather(*(websockets.connect(f"{url}{i}") for i in range(8)))
+        await asyncio.gather(*(ws.recv() for ws in sockets))  # welcome
+        for n in range(5):
+            for ws in sockets:
+                await ws.send(json.dumps({"type": "message", "text": f"t{n}",
+                                          "client_msg_id": f"m{n}"}))
+        with pytest.raises(TimeoutError):  # held for the linger: not yet on the broker
+            await asyncio.wait_for(sockets[0].recv(), 0.5)
+        acks = [[json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(5)]
+                for ws in sockets]
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    finally:
+        await server.close()
+
+    for frames in acks:
+        frames.sort(key=lambda f: str(f.get("client_msg_id")))
+        assert [(f["type"], f["client_msg_id"], f["seq"]) for f in frames] == \
+            [("ack", f"m{n}", n + 1) for n in range(5)], frames
+    by_conversation: dict[str, list[tuple[int, str]]] = {}
+    for event in await read_back(busy, busy.topic(CHAT_INBOUND), 40):
+        by_conversation.setdefault(event["conversation_id"], []).append(
+            (event["seq"], event["payload"]["text"]))
+    assert by_conversation == {f"{run}-{i}": [(n + 1, f"t{n}") for n in range(5)]
+                               for i in range(8)}  # each conversation, in order

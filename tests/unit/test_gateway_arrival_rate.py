@@ -1,9 +1,9 @@
 """ArrivalRate: when a gateway counts as busy and starts holding messages to produce them
-together (gateway/bus.py)."""
+together (gateway/sequences.py)."""
 
 from __future__ import annotations
 
-from gateway.bus import ArrivalRate
+from gateway.sequences import ArrivalRate
 
 
 def arrivals(rate: ArrivalRate, start: float, every: float, count: int) -> list[bool]:

@@ -105,3 +105,53 @@ async def test_closing_waits_for_the_request_at_redis() -> None:
     assert asked.done() and await asked == 1
 
 
+
+
+def busy_sequences(store: SlowStore, linger_s: float) -> InboundSequences:
+    """Busy from the first message: every number is held for ``linger_s``."""
+    return InboundSequences(cast(ConversationStore, store), busy_linger_s=linger_s, busy_rate=1)
+
+
+async def test_a_busy_gateway_holds_its_messages_then_numbers_them_in_one_request() -> None:
+    store = SlowStore()
+    store.release.set()
+    seqs = busy_sequences(store, linger_s=0.2)
+    asked = [asyncio.create_task(seqs.next(k)) for k in (A, B, A, A, B)]
+    await asyncio.sleep(0.1)
+    assert store.requests == [], "held for the linger"
+    assert [await t for t in asked] == [1, 1, 2, 3, 2]
+    assert store.requests == [[A, B, A, A, B]]
+
+
+async def test_while_busy_what_comes_during_a_request_is_held_for_the_next_linger() -> None:
+    store = SlowStore()
+    seqs = busy_sequences(store, linger_s=0.05)
+    first = asyncio.create_task(seqs.next(A))
+    await asyncio.sleep(0.1)
+    assert store.requests == [[A]]  # released, now at Redis
+    later = [asyncio.create_task(seqs.next(k)) for k in (A, B)]
+    store.release.set()
+    assert await first == 1
+    await settle()
+    assert store.requests == [[A]], "the later ones wait for a linger of their own"
+    assert [await t for t in later] == [2, 1]
+    assert store.requests == [[A], [A, B]]
+
+
+async def test_closing_asks_at_once_for_what_a_busy_gateway_holds() -> None:
+    store = SlowStore()
+    store.release.set()
+    seqs = busy_sequences(store, linger_s=60)
+    asked = [asyncio.create_task(seqs.next(k)) for k in (A, B)]
+    await settle()
+    await asyncio.wait_for(seqs.close(), 1)  # long before the linger is up
+    assert [t.result() for t in asked] == [1, 1]
+
+
+async def test_a_quiet_gateway_asks_for_each_number_at_once() -> None:
+    store = SlowStore()
+    store.release.set()
+    seqs = InboundSequences(cast(ConversationStore, store), busy_linger_s=60, busy_rate=400)
+    for n in range(1, 6):  # one at a time: far below 400 a second
+        assert await asyncio.wait_for(seqs.next(A), 1) == n
+    assert store.requests == [[A]] * 5
