@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from parley.settings import Settings
 from streams.keys import ConversationKeys
-from streams.state import AppliedTurn, ConversationStore, connect_cluster
+from streams.state import REDIS_UNAVAILABLE, AppliedTurn, ConversationStore, connect_cluster
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.asyncio
 
@@ -84,7 +88,7 @@ async def test_inbound_sequence_is_per_conversation(redis_bytes: RedisCluster) -
     store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
     a, b = conversation(), conversation()
     assert [await store.next_inbound_seqs([a]) for _ in range(2)] == [[1], [2]]
-    # One pipeline: a conversation named twice gets consecutive numbers, in order.
+    # One call: a conversation named twice gets consecutive numbers, in order.
     assert await store.next_inbound_seqs([a, b, a]) == [3, 1, 4]
     assert 0 < await redis_bytes.ttl(b.inbound_seq) <= 60, "a new counter lives as a session"
 
@@ -96,3 +100,55 @@ async def test_erase_removes_every_key(redis_bytes: RedisCluster) -> None:
     await store.next_inbound_seqs([keys])
     assert await store.erase([keys]) == 4
     assert await redis_bytes.exists(*keys.all()) == 0
+
+
+async def test_inbound_sequences_span_every_primary(redis_bytes: RedisCluster) -> None:
+    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
+    convs = [conversation() for _ in range(40)]  # spread over the three primaries
+    assert await store.next_inbound_seqs([*convs, *convs[:5]]) == [1] * 40 + [2] * 5
+    assert all([0 < await redis_bytes.ttl(k.inbound_seq) <= 60 for k in convs])
+
+
+async def role(cluster: RedisCluster, node: ClusterNode) -> str:
+    reply: list[Any] = await cluster.execute_command("ROLE", target_nodes=node)
+    return str(reply[0])
+
+
+async def promote(cluster: RedisCluster, replica: ClusterNode) -> None:
+    """A manual failover: ``replica`` becomes its primary's primary, and the other a replica."""
+    await cluster.execute_command("CLUSTER FAILOVER", target_nodes=replica)
+    async with asyncio.timeout(30):
+        while await role(cluster, replica) != "master":
+            await asyncio.sleep(0.1)
+
+
+async def eventually(attempt: Callable[[], Awaitable[T]], tries: int = 10) -> T:
+    """What a worker does with a batch that failed on Redis: try again after a pause."""
+    for _ in range(tries - 1):
+        try:
+            return await attempt()
+        except REDIS_UNAVAILABLE:
+            await asyncio.sleep(0.3)
+    return await attempt()
+
+
+async def test_after_a_failover_the_next_try_goes_to_the_new_primaries(
+    redis_bytes: RedisCluster, redis_cluster: RedisCluster,
+) -> None:
+    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    convs = [conversation() for _ in range(40)]  # some on every primary
+    assert await store.apply([turn(k, 1) for k in convs]) == [True] * 40  # layout learned
+    replica = redis_cluster.get_replicas()[0]
+    reply: list[Any] = await redis_cluster.execute_command("ROLE", target_nodes=replica)
+    primary = redis_cluster.get_node(reply[1], int(reply[2]))
+    assert primary is not None
+    await promote(redis_cluster, replica)
+    try:
+        await eventually(lambda: store.apply([turn(k, 2) for k in convs]))
+        sessions, seen = await eventually(lambda: store.load([(k, "e2") for k in convs]))
+        assert {s.turns for s in sessions.values()} == {2}
+        assert seen == {"e2": 2}
+        assert await eventually(lambda: store.next_inbound_seqs(convs)) == [1] * 40
+    finally:
+        await promote(redis_cluster, primary)  # as it was, for the tests after this one
+        await redis_cluster.nodes_manager.initialize()
