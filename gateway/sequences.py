@@ -7,13 +7,14 @@ calls, and under load the concurrent calls ran out of the cluster client's
 connections (``MaxConnectionsError``: messages refused as "unavailable").
 
 So at most one request is at Redis at a time, and messages that arrive
-meanwhile go together in the next, as one pipeline. A quiet gateway asks for a
-message's number at once (no batching delay at light load). A busy one
-(:class:`ArrivalRate`) holds what it accepts for ``busy_linger_s`` and asks for
-all of it in one pipeline; the numbered messages then reach the producer within
-the same few milliseconds and go to the broker in one request too. Brokers pay
-per produce request, the embedded one per batch it stores, and Redis per
-request, so fewer and fuller ones leave the cores to the rest of the pipeline.
+meanwhile go together in the next (one Lua call per Redis primary,
+streams/state.py). A quiet gateway asks for a message's number at once (no
+batching delay at light load). A busy one (:class:`ArrivalRate`) holds what it
+accepts for ``busy_linger_s`` and asks for all of it at once; the numbered
+messages then reach the producer within the same few milliseconds and go to the
+broker in one request too. Brokers pay per produce request, the embedded one per
+batch it stores, and Redis per request, so fewer and fuller ones leave the cores
+to the rest of the pipeline.
 
 Each waiter gets its number in the order it asked, so two messages of one
 conversation are numbered, and produced, in the order they came.

@@ -1,7 +1,8 @@
 """Conversation state in Redis Cluster.
 
-The store is batch-oriented: agents take events in batches and every method
-here costs one Lua call per primary for the whole batch, whatever its size.
+The store is batch-oriented: agents take events in batches, and what a batch
+does on every turn (load, apply, mark produced, number inbound messages) costs
+one Lua call per primary for the whole batch, whatever its size.
 
 Idempotency: each inbound ``event_id`` is recorded, with the sequence number of
 the reply it produced, in the same Lua script that updates the session and
@@ -316,7 +317,7 @@ class ConversationStore:
 class ProducedMarks:
     """``produced_seq`` writes (:meth:`ConversationStore.mark_produced`) kept off a batch's
     path: :meth:`record` returns at once, and a background task writes what was
-    recorded, one pipeline at a time (what is recorded meanwhile goes in the next).
+    recorded, one write at a time (what is recorded meanwhile goes in the next).
 
     Until a write is done, this object knows how far each conversation's replies
     went: take :meth:`pending` before loading sessions and :meth:`apply` it after, so

@@ -3,8 +3,8 @@
 It runs inside the conversation agent (agents/conversation.py), right after the
 NLU step, on the ChatUnderstood events that step produced and on the knowledge
 agent's answers. It is the only writer of a conversation's replies, so reply
-sequence numbers stay gap-free and ordered. Per batch (one Redis pipeline per
-step, whatever the batch size):
+sequence numbers stay gap-free and ordered. Per batch (one Lua call per Redis
+primary at each step, whatever the batch size: streams/state.py):
 
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids, and meanwhile look the batch's knowledge questions up in
