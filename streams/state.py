@@ -294,10 +294,10 @@ class ConversationStore:
             node = redis.get_node_from_key(key)
             if node is None:
                 raise SlotNotCoveredError(f"no primary serves the slot of {key!r}")
-            _, indices, node_args = by_node.get(node.name) or by_node.setdefault(
-                node.name, (node, [], [*shared]))
-            indices.append(index)
-            node_args.extend(args)
+            if (on_node := by_node.get(node.name)) is None:
+                on_node = by_node[node.name] = (node, [], [*shared])
+            on_node[1].append(index)
+            on_node[2].extend(args)
         replies = await asyncio.gather(*(
             redis.execute_command("EVAL", script, 0, *args, target_nodes=node)
             for node, _, args in by_node.values()
