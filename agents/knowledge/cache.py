@@ -1,7 +1,8 @@
 """Answer caches and LLM usage counters in Redis Cluster.
 
 Every key of one tenant's knowledge base shares the hash tag ``{kb:TENANT}``
-(one slot, so one tenant's cache operations can be pipelined together)::
+(one slot, so one tenant's cache operations can be pipelined together, or run
+in one Lua call)::
 
     parley:{kb:t1}:gen                  string  KB generation: bumped on every document change
     parley:{kb:t1}:exact:G:<sha>        string  answer JSON for one normalised question (TTL)
@@ -22,6 +23,7 @@ skipped, each with a warning.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,7 +40,8 @@ from agents.knowledge.answer import Answer
 from streams.keys import PREFIX, ConversationKeys, validate_id
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["AnswerCache", "KbKeys", "UsageRecorder", "filters_key", "normalise_question"]
+__all__ = ["AnswerCache", "KbKeys", "UsageRecorder", "exact_digest", "filters_key",
+           "normalise_question"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +68,7 @@ class KbKeys:
         return f"{self.tag}:gen"
 
     def exact(self, generation: int, question: str, filters: str) -> str:
-        digest = hashlib.sha256(f"{normalise_question(question)}\x00{filters}".encode()).hexdigest()
-        return f"{self.tag}:exact:{generation}:{digest[:32]}"
+        return f"{self.tag}:exact:{generation}:{exact_digest(question, filters)}"
 
     def semantic(self, generation: int) -> str:
         return f"{self.tag}:semantic:{generation}"
@@ -74,6 +76,24 @@ class KbKeys:
     @property
     def usage(self) -> str:
         return f"{self.tag}:llm_usage"
+
+
+def exact_digest(question: str, filters: str) -> str:
+    """What names a question's exact-answer key, whatever its generation."""
+    return hashlib.sha256(f"{normalise_question(question)}\x00{filters}".encode()).hexdigest()[:32]
+
+
+# KEYS[1]: a tenant's generation key. ARGV[1]: the tenant's key tag, then one question
+# digest (exact_digest) per question. Returns the generation, then each question's cached
+# answer under it (nil: none); every key shares the tenant's hash tag, so its slot.
+_GET_EXACT = """#!lua
+local generation = tonumber(redis.call('GET', KEYS[1])) or 0
+local found = {generation}
+for i = 2, #ARGV do
+  found[i] = redis.call('GET', ARGV[1] .. ':exact:' .. generation .. ':' .. ARGV[i])
+end
+return found
+"""
 
 
 def _text(value: Any) -> str | None:
@@ -109,28 +129,35 @@ class AnswerCache:
     async def get_exact_many(
         self, questions: Sequence[tuple[str, str, Mapping[str, Any] | None]]
     ) -> list[tuple[int, Answer | None]]:
-        """``get_exact`` for ``(tenant, question, filters)`` triples: two pipelines in all
-        (the tenants' generations, then the answers). Generation -1 means Redis failed."""
-        if not questions:
-            return []
-        tenants = list(dict.fromkeys(tenant for tenant, _, _ in questions))
+        """``get_exact`` for ``(tenant, question, filters)`` triples: one Lua call per
+        tenant, which reads the generation and the answers under it. Generation -1 means
+        Redis failed."""
+        by_tenant: dict[str, list[int]] = {}
+        for index, (tenant, _, _) in enumerate(questions):
+            by_tenant.setdefault(tenant, []).append(index)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for tenant in tenants:
-                    pipe.get(KbKeys(tenant).generation)
-                generations = {t: int(_text(g) or 0)
-                               for t, g in zip(tenants, await pipe.execute(), strict=True)}
-                for tenant, question, filters in questions:
-                    pipe.get(KbKeys(tenant).exact(generations[tenant], question,
-                                                  filters_key(filters)))
-                found = await pipe.execute()
+            replies = await asyncio.gather(*(self._get_exact(tenant, [
+                questions[i] for i in indices]) for tenant, indices in by_tenant.items()))
         except REDIS_UNAVAILABLE as exc:
             # A cache that cannot answer is a miss; retrieval still works.
-            logger.warning("kb.cache.lookup_failed tenants=%s error=%r", tenants, exc)
+            logger.warning("kb.cache.lookup_failed tenants=%s error=%r", list(by_tenant), exc)
             return [(-1, None)] * len(questions)
-        return [(generations[tenant],
-                 None if raw is None else replace(Answer.from_json(_text(raw) or ""), cached=True))
-                for (tenant, _, _), raw in zip(questions, found, strict=True)]
+        found: list[tuple[int, Answer | None]] = [(-1, None)] * len(questions)
+        for indices, (generation, *answers) in zip(by_tenant.values(), replies, strict=True):
+            for index, raw in zip(indices, answers, strict=True):
+                found[index] = (int(generation), None if raw is None else replace(
+                    Answer.from_json(_text(raw) or ""), cached=True))
+        return found
+
+    async def _get_exact(self, tenant: str,
+                         questions: Sequence[tuple[str, str, Mapping[str, Any] | None]]
+                         ) -> list[Any]:
+        keys = KbKeys(tenant)
+        digests = [exact_digest(question, filters_key(filters))
+                   for _, question, filters in questions]
+        reply: list[Any] = await self.redis.execute_command(
+            "EVAL", _GET_EXACT, 1, keys.generation, keys.tag, *digests)
+        return reply
 
     async def get_semantic(self, tenant: str, generation: int, vector: np.ndarray,
                            filters: Mapping[str, Any] | None) -> Answer | None:
