@@ -131,19 +131,23 @@ class AnswerCache:
     ) -> list[tuple[int, Answer | None]]:
         """``get_exact`` for ``(tenant, question, filters)`` triples: one Lua call per
         tenant, which reads the generation and the answers under it. Generation -1 means
-        Redis failed."""
+        Redis failed for that tenant."""
         by_tenant: dict[str, list[int]] = {}
         for index, (tenant, _, _) in enumerate(questions):
             by_tenant.setdefault(tenant, []).append(index)
-        try:
-            replies = await asyncio.gather(*(self._get_exact(tenant, [
-                questions[i] for i in indices]) for tenant, indices in by_tenant.items()))
-        except REDIS_UNAVAILABLE as exc:
-            # A cache that cannot answer is a miss; retrieval still works.
-            logger.warning("kb.cache.lookup_failed tenants=%s error=%r", list(by_tenant), exc)
-            return [(-1, None)] * len(questions)
+        replies = await asyncio.gather(*(
+            self._get_exact(tenant, [questions[i] for i in indices])
+            for tenant, indices in by_tenant.items()
+        ), return_exceptions=True)  # fmt: skip
         found: list[tuple[int, Answer | None]] = [(-1, None)] * len(questions)
-        for indices, (generation, *answers) in zip(by_tenant.values(), replies, strict=True):
+        for (tenant, indices), reply in zip(by_tenant.items(), replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, REDIS_UNAVAILABLE):
+                    raise reply
+                # A cache that cannot answer is a miss; retrieval still works.
+                logger.warning("kb.cache.lookup_failed tenant=%s error=%r", tenant, reply)
+                continue
+            generation, *answers = reply
             for index, raw in zip(indices, answers, strict=True):
                 found[index] = (int(generation), None if raw is None else replace(
                     Answer.from_json(_text(raw) or ""), cached=True))
