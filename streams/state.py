@@ -28,12 +28,7 @@ from typing import Any, cast
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    SlotNotCoveredError,
-)
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from streams.keys import ConversationKeys
 
@@ -215,8 +210,6 @@ class ConversationStore:
 
     async def apply(self, turns: Sequence[AppliedTurn]) -> list[bool]:
         """Record each turn atomically; False for a turn already recorded."""
-        if not turns:
-            return []
         applied = await self._on_each_node(_APPLY_TURNS, [
             (t.keys.session, (t.keys.session, t.keys.events, t.keys.outbox, t.event_id,
                               t.inbound_seq, t.reply_seq, t.reply, t.turns))
@@ -241,9 +234,8 @@ class ConversationStore:
 
     async def mark_produced(self, produced: dict[ConversationKeys, int]) -> None:
         """Record that replies up to ``seq`` are on the broker, per conversation."""
-        if produced:
-            await self._on_each_node(_MARK_PRODUCED, [
-                (keys.session, (keys.session, seq)) for keys, seq in produced.items()])
+        await self._on_each_node(_MARK_PRODUCED, [
+            (keys.session, (keys.session, seq)) for keys, seq in produced.items()])
 
     async def replies_after(
         self, keys: ConversationKeys, seq: int, limit: int = 500
@@ -287,13 +279,14 @@ class ConversationStore:
         the caller's next try goes where the keys are now. After a connection error the
         client asks for that itself, and ``initialize()`` does it on the next call.
         """
+        if not calls:
+            return []
         redis = self.redis
         await redis.initialize()  # the layout, on first use
         by_node: dict[str, tuple[ClusterNode, list[int], list[Any]]] = {}
         for index, (key, args) in enumerate(calls):
-            node = redis.get_node_from_key(key)
-            if node is None:
-                raise SlotNotCoveredError(f"no primary serves the slot of {key!r}")
+            # The primary; SlotNotCoveredError when none serves the slot.
+            node = redis.nodes_manager.get_node_from_slot(redis.keyslot(key))
             if (on_node := by_node.get(node.name)) is None:
                 on_node = by_node[node.name] = (node, [], [*shared])
             on_node[1].append(index)
