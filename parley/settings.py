@@ -147,9 +147,9 @@ class Settings(EnvSettings):
         4,
         "PARLEY_CHAT_PARTITIONS",
         "Partitions of the chat and knowledge topics when Parley creates them: the most "
-        "workers that can share the load. 4 suits the embedded one-machine broker: under "
-        "load each produce request leaves a batch in every partition it writes to, and "
-        "its fetches cost more the more batches a partition holds (docs/infra.md); "
+        "workers that can share the load. 4 suits everyday use of the embedded broker, "
+        "whose fetches cost more the more batches a partition holds (docs/infra.md); a "
+        "sustained load test at thousands of messages a second on it runs better on 1. "
         "docker-compose.yml uses 12 on Apache Kafka.",
     )
     fetch_max_wait_ms: int = setting(
