@@ -42,12 +42,13 @@ bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in
 	$(VENV)/bin/parley bench worker --json > bench-report/worker.json
 	$(VENV)/bin/parley bench e2e --conversations 200 --rate 100 --duration 30 --baseline both \
 		--report bench-report/e2e-100 --json > bench-report/e2e-100.json
-	$(VENV)/bin/parley bench e2e --conversations 200 --rate 2000 --duration 20 --drain-timeout 120 \
-		--baseline both --report bench-report/e2e-2000 --json > bench-report/e2e-2000.json
-	$(VENV)/bin/parley bench e2e --conversations 400 --rate 300 --duration 20 \
-		--report bench-report/e2e-300 --json > bench-report/e2e-300.json
-	for p in 4 12; do $(VENV)/bin/parley bench e2e --conversations 400 --rate 500 --duration 20 \
-		--partitions $$p --report bench-report/e2e-500-p$$p --json > bench-report/e2e-500-p$$p.json; done
+	$(VENV)/bin/parley bench e2e --conversations 400 --rate 2000 --duration 20 --drain-timeout 120 \
+		--report bench-report/e2e-2000 --json > bench-report/e2e-2000.json
+	for p in 4 1; do $(VENV)/bin/parley bench e2e --conversations 400 --rate 2000 --duration 90 \
+		--drain-timeout 120 --partitions $$p --report bench-report/e2e-2000-90s-p$$p \
+		--json > bench-report/e2e-2000-90s-p$$p.json; done
+	$(VENV)/bin/parley bench e2e --conversations 400 --rate 5000 --duration 15 --drain-timeout 120 \
+		--baseline both --report bench-report/e2e-5000 --json > bench-report/e2e-5000.json
 	$(VENV)/bin/parley bench connections --clients 10000 --duration 30 --json > bench-report/connections.json
 
 bench-check: install  ## instructions per message against the committed baseline (valgrind)
