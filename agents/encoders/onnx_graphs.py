@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OPSET", "bert_encoder_graph", "bert_token_graph", "static_embedding_graph"]
+__all__ = ["OPSET", "bert_encoder_graph", "bert_token_graph", "mpnet_encoder_graph",
+           "relative_position_buckets", "static_embedding_graph"]
 
 OPSET = 17
 
@@ -64,7 +66,7 @@ class _GraphBuilder:
 
     def op(self, op_type: str, inputs: list[str], hint: str = "", **attrs: Any) -> str:
         out = self.name(hint or op_type.lower())
-        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], **attrs))
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
     def model(self, inputs: list[Any], outputs: list[Any], name: str) -> bytes:
@@ -154,59 +156,77 @@ def bert_token_graph(
     )
 
 
-def _bert_body(
-    g: _GraphBuilder, weights: Mapping[str, np.ndarray], *, layers: int, heads: int, eps: float
-) -> tuple[str, str, int]:
-    """The encoder's ops from ``input_ids``/``attention_mask`` to the last layer's token
-    states ``[B,T,hidden]``: (their name, the float mask's name, hidden size)."""
+@dataclass(frozen=True)
+class _LayerNames:
+    """Where a transformer layer's attention weights sit under ``encoder.layer.<i>.``
+    (the feed-forward's ``intermediate.dense``, ``output.dense`` and
+    ``output.LayerNorm`` are named alike in BERT and MPNet)."""
 
-    def w(name: str) -> np.ndarray:
-        for key in (name, f"bert.{name}"):
-            if key in weights:
-                return np.asarray(weights[key], dtype=np.float32)
+    query: str
+    key: str
+    value: str
+    output: str
+    norm: str
+
+
+_BERT_LAYER = _LayerNames("attention.self.query", "attention.self.key", "attention.self.value",
+                          "attention.output.dense", "attention.output.LayerNorm")
+_MPNET_LAYER = _LayerNames("attention.attn.q", "attention.attn.k", "attention.attn.v",
+                           "attention.attn.o", "attention.LayerNorm")
+
+
+class _Weights:
+    """Float32 weights by Hugging Face name, with or without the model's prefix
+    (``bert.``/``mpnet.``), turned into graph constants."""
+
+    def __init__(self, g: _GraphBuilder, weights: Mapping[str, np.ndarray], prefix: str,
+                 eps: float) -> None:
+        self.g, self._weights, self._prefix, self.eps = g, weights, prefix, eps
+
+    def __call__(self, name: str) -> np.ndarray:
+        for key in (name, self._prefix + name):
+            if key in self._weights:
+                return np.asarray(self._weights[key], dtype=np.float32)
         raise KeyError(f"weight {name!r} missing from the encoder checkpoint")
 
-    tp = g.onnx.TensorProto
-    hidden = int(w("embeddings.word_embeddings.weight").shape[1])
-    head_dim = hidden // heads
-    scale = 1.0 / math.sqrt(head_dim)
-
-    def dense(x: str, prefix: str, *, factor: float = 1.0) -> str:
-        kernel = g.const(prefix + ".w", np.ascontiguousarray(w(prefix + ".weight").T * factor))
-        bias = g.const(prefix + ".b", w(prefix + ".bias") * factor)
+    def dense(self, x: str, prefix: str, *, factor: float = 1.0) -> str:
+        g = self.g
+        kernel = g.const(prefix + ".w", np.ascontiguousarray(self(prefix + ".weight").T * factor))
+        bias = g.const(prefix + ".b", self(prefix + ".bias") * factor)
         return g.op("Add", [g.op("MatMul", [x, kernel]), bias])
 
-    def layer_norm(x: str, prefix: str) -> str:
-        return g.op("LayerNormalization", [x, g.const(prefix + ".g", w(prefix + ".weight")),
-                                           g.const(prefix + ".b", w(prefix + ".bias"))],
-                    axis=-1, epsilon=eps)
+    def layer_norm(self, x: str, prefix: str) -> str:
+        g = self.g
+        return g.op("LayerNormalization", [x, g.const(prefix + ".g", self(prefix + ".weight")),
+                                           g.const(prefix + ".b", self(prefix + ".bias"))],
+                    axis=-1, epsilon=self.eps)
 
-    # Embeddings: word + position + token type 0, then layer norm.
-    ids = "input_ids"
-    x = g.op("Gather", [g.const("word_emb", w("embeddings.word_embeddings.weight")), ids])
-    tokens = g.op("Gather", [g.op("Shape", [ids]), g.const("idx1", np.array(1, np.int64))])
-    positions = g.op("Range", [g.const("zero", np.array(0, np.int64)), tokens,
-                               g.const("step", np.array(1, np.int64))])
-    pos = g.op("Gather", [g.const("pos_emb", w("embeddings.position_embeddings.weight")),
-                          positions])
-    type0 = g.const("type_emb0", w("embeddings.token_type_embeddings.weight")[0])
-    x = g.op("Add", [g.op("Add", [x, pos]), type0])
-    x = layer_norm(x, "embeddings.LayerNorm")
 
-    # Additive attention mask [B,1,1,T]: 0 for tokens, -1e4 for padding.
-    mask_f = g.op("Cast", ["attention_mask"], to=tp.FLOAT)
+def _padding_bias(g: _GraphBuilder) -> tuple[str, str]:
+    """The float mask ``[B,T]`` and the additive attention mask ``[B,1,1,T]``: 0 for
+    tokens, -1e4 for padding."""
+    mask_f = g.op("Cast", ["attention_mask"], to=g.onnx.TensorProto.FLOAT)
     inverted = g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mask_f])
     bias = g.op("Mul", [inverted, g.const("neg", np.array(-1e4, np.float32))])
-    bias = g.op("Unsqueeze", [bias, g.const("axes12", np.array([1, 2], np.int64))])
+    return mask_f, g.op("Unsqueeze", [bias, g.const("axes12", np.array([1, 2], np.int64))])
 
+
+def _encoder_layers(
+    w: _Weights, x: str, bias: str, *, layers: int, heads: int, hidden: int,
+    names: _LayerNames,
+) -> str:
+    """Post-layer-norm transformer layers (self-attention with the additive ``bias``,
+    exact-GELU feed-forward): ``[B,T,hidden] → [B,T,hidden]``."""
+    g = w.g
+    head_dim = hidden // heads
     split_shape = g.const("split_shape", np.array([0, 0, heads, head_dim], np.int64))
     merge_shape = g.const("merge_shape", np.array([0, 0, hidden], np.int64))
     for i in range(layers):
         p = f"encoder.layer.{i}"
         # The 1/sqrt(d) scale is folded into the query projection.
-        q = dense(x, f"{p}.attention.self.query", factor=scale)
-        k = dense(x, f"{p}.attention.self.key")
-        v = dense(x, f"{p}.attention.self.value")
+        q = w.dense(x, f"{p}.{names.query}", factor=1.0 / math.sqrt(head_dim))
+        k = w.dense(x, f"{p}.{names.key}")
+        v = w.dense(x, f"{p}.{names.value}")
         q = g.op("Transpose", [g.op("Reshape", [q, split_shape])], perm=[0, 2, 1, 3])
         k = g.op("Transpose", [g.op("Reshape", [k, split_shape])], perm=[0, 2, 3, 1])
         v = g.op("Transpose", [g.op("Reshape", [v, split_shape])], perm=[0, 2, 1, 3])
@@ -214,14 +234,113 @@ def _bert_body(
         probs = g.op("Softmax", [scores], axis=-1)
         context = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
         context = g.op("Reshape", [context, merge_shape])
-        attn = dense(context, f"{p}.attention.output.dense")
-        x = layer_norm(g.op("Add", [attn, x]), f"{p}.attention.output.LayerNorm")
-        h = dense(x, f"{p}.intermediate.dense")
+        attn = w.dense(context, f"{p}.{names.output}")
+        x = w.layer_norm(g.op("Add", [attn, x]), f"{p}.{names.norm}")
+        h = w.dense(x, f"{p}.intermediate.dense")
         # Exact GELU: 0.5 * h * (1 + erf(h / sqrt(2))).
         sqrt2 = g.const("sqrt2", np.array(math.sqrt(2), np.float32))
         erf = g.op("Erf", [g.op("Div", [h, sqrt2])])
         one_plus = g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))])
         h = g.op("Mul", [g.op("Mul", [h, one_plus]), g.const("half", np.array(0.5, np.float32))])
-        out = dense(h, f"{p}.output.dense")
-        x = layer_norm(g.op("Add", [out, x]), f"{p}.output.LayerNorm")
+        out = w.dense(h, f"{p}.output.dense")
+        x = w.layer_norm(g.op("Add", [out, x]), f"{p}.output.LayerNorm")
+    return x
+
+
+def _token_count(g: _GraphBuilder) -> str:
+    """The batch's token count ``T`` (an int64 scalar)."""
+    return g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("idx1", np.array(1, np.int64))])
+
+
+def _bert_body(
+    g: _GraphBuilder, weights: Mapping[str, np.ndarray], *, layers: int, heads: int, eps: float
+) -> tuple[str, str, int]:
+    """The encoder's ops from ``input_ids``/``attention_mask`` to the last layer's token
+    states ``[B,T,hidden]``: (their name, the float mask's name, hidden size)."""
+    w = _Weights(g, weights, "bert.", eps)
+    hidden = int(w("embeddings.word_embeddings.weight").shape[1])
+
+    # Embeddings: word + position + token type 0, then layer norm.
+    x = g.op("Gather", [g.const("word_emb", w("embeddings.word_embeddings.weight")), "input_ids"])
+    positions = g.op("Range", [g.const("zero", np.array(0, np.int64)), _token_count(g),
+                               g.const("step", np.array(1, np.int64))])
+    pos = g.op("Gather", [g.const("pos_emb", w("embeddings.position_embeddings.weight")),
+                          positions])
+    type0 = g.const("type_emb0", w("embeddings.token_type_embeddings.weight")[0])
+    x = g.op("Add", [g.op("Add", [x, pos]), type0])
+    x = w.layer_norm(x, "embeddings.LayerNorm")
+
+    mask_f, bias = _padding_bias(g)
+    x = _encoder_layers(w, x, bias, layers=layers, heads=heads, hidden=hidden, names=_BERT_LAYER)
     return x, mask_f, hidden
+
+
+def mpnet_encoder_graph(
+    weights: Mapping[str, np.ndarray], *, layers: int, heads: int, eps: float = 1e-5,
+    pad_id: int = 1, buckets: int = 32, max_distance: int = 128, max_tokens: int = 512,
+) -> bytes:
+    """An MPNet encoder + mean pooling (sentence-transformers all-mpnet-base-v2) from
+    Hugging Face ``MPNetModel`` weight names; at most ``max_tokens`` tokens a text.
+
+    MPNet differs from BERT in three places: positions count the unmasked tokens
+    from ``pad_id + 1`` on; there are no token types; and every layer's attention
+    scores get a bias learnt per head for each bucket of the keys' offset from the
+    query (T5's buckets, shared by all layers; a constant table of bucket ids sliced
+    to the batch's length here).
+    """
+    g = _GraphBuilder()
+    tp = g.onnx.TensorProto
+    w = _Weights(g, weights, "mpnet.", eps)
+    hidden = int(w("embeddings.word_embeddings.weight").shape[1])
+
+    # Positions: pad_id + the running count of unmasked tokens (padding's are unused).
+    mask = "attention_mask"
+    counted = g.op("Mul", [g.op("CumSum", [mask, g.const("axis1s", np.array(1, np.int64))]),
+                           mask])
+    positions = g.op("Add", [counted, g.const("pad_id", np.array(pad_id, np.int64))])
+    x = g.op("Gather", [g.const("word_emb", w("embeddings.word_embeddings.weight")), "input_ids"])
+    pos = g.op("Gather", [g.const("pos_emb", w("embeddings.position_embeddings.weight")),
+                          positions])
+    x = w.layer_norm(g.op("Add", [x, pos]), "embeddings.LayerNorm")
+
+    # Attention bias [B,heads,T,T]: padding mask + the relative-position bias.
+    mask_f, bias = _padding_bias(g)
+    tokens = g.op("Unsqueeze", [_token_count(g), g.const("axis0", np.array([0], np.int64))])
+    ends = g.op("Concat", [tokens, tokens], axis=0)
+    bucket_ids = g.op("Slice", [
+        g.const("rel_buckets", relative_position_buckets(max_tokens, buckets, max_distance)),
+        g.const("starts", np.array([0, 0], np.int64)), ends,
+    ])
+    table = g.const("rel_bias", w("encoder.relative_attention_bias.weight"))
+    rel = g.op("Transpose", [g.op("Gather", [table, bucket_ids])], perm=[2, 0, 1])
+    bias = g.op("Add", [bias, g.op("Unsqueeze", [rel, g.const("axes0", np.array([0], np.int64))])])
+
+    x = _encoder_layers(w, x, bias, layers=layers, heads=heads, hidden=hidden,
+                        names=_MPNET_LAYER)
+    pooled = _mean_pool_normalise(g, x, mask_f)
+    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
+    return g.model(
+        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
+         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
+        [g.io("embedding", tp.FLOAT, ["batch", hidden])],
+        "mpnet_encoder",
+    )
+
+
+def relative_position_buckets(size: int, buckets: int = 32, max_distance: int = 128) -> np.ndarray:
+    """``[size, size]`` bucket ids of key offsets from each query, as MPNet (and T5,
+    bidirectional) compute them: half the buckets for keys before the query, half for
+    keys after; within each, exact offsets up to a quarter of the buckets, then
+    logarithmic up to ``max_distance``. In float32, as the model was trained with."""
+    query = np.arange(size)[:, None]
+    key = np.arange(size)[None, :]
+    n = query - key  # minus the relative position key - query
+    half = buckets // 2
+    ids = (n < 0).astype(np.int64) * half
+    n = np.abs(n)
+    exact = half // 2
+    with np.errstate(divide="ignore"):  # log(0) where the offset is small: not used
+        scaled = (np.log(n.astype(np.float32) / np.float32(exact))
+                  / np.float32(math.log(max_distance / exact)) * np.float32(half - exact))
+    large = np.minimum(exact + np.where(n < exact, 0, scaled).astype(np.int64), half - 1)
+    return ids + np.where(n < exact, n, large)

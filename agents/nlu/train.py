@@ -8,8 +8,8 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 3. fit the softmax temperature and the out-of-scope threshold on the split;
 4. refit on all examples with those settings and export ``intent.onnx``
    (with a context encoder, steps 2 to 4 also fit ``intent_context.onnx`` on the
-   same features plus the messages' MiniLM sentence vectors; ``minilm-tuned``
-   fine-tunes MiniLM on the training split before step 2);
+   same features plus the messages' MiniLM or MPNet sentence vectors;
+   ``minilm-tuned`` fine-tunes MiniLM on the training split before step 2);
 5. train the BIO entity tagger on the examples that carry entity annotations,
    then its span refinement models (boundaries and types, see
    :mod:`agents.nlu.spans`); with ``entity_encoder``, also fine-tune MiniLM on
@@ -58,7 +58,8 @@ CODE_VERSION = "nlu-train-3"
 log = logging.getLogger(__name__)
 
 _EMB_WEIGHT = 2.0
-CONTEXT_ENCODERS = (None, "minilm", "minilm-int8", "minilm-tuned", "minilm-tuned-int8")
+CONTEXT_ENCODERS = (None, "minilm", "minilm-int8", "minilm-tuned", "minilm-tuned-int8",
+                    "mpnet", "mpnet-int8")
 CONTEXT_FILES = {
     "context_encoder": "context/embedder.json",
     "context_encoder_model": "context/model.onnx",
@@ -81,8 +82,9 @@ class TrainingParams:
     """Knobs of ``parley nlu train``.
 
     ``context_encoder`` adds a second intent model whose features also hold a sentence
-    transformer's vector of the message (all-MiniLM-L6-v2, see
-    :mod:`agents.encoders.embedder`), weighted by ``context_weight``. Inference
+    transformer's vector of the message (all-MiniLM-L6-v2, or with ``mpnet`` the
+    larger all-mpnet-base-v2: see :mod:`agents.encoders.embedder`), weighted by
+    ``context_weight``. Inference
     consults it only for the messages the first model is unsure of (top probability
     under ``context_route_below``), so most messages cost what they did.
     ``minilm-tuned`` first fine-tunes the encoder on the training split's intents
