@@ -52,7 +52,7 @@ __all__ = [
     "CODE_VERSION", "CONTEXT_ENCODERS", "TrainingParams", "train_model", "train_model_from_files",
 ]
 
-CODE_VERSION = "nlu-train-3"
+CODE_VERSION = "nlu-train-4"
 """Bump when training changes what a model folder contains (invalidates caches)."""
 
 log = logging.getLogger(__name__)
@@ -291,9 +291,17 @@ def _train_intents(
         coef, bias = _fit_svm(x, y[idx], len(labels), params.c, params.seed)
         if sentences is None:
             return _IntentFit(feat, coef, bias)
-        return _IntentFit(feat, coef, bias, *_fit_svm(
-            with_sentences(x, idx), y[idx], len(labels), params.c, params.seed
-        ))
+        # The context model leaves the wordllama vector out: beside a sentence
+        # transformer's it only dilutes (Banking77, 5 folds, the context model alone:
+        # 92.7 → 92.8% with MiniLM, 93.3 → 93.6% with MPNet). Its weights there are
+        # zeros, so the context graph keeps the first one's inputs.
+        n_ngrams = x.shape[1] - (embedding.shape[1] if embedding is not None else 0)
+        context_coef, context_bias = _fit_svm(
+            with_sentences(x[:, :n_ngrams], idx), y[idx], len(labels), params.c, params.seed
+        )
+        unused = np.zeros((len(context_coef), x.shape[1] - n_ngrams), np.float32)
+        context_coef = np.hstack([context_coef[:, :n_ngrams], unused, context_coef[:, n_ngrams:]])
+        return _IntentFit(feat, coef, bias, context_coef, context_bias)
 
     temperature, threshold = 1.0, 0.0
     context_settings: dict[str, Any] = {"temperature": 1.0, "oos_threshold": 0.0,

@@ -53,6 +53,7 @@ pytestmark = [
 # (half the training time; about 0.3 points under the refitted model).
 FAST = TrainingParams(refit=False)
 WITH_CONTEXT = TrainingParams(refit=False, context_encoder="minilm")
+WITH_MPNET = TrainingParams(refit=False, context_encoder="mpnet-int8")
 WITH_ENTITY_ENCODER = TrainingParams(refit=False, entity_encoder="minilm-tuned-int8")
 
 
@@ -97,11 +98,15 @@ def test_clinc150_in_scope_accuracy_and_oos_recall(tmp_path: Path) -> None:
     assert report["ece"] <= 0.04, report
 
 
-@pytest.mark.timeout(400)
-def test_banking77_holdout_accuracy_with_context_encoder(tmp_path: Path) -> None:
-    report = _banking77_holdout(tmp_path, WITH_CONTEXT)
-    assert report["top1_accuracy"] >= 0.91, report
-    assert report["accuracy"] >= 0.895, report
+@pytest.mark.timeout(600)
+def test_banking77_holdout_accuracy_with_mpnet_context_encoder(tmp_path: Path) -> None:
+    """The stock MiniLM encoder (0.918 / 0.906 here) was checked until all-mpnet-base-v2
+    (int8, the kind to run) took its place; the worker-crash test still serves a MiniLM
+    context model, and CLINC150 below fine-tunes one."""
+    report = _banking77_holdout(tmp_path, WITH_MPNET)
+    print("MPNETREPORT", {k: v for k, v in report.items() if k != "confusions"})
+    assert report["top1_accuracy"] >= 0.925, report
+    assert report["accuracy"] >= 0.91, report
     assert report["ece"] <= 0.04, report
 
 
