@@ -15,9 +15,11 @@ training part only. Figures measured (2-core machine, shared):
   kind ones: seeds 1/2/3 give 0.755/0.768/0.764. With the entity encoder
   (``--entity-encoder minilm-tuned``): 0.805/0.800/0.795/0.810 for seeds 0-3
 
-With the MiniLM context encoder (consulted under 0.9 confidence):
+With a context encoder (consulted under 0.9 confidence):
 
-* Banking77 holdout: top-1 accuracy 0.918, accuracy with oos decision 0.906
+* Banking77 holdout, all-mpnet-base-v2 in int8 (``mpnet-int8``): top-1 accuracy
+  0.9275, accuracy with oos decision 0.9135, ECE 0.021 (MiniLM: 0.918 and 0.906,
+  before the context model left the wordllama vector out)
 * CLINC150 val, in-scope loss 0.003 for the thresholds: in-scope accuracy 0.952,
   oos recall 0.72; with the encoder fine-tuned on the training split
   (``minilm-tuned``) 0.959 and 0.76 (0.962 and 0.76 with the refit that
@@ -104,9 +106,8 @@ def test_banking77_holdout_accuracy_with_mpnet_context_encoder(tmp_path: Path) -
     (int8, the kind to run) took its place; the worker-crash test still serves a MiniLM
     context model, and CLINC150 below fine-tunes one."""
     report = _banking77_holdout(tmp_path, WITH_MPNET)
-    print("MPNETREPORT", {k: v for k, v in report.items() if k != "confusions"})
-    assert report["top1_accuracy"] >= 0.925, report
-    assert report["accuracy"] >= 0.91, report
+    assert report["top1_accuracy"] >= 0.92, report
+    assert report["accuracy"] >= 0.905, report
     assert report["ece"] <= 0.04, report
 
 
