@@ -8,7 +8,7 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 3. fit the softmax temperature and the out-of-scope threshold on the split;
 4. refit on all examples with those settings and export ``intent.onnx``
    (with a context encoder, steps 2 to 4 also fit ``intent_context.onnx`` on the
-   same features plus the messages' MiniLM or MPNet sentence vectors;
+   same n-grams plus the messages' MiniLM or MPNet sentence vectors;
    ``minilm-tuned`` fine-tunes MiniLM on the training split before step 2);
 5. train the BIO entity tagger on the examples that carry entity annotations,
    then its span refinement models (boundaries and types, see
@@ -81,12 +81,12 @@ _TRAIN_REFERENCE = datetime(2024, 1, 1, 12, 0)
 class TrainingParams:
     """Knobs of ``parley nlu train``.
 
-    ``context_encoder`` adds a second intent model whose features also hold a sentence
+    ``context_encoder`` adds a second intent model over the n-grams and a sentence
     transformer's vector of the message (all-MiniLM-L6-v2, or with ``mpnet`` the
     larger all-mpnet-base-v2: see :mod:`agents.encoders.embedder`), weighted by
-    ``context_weight``. Inference
-    consults it only for the messages the first model is unsure of (top probability
-    under ``context_route_below``), so most messages cost what they did.
+    ``context_weight``. Inference consults it only for the messages the first model
+    is unsure of (top probability under ``context_route_below``), so most messages
+    cost what they did.
     ``minilm-tuned`` first fine-tunes the encoder on the training split's intents
     (``context_tune_epochs``, PyTorch at training time only: :mod:`agents.nlu.finetune`);
     the ``-int8`` kinds quantise the encoder (half the cost, the same accuracy).
