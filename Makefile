@@ -55,7 +55,7 @@ bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in
 	$(VENV)/bin/parley bench connections --clients 10000 --duration 30 --json > bench-report/connections.json
 
 bench-check: install  ## instructions per message against the committed baseline (valgrind)
-	$(VENV)/bin/parley bench instructions --check parley/bench/instructions_baseline.json
+	$(VENV)/bin/parley bench instructions --check benchmarks/instructions_baseline.json
 
 clean:
 	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache bench-report

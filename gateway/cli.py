@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from parley.logs import configure_logging
-from parley.runtime import collect_young_less_often, observe_gc_pauses, run_until_signalled
-from parley.settings import Settings
+from kernel.logs import configure_logging
+from kernel.runtime import collect_young_less_often, observe_gc_pauses, run_until_signalled
+from kernel.settings import Settings
 
 __all__ = ["gateway"]
 

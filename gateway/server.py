@@ -55,8 +55,8 @@ from gateway.protocol import (
     welcome_frame,
 )
 from gateway.sequences import InboundSequences
-from parley.errors import DecodeError
-from parley.settings import Settings
+from kernel.errors import DecodeError
+from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys, InvalidIdError
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster

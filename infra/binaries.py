@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.errors import BinaryNotFoundError
+from kernel.errors import BinaryNotFoundError
 
 __all__ = ["RedisBinaries", "bundled_valkey_dir", "resolve_redis_binaries", "resolve_tansu"]
 

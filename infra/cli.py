@@ -1,6 +1,6 @@
 """``parley infra up | down | status | topics``: the embedded broker and Redis Cluster.
 
-Defaults come from :class:`parley.settings.Settings` (``PARLEY_DATA_DIR``,
+Defaults come from :class:`kernel.settings.Settings` (``PARLEY_DATA_DIR``,
 ``PARLEY_KAFKA_BOOTSTRAP``'s port, ``PARLEY_REDIS_NODES``'s first port and the
 five after it); options override them.
 """
@@ -18,8 +18,8 @@ from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.pidfile import read_pidfile
 from infra.process import DEFAULT_GRACE, wait_for_stop
 from infra.topics import ensure_topics
-from parley.errors import InfraError, ParleyError
-from parley.settings import Settings
+from kernel.errors import InfraError, ParleyError
+from kernel.settings import Settings
 from streams.topics import all_topics
 
 __all__ = ["infra"]

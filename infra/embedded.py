@@ -35,7 +35,7 @@ from infra.redis_cluster import (
 )
 from infra.topics import ensure_topics
 from infra.waiting import Deadline
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 __all__ = ["CLUSTER_NODES", "EmbeddedInfra", "ensure_topics"]
 
@@ -152,9 +152,9 @@ class EmbeddedInfra:
     def start(self, timeout: float = 60) -> None:
         """Start everything and block until it is ready (at most ``timeout`` seconds).
 
-        Raises :class:`~parley.errors.BinaryNotFoundError` or
-        :class:`~parley.errors.PortInUseError` before starting anything, and
-        :class:`~parley.errors.InfraError` (with the end of the process's log) if a
+        Raises :class:`~kernel.errors.BinaryNotFoundError` or
+        :class:`~kernel.errors.PortInUseError` before starting anything, and
+        :class:`~kernel.errors.InfraError` (with the end of the process's log) if a
         process dies or is not ready in time; then whatever was started is stopped.
         """
         if self._services:

@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 __all__ = ["PID_FILE", "PidFile", "PidRecord", "read_pidfile", "remove_pidfile", "write_pidfile"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from parley.errors import PortInUseError
+from kernel.errors import PortInUseError
 
 __all__ = ["check_ports_free", "find_free_ports", "is_port_free", "port_accepts"]
 

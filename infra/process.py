@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 __all__ = ["DEFAULT_GRACE", "ServiceProcess", "log_tail", "stop_processes", "wait_for_stop"]
 

@@ -19,7 +19,7 @@ import redis
 from infra.ports import port_accepts
 from infra.process import ServiceProcess, log_tail
 from infra.waiting import Deadline, wait_until
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 __all__ = [
     "BUS_PORT_OFFSET",

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicM
 
 from infra.broker import admin_client
 from infra.waiting import Deadline, wait_until
-from parley.errors import InfraError
+from kernel.errors import InfraError
 from streams.topics import TopicSpec
 
 __all__ = ["ensure_topics"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 __all__ = ["Deadline", "wait_until"]
 

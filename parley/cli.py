@@ -10,11 +10,11 @@ worker     streams/cli.py          a Faust worker running the agents
 up         parley/run.py           everything on one machine
 nlu        agents/nlu/cli.py       train / evaluate intent models
 kb         agents/knowledge/cli.py  ingest / evaluate knowledge bases
-bench      parley/bench/cli.py     benchmarks
+bench      benchmarks/cli.py     benchmarks
 settings   (here)                  list every setting and its variable
 =========  =====================================
 
-A :class:`~parley.errors.ParleyError` raised by any subcommand (a malformed
+A :class:`~kernel.errors.ParleyError` raised by any subcommand (a malformed
 ``PARLEY_*`` setting, infrastructure that cannot start) ends the command with a
 one-line ``Error: ...`` and exit status 1, not a traceback.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from parley.errors import ParleyError
+from kernel.errors import ParleyError
 
 __all__ = ["main"]
 
@@ -37,7 +37,7 @@ _SUBCOMMANDS: dict[str, str] = {
     "up": "parley.run:up",
     "nlu": "agents.nlu.cli:nlu",
     "kb": "agents.knowledge.cli:kb",
-    "bench": "parley.bench.cli:bench",
+    "bench": "benchmarks.cli:bench",
 }
 
 
@@ -69,7 +69,7 @@ def main() -> None:
 def show_settings() -> None:
     """List every setting with its environment variable and default."""
     from agents.knowledge.settings import KnowledgeSettings
-    from parley.settings import Settings
+    from kernel.settings import Settings
 
     for env, default, help_text in [*Settings.describe(), *KnowledgeSettings.describe()]:
         click.echo(f"{env:<34} {default:<22} {help_text}")

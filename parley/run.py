@@ -8,8 +8,8 @@ from types import FrameType
 import click
 
 from infra.process import wait_for_stop
-from parley.logs import configure_logging
-from parley.settings import Settings
+from kernel.logs import configure_logging
+from kernel.settings import Settings
 from parley.stack import Stack
 
 __all__ = ["up"]

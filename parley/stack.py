@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
-from parley.errors import InfraError
-from parley.settings import Settings
+from kernel.errors import InfraError
+from kernel.settings import Settings
 
 if TYPE_CHECKING:
     from infra.embedded import EmbeddedInfra

@@ -20,8 +20,8 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TopicT
 
-from parley.runtime import collect_young_less_often, freeze_startup_objects, observe_gc_pauses
-from parley.settings import Settings
+from kernel.runtime import collect_young_less_often, freeze_startup_objects, observe_gc_pauses
+from kernel.settings import Settings
 from streams import transport
 from streams.codecs import AvroCodec, codec_for
 from streams.metrics import EVENTS_DEAD_LETTERED, EVENTS_PRODUCED, setup_worker_metrics
@@ -54,7 +54,7 @@ class ParleyApp(faust.App):
 
     async def on_started(self) -> None:
         """Once agents and models are up, keep the collector off them, and off what a
-        batch allocates (see parley.runtime)."""
+        batch allocates (see kernel.runtime)."""
         await super().on_started()
         freeze_startup_objects()
         collect_young_less_often()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from parley.logs import configure_logging
-from parley.settings import Settings
+from kernel.logs import configure_logging
+from kernel.settings import Settings
 
 __all__ = ["worker"]
 
@@ -17,7 +17,7 @@ def worker(web_port: int | None) -> None:
     import uvloop
     from faust import Worker
 
-    from streams.worker import build_worker
+    from parley.worker import build_worker
 
     settings = Settings.from_env()
     if web_port is not None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from parley.errors import DecodeError, SchemaError
+from kernel.errors import DecodeError, SchemaError
 from schemas import Schema, current, history
 from streams.avro_compiled import Unsupported, compile_schema
 

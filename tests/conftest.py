@@ -6,7 +6,7 @@
   its Redis ports + 10000, i.e. 17000-17005 — it picks free ports instead. With
   ``PARLEY_TEST_KAFKA`` and ``PARLEY_TEST_REDIS_NODES`` set, it starts nothing
   and uses that infrastructure.
-* ``settings`` (function): :class:`~parley.settings.Settings` pointing at it,
+* ``settings`` (function): :class:`~kernel.settings.Settings` pointing at it,
   with a unique topic prefix and consumer group per test; the prefix's topics
   are created before the test runs.
 * ``redis_cluster`` (function, async): a connected ``RedisCluster`` client.
@@ -32,8 +32,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from infra import EmbeddedInfra, ensure_topics
 from infra.ports import find_free_ports
-from parley.errors import PortInUseError
-from parley.settings import Settings
+from kernel.errors import PortInUseError
+from kernel.settings import Settings
 from streams.topics import all_topics
 
 logger = logging.getLogger("tests.infra")

@@ -54,7 +54,7 @@ from faust.types import EventT
 
 from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
 from agents.dialogue.turns import Incoming, decide_turns
-from parley.errors import DecodeError
+from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.keys import ConversationKeys
 from streams.state import AppliedTurn, ProducedMarks

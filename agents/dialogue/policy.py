@@ -23,7 +23,7 @@ from parley.domain import demo_responses_path
 from streams.state import Session
 
 if TYPE_CHECKING:
-    from parley.settings import Settings
+    from kernel.settings import Settings
 
 __all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy", "load_policy"]
 

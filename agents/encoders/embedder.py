@@ -46,7 +46,7 @@ import numpy as np
 
 from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
 from agents.onnx_runtime import cpu_session
-from parley.files import atomic_directory
+from kernel.files import atomic_directory
 
 __all__ = ["BUILD_VERSION", "EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint",
            "mpnet_checkpoint", "pad_ids", "plain_tokenizer", "quantize_int8", "resolve_kind",

@@ -2,14 +2,14 @@
 
 ::
 
-    ParleyError                  (parley/errors.py)
+    ParleyError                  (kernel/errors.py)
     ├── EmbedderUnavailable      the weights (or, to fine-tune, PyTorch) are not installed
     └── EmbedderFormatError      an embedder folder is missing or incomplete
 """
 
 from __future__ import annotations
 
-from parley.errors import ParleyError
+from kernel.errors import ParleyError
 
 __all__ = ["EmbedderFormatError", "EmbedderUnavailable"]
 

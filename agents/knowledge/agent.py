@@ -31,8 +31,8 @@ import faust
 
 from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.service import KnowledgeService
-from parley.errors import DecodeError
-from parley.settings import Settings
+from kernel.errors import DecodeError
+from kernel.settings import Settings
 from streams.app import raw_topic, send_to_dlq
 from streams.batching import process_until_done
 from streams.codecs import codec_for

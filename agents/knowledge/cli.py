@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agents.encoders.embedder import EMBEDDER_KINDS
-from parley.errors import ParleyError
+from kernel.errors import ParleyError
 
 if TYPE_CHECKING:
     from agents.knowledge.publisher import KbPublisher
@@ -46,7 +46,7 @@ def _errors_as_click() -> Iterator[None]:
 
 def _publisher(bootstrap: str | None) -> tuple[KbPublisher, str]:
     from agents.knowledge.publisher import KbPublisher
-    from parley.settings import Settings
+    from kernel.settings import Settings
     from streams.topics import KB_DOCUMENTS
 
     settings = Settings.from_env()
@@ -230,7 +230,7 @@ def train_reranker(index_dir: Path, queries_file: Path, qrels_file: Path, tenant
                    "(same search cost).")
 def synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -> None:
     """A synthetic index for the latency benchmark (parley bench kb --index-dir ...)."""
-    from agents.knowledge.bench import build_synthetic_index
+    from benchmarks.kb import build_synthetic_index
 
     with _errors_as_click():
         result = build_synthetic_index(index_dir, chunks=chunks, embedder=embedder,

@@ -14,7 +14,7 @@ from parley.domain import demo_knowledge_path
 
 if TYPE_CHECKING:
     from agents.knowledge.settings import KnowledgeSettings
-    from parley.settings import Settings
+    from kernel.settings import Settings
 
 __all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index", "resolve_kb_index"]
 

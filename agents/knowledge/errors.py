@@ -2,7 +2,7 @@
 
 ::
 
-    ParleyError                      (parley/errors.py)
+    ParleyError                      (kernel/errors.py)
     └── KnowledgeError
         ├── DocumentRejected         one document cannot be ingested (the rest is)
         ├── IndexFormatError         an index folder is missing, corrupt or from another version
@@ -19,7 +19,7 @@ reaches the end user. The embedders' errors are in :mod:`agents.encoders.errors`
 
 from __future__ import annotations
 
-from parley.errors import ParleyError
+from kernel.errors import ParleyError
 
 __all__ = [
     "CircuitOpenError",

@@ -29,7 +29,7 @@ from agents.knowledge.documents import Document
 from agents.knowledge.errors import KnowledgeError
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.publisher import parse_record_key
-from parley.errors import DecodeError
+from kernel.errors import DecodeError
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError, validate_id
 

@@ -34,7 +34,7 @@ from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.index import DocEntry, Filters, FirstStageWeights, Hit, TenantIndex
 from agents.knowledge.rerank import Reranker
 from agents.knowledge.threads import limit_blas_threads
-from parley.files import atomic_directory
+from kernel.files import atomic_directory
 from streams.keys import validate_id
 
 __all__ = ["FORMAT_VERSION", "ChunkingConfig", "KnowledgeBase"]

@@ -1,6 +1,6 @@
 """Settings of the knowledge component (``PARLEY_KB_*``, ``PARLEY_LLM_*``).
 
-Same conventions as :mod:`parley.settings`: every setting has an environment
+Same conventions as :mod:`kernel.settings`: every setting has an environment
 variable, a default and a help text; a malformed value stops the process at
 start-up with the variable's name and what was expected.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parley.errors import ConfigError
-from parley.settings import EnvSettings, setting
+from kernel.errors import ConfigError
+from kernel.settings import EnvSettings, setting
 
 __all__ = ["KnowledgeSettings"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from faust.types import EventT
 
-from parley.errors import DecodeError
+from kernel.errors import DecodeError
 from streams.app import WorkerContext, send, send_to_dlq
 from streams.topics import ENVELOPE_FIELDS
 

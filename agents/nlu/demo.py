@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernel.files import atomic_directory
 from parley.domain import demo_nlu_path
-from parley.files import atomic_directory
 
 if TYPE_CHECKING:
-    from parley.settings import Settings
+    from kernel.settings import Settings
 
 __all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model",
            "resolve_nlu_model"]

@@ -35,7 +35,7 @@ from agents.encoders.embedder import pad_ids, plain_tokenizer, quantize_int8, tr
 from agents.encoders.errors import EmbedderFormatError
 from agents.nlu.text import Token
 from agents.onnx_runtime import cpu_session
-from parley.files import atomic_directory
+from kernel.files import atomic_directory
 
 __all__ = ["ENTITY_ENCODERS", "ENTITY_ENCODER_WEIGHT", "EntityEncoder", "build_entity_encoder",
            "first_pieces"]

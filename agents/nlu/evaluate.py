@@ -31,7 +31,7 @@ import numpy as np
 
 from agents.nlu.data import Example
 from agents.nlu.model import NLUModel, Understanding
-from parley.stats import percentile
+from kernel.stats import percentile
 
 __all__ = ["entity_scores", "evaluate", "expected_calibration_error", "format_report"]
 

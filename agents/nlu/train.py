@@ -43,7 +43,7 @@ from agents.nlu.span_training import AnnotatedMessage, fit_span_models
 from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features
 from agents.nlu.text import MAX_TEXT_CHARS, Token, clean_text, tokenize
-from parley.files import atomic_directory
+from kernel.files import atomic_directory
 
 if TYPE_CHECKING:
     from agents.encoders.embedder import Embedder

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from parley.bench.cli import bench
+from benchmarks.cli import bench
 from tests.conftest import InfraAddresses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from parley.bench import instructions
-from parley.bench.e2e import E2EOptions, compare, cpu_per_message, summarize
-from parley.bench.loadgen import ConnectReport, LoadResult, split_plan
-from parley.bench.profile import check_profiler, summarize_collapsed
-from parley.bench.script import ConversationScript, load_script
-from parley.bench.stages import StageTotals
-from parley.bench.stats import latency_summary, per_second
+from benchmarks import instructions
+from benchmarks.e2e import E2EOptions, compare, cpu_per_message, summarize
+from benchmarks.loadgen import ConnectReport, LoadResult, split_plan
+from benchmarks.profile import check_profiler, summarize_collapsed
+from benchmarks.script import ConversationScript, load_script
+from benchmarks.stages import StageTotals
+from benchmarks.stats import latency_summary, per_second
 
 NAN = math.nan
 MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "instructions",
@@ -26,10 +26,10 @@ MODULES = ["cli", "components", "connections", "deploy", "e2e", "inline", "instr
 
 @pytest.mark.parametrize("name", MODULES)
 def test_every_module_declares_what_it_exports(name: str) -> None:
-    module = importlib.import_module(f"parley.bench.{name}")
+    module = importlib.import_module(f"benchmarks.{name}")
     assert module.__all__, name
     for symbol in module.__all__:
-        assert hasattr(module, symbol), f"parley.bench.{name}.{symbol}"
+        assert hasattr(module, symbol), f"benchmarks.{name}.{symbol}"
 
 
 def test_latency_summary_reports_none_when_empty() -> None:
@@ -129,7 +129,7 @@ def test_py_spy_is_found_beside_the_interpreter_without_path(
 
 
 def test_full_collections_of_the_active_phase_are_those_after_connecting() -> None:
-    from parley.bench.connections import _FullCollections
+    from benchmarks.connections import _FullCollections
 
     buckets = (0.01, 0.05, 0.1, 0.5, math.inf)
     # Connecting: three collections, the longest under 0.5 s. Then one more, under 0.05 s.
@@ -143,7 +143,7 @@ def test_full_collections_of_the_active_phase_are_those_after_connecting() -> No
 def test_the_load_process_times_its_full_collections_while_the_load_runs() -> None:
     import gc
 
-    from parley.bench.loadgen import _full_collections_timed
+    from benchmarks.loadgen import _full_collections_timed
 
     pauses: list[float] = []
     with _full_collections_timed(pauses):
@@ -193,7 +193,7 @@ def _counts(**per_message: int) -> dict[str, object]:
 
 def test_the_instruction_total_is_the_thread_profile_s_summary() -> None:
     profile = ("# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\npid: 8690\n"
-               "cmd:  python -m parley.bench.instructions events 1 1024 m\npart: 1\n"
+               "cmd:  python -m benchmarks.instructions events 1 1024 m\npart: 1\n"
                "thread: 1\n\npositions: line\nevents: Ir\nsummary: 3495166673\n\nfl=(1) ???\n")
     assert instructions.parse_summary(profile) == 3_495_166_673
     with pytest.raises(RuntimeError, match="no instruction total"):

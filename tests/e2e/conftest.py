@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from infra.ports import find_free_ports
 from infra.topics import ensure_topics
-from parley.settings import Settings
+from kernel.settings import Settings
 from parley.stack import Stack
 from streams.topics import all_topics
 

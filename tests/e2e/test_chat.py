@@ -321,7 +321,7 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
 
     samples = await asyncio.to_thread(metrics, base)
     assert samples["parley_gateway_messages_accepted_total"] >= 2
-    # Exported for every generation; young collections are rare (parley.runtime), so a
+    # Exported for every generation; young collections are rare (kernel.runtime), so a
     # short test may see none yet.
     assert {f'parley_gc_pause_seconds_count{{generation="{g}"}}' for g in "012"} <= set(samples)
     samples = await asyncio.to_thread(metrics, worker_root)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agents.knowledge.bench import build_synthetic_index, run_kb_bench
 from agents.knowledge.cli import kb as kb_cli
 from agents.knowledge.documents import Document, load_corpus
 from agents.knowledge.evaluate import evaluate, load_qrels, load_queries
 from agents.knowledge.knowledge_base import KnowledgeBase
+from benchmarks.kb import build_synthetic_index, run_kb_bench
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 STACKFAQ = DATASETS / "stackfaq"

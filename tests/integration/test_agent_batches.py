@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.ports import find_free_ports
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.app import create_app, raw_topic
 from streams.batching import process_batches
 from streams.metrics import AGENT_EVENT_AGE_SECONDS

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.keys import ConversationKeys
 from streams.state import REDIS_UNAVAILABLE, AppliedTurn, ConversationStore, connect_cluster
 

@@ -15,7 +15,7 @@ import websockets
 from confluent_kafka import Producer
 
 from gateway.server import Gateway
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND
 

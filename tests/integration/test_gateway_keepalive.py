@@ -10,7 +10,7 @@ import pytest_asyncio
 import websockets
 
 from gateway.server import Gateway
-from parley.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 

@@ -15,7 +15,7 @@ import websockets
 from aiokafka import AIOKafkaConsumer
 
 from gateway.server import Gateway
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.topics import CHAT_INBOUND
 

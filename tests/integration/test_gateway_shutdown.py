@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from gateway.server import Gateway
-from parley.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 

@@ -15,8 +15,8 @@ from infra import EmbeddedInfra, ensure_topics
 from infra.broker import kafka_metadata_ok
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import CLUSTER_SLOTS, cluster_info
-from parley.errors import PortInUseError
-from parley.settings import Settings
+from kernel.errors import PortInUseError
+from kernel.settings import Settings
 from streams.topics import (
     CHAT_INBOUND,
     CHAT_OUTBOUND,

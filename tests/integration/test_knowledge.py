@@ -33,7 +33,7 @@ from agents.knowledge.llm import ChatClient
 from agents.knowledge.publisher import KbPublisher
 from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.keys import ConversationKeys
 from streams.topics import KB_DOCUMENTS
 from tests.unit.knowledge.faq_data import faq_documents

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.bus import InboundProducer
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.app import send
 from streams.topics import CHAT_INBOUND
 

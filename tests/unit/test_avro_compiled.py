@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from parley.errors import DecodeError, SchemaError
+from kernel.errors import DecodeError, SchemaError
 from schemas import current, schema_names
 from streams import codecs
 from streams.avro_compiled import Unsupported, compile_schema

@@ -6,8 +6,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from kernel.errors import InfraError
 from parley.cli import main
-from parley.errors import InfraError
 
 
 @pytest.mark.parametrize("command", [

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from parley.errors import DecodeError, SchemaError
+from kernel.errors import DecodeError, SchemaError
 from schemas import current
 from streams.codecs import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, AvroCodec
 

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 
+from kernel.settings import Settings
 from parley.cli import main
-from parley.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from agents.dialogue.policy import (
     RuleBasedPolicy,
     load_policy,
 )
+from kernel.settings import Settings
 from parley.domain import demo_responses_path
-from parley.settings import Settings
 from streams.keys import ConversationKeys
 from streams.state import Session
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.files import atomic_directory
+from kernel.files import atomic_directory
 
 
 def _names(folder: Path) -> list[str]:

@@ -44,8 +44,8 @@ async def test_the_inline_baseline_refuses_the_same_bad_parameters(query: str) -
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    from parley.bench.inline import InlineServer
-    from parley.settings import Settings
+    from benchmarks.inline import InlineServer
+    from kernel.settings import Settings
 
     unused: Any = None  # the model and policy are not reached before the welcome
     server = InlineServer(unused, unused, Settings.from_env({}, gateway_port=0))

@@ -10,7 +10,7 @@ import pytest
 
 from infra import EmbeddedInfra
 from infra.binaries import RedisBinaries, resolve_redis_binaries, resolve_tansu
-from parley.errors import BinaryNotFoundError
+from kernel.errors import BinaryNotFoundError
 
 
 def _executable(path: Path) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from infra import EmbeddedInfra
 from infra.pidfile import PidFile, PidRecord, read_pidfile, remove_pidfile, write_pidfile
 from infra.process import ServiceProcess
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 
 def _own_record() -> PidRecord:

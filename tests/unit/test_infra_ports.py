@@ -11,7 +11,7 @@ import pytest
 from infra import EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports, is_port_free, port_accepts
 from infra.process import ServiceProcess
-from parley.errors import InfraError, PortInUseError
+from kernel.errors import InfraError, PortInUseError
 
 
 @pytest.fixture

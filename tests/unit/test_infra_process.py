@@ -15,7 +15,7 @@ from infra.broker import broker_process, broker_threads
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports
 from infra.process import ServiceProcess, log_tail, stop_processes
-from parley.errors import InfraError
+from kernel.errors import InfraError
 
 
 def _script(path: Path, body: str) -> str:

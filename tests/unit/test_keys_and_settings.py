@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parley.errors import ConfigError
-from parley.settings import Settings, parse_bool
+from kernel.errors import ConfigError
+from kernel.settings import Settings, parse_bool
 from streams.keys import ConversationKeys, InvalidIdError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from parley.logs import JsonFormatter
+from kernel.logs import JsonFormatter
 
 
 def record(**extra: object) -> logging.LogRecord:

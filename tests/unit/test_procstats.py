@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from parley.bench.procstats import ProcessSampler
+from benchmarks.procstats import ProcessSampler
 
 
 def _spin_for(seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""The garbage collector in long-lived processes (parley.runtime): its pauses timed, and
+"""The garbage collector in long-lived processes (kernel.runtime): its pauses timed, and
 young collections rare enough that a message's objects die before one."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import gc
 
 from prometheus_client import REGISTRY
 
-from parley.runtime import YOUNG_COLLECTION_EVERY, collect_young_less_often, observe_gc_pauses
+from kernel.runtime import YOUNG_COLLECTION_EVERY, collect_young_less_often, observe_gc_pauses
 
 
 def _full_collections() -> float:

@@ -83,7 +83,7 @@ def test_confluent_framing_registers_once_and_round_trips(registry_url: str) -> 
 
 
 def test_unknown_schema_id_is_a_decode_error(registry_url: str) -> None:
-    from parley.errors import DecodeError
+    from kernel.errors import DecodeError
 
     codec = codec_for("chat_message", registry_url, "chat.inbound")
     with pytest.raises(DecodeError, match="schema id 99"):

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from parley.errors import PortInUseError
-from parley.settings import Settings
+from kernel.errors import PortInUseError
+from kernel.settings import Settings
 from parley.stack import ChildProcess, Stack
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from parley.stats import percentile
+from kernel.stats import percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

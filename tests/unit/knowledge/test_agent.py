@@ -12,7 +12,7 @@ from agents.encoders.embedder import Embedder
 from agents.knowledge import agent
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.service import KnowledgeService
-from parley.settings import Settings
+from kernel.settings import Settings
 
 
 class _Follower:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agents.knowledge.bench import build_synthetic_index, run_kb_bench
 from agents.knowledge.cli import kb
 from agents.knowledge.documents import Document
 from agents.knowledge.publisher import document_record
+from benchmarks.kb import build_synthetic_index, run_kb_bench
 from streams.codecs import AvroCodec
 
 from .faq_data import FAQ

@@ -91,7 +91,7 @@ def test_a_failed_build_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_the_index_a_worker_serves(tmp_path: Path) -> None:
     from agents.knowledge.demo import resolve_kb_index
     from agents.knowledge.settings import KnowledgeSettings
-    from parley.settings import Settings
+    from kernel.settings import Settings
 
     settings = Settings.from_env({}, data_dir=tmp_path)
     assert resolve_kb_index(settings.replace(knowledge=False)) is None

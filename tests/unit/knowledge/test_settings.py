@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agents.knowledge.settings import KnowledgeSettings
-from parley.errors import ConfigError
+from kernel.errors import ConfigError
 
 
 def test_defaults_have_no_llm() -> None:

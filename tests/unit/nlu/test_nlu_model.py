@@ -18,7 +18,7 @@ from agents.nlu.model import EntityMatch, NLUModel, Understanding
 from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
-from parley.settings import Settings
+from kernel.settings import Settings
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
 
 REF = datetime(2024, 11, 20, 12, 0)

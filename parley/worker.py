@@ -17,7 +17,7 @@ from agents.conversation import register_conversation_agent
 from agents.dialogue.agent import DialogueStep, knowledge_result_emitter
 from agents.dialogue.policy import load_policy
 from agents.nlu.agent import NluStep, Understander
-from parley.settings import Settings
+from kernel.settings import Settings
 from streams.app import WorkerContext, create_app
 
 if TYPE_CHECKING:

@@ -23,10 +23,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 
-from parley.bench.deploy import InfraMode, pipeline_deployment
-from parley.bench.e2e import cpu_per_message
-from parley.bench.procstats import ProcessSampler
-from parley.bench.script import ConversationScript, load_script
+from benchmarks.deploy import InfraMode, pipeline_deployment
+from benchmarks.e2e import cpu_per_message
+from benchmarks.procstats import ProcessSampler
+from benchmarks.script import ConversationScript, load_script
 from streams.codecs import codec_for
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 

@@ -11,7 +11,7 @@ to the knowledge base is answered by the same
 reply is written straight back to the socket. It bounds what the pipeline could
 reach on the same machine: the pipeline's figures are reported as ratios to these.
 
-Run with ``python -m parley.bench.inline --port 8765`` (``parley bench e2e
+Run with ``python -m benchmarks.inline --port 8765`` (``parley bench e2e
 --baseline inline`` starts it for you).
 """
 
@@ -47,8 +47,8 @@ from gateway.protocol import (
     reply_frame,
     welcome_frame,
 )
-from parley.logs import configure_logging
-from parley.settings import Settings
+from kernel.logs import configure_logging
+from kernel.settings import Settings
 from streams.keys import ConversationKeys
 from streams.state import Session
 
@@ -242,8 +242,8 @@ def _load_knowledge(settings: Settings) -> KnowledgeService | None:
 )
 def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     """Serve the inline baseline: gateway protocol, model and policy in one process."""
-    from parley.runtime import collect_young_less_often, run_until_signalled
-    from streams.worker import load_understander
+    from kernel.runtime import collect_young_less_often, run_until_signalled
+    from parley.worker import load_understander
 
     settings = Settings.from_env(None, gateway_host=host, gateway_port=port)
     if model_dir is not None:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from parley.bench.e2e import E2EResult
+from benchmarks.e2e import E2EResult
 
 __all__ = ["check_plotting", "write_report"]
 

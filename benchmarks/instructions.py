@@ -42,11 +42,11 @@ worker`` measures those, in alternating pairs.
 ``--write FILE`` stores a run as a baseline. ``--check FILE`` compares a run
 with one and fails when a workload costs more than ``tolerance`` above it
 (:func:`compare`). The committed baseline is
-``parley/bench/instructions_baseline.json``, and ``make bench-check`` runs the
+``benchmarks/instructions_baseline.json``, and ``make bench-check`` runs the
 check against it. A change that is meant to cost more rewrites the baseline in
 the same commit, which puts the difference in front of the reviewer.
 
-Run ``python -m parley.bench.instructions WORKLOAD ROUNDS MESSAGES MODEL_DIR``
+Run ``python -m benchmarks.instructions WORKLOAD ROUNDS MESSAGES MODEL_DIR``
 for the child (the parent does this under valgrind).
 """
 
@@ -112,7 +112,7 @@ def count_instructions(workload: str, messages: int, model_dir: Path) -> dict[st
             subprocess.Popen(
                 [valgrind, "--tool=callgrind", "--separate-threads=yes", "--dump-line=no",
                  f"--callgrind-out-file={profile}", f"--log-file={profile}.log",
-                 sys.executable, "-m", "parley.bench.instructions",
+                 sys.executable, "-m", "benchmarks.instructions",
                  workload, str(rounds), str(messages), str(model_dir)],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
@@ -195,7 +195,7 @@ def environment_changes(result: Mapping[str, Any], baseline: Mapping[str, Any]) 
 
 
 def _texts(messages: int) -> list[str]:
-    from parley.bench.script import load_script
+    from benchmarks.script import load_script
 
     script = load_script().all_texts()
     return [script[i % len(script)] for i in range(messages)]
@@ -238,8 +238,8 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
         reply_frame,
     )
     from gateway.server import inbound_event
+    from kernel.settings import Settings
     from parley.domain import demo_responses_path
-    from parley.settings import Settings
     from streams.codecs import codec_for
     from streams.keys import ConversationKeys
     from streams.state import Session

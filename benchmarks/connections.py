@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from parley.bench.deploy import Deployment
-from parley.bench.e2e import E2EOptions, E2EResult, run_load
-from parley.bench.script import load_script
-from parley.bench.stages import read_metrics
+from benchmarks.deploy import Deployment
+from benchmarks.e2e import E2EOptions, E2EResult, run_load
+from benchmarks.script import load_script
+from benchmarks.stages import read_metrics
 
 __all__ = ["ConnectionsOptions", "run_connections"]
 

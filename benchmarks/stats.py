@@ -1,6 +1,6 @@
 """Small, dependency-free statistics for benchmark results.
 
-Percentiles use the nearest-rank method (:func:`parley.stats.percentile`: a
+Percentiles use the nearest-rank method (:func:`kernel.stats.percentile`: a
 reported p99 is a latency that was actually observed); histograms and
 per-second series feed the HTML report.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from parley.stats import percentile
+from kernel.stats import percentile
 
 __all__ = ["latency_summary", "per_second", "rounded"]
 

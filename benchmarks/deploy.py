@@ -28,8 +28,8 @@ from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import BUS_PORT_OFFSET
-from parley.errors import InfraError, PortInUseError
-from parley.settings import Settings
+from kernel.errors import InfraError, PortInUseError
+from kernel.settings import Settings
 from parley.stack import Stack
 
 __all__ = [
@@ -58,7 +58,7 @@ class Deployment:
     kind: str  # "pipeline", "inline" or "external"
     ws_urls: list[str]
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid
-    #: the stream workers' /metrics pages (parley.bench.stages reads them)
+    #: the stream workers' /metrics pages (benchmarks.stages reads them)
     worker_metrics_urls: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -270,7 +270,7 @@ def inline_deployment(
     keep_data: bool = False,
     ready_timeout: float = 120,
 ) -> Iterator[Deployment]:
-    """The inline baseline (parley/bench/inline.py) in its own process."""
+    """The inline baseline (benchmarks/inline.py) in its own process."""
     model = resolve_model_dir(model_dir)
     kb_index = resolve_kb_index()
     with (
@@ -282,7 +282,7 @@ def inline_deployment(
         stack = Stack(settings)
         child = stack.spawn(
             "inline", ["--host", _HOST, "--port", str(port), "--model-dir", str(model)],
-            f"http://{_HOST}:{port}/readyz", {}, module="parley.bench.inline",
+            f"http://{_HOST}:{port}/readyz", {}, module="benchmarks.inline",
         )
         try:
             stack.wait_ready(timeout=ready_timeout)

@@ -35,8 +35,8 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from parley.bench.script import ConversationScript
-from parley.runtime import timing_collections
+from benchmarks.script import ConversationScript
+from kernel.runtime import timing_collections
 
 _loads: Callable[[str | bytes], Any]
 try:  # the generator must cost as little CPU as it can (orjson: in the bench extra)

@@ -1,6 +1,6 @@
 """The end-to-end benchmark: scripted conversations through a deployment.
 
-:func:`run_load` drives one deployment (see :mod:`parley.bench.deploy`) with
+:func:`run_load` drives one deployment (see :mod:`benchmarks.deploy`) with
 the open-loop load generator and turns the per-message timings into the
 result object; :func:`compare` puts a pipeline result next to the inline
 baseline's.
@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parley.bench.deploy import Deployment
-from parley.bench.loadgen import ConnectReport, LoadGenerator, LoadResult, split_plan
-from parley.bench.procstats import ProcessSampler
-from parley.bench.profile import Profiler
-from parley.bench.script import ConversationScript, load_script
-from parley.bench.stages import stage_totals
-from parley.bench.stats import latency_summary, per_second, rounded
-from parley.stats import percentile
+from benchmarks.deploy import Deployment
+from benchmarks.loadgen import ConnectReport, LoadGenerator, LoadResult, split_plan
+from benchmarks.procstats import ProcessSampler
+from benchmarks.profile import Profiler
+from benchmarks.script import ConversationScript, load_script
+from benchmarks.stages import stage_totals
+from benchmarks.stats import latency_summary, per_second, rounded
+from kernel.stats import percentile
 
 __all__ = ["E2EOptions", "E2EResult", "compare", "run_load"]
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parley.stats import percentile
+from kernel.stats import percentile
 
 __all__ = ["BATCH_SIZE", "run_nlu_bench"]
 

@@ -4,8 +4,8 @@
 e2e            scripted conversations through a stack (and/or the inline baseline)
 connections    many open sessions on one gateway, a hundred of them busy
 worker         the stream workers alone, fed a backlog: their capacity and CPU per message
-nlu            the NLU model alone (agents/nlu/bench.py)
-kb             knowledge retrieval alone (agents/knowledge/bench.py)
+nlu            the NLU model alone (benchmarks/nlu.py)
+kb             knowledge retrieval alone (benchmarks/kb.py)
 broker         the broker's CPU for one produce-and-consume hop, by partition count
 instructions   instructions per message of the work itself, under valgrind; --check
                fails on a regression against a baseline
@@ -25,10 +25,10 @@ from typing import Any, cast
 
 import click
 
-from parley.bench.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
-from parley.bench.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
-from parley.errors import ParleyError
-from parley.logs import configure_logging
+from benchmarks.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
+from benchmarks.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
+from kernel.errors import ParleyError
+from kernel.logs import configure_logging
 
 __all__ = ["bench"]
 
@@ -161,18 +161,18 @@ def e2e(
     clients_procs: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Scripted conversations from real WebSocket clients, open loop, through a stack."""
-    from parley.bench import deploy
-    from parley.bench.e2e import E2EOptions, E2EResult, compare, run_load
-    from parley.bench.script import load_script
+    from benchmarks import deploy
+    from benchmarks.e2e import E2EOptions, E2EResult, compare, run_load
+    from benchmarks.script import load_script
 
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         if report_dir is not None:
-            from parley.bench.report import check_plotting
+            from benchmarks.report import check_plotting
 
             check_plotting()
         if profile_dir is not None:
-            from parley.bench.profile import check_profiler
+            from benchmarks.profile import check_profiler
 
             check_profiler()
         options = E2EOptions(
@@ -206,7 +206,7 @@ def e2e(
     else:
         output = next(iter(results.values())).summary
     if report_dir is not None:
-        from parley.bench.report import write_report
+        from benchmarks.report import write_report
 
         page = write_report(report_dir, results, output)
         click.echo(f"report: {page}", err=True)
@@ -264,8 +264,8 @@ def connections(
     as_json: bool,
 ) -> None:  # fmt: skip
     """Many open sessions on ONE gateway: connect rate, RSS per session, active p99."""
-    from parley.bench import deploy
-    from parley.bench.connections import ConnectionsOptions, run_connections
+    from benchmarks import deploy
+    from benchmarks.connections import ConnectionsOptions, run_connections
 
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
@@ -308,8 +308,8 @@ def worker(messages: int, conversations: int, workers: int, partitions: int | No
            drain_timeout: float, infra: str, model_dir: Path | None,
            data_parent: Path | None, keep_data: bool, as_json: bool) -> None:
     """The stream workers alone, fed a backlog: their capacity and CPU per message."""
-    from parley.bench.deploy import InfraMode
-    from parley.bench.workers import WorkerBenchOptions, run_worker_bench
+    from benchmarks.deploy import InfraMode
+    from benchmarks.workers import WorkerBenchOptions, run_worker_bench
 
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
@@ -344,8 +344,8 @@ def worker(messages: int, conversations: int, workers: int, partitions: int | No
 @click.option("--seconds", default=5.0, show_default=True, help="How long to measure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json: bool) -> None:
-    """The NLU model on its own (agents/nlu/bench.py)."""
-    from parley.bench.components import nlu_bench
+    """The NLU model on its own (benchmarks/nlu.py)."""
+    from benchmarks.components import nlu_bench
 
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
@@ -375,8 +375,8 @@ def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: float,
        as_json: bool) -> None:  # fmt: skip
-    """Knowledge retrieval on its own (agents/knowledge/bench.py)."""
-    from parley.bench.components import kb_bench
+    """Knowledge retrieval on its own (benchmarks/kb.py)."""
+    from benchmarks.components import kb_bench
 
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
@@ -398,8 +398,8 @@ def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms:
            as_json: bool) -> None:
     """The broker's CPU for one hop (produce + consume), by partition count and by what
     each partition already stores (own Tansu)."""
-    from parley.bench.broker import run_broker_bench
-    from parley.settings import Settings
+    from benchmarks.broker import run_broker_bench
+    from kernel.settings import Settings
 
     counts = _int_list(partitions, "--partitions", minimum=1)
     fills = _int_list(stored, "--stored", minimum=0)
@@ -436,8 +436,8 @@ def instructions(workloads: str, messages: int, model_dir: Path | None,
                  as_json: bool) -> None:
     """Instructions per message of the work itself (NLU, Avro, frames, the dialogue
     policy), counted under valgrind: the same whatever the machine's load."""
-    from parley.bench.deploy import resolve_model_dir
-    from parley.bench.instructions import (
+    from benchmarks.deploy import resolve_model_dir
+    from benchmarks.instructions import (
         compare,
         environment_changes,
         load_baseline,

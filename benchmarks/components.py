@@ -1,7 +1,7 @@
 """Component benchmarks: the NLU model and knowledge retrieval on their own.
 
-Thin wrappers: the measuring is done by ``agents.nlu.bench.run_nlu_bench`` and
-``agents.knowledge.bench.run_kb_bench``, owned by those components; this module
+Thin wrappers: the measuring is done by ``benchmarks.nlu.run_nlu_bench`` and
+``benchmarks.kb.run_kb_bench``, owned by those components; this module
 only finds their inputs.
 """
 
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from parley.bench.deploy import resolve_model_dir
-from parley.bench.script import load_script
+from benchmarks.deploy import resolve_model_dir
+from benchmarks.script import load_script
 
 __all__ = ["DEFAULT_KB_QUERIES", "kb_bench", "nlu_bench", "read_texts", "synthetic_index"]
 
@@ -47,7 +47,7 @@ def read_texts(path: Path) -> list[str]:
 
 
 def nlu_bench(model_dir: Path | None, texts_file: Path | None, seconds: float) -> dict[str, Any]:
-    from agents.nlu.bench import run_nlu_bench
+    from benchmarks.nlu import run_nlu_bench
 
     texts = read_texts(texts_file) if texts_file else load_script().all_texts()
     result: dict[str, Any] = run_nlu_bench(resolve_model_dir(model_dir), texts, seconds)
@@ -57,11 +57,11 @@ def nlu_bench(model_dir: Path | None, texts_file: Path | None, seconds: float) -
 def synthetic_index(chunks: int) -> Path:
     """A cached synthetic index of ``chunks`` passages under ``PARLEY_DATA_DIR/bench``.
 
-    Built once with ``agents.knowledge.bench.build_synthetic_index`` (random unit
+    Built once with ``benchmarks.kb.build_synthetic_index`` (random unit
     vectors: as costly to search as real ones, built in seconds).
     """
-    from agents.knowledge.bench import build_synthetic_index
-    from parley.settings import Settings
+    from benchmarks.kb import build_synthetic_index
+    from kernel.settings import Settings
 
     path = (Settings.from_env().data_dir / "bench" / f"kb-synth-{chunks}").resolve()
     if not (path.is_dir() and any(path.iterdir())):
@@ -73,7 +73,7 @@ def kb_bench(
     index_dir: Path | None, queries_file: Path | None, seconds: float, chunks: int = 10_000
 ) -> dict[str, Any]:
     """``run_kb_bench`` on ``index_dir``, or on a synthetic index of ``chunks`` passages."""
-    from agents.knowledge.bench import run_kb_bench
+    from benchmarks.kb import run_kb_bench
 
     queries = read_texts(queries_file) if queries_file else list(DEFAULT_KB_QUERIES)
     index = index_dir if index_dir is not None else synthetic_index(chunks)

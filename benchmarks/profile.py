@@ -101,7 +101,7 @@ _COMPONENTS = (
     ("parley gateway", ("gateway/",)),
     ("parley agents", ("agents/",)),
     ("parley streams/state", ("streams/",)),
-    ("parley bench", ("parley/bench",)),
+    ("parley benchmarks", ("benchmarks/",)),
 )
 _PLUMBING = (
     "asyncio/",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, Self
 
-from parley.errors import ConfigError
+from kernel.errors import ConfigError
 
 __all__ = ["EnvSettings", "Settings", "parse_bool", "setting"]
 
