@@ -239,7 +239,9 @@ class EmbeddedInfra:
             for service in self._services:
                 service.start()
             self._write_pidfile()
-            wait_nodes_listening(nodes, self.host, deadline)
+            # Kafka's JVMs start while the Redis cluster forms; a dead node of either
+            # ends the wait at once, with its log.
+            wait_nodes_listening(nodes, self.host, deadline, running=brokers)
             if not cluster_exists:
                 create_cluster(
                     redis_bins.cli,

@@ -104,13 +104,26 @@ def node_process(
     return ServiceProcess(f"redis-{port}", argv, log_path, port)
 
 
-def wait_nodes_listening(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline) -> None:
+def wait_nodes_listening(
+    nodes: Sequence[ServiceProcess],
+    host: str,
+    deadline: Deadline,
+    running: Sequence[ServiceProcess] = (),
+) -> None:
+    """Until every node listens; raises as soon as one of them, or of ``running`` (the
+    processes started beside them), has exited."""
+    watched = [*nodes, *running]
+
+    def check() -> None:
+        for process in watched:
+            process.check_running()
+
     for node in nodes:
         wait_until(
             lambda node=node: port_accepts(host, node.port),  # type: ignore[misc]
             deadline,
             f"{node.name} to listen on {host}:{node.port}",
-            check=node.check_running,
+            check=check,
         )
 
 
