@@ -31,6 +31,7 @@ from infra.redis_cluster import BUS_PORT_OFFSET
 from kernel.errors import InfraError, PortInUseError
 from kernel.settings import Settings
 from parley.stack import Stack
+from streams.topics import chat_partitions
 
 __all__ = [
     "Deployment",
@@ -210,7 +211,8 @@ def pipeline_deployment(
             consumer_group=f"bench{run_id}.workers",
             session_ttl_s=_SESSION_TTL_S,
             nlu_model_dir=str(model),
-            chat_partitions=partitions or base.chat_partitions,
+            # A count, never 0: the run reports it and readers follow that many partitions.
+            chat_partitions=chat_partitions(partitions or base.chat_partitions),
         )
         stack: Stack | None = None
         try:

@@ -152,10 +152,11 @@ class Settings(EnvSettings):
         "(benchmarks do).",
     )
     fetch_max_wait_ms: int = setting(
-        10,
+        500,
         "PARLEY_FETCH_MAX_WAIT_MS",
-        "Consumer fetch long-poll. Keep small on Tansu, which answers data that arrives "
-        "during a fetch's wait up to half the wait later; 100-500 on Apache Kafka.",
+        "Consumer fetch long-poll (workers and the gateways' reply followers). Kafka "
+        "answers a waiting fetch as soon as data arrives, so this bounds only how often an "
+        "idle consumer wakes up, not latency.",
     )
     gateway_linger_ms: float = setting(
         2.0,

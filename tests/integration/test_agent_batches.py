@@ -22,7 +22,7 @@ from kernel.settings import Settings
 from streams.app import create_app, raw_topic
 from streams.batching import process_batches
 from streams.metrics import AGENT_EVENT_AGE_SECONDS
-from streams.topics import CHAT_INBOUND
+from streams.topics import CHAT_INBOUND, chat_partitions
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
@@ -41,7 +41,7 @@ def _committed(settings: Settings, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": settings.consumer_group})
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.chat_partitions)]
+        partitions = [TopicPartition(topic, p) for p in range(chat_partitions(settings.chat_partitions))]
         return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
     finally:
         consumer.close()
