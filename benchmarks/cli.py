@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import click
 
+from agents.encoders.embedder import EMBEDDER_KINDS
 from benchmarks.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
 from benchmarks.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
 from kernel.errors import ParleyError
@@ -382,6 +383,24 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
     with _errors_as_click():
         result = kb_bench(index_dir, queries_file, seconds, chunks)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
+
+
+@bench.command("kb-synth")
+@click.option("--index", "index_dir", type=_DIR, required=True)
+@click.option("--chunks", type=int, default=10_000, show_default=True)
+@click.option("--embedder", type=click.Choice(EMBEDDER_KINDS), default="auto",
+              show_default=True)
+@click.option("--model-vectors/--random-vectors", default=False, show_default=True,
+              help="Embed every passage with the model (slow) or use random unit vectors "
+                   "(same search cost).")
+def kb_synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -> None:
+    """A synthetic index for the latency benchmark (parley bench kb --index-dir ...)."""
+    from benchmarks.kb import build_synthetic_index
+
+    with _errors_as_click():
+        result = build_synthetic_index(index_dir, chunks=chunks, embedder=embedder,
+                                       model_vectors=model_vectors)
+    click.echo(json.dumps(result))
 
 
 @bench.command()

@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from agents.knowledge.demo import resolve_kb_index as knowledge_index
+from agents.nlu.demo import resolve_nlu_model
+from examples import DEMO
 from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
@@ -71,17 +74,13 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     """
     if model_dir is not None:
         return model_dir.resolve()
-    from agents.nlu.demo import resolve_nlu_model
-
-    return resolve_nlu_model(Settings.from_env()).resolve()
+    return resolve_nlu_model(Settings.from_env(), DEMO.nlu).resolve()
 
 
 def resolve_kb_index() -> Path | None:
     """The knowledge index workers serve: PARLEY_KB_INDEX, or the demo index cached in the
     dev data dir (built once); None when the knowledge agent is off (PARLEY_KNOWLEDGE)."""
-    from agents.knowledge import demo
-
-    index = demo.resolve_kb_index(Settings.from_env())
+    index = knowledge_index(Settings.from_env(), DEMO.knowledge)
     return None if index is None else index.resolve()
 
 

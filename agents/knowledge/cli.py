@@ -7,8 +7,9 @@ delete             remove a document from an index and/or publish its tombstone
 query              ask an index a question, print the ranked passages
 evaluate           hit@k, MRR@10, nDCG@10 and latency over labelled queries
 train-reranker     fit the reranker on labelled queries and store it in the index
-synth              a synthetic index of N passages (latency benchmark)
 =================  ==============================================================
+
+A synthetic index for the latency benchmark: ``parley bench kb-synth``.
 """
 
 from __future__ import annotations
@@ -218,21 +219,3 @@ def train_reranker(index_dir: Path, queries_file: Path, qrels_file: Path, tenant
         target = out or index_dir / "reranker.json"
         target.write_text(reranker.to_json())
     click.echo(f"reranker fitted on {reranker.info.get('rows')} candidates -> {target}")
-
-
-@kb.command()
-@click.option("--index", "index_dir", type=_INDEX, required=True)
-@click.option("--chunks", type=int, default=10_000, show_default=True)
-@click.option("--embedder", type=click.Choice(EMBEDDER_KINDS), default="auto",
-              show_default=True)
-@click.option("--model-vectors/--random-vectors", default=False, show_default=True,
-              help="Embed every passage with the model (slow) or use random unit vectors "
-                   "(same search cost).")
-def synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -> None:
-    """A synthetic index for the latency benchmark (parley bench kb --index-dir ...)."""
-    from benchmarks.kb import build_synthetic_index
-
-    with _errors_as_click():
-        result = build_synthetic_index(index_dir, chunks=chunks, embedder=embedder,
-                                       model_vectors=model_vectors)
-    click.echo(json.dumps(result))
