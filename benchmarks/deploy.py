@@ -27,13 +27,16 @@ import psutil
 from agents.knowledge.demo import resolve_kb_index as knowledge_index
 from agents.nlu.demo import resolve_nlu_model
 from examples import DEMO
+from infra.broker import admin_client
 from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import BUS_PORT_OFFSET
+from infra.topics import ensure_topics
 from kernel.errors import InfraError, PortInUseError
 from kernel.settings import Settings
 from parley.stack import Stack
+from streams.topics import all_topics
 
 __all__ = [
     "Deployment",
@@ -141,9 +144,6 @@ def _infra_pids(data_dir: Path) -> dict[str, int]:
 
 def _delete_run_topics(settings: Settings) -> None:
     """Remove a run's prefixed topics from infrastructure it did not start (best effort)."""
-    from infra.broker import admin_client
-    from streams.topics import all_topics
-
     names = [spec.name for spec in all_topics(settings.chat_partitions, settings.topic_prefix)]
     admin = admin_client(settings.kafka_bootstrap)  # kept alive until the futures resolve
     try:
@@ -216,9 +216,6 @@ def pipeline_deployment(
                 stack = _start_infra(settings)
                 infra_pids = _infra_pids(data_dir)
             else:
-                from infra.topics import ensure_topics
-                from streams.topics import all_topics
-
                 stack = Stack(settings)
                 ensure_topics(
                     settings.kafka_bootstrap,

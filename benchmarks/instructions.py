@@ -194,6 +194,9 @@ def environment_changes(result: Mapping[str, Any], baseline: Mapping[str, Any]) 
 
 
 # --- the child: one workload, run under valgrind ---------------------------------
+# Each workload imports the product code it runs inside its function, not at the top of
+# this module: the parent (``parley bench instructions``) loads none of it, and a child
+# loads only its own workload's modules, so what valgrind counts is that workload.
 
 
 def _texts(messages: int) -> list[str]:

@@ -26,7 +26,9 @@ from typing import Any
 
 import click
 
+from agents.knowledge.settings import KnowledgeSettings
 from kernel.errors import ParleyError
+from kernel.settings import Settings
 
 __all__ = ["main"]
 
@@ -68,9 +70,6 @@ def main() -> None:
 @main.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable and default."""
-    from agents.knowledge.settings import KnowledgeSettings
-    from kernel.settings import Settings
-
     for env, default, help_text in [*Settings.describe(), *KnowledgeSettings.describe()]:
         click.echo(f"{env:<34} {default:<22} {help_text}")
 

@@ -48,20 +48,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faust.types import EventT
 
 from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.turns import Incoming, decide_turns
+from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
-
-if TYPE_CHECKING:
-    from agents.knowledge.cache import AnswerCache
 
 __all__ = ["DialogueStep", "knowledge_result_emitter"]
 

@@ -17,12 +17,10 @@ import string
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agents.dialogue.sessions import Session
-
-if TYPE_CHECKING:
-    from kernel.settings import Settings
+from kernel.settings import Settings
 
 __all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy", "load_policy"]
 

@@ -12,11 +12,12 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from agents.knowledge.settings import KnowledgeSettings
-    from kernel.settings import Settings
+from agents.encoders.embedder import BUILD_VERSION, resolve_kind
+from agents.knowledge.documents import Document, load_corpus
+from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
+from agents.knowledge.settings import KnowledgeSettings
+from kernel.settings import Settings
 
 __all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index", "resolve_kb_index"]
 
@@ -28,9 +29,6 @@ DEMO_TENANT = "demo"
 def demo_index_key(corpus: Path, embedder: str) -> str:
     """Hash of the demo corpus (``corpus``), its tenant, the index format version and the embedder
     (kind and build version)."""
-    from agents.encoders.embedder import BUILD_VERSION
-    from agents.knowledge.knowledge_base import FORMAT_VERSION
-
     digest = hashlib.sha256(Path(corpus).read_bytes())
     digest.update(f"\0{DEMO_TENANT}\0format {FORMAT_VERSION}"
                   f"\0embedder {embedder} build {BUILD_VERSION}".encode())
@@ -44,10 +42,6 @@ def ensure_demo_index(cache_root: Path, corpus: Path) -> Path:
     place, so workers starting together never see a half-written index; when
     another process finishes first, its index is used.
     """
-    from agents.encoders.embedder import resolve_kind
-    from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
     embedder = resolve_kind("auto")
     target = cache_root / f"demo-{demo_index_key(corpus, embedder)}"
     if (target / "manifest.json").is_file():
@@ -81,8 +75,6 @@ def resolve_kb_index(settings: Settings, corpus: Path,
     if not settings.knowledge:
         return None
     if knowledge is None:
-        from agents.knowledge.settings import KnowledgeSettings
-
         knowledge = KnowledgeSettings.from_env()
     if knowledge.index_dir:
         return Path(knowledge.index_dir)

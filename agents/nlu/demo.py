@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agents.nlu.manifest import MANIFEST_NAME
+from agents.nlu.recognisers import RecogniserConfig
+from agents.nlu.train import CODE_VERSION, TrainingParams, train_model_from_files
 from kernel.files import atomic_directory
-
-if TYPE_CHECKING:
-    from kernel.settings import Settings
+from kernel.settings import Settings
 
 __all__ = ["DEMO_COUNTRY_CODE", "DEMO_ID_PATTERNS", "demo_data_hash", "ensure_demo_model",
            "resolve_nlu_model"]
@@ -31,8 +31,6 @@ DEMO_COUNTRY_CODE = "44"
 
 def demo_data_hash(nlu_file: Path) -> str:
     """Hash of the demo data, its recogniser settings and the training code version."""
-    from agents.nlu.train import CODE_VERSION
-
     digest = hashlib.sha256(Path(nlu_file).read_bytes())
     digest.update(repr(sorted(DEMO_ID_PATTERNS.items())).encode())
     digest.update(DEMO_COUNTRY_CODE.encode())
@@ -47,13 +45,9 @@ def ensure_demo_model(cache_root: Path, nlu_file: Path) -> Path:
     callers never load half a model; when another process finished first, its
     folder (with the same content) is kept.
     """
-    from agents.nlu.manifest import MANIFEST_NAME
-
     folder = Path(cache_root) / demo_data_hash(nlu_file)
     if (folder / MANIFEST_NAME).is_file():
         return folder
-    from agents.nlu.recognisers import RecogniserConfig
-    from agents.nlu.train import TrainingParams, train_model_from_files
 
     log.info("nlu.demo.train folder=%s", folder)
     params = TrainingParams(

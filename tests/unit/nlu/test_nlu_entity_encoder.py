@@ -22,7 +22,7 @@ from agents.encoders.embedder import (
 from agents.nlu.cli import nlu
 from agents.nlu.data import Example, load_examples
 from agents.nlu.entity_encoder import MIN_STEPS, EntityEncoder, build_entity_encoder, first_pieces
-from agents.nlu.manifest import ManifestError
+from agents.nlu.errors import ManifestError
 from agents.nlu.model import NLUModel
 from agents.nlu.tagger import encode_bio
 from agents.nlu.text import Token, clean_text, tokenize

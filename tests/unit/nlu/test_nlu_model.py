@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import agents.nlu
-from agents.nlu.data import DataError, load_examples
+from agents.nlu.data import load_examples
 from agents.nlu.demo import ensure_demo_model, resolve_nlu_model
-from agents.nlu.manifest import Manifest, ManifestError
+from agents.nlu.errors import DataError, ManifestError
+from agents.nlu.manifest import Manifest
 from agents.nlu.model import EntityMatch, NLUModel, Understanding
 from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
