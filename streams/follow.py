@@ -165,12 +165,11 @@ class TopicFollower:
                 # Block only until the first record, then take what is already there:
                 # consume(n, timeout) alone would wait out the timeout for a full batch.
                 first = consumer.poll(self._poll_timeout_s)
-                if first is None:
-                    continue
-                messages = [first, *consumer.consume(self._batch_size - 1, timeout=0)]
-                records = [msg for msg in messages if not self._is_error(msg)]
-                if records:
-                    self._on_batch(records)
+                if first is not None:
+                    messages = [first, *consumer.consume(self._batch_size - 1, timeout=0)]
+                    records = [msg for msg in messages if not self._is_error(msg)]
+                    if records:
+                        self._on_batch(records)
                 if self._from_beginning and not self._pending_ends \
                         and not self.caught_up.is_set():
                     logger.info("%s.caught_up topic=%s", self._log_as, self.topic)

@@ -13,9 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from agents.encoders.embedder import BUILD_VERSION, resolve_kind
+from agents.encoders import embedder as encoders
+from agents.knowledge import knowledge_base
 from agents.knowledge.documents import Document, load_corpus
-from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
+from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.settings import KnowledgeSettings
 from kernel.settings import Settings
 
@@ -27,11 +28,11 @@ DEMO_TENANT = "demo"
 
 
 def demo_index_key(corpus: Path, embedder: str) -> str:
-    """Hash of the demo corpus (``corpus``), its tenant, the index format version and the embedder
+    """Hash of the demo ``corpus``, its tenant, the index format version and the embedder
     (kind and build version)."""
     digest = hashlib.sha256(Path(corpus).read_bytes())
-    digest.update(f"\0{DEMO_TENANT}\0format {FORMAT_VERSION}"
-                  f"\0embedder {embedder} build {BUILD_VERSION}".encode())
+    digest.update(f"\0{DEMO_TENANT}\0format {knowledge_base.FORMAT_VERSION}"
+                  f"\0embedder {embedder} build {encoders.BUILD_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -42,7 +43,7 @@ def ensure_demo_index(cache_root: Path, corpus: Path) -> Path:
     place, so workers starting together never see a half-written index; when
     another process finishes first, its index is used.
     """
-    embedder = resolve_kind("auto")
+    embedder = encoders.resolve_kind("auto")
     target = cache_root / f"demo-{demo_index_key(corpus, embedder)}"
     if (target / "manifest.json").is_file():
         return target

@@ -34,11 +34,11 @@ import numpy.typing as npt
 
 from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint, plain_tokenizer
 from agents.encoders.wordllama import TokenEncoder, load_wordllama, mean_pool, wordllama_files
+from agents.nlu import finetune
 from agents.nlu.calibration import decide, fit_oos_threshold, fit_temperature, softmax
 from agents.nlu.data import Example, canonical_lines, load_examples
 from agents.nlu.entity_encoder import ENTITY_ENCODERS, build_entity_encoder
 from agents.nlu.features import NgramVocabulary
-from agents.nlu.finetune import TuningParams, fine_tune_encoder
 from agents.nlu.manifest import Manifest, hash_training_data
 from agents.nlu.recognisers import RecogniserConfig, Recognisers
 from agents.nlu.span_training import AnnotatedMessage, fit_span_models
@@ -640,9 +640,9 @@ def _context_encoder(
 
     weights, config, tokenizer_file = minilm_checkpoint()
     token_ids = [e.ids for e in plain_tokenizer(tokenizer_file).encode_batch(list(texts))]
-    tuned = fine_tune_encoder(
+    tuned = finetune.fine_tune_encoder(
         weights, config, token_ids, y,
-        TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),
+        finetune.TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),
         report=lambda step: progress(step, advance=False),
     )
     progress("build the fine-tuned context encoder")
