@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BusError
 from streams.follow import TopicFollower
+from streams.topics import producer_compression
 
 __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
 
@@ -64,6 +65,7 @@ class InboundProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
+            "compression.type": producer_compression(),
             # Kafka's standard key hash (the Java client's, and aiokafka's in the workers):
             # every producer puts a conversation on the same partition.
             "partitioner": "murmur2_random",
