@@ -409,7 +409,7 @@ def kb_synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -
 def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms: float,
            as_json: bool) -> None:
     """The broker's CPU for one hop (produce + consume), by partition count and by what
-    each partition already stores (own Tansu)."""
+    each partition already stores (own Kafka node)."""
     counts = _int_list(partitions, "--partitions", minimum=1)
     fills = _int_list(stored, "--stored", minimum=0)
     settings = Settings.from_env()
