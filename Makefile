@@ -33,9 +33,10 @@ test: install  ## every test tier: unit, integration, end-to-end, browser, evalu
 test-fast: install  ## unit tests only (no infrastructure)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install  ## ruff + mypy
+lint: install  ## ruff, mypy, and the import contracts (layers) in pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install  ## benchmarks (see docs/benchmarks.md); JSON and HTML reports in bench-report/
 	mkdir -p bench-report
@@ -58,4 +59,4 @@ bench-check: install  ## instructions per message against the committed baseline
 	$(VENV)/bin/parley bench instructions --check benchmarks/instructions_baseline.json
 
 clean:
-	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache bench-report
+	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache .import_linter_cache bench-report

@@ -25,10 +25,26 @@ from typing import Any, cast
 
 import click
 
+from agents.encoders.embedder import EMBEDDER_KINDS
+from benchmarks import deploy
+from benchmarks.broker import run_broker_bench
+from benchmarks.components import kb_bench, nlu_bench
+from benchmarks.connections import ConnectionsOptions, run_connections
+from benchmarks.deploy import InfraMode, resolve_model_dir
+from benchmarks.e2e import E2EOptions, E2EResult, run_load
+from benchmarks.e2e import compare as compare_deployments
 from benchmarks.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
 from benchmarks.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
+from benchmarks.instructions import compare as compare_to_baseline
+from benchmarks.instructions import environment_changes, load_baseline, run_instructions
+from benchmarks.kb import build_synthetic_index
+from benchmarks.profile import check_profiler
+from benchmarks.report import check_plotting, write_report
+from benchmarks.script import load_script
+from benchmarks.workers import WorkerBenchOptions, run_worker_bench
 from kernel.errors import ParleyError
 from kernel.logs import configure_logging
+from kernel.settings import Settings
 
 __all__ = ["bench"]
 
@@ -161,19 +177,11 @@ def e2e(
     clients_procs: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Scripted conversations from real WebSocket clients, open loop, through a stack."""
-    from benchmarks import deploy
-    from benchmarks.e2e import E2EOptions, E2EResult, compare, run_load
-    from benchmarks.script import load_script
-
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         if report_dir is not None:
-            from benchmarks.report import check_plotting
-
             check_plotting()
         if profile_dir is not None:
-            from benchmarks.profile import check_profiler
-
             check_profiler()
         options = E2EOptions(
             conversations=conversations, rate=rate, duration=duration, warmup=warmup,
@@ -202,12 +210,10 @@ def e2e(
                     deployment, options, profile_dir=profile_dir and profile_dir / "inline"
                 )
     if "pipeline" in results and "inline" in results:
-        output = compare(results["pipeline"].summary, results["inline"].summary)
+        output = compare_deployments(results["pipeline"].summary, results["inline"].summary)
     else:
         output = next(iter(results.values())).summary
     if report_dir is not None:
-        from benchmarks.report import write_report
-
         page = write_report(report_dir, results, output)
         click.echo(f"report: {page}", err=True)
     lines = [_e2e_line(name, r.summary) for name, r in results.items()]
@@ -264,9 +270,6 @@ def connections(
     as_json: bool,
 ) -> None:  # fmt: skip
     """Many open sessions on ONE gateway: connect rate, RSS per session, active p99."""
-    from benchmarks import deploy
-    from benchmarks.connections import ConnectionsOptions, run_connections
-
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         options = ConnectionsOptions(
@@ -308,9 +311,6 @@ def worker(messages: int, conversations: int, workers: int, partitions: int | No
            drain_timeout: float, infra: str, model_dir: Path | None,
            data_parent: Path | None, keep_data: bool, as_json: bool) -> None:
     """The stream workers alone, fed a backlog: their capacity and CPU per message."""
-    from benchmarks.deploy import InfraMode
-    from benchmarks.workers import WorkerBenchOptions, run_worker_bench
-
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = run_worker_bench(WorkerBenchOptions(
@@ -345,8 +345,6 @@ def worker(messages: int, conversations: int, workers: int, partitions: int | No
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json: bool) -> None:
     """The NLU model on its own (benchmarks/nlu.py)."""
-    from benchmarks.components import nlu_bench
-
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = nlu_bench(model_dir, texts_file, seconds)
@@ -376,12 +374,26 @@ def nlu(model_dir: Path | None, texts_file: Path | None, seconds: float, as_json
 def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: float,
        as_json: bool) -> None:  # fmt: skip
     """Knowledge retrieval on its own (benchmarks/kb.py)."""
-    from benchmarks.components import kb_bench
-
     configure_logging("bench", "WARNING", as_json=False)
     with _errors_as_click():
         result = kb_bench(index_dir, queries_file, seconds, chunks)
     _emit(result, as_json, [f"{k}: {v}" for k, v in result.items()])
+
+
+@bench.command("kb-synth")
+@click.option("--index", "index_dir", type=_DIR, required=True)
+@click.option("--chunks", type=int, default=10_000, show_default=True)
+@click.option("--embedder", type=click.Choice(EMBEDDER_KINDS), default="auto",
+              show_default=True)
+@click.option("--model-vectors/--random-vectors", default=False, show_default=True,
+              help="Embed every passage with the model (slow) or use random unit vectors "
+                   "(same search cost).")
+def kb_synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -> None:
+    """A synthetic index for the latency benchmark (parley bench kb --index-dir ...)."""
+    with _errors_as_click():
+        result = build_synthetic_index(index_dir, chunks=chunks, embedder=embedder,
+                                       model_vectors=model_vectors)
+    click.echo(json.dumps(result))
 
 
 @bench.command()
@@ -398,9 +410,6 @@ def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms:
            as_json: bool) -> None:
     """The broker's CPU for one hop (produce + consume), by partition count and by what
     each partition already stores (own Kafka node)."""
-    from benchmarks.broker import run_broker_bench
-    from kernel.settings import Settings
-
     counts = _int_list(partitions, "--partitions", minimum=1)
     fills = _int_list(stored, "--stored", minimum=0)
     settings = Settings.from_env()
@@ -436,14 +445,6 @@ def instructions(workloads: str, messages: int, model_dir: Path | None,
                  as_json: bool) -> None:
     """Instructions per message of the work itself (NLU, Avro, frames, the dialogue
     policy), counted under valgrind: the same whatever the machine's load."""
-    from benchmarks.deploy import resolve_model_dir
-    from benchmarks.instructions import (
-        compare,
-        environment_changes,
-        load_baseline,
-        run_instructions,
-    )
-
     names = [w.strip() for w in workloads.split(",") if w.strip()]
     unknown = sorted(set(names) - set(_WORKLOADS))
     if unknown or not names:
@@ -456,7 +457,7 @@ def instructions(workloads: str, messages: int, model_dir: Path | None,
              f"({c['messages']} messages a round)" for name, c in result["workloads"].items()]
     regressed = False
     if baseline is not None:
-        verdicts = compare(result, baseline, tolerance)
+        verdicts = compare_to_baseline(result, baseline, tolerance)
         result["check"] = {
             "baseline": str(baseline_file), "tolerance": tolerance,
             "verdicts": [vars(v) for v in verdicts],

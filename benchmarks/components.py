@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.deploy import resolve_model_dir
+from benchmarks.kb import build_synthetic_index, run_kb_bench
+from benchmarks.nlu import run_nlu_bench
 from benchmarks.script import load_script
+from kernel.settings import Settings
 
 __all__ = ["DEFAULT_KB_QUERIES", "kb_bench", "nlu_bench", "read_texts", "synthetic_index"]
 
@@ -47,8 +50,6 @@ def read_texts(path: Path) -> list[str]:
 
 
 def nlu_bench(model_dir: Path | None, texts_file: Path | None, seconds: float) -> dict[str, Any]:
-    from benchmarks.nlu import run_nlu_bench
-
     texts = read_texts(texts_file) if texts_file else load_script().all_texts()
     result: dict[str, Any] = run_nlu_bench(resolve_model_dir(model_dir), texts, seconds)
     return result
@@ -60,9 +61,6 @@ def synthetic_index(chunks: int) -> Path:
     Built once with ``benchmarks.kb.build_synthetic_index`` (random unit
     vectors: as costly to search as real ones, built in seconds).
     """
-    from benchmarks.kb import build_synthetic_index
-    from kernel.settings import Settings
-
     path = (Settings.from_env().data_dir / "bench" / f"kb-synth-{chunks}").resolve()
     if not (path.is_dir() and any(path.iterdir())):
         build_synthetic_index(path, chunks=chunks)
@@ -73,8 +71,6 @@ def kb_bench(
     index_dir: Path | None, queries_file: Path | None, seconds: float, chunks: int = 10_000
 ) -> dict[str, Any]:
     """``run_kb_bench`` on ``index_dir``, or on a synthetic index of ``chunks`` passages."""
-    from benchmarks.kb import run_kb_bench
-
     queries = read_texts(queries_file) if queries_file else list(DEFAULT_KB_QUERIES)
     index = index_dir if index_dir is not None else synthetic_index(chunks)
     result: dict[str, Any] = run_kb_bench(index, queries, seconds)

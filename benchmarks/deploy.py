@@ -24,14 +24,19 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from agents.knowledge.demo import resolve_kb_index as knowledge_index
+from agents.nlu.demo import resolve_nlu_model
+from examples import DEMO
+from infra.broker import admin_client
 from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import BUS_PORT_OFFSET
+from infra.topics import ensure_topics
 from kernel.errors import InfraError, PortInUseError
 from kernel.settings import Settings
 from parley.stack import Stack
-from streams.topics import chat_partitions
+from streams.topics import all_topics, chat_partitions
 
 __all__ = [
     "Deployment",
@@ -72,17 +77,13 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     """
     if model_dir is not None:
         return model_dir.resolve()
-    from agents.nlu.demo import resolve_nlu_model
-
-    return resolve_nlu_model(Settings.from_env()).resolve()
+    return resolve_nlu_model(Settings.from_env(), DEMO.nlu).resolve()
 
 
 def resolve_kb_index() -> Path | None:
     """The knowledge index workers serve: PARLEY_KB_INDEX, or the demo index cached in the
     dev data dir (built once); None when the knowledge agent is off (PARLEY_KNOWLEDGE)."""
-    from agents.knowledge import demo
-
-    index = demo.resolve_kb_index(Settings.from_env())
+    index = knowledge_index(Settings.from_env(), DEMO.knowledge)
     return None if index is None else index.resolve()
 
 
@@ -144,9 +145,6 @@ def _infra_pids(data_dir: Path) -> dict[str, int]:
 
 def _delete_run_topics(settings: Settings) -> None:
     """Remove a run's prefixed topics from infrastructure it did not start (best effort)."""
-    from infra.broker import admin_client
-    from streams.topics import all_topics
-
     names = [spec.name for spec in all_topics(settings.chat_partitions, settings.topic_prefix)]
     admin = admin_client(settings.kafka_bootstrap)  # kept alive until the futures resolve
     try:
@@ -220,9 +218,6 @@ def pipeline_deployment(
                 stack = _start_infra(settings)
                 infra_pids = _infra_pids(data_dir)
             else:
-                from infra.topics import ensure_topics
-                from streams.topics import all_topics
-
                 stack = Stack(settings)
                 ensure_topics(
                     settings.kafka_bootstrap,

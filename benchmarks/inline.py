@@ -4,7 +4,7 @@ A WebSocket server speaking the gateway's frame protocol (gateway/protocol.py).
 Each message is acknowledged at once, queued, and handled in micro-batches the
 way the worker does it — one ``understand_batch`` call per batch (same batch
 size and wait settings), then :class:`~agents.dialogue.policy.RuleBasedPolicy`
-over an in-memory :class:`~streams.state.Session`; a question the policy hands
+over an in-memory :class:`~agents.dialogue.sessions.Session`; a question the policy hands
 to the knowledge base is answered by the same
 :class:`~agents.knowledge.service.KnowledgeService` the knowledge agent uses
 (with an in-process exact-question cache standing in for the Redis one). The
@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -33,8 +33,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy, load_policy
+from agents.dialogue.sessions import Session
 from agents.dialogue.turns import reply_payload
-from agents.nlu.agent import understood_payload
+from agents.knowledge.demo import resolve_kb_index
+from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.knowledge.service import KnowledgeService
+from agents.knowledge.settings import KnowledgeSettings
+from agents.nlu.agent import Understander, understood_payload
+from agents.nlu.model import Understanding
+from examples import DEMO
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -48,14 +55,10 @@ from gateway.protocol import (
     welcome_frame,
 )
 from kernel.logs import configure_logging
+from kernel.runtime import collect_young_less_often, run_until_signalled
 from kernel.settings import Settings
+from parley.worker import load_understander
 from streams.keys import ConversationKeys
-from streams.state import Session
-
-if TYPE_CHECKING:
-    from agents.knowledge.service import KnowledgeService
-    from agents.nlu.agent import Understander
-    from agents.nlu.model import Understanding
 
 __all__ = ["InlineServer", "serve_inline"]
 
@@ -219,15 +222,9 @@ def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]
 
 def _load_knowledge(settings: Settings) -> KnowledgeService | None:
     """The knowledge service the worker would run (no Redis: the cache is in-process)."""
-    from agents.knowledge.demo import resolve_kb_index
-
-    index = resolve_kb_index(settings)
+    index = resolve_kb_index(settings, DEMO.knowledge)
     if index is None:  # the knowledge agent is off
         return None
-    from agents.knowledge.knowledge_base import KnowledgeBase
-    from agents.knowledge.service import KnowledgeService
-    from agents.knowledge.settings import KnowledgeSettings
-
     return KnowledgeService.from_settings(KnowledgeBase.open(index), KnowledgeSettings.from_env(),
                                           redis=None)
 
@@ -242,15 +239,12 @@ def _load_knowledge(settings: Settings) -> KnowledgeService | None:
 )
 def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     """Serve the inline baseline: gateway protocol, model and policy in one process."""
-    from kernel.runtime import collect_young_less_often, run_until_signalled
-    from parley.worker import load_understander
-
     settings = Settings.from_env(None, gateway_host=host, gateway_port=port)
     if model_dir is not None:
         settings = settings.replace(nlu_model_dir=str(model_dir))
     configure_logging("bench-inline", settings.log_level, settings.log_json)
-    server = InlineServer(load_understander(settings), load_policy(settings), settings,
-                          _load_knowledge(settings))  # fmt: skip
+    server = InlineServer(load_understander(settings), load_policy(settings, DEMO.responses),
+                          settings, _load_knowledge(settings))
     collect_young_less_often()  # as the gateway and the workers do
     run_until_signalled(server.start, server.close)
 

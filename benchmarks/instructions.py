@@ -68,6 +68,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from examples import DEMO  # data paths only: this module imports no product code at the top
+
 __all__ = ["DEFAULT_MESSAGES", "WORKLOADS", "Verdict", "compare", "count_instructions",
            "environment_changes", "load_baseline", "parse_summary", "run_instructions"]
 
@@ -192,6 +194,9 @@ def environment_changes(result: Mapping[str, Any], baseline: Mapping[str, Any]) 
 
 
 # --- the child: one workload, run under valgrind ---------------------------------
+# Each workload imports the product code it runs inside its function, not at the top of
+# this module: the parent (``parley bench instructions``) loads none of it, and a child
+# loads only its own workload's modules, so what valgrind counts is that workload.
 
 
 def _texts(messages: int) -> list[str]:
@@ -226,7 +231,9 @@ def _nlu_single(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
 
 
 def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
+
     from agents.dialogue.policy import RuleBasedPolicy
+    from agents.dialogue.sessions import Session
     from agents.dialogue.turns import Incoming, decide_turns
     from agents.nlu.agent import understood_events
     from agents.nlu.model import NLUModel
@@ -239,15 +246,13 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
     )
     from gateway.server import inbound_event
     from kernel.settings import Settings
-    from parley.domain import demo_responses_path
     from streams.codecs import codec_for
     from streams.keys import ConversationKeys
-    from streams.state import Session
 
     max_text_bytes = Settings.from_env().max_text_bytes
     inbound, understood = codec_for("chat_message"), codec_for("chat_understood")
     outbound, requests = codec_for("bot_reply"), codec_for("knowledge_request")
-    policy = RuleBasedPolicy.from_file(demo_responses_path(), knowledge=True)
+    policy = RuleBasedPolicy.from_file(DEMO.responses, knowledge=True)
     keys = [ConversationKeys("demo", f"c{c}") for c in range(_CONVERSATIONS)]
     sessions = {k: Session(k) for k in keys}
     seqs = dict.fromkeys(keys, 0)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from agents.knowledge.documents import Document
-from agents.knowledge.evaluate import percentile
 from agents.knowledge.index import DocEntry
 from agents.knowledge.knowledge_base import KnowledgeBase
+from kernel.stats import percentile
 
 __all__ = ["build_synthetic_index", "run_kb_bench", "synthetic_documents"]
 
@@ -65,6 +65,9 @@ def run_kb_bench(index_dir: Path, queries: Sequence[str], seconds: float, *,
         if t2 >= deadline:
             break
     elapsed = time.perf_counter() - began
+    total.sort()
+    embed.sort()
+    cpu.sort()
     return {
         "index": str(index_dir),
         "embedder": kb.embedder.kind,

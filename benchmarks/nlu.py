@@ -27,6 +27,7 @@ def run_nlu_bench(model_dir: Path, texts: list[str], seconds: float) -> dict[str
         raise ValueError("run_nlu_bench needs at least one text")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    # Imported here, not at the top: tokenizers reads these two variables when it loads.
     from agents.nlu.model import NLUModel
 
     model = NLUModel.load(Path(model_dir), threads=1)

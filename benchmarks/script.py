@@ -1,8 +1,8 @@
 """What the simulated users say: short scripted conversations.
 
 Every conversation cycles through four turns — a greeting, a banking or shop
-question, a follow-up and thanks. Texts come from the demo domain's training
-examples (``parley/domain/demo/nlu.jsonl``) when it is there, otherwise from
+question, a follow-up and thanks. Texts come from the demo bot's training
+examples (``examples/demo/nlu.jsonl``) when it is there, otherwise from
 the built-in lists below, so the bench runs on any checkout.
 """
 
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.domain import demo_nlu_path
+from examples import DEMO
 
 __all__ = ["ConversationScript", "load_script"]
 
@@ -73,8 +73,8 @@ class ConversationScript:
 
 
 def load_script(nlu_file: Path | None = None) -> ConversationScript:
-    """The demo domain's texts arranged as conversations, or the built-in script."""
-    path = demo_nlu_path() if nlu_file is None else nlu_file
+    """The demo bot's texts arranged as conversations, or the built-in script."""
+    path = DEMO.nlu if nlu_file is None else nlu_file
     builtin = ConversationScript((_GREETINGS, _QUESTIONS, _FOLLOW_UPS, _THANKS))
     if not path.is_file():
         if nlu_file is not None:

@@ -18,15 +18,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streams.errors import BusError
+from streams.follow import TopicFollower
 from streams.topics import producer_compression
 
 __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
@@ -34,8 +29,15 @@ __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
 logger = logging.getLogger(__name__)
 
 
-class DeliveryError(Exception):
+class DeliveryError(BusError):
     """The broker did not accept an event (after the producer's own retries)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"the broker did not take the event: {self.reason}"
 
 
 #: Delivery errors after which a producer never delivers again (see InboundProducer).
@@ -169,12 +171,14 @@ def _resolve(done: list[tuple[asyncio.Future[int], KafkaError | None, int]]) -> 
 
 
 class ReplyFollower:
-    """Reads every partition of the reply topic from its end, without a consumer group.
+    """Reads every partition of the reply topic from its end, without a consumer group
+    (:class:`streams.follow.TopicFollower`).
 
     Each gateway sees every reply and delivers those whose conversation has a socket
     here; there is no group to join or rebalance, so a gateway is ready in
     milliseconds and any number of gateways can run side by side. Replies produced
     while no gateway held the socket are recovered from the outbox on resume.
+    ``on_batch`` gets the replies' values on the event loop, one call per poll.
     """
 
     def __init__(
@@ -186,66 +190,25 @@ class ReplyFollower:
         batch_size: int = 500,
         fetch_wait_ms: int = 10,
     ) -> None:
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "parley-gateway-unused",   # required by the client, never joined
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": fetch_wait_ms,
-            "socket.keepalive.enable": True,
-        })  # fmt: skip
-        self._topic = topic
         self._on_batch = on_batch
-        self._batch_size = batch_size
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = threading.Event()
-        self.assigned = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kafka-reply-follower", daemon=True)
+        self._follower = TopicFollower(
+            bootstrap, topic, self._hand_over, from_beginning=False, batch_size=batch_size,
+            log_as="gateway.replies", config={"fetch.wait.max.ms": fetch_wait_ms},
+        )
+        #: Set once every partition of the reply topic is assigned.
+        self.assigned = self._follower.assigned
 
     def start(self) -> None:
+        """Start following (on the event loop that is to get the replies)."""
         self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        self._follower.start()
 
-    def _assign(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                meta = self._consumer.list_topics(self._topic, timeout=5)
-                partitions = meta.topics[self._topic].partitions
-                if partitions:
-                    self._consumer.assign(
-                        [TopicPartition(self._topic, p, OFFSET_END) for p in partitions]
-                    )
-                    self.assigned.set()
-                    logger.info("gateway.replies.assigned topic=%s partitions=%d",
-                                self._topic, len(partitions))
-                    return
-            except KafkaException as exc:
-                logger.warning("gateway.replies.metadata_failed error=%s", exc)
-            self._stopping.wait(1)
-
-    def _run(self) -> None:
-        self._assign()
-        while not self._stopping.is_set():
-            # Block only until the first message, then take what is already there:
-            # consume(n, timeout) alone would wait out the timeout for a full batch.
-            first = self._consumer.poll(0.1)
-            if first is None:
-                continue
-            messages = [first, *self._consumer.consume(self._batch_size - 1, timeout=0)]
-            values = []
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        logger.warning("gateway.replies.consume_error error=%s", err.str())
-                    continue
-                value = msg.value()
-                if value is not None:
-                    values.append(value)
-            if values and self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._on_batch, values)
-        self._consumer.close()
+    def _hand_over(self, records: list[Message]) -> None:
+        """On the follower's thread: pass a batch's values to the loop, in one call."""
+        values = [value for msg in records if (value := msg.value()) is not None]
+        if values and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_batch, values)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 10)
+        await self._follower.close()

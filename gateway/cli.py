@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from gateway.server import Gateway
 from kernel.logs import configure_logging
 from kernel.runtime import collect_young_less_often, observe_gc_pauses, run_until_signalled
 from kernel.settings import Settings
@@ -17,8 +18,6 @@ __all__ = ["gateway"]
 @click.option("--id", "gateway_id", help="Instance name (default: host name + pid).")
 def gateway(host: str | None, port: int | None, gateway_id: str | None) -> None:
     """Run a WebSocket gateway: /ws, /healthz, /readyz, /metrics and the chat page at /."""
-    from gateway.server import Gateway
-
     overrides: dict[str, object] = {
         "gateway_host": host, "gateway_port": port, "gateway_id": gateway_id}
     settings = Settings.from_env(None, **{k: v for k, v in overrides.items() if v is not None})

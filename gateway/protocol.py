@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from kernel.errors import ParleyError
 from streams.keys import ConversationKeys, validate_id
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 MAX_CLIENT_MSG_ID = 128
 
 
-class FrameError(Exception):
+class FrameError(ParleyError):
     """A client frame Parley cannot accept; ``code`` is part of the protocol."""
 
     def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:

@@ -164,9 +164,7 @@ class Gateway:
         self.reply_codec = codec_for("bot_reply", registry, self.outbound_topic)
         self.sessions: dict[ConversationKeys, set[ClientSession]] = defaultdict(set)
         self.redis = connect_cluster(settings.redis_startup_nodes, fail_fast=True)
-        self.store = ConversationStore(
-            self.redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
-        )
+        self.store = ConversationStore(self.redis, ttl_s=settings.session_ttl_s)
         self.sequences = InboundSequences(self.store,
                                           busy_linger_s=settings.gateway_busy_linger_ms / 1000,
                                           busy_rate=settings.gateway_busy_rate)

@@ -1,17 +1,48 @@
-"""Parley's own exceptions.
+"""Parley's exceptions: one tree, rooted at :class:`ParleyError`.
 
-::
+Every exception Parley raises on purpose derives from :class:`ParleyError`, so
+``except ParleyError`` catches them all (the ``parley`` command turns one into a
+one-line ``Error: ...``). The classes below the kernel's live next to the code
+that raises them, and import their base from here::
 
     ParleyError
-    ├── ConfigError            a setting is missing or malformed (start-up)
-    ├── InfraError             embedded infrastructure cannot start or is unhealthy
-    │   ├── PortInUseError     a port Parley needs is taken
-    │   └── BinaryNotFoundError  a broker / redis-server binary is missing
-    ├── SchemaError            an Avro schema is invalid or incompatible
-    └── DecodeError            bytes on a topic are not a known Avro event
+    ├── ConfigError                  a setting is missing or malformed (start-up)
+    ├── InfraError                   embedded infrastructure cannot start or is unhealthy
+    │   ├── PortInUseError           a port Parley needs is taken
+    │   └── BinaryNotFoundError      a broker / redis-server binary is missing
+    ├── SchemaError                  an Avro schema is invalid or incompatible
+    │   └── Unsupported              (streams/avro_compiled.py) a schema the compiled
+    │                                codec does not handle: the generic one is used
+    ├── DecodeError                  bytes on a topic are not a known Avro event
+    ├── InvalidIdError               (streams/keys.py) a tenant, user or conversation id
+    │                                unusable in keys and topics; also a ValueError
+    ├── BusError                     (streams/errors.py) the broker did not do what was asked
+    │   ├── FollowerError            a topic follower cannot read (streams/follow.py)
+    │   │   └── TopicNotFoundError   the followed topic does not exist
+    │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
+    ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
+    │                                its ``code`` is part of the protocol
+    ├── NluError                     (agents/nlu/errors.py)
+    │   ├── DataError                a malformed training or evaluation file; also a ValueError
+    │   └── ManifestError            a model folder that cannot be loaded; also a ValueError
+    ├── EncoderError                 (agents/encoders/errors.py)
+    │   ├── EmbedderUnavailable      the weights (or, to fine-tune, PyTorch) are not installed
+    │   └── EmbedderFormatError      an embedder folder is missing or incomplete
+    └── KnowledgeError               (agents/knowledge/errors.py)
+        ├── DocumentRejected         one document cannot be ingested (the rest is)
+        ├── IndexFormatError         an index folder is missing, corrupt or from another version
+        └── LLMError                 a chat-completions call gave no usable answer
+            ├── LLMTimeout
+            ├── LLMUnavailable
+            ├── LLMClientError
+            ├── LLMMalformedOutput
+            └── CircuitOpenError
 
-Exceptions carry structured fields and read well with ``str()``. Third-party
-errors are translated at the boundary and chained with ``raise ... from exc``.
+Exceptions carry structured fields (``ConfigError.name``, ``FrameError.code``,
+``DataError.path`` and ``.line``, ...) and read well with ``str()``. Third-party
+errors are translated at the boundary and chained with ``raise ... from exc``. A
+test (tests/unit/test_errors.py) checks that every exception class of the project
+derives from :class:`ParleyError` and appears in this tree.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Subcommand groups live next to what they drive and are imported lazily, so
 =========  =====================================
 infra      infra/cli.py            embedded broker + Redis Cluster
 gateway    gateway/cli.py          the WebSocket gateway
-worker     streams/cli.py          a Faust worker running the agents
+worker     parley/worker.py        a Faust worker running the agents
 up         parley/run.py           everything on one machine
 nlu        agents/nlu/cli.py       train / evaluate intent models
 kb         agents/knowledge/cli.py  ingest / evaluate knowledge bases
@@ -26,14 +26,16 @@ from typing import Any
 
 import click
 
+from agents.knowledge.settings import KnowledgeSettings
 from kernel.errors import ParleyError
+from kernel.settings import Settings
 
 __all__ = ["main"]
 
 _SUBCOMMANDS: dict[str, str] = {
     "infra": "infra.cli:infra",
     "gateway": "gateway.cli:gateway",
-    "worker": "streams.cli:worker",
+    "worker": "parley.worker:worker",
     "up": "parley.run:up",
     "nlu": "agents.nlu.cli:nlu",
     "kb": "agents.knowledge.cli:kb",
@@ -68,9 +70,6 @@ def main() -> None:
 @main.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable and default."""
-    from agents.knowledge.settings import KnowledgeSettings
-    from kernel.settings import Settings
-
     for env, default, help_text in [*Settings.describe(), *KnowledgeSettings.describe()]:
         click.echo(f"{env:<34} {default:<22} {help_text}")
 

@@ -20,15 +20,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agents.knowledge.demo import resolve_kb_index
+from agents.nlu.demo import resolve_nlu_model
+from examples import DEMO
+from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
+from infra.topics import ensure_topics
 from kernel.errors import InfraError
 from kernel.settings import Settings
-
-if TYPE_CHECKING:
-    from infra.embedded import EmbeddedInfra
+from streams.topics import all_topics
 
 __all__ = ["ChildProcess", "Stack"]
 
@@ -102,10 +104,6 @@ class Stack:
 
     def start_infra(self) -> None:
         """Start the embedded broker and Redis Cluster, unless they already answer."""
-        from infra.embedded import CLUSTER_NODES, EmbeddedInfra
-        from infra.topics import ensure_topics
-        from streams.topics import all_topics
-
         infra = EmbeddedInfra.from_pidfile(self.settings.data_dir)
         if infra is not None and infra.status()["up"]:
             logger.info("stack.infra.reused data_dir=%s", self.settings.data_dir)
@@ -129,18 +127,14 @@ class Stack:
 
     def prepare_model(self) -> Path:
         """The NLU model workers serve; the demo model is trained once and cached."""
-        from agents.nlu.demo import resolve_nlu_model
-
-        self.model_dir = resolve_nlu_model(self.settings)
+        self.model_dir = resolve_nlu_model(self.settings, DEMO.nlu)
         self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
         return self.model_dir
 
     def prepare_knowledge(self) -> Path | None:
         """The knowledge index workers serve (PARLEY_KB_INDEX, or the demo one, built once)."""
         if self.kb_index is None:
-            from agents.knowledge.demo import resolve_kb_index
-
-            self.kb_index = resolve_kb_index(self.settings)
+            self.kb_index = resolve_kb_index(self.settings, DEMO.knowledge)
         return self.kb_index
 
     # -- processes -----------------------------------------------------------

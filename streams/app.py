@@ -139,9 +139,7 @@ def create_app(settings: Settings) -> WorkerContext:
         knowledge_results=topic(KNOWLEDGE_RESULTS),
         inbound_dlq=topic(dlq_of(CHAT_INBOUND)),
         knowledge_results_dlq=topic(dlq_of(KNOWLEDGE_RESULTS)),
-        store=ConversationStore(
-            redis, ttl_s=settings.session_ttl_s, outbox_size=settings.outbox_size
-        ),
+        store=ConversationStore(redis, ttl_s=settings.session_ttl_s),
     )
     _register_probes(ctx)
     return ctx

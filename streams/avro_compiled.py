@@ -34,6 +34,8 @@ from typing import Any
 from fastavro.logical_readers import LOGICAL_READERS
 from fastavro.logical_writers import LOGICAL_WRITERS
 
+from kernel.errors import SchemaError
+
 __all__ = ["Reader", "Unsupported", "Writer", "compile_schema"]
 
 #: Appends the Avro body of a record to a bytearray.
@@ -46,7 +48,7 @@ _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
 
 
-class Unsupported(ValueError):
+class Unsupported(SchemaError):
     """The schema uses something this compiler does not: fastavro stays in charge."""
 
 

@@ -16,22 +16,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kernel.errors import ParleyError
+
 __all__ = ["ConversationKeys", "InvalidIdError", "validate_id"]
 
 PREFIX = "parley"
 _ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
-class InvalidIdError(ValueError):
-    """A tenant, user or conversation id that cannot be used in keys and topics."""
+class InvalidIdError(ParleyError, ValueError):
+    """A tenant, user or conversation id that cannot be used in keys and topics.
+
+    Also a ``ValueError``: callers that refuse bad input by catching that keep doing so.
+    """
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(kind, value)
+        self.kind, self.value = kind, value
+
+    def __str__(self) -> str:
+        return (f"invalid {self.kind} {self.value[:40]!r}: "
+                "use 1-128 characters from A-Z a-z 0-9 . _ @ -")
 
 
 def validate_id(kind: str, value: str) -> str:
     """Return ``value`` if it is a usable id: 1-128 of ``A-Z a-z 0-9 . _ @ -``."""
     if not _ID.fullmatch(value):
-        raise InvalidIdError(
-            f"invalid {kind} {value[:40]!r}: use 1-128 characters from A-Z a-z 0-9 . _ @ -"
-        )
+        raise InvalidIdError(kind, value)
     return value
 
 

@@ -150,7 +150,7 @@ def all_topics(chat_partitions_override: int = 0, prefix: str = "",
     topics' partition count."""
     defaults, raw = _load_config()
     defaults = defaults.for_brokers(brokers)
-    common = {
+    common: dict[str, Any] = {
         "compression": defaults.compression,
         "min_insync_replicas": defaults.min_insync_replicas,
         "replication_factor": defaults.replication_factor,

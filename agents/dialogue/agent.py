@@ -4,7 +4,7 @@ It runs inside the conversation agent (agents/conversation.py), right after the
 NLU step, on the ChatUnderstood events that step produced and on the knowledge
 agent's answers. It is the only writer of a conversation's replies, so reply
 sequence numbers stay gap-free and ordered. Per batch (one Lua call per Redis
-primary at each step, whatever the batch size: streams/state.py):
+primary at each step, whatever the batch size: agents/dialogue/sessions.py):
 
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids, and meanwhile look the batch's knowledge questions up in
@@ -17,7 +17,7 @@ primary at each step, whatever the batch size: streams/state.py):
 4. record every new turn atomically (session + idempotency record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
 6. move each conversation's ``produced_seq`` forward: in the background, while
-   the agent goes on with the next batches (``streams.state.ProducedMarks``).
+   the agent goes on with the next batches (``agents.dialogue.sessions.ProducedMarks``).
 
 A reprocessed event (the worker died before its offsets were committed) is
 found in step 1 and skipped. What the dead worker recorded but never got onto
@@ -48,20 +48,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faust.types import EventT
 
 from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.turns import Incoming, decide_turns
+from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce, send_to_dlq
 from streams.keys import ConversationKeys
-from streams.state import AppliedTurn, ProducedMarks
 from streams.topics import ENVELOPE_FIELDS
-
-if TYPE_CHECKING:
-    from agents.knowledge.cache import AnswerCache
 
 __all__ = ["DialogueStep", "knowledge_result_emitter"]
 
@@ -86,7 +84,9 @@ class DialogueStep:
         self._results = ctx.codec("knowledge_result", ctx.knowledge_results)
         self._requests = ctx.codec("knowledge_request", ctx.knowledge_requests)
         self._replies = ctx.codec("bot_reply", ctx.outbound)
-        self._marks = ProducedMarks(ctx.store)
+        self._sessions = SessionStore(ctx.store.redis, ttl_s=ctx.settings.session_ttl_s,
+                                      outbox_size=ctx.settings.outbox_size)
+        self._marks = ProducedMarks(self._sessions)
 
     @staticmethod
     def understood(msg: dict[str, Any]) -> Incoming:
@@ -103,7 +103,7 @@ class DialogueStep:
             return None
 
     async def __call__(self, batch: Sequence[Incoming]) -> None:
-        ctx, store = self._ctx, self._ctx.store
+        ctx, store = self._ctx, self._sessions
         produced = self._marks.pending()
         (sessions, seen), cached = await asyncio.gather(
             store.load([(i.keys, i.msg["event_id"]) for i in batch]),

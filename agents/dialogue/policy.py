@@ -17,13 +17,10 @@ import string
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from parley.domain import demo_responses_path
-from streams.state import Session
-
-if TYPE_CHECKING:
-    from kernel.settings import Settings
+from agents.dialogue.sessions import Session
+from kernel.settings import Settings
 
 __all__ = ["AskKnowledge", "Decision", "ReplyContent", "RuleBasedPolicy", "load_policy"]
 
@@ -140,10 +137,11 @@ class RuleBasedPolicy:
         return ReplyContent(rendered, response.quick_replies)
 
 
-def load_policy(settings: Settings) -> RuleBasedPolicy:
-    """The policy a worker runs: the demo domain's responses; questions go to the
-    knowledge agent when it runs (``PARLEY_KNOWLEDGE``)."""
-    return RuleBasedPolicy.from_file(demo_responses_path(), knowledge=settings.knowledge)
+def load_policy(settings: Settings, responses: Path) -> RuleBasedPolicy:
+    """The policy a worker runs: the bot's ``responses`` file (the composition root passes
+    the demo's, ``examples/demo/responses.json``); questions go to the knowledge agent when
+    it runs (``PARLEY_KNOWLEDGE``)."""
+    return RuleBasedPolicy.from_file(responses, knowledge=settings.knowledge)
 
 
 def _clip(text: str, limit: int = 200) -> str:

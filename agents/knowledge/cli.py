@@ -7,8 +7,9 @@ delete             remove a document from an index and/or publish its tombstone
 query              ask an index a question, print the ranked passages
 evaluate           hit@k, MRR@10, nDCG@10 and latency over labelled queries
 train-reranker     fit the reranker on labelled queries and store it in the index
-synth              a synthetic index of N passages (latency benchmark)
 =================  ==============================================================
+
+A synthetic index for the latency benchmark: ``parley bench kb-synth``.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from agents.encoders.embedder import EMBEDDER_KINDS
+from agents.knowledge.documents import Document, load_corpus
+from agents.knowledge.errors import DocumentRejected
+from agents.knowledge.evaluate import evaluate as run_evaluation
+from agents.knowledge.evaluate import load_qrels, load_queries
+from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.knowledge.publisher import KbPublisher
+from agents.knowledge.training import fit_reranker
 from kernel.errors import ParleyError
-
-if TYPE_CHECKING:
-    from agents.knowledge.publisher import KbPublisher
+from kernel.settings import Settings
+from streams.topics import KB_DOCUMENTS
 
 __all__ = ["kb"]
 
@@ -45,10 +51,6 @@ def _errors_as_click() -> Iterator[None]:
 
 
 def _publisher(bootstrap: str | None) -> tuple[KbPublisher, str]:
-    from agents.knowledge.publisher import KbPublisher
-    from kernel.settings import Settings
-    from streams.topics import KB_DOCUMENTS
-
     settings = Settings.from_env()
     topic = settings.topic(KB_DOCUMENTS)
     publisher = KbPublisher(bootstrap or settings.kafka_bootstrap, topic,
@@ -83,10 +85,6 @@ def ingest(corpus: Path, index_dir: Path, tenant: str, embedder: str, max_doc_by
            publish: bool, bootstrap: str | None, threads: int, progress: bool) -> None:
     """Chunk, embed and index documents; report every rejected one."""
     from tqdm import tqdm
-
-    from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.errors import DocumentRejected
-    from agents.knowledge.knowledge_base import KnowledgeBase
 
     with _errors_as_click():
         docs: list[Document] = []
@@ -131,8 +129,6 @@ def ingest(corpus: Path, index_dir: Path, tenant: str, embedder: str, max_doc_by
 def delete(index_dir: Path | None, tenant: str, doc_id: str, publish: bool,
            bootstrap: str | None) -> None:
     """Delete one document."""
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
     if index_dir is None and not publish:
         raise click.UsageError("give --index, --publish, or both")
     with _errors_as_click():
@@ -156,8 +152,6 @@ def delete(index_dir: Path | None, tenant: str, doc_id: str, publish: bool,
 @click.argument("question")
 def query(index_dir: Path, tenant: str, k: int, filters: tuple[str, ...], question: str) -> None:
     """Print the best passages for QUESTION."""
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
     parsed = {}
     for item in filters:
         key, sep, value = item.partition("=")
@@ -182,10 +176,6 @@ def query(index_dir: Path, tenant: str, k: int, filters: tuple[str, ...], questi
 def evaluate(index_dir: Path, queries_file: Path, qrels_file: Path, tenant: str,
              as_json: bool) -> None:
     """Retrieval quality and latency over labelled queries."""
-    from agents.knowledge.evaluate import evaluate as run_evaluation
-    from agents.knowledge.evaluate import load_qrels, load_queries
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
     with _errors_as_click():
         knowledge = KnowledgeBase.open(index_dir, threads=1)
         result = run_evaluation(knowledge, load_queries(queries_file), load_qrels(qrels_file),
@@ -207,10 +197,6 @@ def evaluate(index_dir: Path, queries_file: Path, qrels_file: Path, tenant: str,
 def train_reranker(index_dir: Path, queries_file: Path, qrels_file: Path, tenant: str,
                    out: Path | None) -> None:
     """Fit the reranker on labelled queries (keep some queries out to evaluate on)."""
-    from agents.knowledge.evaluate import load_qrels, load_queries
-    from agents.knowledge.knowledge_base import KnowledgeBase
-    from agents.knowledge.training import fit_reranker
-
     with _errors_as_click():
         knowledge = KnowledgeBase.open(index_dir)
         reranker = fit_reranker(knowledge, tenant, load_queries(queries_file),
@@ -218,21 +204,3 @@ def train_reranker(index_dir: Path, queries_file: Path, qrels_file: Path, tenant
         target = out or index_dir / "reranker.json"
         target.write_text(reranker.to_json())
     click.echo(f"reranker fitted on {reranker.info.get('rows')} candidates -> {target}")
-
-
-@kb.command()
-@click.option("--index", "index_dir", type=_INDEX, required=True)
-@click.option("--chunks", type=int, default=10_000, show_default=True)
-@click.option("--embedder", type=click.Choice(EMBEDDER_KINDS), default="auto",
-              show_default=True)
-@click.option("--model-vectors/--random-vectors", default=False, show_default=True,
-              help="Embed every passage with the model (slow) or use random unit vectors "
-                   "(same search cost).")
-def synth(index_dir: Path, chunks: int, embedder: str, model_vectors: bool) -> None:
-    """A synthetic index for the latency benchmark (parley bench kb --index-dir ...)."""
-    from benchmarks.kb import build_synthetic_index
-
-    with _errors_as_click():
-        result = build_synthetic_index(index_dir, chunks=chunks, embedder=embedder,
-                                       model_vectors=model_vectors)
-    click.echo(json.dumps(result))

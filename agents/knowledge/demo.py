@@ -1,5 +1,9 @@
-"""The knowledge index a worker serves, and the demo domain's, built on first use and
-cached by what it is built from."""
+"""The knowledge index a worker serves, and the demo bot's, built on first use and
+cached by what it is built from.
+
+The demo corpus comes from the caller (the shipped one is ``examples/demo/knowledge.jsonl``,
+passed down by the worker's composition root, ``parley up`` and the benchmarks).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from parley.domain import demo_knowledge_path
-
-if TYPE_CHECKING:
-    from agents.knowledge.settings import KnowledgeSettings
-    from kernel.settings import Settings
+from agents.encoders import embedder as encoders
+from agents.knowledge import knowledge_base
+from agents.knowledge.documents import Document, load_corpus
+from agents.knowledge.knowledge_base import KnowledgeBase
+from agents.knowledge.settings import KnowledgeSettings
+from kernel.settings import Settings
 
 __all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index", "resolve_kb_index"]
 
@@ -23,38 +27,31 @@ logger = logging.getLogger(__name__)
 DEMO_TENANT = "demo"
 
 
-def demo_index_key(embedder: str) -> str:
-    """Hash of the demo corpus, its tenant, the index format version and the embedder
+def demo_index_key(corpus: Path, embedder: str) -> str:
+    """Hash of the demo ``corpus``, its tenant, the index format version and the embedder
     (kind and build version)."""
-    from agents.encoders.embedder import BUILD_VERSION
-    from agents.knowledge.knowledge_base import FORMAT_VERSION
-
-    digest = hashlib.sha256(demo_knowledge_path().read_bytes())
-    digest.update(f"\0{DEMO_TENANT}\0format {FORMAT_VERSION}"
-                  f"\0embedder {embedder} build {BUILD_VERSION}".encode())
+    digest = hashlib.sha256(Path(corpus).read_bytes())
+    digest.update(f"\0{DEMO_TENANT}\0format {knowledge_base.FORMAT_VERSION}"
+                  f"\0embedder {embedder} build {encoders.BUILD_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
-def ensure_demo_index(cache_root: Path) -> Path:
-    """The demo index folder ``cache_root/demo-<key>/``, built on first call.
+def ensure_demo_index(cache_root: Path, corpus: Path) -> Path:
+    """The index of the demo ``corpus``, in ``cache_root/demo-<key>/``, built on first call.
 
     Built with the ``auto`` embedder in a temporary folder and renamed into
     place, so workers starting together never see a half-written index; when
     another process finishes first, its index is used.
     """
-    from agents.encoders.embedder import resolve_kind
-    from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.knowledge_base import KnowledgeBase
-
-    embedder = resolve_kind("auto")
-    target = cache_root / f"demo-{demo_index_key(embedder)}"
+    embedder = encoders.resolve_kind("auto")
+    target = cache_root / f"demo-{demo_index_key(corpus, embedder)}"
     if (target / "manifest.json").is_file():
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-kb-", dir=cache_root))
     try:
         kb = KnowledgeBase.create(tmp, embedder=embedder)
-        docs = [d for d in load_corpus(demo_knowledge_path(), default_tenant=DEMO_TENANT)
+        docs = [d for d in load_corpus(Path(corpus), default_tenant=DEMO_TENANT)
                 if isinstance(d, Document)]
         kb.upsert_many(docs)
         kb.save()
@@ -70,18 +67,16 @@ def ensure_demo_index(cache_root: Path) -> Path:
     return target
 
 
-def resolve_kb_index(settings: Settings, knowledge: KnowledgeSettings | None = None
-                     ) -> Path | None:
+def resolve_kb_index(settings: Settings, corpus: Path,
+                     knowledge: KnowledgeSettings | None = None) -> Path | None:
     """The knowledge index a worker serves: none when the knowledge agent is off
     (PARLEY_KNOWLEDGE), else PARLEY_KB_INDEX (``knowledge.index_dir``, read from the
-    environment when ``knowledge`` is not given), else the demo index, built once under
-    ``settings.data_dir/kb``."""
+    environment when ``knowledge`` is not given), else the index of the demo ``corpus``,
+    built once under ``settings.data_dir/kb``."""
     if not settings.knowledge:
         return None
     if knowledge is None:
-        from agents.knowledge.settings import KnowledgeSettings
-
         knowledge = KnowledgeSettings.from_env()
     if knowledge.index_dir:
         return Path(knowledge.index_dir)
-    return ensure_demo_index(settings.data_dir / "kb")
+    return ensure_demo_index(settings.data_dir / "kb", corpus)

@@ -1,4 +1,4 @@
-"""Errors of the knowledge component.
+"""Errors of the knowledge component (see the whole tree in :mod:`kernel.errors`).
 
 ::
 

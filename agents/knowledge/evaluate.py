@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.knowledge.knowledge_base import KnowledgeBase
+from kernel.stats import percentile
 
-__all__ = ["Query", "evaluate", "load_qrels", "load_queries", "metrics_for", "percentile"]
+__all__ = ["Query", "evaluate", "load_qrels", "load_queries", "metrics_for"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,6 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
         if grade > 0:
             qrels[parts[0]][parts[1]] = grade
     return dict(qrels)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
 
 
 def metrics_for(ranked: Sequence[str], relevant: Mapping[str, int]) -> dict[str, float]:
@@ -97,6 +92,7 @@ def evaluate(kb: KnowledgeBase, queries: Iterable[Query], qrels: Mapping[str, Ma
     n = len(judged)
     result: dict[str, Any] = {"n": n}
     result.update({name: round(value / n, 4) for name, value in totals.items()})
+    latencies.sort()
     result["latency_ms_p50"] = round(percentile(latencies, 50), 3)
     result["latency_ms_p99"] = round(percentile(latencies, 99), 3)
     return result

@@ -1,7 +1,7 @@
 """Following ``kb.documents``: every knowledge worker builds the same index.
 
-:class:`KbDocumentsFollower` reads the compacted topic from the beginning with
-a confluent-kafka consumer (manual ``assign()``, no consumer group, no
+:class:`KbDocumentsFollower` reads the compacted topic from the beginning
+(:class:`streams.follow.TopicFollower`: every partition, no consumer group, no
 commits: every worker must see every record), in a background thread, and
 applies each batch to the in-memory knowledge base: the last record per key
 wins (compaction semantics), a tombstone deletes, an unchanged document
@@ -18,12 +18,10 @@ turns the worker's ``/readyz`` to 503.
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Message
 
 from agents.knowledge.documents import Document
 from agents.knowledge.errors import KnowledgeError
@@ -31,6 +29,8 @@ from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.publisher import parse_record_key
 from kernel.errors import DecodeError
 from streams.codecs import codec_for
+from streams.errors import FollowerError
+from streams.follow import TopicFollower
 from streams.keys import InvalidIdError, validate_id
 
 __all__ = ["KbDocumentsFollower"]
@@ -46,89 +46,40 @@ class KbDocumentsFollower:
         self.kb = kb
         self.topic = topic
         self.on_change = on_change
-        self.poll_timeout_s = poll_timeout_s
-        self.batch_size = batch_size
         self._codec = codec_for("kb_document", registry_url, topic)
-        self._config = {
-            "bootstrap.servers": bootstrap,
-            # Required by librdkafka even with assign(); nothing is ever committed.
-            "group.id": f"parley-kb-follower-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            **(config or {}),
-        }
-        self._stop = threading.Event()
-        self._caught_up = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._pending_eof: set[int] = set()
+        self._follower = TopicFollower(
+            bootstrap, topic, self._apply, from_beginning=True, batch_size=batch_size,
+            poll_timeout_s=poll_timeout_s, log_as="kb.follower", config=config,
+        )
         self.applied = self.deleted = self.unchanged = self.undecodable = self.rejected = 0
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("follower already started")
-        consumer = Consumer(self._config)
+        """Assign every partition of the topic and start following it.
+
+        Raises :class:`KnowledgeError` when the topic does not exist (or the broker
+        cannot say), before anything runs.
+        """
         try:
-            metadata = consumer.list_topics(self.topic, timeout=10)
-            topic_meta = metadata.topics.get(self.topic)
-            if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
-                raise KnowledgeError(
-                    f"topic {self.topic} does not exist or has no partitions "
-                    "(create it with `parley infra up`)")
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                             for p in sorted(topic_meta.partitions)])
-        except BaseException:
-            consumer.close()
-            raise
-        self._pending_eof = set(topic_meta.partitions)
-        self._thread = threading.Thread(target=self._run, args=(consumer,),
-                                        name=f"kb-follower:{self.topic}", daemon=True)
-        self._thread.start()
+            self._follower.assign()
+        except FollowerError as exc:
+            self._follower.stop()
+            raise KnowledgeError(f"{exc}") from exc
+        self._follower.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop and close the consumer (idempotent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._follower.stop(timeout_s)
 
     def wait_caught_up(self, timeout_s: float | None = None) -> bool:
         """True once every record present at start has been applied."""
-        return self._caught_up.wait(timeout_s)
+        return self._follower.caught_up.wait(timeout_s)
 
     @property
     def error(self) -> BaseException | None:
-        return self._error
+        return self._follower.error
 
-    # --- the loop ----------------------------------------------------------------
-    def _run(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                messages = consumer.consume(self.batch_size, self.poll_timeout_s)
-                records: list[Message] = []
-                for msg in messages:
-                    err = msg.error()
-                    if err is None:
-                        records.append(msg)
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        self._pending_eof.discard(msg.partition())
-                    elif err.fatal():
-                        raise KnowledgeError(f"kb.documents consumer failed: {err.str()}")
-                    else:
-                        logger.warning("kb.follower.consumer_error error=%s", err.str())
-                if records:
-                    self._apply(records)
-                if not self._pending_eof and not self._caught_up.is_set():
-                    logger.info("kb.follower.caught_up applied=%d deleted=%d", self.applied,
-                                self.deleted)
-                    self._caught_up.set()
-        except BaseException as exc:  # surfaced through .error; the thread must not die silently
-            self._error = exc
-            logger.exception("kb.follower.stopped_on_error")
-        finally:
-            consumer.close()
-
+    # --- a batch, on the follower's thread ------------------------------------------
     def _apply(self, records: list[Message]) -> None:
         latest: dict[bytes, Message] = {}
         for msg in records:  # compaction semantics: the last record per key wins

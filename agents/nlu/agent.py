@@ -17,16 +17,14 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from faust.types import EventT
 
+from agents.nlu.model import Understanding
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, send, send_to_dlq
 from streams.topics import ENVELOPE_FIELDS
-
-if TYPE_CHECKING:
-    from agents.nlu.model import Understanding
 
 __all__ = ["NluStep", "Understander", "Understood", "understood_events", "understood_payload"]
 

@@ -12,8 +12,14 @@ from typing import Any
 
 import click
 
+from agents.encoders.errors import EmbedderUnavailable
+from agents.nlu.crossval import cross_validate, format_cv_report
+from agents.nlu.data import DataError, load_examples
 from agents.nlu.entity_encoder import ENTITY_ENCODERS
-from agents.nlu.train import CONTEXT_ENCODERS, TrainingParams
+from agents.nlu.evaluate import evaluate, format_report
+from agents.nlu.model import ManifestError, NLUModel
+from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
+from agents.nlu.train import CONTEXT_ENCODERS, TrainingParams, train_model_from_files
 
 __all__ = ["nlu"]
 
@@ -94,8 +100,6 @@ def _training_options(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def with_params(*args: Any, id_patterns: tuple[str, ...], country_code: str,
                     no_embeddings: bool, **kwargs: Any) -> None:
-        from agents.nlu.recognisers import RecogniserConfig
-
         names = ("oos_label", "c", "validation_fraction", "max_in_scope_loss",
                  "context_encoder", "context_route_below", "entity_encoder",
                  "entity_tune_epochs", "seed")
@@ -115,8 +119,6 @@ def _training_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _id_patterns(items: tuple[str, ...]) -> dict[str, str]:
-    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS
-
     if not items:
         return dict(DEFAULT_ID_PATTERNS)
     patterns = {}
@@ -136,10 +138,6 @@ def _id_patterns(items: tuple[str, ...]) -> dict[str, str]:
 @_training_options
 def train_cmd(data: tuple[Path, ...], out: Path, params: TrainingParams) -> None:
     """Train an intent classifier and an entity tagger from JSON lines."""
-    from agents.encoders.errors import EmbedderUnavailable
-    from agents.nlu.data import DataError
-    from agents.nlu.train import train_model_from_files
-
     try:
         manifest = train_model_from_files(list(data), out, params, show_progress=True)
     except (DataError, ValueError, EmbedderUnavailable) as exc:
@@ -168,10 +166,6 @@ def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
     For data without a test split of its own. Takes the training options of
     "parley nlu train"; --seed also deals the folds.
     """
-    from agents.encoders.errors import EmbedderUnavailable
-    from agents.nlu.crossval import cross_validate, format_cv_report
-    from agents.nlu.data import DataError, load_examples
-
     reference = _parse_reference(reference_time)
     try:
         report = cross_validate(
@@ -193,10 +187,6 @@ def evaluate_cmd(
     model_dir: Path, data: tuple[Path, ...], as_json: bool, reference_time: str | None
 ) -> None:
     """Measure accuracy, oos detection, entity F1 and latency on labelled data."""
-    from agents.nlu.data import DataError, load_examples
-    from agents.nlu.evaluate import evaluate, format_report
-    from agents.nlu.model import ManifestError, NLUModel
-
     try:
         model = NLUModel.load(model_dir)
         examples = load_examples(list(data))
@@ -218,8 +208,6 @@ def evaluate_cmd(
 def predict_cmd(model_dir: Path, reference_time: str | None, texts: tuple[str, ...]) -> None:
     """Print what the model makes of TEXTS (or of stdin lines), as JSON lines."""
     from dataclasses import asdict
-
-    from agents.nlu.model import ManifestError, NLUModel
 
     try:
         model = NLUModel.load(model_dir)

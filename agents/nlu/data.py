@@ -13,18 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DataError", "Example", "SpanLabel", "canonical_lines", "load_examples"]
+from agents.nlu.errors import DataError
 
-
-class DataError(ValueError):
-    """A malformed training or evaluation file, with the file and line."""
-
-    def __init__(self, path: Path, line: int, reason: str) -> None:
-        super().__init__(path, line, reason)
-        self.path, self.line, self.reason = path, line, reason
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
+__all__ = ["Example", "SpanLabel", "canonical_lines", "load_examples"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agents.encoders.embedder import pad_ids, plain_tokenizer, quantize_int8, truncate_ids
+from agents.encoders.embedder import (
+    minilm_checkpoint,
+    pad_ids,
+    plain_tokenizer,
+    quantize_int8,
+    truncate_ids,
+)
 from agents.encoders.errors import EmbedderFormatError
+from agents.encoders.onnx_graphs import bert_token_graph
+from agents.nlu import finetune
 from agents.nlu.text import Token
 from agents.onnx_runtime import cpu_session
 from kernel.files import atomic_directory
@@ -123,10 +131,6 @@ def build_entity_encoder(
     indices into ``tags``) for ``epochs``, or as many as :data:`MIN_STEPS` take, and write
     the folder of ``kind`` (one of :data:`ENTITY_ENCODERS`) to ``out_dir``. Needs PyTorch
     and onnx."""
-    from agents.encoders.embedder import minilm_checkpoint
-    from agents.encoders.onnx_graphs import bert_token_graph
-    from agents.nlu.finetune import TuningParams, fine_tune_token_scorer
-
     if kind not in _KINDS:
         raise ValueError(f"unknown entity encoder {kind!r}")
     weights, config, tokenizer_file = minilm_checkpoint()
@@ -139,10 +143,10 @@ def build_entity_encoder(
         positions.append([p for p, _ in found])
         labels.append([y for _, y in found])
     epochs = max(epochs, math.ceil(MIN_STEPS / math.ceil(len(texts) / _TUNING_BATCH)))
-    tuned, head_weight, head_bias = fine_tune_token_scorer(
+    tuned, head_weight, head_bias = finetune.fine_tune_token_scorer(
         weights, config, [e.ids for e in encodings], positions, labels, len(tags),
-        TuningParams(epochs=epochs, batch_size=_TUNING_BATCH, encoder_lr=1e-4, head_lr=1e-3,
-                     max_tokens=MAX_TOKENS, seed=seed, threads=threads),
+        finetune.TuningParams(epochs=epochs, batch_size=_TUNING_BATCH, encoder_lr=1e-4,
+                              head_lr=1e-3, max_tokens=MAX_TOKENS, seed=seed, threads=threads),
         report=report,
     )
     graph = bert_token_graph(

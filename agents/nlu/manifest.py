@@ -24,22 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "MANIFEST_NAME", "Manifest", "ManifestError", "hash_training_data"]
+from agents.nlu.errors import ManifestError
+
+__all__ = ["FORMAT", "MANIFEST_NAME", "Manifest", "hash_training_data"]
 
 FORMAT = 2
 """2: the tagger reads word rarity from ``tokenizer.json`` (format 1 folders: retrain)."""
 MANIFEST_NAME = "manifest.json"
-
-
-class ManifestError(ValueError):
-    """A model folder that cannot be loaded, with the reason."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path, self.reason = path, reason
-
-    def __str__(self) -> str:
-        return f"model folder {self.path} is not usable: {self.reason}"
 
 
 @dataclass

@@ -24,10 +24,11 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from agents.encoders.embedder import Embedder
-from agents.nlu.embeddings import TokenEncoder
+from agents.encoders.wordllama import TokenEncoder
 from agents.nlu.entity_encoder import EntityEncoder
+from agents.nlu.errors import ManifestError
 from agents.nlu.features import NgramVocabulary
-from agents.nlu.manifest import Manifest, ManifestError
+from agents.nlu.manifest import Manifest
 from agents.nlu.recognisers import RecogniserConfig, Recognisers, normalise_value
 from agents.nlu.results import EntityMatch, Understanding
 from agents.nlu.spans import SpanModels

@@ -101,7 +101,7 @@ def token_features(
 
     ``matches`` are the built-in recognisers' matches in the text;
     ``n_pieces`` counts a word's tokenizer pieces
-    (:meth:`agents.nlu.embeddings.TokenEncoder.n_pieces`).
+    (:meth:`agents.encoders.wordllama.TokenEncoder.n_pieces`).
     """
     parts = [token_parts(t.text, n_pieces) for t in tokens]
     return assemble_features(tokens, parts, matches, str)

@@ -27,14 +27,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint, plain_tokenizer
+from agents.encoders.wordllama import TokenEncoder, load_wordllama, mean_pool, wordllama_files
+from agents.nlu import finetune
 from agents.nlu.calibration import decide, fit_oos_threshold, fit_temperature, softmax
 from agents.nlu.data import Example, canonical_lines, load_examples
-from agents.nlu.embeddings import TokenEncoder, load_wordllama, mean_pool, wordllama_files
 from agents.nlu.entity_encoder import ENTITY_ENCODERS, build_entity_encoder
 from agents.nlu.features import NgramVocabulary
 from agents.nlu.manifest import Manifest, hash_training_data
@@ -44,9 +46,6 @@ from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features
 from agents.nlu.text import MAX_TEXT_CHARS, Token, clean_text, tokenize
 from kernel.files import atomic_directory
-
-if TYPE_CHECKING:
-    from agents.encoders.embedder import Embedder
 
 __all__ = [
     "CODE_VERSION", "CONTEXT_ENCODERS", "TrainingParams", "train_model", "train_model_from_files",
@@ -367,6 +366,7 @@ def _export_intents(
 ) -> bytes:
     """The ONNX intent graph for SVM weights over ``feat``'s features (then, with
     ``context_weight``, the context encoder's vector's)."""
+    # Here, not at the top: onnx (which onnx_graph needs) is for building models only.
     from agents.nlu.onnx_graph import build_linear_model
 
     n_sparse = feat.vocab.n_features
@@ -444,6 +444,7 @@ def _train_tagger(
 ) -> _TaggerResult | None:
     from sklearn.svm import LinearSVC
 
+    # Here, not at the top: onnx (which onnx_graph needs) is for building models only.
     from agents.nlu.onnx_graph import build_linear_model
 
     annotated = [e for e in examples if e.entities is not None]
@@ -632,24 +633,16 @@ def _context_encoder(
 ) -> Embedder:
     """Write the context encoder's folder; ``minilm-tuned(-int8)`` fine-tunes MiniLM on
     ``texts`` (the training split, so validation stays unseen) first."""
-    from agents.encoders.embedder import (
-        Embedder,
-        build_embedder,
-        minilm_checkpoint,
-        plain_tokenizer,
-    )
-
     kind = str(params.context_encoder)
     if not params.tunes_context_encoder:
         progress("build the context encoder")
         return Embedder(build_embedder(kind, out_dir), threads=_JOBS)
-    from agents.nlu.finetune import TuningParams, fine_tune_encoder
 
     weights, config, tokenizer_file = minilm_checkpoint()
     token_ids = [e.ids for e in plain_tokenizer(tokenizer_file).encode_batch(list(texts))]
-    tuned = fine_tune_encoder(
+    tuned = finetune.fine_tune_encoder(
         weights, config, token_ids, y,
-        TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),
+        finetune.TuningParams(epochs=params.context_tune_epochs, seed=params.seed, threads=_JOBS),
         report=lambda step: progress(step, advance=False),
     )
     progress("build the fine-tuned context encoder")

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.cli import bench
+from examples import DEMO
 from tests.conftest import InfraAddresses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -33,7 +34,7 @@ def bench_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's NLU model, trained once for this module."""
     from agents.nlu.demo import ensure_demo_model
 
-    return Path(ensure_demo_model(tmp_path_factory.mktemp("bench-models")))
+    return Path(ensure_demo_model(tmp_path_factory.mktemp("bench-models"), DEMO.nlu))
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from examples import DEMO
 from infra.ports import find_free_ports
 from infra.topics import broker_count, ensure_topics
 from kernel.settings import Settings
@@ -46,7 +47,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's NLU model, trained once per test session."""
     from agents.nlu.demo import ensure_demo_model
 
-    return ensure_demo_model(tmp_path_factory.mktemp("models"))
+    return ensure_demo_model(tmp_path_factory.mktemp("models"), DEMO.nlu)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,7 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's knowledge index, built once per test session."""
     from agents.knowledge.demo import ensure_demo_index
 
-    return ensure_demo_index(tmp_path_factory.mktemp("kb"))
+    return ensure_demo_index(tmp_path_factory.mktemp("kb"), DEMO.knowledge)
 
 
 @functools.cache

@@ -20,7 +20,7 @@ import pytest
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
-from parley.domain import demo_nlu_path
+from examples import DEMO
 from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND, CHAT_UNDERSTOOD
 from tests.e2e.chat_client import ChatClient
@@ -161,7 +161,7 @@ async def test_nlu_model_swapped_by_restarting_the_worker(own_pipeline: Pipeline
     # message consults: the worker then runs the model off its event loop.
     new_model = tmp_path / "model-b"
     params = TrainingParams(c=0.5, context_encoder="minilm", context_route_below=1.0)
-    train_model(load_examples([demo_nlu_path()]), new_model, params)
+    train_model(load_examples([DEMO.nlu]), new_model, params)
     assert NLUModel.load(new_model).has_context_encoder
     new_version = NLUModel.load(new_model).version
     assert new_version != old_version

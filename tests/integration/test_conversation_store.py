@@ -1,4 +1,5 @@
-"""The conversation store against the real 6-node Redis Cluster."""
+"""Conversation state (the gateway's store, the dialogue's sessions) against the real
+6-node Redis Cluster."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import pytest_asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from agents.dialogue.sessions import AppliedTurn, SessionStore
 from kernel.settings import Settings
 from streams.keys import ConversationKeys
-from streams.state import REDIS_UNAVAILABLE, AppliedTurn, ConversationStore, connect_cluster
+from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 
 T = TypeVar("T")
 
@@ -37,14 +39,15 @@ def turn(keys: ConversationKeys, n: int, event_id: str | None = None) -> Applied
 
 
 async def test_a_turn_is_recorded_atomically_and_once(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10)
     keys = conversation()
 
-    assert await store.apply([turn(keys, 1)]) == [True]
-    assert await store.apply([turn(keys, 1)]) == [False]  # the same event again
+    assert await sessions.apply([turn(keys, 1)]) == [True]
+    assert await sessions.apply([turn(keys, 1)]) == [False]  # the same event again
 
-    sessions, seen = await store.load([(keys, "e1"), (keys, "e2")])
-    session = sessions[keys]
+    loaded, seen = await sessions.load([(keys, "e1"), (keys, "e2")])
+    session = loaded[keys]
     assert (session.turns, session.last_seq, session.reply_seq) == (1, 1, 1)
     assert seen == {"e1": 1}
     assert await store.replies_after(keys, 0) == [b"reply 1"]
@@ -52,20 +55,21 @@ async def test_a_turn_is_recorded_atomically_and_once(redis_bytes: RedisCluster)
 
 
 async def test_batches_span_many_slots(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10)
     convs = [conversation() for _ in range(40)]  # spread over the three primaries
-    assert await store.apply([turn(k, 1) for k in convs]) == [True] * 40
-    sessions, _ = await store.load([(k, "x") for k in convs])
-    assert all(s.turns == 1 for s in sessions.values())
-    await store.mark_produced({k: 1 for k in convs})
-    sessions, _ = await store.load([(k, "x") for k in convs])
-    assert {s.produced_seq for s in sessions.values()} == {1}
+    assert await sessions.apply([turn(k, 1) for k in convs]) == [True] * 40
+    loaded, _ = await sessions.load([(k, "x") for k in convs])
+    assert all(s.turns == 1 for s in loaded.values())
+    await sessions.mark_produced({k: 1 for k in convs})
+    loaded, _ = await sessions.load([(k, "x") for k in convs])
+    assert {s.produced_seq for s in loaded.values()} == {1}
 
 
 async def test_outbox_keeps_the_newest_replies_in_order(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=3)
     keys = conversation()
-    await store.apply([turn(keys, n) for n in range(1, 6)])
+    await sessions.apply([turn(keys, n) for n in range(1, 6)])
     assert await store.replies_after(keys, 0) == [b"reply 3", b"reply 4", b"reply 5"]
     assert await store.replies_after(keys, 4) == [b"reply 5"]
 
@@ -73,19 +77,19 @@ async def test_outbox_keeps_the_newest_replies_in_order(redis_bytes: RedisCluste
 async def test_unproduced_replies_are_the_range_after_produced_seq(
     redis_bytes: RedisCluster,
 ) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10)
     done, crashed = conversation(), conversation()
-    await store.apply([turn(done, n) for n in (1, 2)] + [turn(crashed, n) for n in (1, 2, 3)])
-    await store.mark_produced({done: 2, crashed: 1})  # the worker died after reply 1
-    sessions, _ = await store.load([(done, "x"), (crashed, "x")])
+    await sessions.apply([turn(done, n) for n in (1, 2)] + [turn(crashed, n) for n in (1, 2, 3)])
+    await sessions.mark_produced({done: 2, crashed: 1})  # the worker died after reply 1
+    loaded, _ = await sessions.load([(done, "x"), (crashed, "x")])
 
-    owed = await store.unproduced(sessions.values())
+    owed = await sessions.unproduced(loaded.values())
 
     assert owed == [(crashed, 2, b"reply 2"), (crashed, 3, b"reply 3")]
 
 
 async def test_inbound_sequence_is_per_conversation(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
+    store = ConversationStore(redis_bytes, ttl_s=60)
     a, b = conversation(), conversation()
     assert [await store.next_inbound_seqs([a]) for _ in range(2)] == [[1], [2]]
     # One call: a conversation named twice gets consecutive numbers, in order.
@@ -94,16 +98,17 @@ async def test_inbound_sequence_is_per_conversation(redis_bytes: RedisCluster) -
 
 
 async def test_erase_removes_every_key(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=3)
     keys = conversation()
-    await store.apply([turn(keys, 1)])
+    await sessions.apply([turn(keys, 1)])
     await store.next_inbound_seqs([keys])
     assert await store.erase([keys]) == 4
     assert await redis_bytes.exists(*keys.all()) == 0
 
 
 async def test_inbound_sequences_span_every_primary(redis_bytes: RedisCluster) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=3)
+    store = ConversationStore(redis_bytes, ttl_s=60)
     convs = [conversation() for _ in range(40)]  # spread over the three primaries
     assert await store.next_inbound_seqs([*convs, *convs[:5]]) == [1] * 40 + [2] * 5
     assert all([0 < await redis_bytes.ttl(k.inbound_seq) <= 60 for k in convs])
@@ -135,18 +140,19 @@ async def eventually(attempt: Callable[[], Awaitable[T]], tries: int = 10) -> T:
 async def test_after_a_failover_the_next_try_goes_to_the_new_primaries(
     redis_bytes: RedisCluster, redis_cluster: RedisCluster,
 ) -> None:
-    store = ConversationStore(redis_bytes, ttl_s=60, outbox_size=10)
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10)
     convs = [conversation() for _ in range(40)]  # some on every primary
-    assert await store.apply([turn(k, 1) for k in convs]) == [True] * 40  # layout learned
+    assert await sessions.apply([turn(k, 1) for k in convs]) == [True] * 40  # layout learned
     replica = redis_cluster.get_replicas()[0]
     reply: list[Any] = await redis_cluster.execute_command("ROLE", target_nodes=replica)
     primary = redis_cluster.get_node(reply[1], int(reply[2]))
     assert primary is not None
     await promote(redis_cluster, replica)
     try:
-        await eventually(lambda: store.apply([turn(k, 2) for k in convs]))
-        sessions, seen = await eventually(lambda: store.load([(k, "e2") for k in convs]))
-        assert {s.turns for s in sessions.values()} == {2}
+        await eventually(lambda: sessions.apply([turn(k, 2) for k in convs]))
+        loaded, seen = await eventually(lambda: sessions.load([(k, "e2") for k in convs]))
+        assert {s.turns for s in loaded.values()} == {2}
         assert seen == {"e2": 2}
         assert await eventually(lambda: store.next_inbound_seqs(convs)) == [1] * 40
     finally:

@@ -41,3 +41,13 @@ def test_every_parley_variable_in_compose_is_a_setting() -> None:
         for variable in service.get("environment", {}) or {}:
             if variable.startswith("PARLEY_"):
                 assert variable in known, f"{name}: {variable} is not a Parley setting"
+
+
+def test_the_image_carries_every_package_its_roles_import() -> None:
+    """The Dockerfile copies each package a gateway or worker imports (the benchmarks stay
+    out), and the demo bot's data a worker serves by default."""
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and len(line.split()) == 3}
+    wanted = {"kernel", "schemas", "streams", "gateway", "agents", "infra", "parley", "examples"}
+    assert wanted <= copied
+    assert "benchmarks" not in copied

@@ -13,10 +13,10 @@ from agents.dialogue.policy import (
     RuleBasedPolicy,
     load_policy,
 )
+from agents.dialogue.sessions import Session
+from examples import DEMO
 from kernel.settings import Settings
-from parley.domain import demo_responses_path
 from streams.keys import ConversationKeys
-from streams.state import Session
 
 KEYS = ConversationKeys("acme", "c1")
 
@@ -66,7 +66,7 @@ def test_templates_whose_entities_are_missing_are_passed_over() -> None:
 
 def test_every_demo_intent_can_answer_without_its_entities() -> None:
     """So no demo reply has a blank where an entity was not found."""
-    policy = load_policy(Settings.from_env({}))
+    policy = load_policy(Settings.from_env({}), DEMO.responses)
     for intent, response in policy.responses.items():
         for turns in range(len(response.templates)):
             reply = policy.respond(session(turns), understood("hello there", intent))
@@ -97,7 +97,7 @@ def test_greetings_and_unknown_intents_have_built_in_replies() -> None:
 
 
 def test_the_demo_domain_answers_every_intent_it_declares() -> None:
-    policy = RuleBasedPolicy.from_file(demo_responses_path(), knowledge=True)
+    policy = RuleBasedPolicy.from_file(DEMO.responses, knowledge=True)
     for intent in policy.responses:
         reply = policy.respond(session(), understood("text", intent, oos=intent == "oos"))
         assert isinstance(reply, AskKnowledge) or reply.text, intent
@@ -105,6 +105,7 @@ def test_the_demo_domain_answers_every_intent_it_declares() -> None:
 
 @pytest.mark.parametrize("knowledge", [True, False])
 def test_the_workers_policy_is_the_demo_domains(knowledge: bool) -> None:
-    policy = load_policy(Settings.from_env({"PARLEY_KNOWLEDGE": "1" if knowledge else "0"}))
+    policy = load_policy(Settings.from_env({"PARLEY_KNOWLEDGE": "1" if knowledge else "0"}),
+                         DEMO.responses)
     assert policy.knowledge is knowledge
-    assert policy.responses == RuleBasedPolicy.from_file(demo_responses_path()).responses
+    assert policy.responses == RuleBasedPolicy.from_file(DEMO.responses).responses

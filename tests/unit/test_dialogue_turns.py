@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from agents.dialogue.policy import ReplyContent, Response, RuleBasedPolicy
+from agents.dialogue.sessions import Session
 from agents.dialogue.turns import Incoming, decide_turns
 from streams.keys import ConversationKeys
-from streams.state import Session
 from streams.topics import ENVELOPE_FIELDS
 
 A = ConversationKeys("acme", "c-a")

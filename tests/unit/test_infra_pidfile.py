@@ -21,7 +21,8 @@ def _own_record() -> PidRecord:
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    content = PidFile("127.0.0.1", [19092], [17000, 17001], [_own_record()], controller_ports=[19093])
+    content = PidFile("127.0.0.1", [19092], [17000, 17001], [_own_record()],
+                      controller_ports=[19093])
     path = write_pidfile(tmp_path, content)
     assert path == tmp_path / "pids.json"
     assert read_pidfile(tmp_path) == content
@@ -65,7 +66,8 @@ def test_stop_recorded_stops_the_recorded_processes_once(tmp_path: Path) -> None
     records = [
         PidRecord(s.name, s.pid or 0, 0, psutil.Process(s.pid).create_time()) for s in services
     ]
-    write_pidfile(tmp_path, PidFile("127.0.0.1", [1], [2, 3, 4, 5, 6, 7], records))
+    write_pidfile(tmp_path, PidFile("127.0.0.1", [1], [2, 3, 4, 5, 6, 7], records,
+                                    controller_ports=[8]))
     stack = EmbeddedInfra.from_pidfile(tmp_path, grace=2)
     assert stack is not None and stack.kafka_port == 1
     try:
@@ -100,7 +102,8 @@ def test_a_data_dir_in_use_names_a_stop_command_that_parses(tmp_path: Path) -> N
 
     from infra.cli import infra
 
-    write_pidfile(tmp_path, PidFile("127.0.0.1", 19092, [17000], [_own_record()]))
+    write_pidfile(tmp_path, PidFile("127.0.0.1", [19092], [17000], [_own_record()],
+                                       controller_ports=[19093]))
     with pytest.raises(InfraError, match="still running") as error:
         EmbeddedInfra(tmp_path)._refuse_live_pidfile()
     command = str(error.value).split("`")[1]

@@ -51,7 +51,7 @@ def test_malformed_settings_fail_loudly_with_the_variable_name(env: dict[str, st
     ("PARLEY_GATEWAY_PORT", "65536"),
     ("PARLEY_WORKER_WEB_PORT", "0"),
     ("PARLEY_GATEWAY_MAX_IN_FLIGHT", "0"),
-    ("PARLEY_CHAT_PARTITIONS", "0"),
+    ("PARLEY_CHAT_PARTITIONS", "-1"),  # 0: the partitions streams/topics.toml gives
     ("PARLEY_OUTBOX_SIZE", "-5"),
     ("PARLEY_WORKER_BATCH_SIZE", "0"),
     ("PARLEY_MAX_TEXT_BYTES", "0"),

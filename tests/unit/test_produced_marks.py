@@ -8,8 +8,8 @@ from typing import cast
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from agents.dialogue.sessions import ProducedMarks, Session, SessionStore
 from streams.keys import ConversationKeys
-from streams.state import ConversationStore, ProducedMarks, Session
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,7 +32,7 @@ class Store:
 
 
 def marks_on(store: Store) -> ProducedMarks:
-    return ProducedMarks(cast(ConversationStore, store))
+    return ProducedMarks(cast(SessionStore, store))
 
 
 def loaded(a: int = 0, b: int = 0) -> dict[ConversationKeys, Session]:

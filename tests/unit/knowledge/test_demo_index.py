@@ -12,6 +12,7 @@ from agents.encoders import embedder
 from agents.knowledge import knowledge_base
 from agents.knowledge.demo import DEMO_TENANT, demo_index_key, ensure_demo_index
 from agents.knowledge.knowledge_base import FORMAT_VERSION, KnowledgeBase
+from examples import DEMO
 
 
 @pytest.fixture
@@ -24,25 +25,25 @@ def wordllama_auto(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_key_covers_the_format_version_and_the_embedder(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    key = demo_index_key("wordllama")
-    assert key == demo_index_key("wordllama")
-    assert key != demo_index_key("minilm-int8")
+    key = demo_index_key(DEMO.knowledge, "wordllama")
+    assert key == demo_index_key(DEMO.knowledge, "wordllama")
+    assert key != demo_index_key(DEMO.knowledge, "minilm-int8")
     monkeypatch.setattr(embedder, "BUILD_VERSION", embedder.BUILD_VERSION + 1)
-    assert demo_index_key("wordllama") != key
+    assert demo_index_key(DEMO.knowledge, "wordllama") != key
     monkeypatch.undo()
     monkeypatch.setattr(knowledge_base, "FORMAT_VERSION", FORMAT_VERSION + 1)
-    assert demo_index_key("wordllama") != key
+    assert demo_index_key(DEMO.knowledge, "wordllama") != key
 
 
 @pytest.mark.usefixtures("wordllama_auto")
 def test_an_index_of_another_format_is_rebuilt_not_reused(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    first = ensure_demo_index(tmp_path)
-    assert ensure_demo_index(tmp_path) == first
+    first = ensure_demo_index(tmp_path, DEMO.knowledge)
+    assert ensure_demo_index(tmp_path, DEMO.knowledge) == first
     assert KnowledgeBase.open(first).embedder.kind == "wordllama"
 
     monkeypatch.setattr(knowledge_base, "FORMAT_VERSION", FORMAT_VERSION + 1)
-    second = ensure_demo_index(tmp_path)
+    second = ensure_demo_index(tmp_path, DEMO.knowledge)
     assert second != first
     assert DEMO_TENANT in KnowledgeBase.open(second).tenants()
 
@@ -60,7 +61,7 @@ class _Unused:
 def test_another_process_finishing_first_wins_the_race(
         fails: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    target = tmp_path / f"demo-{demo_index_key('wordllama')}"
+    target = tmp_path / f"demo-{demo_index_key(DEMO.knowledge, 'wordllama')}"
 
     def create_while_another_process_finishes(path: Path, **kwargs: Any) -> Any:
         target.mkdir()
@@ -71,7 +72,7 @@ def test_another_process_finishing_first_wins_the_race(
 
     monkeypatch.setattr(KnowledgeBase, "create", create_while_another_process_finishes)
     with caplog.at_level(logging.INFO, logger="agents.knowledge.demo"):
-        assert ensure_demo_index(tmp_path) == target
+        assert ensure_demo_index(tmp_path, DEMO.knowledge) == target
     assert "built" not in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary folder left
 
@@ -83,7 +84,7 @@ def test_a_failed_build_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
     monkeypatch.setattr(KnowledgeBase, "create", create)
     with pytest.raises(OSError, match="No space left"):
-        ensure_demo_index(tmp_path)
+        ensure_demo_index(tmp_path, DEMO.knowledge)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -94,8 +95,8 @@ def test_the_index_a_worker_serves(tmp_path: Path) -> None:
     from kernel.settings import Settings
 
     settings = Settings.from_env({}, data_dir=tmp_path)
-    assert resolve_kb_index(settings.replace(knowledge=False)) is None
+    assert resolve_kb_index(settings.replace(knowledge=False), DEMO.knowledge) is None
     configured = KnowledgeSettings.from_env({}, index_dir="/srv/kb")
-    assert resolve_kb_index(settings, configured) == Path("/srv/kb")
-    demo = resolve_kb_index(settings, KnowledgeSettings.from_env({}))
-    assert demo == tmp_path / "kb" / f"demo-{demo_index_key('wordllama')}"
+    assert resolve_kb_index(settings, DEMO.knowledge, configured) == Path("/srv/kb")
+    demo = resolve_kb_index(settings, DEMO.knowledge, KnowledgeSettings.from_env({}))
+    assert demo == tmp_path / "kb" / f"demo-{demo_index_key(DEMO.knowledge, 'wordllama')}"

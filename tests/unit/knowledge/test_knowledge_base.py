@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from agents.encoders import embedder as embedder_module
+from agents.encoders import wordllama
 from agents.encoders.embedder import Embedder, build_embedder, resolve_kind
 from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
 from agents.knowledge.documents import Document
 from agents.knowledge.errors import IndexFormatError
 from agents.knowledge.knowledge_base import KnowledgeBase
-from agents.nlu import embeddings
 
 from .faq_data import faq_documents
 
@@ -28,7 +28,7 @@ def test_wordllama_is_unavailable_without_its_wheel(monkeypatch: pytest.MonkeyPa
     def not_installed() -> None:
         raise RuntimeError("training needs the 'wordllama' package")
 
-    monkeypatch.setattr(embeddings, "wordllama_files", not_installed)
+    monkeypatch.setattr(wordllama, "wordllama_files", not_installed)
     with pytest.raises(EmbedderUnavailable, match="pip install wordllama"):
         build_embedder("wordllama", tmp_path / "embedder")
     monkeypatch.setattr(embedder_module, "_minilm_dir", lambda: None)

@@ -55,8 +55,8 @@ def write_demo_slice(
 ) -> Path:
     """The demo examples of the intents ``keep`` (by default five, oos among them) as a
     JSON-lines training file at ``path``."""
-    from parley.domain import demo_nlu_path
+    from examples import DEMO
 
-    rows = [json.loads(line) for line in demo_nlu_path().read_text().splitlines()]
+    rows = [json.loads(line) for line in DEMO.nlu.read_text().splitlines()]
     path.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
     return path

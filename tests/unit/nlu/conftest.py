@@ -6,12 +6,13 @@ import pytest
 
 from agents.nlu.demo import ensure_demo_model
 from agents.nlu.model import NLUModel
+from examples import DEMO
 
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's model, trained once per test session (a few seconds)."""
-    return ensure_demo_model(tmp_path_factory.mktemp("nlu-cache"))
+    return ensure_demo_model(tmp_path_factory.mktemp("nlu-cache"), DEMO.nlu)
 
 
 @pytest.fixture(scope="session")

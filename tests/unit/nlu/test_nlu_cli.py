@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agents.nlu.cli import nlu
-from parley.domain import demo_nlu_path, demo_responses_path
+from examples import DEMO
 from tests.unit.nlu.cases import write_demo_slice
 
 
@@ -48,9 +48,9 @@ def test_train_reports_bad_input(tmp_path: Path) -> None:
 
 
 def test_demo_responses_cover_every_intent() -> None:
-    rows = [json.loads(x) for x in demo_nlu_path().read_text().splitlines()]
+    rows = [json.loads(x) for x in DEMO.nlu.read_text().splitlines()]
     intents = {r["intent"] for r in rows}
-    responses = json.loads(demo_responses_path().read_text(encoding="utf-8"))["intents"]
+    responses = json.loads(DEMO.responses.read_text(encoding="utf-8"))["intents"]
     assert intents <= set(responses)
     assert 20 <= len(intents - {"oos"}) <= 40
     for spec in responses.values():

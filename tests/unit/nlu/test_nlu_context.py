@@ -15,7 +15,7 @@ import pytest
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
-from parley.domain import demo_nlu_path
+from examples import DEMO
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
 from tests.unit.wheels import needs_minilm
 
@@ -27,7 +27,7 @@ def context_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain with a context encoder consulted for every message."""
     out = tmp_path_factory.mktemp("nlu-context") / "model"
     params = TrainingParams(refit=False, context_encoder="minilm", context_route_below=1.0)
-    train_model(load_examples([demo_nlu_path()]), out, params)
+    train_model(load_examples([DEMO.nlu]), out, params)
     return out
 
 

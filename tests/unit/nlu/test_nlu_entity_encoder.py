@@ -22,12 +22,12 @@ from agents.encoders.embedder import (
 from agents.nlu.cli import nlu
 from agents.nlu.data import Example, load_examples
 from agents.nlu.entity_encoder import MIN_STEPS, EntityEncoder, build_entity_encoder, first_pieces
-from agents.nlu.manifest import ManifestError
+from agents.nlu.errors import ManifestError
 from agents.nlu.model import NLUModel
 from agents.nlu.tagger import encode_bio
 from agents.nlu.text import Token, clean_text, tokenize
 from agents.onnx_runtime import cpu_session
-from parley.domain import demo_nlu_path
+from examples import DEMO
 from tests.unit.nlu.cases import modules_loaded_by_inference, write_demo_slice
 from tests.unit.wheels import needs_minilm
 
@@ -114,7 +114,7 @@ def test_the_model_folder_holds_the_encoder_with_the_taggers_tags(model_dir: Pat
 
 
 def _demo_entity_messages() -> tuple[list[Example], list[str], list[list[Token]]]:
-    examples = [e for e in load_examples([demo_nlu_path()])
+    examples = [e for e in load_examples([DEMO.nlu])
                 if e.entities and e.intent in ENTITY_INTENTS]
     texts = [clean_text(e.text) for e in examples]
     return examples, texts, [tokenize(t) for t in texts]

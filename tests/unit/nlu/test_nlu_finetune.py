@@ -24,7 +24,7 @@ from agents.nlu.cli import nlu
 from agents.nlu.data import load_examples
 from agents.nlu.model import NLUModel
 from agents.nlu.train import TrainingParams, train_model
-from parley.domain import demo_nlu_path
+from examples import DEMO
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference, write_demo_slice
 from tests.unit.wheels import needs_minilm
 
@@ -49,7 +49,7 @@ def tuned_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nlu-tuned") / "model"
     params = TrainingParams(refit=False, context_encoder="minilm-tuned", context_tune_epochs=2,
                             context_route_below=1.0)
-    train_model(load_examples([demo_nlu_path()]), out, params)
+    train_model(load_examples([DEMO.nlu]), out, params)
     return out
 
 
@@ -89,7 +89,7 @@ def test_tuned_encoder_is_exported_and_separates_intents_better(
     assert manifest["context"]["encoder"] == "minilm-tuned"
     assert manifest["training"]["context_tune_epochs"] == 2
 
-    examples = [e for e in load_examples([demo_nlu_path()]) if e.intent]
+    examples = [e for e in load_examples([DEMO.nlu]) if e.intent]
     texts, labels = [e.text for e in examples], [str(e.intent) for e in examples]
     tuned = Embedder(tuned_model_dir / "context")
     assert _separation(tuned.embed(texts), labels) > _separation(stock_encoder.embed(texts),

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 import agents.nlu
-from agents.nlu.data import DataError, load_examples
+from agents.nlu.data import load_examples
 from agents.nlu.demo import ensure_demo_model, resolve_nlu_model
-from agents.nlu.manifest import Manifest, ManifestError
+from agents.nlu.errors import DataError, ManifestError
+from agents.nlu.manifest import Manifest
 from agents.nlu.model import EntityMatch, NLUModel, Understanding
 from agents.nlu.tagger import TaggerColumns, token_features
 from agents.nlu.text import tokenize
 from agents.nlu.train import TrainingParams, train_model
+from examples import DEMO
 from kernel.settings import Settings
 from tests.unit.nlu.cases import CLEAR_INTENTS, modules_loaded_by_inference
 
@@ -114,15 +116,16 @@ def test_manifest_records_training(demo_model_dir: Path) -> None:
 
 
 def test_demo_model_is_cached(demo_model_dir: Path) -> None:
-    again = ensure_demo_model(demo_model_dir.parent)
+    again = ensure_demo_model(demo_model_dir.parent, DEMO.nlu)
     assert again == demo_model_dir
 
 
 def test_the_model_a_worker_serves(demo_model_dir: Path, tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path)
-    assert resolve_nlu_model(settings.replace(nlu_model_dir="/srv/nlu")) == Path("/srv/nlu")
+    configured = settings.replace(nlu_model_dir="/srv/nlu")
+    assert resolve_nlu_model(configured, DEMO.nlu) == Path("/srv/nlu")
     (tmp_path / "models").symlink_to(demo_model_dir.parent)  # the demo model, trained already
-    assert resolve_nlu_model(settings) == tmp_path / "models" / demo_model_dir.name
+    assert resolve_nlu_model(settings, DEMO.nlu) == tmp_path / "models" / demo_model_dir.name
 
 
 def test_missing_or_broken_model_folder(tmp_path: Path) -> None:
