@@ -207,7 +207,7 @@ def bad_tenant_batch() -> tuple[list[Any], Any, Any]:
     ids = {"good": ("t1", "c1"), "bad": ("t 1", "c1"), "long": ("t1", "c" * 500)}
 
     async def understand(events: Sequence[Any]) -> Understood:
-        made = []
+        made: list[dict[str, Any] | None] = []
         for e in events:
             tenant, conversation = ids[e.message.value.decode()]
             made.append({"event_id": e.message.value.decode(), "tenant_id": tenant,
@@ -259,7 +259,7 @@ async def test_the_nlu_step_dead_letters_undecodable_events_and_invalid_ids() ->
     step = NluStep(ctx, model=SimpleNamespace())  # type: ignore[arg-type]
     values = [b"\x00not avro", codec.encode(chat_message(tenant_id="acme/eu")),
               codec.encode(chat_message(conversation_id="c" * 500))]
-    events = [SimpleNamespace(message=message(value=v)) for v in values]
+    events: list[Any] = [SimpleNamespace(message=message(value=v)) for v in values]
     understood = await step(events)
     assert understood.events == [None, None, None]
     assert sent == [(values[0], "DecodeError"), (values[1], "InvalidIdError"),
