@@ -168,7 +168,8 @@ def _cluster_id(root: Path) -> str:
     return cluster_id
 
 
-def _java_command(dist: KafkaDist, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+def _java_command(dist: KafkaDist, main_class: str, *args: str,
+                  heap: str | None = None) -> list[str]:
     argv = [dist.java]
     if heap is not None:
         argv += [f"-Xms{heap}", f"-Xmx{heap}", *JVM_FLAGS]

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
-from infra.kafka_dist import KAFKA_VERSION, install_kafka, kafka_home
+from infra.kafka_dist import KAFKA_VERSION, install_kafka
 from infra.pidfile import read_pidfile
 from infra.process import DEFAULT_GRACE, wait_for_stop
 from infra.topics import broker_count, ensure_topics

@@ -26,8 +26,10 @@ from infra.broker import (
     format_storage,
     kafka_metadata_ok,
     kafka_nodes,
-    node_process as kafka_node_process,
     wait_brokers,
+)
+from infra.broker import (
+    node_process as kafka_node_process,
 )
 from infra.kafka_dist import resolve_kafka
 from infra.pidfile import PidFile, PidRecord, read_pidfile, remove_pidfile, write_pidfile

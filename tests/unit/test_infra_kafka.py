@@ -77,7 +77,7 @@ def test_no_maven_is_named_with_how_to_get_it(
 ) -> None:
     _java_17(tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(BinaryNotFoundError, match="mvn.*apt-get install maven"):
+    with pytest.raises(BinaryNotFoundError, match=r"mvn.*apt-get install maven"):
         install_kafka(tmp_path / "home")
 
 
@@ -93,7 +93,7 @@ def test_an_unreachable_maven_central_is_said_so_and_leaves_no_partial_install(
     )
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     home = tmp_path / "home"
-    with pytest.raises(InfraError, match="Maven Central .* is unreachable") as caught:
+    with pytest.raises(InfraError, match=r"Maven Central .* is unreachable") as caught:
         install_kafka(home)
     assert KAFKA_VERSION in str(caught.value)
     assert not (home / "libs").exists()

@@ -21,7 +21,8 @@ def _own_record() -> PidRecord:
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    content = PidFile("127.0.0.1", [19092], [17000, 17001], [_own_record()], controller_ports=[19093])
+    content = PidFile("127.0.0.1", [19092], [17000, 17001], [_own_record()],
+                      controller_ports=[19093])
     path = write_pidfile(tmp_path, content)
     assert path == tmp_path / "pids.json"
     assert read_pidfile(tmp_path) == content
