@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,19 +22,14 @@ import pytest
 from streams.codecs import codec_for
 from streams.dead_letters import read_dead_letter
 from streams.topics import CHAT_INBOUND, KNOWLEDGE_REQUESTS, dlq_of
-from tests.e2e.conftest import Pipeline, make_settings, produce, read_topic, start_pipeline
-from tests.e2e.test_worker_crash import Conversations, assert_topic_repeats_are_resends
+from tests.e2e.conftest import Pipeline, produce, read_topic
+from tests.e2e.test_worker_crash import (  # own_pipeline: a fixture, 1 gateway + 1 worker
+    Conversations,
+    assert_topic_repeats_are_resends,
+    own_pipeline,  # noqa: F401
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def own_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
-                 demo_index: Path) -> Iterator[Pipeline]:
-    settings = make_settings(infra.kafka_bootstrap, infra.redis_nodes, tmp_path, demo_model)
-    running = start_pipeline(settings, demo_index, gateways=1, workers=1)
-    yield running
-    running.stack.stop()
 
 
 def envelope(**ids: str) -> dict[str, Any]:
@@ -78,7 +71,7 @@ async def dead_letters(pipeline: Pipeline, topic: str, expected: int) -> list[An
 
 
 async def test_poison_events_under_load_and_a_rebalance_lose_no_acknowledged_message(
-        own_pipeline: Pipeline) -> None:
+        own_pipeline: Pipeline) -> None:  # noqa: F811 (the fixture imported above)
     stack, settings = own_pipeline.stack, own_pipeline.settings
     sent: dict[tuple[bytes, bytes], str] = {}  # (key, value) -> error class
 
