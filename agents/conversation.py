@@ -26,6 +26,12 @@ partition's next owner: the NLU step produces the ChatUnderstood events again
 skips what it had recorded. A failure of Redis or the broker in the dialogue
 step retries that step alone (``process_until_done``), so the NLU step's events
 are not produced twice for it.
+
+Poison (streams/dead_letters.py): an event that does not decode, or holds ids
+that cannot name a conversation, goes to its topic's dead-letter topic in the
+step that decodes it. A batch that fails for any other reason than an
+unavailable dependency is processed again an event at a time, and the events
+that fail alone are dead-lettered (``streams.batching.process_or_dead_letter``).
 """
 
 from __future__ import annotations
@@ -70,7 +76,8 @@ def register_conversation_agent(ctx: WorkerContext, understand: Understand,
 
     @ctx.app.agent(source, name=f"{settings.topic_prefix}conversation")
     async def conversation(stream: Any) -> None:  # a faust.Stream
-        await process_batches(stream, settings.worker_batch_size, process, "conversation")
+        await process_batches(stream, settings.worker_batch_size, process, "conversation",
+                              ctx.dead_letters.send)
 
 
 async def process_batch(events: Sequence[EventT], *, inbound: str, understand: Understand,

@@ -1,7 +1,13 @@
-"""``parley up``: broker, Redis Cluster, a gateway and a worker on this machine."""
+"""``parley up``: broker, Redis Cluster, a gateway and a worker on this machine.
+
+A gateway or worker that crashes is restarted with backoff while the broker and
+Redis stay up; ``parley up`` gives up (stops everything, exits non-zero) only on
+a crash loop (parley/supervisor.py).
+"""
 
 from __future__ import annotations
 
+import functools
 import signal
 from types import FrameType
 
@@ -11,6 +17,7 @@ from infra.process import wait_for_stop
 from kernel.logs import configure_logging
 from kernel.settings import Settings
 from parley.stack import Stack
+from parley.supervisor import Supervisor
 
 __all__ = ["up"]
 
@@ -39,9 +46,10 @@ def up(workers: int, port: int | None) -> None:
         stack.wait_ready()
         click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
-        died = wait_for_stop(lambda: _first_dead(stack))
-        if died:
-            raise click.ClickException(died)
+        supervisor = Supervisor(stack, say=functools.partial(click.echo, err=True))
+        gave_up = wait_for_stop(supervisor.check)
+        if gave_up:
+            raise click.ClickException(gave_up)
     finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()
@@ -49,8 +57,3 @@ def up(workers: int, port: int | None) -> None:
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _first_dead(stack: Stack) -> str | None:
-    dead = [c for c in stack.children if not c.alive()]
-    return f"{dead[0].name} exited unexpectedly; see {dead[0].log_path}" if dead else None

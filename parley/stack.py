@@ -45,6 +45,9 @@ class ChildProcess:
     popen: subprocess.Popen[bytes]
     ready_url: str
     log_path: Path
+    #: ``python -m <argv...>`` and the environment it was started with (to restart it).
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -147,18 +150,17 @@ class Stack:
         logging to ``<data dir>/logs/<name>.log``; stopped with the stack."""
         log_dir = self.settings.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                env={**os.environ, **self.settings.to_env(), **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop them
-            )
-        child = ChildProcess(name, popen, ready_url, log_path)
+        argv, env = [module, *args], {**self.settings.to_env(), **env}
+        child = ChildProcess(name, _launch(argv, env, log_dir / f"{name}.log"), ready_url,
+                             log_dir / f"{name}.log", argv, env)
         self.children.append(child)
         return child
+
+    def respawn(self, child: ChildProcess) -> None:
+        """Start ``child`` again (it exited), with the same command, environment and log."""
+        if child.alive():
+            raise InfraError(f"{child.name} is still running (pid {child.pid})")
+        child.popen = _launch(child.argv, child.env, child.log_path)
 
     def start_gateway(self, port: int | None = None, name: str = "") -> ChildProcess:
         """A gateway on ``port`` (default PARLEY_GATEWAY_PORT). Port 0 ("any") is a free
@@ -218,3 +220,15 @@ class Stack:
         if self.infra_owned and self._infra is not None:
             self._infra.stop()
             self._infra, self.infra_owned = None, False
+
+
+def _launch(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m argv...`` with ``env`` over ours, its output appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop them
+        )

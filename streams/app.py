@@ -3,8 +3,8 @@
 ``create_app`` builds a configured ``faust.App`` and the raw-bytes topics; the
 agents (agents/*/agent.py) register themselves on it. Values stay bytes at the
 Faust layer and are decoded by Parley's Avro codecs inside the agents, so an
-undecodable event can be routed to its dead-letter topic with the original
-bytes instead of crashing the stream.
+event that cannot be processed can be routed to its dead-letter topic with the
+original bytes instead of crashing the stream (``DeadLetters``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -23,8 +23,15 @@ from faust.types import TopicT
 from kernel.runtime import collect_young_less_often, freeze_startup_objects, observe_gc_pauses
 from kernel.settings import Settings
 from streams import transport
+from streams.batching import process_until_done
 from streams.codecs import AvroCodec, codec_for
-from streams.metrics import EVENTS_DEAD_LETTERED, EVENTS_PRODUCED, setup_worker_metrics
+from streams.dead_letters import dead_letter_headers
+from streams.metrics import (
+    EVENTS_DEAD_LETTER_FAILED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_PRODUCED,
+    setup_worker_metrics,
+)
 from streams.state import ConversationStore, connect_cluster
 from streams.topics import (
     CHAT_INBOUND,
@@ -37,8 +44,8 @@ from streams.topics import (
     producer_compression,
 )
 
-__all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic", "send",
-           "send_to_dlq"]
+__all__ = ["DeadLetters", "ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic",
+           "send", "send_to_dlq"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +90,12 @@ class WorkerContext:
     outbound: TopicT
     knowledge_requests: TopicT
     knowledge_results: TopicT
-    inbound_dlq: TopicT
-    knowledge_results_dlq: TopicT
     store: ConversationStore
+    #: Where an event goes that cannot be processed (streams/dead_letters.py).
+    dead_letters: DeadLetters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dead_letters = DeadLetters(self.app)
 
     def codec(self, name: str, topic: TopicT) -> AvroCodec:
         return codec_for(name, self.settings.schema_registry_url, topic.get_topic_name())
@@ -137,8 +147,6 @@ def create_app(settings: Settings) -> WorkerContext:
         outbound=topic(CHAT_OUTBOUND),
         knowledge_requests=topic(KNOWLEDGE_REQUESTS),
         knowledge_results=topic(KNOWLEDGE_RESULTS),
-        inbound_dlq=topic(dlq_of(CHAT_INBOUND)),
-        knowledge_results_dlq=topic(dlq_of(KNOWLEDGE_RESULTS)),
         store=ConversationStore(redis, ttl_s=settings.session_ttl_s),
     )
     _register_probes(ctx)
@@ -237,19 +245,49 @@ def _count_produced(name: str, count: int, delivered: asyncio.Future[Any]) -> No
         EVENTS_PRODUCED.labels(name).inc(count)
 
 
-async def send_to_dlq(dlq: TopicT, event: Any, error: Exception) -> None:
-    """Forward an event's original bytes to its dead-letter topic, with why and whence."""
+async def send_to_dlq(dlq: TopicT, event: Any, error: BaseException,
+                      consumer: str = "") -> None:
+    """Forward an event's original bytes to its dead-letter topic, with why and whence
+    (headers: streams/dead_letters.py); return once the broker holds it."""
     message = event.message
-    headers = {
-        "parley.error": str(error).encode(),
-        "parley.source.topic": message.topic.encode(),
-        "parley.source.partition": str(message.partition).encode(),
-        "parley.source.offset": str(message.offset).encode(),
-    }
+    headers = dead_letter_headers(message, error, consumer)
     future = await dlq.send(key=message.key, value=message.value, headers=headers)
     await future
     EVENTS_DEAD_LETTERED.labels(message.topic).inc()
     logger.warning(
-        "stream.event.dead_lettered topic=%s partition=%s offset=%s error=%s",
-        message.topic, message.partition, message.offset, error,
+        "stream.event.dead_lettered topic=%s partition=%s offset=%s consumer=%s error=%r",
+        message.topic, message.partition, message.offset, consumer, error,
     )  # fmt: skip
+
+
+class DeadLetters:
+    """Sends an event to the dead-letter topic of the topic it came from
+    (``<topic>.dlq``, declared with the others: streams/topics.py).
+
+    While the broker is unavailable, sending is tried again until it succeeds, as a
+    batch is: the event stays unacknowledged meanwhile. A dead letter the broker
+    refuses for itself is logged with its origin (and counted), never raised: that
+    would stop the agent, which is what dead-lettering is for avoiding.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._topics: dict[str, TopicT] = {}
+
+    def topic_for(self, source: str) -> TopicT:
+        if (topic := self._topics.get(source)) is None:
+            topic = self._topics[source] = raw_topic(self._app, dlq_of(source))
+        return topic
+
+    async def send(self, event: Any, error: BaseException, consumer: str) -> None:
+        dlq = self.topic_for(event.message.topic)
+        try:
+            await process_until_done(
+                functools.partial(send_to_dlq, dlq, event, error, consumer), "dead_letters")
+        except Exception:
+            message = event.message
+            EVENTS_DEAD_LETTER_FAILED.labels(message.topic).inc()
+            logger.exception(
+                "stream.event.dead_letter_failed topic=%s partition=%s offset=%s error=%r",
+                message.topic, message.partition, message.offset, error,
+            )  # fmt: skip

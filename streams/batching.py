@@ -18,6 +18,12 @@ A batch that fails because Redis or the broker is unavailable is processed
 again, with growing pauses, until it succeeds (``process_until_done``): the
 agents' steps are idempotent, and a batch left half-done would otherwise hold
 its events unanswered until the worker restarts.
+
+A batch that fails for any other reason holds a poison event
+(streams/dead_letters.py): its events are processed again one at a time, and
+the one (or ones) that fail alone go to their dead-letter topic
+(``process_or_dead_letter``). The good events of the batch are answered, the
+stream moves on, and no exception leaves the agent.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import ChannelT, EventT
 
+from streams.dead_letters import is_unavailable
 from streams.metrics import (
+    AGENT_BATCH_POISONED,
     AGENT_BATCH_RETRIES,
     AGENT_BATCH_SECONDS,
     AGENT_BATCH_SIZE,
@@ -44,14 +52,18 @@ from streams.metrics import (
 )
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["DEPENDENCY_ERRORS", "QueuedEvents", "adaptive_batches", "process_batches",
-           "process_until_done"]
+__all__ = ["DEPENDENCY_ERRORS", "DeadLetter", "QueuedEvents", "adaptive_batches",
+           "process_batches", "process_or_dead_letter", "process_until_done"]
 
 logger = logging.getLogger(__name__)
 
-#: Failures of a dependency, not of the batch: worth trying the batch again.
+#: The exception classes whose failures may be a dependency's, not the batch's;
+#: ``is_unavailable`` decides for each error (a record too large is the record's).
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, KafkaError,
                                                  ProducerSendError)
+
+#: Sends an event to its dead-letter topic: ``(event, error, agent name)``.
+DeadLetter = Callable[[EventT, BaseException, str], Awaitable[None]]
 
 
 class QueuedEvents:
@@ -152,13 +164,16 @@ async def process_until_done(
     first_pause_s: float = 0.1, max_pause_s: float = 5.0,
 ) -> None:  # fmt: skip
     """Run ``process`` until it returns, pausing (doubling, up to ``max_pause_s``) after
-    each failure in ``DEPENDENCY_ERRORS``. Other exceptions propagate."""
+    each failure that says a dependency is unavailable (``is_unavailable``). Other
+    exceptions propagate."""
     pause = first_pause_s
     failures = 0
     while True:
         try:
             await process()
         except DEPENDENCY_ERRORS as exc:
+            if not is_unavailable(exc):
+                raise
             failures += 1
             AGENT_BATCH_RETRIES.labels(what).inc()
             logger.warning("%s.batch.retrying attempt=%d pause_s=%.1f error=%r",
@@ -177,10 +192,40 @@ def _oldest_timestamp(events: list[Any]) -> float | None:
     return min((t for event in events if (t := event.message.timestamp) > 0), default=None)
 
 
+async def process_or_dead_letter(events: list[Any],
+                                 process: Callable[[list[Any]], Awaitable[None]], what: str,
+                                 dead_letter: DeadLetter) -> None:
+    """``process`` the batch ``events`` until it succeeds (``process_until_done``); if it
+    fails for another reason, process its events again one at a time, in order, and send
+    each that fails alone to ``dead_letter``. Raises nothing but cancellation.
+
+    Going one by one, not bisecting: poison is rare, and a conversation's events must
+    be processed in their order (an event after the poison one may depend on one
+    before it). The steps are idempotent, so the good events' repeat is harmless.
+    """
+    try:
+        await process_until_done(functools.partial(process, events), what)
+        return
+    except Exception as exc:  # not an unavailable dependency: those are retried above
+        if len(events) == 1:
+            await dead_letter(events[0], exc, what)
+            return
+        AGENT_BATCH_POISONED.labels(what).inc()
+        logger.warning("%s.batch.poisoned size=%d error=%r: processing one event at a time",
+                       what, len(events), exc)
+    for event in events:
+        try:
+            await process_until_done(functools.partial(process, [event]), what)
+        except Exception as exc:
+            await dead_letter(event, exc, what)
+
+
 async def process_batches(stream: Any, max_size: int,
-                          process: Callable[[list[Any]], Awaitable[None]], what: str) -> None:
-    """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds.
-    ``what`` names the agent in logs and metrics."""
+                          process: Callable[[list[Any]], Awaitable[None]], what: str,
+                          dead_letter: DeadLetter) -> None:
+    """An agent's loop: ``process`` each adaptive batch of ``stream`` until it succeeds,
+    dead-lettering the events it cannot process (``process_or_dead_letter``). ``what``
+    names the agent in logs and metrics."""
     events_done = AGENT_EVENTS.labels(what)
     batch_size = AGENT_BATCH_SIZE.labels(what)
     batch_seconds = AGENT_BATCH_SECONDS.labels(what)
@@ -189,7 +234,7 @@ async def process_batches(stream: Any, max_size: int,
         if (oldest := _oldest_timestamp(events)) is not None:
             event_age.observe(max(0.0, time.time() - oldest))
         began = time.perf_counter()
-        await process_until_done(functools.partial(process, events), what)
+        await process_or_dead_letter(events, process, what, dead_letter)
         batch_seconds.observe(time.perf_counter() - began)
         batch_size.observe(len(events))
         events_done.inc(len(events))

@@ -15,12 +15,14 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 __all__ = [
+    "AGENT_BATCH_POISONED",
     "AGENT_BATCH_RETRIES",
     "AGENT_BATCH_SECONDS",
     "AGENT_BATCH_SIZE",
     "AGENT_EVENTS",
     "AGENT_EVENT_AGE_SECONDS",
     "EVENTS_DEAD_LETTERED",
+    "EVENTS_DEAD_LETTER_FAILED",
     "EVENTS_PRODUCED",
     "BatchMonitor",
     "setup_worker_metrics",
@@ -47,12 +49,24 @@ AGENT_BATCH_RETRIES = Counter(
     "parley_agent_batch_retries_total",
     "Batches processed again because Redis or the broker was unavailable.", ["agent"],
 )
+AGENT_BATCH_POISONED = Counter(
+    "parley_agent_batch_poisoned_total",
+    "Batches that failed for a reason other than a dependency, then processed an event at "
+    "a time to dead-letter the poison ones.", ["agent"],
+)
 EVENTS_PRODUCED = Counter(
     "parley_events_produced_total", "Events the worker's agents put on a topic.", ["topic"]
 )
 EVENTS_DEAD_LETTERED = Counter(
     "parley_events_dead_lettered_total",
-    "Undecodable events forwarded to a dead-letter topic, by source topic.", ["topic"],
+    "Events an agent could not process (undecodable, invalid, or failing for a reason other "
+    "than an unavailable dependency), forwarded to a dead-letter topic, by source topic.",
+    ["topic"],
+)
+EVENTS_DEAD_LETTER_FAILED = Counter(
+    "parley_events_dead_letter_failed_total",
+    "Dead letters the broker refused (logged with their origin instead), by source topic.",
+    ["topic"],
 )
 
 

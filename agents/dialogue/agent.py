@@ -57,7 +57,7 @@ from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.turns import Incoming, decide_turns
 from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
-from streams.app import WorkerContext, produce, send_to_dlq
+from streams.app import WorkerContext, produce
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
@@ -99,7 +99,7 @@ class DialogueStep:
         try:
             return _incoming(self._results.decode(event.message.value), is_result=True)
         except (DecodeError, ValueError) as exc:
-            await send_to_dlq(self._ctx.knowledge_results_dlq, event, exc)
+            await self._ctx.dead_letters.send(event, exc, "conversation")
             return None
 
     async def __call__(self, batch: Sequence[Incoming]) -> None:

@@ -9,7 +9,11 @@
   idempotent by the request's ``event_id``. A reply (or dead letter) that
   cannot be delivered because Redis or the broker is unavailable is sent
   again, with growing pauses, until it is (``process_until_done``); the
-  question is not answered twice.
+  question is not answered twice. A request that cannot be decoded, names an
+  invalid id, or fails for any other reason than an unavailable dependency
+  goes to ``knowledge.requests.dlq`` (streams/dead_letters.py); no exception
+  leaves the agent. A failure of the knowledge service itself (an LLM down)
+  is answered with an apology instead, so the user is never left waiting.
 * :class:`KbDocumentsFollower` (from :mod:`agents.knowledge.follower`) keeps the
   worker's index in step with ``kb.documents``; :func:`start_follower` wires
   it to a service so that changes retire cached answers.
@@ -33,12 +37,12 @@ from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.service import KnowledgeService
 from kernel.errors import DecodeError
 from kernel.settings import Settings
-from streams.app import raw_topic, send_to_dlq
+from streams.app import DeadLetters, raw_topic
 from streams.batching import process_until_done
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
 from streams.metrics import AGENT_EVENTS
-from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS, dlq_of
+from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS
 
 __all__ = [
     "UNAVAILABLE_TEXT",
@@ -83,11 +87,11 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
     """Define the knowledge agent on ``app``; returns the Faust agent."""
     topic_name = settings.topic(KNOWLEDGE_REQUESTS)
     requests = raw_topic(app, topic_name)
-    dead_letters = raw_topic(app, dlq_of(topic_name))
+    dead_letters = DeadLetters(app)
     codec = codec_for("knowledge_request", settings.schema_registry_url, topic_name)
 
     async def reject(event: Any, error: Exception) -> None:
-        await send_to_dlq(dead_letters, event, error)
+        await dead_letters.send(event, error, "knowledge")
 
     async def delivery_for(event: Any) -> Callable[[], Awaitable[None]]:
         """How to deliver the outcome of ``event``: its reply, or the event to the DLQ."""
@@ -117,9 +121,12 @@ def register_knowledge_agent(app: faust.App, settings: Settings, service: Knowle
     @app.agent(requests, name=f"{settings.topic_prefix}knowledge", concurrency=concurrency)
     async def knowledge(stream: Any) -> None:
         async for event in stream.events():
-            # Answered once; delivered again, with growing pauses, while Redis or the
-            # broker is unavailable (the reply layer is idempotent by event_id).
-            await process_until_done(await delivery_for(event), "knowledge")
+            try:
+                # Answered once; delivered again, with growing pauses, while Redis or the
+                # broker is unavailable (the reply layer is idempotent by event_id).
+                await process_until_done(await delivery_for(event), "knowledge")
+            except Exception as exc:  # not a dependency's (those are retried): poison
+                await reject(event, exc)
             handled.inc()
 
     return knowledge

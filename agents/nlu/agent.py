@@ -6,8 +6,9 @@ each batch's inbound messages. It classifies them with one batched model call
 replayed event gets the same entities) and produces one ``ChatUnderstood`` per
 message, keyed like its input so per-conversation order is kept; the agent
 gives the same events to the dialogue step while the broker takes them (nothing
-in Parley reads them back). An undecodable event goes to ``chat.inbound.dlq``
-with the error and the stream goes on.
+in Parley reads them back). An undecodable event, or one whose tenant or
+conversation id cannot name a conversation (``streams.keys``), goes to
+``chat.inbound.dlq`` with the error and the stream goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from faust.types import EventT
 
 from agents.nlu.model import Understanding
 from kernel.errors import DecodeError
-from streams.app import WorkerContext, send, send_to_dlq
+from streams.app import WorkerContext, send
+from streams.keys import ConversationKeys, InvalidIdError
 from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["NluStep", "Understander", "Understood", "understood_events", "understood_payload"]
@@ -58,9 +60,10 @@ class NluStep:
     """The NLU step of the conversation agent (agents/conversation.py).
 
     ``await step(events)`` decodes a batch's ``chat.inbound`` events (an undecodable
-    one goes to ``chat.inbound.dlq``), classifies them with one batched model call
-    and sends a ``ChatUnderstood`` per message. It returns :class:`Understood`: each
-    event's ChatUnderstood (None for an undecodable one), and a future that completes
+    one, or one with invalid ids, goes to ``chat.inbound.dlq``), classifies them with
+    one batched model call and sends a ``ChatUnderstood`` per message. It returns
+    :class:`Understood`: each event's ChatUnderstood (None for an undecodable or
+    invalid one), and a future that completes
     once the broker holds them all. The caller awaits it before it acknowledges the
     events, and may do other work meanwhile (the dialogue step does not need the
     topic: it gets the events themselves).
@@ -76,10 +79,15 @@ class NluStep:
         decoded: list[dict[str, Any] | None] = []
         for event in events:
             try:
-                decoded.append(self._inbound.decode(event.message.value))
-            except DecodeError as exc:
-                await send_to_dlq(self._ctx.inbound_dlq, event, exc)
+                msg = self._inbound.decode(event.message.value)
+                # Checked here, before it is understood: chat.understood gets only
+                # events the dialogue step can key.
+                ConversationKeys(msg["tenant_id"], msg["conversation_id"])
+            except (DecodeError, InvalidIdError) as exc:
+                await self._ctx.dead_letters.send(event, exc, "conversation")
                 decoded.append(None)
+            else:
+                decoded.append(msg)
         messages = [(event, msg) for event, msg in zip(events, decoded, strict=True)
                     if msg is not None]
         if not messages:

@@ -74,7 +74,7 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
 
     @ctx.app.agent(raw_topic(ctx.app, topic), name=f"{settings.topic_prefix}probe")
     async def probe(stream: Any) -> None:
-        await process_batches(stream, BATCH, process, "probe")
+        await process_batches(stream, BATCH, process, "probe", ctx.dead_letters.send)
 
     age = AGENT_EVENT_AGE_SECONDS.labels("probe")
     ages_before = _sum_and_count(age)
