@@ -8,6 +8,7 @@
     │   ├── PortInUseError     a port Parley needs is taken
     │   └── BinaryNotFoundError  a broker / redis-server binary is missing
     ├── SchemaError            an Avro schema is invalid or incompatible
+    ├── MissingExtra           a command needs an optional package (kernel/extras.py)
     └── DecodeError            bytes on a topic are not a known Avro event
 
 Exceptions carry structured fields and read well with ``str()``. Third-party

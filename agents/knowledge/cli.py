@@ -25,6 +25,7 @@ import click
 
 from agents.encoders.embedder import EMBEDDER_KINDS
 from kernel.errors import ParleyError
+from kernel.extras import require
 
 if TYPE_CHECKING:
     from agents.knowledge.publisher import KbPublisher
@@ -82,13 +83,12 @@ def kb() -> None:
 def ingest(corpus: Path, index_dir: Path, tenant: str, embedder: str, max_doc_bytes: int,
            publish: bool, bootstrap: str | None, threads: int, progress: bool) -> None:
     """Chunk, embed and index documents; report every rejected one."""
-    from tqdm import tqdm
-
     from agents.knowledge.documents import Document, load_corpus
     from agents.knowledge.errors import DocumentRejected
     from agents.knowledge.knowledge_base import KnowledgeBase
 
     with _errors_as_click():
+        tqdm = require("tqdm", extra="train", purpose="parley kb ingest").tqdm
         docs: list[Document] = []
         rejected = 0
         for item in load_corpus(corpus, default_tenant=tenant, max_bytes=max_doc_bytes):

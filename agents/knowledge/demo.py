@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernel.extras import MissingExtra
 from parley.domain import demo_knowledge_path
 
 if TYPE_CHECKING:
@@ -53,7 +54,11 @@ def ensure_demo_index(cache_root: Path) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-kb-", dir=cache_root))
     try:
-        kb = KnowledgeBase.create(tmp, embedder=embedder)
+        try:
+            kb = KnowledgeBase.create(tmp, embedder=embedder)
+        except MissingExtra as exc:
+            raise exc.needed_for("building the demo knowledge index on first start "
+                                 "(PARLEY_KB_INDEX names a built index instead)") from exc
         docs = [d for d in load_corpus(demo_knowledge_path(), default_tenant=DEMO_TENANT)
                 if isinstance(d, Document)]
         kb.upsert_many(docs)

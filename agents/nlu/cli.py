@@ -139,10 +139,11 @@ def train_cmd(data: tuple[Path, ...], out: Path, params: TrainingParams) -> None
     from agents.encoders.errors import EmbedderUnavailable
     from agents.nlu.data import DataError
     from agents.nlu.train import train_model_from_files
+    from kernel.extras import MissingExtra
 
     try:
         manifest = train_model_from_files(list(data), out, params, show_progress=True)
-    except (DataError, ValueError, EmbedderUnavailable) as exc:
+    except (DataError, ValueError, EmbedderUnavailable, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {manifest.version} written to {out}")
     entities = ", ".join(manifest.entity_labels) or "-"
@@ -171,6 +172,7 @@ def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
     from agents.encoders.errors import EmbedderUnavailable
     from agents.nlu.crossval import cross_validate, format_cv_report
     from agents.nlu.data import DataError, load_examples
+    from kernel.extras import MissingExtra
 
     reference = _parse_reference(reference_time)
     try:
@@ -178,7 +180,7 @@ def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
             load_examples(list(data)), params, folds=folds, reference_time=reference,
             progress=lambda step: click.echo(step, err=True),
         )
-    except (DataError, ValueError, EmbedderUnavailable) as exc:
+    except (DataError, ValueError, EmbedderUnavailable, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, sort_keys=True) if as_json else format_cv_report(report))
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernel.extras import MissingExtra
 from kernel.files import atomic_directory
 from parley.domain import demo_nlu_path
 
@@ -49,7 +50,11 @@ def ensure_demo_model(cache_root: Path) -> Path:
     if (folder / MANIFEST_NAME).is_file():
         return folder
     from agents.nlu.recognisers import RecogniserConfig
-    from agents.nlu.train import TrainingParams, train_model_from_files
+    from agents.nlu.train import (
+        TrainingParams,
+        require_training_packages,
+        train_model_from_files,
+    )
 
     log.info("nlu.demo.train folder=%s", folder)
     params = TrainingParams(
@@ -57,6 +62,11 @@ def ensure_demo_model(cache_root: Path) -> Path:
             id_patterns=DEMO_ID_PATTERNS, default_country_code=DEMO_COUNTRY_CODE
         )
     )
+    try:
+        require_training_packages(params)
+    except MissingExtra as exc:
+        raise exc.needed_for("training the demo NLU model on first start (PARLEY_NLU_MODEL "
+                             "names a trained model instead)") from exc
     with atomic_directory(folder, replace=False) as build:
         train_model_from_files([demo_nlu_path()], build, params)
     return folder
