@@ -27,6 +27,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streams.topics import producer_compression
+
 __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class InboundProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
+            "compression.type": producer_compression(),
             # Kafka's standard key hash (the Java client's, and aiokafka's in the workers):
             # every producer puts a conversation on the same partition.
             "partitioner": "murmur2_random",

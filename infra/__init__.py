@@ -1,7 +1,7 @@
-"""Embedded development infrastructure: a Tansu broker and a Valkey Redis Cluster.
+"""Embedded infrastructure: Apache Kafka in KRaft mode and a Valkey Redis Cluster.
 
-Everything runs on loopback and keeps data in memory only. ``parley infra``
-drives it from the command line; :class:`EmbeddedInfra` from Python.
+Everything runs on loopback and keeps its data on disk under ``.parley/``.
+``parley infra`` drives it from the command line; :class:`EmbeddedInfra` from Python.
 """
 
 from infra.embedded import EmbeddedInfra

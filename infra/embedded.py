@@ -1,12 +1,13 @@
-"""The embedded development stack: one Tansu broker and a 6-node Valkey cluster on loopback.
+"""The embedded stack: Apache Kafka (KRaft, 1 or 3 nodes) and a 6-node Valkey cluster.
 
-Both keep data in memory only: stopping them loses every topic, message and
-key. Use it for development and tests; production runs a real Kafka cluster.
+Everything runs on loopback and keeps its data on disk under ``data_dir``: a
+restarted stack has every topic, committed offset and key it had. Kafka's jars
+come from Maven Central (:mod:`infra.kafka_dist`); Valkey from a wheel.
 
 ::
 
     with EmbeddedInfra(Path(".parley"), kafka_port=19092, redis_ports=range(17000, 17006)) as infra:
-        ensure_topics(infra.kafka_bootstrap, all_topics(chat_partitions=4))
+        ensure_topics(infra.kafka_bootstrap, all_topics(brokers=infra.brokers))
         ...
 """
 
@@ -19,8 +20,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from infra.binaries import resolve_redis_binaries, resolve_tansu
-from infra.broker import broker_process, kafka_metadata_ok, wait_broker
+from infra.binaries import resolve_redis_binaries
+from infra.broker import (
+    KafkaNode,
+    format_storage,
+    kafka_metadata_ok,
+    kafka_nodes,
+    node_process as kafka_node_process,
+    wait_brokers,
+)
+from infra.kafka_dist import resolve_kafka
 from infra.pidfile import PidFile, PidRecord, read_pidfile, remove_pidfile, write_pidfile
 from infra.ports import check_ports_free, port_accepts
 from infra.process import DEFAULT_GRACE, ServiceProcess, stop_processes
@@ -30,6 +39,7 @@ from infra.redis_cluster import (
     create_cluster,
     node_process,
     node_role,
+    prepare_cluster_dir,
     wait_cluster_ok,
     wait_nodes_listening,
 )
@@ -41,7 +51,6 @@ __all__ = ["CLUSTER_NODES", "EmbeddedInfra", "ensure_topics"]
 
 logger = logging.getLogger(__name__)
 
-KAFKA_SERVICE = "kafka (tansu)"
 CLUSTER_NODES = 6
 """Redis nodes of the embedded cluster (3 primaries, 1 replica each), on consecutive ports."""
 
@@ -63,10 +72,13 @@ def _overall_cluster_state(states: list[str | None]) -> str:
 
 
 class EmbeddedInfra:
-    """Starts, checks and stops the embedded broker and Redis Cluster.
+    """Starts, checks and stops the embedded Kafka nodes and Redis Cluster.
 
-    ``start()`` blocks until the broker answers a metadata request and every
-    Redis node reports ``cluster_state:ok`` with all 16384 slots served.
+    ``brokers`` Kafka nodes listen on ``kafka_ports`` (clients) and
+    ``controller_ports`` (the KRaft quorum); by default node *i* (from 0) takes
+    ``kafka_port + 2i`` and the port after it. ``start()`` blocks until the
+    cluster's metadata lists every broker and every Redis node reports
+    ``cluster_state:ok`` with all 16384 slots served.
     ``stop()`` stops what this object started and is idempotent. A stack left
     running by ``parley infra up`` (recorded in ``<data_dir>/pids.json``) is
     stopped with :meth:`stop_recorded`.
@@ -78,6 +90,9 @@ class EmbeddedInfra:
         *,
         host: str = "127.0.0.1",
         kafka_port: int = 9092,
+        brokers: int = 1,
+        kafka_ports: Sequence[int] | None = None,
+        controller_ports: Sequence[int] | None = None,
         redis_ports: Sequence[int] = range(7000, 7006),
         redis_bus_ports: Sequence[int] | None = None,
         redis_replicas: int = 1,
@@ -85,7 +100,19 @@ class EmbeddedInfra:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
-        self.kafka_port = kafka_port
+        if brokers < 1:
+            raise ValueError(f"brokers must be 1 or more, got {brokers}")
+        self.kafka_ports = (
+            [kafka_port + 2 * i for i in range(brokers)] if kafka_ports is None
+            else list(kafka_ports)
+        )
+        self.controller_ports = (
+            [port + 1 for port in self.kafka_ports] if controller_ports is None
+            else list(controller_ports)
+        )
+        if len(self.kafka_ports) != brokers or len(self.controller_ports) != brokers:
+            raise ValueError(f"{brokers} broker(s) need {brokers} kafka port(s) and as many "
+                             "controller ports")
         self.redis_ports = list(redis_ports)
         self.redis_bus_ports = (
             [p + BUS_PORT_OFFSET for p in self.redis_ports]
@@ -98,7 +125,10 @@ class EmbeddedInfra:
         self._services: list[ServiceProcess] = []
 
     def _validate(self) -> None:
-        _check_port(self.kafka_port, "kafka_port")
+        for port in self.kafka_ports:
+            _check_port(port, "every kafka port")
+        for port in self.controller_ports:
+            _check_port(port, "every kafka controller port")
         for port in self.redis_ports:
             _check_port(port, "every redis port")
         for port in self.redis_bus_ports:
@@ -113,14 +143,29 @@ class EmbeddedInfra:
             )
         if len(self.redis_bus_ports) != len(self.redis_ports):
             raise ValueError("redis_bus_ports needs exactly one port per redis port")
-        every = [self.kafka_port, *self.redis_ports, *self.redis_bus_ports]
+        every = [*self.kafka_ports, *self.controller_ports, *self.redis_ports,
+                 *self.redis_bus_ports]
         if len(set(every)) != len(every):
-            raise ValueError(f"kafka, redis and redis bus ports must all differ, got {every}")
+            raise ValueError(f"kafka, kafka controller, redis and redis bus ports must all "
+                             f"differ, got {every}")
 
     # --- addresses --------------------------------------------------------------
     @property
+    def brokers(self) -> int:
+        return len(self.kafka_ports)
+
+    @property
+    def kafka_port(self) -> int:
+        """The first broker's client port."""
+        return self.kafka_ports[0]
+
+    @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return ",".join(f"{self.host}:{port}" for port in self.kafka_ports)
+
+    @property
+    def kafka_nodes(self) -> list[KafkaNode]:
+        return kafka_nodes(self.data_dir, self.host, self.kafka_ports, self.controller_ports)
 
     @property
     def redis_nodes(self) -> str:
@@ -140,7 +185,9 @@ class EmbeddedInfra:
         return list(self._services)
 
     def _wanted_ports(self) -> list[tuple[str, int]]:
-        wanted = [(KAFKA_SERVICE, self.kafka_port)]
+        wanted = []
+        for node in self.kafka_nodes:
+            wanted += [(node.name, node.port), (f"{node.name}'s controller", node.controller_port)]
         wanted += [(f"redis node {p}", p) for p in self.redis_ports]
         wanted += [
             (f"the cluster bus of redis node {p}", bus)
@@ -152,8 +199,9 @@ class EmbeddedInfra:
     def start(self, timeout: float = 60) -> None:
         """Start everything and block until it is ready (at most ``timeout`` seconds).
 
-        Raises :class:`~kernel.errors.BinaryNotFoundError` or
-        :class:`~kernel.errors.PortInUseError` before starting anything, and
+        Raises :class:`~kernel.errors.BinaryNotFoundError` (no Java, no Maven),
+        :class:`~kernel.errors.InfraError` (Java too old, Maven Central unreachable)
+        or :class:`~kernel.errors.PortInUseError` before starting anything, and
         :class:`~kernel.errors.InfraError` (with the end of the process's log) if a
         process dies or is not ready in time; then whatever was started is stopped.
         """
@@ -161,42 +209,51 @@ class EmbeddedInfra:
             raise InfraError("this EmbeddedInfra is already started")
         began = time.monotonic()
         deadline = Deadline(timeout)
-        tansu = resolve_tansu()
+        kafka = resolve_kafka()
         redis_bins = resolve_redis_binaries()
         check_ports_free(self.host, self._wanted_ports())
         self._refuse_live_pidfile()
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        broker = broker_process(tansu, self.host, self.kafka_port, self.log_dir / "tansu.log")
+        kafka_nodes = self.kafka_nodes
+        format_storage(kafka, kafka_nodes, deadline)
+        brokers = [
+            kafka_node_process(kafka, node, self.log_dir / f"{node.name}.log")
+            for node in kafka_nodes
+        ]
+        redis_dir = self.data_dir / "redis"
+        cluster_exists = prepare_cluster_dir(redis_dir, self.redis_ports)
         nodes = [
             node_process(
                 redis_bins.server,
                 self.host,
                 port,
                 bus,
-                self.data_dir / "redis",
+                redis_dir,
                 self.log_dir / f"redis-{port}.log",
             )
             for port, bus in zip(self.redis_ports, self.redis_bus_ports, strict=True)
         ]
-        self._services = [broker, *nodes]
+        self._services = [*brokers, *nodes]
         try:
             for service in self._services:
                 service.start()
             self._write_pidfile()
-            wait_broker(broker, self.host, deadline)
-            logger.info(
-                "infra.kafka.ready bootstrap=%s broker=tansu storage=memory", self.kafka_bootstrap
-            )
-            wait_nodes_listening(nodes, self.host, deadline)
-            create_cluster(
-                redis_bins.cli,
-                self.host,
-                self.redis_ports,
-                self.redis_replicas,
-                self.log_dir / "redis-cluster-create.log",
-                deadline,
-            )
+            # Kafka's JVMs start while the Redis cluster forms; a dead node of either
+            # ends the wait at once, with its log.
+            wait_nodes_listening(nodes, self.host, deadline, running=brokers)
+            if not cluster_exists:
+                create_cluster(
+                    redis_bins.cli,
+                    self.host,
+                    self.redis_ports,
+                    self.redis_replicas,
+                    self.log_dir / "redis-cluster-create.log",
+                    deadline,
+                )
+            wait_brokers(brokers, self.host, deadline)
+            logger.info("infra.kafka.ready bootstrap=%s brokers=%s", self.kafka_bootstrap,
+                        len(brokers))
             wait_cluster_ok(nodes, self.host, deadline)
         except BaseException:
             self.stop()
@@ -255,7 +312,8 @@ class EmbeddedInfra:
                 records.append(PidRecord(service.name, proc.pid, service.port, proc.create_time()))
         write_pidfile(
             self.data_dir,
-            PidFile(self.host, self.kafka_port, self.redis_ports, records),
+            PidFile(self.host, self.kafka_ports, self.redis_ports, records,
+                    controller_ports=self.controller_ports),
         )
 
     def _read_pidfile_quietly(self) -> PidFile | None:
@@ -286,7 +344,9 @@ class EmbeddedInfra:
         return cls(
             Path(data_dir),
             host=recorded.host,
-            kafka_port=recorded.kafka_port,
+            brokers=len(recorded.kafka_ports),
+            kafka_ports=recorded.kafka_ports,
+            controller_ports=recorded.controller_ports,
             redis_ports=recorded.redis_ports,
             **kwargs,
         )
@@ -303,17 +363,24 @@ class EmbeddedInfra:
     def status(self, timeout: float = 2.0) -> dict[str, Any]:
         """What answers on the configured ports, per service.
 
-        ``{"up": bool, "data_dir": str, "kafka": {name, port, pid, up},
+        ``{"up": bool, "data_dir": str, "kafka": [{name, port, pid, up}, ...],
         "redis": {"cluster_state": str, "nodes": [{name, port, pid, up, role,
         cluster_state}, ...]}}``; ``pid`` is None when not started by this
         object or recorded in the pid file. The overall ``cluster_state`` is
         ok, degraded (some nodes do not answer), fail or down.
         """
         pids = self._pids()
-        kafka_up = port_accepts(self.host, self.kafka_port) and kafka_metadata_ok(
-            self.kafka_bootstrap, timeout
-        )
-        kafka = {"name": "tansu", "port": self.kafka_port, "pid": pids.get("tansu"), "up": kafka_up}
+        kafka = [
+            {
+                "name": node.name,
+                "port": node.port,
+                "pid": pids.get(node.name),
+                "up": port_accepts(self.host, node.port)
+                and kafka_metadata_ok(f"{self.host}:{node.port}", timeout),
+            }
+            for node in self.kafka_nodes
+        ]
+        kafka_up = all(node["up"] for node in kafka)
         nodes: list[dict[str, Any]] = []
         states: list[str | None] = []
         for port in self.redis_ports:

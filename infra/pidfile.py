@@ -19,7 +19,7 @@ from kernel.errors import InfraError
 __all__ = ["PID_FILE", "PidFile", "PidRecord", "read_pidfile", "remove_pidfile", "write_pidfile"]
 
 PID_FILE = "pids.json"
-_VERSION = 1
+_VERSION = 2  # 2: several Kafka nodes (kafka_ports, controller_ports)
 # create_time() is rounded differently across calls on some systems.
 _CREATE_TIME_TOLERANCE = 0.05
 
@@ -47,9 +47,10 @@ class PidRecord:
 @dataclass(frozen=True)
 class PidFile:
     host: str
-    kafka_port: int
+    kafka_ports: list[int]
     redis_ports: list[int]
     processes: list[PidRecord] = field(default_factory=list)
+    controller_ports: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,8 +63,9 @@ class PidFile:
             raise ValueError(f"unknown version {data.get('version')!r}")
         return cls(
             host=str(data["host"]),
-            kafka_port=int(data["kafka_port"]),
+            kafka_ports=[int(p) for p in data["kafka_ports"]],
             redis_ports=[int(p) for p in data["redis_ports"]],
+            controller_ports=[int(p) for p in data["controller_ports"]],
             processes=[
                 PidRecord(str(p["name"]), int(p["pid"]), int(p["port"]), float(p["create_time"]))
                 for p in data["processes"]

@@ -19,8 +19,8 @@ __all__ = ["DEFAULT_GRACE", "ServiceProcess", "log_tail", "stop_processes", "wai
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between SIGTERM and SIGKILL. Tansu drains open client connections
-#: for up to 5 s after SIGTERM, so this stays above that.
+#: Seconds between SIGTERM and SIGKILL. A Kafka node's controlled shutdown (moving
+#: leadership away, closing its logs) takes a few seconds, so this stays above that.
 DEFAULT_GRACE = 10.0
 
 

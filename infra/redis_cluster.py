@@ -1,12 +1,16 @@
 """A loopback Redis Cluster of Valkey nodes: 3 primaries + 3 replicas by default.
 
-Nodes keep data in memory only (``--save "" --appendonly no``), like the broker.
-Their folders are wiped at every start, so a stale ``nodes.conf`` never makes a
-node rejoin an old cluster.
+Nodes persist to an append-only file (fsync once a second) beside their
+``nodes.conf``, so a restarted cluster comes back with its keys and its slot
+layout, without being created again. ``cluster.json`` in the cluster's folder
+records the ports it was created on; started on other ports, the folder is
+wiped and a new cluster created, so a stale ``nodes.conf`` never makes a node
+look for peers that are not there.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -28,6 +32,7 @@ __all__ = [
     "create_cluster",
     "node_process",
     "node_role",
+    "prepare_cluster_dir",
     "slot_map_ports",
     "wait_cluster_ok",
     "wait_nodes_listening",
@@ -41,15 +46,38 @@ NODE_TIMEOUT_MS = 5000
 BUS_PORT_OFFSET = 10000
 
 
+_CLUSTER_RECORD = "cluster.json"
+
+
+def prepare_cluster_dir(data_dir: Path, ports: Sequence[int]) -> bool:
+    """True if ``data_dir`` holds a cluster created on ``ports`` (start it as it is);
+    otherwise empty the folder, record ``ports`` for the cluster about to be created,
+    and return False."""
+    record = data_dir / _CLUSTER_RECORD
+    try:
+        created_on = json.loads(record.read_text())["ports"]
+    except (OSError, ValueError, KeyError, TypeError):
+        created_on = None
+    configs = [data_dir / str(port) / f"nodes-{port}.conf" for port in ports]
+    if created_on == list(ports) and all(path.is_file() for path in configs):
+        return True
+    if created_on is not None:
+        logger.warning("infra.redis.new_cluster dir=%s was_ports=%s ports=%s (old data removed)",
+                       data_dir, created_on, list(ports))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    record.write_text(json.dumps({"ports": list(ports)}) + "\n")
+    return False
+
+
 def node_process(
     server: str, host: str, port: int, bus_port: int, data_dir: Path, log_path: Path
 ) -> ServiceProcess:
-    """A cluster-enabled node with no persistence, its folder emptied first."""
+    """A cluster-enabled node persisting to an append-only file in ``data_dir/<port>``."""
     # Absolute: the node changes into --dir before it opens --cluster-config-file, so a
     # relative path (the default data dir is ".parley") would be resolved from inside it.
     node_dir = (data_dir / str(port)).absolute()
-    shutil.rmtree(node_dir, ignore_errors=True)
-    node_dir.mkdir(parents=True)
+    node_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         server,
         "--port", str(port),
@@ -58,7 +86,8 @@ def node_process(
         "--cluster-enabled", "yes",
         "--cluster-config-file", str(node_dir / f"nodes-{port}.conf"),
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
         "--daemonize", "no",
         "--logfile", "",
         # Replicas sync at once instead of the primary waiting 5 s for more of them.
@@ -75,13 +104,26 @@ def node_process(
     return ServiceProcess(f"redis-{port}", argv, log_path, port)
 
 
-def wait_nodes_listening(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline) -> None:
+def wait_nodes_listening(
+    nodes: Sequence[ServiceProcess],
+    host: str,
+    deadline: Deadline,
+    running: Sequence[ServiceProcess] = (),
+) -> None:
+    """Until every node listens; raises as soon as one of them, or of ``running`` (the
+    processes started beside them), has exited."""
+    watched = [*nodes, *running]
+
+    def check() -> None:
+        for process in watched:
+            process.check_running()
+
     for node in nodes:
         wait_until(
             lambda node=node: port_accepts(host, node.port),  # type: ignore[misc]
             deadline,
             f"{node.name} to listen on {host}:{node.port}",
-            check=node.check_running,
+            check=check,
         )
 
 

@@ -12,7 +12,7 @@ from infra.waiting import Deadline, wait_until
 from kernel.errors import InfraError
 from streams.topics import TopicSpec
 
-__all__ = ["ensure_topics"]
+__all__ = ["broker_count", "ensure_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,15 @@ _CONFIG_REJECTED = {
     KafkaError.POLICY_VIOLATION,
     KafkaError.INVALID_REQUEST,
 }
+
+
+def broker_count(bootstrap: str, timeout: float = 30) -> int:
+    """How many brokers the cluster at ``bootstrap`` has (to size replication)."""
+    deadline = Deadline(timeout)
+    admin = admin_client(bootstrap)
+    wait_until(lambda: bool(_metadata(admin, bootstrap, deadline).brokers), deadline,
+               f"a broker at {bootstrap}")
+    return len(_metadata(admin, bootstrap, deadline).brokers)
 
 
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30) -> None:
@@ -72,7 +81,8 @@ def _metadata(
 
 def _new_topic(spec: TopicSpec, with_config: bool) -> NewTopic:
     config = spec.config() if with_config else {}
-    return NewTopic(spec.name, num_partitions=spec.partitions, config=config)
+    return NewTopic(spec.name, num_partitions=spec.partitions,
+                    replication_factor=spec.replication_factor, config=config)
 
 
 def _create(admin: AdminClient, specs: list[TopicSpec], deadline: Deadline) -> None:

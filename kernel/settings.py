@@ -144,13 +144,12 @@ class Settings(EnvSettings):
         Path(".parley"), "PARLEY_DATA_DIR", "Folder for embedded infrastructure data and logs."
     )
     chat_partitions: int = setting(
-        4,
+        0,
         "PARLEY_CHAT_PARTITIONS",
-        "Partitions of the chat and knowledge topics when Parley creates them: the most "
-        "workers that can share the load. 4 suits everyday use of the embedded broker, "
-        "whose fetches cost more the more batches a partition holds (docs/infra.md); a "
-        "sustained load test at thousands of messages a second on it runs better on 1. "
-        "docker-compose.yml uses 12 on Apache Kafka.",
+        "Partitions of the chat and knowledge topics when Parley creates them (the most "
+        "workers that can share the load); 0 takes streams/topics.toml's, the topic "
+        "configuration every deployment shares. Set it only to try another count "
+        "(benchmarks do).",
     )
     fetch_max_wait_ms: int = setting(
         10,
@@ -253,7 +252,9 @@ class Settings(EnvSettings):
         for name, lowest in (("gateway_port", 0), ("worker_web_port", 1)):
             if not lowest <= getattr(self, name) <= 65535:
                 self._invalid(name, f"a port from {lowest} to 65535")
-        for name in ("chat_partitions", "max_text_bytes", "max_frame_bytes",
+        if self.chat_partitions < 0:
+            self._invalid("chat_partitions", "a whole number >= 0 (0: streams/topics.toml's)")
+        for name in ("max_text_bytes", "max_frame_bytes",
                      "gateway_max_in_flight", "outbox_size", "worker_batch_size",
                      "session_ttl_s"):  # fmt: skip
             if getattr(self, name) < 1:

@@ -123,7 +123,8 @@ class Stack:
         )
         ensure_topics(
             self.settings.kafka_bootstrap,
-            all_topics(self.settings.chat_partitions, self.settings.topic_prefix),
+            all_topics(self.settings.chat_partitions, self.settings.topic_prefix,
+                       brokers=infra.brokers),
         )
 
     def prepare_model(self) -> Path:

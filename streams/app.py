@@ -32,7 +32,9 @@ from streams.topics import (
     CHAT_UNDERSTOOD,
     KNOWLEDGE_REQUESTS,
     KNOWLEDGE_RESULTS,
+    chat_partitions,
     dlq_of,
+    producer_compression,
 )
 
 __all__ = ["ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic", "send",
@@ -108,10 +110,11 @@ def create_app(settings: Settings) -> WorkerContext:
         web_host=settings.worker_web_host,
         web_bind=settings.worker_web_host,
         web_enabled=True,
-        topic_partitions=settings.chat_partitions,
+        topic_partitions=chat_partitions(settings.chat_partitions),
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
         producer_acks=-1,
+        producer_compression_type=producer_compression(),
         consumer_auto_offset_reset="earliest",
         # Fast group joins on a small broker: ready in ~4 s instead of ~30 s with the defaults.
         broker_session_timeout=6,

@@ -1,17 +1,25 @@
-"""The topics of the bus: names, partitioning and retention.
+"""The topics of the bus: names, partitioning, retention, compression and replication.
 
 ``schemas/`` holds the contract of each topic's values; this module holds how
-the topics are laid out, and the envelope every conversation event carries.
+the topics are laid out (read from ``streams/topics.toml``, the one topic
+configuration every deployment shares), and the envelope every conversation
+event carries.
 Everything about one conversation is keyed by its id.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from kernel.errors import SchemaError
 
 __all__ = ["CHAT_INBOUND", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS",
-           "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicSpec", "all_topics",
-           "dlq_of"]
+           "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicDefaults",
+           "TopicSpec", "all_topics", "chat_partitions", "dlq_of", "producer_compression"]
 
 CHAT_INBOUND = "chat.inbound"
 CHAT_UNDERSTOOD = "chat.understood"
@@ -27,14 +35,59 @@ ENVELOPE_FIELDS = ("event_id", "tenant_id", "conversation_id", "user_id", "chann
                    "timestamp", "trace_id", "reply_route")
 
 
+_CONFIG_FILE = Path(__file__).with_name("topics.toml")
+
+
+@dataclass(frozen=True)
+class TopicDefaults:
+    """Replication, retention and compression of every topic (``[defaults]`` and
+    ``[replication]`` of ``streams/topics.toml``)."""
+
+    retention_ms: int
+    retention_bytes: int
+    compression: str
+    replication_factor: int
+    min_insync_replicas: int
+
+    @classmethod
+    def load(cls) -> TopicDefaults:
+        return _load_config()[0]
+
+    def for_brokers(self, brokers: int) -> TopicDefaults:
+        """These defaults on a cluster of ``brokers``: full replication only where the
+        cluster has the brokers for it, else one copy."""
+        if brokers >= self.replication_factor:
+            return self
+        return replace(self, replication_factor=1, min_insync_replicas=1)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
+    """One topic as Parley creates it."""
+
     name: str
     partitions: int
     compacted: bool = False
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    compression: str | None = None
+    min_insync_replicas: int | None = None
+    replication_factor: int = 1
 
     def config(self) -> dict[str, str]:
-        return {"cleanup.policy": "compact"} if self.compacted else {}
+        """The topic-level configs to create it with (Kafka's names)."""
+        config: dict[str, str] = {}
+        if self.compacted:
+            config["cleanup.policy"] = "compact"
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        if self.retention_bytes is not None:
+            config["retention.bytes"] = str(self.retention_bytes)
+        if self.compression is not None:
+            config["compression.type"] = self.compression
+        if self.min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(self.min_insync_replicas)
+        return config
 
 
 def dlq_of(topic: str) -> str:
@@ -42,13 +95,75 @@ def dlq_of(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-def all_topics(chat_partitions: int, prefix: str = "") -> list[TopicSpec]:
-    """Every topic Parley creates, with its partition count."""
-    # Keyed by conversation and co-partitioned: the conversation agent reads chat.inbound
-    # and knowledge.results, and must own both topics' partition N of a conversation.
-    chat = [CHAT_INBOUND, CHAT_UNDERSTOOD, CHAT_OUTBOUND, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS]
-    specs = [TopicSpec(prefix + name, chat_partitions) for name in chat]
-    specs += [TopicSpec(prefix + dlq_of(name), 1)
-              for name in (CHAT_INBOUND, KNOWLEDGE_REQUESTS, KNOWLEDGE_RESULTS)]
-    specs.append(TopicSpec(prefix + KB_DOCUMENTS, 1, compacted=True))
+def _positive(table: dict[str, Any], key: str, where: str) -> int:
+    value = table.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SchemaError(f"{_CONFIG_FILE}: [{where}] {key} must be a whole number >= 1, "
+                          f"got {value!r}")
+    return value
+
+
+@lru_cache(maxsize=1)
+def _load_config() -> tuple[TopicDefaults, dict[str, Any]]:
+    try:
+        raw = tomllib.loads(_CONFIG_FILE.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SchemaError(f"cannot read the topic configuration {_CONFIG_FILE}: {exc}") from exc
+    defaults, replication = raw.get("defaults", {}), raw.get("replication", {})
+    compression = defaults.get("compression")
+    if compression not in _COMPRESSIONS:
+        raise SchemaError(f"{_CONFIG_FILE}: [defaults] compression must be one of "
+                          f"{', '.join(sorted(_COMPRESSIONS))}, got {compression!r}")
+    topic_defaults = TopicDefaults(
+        retention_ms=_positive(defaults, "retention_ms", "defaults"),
+        retention_bytes=_positive(defaults, "retention_bytes", "defaults"),
+        compression=compression,
+        replication_factor=_positive(replication, "factor", "replication"),
+        min_insync_replicas=_positive(replication, "min_insync_replicas", "replication"),
+    )
+    if topic_defaults.min_insync_replicas > topic_defaults.replication_factor:
+        raise SchemaError(f"{_CONFIG_FILE}: [replication] min_insync_replicas cannot exceed "
+                          "factor")
+    for section in ("conversation", "dead_letters", "compacted"):
+        _positive(raw.get(section, {}), "partitions", section)
+    return topic_defaults, raw
+
+
+#: Codecs every client here writes (librdkafka, and aiokafka with cramjam).
+_COMPRESSIONS = frozenset({"none", "gzip", "snappy", "lz4", "zstd"})
+
+
+def chat_partitions(override: int = 0) -> int:
+    """Partitions of the conversation-keyed topics: ``override`` if given, else the file's."""
+    return override or int(_load_config()[1]["conversation"]["partitions"])
+
+
+def producer_compression() -> str:
+    """The codec producers use: the topics' own, so the broker stores batches as sent."""
+    return TopicDefaults.load().compression
+
+
+def all_topics(chat_partitions_override: int = 0, prefix: str = "",
+               brokers: int = 1) -> list[TopicSpec]:
+    """Every topic Parley creates, as ``streams/topics.toml`` lays them out for a cluster
+    of ``brokers``; ``chat_partitions_override`` (when not 0) replaces the conversation
+    topics' partition count."""
+    defaults, raw = _load_config()
+    defaults = defaults.for_brokers(brokers)
+    common = {
+        "compression": defaults.compression,
+        "min_insync_replicas": defaults.min_insync_replicas,
+        "replication_factor": defaults.replication_factor,
+    }
+    conversation, dead, compacted = raw["conversation"], raw["dead_letters"], raw["compacted"]
+    partitions = chat_partitions(chat_partitions_override)
+    specs = [TopicSpec(prefix + name, partitions, retention_ms=defaults.retention_ms,
+                       retention_bytes=defaults.retention_bytes, **common)
+             for name in conversation["topics"]]
+    specs += [TopicSpec(prefix + dlq_of(name), dead["partitions"],
+                        retention_ms=dead.get("retention_ms", defaults.retention_ms),
+                        retention_bytes=defaults.retention_bytes, **common)
+              for name in dead["of"]]
+    specs += [TopicSpec(prefix + name, compacted["partitions"], compacted=True, **common)
+              for name in compacted["topics"]]
     return specs

@@ -1,7 +1,8 @@
 """Shared pytest fixtures: one embedded broker + Redis Cluster per session.
 
-* ``infra`` (session): starts one :class:`~infra.EmbeddedInfra` on ports that
-  never collide with a dev stack (kafka 19092, redis 17000-17005). If those are
+* ``infra`` (session): starts one :class:`~infra.EmbeddedInfra` (one Apache Kafka
+  node, a 6-node Redis Cluster) on ports that never collide with a dev stack
+  (kafka 19092 + controller 19093, redis 17000-17005). If those are
   taken — another pytest session, or a dev stack's cluster bus, which listens on
   its Redis ports + 10000, i.e. 17000-17005 — it picks free ports instead. With
   ``PARLEY_TEST_KAFKA`` and ``PARLEY_TEST_REDIS_NODES`` set, it starts nothing
@@ -40,7 +41,6 @@ logger = logging.getLogger("tests.infra")
 
 TEST_KAFKA_PORT = 19092
 TEST_REDIS_PORTS = range(17000, 17006)
-TEST_CHAT_PARTITIONS = 4
 _FREE_PORT_ATTEMPTS = 3
 
 
@@ -84,10 +84,12 @@ def _start_embedded(data_dir: Path) -> EmbeddedInfra:
     except PortInUseError as exc:
         logger.warning("test infrastructure: %s; using free ports instead", exc)
     for attempt in range(1, _FREE_PORT_ATTEMPTS + 1):
-        ports = find_free_ports(1 + 2 * len(TEST_REDIS_PORTS))
-        kafka_port, redis_ports, bus_ports = ports[0], ports[1:7], ports[7:13]
+        ports = find_free_ports(2 + 2 * len(TEST_REDIS_PORTS))
+        kafka_ports, controller_ports = ports[0:1], ports[1:2]
+        redis_ports, bus_ports = ports[2:8], ports[8:14]
         stack = EmbeddedInfra(
-            data_dir, kafka_port=kafka_port, redis_ports=redis_ports, redis_bus_ports=bus_ports
+            data_dir, kafka_ports=kafka_ports, controller_ports=controller_ports,
+            redis_ports=redis_ports, redis_bus_ports=bus_ports,
         )
         try:
             stack.start()
@@ -130,7 +132,6 @@ def settings(infra: InfraAddresses, tmp_path: Path) -> Settings:
         redis_nodes=infra.redis_nodes,
         topic_prefix=prefix,
         consumer_group=f"{prefix}workers",
-        chat_partitions=TEST_CHAT_PARTITIONS,
         data_dir=tmp_path,
     )
     ensure_topics(

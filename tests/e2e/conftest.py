@@ -1,7 +1,7 @@
 """End-to-end fixtures: the real stack (gateway and worker processes) on real infra.
 
 ``pipeline`` is parametrized over where the broker and Redis Cluster come from:
-``embedded`` (the session's Tansu broker + 6-node Valkey cluster) and
+``embedded`` (the session's Apache Kafka node + 6-node Valkey cluster) and
 ``docker`` (Apache Kafka and a Redis Cluster in testcontainers; skipped when no
 Docker engine answers).
 """
@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from infra.ports import find_free_ports
-from infra.topics import ensure_topics
+from infra.topics import broker_count, ensure_topics
 from kernel.settings import Settings
 from parley.stack import Stack
 from streams.topics import all_topics
@@ -88,10 +88,10 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
     prefix = f"e{uuid.uuid4().hex[:8]}."
     settings = Settings.from_env(
         {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
-        consumer_group=f"{prefix}workers", chat_partitions=4, data_dir=data_dir,
+        consumer_group=f"{prefix}workers", data_dir=data_dir,
         nlu_model_dir=str(model), log_json=True,
     )
-    ensure_topics(bootstrap, all_topics(settings.chat_partitions, prefix))
+    ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=broker_count(bootstrap)))
     return settings
 
 

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from redis.asyncio.cluster import RedisCluster
+from redis.cluster import RedisCluster as SyncRedisCluster
 
 from infra import EmbeddedInfra, ensure_topics
 from infra.broker import kafka_metadata_ok
@@ -177,9 +178,10 @@ def test_a_second_stack_on_the_same_ports_fails_and_the_first_keeps_working(
     assert str(kafka_port) in str(caught.value)
     first_try.stop()  # nothing of its own to stop; must not touch the running stack
 
-    (free_kafka,) = find_free_ports(1)
+    free_kafka, free_controller = find_free_ports(2)
     second = EmbeddedInfra(
-        tmp_path / "b", kafka_port=free_kafka, redis_ports=redis_ports, redis_bus_ports=bus_ports
+        tmp_path / "b", kafka_ports=[free_kafka], controller_ports=[free_controller],
+        redis_ports=redis_ports, redis_bus_ports=bus_ports,
     )
     with pytest.raises(PortInUseError) as caught:
         second.start(10)
@@ -193,21 +195,28 @@ def test_a_second_stack_on_the_same_ports_fails_and_the_first_keeps_working(
     assert info is not None and info["cluster_state"] == "ok"
 
 
-def test_stop_is_idempotent_and_frees_the_ports(tmp_path: Path) -> None:
-    # 3 primaries, no replicas: the same lifecycle, without waiting for replicas to sync.
-    ports = find_free_ports(7)
-    stack = EmbeddedInfra(
-        tmp_path,
-        kafka_port=ports[0],
-        redis_ports=ports[1:4],
-        redis_bus_ports=ports[4:],
+def _small_stack(data_dir: Path, ports: list[int]) -> EmbeddedInfra:
+    """One Kafka node, 3 Redis primaries and no replicas: the whole lifecycle, without
+    waiting for replicas to sync."""
+    return EmbeddedInfra(
+        data_dir,
+        kafka_ports=ports[0:1],
+        controller_ports=ports[1:2],
+        redis_ports=ports[2:5],
+        redis_bus_ports=ports[5:8],
         redis_replicas=0,
     )
+
+
+def test_stop_is_idempotent_and_frees_the_ports(tmp_path: Path) -> None:
+    # 3 primaries, no replicas: the same lifecycle, without waiting for replicas to sync.
+    ports = find_free_ports(8)
+    stack = _small_stack(tmp_path, ports)
     with stack:
         assert stack.status()["up"]
         assert (tmp_path / "pids.json").exists()
-        assert (tmp_path / "logs" / "tansu.log").exists()
-        assert (tmp_path / "logs" / f"redis-{ports[1]}.log").exists()
+        assert (tmp_path / "logs" / "kafka-1.log").exists()
+        assert (tmp_path / "logs" / f"redis-{ports[2]}.log").exists()
     stack.stop()
     stack.stop()
     assert not (tmp_path / "pids.json").exists()
@@ -216,3 +225,43 @@ def test_stop_is_idempotent_and_frees_the_ports(tmp_path: Path) -> None:
     report = stack.status(timeout=0.5)
     assert not report["up"]
     assert report["redis"]["cluster_state"] == "down"
+
+
+def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: Path) -> None:
+    ports = find_free_ports(8)
+    stack = _small_stack(tmp_path, ports)
+    topic = f"kept-{uuid4().hex[:8]}"
+    with stack:
+        ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, 2)])
+        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+        for i in range(3):
+            producer.produce(topic, f"v{i}".encode(), key=f"k{i}".encode())
+        assert producer.flush(15) == 0
+        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "g",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topic])
+        assert len(_consume(consumer, 2, timeout=30)) == 2
+        consumer.commit(asynchronous=False)  # the group has read 2 of 3 (or all 3)
+        consumer.close()
+        redis = _redis_client(stack)
+        redis.set("parley:{t:c}:kept", "yes")
+        redis.close()
+    stack.stop()
+
+    again = _small_stack(tmp_path, ports)
+    with again:
+        assert topic in AdminClient({"bootstrap.servers": again.kafka_bootstrap}).list_topics(
+            timeout=10).topics
+        everything = Consumer({"bootstrap.servers": again.kafka_bootstrap, "group.id": "all",
+                               "auto.offset.reset": "earliest"})
+        everything.subscribe([topic])
+        assert sorted(_consume(everything, 3, timeout=30)) == [
+            (f"k{i}".encode(), f"v{i}".encode()) for i in range(3)]
+        everything.close()
+        redis = _redis_client(again)
+        assert redis.get("parley:{t:c}:kept") == "yes"
+        redis.close()
+
+
+def _redis_client(stack: EmbeddedInfra) -> SyncRedisCluster:
+    return SyncRedisCluster(host=stack.host, port=stack.redis_ports[0], decode_responses=True)

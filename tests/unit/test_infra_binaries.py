@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra import EmbeddedInfra
-from infra.binaries import RedisBinaries, resolve_redis_binaries, resolve_tansu
+from infra.binaries import RedisBinaries, resolve_redis_binaries
 from kernel.errors import BinaryNotFoundError
 
 
@@ -72,23 +72,12 @@ def test_nothing_found_names_everything_tried(tmp_path: Path) -> None:
     assert str(tmp_path / "missing") in message
 
 
-def test_tansu_is_found() -> None:
-    assert Path(resolve_tansu()).is_file()
-
-
-def test_a_bad_tansu_override_is_a_binary_not_found_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
-    with pytest.raises(BinaryNotFoundError, match="tansu"):
-        resolve_tansu()
-
-
 def test_start_fails_before_creating_anything_when_a_binary_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     data_dir = tmp_path / "data"
-    with pytest.raises(BinaryNotFoundError):
+    with pytest.raises(BinaryNotFoundError, match="java"):
         EmbeddedInfra(data_dir).start(timeout=5)
     assert not data_dir.exists()

@@ -21,7 +21,7 @@ def _own_record() -> PidRecord:
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    content = PidFile("127.0.0.1", 19092, [17000, 17001], [_own_record()])
+    content = PidFile("127.0.0.1", [19092], [17000, 17001], [_own_record()], controller_ports=[19093])
     path = write_pidfile(tmp_path, content)
     assert path == tmp_path / "pids.json"
     assert read_pidfile(tmp_path) == content
@@ -65,7 +65,7 @@ def test_stop_recorded_stops_the_recorded_processes_once(tmp_path: Path) -> None
     records = [
         PidRecord(s.name, s.pid or 0, 0, psutil.Process(s.pid).create_time()) for s in services
     ]
-    write_pidfile(tmp_path, PidFile("127.0.0.1", 1, [2, 3, 4, 5, 6, 7], records))
+    write_pidfile(tmp_path, PidFile("127.0.0.1", [1], [2, 3, 4, 5, 6, 7], records))
     stack = EmbeddedInfra.from_pidfile(tmp_path, grace=2)
     assert stack is not None and stack.kafka_port == 1
     try:
@@ -81,7 +81,7 @@ def test_stop_recorded_stops_the_recorded_processes_once(tmp_path: Path) -> None
 
 
 def test_start_refuses_a_data_dir_whose_processes_still_run(tmp_path: Path) -> None:
-    write_pidfile(tmp_path, PidFile("127.0.0.1", 1, [], [_own_record()]))
+    write_pidfile(tmp_path, PidFile("127.0.0.1", [1], [], [_own_record()]))
     from infra.ports import find_free_ports
 
     ports = find_free_ports(13)

@@ -84,7 +84,8 @@ def test_start_refuses_a_taken_redis_bus_port(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kafka_port": 0}, "kafka_port"),
+        ({"kafka_port": 0}, "every kafka port"),
+        ({"brokers": 3, "kafka_ports": [9092]}, "3 broker(s) need 3 kafka port(s)"),
         ({"redis_ports": range(7000, 7003)}, "at least 6 ports"),
         ({"redis_ports": [7000, 7001, 7002, 7003, 7004, 9092]}, "must all differ"),
         ({"redis_ports": range(60000, 60006)}, "bus port"),

@@ -11,7 +11,7 @@ import pytest
 
 from infra import EmbeddedInfra
 from infra.binaries import RedisBinaries
-from infra.broker import broker_process, broker_threads
+from infra.kafka_dist import KafkaDist
 from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports
 from infra.process import ServiceProcess, log_tail, stop_processes
@@ -69,24 +69,26 @@ def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> Non
 def test_start_stops_everything_when_the_broker_dies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker = _script(tmp_path / "tansu", "echo 'tansu: error: cannot bind' >&2; exit 2")
+    java = _script(tmp_path / "java", "echo 'kafka: error: cannot bind' >&2; exit 2")
     node = _script(tmp_path / "valkey-server", "exec sleep 60")
     cli = _script(tmp_path / "valkey-cli", "exit 1")
-    monkeypatch.setattr("infra.embedded.resolve_tansu", lambda: broker)
+    monkeypatch.setattr("infra.embedded.resolve_kafka", lambda: KafkaDist(java, tmp_path))
+    monkeypatch.setattr("infra.embedded.format_storage", lambda *args: None)
     monkeypatch.setattr("infra.embedded.resolve_redis_binaries", lambda: RedisBinaries(node, cli))
-    ports = find_free_ports(13)
+    ports = find_free_ports(14)
     data_dir = tmp_path / "data"
     stack = EmbeddedInfra(
         data_dir,
-        kafka_port=ports[0],
-        redis_ports=ports[1:7],
-        redis_bus_ports=ports[7:],
+        kafka_ports=ports[0:1],
+        controller_ports=ports[1:2],
+        redis_ports=ports[2:8],
+        redis_bus_ports=ports[8:],
         grace=2,
     )
-    with pytest.raises(InfraError, match="tansu exited with code 2") as caught:
+    with pytest.raises(InfraError, match="kafka-1 exited with code 2") as caught:
         stack.start(timeout=10)
     assert "cannot bind" in str(caught.value)
-    assert str(data_dir / "logs" / "tansu.log") in str(caught.value)
+    assert str(data_dir / "logs" / "kafka-1.log") in str(caught.value)
     assert not stack.started
     assert read_pidfile(data_dir) is None
 
@@ -105,20 +107,3 @@ def test_a_process_gets_the_environment_it_is_given_on_top_of_ours(
         time.sleep(0.01)  # let it finish: a stop could end it before it writes
     assert service.returncode() == 0
     assert log_tail(tmp_path / "env.log") == "ours given"
-
-
-def test_the_embedded_broker_gets_a_thread_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TOKIO_WORKER_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert broker_threads() == 2
-
-
-def test_the_broker_thread_count_can_be_set_in_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("TOKIO_WORKER_THREADS", raising=False)
-    default = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
-    assert default.env == {"TOKIO_WORKER_THREADS": str(os.cpu_count())}
-    monkeypatch.setenv("TOKIO_WORKER_THREADS", "3")
-    chosen = broker_process("tansu", "127.0.0.1", 9092, tmp_path / "t.log")
-    assert chosen.env == {"TOKIO_WORKER_THREADS": "3"}
