@@ -100,7 +100,7 @@ def test_kb_document_record_round_trips_through_avro() -> None:
 @pytest.mark.parametrize(
     "module",
     [f"knowledge.{name}" for name in (
-        "agent", "answer", "bench", "breaker", "cache", "chunking", "cli", "demo", "documents",
+        "agent", "answer", "breaker", "cache", "chunking", "cli", "demo", "documents",
         "errors", "evaluate", "follower", "generation", "index", "knowledge_base", "lexical",
         "llm", "publisher", "rerank", "service", "settings", "threads", "training",
     )] + ["encoders.embedder", "encoders.errors", "encoders.onnx_graphs"],
