@@ -25,7 +25,8 @@ from kernel.errors import ParleyError
 
 __all__ = ["MissingExtra", "require"]
 
-_DISTRIBUTIONS = {"sklearn": "scikit-learn", "torch": "torch (PyTorch)"}
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "torch": "torch (PyTorch)",
+                  "faust": "faust-streaming", "yaml": "pyyaml"}
 """Package names where they differ from the module's (what ``pip install`` is given)."""
 
 

