@@ -33,7 +33,9 @@ from agents.nlu.finetune import TuningParams, encoder_module, fine_tune_encoder 
 TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
          "a much longer message about moving money between two of my accounts, tomorrow", "ok"]
 
-pytestmark = [needs_minilm, pytest.mark.slow]  # minutes of fine-tuning on 2 cores
+# Minutes of fine-tuning on 2 cores, more on a busy machine: the module fixture is timed
+# with the first test that uses it.
+pytestmark = [needs_minilm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
