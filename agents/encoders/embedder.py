@@ -50,8 +50,8 @@ from kernel.extras import require
 from kernel.files import atomic_directory
 
 __all__ = ["BUILD_VERSION", "EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint",
-           "mpnet_checkpoint", "pad_ids", "plain_tokenizer", "quantize_int8", "resolve_kind",
-           "truncate_ids"]
+           "mpnet_checkpoint", "pad_ids", "plain_tokenizer", "quantize_int8", "require_weights",
+           "resolve_kind", "truncate_ids"]
 
 EMBEDDER_KINDS = ("auto", "minilm", "minilm-int8", "mpnet", "mpnet-int8", "wordllama")
 BUILD_VERSION = 2
@@ -146,6 +146,15 @@ def _mpnet_parts() -> list[Path] | None:
             return None
         parts.append(path)
     return parts
+
+
+def require_weights(kind: str) -> None:
+    """Raise :class:`EmbedderUnavailable` now if ``kind``'s weights are not installed
+    (without reading them), so a long job fails before it starts, not halfway."""
+    if kind.startswith("minilm"):
+        _minilm_source()
+    elif kind.startswith("mpnet") and _mpnet_parts() is None:
+        raise EmbedderUnavailable("mpnet", _MPNET_HINT)
 
 
 def mpnet_checkpoint() -> tuple[dict[str, np.ndarray], dict[str, Any], bytes]:

