@@ -1,6 +1,6 @@
 """What one hop costs the broker: ``parley bench broker``.
 
-Starts its own Tansu broker (nothing else shares its CPU), then for each
+Starts its own Apache Kafka node (nothing else shares its CPU), then for each
 partition count creates a topic and measures the broker's CPU
 
 * while one consumer long-polls every partition with the workers' fetch wait
@@ -10,11 +10,10 @@ partition count creates a topic and measures the broker's CPU
   reads them back: one hop of the pipeline.
 
 With ``stored`` batches already in each partition (one record each, what a
-stream at a few messages a second leaves behind), the same hop shows what a
-long-running embedded broker pays: Tansu 0.6's in-memory engine lists every
-batch of a partition on each fetch that returns data from it, and keeps
-every batch for good (no retention; DeleteRecords is unimplemented), so that
-cost grows with what the broker has stored (docs/infra.md).
+stream at a few messages a second leaves behind), the same hop shows whether a
+long-running broker pays more the more it holds. Kafka finds a fetch's offset
+through a segment index, so it should not; Tansu 0.6, the embedded broker
+before Kafka, listed every stored batch on each fetch (docs/infra.md).
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from infra.binaries import resolve_tansu
-from infra.broker import admin_client, broker_process, wait_broker
+from infra.broker import HEAP, admin_client, format_storage, kafka_nodes, node_process, wait_brokers
+from infra.kafka_dist import KAFKA_VERSION, resolve_kafka
 from infra.ports import find_free_ports
 from infra.waiting import Deadline
 
@@ -45,16 +44,20 @@ _VALUE = b"x" * 300  # about a ChatMessage
 
 
 @contextlib.contextmanager
-def _own_broker() -> Iterator[tuple[str, psutil.Process, int]]:
-    """The bootstrap address, the process and the tokio worker threads of a new broker."""
+def _own_broker() -> Iterator[tuple[str, psutil.Process]]:
+    """The bootstrap address and the process of a new one-node Kafka cluster."""
     with tempfile.TemporaryDirectory(prefix="parley-bench-broker-") as tmp:
-        port = find_free_ports(1, _HOST)[0]
-        broker = broker_process(resolve_tansu(), _HOST, port, Path(tmp) / "tansu.log")
+        dist = resolve_kafka()
+        port, controller = find_free_ports(2, _HOST)
+        (node,) = kafka_nodes(Path(tmp), _HOST, [port], [controller])
+        deadline = Deadline(60)
+        format_storage(dist, [node], deadline)
+        broker = node_process(dist, node, Path(tmp) / "kafka.log")
         broker.start()
         try:
-            wait_broker(broker, _HOST, Deadline(30))
+            wait_brokers([broker], _HOST, deadline)
             assert broker.process is not None
-            yield f"{_HOST}:{port}", broker.process, int(broker.env["TOKIO_WORKER_THREADS"])
+            yield f"{_HOST}:{port}", broker.process
         finally:
             broker.stop()
 
@@ -155,10 +158,11 @@ def run_broker_bench(partitions: Sequence[int], rate: float, seconds: float,
                      stored: Sequence[int] = (0,)) -> dict[str, Any]:
     """One produce-and-consume hop per partition count and stored batch count, each on
     a topic of its own, on a broker of its own."""
-    with _own_broker() as (bootstrap, broker, threads):
+    with _own_broker() as (bootstrap, broker):
         runs = [_measure_hop(bootstrap, broker, n, rate, seconds, fetch_wait_ms, linger_ms, k)
                 for n in partitions for k in stored]
     return {"rate": rate, "seconds": seconds, "fetch_wait_ms": fetch_wait_ms,
-            "linger_ms": linger_ms, "cores": psutil.cpu_count(), "broker_threads": threads,
+            "linger_ms": linger_ms, "cores": psutil.cpu_count(),
+            "broker": f"Apache Kafka {KAFKA_VERSION}, heap {HEAP}",
             "runs": runs}
 

@@ -397,7 +397,7 @@ def kb(index_dir: Path | None, chunks: int, queries_file: Path | None, seconds: 
 def broker(partitions: str, stored: str, rate: float, seconds: float, linger_ms: float,
            as_json: bool) -> None:
     """The broker's CPU for one hop (produce + consume), by partition count and by what
-    each partition already stores (own Tansu)."""
+    each partition already stores (own Kafka node)."""
     from benchmarks.broker import run_broker_bench
     from kernel.settings import Settings
 

@@ -117,14 +117,15 @@ def _data_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
 
 
 def _free_infra_ports() -> tuple[int, int]:
-    """A free Kafka port, and a base port with free ports for the Redis nodes and their
-    cluster buses."""
-    kafka_port = find_free_ports(1, _HOST)[0]
+    """A free Kafka port whose next port (the controller's) is free too, and a base port
+    with free ports for the Redis nodes and their cluster buses."""
     nodes = range(CLUSTER_NODES)
     for _ in range(200):
+        kafka_port = random.randrange(30000, 40000)
         base = random.randrange(20000, 30000)
-        wanted = [base + i for i in nodes] + [base + BUS_PORT_OFFSET + i for i in nodes]
-        if kafka_port not in wanted and all(is_port_free(_HOST, p) for p in wanted):
+        wanted = [kafka_port, kafka_port + 1]
+        wanted += [base + i for i in nodes] + [base + BUS_PORT_OFFSET + i for i in nodes]
+        if all(is_port_free(_HOST, p) for p in wanted):
             return kafka_port, base
     raise InfraError(f"found no {CLUSTER_NODES} consecutive free ports for a Redis Cluster "
                      "in 20000-30000")
@@ -135,7 +136,7 @@ def _infra_pids(data_dir: Path) -> dict[str, int]:
     if recorded is None:
         return {}
     return {
-        ("broker" if record.name == "tansu" else record.name): record.pid
+        ("broker" if record.name == "kafka-1" else record.name): record.pid
         for record, _ in recorded.live()
     }
 

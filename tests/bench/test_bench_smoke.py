@@ -148,7 +148,7 @@ def test_broker(run_bench: Any) -> None:
                     "--seconds", "1")
     assert [(r["partitions"], r["stored_batches_per_partition"]) for r in out["runs"]] == [
         (1, 0), (1, 300), (3, 0), (3, 300)]
-    assert out["broker_threads"] >= 1
+    assert out["broker"].startswith("Apache Kafka 4.")
     for run in out["runs"]:
         # Only what the hop produced is read back: the stored batches lie before it.
         assert run["sent"] >= 150 and run["consumed"] == run["sent"]
