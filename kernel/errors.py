@@ -14,6 +14,7 @@ that raises them, and import their base from here::
     │   └── Unsupported              (streams/avro_compiled.py) a schema the compiled
     │                                codec does not handle: the generic one is used
     ├── DecodeError                  bytes on a topic are not a known Avro event
+    ├── MissingExtra                 (kernel/extras.py) a command needs an optional package
     ├── InvalidIdError               (streams/keys.py) a tenant, user or conversation id
     │                                unusable in keys and topics; also a ValueError
     ├── BusError                     (streams/errors.py) the broker did not do what was asked

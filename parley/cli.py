@@ -16,7 +16,10 @@ settings   (here)                  list every setting and its variable
 
 A :class:`~kernel.errors.ParleyError` raised by any subcommand (a malformed
 ``PARLEY_*`` setting, infrastructure that cannot start) ends the command with a
-one-line ``Error: ...`` and exit status 1, not a traceback.
+one-line ``Error: ...`` and exit status 1, not a traceback. So does a third-party
+package the install left out (the gateway's install has no NumPy, Faust or ONNX
+Runtime): the error names the extra that brings it (:data:`_EXTRAS`), and
+``parley --help`` still lists every command.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import click
 
 from agents.knowledge.settings import KnowledgeSettings
 from kernel.errors import ParleyError
+from kernel.extras import MissingExtra
 from kernel.settings import Settings
 
 __all__ = ["main"]
@@ -42,6 +46,43 @@ _SUBCOMMANDS: dict[str, str] = {
     "bench": "benchmarks.cli:bench",
 }
 
+_EXTRAS: dict[str, str] = {
+    "infra": "embedded",
+    "worker": "worker",
+    "up": "local",
+    "nlu": "train",
+    "kb": "train",
+    "bench": "bench",
+}
+"""The extra (pyproject.toml) that brings what each subcommand imports beyond Parley's
+own dependencies (``nlu`` and ``kb`` name ``train``, which holds ``worker``)."""
+_OWN_PACKAGES = frozenset({"kernel", "parley", "benchmarks", "gateway", "streams", "agents",
+                           "schemas", "infra"})
+
+
+def _missing_extra(cmd_name: str, exc: ModuleNotFoundError) -> MissingExtra | None:
+    """The error to report when ``cmd_name`` could not import ``exc.name``: None when
+    that is Parley's own module (a bug, not an install choice) or no extra brings it."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(cmd_name)
+    if not module or module in _OWN_PACKAGES or extra is None:
+        return None
+    return MissingExtra(f"parley {cmd_name}", module, extra)
+
+
+def _unavailable(cmd_name: str, error: MissingExtra) -> click.Command:
+    """A stand-in for a subcommand whose module cannot be imported: listed by --help,
+    and failing with ``error`` whatever it is given."""
+
+    def fail() -> None:
+        raise error
+
+    return click.Command(
+        cmd_name, callback=fail, add_help_option=False,
+        short_help=f"(not installed: pip install 'parley[{error.extra}]')",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -52,7 +93,14 @@ class _LazyGroup(click.Group):
         if target is None:
             return super().get_command(ctx, cmd_name)
         module_name, _, attr = target.partition(":")
-        command: Any = getattr(importlib.import_module(module_name), attr)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            error = _missing_extra(cmd_name, exc)
+            if error is None:
+                raise
+            return _unavailable(cmd_name, error)
+        command: Any = getattr(module, attr)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -60,6 +108,11 @@ class _LazyGroup(click.Group):
             return super().invoke(ctx)
         except ParleyError as exc:
             raise click.ClickException(str(exc)) from exc
+        except ModuleNotFoundError as exc:  # imported while the subcommand ran
+            error = _missing_extra(ctx.invoked_subcommand or "", exc)
+            if error is None:
+                raise
+            raise click.ClickException(str(error)) from exc
 
 
 @click.group(cls=_LazyGroup)

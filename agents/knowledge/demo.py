@@ -18,6 +18,7 @@ from agents.knowledge import knowledge_base
 from agents.knowledge.documents import Document, load_corpus
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.settings import KnowledgeSettings
+from kernel.extras import MissingExtra
 from kernel.settings import Settings
 
 __all__ = ["DEMO_TENANT", "demo_index_key", "ensure_demo_index", "resolve_kb_index"]
@@ -50,7 +51,11 @@ def ensure_demo_index(cache_root: Path, corpus: Path) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-kb-", dir=cache_root))
     try:
-        kb = KnowledgeBase.create(tmp, embedder=embedder)
+        try:
+            kb = KnowledgeBase.create(tmp, embedder=embedder)
+        except MissingExtra as exc:
+            raise exc.needed_for("building the demo knowledge index on first start "
+                                 "(PARLEY_KB_INDEX names a built index instead)") from exc
         docs = [d for d in load_corpus(Path(corpus), default_tenant=DEMO_TENANT)
                 if isinstance(d, Document)]
         kb.upsert_many(docs)

@@ -20,6 +20,7 @@ from agents.nlu.evaluate import evaluate, format_report
 from agents.nlu.model import ManifestError, NLUModel
 from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
 from agents.nlu.train import CONTEXT_ENCODERS, TrainingParams, train_model_from_files
+from kernel.extras import MissingExtra
 
 __all__ = ["nlu"]
 
@@ -140,7 +141,7 @@ def train_cmd(data: tuple[Path, ...], out: Path, params: TrainingParams) -> None
     """Train an intent classifier and an entity tagger from JSON lines."""
     try:
         manifest = train_model_from_files(list(data), out, params, show_progress=True)
-    except (DataError, ValueError, EmbedderUnavailable) as exc:
+    except (DataError, ValueError, EmbedderUnavailable, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {manifest.version} written to {out}")
     entities = ", ".join(manifest.entity_labels) or "-"
@@ -172,7 +173,7 @@ def cross_validate_cmd(data: tuple[Path, ...], folds: int, as_json: bool,
             load_examples(list(data)), params, folds=folds, reference_time=reference,
             progress=lambda step: click.echo(step, err=True),
         )
-    except (DataError, ValueError, EmbedderUnavailable) as exc:
+    except (DataError, ValueError, EmbedderUnavailable, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, sort_keys=True) if as_json else format_cv_report(report))
 

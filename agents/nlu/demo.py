@@ -13,7 +13,13 @@ from pathlib import Path
 
 from agents.nlu.manifest import MANIFEST_NAME
 from agents.nlu.recognisers import RecogniserConfig
-from agents.nlu.train import CODE_VERSION, TrainingParams, train_model_from_files
+from agents.nlu.train import (
+    CODE_VERSION,
+    TrainingParams,
+    require_training_packages,
+    train_model_from_files,
+)
+from kernel.extras import MissingExtra
 from kernel.files import atomic_directory
 from kernel.settings import Settings
 
@@ -55,6 +61,11 @@ def ensure_demo_model(cache_root: Path, nlu_file: Path) -> Path:
             id_patterns=DEMO_ID_PATTERNS, default_country_code=DEMO_COUNTRY_CODE
         )
     )
+    try:
+        require_training_packages(params)
+    except MissingExtra as exc:
+        raise exc.needed_for("training the demo NLU model on first start (PARLEY_NLU_MODEL "
+                             "names a trained model instead)") from exc
     with atomic_directory(folder, replace=False) as build:
         train_model_from_files([Path(nlu_file)], build, params)
     return folder

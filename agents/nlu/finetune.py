@@ -34,14 +34,17 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.encoders.embedder import pad_ids, truncate_ids
-from agents.encoders.errors import EmbedderUnavailable
+from kernel.extras import require
 
-__all__ = ["TuningParams", "fine_tune_encoder", "fine_tune_token_scorer"]
+__all__ = ["TORCH_HINT", "TuningParams", "fine_tune_encoder", "fine_tune_token_scorer",
+           "require_torch"]
 
 log = logging.getLogger(__name__)
 
-_HINT = ("fine-tuning needs PyTorch: pip install 'parley[tune]' "
-         "(here: pip install torch==2.13.0, the CPU build)")
+TORCH_HINT = ("PyPI's Linux wheel brings about 2.7 GB of CUDA libraries; the CPU "
+              "build is a few hundred MB: pip install torch --index-url "
+              "https://download.pytorch.org/whl/cpu; in a checkout: make install-tune")
+"""How to get PyTorch, for the error a fine-tuning command gives without it."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,11 @@ class TuningParams:
             raise ValueError("epochs, batch_size and max_tokens must be positive")
 
 
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise EmbedderUnavailable("minilm-tuned", _HINT) from exc
-    return torch
+def require_torch() -> Any:
+    """The ``torch`` module, or :class:`~kernel.extras.MissingExtra` naming the ``tune``
+    extra: fine-tuning is the only use of PyTorch, which the install leaves out."""
+    return require("torch", extra="tune", purpose="fine-tuning a MiniLM encoder (minilm-tuned)",
+                   hint=TORCH_HINT)
 
 
 def _bert_module(torch: Any) -> Any:
@@ -139,7 +141,7 @@ def _bert_module(torch: Any) -> Any:
 def encoder_module(weights: Mapping[str, npt.NDArray[Any]], config: Mapping[str, Any]) -> Any:
     """The PyTorch twin of the ONNX encoder for ``weights`` (a ``torch.nn.Module``:
     ``(input_ids, attention_mask) → L2-normalised vectors``)."""
-    torch = _torch()
+    torch = require_torch()
     return _bert_module(torch)(
         weights, int(config["num_hidden_layers"]), int(config["num_attention_heads"]),
         float(config.get("layer_norm_eps", 1e-12)),
@@ -157,7 +159,7 @@ def fine_tune_encoder(
     encoder's tokenizer gives them (cut to ``params.max_tokens`` here). ``report``
     hears the progress (``epoch 2/3 41%``) a few times an epoch.
     """
-    torch = _torch()
+    torch = require_torch()
     params = params or TuningParams()
     functional = torch.nn.functional
     y = torch.tensor(np.asarray(labels, np.int64))
@@ -188,7 +190,7 @@ def fine_tune_token_scorer(
     ``token_ids`` are as for :func:`fine_tune_encoder`; positions past
     ``params.max_tokens`` are cut with the tokens.
     """
-    torch = _torch()
+    torch = require_torch()
     params = params or TuningParams()
     functional = torch.nn.functional
     limit = params.max_tokens - 1  # the closing special token takes the last place

@@ -19,6 +19,7 @@ Needs the ``train`` extra (scikit-learn, onnx, wordllama). Steps:
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import shutil
@@ -45,6 +46,7 @@ from agents.nlu.span_training import AnnotatedMessage, fit_span_models
 from agents.nlu.spans import SpanModels
 from agents.nlu.tagger import encode_bio, token_features
 from agents.nlu.text import MAX_TEXT_CHARS, Token, clean_text, tokenize
+from kernel.extras import MissingExtra, require
 from kernel.files import atomic_directory
 
 __all__ = [
@@ -512,6 +514,26 @@ def _train_tagger(
     )
 
 
+def require_training_packages(params: TrainingParams) -> None:
+    """Fail before any work, naming what to install, when a package that training with
+    ``params`` needs is missing (the worker's install serves models but cannot train
+    them), or the weights of an encoder it builds (MiniLM, all-mpnet-base-v2)."""
+    purpose = "training an NLU model"
+    for module in ("sklearn", "onnx", "tqdm"):
+        require(module, extra="train", purpose=purpose)
+    if importlib.util.find_spec("wordllama") is None:  # its files are read, never imported
+        raise MissingExtra(purpose, "wordllama", "train")
+    if params.tunes_context_encoder or params.entity_encoder:
+        from agents.nlu.finetune import require_torch
+
+        require_torch()
+    for encoder in (params.context_encoder, params.entity_encoder):
+        if encoder:
+            from agents.encoders.embedder import require_weights
+
+            require_weights(encoder)
+
+
 def train_model(
     examples: Sequence[Example],
     out_dir: Path,
@@ -527,11 +549,12 @@ def train_model(
     """
     import json
 
-    from tqdm import tqdm
-
     params = params or TrainingParams()
     if not examples:
         raise ValueError("no training examples")
+    require_training_packages(params)
+    from tqdm import tqdm
+
     digest = data_hash or hash_training_data(
         canonical_lines(examples), CODE_VERSION, json.dumps(params.describe(), sort_keys=True),
         json.dumps(params.recognisers.to_json(), sort_keys=True),

@@ -41,7 +41,8 @@ def _committed(settings: Settings, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": settings.consumer_group})
     try:
-        partitions = [TopicPartition(topic, p) for p in range(chat_partitions(settings.chat_partitions))]
+        count = chat_partitions(settings.chat_partitions)
+        partitions = [TopicPartition(topic, p) for p in range(count)]
         return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
     finally:
         consumer.close()

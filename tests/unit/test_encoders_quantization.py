@@ -11,7 +11,7 @@ import pytest
 from agents.encoders.embedder import Embedder, build_embedder, minilm_checkpoint
 from tests.unit.wheels import needs_minilm
 
-pytestmark = needs_minilm
+pytestmark = [needs_minilm, pytest.mark.slow]  # builds and quantises MiniLM twice (~15 s)
 
 TEXTS = ["hello there", "I lost my credit card yesterday", "where is my order AB-123456",
          "a much longer message about moving money between two of my accounts, tomorrow",

@@ -37,7 +37,7 @@ from agents.encoders.onnx_graphs import bert_token_graph  # noqa: E402
 from agents.nlu import finetune  # noqa: E402
 from agents.nlu.finetune import encoder_module  # noqa: E402
 
-pytestmark = needs_minilm
+pytestmark = [needs_minilm, pytest.mark.slow, pytest.mark.timeout(900)]  # fine-tunes MiniLM
 
 
 @pytest.fixture(scope="module")
