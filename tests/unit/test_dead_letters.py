@@ -69,7 +69,7 @@ def test_an_unavailable_dependency_is_retried(error: Exception) -> None:
 
 
 @pytest.mark.parametrize("error", [
-    InvalidIdError("invalid tenant id 'a b'"), DecodeError("not avro", size=3),
+    InvalidIdError("tenant id", "a b"), DecodeError("not avro", size=3),
     KeyError("payload"), ValueError("a record of 2000000 bytes does not fit a batch"),
     TypeError("'NoneType' object is not subscriptable"), ZeroDivisionError(),
     ResponseError("ERR Error running script: bad argument"), DataError("Invalid input"),
@@ -88,11 +88,12 @@ def message(topic: str = INBOUND, offset: int = 7, value: bytes = b"\x00junk") -
 
 
 def test_a_dead_letter_says_what_failed_and_where_the_event_came_from() -> None:
-    error = InvalidIdError("invalid tenant id 'a b'")
+    error = InvalidIdError("tenant id", "a b")
     headers = dead_letter_headers(message(), error, "conversation", now_ms=1765000001000)
     assert all(isinstance(name, str) and isinstance(value, bytes) for name, value in headers)
     letter = read_dead_letter(headers)
-    assert letter.error == "invalid tenant id 'a b'"
+    assert letter.error == str(error)
+    assert letter.error.startswith("invalid tenant id 'a b'")
     assert letter.error_class == "streams.keys.InvalidIdError"
     assert (letter.topic, letter.partition, letter.offset) == (INBOUND, 2, 7)
     assert letter.timestamp_ms == 1765000000500
@@ -142,7 +143,7 @@ class Process:
             self.outages -= 1
             raise RedisConnectionError("redis is down")
         if "bad" in values:
-            raise InvalidIdError("invalid conversation id 'bad'")
+            raise InvalidIdError("conversation id", "bad")
         self.done += values
 
 

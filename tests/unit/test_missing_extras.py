@@ -22,6 +22,7 @@ from agents.encoders.embedder import build_embedder
 from agents.encoders.errors import EmbedderUnavailable
 from agents.nlu.demo import ensure_demo_model
 from agents.nlu.finetune import fine_tune_encoder
+from examples import DEMO
 from kernel import extras
 from kernel.errors import ParleyError
 from kernel.extras import MissingExtra, require
@@ -117,7 +118,7 @@ def test_a_worker_without_the_train_extra_cannot_train_the_demo_model_and_says_s
 ) -> None:
     _hide(monkeypatch, "sklearn")
     with pytest.raises(MissingExtra) as caught:
-        ensure_demo_model(tmp_path)
+        ensure_demo_model(tmp_path, DEMO.nlu)
     message = str(caught.value)
     assert message.startswith("training the demo NLU model on first start")
     assert "PARLEY_NLU_MODEL" in message and "pip install 'parley[train]'" in message
