@@ -28,8 +28,16 @@ def free_redis_base() -> int:
     raise RuntimeError("no free port range for a Redis Cluster")
 
 
+def free_kafka_port() -> int:
+    """A free port whose next port (the KRaft controller's) is free too."""
+    for port in find_free_ports(20):
+        if is_port_free("127.0.0.1", port + 1):
+            return port
+    raise RuntimeError("no two consecutive free ports for Kafka")
+
+
 async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    kafka, gateway, worker = find_free_ports(3)
+    kafka, (gateway, worker) = free_kafka_port(), find_free_ports(2)
     redis = free_redis_base()
     env = {
         **os.environ,
@@ -75,3 +83,45 @@ def wait_for_url(process: subprocess.Popen[str], timeout: float = 180) -> str:
         if found:
             return found.group(1)
     raise AssertionError("parley up printed no chat URL:\n" + "".join(lines[-40:]))
+
+
+async def test_a_restarted_parley_up_keeps_the_conversation(tmp_path: Path) -> None:
+    """Stop `parley up` mid-conversation and start it again: Kafka and Redis kept
+    everything on disk, so the conversation resumes (`last_seq`) with its history and
+    its sequence numbers go on where they stopped."""
+    kafka, (gateway, worker) = free_kafka_port(), find_free_ports(2)
+    env = {
+        **os.environ,
+        "PARLEY_DATA_DIR": str(tmp_path),
+        "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "PARLEY_REDIS_NODES": f"127.0.0.1:{free_redis_base()}",
+        "PARLEY_GATEWAY_PORT": str(gateway),
+        "PARLEY_WORKER_WEB_PORT": str(worker),
+    }
+    conversation = "c-kept-across-restarts"
+
+    async def run_once(text: str, last_seq: int) -> tuple[list[dict[str, object]], dict]:
+        """Start `parley up`, resume the conversation after ``last_seq``, say ``text``;
+        return the replayed replies and the new reply, then Ctrl-C it."""
+        up = subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,  # noqa: ASYNC220
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            url = (await asyncio.to_thread(wait_for_url, up)).replace("http://", "ws://")
+            async with ChatClient(url.rstrip("/"), tenant="demo", conversation=conversation,
+                                  last_seq=last_seq) as chat:
+                await asyncio.sleep(1.0)  # replayed replies arrive before anything new
+                replayed = [await chat.next("reply") for _ in range(chat.pending("reply"))]
+                msg_id = await chat.send(text)
+                reply = await chat.next("reply", timeout=60)
+                assert reply["in_reply_to"] == msg_id
+            return replayed, reply
+        finally:
+            up.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(up.wait, 60) == 0
+
+    nothing, first = await run_once("hello", last_seq=0)
+    assert nothing == [] and first["seq"] == 1
+    history, second = await run_once("what is my balance", last_seq=0)
+    assert [r["in_reply_to"] for r in history] == [first["in_reply_to"]], "history kept"
+    assert history[0]["text"] == first["text"]
+    assert second["seq"] == 2, "sequence numbers go on after the restart"

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 
+from infra.kafka_dist import KAFKA_VERSION
 from kernel.settings import Settings
 from parley.cli import main
 
@@ -104,3 +105,17 @@ def test_the_gateway_runs_on_parleys_own_dependencies() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_runs_the_embedded_kafka_release_and_the_shared_topic_layout() -> None:
+    """docker-compose.yml's brokers are the release `parley infra up` runs, and its topics
+    come from streams/topics.toml (through `parley infra topics`), not from settings of
+    its own."""
+    services = compose()["services"]
+    images = {s["image"] for name, s in services.items() if name.startswith("kafka-")}
+    assert images == {f"apache/kafka:{KAFKA_VERSION}"}
+    for service in services.values():
+        env = service.get("environment") or {}
+        assert "PARLEY_CHAT_PARTITIONS" not in env
+    cluster_id = services["kafka-1"]["environment"]["CLUSTER_ID"]
+    assert len(cluster_id) == 22  # a Kafka Uuid: 16 bytes, base64url without padding
