@@ -36,24 +36,38 @@ def free_kafka_port() -> int:
     raise RuntimeError("no two consecutive free ports for Kafka")
 
 
-async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def parley_up_env(data_dir: str) -> dict[str, str]:
+    """The environment of a `parley up` of its own: free ports, the demo bot."""
     kafka, (gateway, worker) = free_kafka_port(), find_free_ports(2)
-    redis = free_redis_base()
     env = {
         **os.environ,
-        # Relative, as the default (".parley") is: nothing may depend on the data dir
-        # being absolute.
-        "PARLEY_DATA_DIR": os.path.relpath(tmp_path),  # noqa: ASYNC240 (no I/O: getcwd)
+        "PARLEY_DATA_DIR": data_dir,
         "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
-        "PARLEY_REDIS_NODES": f"127.0.0.1:{redis}",
+        "PARLEY_REDIS_NODES": f"127.0.0.1:{free_redis_base()}",
         "PARLEY_GATEWAY_PORT": str(gateway),
         "PARLEY_WORKER_WEB_PORT": str(worker),
     }
     env.pop("PARLEY_NLU_MODEL", None)
     env.pop("PARLEY_KB_INDEX", None)
+    return env
+
+
+def start_parley_up(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def env_port(env: dict[str, str], name: str) -> int:
+    return int(env[name].split(",")[0].rpartition(":")[2])
+
+
+async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    # Relative, as the default (".parley") is: nothing may depend on the data dir
+    # being absolute.
+    env = parley_up_env(os.path.relpath(tmp_path))  # noqa: ASYNC240 (no I/O: getcwd)
+    gateway = env_port(env, "PARLEY_GATEWAY_PORT")
     started = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,  # noqa: ASYNC220
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = start_parley_up(env)
     try:
         url = await asyncio.to_thread(wait_for_url, up)
         assert url == f"http://127.0.0.1:{gateway}/"
@@ -66,7 +80,9 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         up.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(up.wait, 60)
     assert code == 0
-    for port in (kafka, gateway, worker, redis):
+    for name in ("PARLEY_KAFKA_BOOTSTRAP", "PARLEY_GATEWAY_PORT", "PARLEY_WORKER_WEB_PORT",
+                 "PARLEY_REDIS_NODES"):
+        port = env_port(env, name)
         assert is_port_free("127.0.0.1", port), f"port {port} still held after Ctrl-C"
 
 
@@ -89,22 +105,13 @@ async def test_a_restarted_parley_up_keeps_the_conversation(tmp_path: Path) -> N
     """Stop `parley up` mid-conversation and start it again: Kafka and Redis kept
     everything on disk, so the conversation resumes (`last_seq`) with its history and
     its sequence numbers go on where they stopped."""
-    kafka, (gateway, worker) = free_kafka_port(), find_free_ports(2)
-    env = {
-        **os.environ,
-        "PARLEY_DATA_DIR": str(tmp_path),
-        "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
-        "PARLEY_REDIS_NODES": f"127.0.0.1:{free_redis_base()}",
-        "PARLEY_GATEWAY_PORT": str(gateway),
-        "PARLEY_WORKER_WEB_PORT": str(worker),
-    }
+    env = parley_up_env(str(tmp_path))
     conversation = "c-kept-across-restarts"
 
     async def run_once(text: str, last_seq: int) -> tuple[list[dict[str, object]], dict]:
         """Start `parley up`, resume the conversation after ``last_seq``, say ``text``;
         return the replayed replies and the new reply, then Ctrl-C it."""
-        up = subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,  # noqa: ASYNC220
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        up = start_parley_up(env)
         try:
             url = (await asyncio.to_thread(wait_for_url, up)).replace("http://", "ws://")
             async with ChatClient(url.rstrip("/"), tenant="demo", conversation=conversation,

@@ -7,15 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from infra.ports import find_free_ports
 from tests.e2e.chat_client import ChatClient
-from tests.e2e.test_parley_up import free_redis_base, wait_for_url
+from tests.e2e.test_parley_up import parley_up_env, start_parley_up, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(300)]
 
@@ -53,19 +51,9 @@ def wait_for_line(process: subprocess.Popen[str], pattern: str, seen: list[str],
 
 
 async def test_a_killed_worker_is_restarted_and_the_chat_goes_on(tmp_path: Path) -> None:
-    kafka, gateway, worker = find_free_ports(3)
-    env = {
-        **os.environ,
-        "PARLEY_DATA_DIR": str(tmp_path),
-        "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
-        "PARLEY_REDIS_NODES": f"127.0.0.1:{free_redis_base()}",
-        "PARLEY_GATEWAY_PORT": str(gateway),
-        "PARLEY_WORKER_WEB_PORT": str(worker),
-    }
-    env.pop("PARLEY_NLU_MODEL", None)
-    env.pop("PARLEY_KB_INDEX", None)
-    up = subprocess.Popen([sys.executable, "-m", "parley", "up"], env=env,  # noqa: ASYNC220
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = parley_up_env(str(tmp_path))
+    worker = env["PARLEY_WORKER_WEB_PORT"]
+    up = start_parley_up(env)
     seen: list[str] = []
     try:
         url = await asyncio.to_thread(wait_for_url, up)
