@@ -50,10 +50,11 @@ class InboundProducer:
 
     librdkafka waits ``linger_ms`` for other messages to share a produce request.
 
-    A producer that is fenced or fails fatally is unusable for good. Tansu fences an
-    idempotent producer whose requests timed out during an outage (every later
-    delivery fails with PRODUCER_FENCED, which librdkafka does not flag as fatal), so
-    either makes this one replace its producer with a new one: the gateway takes
+    A producer that is fenced or fails fatally is unusable for good. A broker may fence
+    an idempotent producer whose requests timed out during an outage (Tansu, the
+    embedded broker before Kafka, did: every later delivery failed with
+    PRODUCER_FENCED, which librdkafka does not flag as fatal), so either makes this one
+    replace its producer with a new one: the gateway takes
     messages again once the broker is back. Events the old one still held fail with
     :class:`DeliveryError` (the client is told to retry).
     """

@@ -131,7 +131,7 @@ def test_produce_and_consume_with_assign(settings: Settings) -> None:
         }
     )
     try:
-        # assign() skips the group protocol (joins are slow on Tansu with default timeouts).
+        # assign() skips the group protocol (a join waits out default session timeouts).
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
         got = _consume(consumer, len(sent))
     finally:
