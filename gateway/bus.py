@@ -30,13 +30,21 @@ logger = logging.getLogger(__name__)
 
 
 class DeliveryError(BusError):
-    """The broker did not accept an event (after the producer's own retries)."""
+    """The broker did not confirm an event (after the producer's own retries).
 
-    def __init__(self, reason: str) -> None:
+    ``possibly_written`` is true when the producer gave up waiting for the broker's
+    answer (``delivery.timeout.ms``) with the event already sent: the broker may hold
+    it, so it may still be processed, and a resend may be processed twice.
+    """
+
+    def __init__(self, reason: str, *, possibly_written: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.possibly_written = possibly_written
 
     def __str__(self) -> str:
+        if self.possibly_written:
+            return f"the broker did not confirm the event in time: {self.reason}"
         return f"the broker did not take the event: {self.reason}"
 
 
@@ -168,7 +176,8 @@ def _resolve(done: list[tuple[asyncio.Future[int], KafkaError | None, int]]) -> 
         if err is None:
             future.set_result(partition)
         else:
-            future.set_exception(DeliveryError(err.str()))
+            timed_out = err.code() == KafkaError._MSG_TIMED_OUT
+            future.set_exception(DeliveryError(err.str(), possibly_written=timed_out))
 
 
 class ReplyFollower:

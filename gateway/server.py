@@ -410,8 +410,14 @@ class Gateway:
             metrics.MESSAGES_FAILED.labels("kafka").inc()
             client.log.warning("gateway.message.unavailable dependency=kafka error=%s", exc,
                                extra={"trace_id": event_id})
-            frame_out = error_frame("unavailable", "message not accepted, please retry",
-                                    frame.client_msg_id)
+            if exc.possibly_written:
+                frame_out = error_frame(
+                    "unconfirmed", "message not confirmed in time: it may still be answered",
+                    frame.client_msg_id,
+                )  # fmt: skip
+            else:
+                frame_out = error_frame("unavailable", "message not accepted, please retry",
+                                        frame.client_msg_id)
         else:
             metrics.MESSAGES_ACCEPTED.inc()
             metrics.ACK_LATENCY.observe(time.perf_counter() - received)

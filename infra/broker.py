@@ -140,6 +140,11 @@ def broker_properties(node: KafkaNode, cluster: Sequence[KafkaNode]) -> dict[str
         # for more); workers and tests join one at a time.
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.check.interval.ms": "60000",
+        # A node that stops heartbeating is fenced, and its partitions get new leaders,
+        # after 3 s (Kafka's default is 9 s, near the gateway's 10 s delivery timeout, so
+        # a dead node left acks unconfirmed); heartbeats on loopback cost nothing.
+        "broker.heartbeat.interval.ms": "500",
+        "broker.session.timeout.ms": "3000",
         # Two cores: Kafka's defaults (3 network, 8 I/O threads) only add context switches.
         "num.network.threads": "2",
         "num.io.threads": "4",

@@ -80,6 +80,6 @@ async def test_a_broker_killed_mid_stream_loses_and_repeats_nothing(
         await chats.wait_answered(within=90)
 
     chats.assert_answered_exactly_once()
-    assert_topic_repeats_are_resends(pipeline_on_three, chats.total_acked)
+    assert_topic_repeats_are_resends(pipeline_on_three, chats)
     after = _describe_replicas(three_brokers.kafka_bootstrap, inbound)
     assert all(p.leader != victim_id for p in after), "leadership moved off the dead broker"

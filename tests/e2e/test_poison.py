@@ -95,7 +95,7 @@ async def test_poison_events_under_load_and_a_rebalance_lose_no_acknowledged_mes
         await chats.wait_answered()
 
     chats.assert_answered_exactly_once()
-    assert_topic_repeats_are_resends(own_pipeline, chats.total_acked)
+    assert_topic_repeats_are_resends(own_pipeline, chats)
 
     records = await dead_letters(own_pipeline, CHAT_INBOUND, len(sent))
     letters = {(m.key(), m.value()): read_dead_letter(m.headers() or []) for m in records}

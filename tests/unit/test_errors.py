@@ -58,5 +58,7 @@ def test_exceptions_read_well() -> None:
     assert isinstance(InvalidIdError("tenant id", "a b"), ValueError)
     missing = TopicNotFoundError("kb.documents")
     assert missing.topic == "kb.documents" and "does not exist" in str(missing)
-    assert str(DeliveryError("timed out")) == "the broker did not take the event: timed out"
+    assert str(DeliveryError("refused")) == "the broker did not take the event: refused"
+    assert str(DeliveryError("timed out", possibly_written=True)) == (
+        "the broker did not confirm the event in time: timed out")
     assert str(DataError(Path("x.jsonl"), 3, "not JSON")) == "x.jsonl:3: not JSON"
