@@ -110,6 +110,7 @@ def raw_topic(app: faust.App, *names: str) -> TopicT:
 def create_app(settings: Settings) -> WorkerContext:
     scratch = settings.data_dir / "faust"  # Faust's own folder; it holds no state here
     scratch.mkdir(parents=True, exist_ok=True)
+    codec = producer_compression()
     app = ParleyApp(
         settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
@@ -124,7 +125,7 @@ def create_app(settings: Settings) -> WorkerContext:
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
         producer_acks=-1,
-        producer_compression_type=producer_compression(),
+        producer_compression_type=None if codec == "none" else codec,  # aiokafka's "none"
         consumer_auto_offset_reset="earliest",
         # Fast group joins on a small broker: ready in ~4 s instead of ~30 s with the defaults.
         broker_session_timeout=6,

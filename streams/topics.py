@@ -84,7 +84,9 @@ class TopicSpec:
         if self.retention_bytes is not None:
             config["retention.bytes"] = str(self.retention_bytes)
         if self.compression is not None:
-            config["compression.type"] = self.compression
+            # the topic config names "no codec" differently from the clients
+            config["compression.type"] = ("uncompressed" if self.compression == "none"
+                                          else self.compression)
         if self.min_insync_replicas is not None:
             config["min.insync.replicas"] = str(self.min_insync_replicas)
         return config
@@ -139,7 +141,8 @@ def chat_partitions(override: int = 0) -> int:
 
 
 def producer_compression() -> str:
-    """The codec producers use: the topics' own, so the broker stores batches as sent."""
+    """The codec producers use: the topics' own, so the broker stores batches as sent
+    (librdkafka's name: ``none`` for no codec; aiokafka takes None for it)."""
     return TopicDefaults.load().compression
 
 
