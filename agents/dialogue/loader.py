@@ -123,10 +123,6 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
-def _line_of(value: Any, default: int) -> int:
-    return int(getattr(value, "line", default) or default)
-
-
 class _Reader:
     """Collects problems while turning one YAML file into checked values."""
 
@@ -650,8 +646,11 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
     if kind in ("link", "call", "say"):
         if (name := name_value()) is None:
             return None
-        cls = {"link": LinkStep, "call": CallStep, "say": SayStep}[kind]
-        return cls(name, id=step_id, source=src)  # type: ignore[abstract]
+        if kind == "link":
+            return LinkStep(name, id=step_id, source=src)
+        if kind == "call":
+            return CallStep(name, id=step_id, source=src)
+        return SayStep(name, id=step_id, source=src)
     if kind == "end":
         return EndStep(id=step_id, source=src)
     return HandoffStep(id=step_id, source=src)
@@ -839,22 +838,28 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                         f"intent {intent!r} starts both flow {name!r} and {other.name!r}")
 
     s = p.settings
-    for intent in (*s.knowledge.intents, *s.cancel_intents, *s.affirm_intents, *s.deny_intents,
-                   *s.chitchat):
-        if intent not in intents:
+    defaults = BotSettings()
+    named_intents = [*s.knowledge.intents, *s.chitchat]
+    for mine, default in ((s.cancel_intents, defaults.cancel_intents),
+                          (s.affirm_intents, defaults.affirm_intents),
+                          (s.deny_intents, defaults.deny_intents)):
+        if mine != default:  # the defaults are fine to leave undefined
+            named_intents.extend(mine)
+    for named in named_intents:
+        if named not in intents:
             problem(s.source.file, s.source.line,
-                    f"bot.yml names the intent {intent!r}, which intents.yml does not define "
+                    f"bot.yml names the intent {named!r}, which intents.yml does not define "
                     f"(it will never be recognised)", "warning")
-    for intent, response in s.chitchat.items():
-        need_response(response, s.source, f"chitchat for {intent!r}")
+    for intent_name, reply in s.chitchat.items():
+        need_response(reply, s.source, f"chitchat for {intent_name!r}")
 
     entity_names = {e for slot in slots.values() for e in slot.entities}
-    for intent in intents.values():
-        for ex in intent.examples:
+    for intent_spec in intents.values():
+        for ex in intent_spec.examples:
             for span in ex.entities:
                 if span.entity not in entity_names:
                     problem(ex.source.file, ex.source.line,
-                            f"intent {intent.name!r}: the annotation "
+                            f"intent {intent_spec.name!r}: the annotation "
                             f"[{ex.text[span.start:span.end]}]({span.entity}) names the entity "
                             f"{span.entity!r}, which no slot uses (add it to a slot's "
                             f"'entities' in slots.yml, or fix the name)")

@@ -433,8 +433,8 @@ class DialogueManager:
                 self._reask(run, i)
             self._execute(run)
             return True
-        slot = self.bot.slots.get(requested) if requested else None
-        if requested is None or slot is None:
+        spec = self.bot.slots.get(requested) if requested else None
+        if requested is None or spec is None:
             return False
         if self._confident(message, self.settings.fallback.digression_confidence) and \
                 message.intent in flow.start_intents:
@@ -442,15 +442,20 @@ class DialogueManager:
             self._execute(run)
             return True
         answer = functools.partial(
-            answer_value, slot, message.text, currency=currency, now=now,
+            answer_value, spec, message.text, currency=currency, now=now,
             intent=message.intent if self._confident(message) else None,
             affirm=self.settings.affirm_intents, deny=self.settings.deny_intents)
-        # A typed answer ("yes", "300", "tomorrow") is taken before anything else; a text
-        # slot takes anything, so digressions are recognised first for it.
-        value = answer() if slot.type != "text" else None
+        # A confident intent of another flow is a digression; then a typed answer ("yes",
+        # "300", "tomorrow") is taken before chitchat or knowledge; a text slot takes
+        # anything, so every digression is recognised before it.
+        other = self.bot.flow_for_intent(message.intent) if self._confident(
+            message, self.settings.fallback.digression_confidence) else None
+        if other is not None and other.name != flow.name:
+            return False  # "where is my order 12345" while asked an amount: another flow
+        value = answer() if spec.type != "text" else None
         if value is None and self._is_digression(run, flow, message):
             return False
-        if value is None and slot.type == "text" and not (
+        if value is None and spec.type == "text" and not (
                 message.oos and message.text.rstrip().endswith("?")):
             value = answer()
         if value is not None:
