@@ -151,3 +151,38 @@ def test_a_new_worker_serves_the_current_versions_and_skips_bad_records(
         assert follower.error is None
     finally:
         follower.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_built_after_a_publish_serves_the_bot_from_its_first_message(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
+    from agents.bots.serving import follow_bots
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+
+    bot = write_bot(tmp_path / "bank", "utter_greet: Hello\n")
+    cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0],
+                                      data_dir=tmp_path / "worker"))
+    registry: BotRegistry[str] = BotRegistry(lambda u: (u.bot_dir / "responses.yml").read_text())
+    follower = follow_bots(ctx, registry, wait_s=30)
+    try:
+        loaded = registry.get("acme")  # installed before follow_bots returned
+        assert loaded is not None and loaded.content == "utter_greet: Hello\n"
+        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "bots"
+        assert all(check() for check in ctx.app.ready_checks)
+    finally:
+        follower.stop()
+
+
+def test_a_worker_without_the_bots_topic_fails_at_start_up(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    from agents.bots import BotPublishError
+    from agents.bots.serving import follow_bots
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path,
+                                      topic_prefix=settings.topic_prefix + "missing."))
+    with pytest.raises(BotPublishError, match="does not exist"):
+        follow_bots(ctx, BotRegistry(lambda u: u), wait_s=5)
