@@ -29,15 +29,22 @@ that raises them, and import their base from here::
     ├── EncoderError                 (agents/encoders/errors.py)
     │   ├── EmbedderUnavailable      the weights (or, to fine-tune, PyTorch) are not installed
     │   └── EmbedderFormatError      an embedder folder is missing or incomplete
-    └── KnowledgeError               (agents/knowledge/errors.py)
-        ├── DocumentRejected         one document cannot be ingested (the rest is)
-        ├── IndexFormatError         an index folder is missing, corrupt or from another version
-        └── LLMError                 a chat-completions call gave no usable answer
-            ├── LLMTimeout
-            ├── LLMUnavailable
-            ├── LLMClientError
-            ├── LLMMalformedOutput
-            └── CircuitOpenError
+    ├── KnowledgeError               (agents/knowledge/errors.py)
+    │   ├── DocumentRejected         one document cannot be ingested (the rest is)
+    │   ├── IndexFormatError         an index folder is missing, corrupt or from another version
+    │   └── LLMError                 a chat-completions call gave no usable answer
+    │       ├── LLMTimeout
+    │       ├── LLMUnavailable
+    │       ├── LLMClientError
+    │       ├── LLMMalformedOutput
+    │       └── CircuitOpenError
+    ├── ActionError                  (agents/actions/errors.py)
+    │   ├── ActionDefinitionError    an action registered wrongly (name, types, function)
+    │   └── ActionFailed             raised by an action: the business call did not succeed
+    └── BotPublishError              (agents/bots/errors.py) a bot version that cannot be
+        │                            packed, published or unpacked
+        └── BundleError              a published version that is not whole or not safe to
+                                     unpack (bad path, wrong checksum)
 
 Exceptions carry structured fields (``ConfigError.name``, ``FrameError.code``,
 ``DataError.path`` and ``.line``, ...) and read well with ``str()``. Third-party

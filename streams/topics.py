@@ -17,9 +17,10 @@ from typing import Any
 
 from kernel.errors import SchemaError
 
-__all__ = ["CHAT_INBOUND", "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS",
-           "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicDefaults",
-           "TopicSpec", "all_topics", "chat_partitions", "dlq_of", "producer_compression"]
+__all__ = ["ACTIONS_REQUESTS", "ACTIONS_RESULTS", "BOTS", "CHAT_INBOUND", "CHAT_OUTBOUND",
+           "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS",
+           "KNOWLEDGE_RESULTS", "TopicDefaults", "TopicSpec", "all_topics",
+           "bots_max_message_bytes", "chat_partitions", "dlq_of", "producer_compression"]
 
 CHAT_INBOUND = "chat.inbound"
 CHAT_UNDERSTOOD = "chat.understood"
@@ -27,10 +28,14 @@ CHAT_OUTBOUND = "chat.outbound"
 KB_DOCUMENTS = "kb.documents"
 KNOWLEDGE_REQUESTS = "knowledge.requests"
 KNOWLEDGE_RESULTS = "knowledge.results"
+ACTIONS_REQUESTS = "actions.requests"
+ACTIONS_RESULTS = "actions.results"
+BOTS = "bots"
 
 #: The fields every conversation event (chat_message, chat_understood, bot_reply,
-#: knowledge_request, knowledge_result) carries besides its payload. An event made from
-#: another copies them and replaces what differs (a reply's event_id, seq, timestamp).
+#: knowledge_request, knowledge_result, action_request, action_result) carries besides its
+#: payload. An event made from another copies them and replaces what differs (a reply's
+#: event_id, seq, timestamp).
 ENVELOPE_FIELDS = ("event_id", "tenant_id", "conversation_id", "user_id", "channel", "seq",
                    "timestamp", "trace_id", "reply_route")
 
@@ -73,6 +78,8 @@ class TopicSpec:
     compression: str | None = None
     min_insync_replicas: int | None = None
     replication_factor: int = 1
+    #: The largest record the topic takes (Kafka's ``max.message.bytes``); None: the broker's.
+    max_message_bytes: int | None = None
 
     def config(self) -> dict[str, str]:
         """The topic-level configs to create it with (Kafka's names)."""
@@ -89,6 +96,8 @@ class TopicSpec:
                                           else self.compression)
         if self.min_insync_replicas is not None:
             config["min.insync.replicas"] = str(self.min_insync_replicas)
+        if self.max_message_bytes is not None:
+            config["max.message.bytes"] = str(self.max_message_bytes)
         return config
 
 
@@ -126,8 +135,9 @@ def _load_config() -> tuple[TopicDefaults, dict[str, Any]]:
     if topic_defaults.min_insync_replicas > topic_defaults.replication_factor:
         raise SchemaError(f"{_CONFIG_FILE}: [replication] min_insync_replicas cannot exceed "
                           "factor")
-    for section in ("conversation", "dead_letters", "compacted"):
+    for section in ("conversation", "dead_letters", "compacted", "bots"):
         _positive(raw.get(section, {}), "partitions", section)
+    _positive(raw["bots"], "max_message_bytes", "bots")
     return topic_defaults, raw
 
 
@@ -138,6 +148,11 @@ _COMPRESSIONS = frozenset({"none", "gzip", "snappy", "lz4", "zstd"})
 def chat_partitions(override: int = 0) -> int:
     """Partitions of the conversation-keyed topics: ``override`` if given, else the file's."""
     return override or int(_load_config()[1]["conversation"]["partitions"])
+
+
+def bots_max_message_bytes() -> int:
+    """The largest record the ``bots`` topic takes: a whole published bot version."""
+    return int(_load_config()[1]["bots"]["max_message_bytes"])
 
 
 def producer_compression() -> str:
@@ -159,6 +174,7 @@ def all_topics(chat_partitions_override: int = 0, prefix: str = "",
         "replication_factor": defaults.replication_factor,
     }
     conversation, dead, compacted = raw["conversation"], raw["dead_letters"], raw["compacted"]
+    bots = raw["bots"]
     partitions = chat_partitions(chat_partitions_override)
     specs = [TopicSpec(prefix + name, partitions, retention_ms=defaults.retention_ms,
                        retention_bytes=defaults.retention_bytes, **common)
@@ -169,4 +185,7 @@ def all_topics(chat_partitions_override: int = 0, prefix: str = "",
               for name in dead["of"]]
     specs += [TopicSpec(prefix + name, compacted["partitions"], compacted=True, **common)
               for name in compacted["topics"]]
+    specs += [TopicSpec(prefix + name, bots["partitions"], compacted=True,
+                        max_message_bytes=bots["max_message_bytes"], **common)
+              for name in bots["topics"]]
     return specs

@@ -90,7 +90,8 @@ def test_added_fields_have_defaults(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["chat_message", "chat_understood", "bot_reply",
-                                  "knowledge_request", "knowledge_result"])
+                                  "knowledge_request", "knowledge_result", "action_request",
+                                  "action_result"])
 def test_conversation_events_share_the_envelope(name: str) -> None:
     fields = [f["name"] for f in current(name).raw["fields"]]
     assert fields == [*ENVELOPE_FIELDS, "payload"]

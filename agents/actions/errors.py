@@ -1,0 +1,41 @@
+"""Errors of the actions component (see the whole tree in :mod:`kernel.errors`).
+
+::
+
+    ParleyError                      (kernel/errors.py)
+    └── ActionError
+        ├── ActionDefinitionError    an action registered wrongly (its name, types or function)
+        └── ActionFailed             raised by an action: the business call did not succeed
+
+Nothing a request brings raises out of the registry: an unknown action, inputs
+or outputs of the wrong shape, an exception or a timeout all become a failed
+:class:`~agents.actions.registry.ActionOutcome`. ``ActionDefinitionError`` is
+raised at start-up, where a registration is wrong.
+"""
+
+from __future__ import annotations
+
+from kernel.errors import ParleyError
+
+__all__ = ["ActionDefinitionError", "ActionError", "ActionFailed"]
+
+
+class ActionError(ParleyError):
+    """Base class of the actions component's errors."""
+
+
+class ActionDefinitionError(ActionError):
+    """An action registered wrongly: the message names the action and what is wrong."""
+
+    def __init__(self, action: str, problem: str) -> None:
+        super().__init__(action, problem)
+        self.action, self.problem = action, problem
+
+    def __str__(self) -> str:
+        return f"action {self.action!r}: {self.problem}"
+
+
+class ActionFailed(ActionError):
+    """Raised by an action whose business call did not succeed (a ticket system that said
+    no, an unknown order): the result is a failure carrying this message, kind ``failed``.
+    Any other exception does the same; this one keeps the message free of a class name."""

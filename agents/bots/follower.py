@@ -1,0 +1,154 @@
+"""Following ``bots``: every worker serves every tenant's current bot version.
+
+:class:`BotsFollower` reads the compacted topic from the beginning
+(:class:`streams.follow.TopicFollower`: every partition, no consumer group, no
+commits: every worker must see every record), in a background thread. For the
+last record of each tenant in a batch (compaction semantics) it:
+
+1. decodes the ``BotVersion`` and checks it whole (:func:`agents.bots.bundle.check_record`);
+2. unpacks it into ``<root>/<version>/`` (content-addressed, written aside and
+   renamed into place);
+3. installs it in the :class:`~agents.bots.registry.BotRegistry`, which loads it
+   with the worker's loader and only then swaps the tenant's bot.
+
+A tombstone (null value) unpublishes the tenant's bot. A record that does not
+decode, does not check, or whose version the loader cannot load, is logged with
+its partition and offset, counted, and skipped: the tenant keeps the version it
+had, and the follower keeps going. Any other error stops it: it is logged, kept
+in :attr:`BotsFollower.error`, and should turn the worker's ``/readyz`` to 503.
+
+A version is one record of up to ``bots_max_message_bytes()`` (64 MiB), so the
+consumer's fetch limits are raised to that (:func:`consumer_limits`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Message
+
+from agents.bots.bundle import check_record, unpack
+from agents.bots.errors import BotPublishError
+from agents.bots.registry import BotRegistry
+from kernel.errors import DecodeError
+from streams.codecs import codec_for
+from streams.errors import FollowerError
+from streams.follow import TopicFollower
+from streams.topics import bots_max_message_bytes
+
+__all__ = ["BotsFollower", "consumer_limits"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def consumer_limits(max_message_bytes: int) -> dict[str, Any]:
+    """librdkafka consumer settings that fetch a record of ``max_message_bytes``.
+
+    Kafka hands a consumer the first record batch of a partition whole even when it
+    exceeds the fetch limits, but librdkafka drops a response larger than
+    ``receive.message.max.bytes``; the fetch limits are raised with it so one fetch
+    takes a whole version.
+    """
+    fetch = max_message_bytes + 1024 * 1024  # the record plus its batch's framing
+    return {
+        "fetch.max.bytes": fetch,
+        "max.partition.fetch.bytes": fetch,
+        "receive.message.max.bytes": fetch + 1024 * 1024,
+    }
+
+
+class BotsFollower(Generic[T]):
+    def __init__(self, registry: BotRegistry[T], root: Path, *, bootstrap: str, topic: str,
+                 registry_url: str = "", poll_timeout_s: float = 0.2,
+                 max_message_bytes: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        self.registry = registry
+        self.root = Path(root)
+        self.topic = topic
+        self._codec = codec_for("bot_version", registry_url, topic)
+        limits = consumer_limits(max_message_bytes or bots_max_message_bytes())
+        self._follower = TopicFollower(
+            bootstrap, topic, self._apply, from_beginning=True, batch_size=16,
+            poll_timeout_s=poll_timeout_s, log_as="bots.follower",
+            config={**limits, **(config or {})},
+        )
+        self.installed = self.removed = self.undecodable = self.rejected = self.failed = 0
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        """Assign every partition of the topic and start following it.
+
+        Raises :class:`BotPublishError` when the topic does not exist (or the broker
+        cannot say), before anything runs.
+        """
+        try:
+            self._follower.assign()
+        except FollowerError as exc:
+            self._follower.stop()
+            raise BotPublishError(str(exc)) from exc
+        self._follower.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop and close the consumer (idempotent)."""
+        self._follower.stop(timeout_s)
+
+    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
+        """True once every version present at start has been installed (or skipped)."""
+        return self._follower.caught_up.wait(timeout_s)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._follower.error
+
+    # --- a batch, on the follower's thread ---------------------------------------
+    def _apply(self, records: list[Message]) -> None:
+        latest: dict[bytes, Message] = {}
+        for msg in records:  # compaction semantics: the last record per tenant wins
+            latest[msg.key() or b""] = msg
+        for key, msg in latest.items():
+            self._apply_one(key, msg)
+
+    def _apply_one(self, key: bytes, msg: Message) -> None:
+        where = f"partition={msg.partition()} offset={msg.offset()}"
+        value = msg.value()
+        if value is None:
+            tenant = key.decode("utf-8", "replace")
+            if self.registry.remove(tenant):
+                self.removed += 1
+            return
+        try:
+            record = self._codec.decode(value)
+        except DecodeError as exc:
+            self.undecodable += 1
+            logger.warning("bots.follower.undecodable %s error=%s", where, exc)
+            return
+        if record["tenant_id"].encode() != key:
+            self.rejected += 1
+            logger.warning("bots.follower.rejected %s error=key %r is not tenant %r", where,
+                           key, record["tenant_id"])
+            return
+        try:
+            bundle = check_record(record)
+            unpacked = unpack(bundle, self.root)
+        except BotPublishError as exc:
+            self.rejected += 1
+            logger.warning("bots.follower.rejected %s error=%s", where, exc)
+            return
+        except OSError as exc:  # the disk: this version cannot be used here
+            self.failed += 1
+            logger.error("bots.follower.unpack_failed %s tenant=%s error=%s", where,
+                         bundle.tenant_id, exc)
+            return
+        try:
+            self.registry.install(bundle.tenant_id, unpacked,
+                                  published_at_ms=bundle.published_at_ms)
+        except Exception:  # the loader's: the tenant keeps the version it had
+            self.failed += 1
+            logger.exception("bots.follower.load_failed %s tenant=%s version=%s", where,
+                             bundle.tenant_id, bundle.version[:12])
+            return
+        self.installed += 1

@@ -1,0 +1,188 @@
+"""Publishing bots on the real embedded broker: `parley bot publish` while a worker-side
+follower runs swaps the tenant's bot; the real trained NLU model crosses the topic whole
+and serves from the worker's folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from agents.bots import BotRegistry, BotsFollower, UnpackedBot
+from agents.bots.cli import bot as bot_cli
+from agents.nlu.demo import ensure_demo_model
+from agents.nlu.model import NLUModel
+from examples import DEMO
+from kernel.settings import Settings
+from streams.topics import BOTS, bots_max_message_bytes
+
+
+@pytest.fixture(scope="module")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo bot's real trained model (intent.onnx ~17 MB), trained once here."""
+    return ensure_demo_model(tmp_path_factory.mktemp("models"), DEMO.nlu)
+
+
+@dataclass
+class Served:
+    """What the loader makes of a version: the bot's reply and its real NLU model."""
+
+    greeting: str
+    model: NLUModel
+
+
+def load(unpacked: UnpackedBot) -> Served:
+    return Served((unpacked.bot_dir / "responses.yml").read_text(),
+                  NLUModel.load(unpacked.model_dir))
+
+
+def write_bot(folder: Path, greeting: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "responses.yml").write_text(greeting)
+    (folder / "flows.yml").write_text("flows: {}\n")
+    return folder
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def cli(settings: Settings, *args: str) -> str:
+    env = {"PARLEY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "PARLEY_TOPIC_PREFIX": settings.topic_prefix}
+    result = CliRunner().invoke(bot_cli, list(args), env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+@pytest.fixture
+def worker_side(settings: Settings, tmp_path: Path
+                ) -> Iterator[tuple[BotRegistry[Served], BotsFollower[Served]]]:
+    registry: BotRegistry[Served] = BotRegistry(load, keep_previous=1)
+    follower = BotsFollower(registry, tmp_path / "worker" / "bots",
+                            bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS))
+    follower.start()
+    assert follower.wait_caught_up(20), follower.error
+    yield registry, follower
+    follower.stop()
+
+
+def test_the_bots_topic_takes_a_whole_version(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic(BOTS))
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["cleanup.policy"].value == "compact"
+    assert int(configs["max.message.bytes"].value) == bots_max_message_bytes() == 64 << 20
+
+
+@pytest.mark.timeout(180)
+def test_a_published_bot_swaps_in_on_a_running_worker(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path,
+        worker_side: tuple[BotRegistry[Served], BotsFollower[Served]]) -> None:
+    registry, follower = worker_side
+    assert registry.get("acme") is None
+    bot = write_bot(tmp_path / "bank", "utter_greet: Hello from version one\n")
+    out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    assert out.startswith("published bank version ")
+    wait_for(lambda: registry.get("acme") is not None, "the first version")
+    first = registry.get("acme")
+    assert first is not None and first.content.greeting == "utter_greet: Hello from version one\n"
+    # The real model crossed the topic whole and classifies from the worker's own folder.
+    assert first.unpacked.folder.parent == tmp_path / "worker" / "bots"
+    assert (first.unpacked.model_dir / "intent.onnx").stat().st_size > 10_000_000
+    assert first.content.model.understand("where is my order?").intent == "order_status"
+
+    (bot / "responses.yml").write_text("utter_greet: Hello from version two\n")
+    cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    wait_for(lambda: (b := registry.get("acme")) is not None and b.version != first.version,
+             "the second version")
+    second = registry.get("acme")
+    assert second is not None and second.content.greeting.endswith("version two\n")
+    # A conversation inside a flow on the first version finishes on it.
+    in_flow = registry.for_conversation("acme", first.version, in_flow=True)
+    assert in_flow is not None and in_flow.version == first.version
+    between = registry.for_conversation("acme", first.version, in_flow=False)
+    assert between is not None and between.version == second.version
+
+    listed = cli(settings, "list")
+    assert listed.startswith(f"acme\tbank\t{second.version[:12]}\t")
+
+    cli(settings, "unpublish", "--tenant", "acme")
+    wait_for(lambda: registry.get("acme") is None, "the tombstone")
+    assert follower.error is None and follower.installed == 2 and follower.removed == 1
+    assert "no bot is published" in cli(settings, "list")
+
+
+@pytest.mark.timeout(180)
+def test_a_new_worker_serves_the_current_versions_and_skips_bad_records(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
+    for tenant, greeting in (("acme", "old"), ("acme", "new"), ("globex", "hi")):
+        bot = write_bot(tmp_path / f"{tenant}-{greeting}", greeting)
+        cli(settings, "publish", str(bot), "--tenant", tenant, "--model", str(demo_model_dir))
+    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    raw.produce(settings.topic(BOTS), key=b"initech", value=b"not avro")
+    raw.flush(10)
+
+    loads: list[str] = []
+
+    def counted(unpacked: UnpackedBot) -> str:
+        loads.append(unpacked.version)
+        return (unpacked.bot_dir / "responses.yml").read_text()
+
+    registry: BotRegistry[str] = BotRegistry(counted)
+    follower = BotsFollower(registry, tmp_path / "late-worker",
+                            bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS))
+    follower.start()
+    try:
+        assert follower.wait_caught_up(30), follower.error
+        acme, globex = registry.get("acme"), registry.get("globex")
+        assert acme is not None and acme.content == "new"
+        assert globex is not None and globex.content == "hi"
+        assert registry.get("initech") is None and follower.undecodable == 1
+        assert follower.error is None
+    finally:
+        follower.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_built_after_a_publish_serves_the_bot_from_its_first_message(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
+    from agents.bots.serving import follow_bots
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+
+    bot = write_bot(tmp_path / "bank", "utter_greet: Hello\n")
+    cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0],
+                                      data_dir=tmp_path / "worker"))
+    registry: BotRegistry[str] = BotRegistry(lambda u: (u.bot_dir / "responses.yml").read_text())
+    follower = follow_bots(ctx, registry, wait_s=30)
+    try:
+        loaded = registry.get("acme")  # installed before follow_bots returned
+        assert loaded is not None and loaded.content == "utter_greet: Hello\n"
+        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "bots"
+        assert all(check() for check in ctx.app.ready_checks)
+    finally:
+        follower.stop()
+
+
+def test_a_worker_without_the_bots_topic_fails_at_start_up(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    from agents.bots import BotPublishError
+    from agents.bots.serving import follow_bots
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path,
+                                      topic_prefix=settings.topic_prefix + "missing."))
+    with pytest.raises(BotPublishError, match="does not exist"):
+        follow_bots(ctx, BotRegistry(lambda u: u), wait_s=5)
