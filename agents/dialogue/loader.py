@@ -143,7 +143,10 @@ class _Reader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
-            self.problem(file, line, f"YAML syntax: {exc.problem or exc.context}")
+            hint = ""
+            if "'?'" in str(exc.problem) or "':'" in str(exc.problem):
+                hint = " (put quotes around a text with '?' or ': ' inside [...] or {...})"
+            self.problem(file, line, f"YAML syntax: {exc.problem or exc.context}{hint}")
             return None
         except yaml.YAMLError as exc:
             self.problem(file, 1, f"YAML syntax: {exc}")

@@ -411,3 +411,25 @@ def test_a_stale_action_result_changes_nothing(write_bot: WriteBot) -> None:
     before = chat.state
     out = chat.action(ActionResult("other_action", True))
     assert out.state == before and out.utterances == ()
+
+
+def test_a_chat_understood_payload_becomes_a_user_turn(chat: Chat) -> None:
+    payload = {"text": "where is my order 12345", "client_msg_id": "c1",
+               "intent": "order_status", "confidence": 0.91, "oos": False,
+               "ranking": [{"intent": "order_status", "confidence": 0.91},
+                           {"intent": "cancel_order", "confidence": 0.04}],
+               "entities": [{"entity": "number", "start": 18, "end": 23, "text": "12345",
+                             "value": "12345", "source": "number"}],
+               "model_version": "nlu-x"}
+    turn = UserTurn.from_payload(payload, "web")
+    assert turn.ranking == (("order_status", 0.91), ("cancel_order", 0.04))
+    assert turn.channel == "web" and turn.entities[0]["value"] == "12345"
+    out = chat.manager.step(DialogueState(), turn, T0)
+    assert [u.response for u in out.utterances] == ["utter_track_order_next_steps"]
+
+
+def test_an_unrelated_answer_to_a_clarification_is_handled_normally(chat: Chat) -> None:
+    ranking = (("cancel_order", 0.45), ("refund_request", 0.42))
+    chat.say("my order money", "cancel_order", 0.45, ranking=ranking)
+    chat.say("hi", "greet")
+    assert chat.responses == ["utter_greet"] and chat.state.stack == ()
