@@ -237,10 +237,15 @@ class Settings(EnvSettings):
         "Run the knowledge agent: questions are answered from PARLEY_KB_INDEX, or the demo "
         "domain's knowledge base.",
     )
+    bot_dir: str = setting(
+        "",
+        "PARLEY_BOT",
+        "The bot folder workers serve (docs/bots.md); empty: the demo bot (examples/demo).",
+    )
     nlu_model_dir: str = setting(
         "",
         "PARLEY_NLU_MODEL",
-        "NLU model folder; empty: the demo domain's model (trained on first use).",
+        "NLU model folder; empty: the bot's model (trained on first use).",
     )
     log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
     log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")

@@ -34,6 +34,8 @@ from streams.metrics import (
 )
 from streams.state import ConversationStore, connect_cluster
 from streams.topics import (
+    ACTIONS_REQUESTS,
+    ACTIONS_RESULTS,
     CHAT_INBOUND,
     CHAT_OUTBOUND,
     CHAT_UNDERSTOOD,
@@ -90,6 +92,8 @@ class WorkerContext:
     outbound: TopicT
     knowledge_requests: TopicT
     knowledge_results: TopicT
+    actions_requests: TopicT
+    actions_results: TopicT
     store: ConversationStore
     #: Where an event goes that cannot be processed (streams/dead_letters.py).
     dead_letters: DeadLetters = field(init=False)
@@ -148,6 +152,8 @@ def create_app(settings: Settings) -> WorkerContext:
         outbound=topic(CHAT_OUTBOUND),
         knowledge_requests=topic(KNOWLEDGE_REQUESTS),
         knowledge_results=topic(KNOWLEDGE_RESULTS),
+        actions_requests=topic(ACTIONS_REQUESTS),
+        actions_results=topic(ACTIONS_RESULTS),
         store=ConversationStore(redis, ttl_s=settings.session_ttl_s),
     )
     _register_probes(ctx)

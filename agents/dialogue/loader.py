@@ -64,7 +64,7 @@ from agents.dialogue.domain import (
     Step,
     parse_condition,
 )
-from agents.nlu.data import SpanLabel
+from agents.nlu.data import parse_annotations
 
 __all__ = ["BOT_FILES", "CONTEXT_NAMES", "BotFolderError", "Problem", "load_bot",
            "validate_bot"]
@@ -257,32 +257,6 @@ def _kind(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- annotations
-
-_ANNOTATION = re.compile(r"\[([^\[\]]+)\]\(([^()]*)\)")
-
-
-def parse_annotations(text: str) -> tuple[str, tuple[SpanLabel, ...]]:
-    """``"where is [12345](order_id)?"`` → ``("where is 12345?", (SpanLabel(9, 14,
-    "order_id"),))``; a ValueError names a malformed annotation."""
-    plain: list[str] = []
-    spans: list[SpanLabel] = []
-    pos = 0
-    for m in _ANNOTATION.finditer(text):
-        plain.append(text[pos:m.start()])
-        start = sum(len(p) for p in plain)
-        value, entity = m.group(1), m.group(2).strip()
-        if not re.fullmatch(r"[A-Za-z_][\w-]*", entity):
-            raise ValueError(f"annotation [{value}]({entity}) needs an entity name in (...)")
-        plain.append(value)
-        spans.append(SpanLabel(start, start + len(value), entity))
-        pos = m.end()
-    plain.append(text[pos:])
-    result = "".join(plain)
-    rest = _ANNOTATION.sub("", text)
-    if re.search(r"\]\(", rest):
-        raise ValueError("an annotation is malformed: write [text](entity)")
-    return result, tuple(spans)
-
 
 # --------------------------------------------------------------------------- the sections
 

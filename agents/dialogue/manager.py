@@ -335,6 +335,18 @@ class DialogueManager:
         self._execute(run)
         return run.finish()
 
+    def may_ask_knowledge(self, message: UserTurn) -> bool:
+        """Whether ``message`` goes to knowledge retrieval when no flow takes it: an
+        intent the bot routes there, or (``knowledge.out_of_scope``) one the NLU is not
+        sure of. The streaming step looks such messages up in the answer cache before
+        deciding, whatever the conversation's state."""
+        s = self.settings
+        confident = self._confident(message)
+        return self.bot.has_knowledge and (
+            (confident and message.intent in s.knowledge.intents)
+            or (s.knowledge.out_of_scope and not confident
+                and message.intent not in s.cancel_intents))
+
     def release_handoff(self, state: DialogueState, now_ms: int) -> DialogueState:
         """The person handed the conversation back: the bot answers again."""
         return replace(state, version=state.version + 1, handoff=False, stack=(),
@@ -564,11 +576,7 @@ class DialogueManager:
         s = self.settings
         confident = self._confident(message)
         i = run.user_frame_index()
-        wants_knowledge = self.bot.has_knowledge and (
-            (confident and message.intent in s.knowledge.intents)
-            or (s.knowledge.out_of_scope and not confident
-                and message.intent not in s.cancel_intents))
-        if wants_knowledge:
+        if self.may_ask_knowledge(message):
             if i is not None:
                 self._interrupt(run, i)
             run.pending = Pending("knowledge", question=message.text)

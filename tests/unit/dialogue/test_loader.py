@@ -11,10 +11,9 @@ from agents.dialogue.loader import (
     BotFolderError,
     Problem,
     load_bot,
-    parse_annotations,
     validate_bot,
 )
-from agents.nlu.data import SpanLabel
+from agents.nlu.data import SpanLabel, load_examples, parse_annotations
 from tests.unit.dialogue.conftest import WriteBot
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo"
@@ -52,9 +51,9 @@ def test_the_demo_bot_is_valid_and_has_the_required_flows() -> None:
         assert slots <= set(bot.flows[flow].collected_slots()), flow
     assert bot.slots["amount"].type == "amount"
     assert bot.has_knowledge
-    nlu_intents = {line.split('"intent": "')[1].split('"')[0]
-                   for line in (DEMO / "nlu.jsonl").read_text().splitlines() if line}
-    assert nlu_intents <= set(bot.intents)
+    # the NLU trains on the same file (agents/nlu/data.py reads a bot's intents.yml)
+    assert {e.intent for e in load_examples([DEMO / "intents.yml"])} == set(bot.intents)
+    assert bot.training_examples() == load_examples([DEMO / "intents.yml"])
 
 
 def test_content_hash_follows_the_files(write_bot: WriteBot) -> None:
