@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -155,7 +156,7 @@ def _state_of(session: Session) -> DialogueState:
 def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
             cached: Answer | None) -> Outcome:
     msg = item.msg
-    now_ms = int(msg["timestamp"])
+    now_ms = _epoch_ms(msg["timestamp"])
     payload = msg["payload"]
     if item.kind is Kind.KNOWLEDGE:
         return manager.resume_knowledge(state, payload["text"], payload["sources"], now_ms)
@@ -170,6 +171,13 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
         outcome = replace(more, utterances=outcome.utterances + more.utterances,
                           handoff=outcome.handoff or more.handoff)
     return outcome
+
+
+def _epoch_ms(timestamp: datetime | int) -> int:
+    """An event's ``timestamp``: Avro decodes timestamp-millis as an aware datetime."""
+    if isinstance(timestamp, datetime):
+        return int(timestamp.timestamp() * 1000)
+    return int(timestamp)
 
 
 def question_event(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:

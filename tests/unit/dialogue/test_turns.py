@@ -4,6 +4,7 @@ forward, and what each event sends — a reply, a knowledge request, an action r
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,13 @@ def test_an_action_is_requested_and_only_its_success_is_reported(
     ok = ActionOutcome("lookup_order", True, {"status": "shipped"})
     (good,) = decide_turns([result(ok)], {A: turn.session}, set(), {}, manager)
     assert good.reply is not None and good.reply["payload"]["text"] == "Order 12345 is shipped."
+
+
+def test_the_clock_is_the_events_own_as_avro_decodes_it(demo: DialogueManager) -> None:
+    decoded = message(A, "a1", 1)
+    decoded.msg["timestamp"] = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # timestamp-millis
+    (turn,) = decide_turns([decoded], sessions(A), set(), {}, demo)
+    assert state(turn.session).last_activity_ms == 1_796_644_800_000
 
 
 def test_recorded_and_repeated_events_are_skipped(demo: DialogueManager) -> None:
