@@ -160,6 +160,27 @@ class Outcome:
     utterances: tuple[Utterance, ...] = ()
     request: Request | None = None
     handoff: bool = False  # this turn asked for a person (the state's flag was just set)
+    slots_set: Mapping[str, JSON] = field(default_factory=dict)
+    """Every slot given a value during this turn, with its last value, including slots a
+    flow that ended in the same turn has cleared again (what a test's ``slot_was_set``
+    checks)."""
+
+
+class _Slots(dict[str, JSON]):
+    """The slots being changed in one turn, remembering every value set."""
+
+    def __init__(self, initial: Mapping[str, JSON]) -> None:
+        super().__init__(initial)
+        self.set_now: dict[str, JSON] = {}
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        super().__setitem__(key, value)
+        if value is not None:
+            self.set_now[key] = value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
 
 class _Run:
@@ -170,7 +191,7 @@ class _Run:
         self.m, self.bot = manager, manager.bot
         self.before = state
         self.stack: list[Frame] = list(state.stack)
-        self.slots: dict[str, JSON] = dict(state.slots)
+        self.slots = _Slots(state.slots)
         self.requested = state.requested_slot
         self.attempts: dict[str, int] = dict(state.attempts)
         self.handoff = state.handoff
@@ -254,7 +275,8 @@ class _Run:
             sessions=self.sessions,
         )
         return Outcome(state, tuple(self.said), self.request,
-                       handoff=self.handoff and not self.before.handoff)
+                       handoff=self.handoff and not self.before.handoff,
+                       slots_set=dict(self.slots.set_now))
 
 
 class _Blank(dict[str, str]):
@@ -284,7 +306,7 @@ class DialogueManager:
         idle_ms = now_ms - state.last_activity_ms
         if state.last_activity_ms and idle_ms > self.settings.session_timeout_s * 1000:
             new_session = True
-            run.stack, run.slots, run.requested, run.attempts = [], {}, None, {}
+            run.stack, run.slots, run.requested, run.attempts = [], _Slots({}), None, {}
             run.handoff, run.pending = False, None
         run.history.append(HistoryEntry("user", message.text, message.intent))
         if new_session:

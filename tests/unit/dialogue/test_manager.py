@@ -433,3 +433,11 @@ def test_an_unrelated_answer_to_a_clarification_is_handled_normally(chat: Chat) 
     chat.say("my order money", "cancel_order", 0.45, ranking=ranking)
     chat.say("hi", "greet")
     assert chat.responses == ["utter_greet"] and chat.state.stack == ()
+
+
+def test_outcome_lists_the_slots_set_this_turn_even_when_the_flow_ended(chat: Chat) -> None:
+    out = chat.say("where is my order 12345?", "order_status")
+    assert out.slots_set == {"order_id": "12345"}
+    assert chat.state.slots == {}  # the flow ended and cleared it
+    out = chat.say("hi", "greet")
+    assert out.slots_set == {}
