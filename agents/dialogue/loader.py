@@ -299,7 +299,7 @@ _STEP_KINDS = ("collect", "action", "set_slots", "branch", "link", "call", "say"
                "handoff")
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("ask", "required", "ask_before_filling", "max_attempts", "on_failure",
-                "invalid"),
+                "invalid", "allow_digressions"),
     "action": ("inputs", "outputs", "on_error"),
 }
 DEFAULT_SLOT_ENTITIES: dict[str, tuple[str, ...]] = {
@@ -624,6 +624,8 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
             max_attempts=attempts,
             on_failure=r.typed(spec, "on_failure", file, str, None, "a flow name"),
             invalid=r.typed(spec, "invalid", file, str, None, "a response name"),
+            allow_digressions=bool(r.typed(spec, "allow_digressions", file, bool, True,
+                                           "true or false")),
             id=step_id, source=src)
     if kind == "action":
         if (name := name_value()) is None:

@@ -365,10 +365,14 @@ class DialogueManager:
     def choose_variant(self, variants: Sequence[ResponseVariant], channel: str,
                        known: Mapping[str, str], turn: int) -> ResponseVariant:
         """The channel's own variants if any, else the general ones; among them those whose
-        every ``{field}`` has a value; taken in turn (deterministic in the state)."""
+        every ``{field}`` has a value, the ones using the most fields; taken in turn
+        (deterministic in the state)."""
         pool = [v for v in variants if v.channel == channel and channel] or \
             [v for v in variants if v.channel is None] or list(variants)
         usable = [v for v in pool if all(known.get(f) for f in _fields(v.text))]
+        if usable:  # the most specific: "block your credit card" over "block your card"
+            most = max(len(_fields(v.text)) for v in usable)
+            usable = [v for v in usable if len(_fields(v.text)) == most]
         choices = usable or pool
         return choices[turn % len(choices)]
 
@@ -470,12 +474,14 @@ class DialogueManager:
         # A confident intent of another flow is a digression; then a typed answer ("yes",
         # "300", "tomorrow") is taken before chitchat or knowledge; a text slot takes
         # anything, so every digression is recognised before it.
-        other = self.bot.flow_for_intent(message.intent) if self._confident(
+        current = flow.steps[frame.step] if frame.step < len(flow.steps) else None
+        digressions = not isinstance(current, CollectStep) or current.allow_digressions
+        other = self.bot.flow_for_intent(message.intent) if digressions and self._confident(
             message, self.settings.fallback.digression_confidence) else None
         if other is not None and other.name != flow.name:
             return False  # "where is my order 12345" while asked an amount: another flow
         value = answer() if spec.type != "text" else None
-        if value is None and self._is_digression(run, flow, message):
+        if value is None and digressions and self._is_digression(run, flow, message):
             return False
         if value is None and spec.type == "text" and not (
                 message.oos and message.text.rstrip().endswith("?")):
