@@ -379,7 +379,7 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
     chitchat: dict[str, str] = {}
     if (c_data := data.get("chitchat")) is not None and (
             m := r.mapping(c_data, file, data.key_lines["chitchat"], "chitchat")):
-        chitchat = {str(k): str(v) for k, v in m.items()}
+        chitchat = {str(k): "" if v is None else str(v) for k, v in m.items()}
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")
     currency = str(r.typed(data, "default_currency", file, str, "EUR", "a currency code"))
     if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -856,7 +856,7 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                     f"bot.yml names the intent {named!r}, which intents.yml does not define "
                     f"(it will never be recognised)", "warning")
     for intent_name, reply in s.chitchat.items():
-        need_response(reply, s.source, f"chitchat for {intent_name!r}")
+        need_response(reply or None, s.source, f"chitchat for {intent_name!r}")
 
     entity_names = {e for slot in slots.values() for e in slot.entities}
     for intent_spec in intents.values():

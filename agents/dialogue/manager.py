@@ -618,10 +618,14 @@ class DialogueManager:
             return
         if confident and message.intent in s.chitchat:
             run.attempts.pop(FALLBACK_COUNTER, None)
-            run.say(s.chitchat[message.intent])
             if i is not None:
                 self._reask(run, i)
-                self._execute(run)
+            if s.chitchat[message.intent]:
+                run.say(s.chitchat[message.intent])
+            else:  # mapped to nothing: the (overridable) chitchat pattern answers
+                run.push(PATTERN_CHITCHAT, flow=run.flow(run.stack[i]).label
+                         if i is not None else None)
+            self._execute(run)
             return
         if i is None:
             for candidate in self.bot.flows.values():

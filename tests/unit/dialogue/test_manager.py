@@ -459,3 +459,13 @@ def test_the_most_specific_variant_is_said(chat: Chat) -> None:
                             "value": "credit", "source": "model"},))
         assert "block your credit card" in chat.text
         chat.say("no", "deny")
+
+
+def test_chitchat_mapped_to_nothing_runs_the_chitchat_pattern(write_bot: WriteBot) -> None:
+    folder = write_bot(bot_yml="name: tiny\nchitchat:\n  greet: null\n")
+    chat = Chat(DialogueManager(load_bot(folder)))
+    chat.say("hi", "greet")
+    assert chat.responses == ["utter_chitchat"]
+    chat.say("where is my order", "order_status")
+    chat.say("hi", "greet")
+    assert chat.responses == ["utter_chitchat", "utter_ask_order_id"]
