@@ -2,7 +2,7 @@
 
 Every conversation cycles through four turns — a greeting, a banking or shop
 question, a follow-up and thanks. Texts come from the demo bot's training
-examples (``examples/demo/nlu.jsonl``) when it is there, otherwise from
+examples (``examples/demo/intents.yml``) when it is there, otherwise from
 the built-in lists below, so the bench runs on any checkout.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.nlu.data import load_examples
 from examples import DEMO
 
 __all__ = ["ConversationScript", "load_script"]
@@ -83,12 +85,7 @@ def load_script(nlu_file: Path | None = None) -> ConversationScript:
     greetings: list[str] = []
     questions: list[str] = []
     thanks: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        example = json.loads(line)
-        text = str(example.get("text", "")).strip()
-        intent = example.get("intent") or next(iter(example.get("intents") or []), "")
+    for text, intent in _labelled_texts(path):
         if not text or not isinstance(intent, str) or _SKIP_RE.match(intent):
             continue
         if _GREET_RE.search(intent):
@@ -106,3 +103,16 @@ def load_script(nlu_file: Path | None = None) -> ConversationScript:
         ),
         source=str(path),
     )
+
+
+def _labelled_texts(path: Path) -> Iterator[tuple[str, object]]:
+    """``(text, intent)`` of every example: a bot's intents file, or JSON lines (an NLU++
+    line's first intent)."""
+    if path.suffix in (".yml", ".yaml"):
+        yield from ((e.text.strip(), e.intent) for e in load_examples([path]))
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            example = json.loads(line)
+            yield (str(example.get("text", "")).strip(),
+                   example.get("intent") or next(iter(example.get("intents") or []), ""))

@@ -1,6 +1,6 @@
 """The demo bot's model, trained on first use and cached by content hash.
 
-The training file comes from the caller (the shipped demo is ``examples/demo/nlu.jsonl``,
+The training file comes from the caller (the shipped demo is ``examples/demo/intents.yml``,
 passed down by the worker's composition root, ``parley up`` and the benchmarks): the
 agents do not know where example bots live.
 """
