@@ -68,7 +68,7 @@ def cli(settings: Settings, *args: str) -> str:
 def worker_side(settings: Settings, tmp_path: Path
                 ) -> Iterator[tuple[BotRegistry[Served], BotsFollower[Served]]]:
     registry: BotRegistry[Served] = BotRegistry(load, keep_previous=1)
-    follower = BotsFollower(registry, tmp_path / "worker" / "bots",
+    follower = BotsFollower(registry, tmp_path / "worker" / "served-bots",
                             bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS))
     follower.start()
     assert follower.wait_caught_up(20), follower.error
@@ -97,7 +97,7 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     first = registry.get("acme")
     assert first is not None and first.content.greeting == "utter_greet: Hello from version one\n"
     # The real model crossed the topic whole and classifies from the worker's own folder.
-    assert first.unpacked.folder.parent == tmp_path / "worker" / "bots"
+    assert first.unpacked.folder.parent == tmp_path / "worker" / "served-bots"
     assert (first.unpacked.model_dir / "intent.onnx").stat().st_size > 10_000_000
     assert first.content.model.understand("where is my order?").intent == "order_status"
 
@@ -169,7 +169,7 @@ def test_a_worker_built_after_a_publish_serves_the_bot_from_its_first_message(
     try:
         loaded = registry.get("acme")  # installed before follow_bots returned
         assert loaded is not None and loaded.content == "utter_greet: Hello\n"
-        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "bots"
+        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "served-bots"
         assert all(check() for check in ctx.app.ready_checks)
     finally:
         follower.stop()
