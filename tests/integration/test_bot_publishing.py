@@ -186,3 +186,34 @@ def test_a_worker_without_the_bots_topic_fails_at_start_up(settings: Settings,
                                       topic_prefix=settings.topic_prefix + "missing."))
     with pytest.raises(BotPublishError, match="does not exist"):
         follow_bots(ctx, BotRegistry(lambda u: u), wait_s=5)
+
+
+@pytest.mark.timeout(180)
+def test_the_bots_knowledge_documents_follow_it_to_the_tenant(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
+    from agents.encoders.embedder import Embedder, build_embedder
+    from agents.knowledge.follower import KbDocumentsFollower
+    from agents.knowledge.knowledge_base import KnowledgeBase
+
+    bot = write_bot(tmp_path / "bank", "utter_greet: Hello\n")
+    (bot / "knowledge").mkdir()
+    (bot / "knowledge" / "hours.md").write_text("# Opening hours\n\nNine to five.\n")
+    (bot / "knowledge" / "fees.md").write_text("# Card fees\n\nNo fee in the euro zone.\n")
+    out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    assert f"published 2 knowledge documents to {settings.topic('kb.documents')}" in out
+
+    (bot / "knowledge" / "fees.md").unlink()
+    out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    assert "published 1 knowledge documents" in out and "deleted 1: fees" in out
+
+    knowledge = KnowledgeBase(Embedder(build_embedder("wordllama", tmp_path / "embedder")))
+    follower = KbDocumentsFollower(knowledge, bootstrap=settings.kafka_bootstrap,
+                                   topic=settings.topic("kb.documents"))
+    follower.start()
+    try:
+        assert follower.wait_caught_up(20), follower.error
+        index = knowledge.tenant("acme")
+        assert index is not None
+        assert sorted(e.document.id for e in index.documents()) == ["hours"]
+    finally:
+        follower.stop()

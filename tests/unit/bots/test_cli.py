@@ -27,3 +27,14 @@ def test_a_bad_tenant_is_refused_before_anything_is_sent(tmp_path: Path) -> None
                                       str(model)], env={"PARLEY_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert result.exit_code != 0
     assert "invalid tenant id 'a b'" in str(result.exception)
+
+
+def test_a_dry_run_counts_the_knowledge_documents(tmp_path: Path) -> None:
+    bot_dir, model = make_bot(tmp_path)
+    (bot_dir / "knowledge" / "bad.jsonl").write_text('{"id": "x", "title": "t"}\n')
+    result = CliRunner().invoke(bot, ["publish", str(bot_dir), "--tenant", "acme", "--model",
+                                      str(model), "--dry-run"],
+                                env={"PARLEY_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert result.exit_code == 0, result.output
+    assert "would publish 1 knowledge documents to kb.documents" in result.output
+    assert "warning: document x (bad.jsonl:1) rejected" in result.output
