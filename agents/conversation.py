@@ -1,4 +1,5 @@
-"""The conversation agent: ``chat.inbound`` + ``knowledge.results`` → ``chat.outbound``.
+"""The conversation agent: ``chat.inbound`` + ``knowledge.results`` + ``actions.results``
+→ ``chat.outbound``.
 
 One Faust agent per worker takes both topics as one stream, in adaptive batches
 (streams/batching.py), and runs two steps on each batch:
@@ -7,7 +8,7 @@ One Faust agent per worker takes both topics as one stream, in adaptive batches
    classifies them and sends their ``ChatUnderstood`` events to
    ``chat.understood``;
 2. the dialogue step (agents/dialogue/agent.py) on those same events and the
-   batch's knowledge answers, in the order the agent took them: sessions,
+   batch's knowledge answers and action results, in the order the agent took them: sessions,
    replies, knowledge requests. Meanwhile the broker takes the ChatUnderstood
    events; the batch ends when it holds them too.
 
@@ -70,7 +71,8 @@ def register_conversation_agent(ctx: WorkerContext, understand: Understand,
                                 respond: Respond) -> None:
     settings = ctx.settings
     inbound = ctx.inbound.get_topic_name()
-    source = raw_topic(ctx.app, inbound, ctx.knowledge_results.get_topic_name())
+    source = raw_topic(ctx.app, inbound, ctx.knowledge_results.get_topic_name(),
+                       ctx.actions_results.get_topic_name())
     process = functools.partial(process_batch, inbound=inbound, understand=understand,
                                 respond=respond)
 
@@ -83,7 +85,7 @@ def register_conversation_agent(ctx: WorkerContext, understand: Understand,
 async def process_batch(events: Sequence[EventT], *, inbound: str, understand: Understand,
                         respond: Respond) -> None:
     """Both steps for one batch: ``understand`` the events of topic ``inbound``, then
-    ``respond`` to what it made of them and to the other events (knowledge answers),
+    ``respond`` to what it made of them and to the other events (knowledge answers, action results),
     in the batch's order; return once the broker holds what the NLU step sent."""
     nlu = await understand([e for e in events if e.message.topic == inbound])
     understood = iter(nlu.events)

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -32,16 +32,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agents.dialogue.policy import AskKnowledge, ReplyContent, RuleBasedPolicy, load_policy
-from agents.dialogue.sessions import Session
-from agents.dialogue.turns import reply_payload
+from agents.dialogue.loader import load_bot
+from agents.dialogue.manager import AskKnowledge, DialogueManager, Outcome, UserTurn
+from agents.dialogue.state import DialogueState
+from agents.dialogue.turns import Answer, reply_payload
 from agents.knowledge.demo import resolve_kb_index
 from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
 from agents.nlu.agent import Understander, understood_payload
-from agents.nlu.model import Understanding
-from examples import DEMO
+from examples import bot_files
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -81,16 +81,17 @@ class InlineServer:
     def __init__(
         self,
         model: Understander,
-        policy: RuleBasedPolicy,
+        manager: DialogueManager,
         settings: Settings,
         knowledge: KnowledgeService | None = None,
     ) -> None:
         self.model = model
-        self.policy = policy
+        self.manager = manager
         self.settings = settings
         self.knowledge = knowledge
-        self.answers: dict[tuple[str, str], ReplyContent] = {}
-        self.sessions: dict[ConversationKeys, Session] = {}
+        self.answers: dict[tuple[str, str], Answer] = {}
+        self.states: dict[ConversationKeys, DialogueState] = {}
+        self.reply_seq: dict[ConversationKeys, int] = {}
         self.inbound_seq: dict[ConversationKeys, int] = {}
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._server: Server | None = None
@@ -170,60 +171,45 @@ class InlineServer:
 
     async def _process(self, batch: list[_Pending]) -> None:
         results = self.model.understand_batch([p.frame.text for p in batch])
+        manager = self.manager
         for pending, result in zip(batch, results, strict=True):
-            keys = pending.keys
-            session = self.sessions.get(keys) or Session(keys)
-            decision = self.policy.respond(session, _understood(pending, result))
-            if isinstance(decision, AskKnowledge):
-                content = await self._ask(keys.tenant_id, decision.question)
-            else:
-                content = decision
-            session = replace(
-                session,
-                turns=session.turns + 1,
-                last_seq=pending.seq,
-                reply_seq=session.reply_seq + 1,
-                produced_seq=session.reply_seq + 1,
-            )
-            self.sessions[keys] = session
+            keys, now_ms = pending.keys, int(time.time() * 1000)
+            payload = understood_payload(pending.frame.text, pending.frame.client_msg_id, result)
+            outcome = manager.step(self.states.get(keys) or DialogueState(),
+                                   UserTurn.from_payload(payload), now_ms)
+            if isinstance(outcome.request, AskKnowledge):
+                answer = await self._ask(keys.tenant_id, outcome.request.question)
+                more = manager.resume_knowledge(outcome.state, answer.text, answer.sources,
+                                                now_ms)
+                outcome = Outcome(more.state, outcome.utterances + more.utterances, more.request)
+            self.states[keys] = outcome.state
+            if not outcome.utterances:
+                continue
+            seq = self.reply_seq[keys] = self.reply_seq.get(keys, 0) + 1
+            reply = {"event_id": f"{pending.event_id}.r", "seq": seq,
+                     "payload": reply_payload(outcome.utterances, pending.event_id,
+                                              pending.frame.client_msg_id)}
             with contextlib.suppress(ConnectionClosed):
-                await pending.ws.send(reply_frame(_reply(pending, session.reply_seq, content)))
+                await pending.ws.send(reply_frame(reply))
 
-    async def _ask(self, tenant: str, question: str) -> ReplyContent:
+    async def _ask(self, tenant: str, question: str) -> Answer:
         """What the knowledge agent would answer (exact repeats come from a cache)."""
         cached = self.answers.get((tenant, question))
         if cached is not None:
             return cached
         if self.knowledge is None:
-            return ReplyContent("Sorry, I cannot look that up right now.")
-        answer = await self.knowledge.answer(tenant, question)
-        content = ReplyContent(answer.text, sources=tuple(answer.sources))
-        self.answers[(tenant, question)] = content
-        return content
-
-
-def _understood(pending: _Pending, u: Understanding) -> dict[str, Any]:
-    """The ChatUnderstood event the dialogue step would take (as a dict)."""
-    return {
-        "event_id": pending.event_id,
-        "seq": pending.seq,
-        "payload": understood_payload(pending.frame.text, pending.frame.client_msg_id, u),
-    }
-
-
-def _reply(pending: _Pending, seq: int, content: ReplyContent) -> dict[str, Any]:
-    """The BotReply the dialogue step would send (as a dict)."""
-    return {
-        "event_id": f"{pending.event_id}.r",
-        "seq": seq,
-        "payload": reply_payload(content, pending.event_id, pending.frame.client_msg_id),
-    }
+            return Answer("Sorry, I cannot look that up right now.")
+        found = await self.knowledge.answer(tenant, question)
+        answer = Answer(found.text, tuple(found.sources))
+        self.answers[(tenant, question)] = answer
+        return answer
 
 
 def _load_knowledge(settings: Settings) -> KnowledgeService | None:
     """The knowledge service the worker would run (no Redis: the cache is in-process)."""
-    index = resolve_kb_index(settings, DEMO.knowledge)
-    if index is None:  # the knowledge agent is off
+    corpus = bot_files(settings.bot_dir).knowledge
+    index = resolve_kb_index(settings, corpus) if corpus.is_file() else None
+    if index is None:  # the knowledge agent is off, or the bot has no documents
         return None
     return KnowledgeService.from_settings(KnowledgeBase.open(index), KnowledgeSettings.from_env(),
                                           redis=None)
@@ -243,8 +229,12 @@ def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     if model_dir is not None:
         settings = settings.replace(nlu_model_dir=str(model_dir))
     configure_logging("bench-inline", settings.log_level, settings.log_json)
-    server = InlineServer(load_understander(settings), load_policy(settings, DEMO.responses),
-                          settings, _load_knowledge(settings))
+    bot, knowledge = bot_files(settings.bot_dir), _load_knowledge(settings)
+    served = load_bot(bot.folder)
+    if knowledge is None:
+        served = replace(served, knowledge_files=())
+    server = InlineServer(load_understander(settings, bot), DialogueManager(served), settings,
+                          knowledge)
     collect_young_less_often()  # as the gateway and the workers do
     run_until_signalled(server.start, server.close)
 

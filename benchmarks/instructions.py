@@ -232,9 +232,10 @@ def _nlu_single(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
 
 def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
 
-    from agents.dialogue.policy import RuleBasedPolicy
+    from agents.dialogue.loader import load_bot
+    from agents.dialogue.manager import DialogueManager
     from agents.dialogue.sessions import Session
-    from agents.dialogue.turns import Incoming, decide_turns
+    from agents.dialogue.turns import Incoming, Kind, decide_turns
     from agents.nlu.agent import understood_events
     from agents.nlu.model import NLUModel
     from gateway.protocol import (
@@ -252,7 +253,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
     max_text_bytes = Settings.from_env().max_text_bytes
     inbound, understood = codec_for("chat_message"), codec_for("chat_understood")
     outbound, requests = codec_for("bot_reply"), codec_for("knowledge_request")
-    policy = RuleBasedPolicy.from_file(DEMO.responses, knowledge=True)
+    manager = DialogueManager(load_bot(DEMO.folder))
     keys = [ConversationKeys("demo", f"c{c}") for c in range(_CONVERSATIONS)]
     sessions = {k: Session(k) for k in keys}
     seqs = dict.fromkeys(keys, 0)
@@ -276,8 +277,8 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
             message = inbound.decode(value)
             event = understood_events([message], [results[message["payload"]["text"]]])[0]
             understood.encode(event)
-            incoming = Incoming(conversation, event, False)
-            turn = decide_turns([incoming], sessions, (), {}, policy)[0]
+            incoming = Incoming(conversation, event, Kind.MESSAGE)
+            turn = decide_turns([incoming], sessions, (), {}, manager)[0]
             sessions[conversation] = turn.session
             if turn.reply is not None:
                 reply_frame(outbound.decode(outbound.encode(turn.reply)))

@@ -197,6 +197,8 @@ def reply_frame(reply: dict[str, Any]) -> str:
         frame["quick_replies"] = payload["quick_replies"]
     if payload.get("sources"):
         frame["sources"] = payload["sources"]
+    if payload.get("response"):
+        frame["response"] = payload["response"]
     return encode(frame)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import signal
+from pathlib import Path
 from types import FrameType
 
 import click
 
+from agents.dialogue.loader import load_bot
 from infra.process import wait_for_stop
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -25,11 +27,17 @@ __all__ = ["up"]
 @click.command()
 @click.option("--workers", default=1, show_default=True, help="Stream worker processes.")
 @click.option("--port", type=int, help="Gateway port (default: PARLEY_GATEWAY_PORT, 8080; 0: any).")
-def up(workers: int, port: int | None) -> None:
+@click.option("--bot", "bot_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The bot folder to serve (default: PARLEY_BOT, else the demo bot).")
+def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
     """Start everything and print the chat URL; Ctrl-C stops it all."""
     settings = Settings.from_env()
     if port is not None:
         settings = settings.replace(gateway_port=port)
+    if bot_dir is not None:
+        settings = settings.replace(bot_dir=str(bot_dir.resolve()))
+    if settings.bot_dir:
+        load_bot(Path(settings.bot_dir))  # a broken bot folder: every problem, before starting
     configure_logging("parley-up", settings.log_level, as_json=False)
     stack = Stack(settings)
     signal.signal(signal.SIGTERM, _interrupt)  # stopped while starting: stop the children too

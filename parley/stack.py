@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agents.knowledge.demo import resolve_kb_index
 from agents.nlu.demo import resolve_nlu_model
-from examples import DEMO
+from examples import bot_files
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
@@ -130,14 +130,16 @@ class Stack:
 
     def prepare_model(self) -> Path:
         """The NLU model workers serve; the demo model is trained once and cached."""
-        self.model_dir = resolve_nlu_model(self.settings, DEMO.nlu)
+        self.model_dir = resolve_nlu_model(self.settings, bot_files(self.settings.bot_dir).nlu)
         self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
         return self.model_dir
 
     def prepare_knowledge(self) -> Path | None:
         """The knowledge index workers serve (PARLEY_KB_INDEX, or the demo one, built once)."""
         if self.kb_index is None:
-            self.kb_index = resolve_kb_index(self.settings, DEMO.knowledge)
+            corpus = bot_files(self.settings.bot_dir).knowledge
+            if corpus.is_file():
+                self.kb_index = resolve_kb_index(self.settings, corpus)
         return self.kb_index
 
     # -- processes -----------------------------------------------------------

@@ -2,25 +2,32 @@
 it serves and its agents.
 
 A worker runs the conversation agent (the NLU and dialogue steps, see
-agents/conversation.py) and — when a knowledge base is available — the knowledge
-agent with its ``kb.documents`` follower. Models come from ``PARLEY_NLU_MODEL`` /
-``PARLEY_KB_INDEX``; when those are unset the demo bot's (``examples/demo/``) are
-built on first use and cached under ``PARLEY_DATA_DIR`` (``parley up`` builds them
-once before starting workers). This is the only place that knows where the bot's
-files are: the agents get their paths from here.
+agents/conversation.py), the action agent (agents/actions/) and — when a knowledge
+base is available — the knowledge agent with its ``kb.documents`` follower. It
+serves the bot folder ``PARLEY_BOT`` (default: the demo bot, ``examples/demo/``):
+its flows run in the dialogue step, and its NLU model and knowledge index come from
+``PARLEY_NLU_MODEL`` / ``PARLEY_KB_INDEX``, or are built from the folder on first
+use and cached under ``PARLEY_DATA_DIR`` (``parley up`` builds them once before
+starting workers). This is the only place that knows where the bot's files are:
+the agents get their paths from here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import click
 import uvloop
 from faust import Worker
 
+from agents.actions.agent import register_action_agent
+from agents.actions.registry import ActionRegistry
 from agents.conversation import register_conversation_agent
 from agents.dialogue.agent import DialogueStep, knowledge_result_emitter
-from agents.dialogue.policy import load_policy
+from agents.dialogue.domain import Bot
+from agents.dialogue.loader import load_bot
+from agents.dialogue.manager import DialogueManager
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index
@@ -30,12 +37,12 @@ from agents.knowledge.settings import KnowledgeSettings
 from agents.nlu.agent import NluStep, Understander
 from agents.nlu.demo import resolve_nlu_model
 from agents.nlu.model import NLUModel
-from examples import DEMO, BotFiles
+from examples import DEMO, BotFiles, bot_files
 from kernel.logs import configure_logging
 from kernel.settings import Settings
 from streams.app import WorkerContext, create_app
 
-__all__ = ["build_worker", "load_understander", "worker"]
+__all__ = ["bot_files", "build_worker", "load_understander", "worker"]
 
 
 @click.command()
@@ -56,16 +63,25 @@ def load_understander(settings: Settings, bot: BotFiles = DEMO) -> Understander:
     return NLUModel.load(resolve_nlu_model(settings, bot.nlu))
 
 
-def build_worker(settings: Settings, bot: BotFiles = DEMO) -> WorkerContext:
+def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerContext:
     """A Faust app with every agent registered, ready for ``faust.Worker``."""
+    bot = bot or bot_files(settings.bot_dir)
     ctx = create_app(settings)
     understand = NluStep(ctx, load_understander(settings, bot))
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
-        if settings.knowledge else None
-    dialogue = DialogueStep(ctx, load_policy(settings, bot.responses), answers)
+        if settings.knowledge and bot.knowledge.is_file() else None
+    register_action_agent(ctx, ActionRegistry())  # business actions: issue 33's integrations
+    dialogue = DialogueStep(ctx, DialogueManager(_served(load_bot(bot.folder), answers)),
+                            answers)
     register_conversation_agent(ctx, understand, dialogue)
     ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
     return ctx
+
+
+def _served(bot: Bot, answers: AnswerCache | None) -> Bot:
+    """The bot as this worker can serve it: without a knowledge agent, its flows must
+    never wait for one (they treat it as a bot without documents)."""
+    return bot if answers is not None else replace(bot, knowledge_files=())
 
 
 def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings,

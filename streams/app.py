@@ -34,6 +34,8 @@ from streams.metrics import (
 )
 from streams.state import ConversationStore, connect_cluster
 from streams.topics import (
+    ACTIONS_REQUESTS,
+    ACTIONS_RESULTS,
     CHAT_INBOUND,
     CHAT_OUTBOUND,
     CHAT_UNDERSTOOD,
@@ -90,6 +92,8 @@ class WorkerContext:
     outbound: TopicT
     knowledge_requests: TopicT
     knowledge_results: TopicT
+    actions_requests: TopicT
+    actions_results: TopicT
     store: ConversationStore
     #: Where an event goes that cannot be processed (streams/dead_letters.py).
     dead_letters: DeadLetters = field(init=False)
@@ -110,6 +114,7 @@ def raw_topic(app: faust.App, *names: str) -> TopicT:
 def create_app(settings: Settings) -> WorkerContext:
     scratch = settings.data_dir / "faust"  # Faust's own folder; it holds no state here
     scratch.mkdir(parents=True, exist_ok=True)
+    codec = producer_compression()
     app = ParleyApp(
         settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
@@ -124,7 +129,7 @@ def create_app(settings: Settings) -> WorkerContext:
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
         producer_acks=-1,
-        producer_compression_type=producer_compression(),
+        producer_compression_type=None if codec == "none" else codec,  # aiokafka's "none"
         consumer_auto_offset_reset="earliest",
         # Fast group joins on a small broker: ready in ~4 s instead of ~30 s with the defaults.
         broker_session_timeout=6,
@@ -147,6 +152,8 @@ def create_app(settings: Settings) -> WorkerContext:
         outbound=topic(CHAT_OUTBOUND),
         knowledge_requests=topic(KNOWLEDGE_REQUESTS),
         knowledge_results=topic(KNOWLEDGE_RESULTS),
+        actions_requests=topic(ACTIONS_REQUESTS),
+        actions_results=topic(ACTIONS_RESULTS),
         store=ConversationStore(redis, ttl_s=settings.session_ttl_s),
     )
     _register_probes(ctx)

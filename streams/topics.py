@@ -91,7 +91,9 @@ class TopicSpec:
         if self.retention_bytes is not None:
             config["retention.bytes"] = str(self.retention_bytes)
         if self.compression is not None:
-            config["compression.type"] = self.compression
+            # the topic config names "no codec" differently from the clients
+            config["compression.type"] = ("uncompressed" if self.compression == "none"
+                                          else self.compression)
         if self.min_insync_replicas is not None:
             config["min.insync.replicas"] = str(self.min_insync_replicas)
         if self.max_message_bytes is not None:
@@ -154,7 +156,8 @@ def bots_max_message_bytes() -> int:
 
 
 def producer_compression() -> str:
-    """The codec producers use: the topics' own, so the broker stores batches as sent."""
+    """The codec producers use: the topics' own, so the broker stores batches as sent
+    (librdkafka's name: ``none`` for no codec; aiokafka takes None for it)."""
     return TopicDefaults.load().compression
 
 

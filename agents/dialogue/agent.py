@@ -1,4 +1,5 @@
-"""The dialogue step: ``chat.understood`` (+ ``knowledge.results``) → ``chat.outbound``.
+"""The dialogue step: ``chat.understood`` (+ ``knowledge.results``, ``actions.results``)
+→ ``chat.outbound`` (+ ``knowledge.requests``, ``actions.requests``).
 
 It runs inside the conversation agent (agents/conversation.py), right after the
 NLU step, on the ChatUnderstood events that step produced and on the knowledge
@@ -9,12 +10,14 @@ primary at each step, whatever the batch size: agents/dialogue/sessions.py):
 1. load the sessions of the batch's conversations and the idempotency records
    of its event ids, and meanwhile look the batch's knowledge questions up in
    the knowledge base's exact-answer cache;
-2. decide each event in order (:mod:`agents.dialogue.turns`), carrying session
-   changes forward within the batch: a reply, or a question for the knowledge
-   agent — unless the cache already holds the answer, which is then the reply,
-   two broker hops sooner;
-3. produce the knowledge requests and wait until the broker holds them;
-4. record every new turn atomically (session + idempotency record + outbox);
+2. run the bot's dialogue manager on each event in order (:mod:`agents.dialogue.turns`),
+   carrying session changes forward within the batch: what the bot says, and what
+   its flow waits for — a question for the knowledge agent (unless the cache already
+   holds the answer: the flow then goes on at once, two broker hops sooner) or an
+   action's result;
+3. produce the knowledge and action requests and wait until the broker holds them;
+4. record every new turn atomically (session with its dialogue state + idempotency
+   record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
 6. move each conversation's ``produced_seq`` forward: in the background, while
    the agent goes on with the next batches (``agents.dialogue.sessions.ProducedMarks``).
@@ -30,16 +33,19 @@ hold replies that did reach the broker, when the worker died before step 6
 wrote their ``produced_seq``; they are sent again like the others. While step
 6 is under way, the step itself knows how far each conversation's replies
 went, and owes nothing for them. A knowledge
-request is produced before its turn is recorded, so a crash can only repeat
-it; the knowledge agent's answer carries an id derived from the request's, and
-a repeated answer is dropped here like any repeated event.
+request (or an action request) is produced before its turn is recorded, so a crash
+can only repeat it; the answer (or result) carries an id derived from the request's,
+and a repeated one is dropped here like any repeated event. An action may so run
+twice: actions get the request's event id as their idempotency key.
 
 A batch that fails because Redis or the broker is unavailable is processed
 again until it succeeds (``streams.batching.process_until_done``); every step
 above is idempotent, so a repeat only re-sends what may not have arrived.
 
-Slow knowledge work (an LLM call) happens in the knowledge agent, never here:
-its answer comes back on ``knowledge.results`` and is delivered like a reply.
+Slow work happens elsewhere, never here: knowledge retrieval (and an LLM call) in
+the knowledge agent, business actions in the action agent (agents/actions/). Their
+answers come back on ``knowledge.results`` and ``actions.results``, keyed and
+partitioned like the conversation, and resume the flow that waited for them.
 """
 
 from __future__ import annotations
@@ -52,9 +58,10 @@ from typing import Any
 
 from faust.types import EventT
 
-from agents.dialogue.policy import ReplyContent, RuleBasedPolicy
+from agents.actions.records import read_result
+from agents.dialogue.manager import DialogueManager
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
-from agents.dialogue.turns import Incoming, decide_turns
+from agents.dialogue.turns import Answer, Incoming, Kind, decide_turns, knowledge_question
 from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce
@@ -71,18 +78,25 @@ class DialogueStep:
 
     ``await step(batch)`` runs steps 1 to 6 above for a batch of :class:`Incoming`:
     the ChatUnderstood events the NLU step made of the batch's messages
-    (:meth:`understood`) and the knowledge agent's answers (:meth:`decode_result`),
-    in the order the agent took them. ``answers``: the knowledge agent's answer
-    cache, consulted before asking it.
+    (:meth:`understood`), the knowledge agent's answers and the actions' results
+    (:meth:`decode_result`), in the order the agent took them. ``manager``: the bot's
+    dialogue manager; ``answers``: the knowledge agent's answer cache, consulted
+    before asking it.
     """
 
-    def __init__(self, ctx: WorkerContext, policy: RuleBasedPolicy,
+    def __init__(self, ctx: WorkerContext, manager: DialogueManager,
                  answers: AnswerCache | None = None) -> None:
         self._ctx = ctx
-        self._policy = policy
+        self._manager = manager
         self._answers = answers
-        self._results = ctx.codec("knowledge_result", ctx.knowledge_results)
+        self._results = {
+            ctx.knowledge_results.get_topic_name():
+                (Kind.KNOWLEDGE, ctx.codec("knowledge_result", ctx.knowledge_results)),
+            ctx.actions_results.get_topic_name():
+                (Kind.ACTION, ctx.codec("action_result", ctx.actions_results)),
+        }
         self._requests = ctx.codec("knowledge_request", ctx.knowledge_requests)
+        self._actions = ctx.codec("action_request", ctx.actions_requests)
         self._replies = ctx.codec("bot_reply", ctx.outbound)
         self._sessions = SessionStore(ctx.store.redis, ttl_s=ctx.settings.session_ttl_s,
                                       outbox_size=ctx.settings.outbox_size)
@@ -91,14 +105,19 @@ class DialogueStep:
     @staticmethod
     def understood(msg: dict[str, Any]) -> Incoming:
         """A ChatUnderstood, as the NLU step produced it."""
-        return _incoming(msg, is_result=False)
+        return _incoming(msg, Kind.MESSAGE)
 
     async def decode_result(self, event: EventT) -> Incoming | None:
-        """A ``knowledge.results`` event; None when it is undecodable, after sending it
-        to ``knowledge.results.dlq``."""
+        """A ``knowledge.results`` or ``actions.results`` event; None when it is
+        undecodable (or a result that contradicts itself), after sending it to its
+        topic's dead-letter topic."""
+        kind, codec = self._results[event.message.topic]
         try:
-            return _incoming(self._results.decode(event.message.value), is_result=True)
-        except (DecodeError, ValueError) as exc:
+            msg = codec.decode(event.message.value)
+            if kind is Kind.ACTION:
+                read_result(msg)  # raises ValueError on a malformed result
+            return _incoming(msg, kind)
+        except (DecodeError, ValueError, KeyError) as exc:
             await self._ctx.dead_letters.send(event, exc, "conversation")
             return None
 
@@ -114,15 +133,19 @@ class DialogueStep:
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        decided = decide_turns(batch, sessions, seen, cached, self._policy)
+        decided = decide_turns(batch, sessions, seen, cached, self._manager)
         questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
+        calls = [(t.keys, self._actions.encode(t.action))
+                 for t in decided if t.action is not None]
         encode_reply = self._replies.encode
         turns = [AppliedTurn(t.keys, t.event_id, t.session.last_seq, t.session.reply_seq,
-                             b"" if t.reply is None else encode_reply(t.reply), t.session.turns)
+                             b"" if t.reply is None else encode_reply(t.reply), t.session.turns,
+                             t.session.dialogue)
                  for t in decided]
 
-        await _produce(ctx.knowledge_requests, questions)
+        await asyncio.gather(_produce(ctx.knowledge_requests, questions),
+                             _produce(ctx.actions_requests, calls))
         applied = await store.apply(turns)
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
                           for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
@@ -133,16 +156,19 @@ class DialogueStep:
         """Wait until the ``produced_seq`` writes (step 6) are done."""
         await self._marks.written()
 
-    async def _cached_answers(self, batch: Sequence[Incoming]) -> dict[str, ReplyContent]:
-        """Cached answers to the batch's knowledge questions, by event id."""
+    async def _cached_answers(self, batch: Sequence[Incoming]) -> dict[str, Answer]:
+        """Cached answers to the questions the batch's messages may put to the
+        knowledge base, by event id (looked up while the sessions load)."""
         if self._answers is None:
             return {}
-        policy = self._policy
+        manager = self._manager
         asked = [(item.msg["event_id"], item.keys.tenant_id, question)
-                 for item in batch if not item.is_result
-                 and (question := policy.knowledge_question(item.msg)) is not None]
+                 for item in batch if item.kind is Kind.MESSAGE
+                 and (question := knowledge_question(manager, item.msg)) is not None]
+        if not asked:
+            return {}
         found = await self._answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])
-        hits = {event_id: ReplyContent(answer.text, sources=tuple(answer.sources))
+        hits = {event_id: Answer(answer.text, tuple(answer.sources))
                 for (event_id, _, _), (_, answer) in zip(asked, found, strict=True)
                 if answer is not None}
         if hits:
@@ -150,8 +176,8 @@ class DialogueStep:
         return hits
 
 
-def _incoming(msg: dict[str, Any], *, is_result: bool) -> Incoming:
-    return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg, is_result)
+def _incoming(msg: dict[str, Any], kind: Kind) -> Incoming:
+    return Incoming(ConversationKeys(msg["tenant_id"], msg["conversation_id"]), msg, kind)
 
 
 async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:

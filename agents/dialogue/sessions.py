@@ -37,20 +37,22 @@ __all__ = ["AppliedTurn", "ProducedMarks", "Session", "SessionStore"]
 logger = logging.getLogger(__name__)
 
 # ARGV: now_ms, ttl_s, outbox_size, then per turn:
-#   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns
-# An empty reply_bytes records a turn whose answer comes later (event -> 0, no outbox entry).
+#   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns, dialogue
+# An empty reply_bytes records a turn that says nothing now (event -> 0, no outbox entry):
+# its answer comes later (knowledge, an action), or never (a conversation handed over).
+# ``dialogue`` is the dialogue state after the turn (agents/dialogue/state.py).
 # Returns per turn 1 when applied, 0 when the event was already recorded (nothing changed).
 _APPLY_TURNS = """#!lua flags=allow-cross-slot-keys
 local now, ttl, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local applied = {}
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local session, events, outbox, event_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reply_seq, reply = ARGV[i + 5], ARGV[i + 6]
   if redis.call('HEXISTS', events, event_id) == 1 then
     applied[#applied + 1] = 0
   else
     redis.call('HSET', session, 'turns', ARGV[i + 7], 'last_seq', ARGV[i + 4],
-      'reply_seq', reply_seq, 'updated_ms', now)
+      'reply_seq', reply_seq, 'updated_ms', now, 'dialogue', ARGV[i + 8])
     redis.call('HSETNX', session, 'created_ms', now)
     if reply == '' then
       redis.call('HSET', events, event_id, 0)
@@ -95,7 +97,9 @@ return marked
 
 @dataclass(slots=True)
 class Session:
-    """What Parley remembers about one conversation between turns."""
+    """What Parley remembers about one conversation between turns: the bus's counters,
+    and ``dialogue``, the dialogue state record (:class:`agents.dialogue.state.DialogueState`
+    as bytes; empty before the first turn)."""
 
     keys: ConversationKeys
     turns: int = 0
@@ -104,13 +108,15 @@ class Session:
     produced_seq: int = 0
     created_ms: int = 0
     updated_ms: int = 0
+    dialogue: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, keys: ConversationKeys, raw: dict[bytes, bytes]) -> Session:
+        dialogue = raw.pop(b"dialogue", b"")
         values = {k.decode(): v.decode() for k, v in raw.items()}
         ints = {name: int(values.pop(name, 0)) for name in _INT_FIELDS}
-        return cls(keys, extra=values, **ints)
+        return cls(keys, dialogue=dialogue, extra=values, **ints)
 
     @classmethod
     def from_fields(cls, keys: ConversationKeys, flat: list[bytes]) -> Session:
@@ -123,8 +129,8 @@ _INT_FIELDS = ("turns", "last_seq", "reply_seq", "produced_seq", "created_ms", "
 
 @dataclass(frozen=True, slots=True)
 class AppliedTurn:
-    """One turn to record: the event, the session after it, and the encoded reply
-    (empty when the reply comes later, e.g. from the knowledge agent)."""
+    """One turn to record: the event, the session after it, the encoded reply (empty
+    when the turn says nothing now) and the dialogue state after it."""
 
     keys: ConversationKeys
     event_id: str
@@ -132,6 +138,7 @@ class AppliedTurn:
     reply_seq: int
     reply: bytes
     turns: int
+    dialogue: bytes
 
 
 class SessionStore:
@@ -167,7 +174,7 @@ class SessionStore:
         """Record each turn atomically; False for a turn already recorded."""
         applied = await on_each_primary(self.redis, _APPLY_TURNS, [
             (t.keys.session, (t.keys.session, t.keys.events, t.keys.outbox, t.event_id,
-                              t.inbound_seq, t.reply_seq, t.reply, t.turns))
+                              t.inbound_seq, t.reply_seq, t.reply, t.turns, t.dialogue))
             for t in turns
         ], shared=(int(time.time() * 1000), self.ttl_s, self.outbox_size))  # fmt: skip
         return [bool(r) for r in applied]

@@ -1,13 +1,18 @@
 """What the dialogue step decides for a batch, without I/O.
 
 :func:`decide_turns` takes a batch's decoded events and the sessions loaded for
-them and returns, for each new event in order, the conversation's session after
-it and the event it sends: a BotReply, or a KnowledgeRequest when the policy
-hands the message to the knowledge agent and no cached answer replaces it. A
-knowledge agent's answer (a KnowledgeResult) becomes the reply it carries. The
-step (agents/dialogue/agent.py) loads, encodes, produces and records around it.
-At debug level each decision is logged with its message's trace id
+them, runs the bot's dialogue manager (:mod:`agents.dialogue.manager`) on each new
+event in order, and returns each conversation's session after it (with its dialogue
+state record) and the events the turn sends: a BotReply when the bot says something,
+a KnowledgeRequest when the flow waits for the knowledge agent (unless a cached answer
+lets it go on at once), an ActionRequest when it waits for an action. A knowledge
+agent's answer (KnowledgeResult) and an action's result (ActionResult) resume the flow
+that waited for them. The step (agents/dialogue/agent.py) loads, encodes, produces and
+records around it. At debug level each decision is logged with its message's trace id
 (``dialogue.turn.decided``).
+
+Every decision is a function of the stored state and the event: the manager's clock is
+the event's own timestamp, so a reprocessed event decides the same.
 """
 
 from __future__ import annotations
@@ -16,25 +21,53 @@ import logging
 import time
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any, NamedTuple
 
-from agents.dialogue.policy import AskKnowledge, Decision, ReplyContent, RuleBasedPolicy
+from agents.actions.records import action_request, read_result
+from agents.dialogue.manager import (
+    ActionResult,
+    AskKnowledge,
+    CallAction,
+    DialogueManager,
+    Outcome,
+    UserTurn,
+    Utterance,
+)
 from agents.dialogue.sessions import Session
+from agents.dialogue.state import DialogueState, StateFormatError
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["Incoming", "Turn", "decide_turns", "question_event", "reply_event", "reply_payload"]
+__all__ = ["Answer", "Incoming", "Kind", "Turn", "decide_turns", "knowledge_question",
+           "question_event", "reply_event", "reply_payload"]
 
 logger = logging.getLogger(__name__)
 
 
+class Kind(Enum):
+    """Where an event of the dialogue step's input comes from."""
+
+    MESSAGE = "message"      # a user message, as the NLU step understood it (ChatUnderstood)
+    KNOWLEDGE = "knowledge"  # the knowledge agent's answer (knowledge.results)
+    ACTION = "action"        # an action's result (actions.results)
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One event of the dialogue step's input: a ChatUnderstood or a KnowledgeResult."""
+    """One event of the dialogue step's input."""
 
     keys: ConversationKeys
     msg: dict[str, Any]
-    is_result: bool  # a knowledge answer (knowledge.results) rather than a user message
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A knowledge answer: from the knowledge agent, or from its cache."""
+
+    text: str
+    sources: tuple[str, ...] = ()
 
 
 class Turn(NamedTuple):
@@ -44,15 +77,23 @@ class Turn(NamedTuple):
     event_id: str
     session: Session
     reply: dict[str, Any] | None     # a BotReply, numbered session.reply_seq
-    question: dict[str, Any] | None  # or a KnowledgeRequest, answered by a later reply
+    question: dict[str, Any] | None  # a KnowledgeRequest, answered by a later event
+    action: dict[str, Any] | None    # an ActionRequest, answered by a later event
+
+
+def knowledge_question(manager: DialogueManager, msg: Mapping[str, Any]) -> str | None:
+    """The question a user message may put to the knowledge base, whatever the
+    conversation's state: what to look up in the answer cache before deciding."""
+    turn = UserTurn.from_payload(msg["payload"], msg["channel"])
+    return turn.text if manager.may_ask_knowledge(turn) else None
 
 
 def decide_turns(
     batch: Sequence[Incoming],
     sessions: Mapping[ConversationKeys, Session],
     seen: Container[str],
-    cached: Mapping[str, ReplyContent],
-    policy: RuleBasedPolicy,
+    cached: Mapping[str, Answer],
+    manager: DialogueManager,
 ) -> list[Turn]:
     """Decide each new event of ``batch`` in order, carrying sessions forward.
 
@@ -71,35 +112,68 @@ def decide_turns(
         if event_id in decided or event_id in seen:
             continue
         decided.add(event_id)
-        # the session after the turn is made in one copy: a user message counts a turn
+        outcome = _decide(manager, _state_of(session), item, cached.get(event_id))
         counted, last_seq = session.turns, session.last_seq
-        if item.is_result:
-            decision: Decision = ReplyContent(msg["payload"]["text"],
-                                              sources=tuple(msg["payload"]["sources"]))
-        else:
-            decision = policy.respond(session, msg)
+        if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
-            if isinstance(decision, AskKnowledge) and (hit := cached.get(event_id)):
-                decision = hit
-        if isinstance(decision, AskKnowledge):
-            session = replace(session, turns=counted, last_seq=last_seq)
-            turn = Turn(keys, event_id, session, None, question_event(msg, decision))
-        else:
-            session = replace(session, turns=counted, last_seq=last_seq,
-                              reply_seq=session.reply_seq + 1)
-            turn = Turn(keys, event_id, session, reply_event(msg, session.reply_seq, decision),
-                        None)
+        reply_seq = session.reply_seq + (1 if outcome.utterances else 0)
+        session = replace(session, turns=counted, last_seq=last_seq, reply_seq=reply_seq,
+                          dialogue=outcome.state.to_bytes())
+        request = outcome.request
+        turn = Turn(
+            keys, event_id, session,
+            reply_event(msg, reply_seq, outcome.utterances) if outcome.utterances else None,
+            question_event(msg, request) if isinstance(request, AskKnowledge) else None,
+            action_request(msg, request.name, request.inputs,
+                           bot_version=outcome.state.bot_version)
+            if isinstance(request, CallAction) else None,
+        )  # fmt: skip
         current[keys] = session
         turns.append(turn)
         if debug:
-            logger.debug("dialogue.turn.decided event_id=%s sends=%s reply_seq=%d", event_id,
-                         "reply" if turn.reply else "question", session.reply_seq,
-                         extra={"trace_id": msg["trace_id"]})
+            state = outcome.state
+            logger.debug("dialogue.turn.decided event_id=%s says=%d waits_for=%s flow=%s "
+                         "requested=%s reply_seq=%d", event_id, len(outcome.utterances),
+                         type(request).__name__ if request else "-", state.active_flow,
+                         state.requested_slot, reply_seq, extra={"trace_id": msg["trace_id"]})
     return turns
 
 
+def _state_of(session: Session) -> DialogueState:
+    if not session.dialogue:
+        return DialogueState()
+    try:
+        return DialogueState.from_bytes(session.dialogue)
+    except StateFormatError as exc:
+        # Written by a newer worker during a rolling upgrade, or damaged: the conversation
+        # goes on from a fresh state rather than stopping (its history is in the outbox).
+        logger.warning("dialogue.state.unreadable conversation=%s error=%s",
+                       session.keys.conversation_id, exc)
+        return DialogueState()
+
+
+def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
+            cached: Answer | None) -> Outcome:
+    msg = item.msg
+    now_ms = int(msg["timestamp"])
+    payload = msg["payload"]
+    if item.kind is Kind.KNOWLEDGE:
+        return manager.resume_knowledge(state, payload["text"], payload["sources"], now_ms)
+    if item.kind is Kind.ACTION:
+        _, result = read_result(msg)
+        return manager.resume_action(
+            state, ActionResult(result.action, result.ok, result.outputs, result.error), now_ms)
+    outcome = manager.step(state, UserTurn.from_payload(payload, msg["channel"]), now_ms)
+    if isinstance(outcome.request, AskKnowledge) and cached is not None:
+        # The answer is cached: the flow goes on now, two broker hops sooner.
+        more = manager.resume_knowledge(outcome.state, cached.text, cached.sources, now_ms)
+        outcome = replace(more, utterances=outcome.utterances + more.utterances,
+                          handoff=outcome.handoff or more.handoff)
+    return outcome
+
+
 def question_event(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
-    """The KnowledgeRequest for a user message (ChatUnderstood) the policy hands on."""
+    """The KnowledgeRequest for a user message (ChatUnderstood) the flow hands on."""
     return {
         **{k: msg[k] for k in ENVELOPE_FIELDS},
         "payload": {"question": ask.question, "client_msg_id": msg["payload"]["client_msg_id"],
@@ -107,26 +181,33 @@ def question_event(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
     }
 
 
-def reply_event(msg: dict[str, Any], seq: int, content: ReplyContent) -> dict[str, Any]:
-    """The BotReply for a user message, or for a knowledge answer to one."""
+def reply_event(msg: dict[str, Any], seq: int,
+                utterances: Sequence[Utterance]) -> dict[str, Any]:
+    """The BotReply for what a turn says (its utterances, as one message)."""
     payload = msg["payload"]
     return {
         **{k: msg[k] for k in ENVELOPE_FIELDS},
         "event_id": f"{msg['event_id']}.r",
         "seq": seq,
         "timestamp": int(time.time() * 1000),
-        "payload": reply_payload(content, payload.get("in_reply_to") or msg["event_id"],
-                                 payload["client_msg_id"]),
+        "payload": reply_payload(utterances, payload.get("in_reply_to") or msg["event_id"],
+                                 payload.get("client_msg_id", "")),
     }
 
 
-def reply_payload(content: ReplyContent, in_reply_to: str, client_msg_id: str) -> dict[str, Any]:
-    """A BotReply's payload: what the bot says, in reply to which message."""
+def reply_payload(utterances: Sequence[Utterance], in_reply_to: str,
+                  client_msg_id: str) -> dict[str, Any]:
+    """A BotReply's payload: what the bot says, in reply to which message. Several
+    utterances are one message, a paragraph each; the quick replies are the last
+    utterance's that has some (they answer its question)."""
+    quick = next((u.quick_replies for u in reversed(utterances) if u.quick_replies), ())
+    sources = list(dict.fromkeys(s for u in utterances for s in u.sources))
     return {
-        "text": content.text,
+        "text": "\n\n".join(u.text for u in utterances if u.text),
         "in_reply_to": in_reply_to,
         "client_msg_id": client_msg_id,
-        "quick_replies": list(content.quick_replies),
-        "sources": list(content.sources),
+        "quick_replies": list(quick),
+        "sources": sources,
         "sender": "bot",
+        "response": utterances[-1].response if utterances else "",
     }

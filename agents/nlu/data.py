@@ -1,21 +1,33 @@
-"""Training and evaluation examples in JSON lines.
+"""Training and evaluation examples: JSON lines, or a bot's intents file (YAML).
 
-Accepted per line: ``{"text": ..., "intent": ...}`` and optionally
+Accepted per JSON line: ``{"text": ..., "intent": ...}`` and optionally
 ``"entities": [{"start", "end", "entity"}, ...]`` (character offsets, end
 exclusive). NLU++ lines with ``"intents": [...]`` (multi-label) are accepted
 too: they have no single intent and serve entity training and evaluation.
+
+A ``.yml``/``.yaml`` file is a bot folder's intents file (docs/bots.md)::
+
+    intents:
+      track_order:
+        examples:
+          - where is my order [12345](order_id)?
+
+with entities annotated inline, ``[text](entity)`` (:func:`parse_annotations`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from agents.nlu.errors import DataError
 
-__all__ = ["Example", "SpanLabel", "canonical_lines", "load_examples"]
+__all__ = ["Example", "SpanLabel", "canonical_lines", "load_examples", "parse_annotations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +72,76 @@ def _parse(obj: object, path: Path, line: int) -> Example:
     return Example(text, intent, entities)
 
 
+_ANNOTATION = re.compile(r"\[([^\[\]]+)\]\(([^()]*)\)")
+
+
+def parse_annotations(text: str) -> tuple[str, tuple[SpanLabel, ...]]:
+    """``"where is [12345](order_id)?"`` → ``("where is 12345?", (SpanLabel(9, 14,
+    "order_id"),))``; a ValueError names a malformed annotation."""
+    plain: list[str] = []
+    spans: list[SpanLabel] = []
+    pos = 0
+    for m in _ANNOTATION.finditer(text):
+        plain.append(text[pos:m.start()])
+        start = sum(len(p) for p in plain)
+        value, entity = m.group(1), m.group(2).strip()
+        if not re.fullmatch(r"[A-Za-z_][\w-]*", entity):
+            raise ValueError(f"annotation [{value}]({entity}) needs an entity name in (...)")
+        plain.append(value)
+        spans.append(SpanLabel(start, start + len(value), entity))
+        pos = m.end()
+    plain.append(text[pos:])
+    if re.search(r"\]\(", _ANNOTATION.sub("", text)):
+        raise ValueError("an annotation is malformed: write [text](entity)")
+    return "".join(plain), tuple(spans)
+
+
+def _load_intents_file(path: Path) -> list[Example]:
+    """A bot's intents file; a problem stops with its file and line (1-based)."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(path, 0, f"cannot open: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(path, mark.line + 1 if mark else 0, f"not YAML: {exc}") from exc
+    intents = _child(root, "intents")
+    if not isinstance(intents, yaml.MappingNode):
+        raise DataError(path, _line(intents or root), "expected an 'intents:' mapping")
+    examples: list[Example] = []
+    for key, body in intents.value:
+        listed = _child(body, "examples") if isinstance(body, yaml.MappingNode) else body
+        if not isinstance(listed, yaml.SequenceNode):
+            raise DataError(path, _line(key), f"intent {key.value!r}: examples must be a list")
+        for item in listed.value:
+            if not isinstance(item, yaml.ScalarNode):
+                raise DataError(path, _line(item), "an example must be a text")
+            try:
+                text, spans = parse_annotations(str(item.value))
+            except ValueError as exc:
+                raise DataError(path, _line(item), str(exc)) from exc
+            if text.strip():
+                examples.append(Example(text, str(key.value), spans))
+    return examples
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == key), None)
+    return None
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
 def load_examples(paths: Sequence[Path]) -> list[Example]:
     """Read every file; a malformed line stops with its file and line number."""
     examples: list[Example] = []
     for path in paths:
+        if path.suffix in (".yml", ".yaml"):
+            examples += _load_intents_file(path)
+            continue
         try:
             handle = path.open(encoding="utf-8")
         except OSError as exc:

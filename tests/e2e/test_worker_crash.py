@@ -122,7 +122,8 @@ def assert_topic_repeats_are_resends(pipeline: Pipeline, chats: Conversations) -
     by_inbound: dict[str, set[tuple[str, int, str]]] = defaultdict(set)
     for m in read_topic(pipeline.settings, CHAT_OUTBOUND):
         r = codec.decode(m.value())
-        by_inbound[r["payload"]["client_msg_id"]].add((r["event_id"], r["seq"], r["payload"]["text"]))
+        payload = r["payload"]
+        by_inbound[payload["client_msg_id"]].add((r["event_id"], r["seq"], payload["text"]))
     assert set(by_inbound) == chats.answered_ids
     assert all(len(versions) == 1 for versions in by_inbound.values())
 

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents.conversation import process_batch
-from agents.dialogue.turns import Incoming
+from agents.dialogue.turns import Incoming, Kind
 from agents.nlu.agent import Understood
 from streams.keys import ConversationKeys
 
@@ -46,18 +46,19 @@ class Respond:
         self.batches: list[list[tuple[str, bool]]] = []
 
     def understood(self, msg: dict[str, Any]) -> Incoming:
-        return Incoming(ConversationKeys("t", "c"), msg, False)
+        return Incoming(ConversationKeys("t", "c"), msg, Kind.MESSAGE)
 
     async def decode_result(self, event: Any) -> Incoming | None:
         if event.message.value == "bad":
             return None  # the real step sends it to knowledge.results.dlq
-        return Incoming(ConversationKeys("t", "c"), {"event_id": event.message.value}, True)
+        return Incoming(ConversationKeys("t", "c"), {"event_id": event.message.value},
+                        Kind.KNOWLEDGE)
 
     async def __call__(self, batch: Sequence[Incoming]) -> None:
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("redis is down")
-        self.batches.append([(i.msg["event_id"], i.is_result) for i in batch])
+        self.batches.append([(i.msg["event_id"], i.kind is not Kind.MESSAGE) for i in batch])
 
 
 async def test_messages_are_understood_together_then_answered_with_results_in_order() -> None:

@@ -17,7 +17,7 @@ from infra.kafka_dist import (
 )
 from infra.waiting import Deadline
 from kernel.errors import BinaryNotFoundError, InfraError
-from streams.topics import TopicDefaults, all_topics
+from streams.topics import TopicDefaults, TopicSpec, all_topics
 
 
 def _script(path: Path, body: str) -> str:
@@ -162,3 +162,10 @@ def test_cluster_ids_look_like_kafkas() -> None:
     ids = {new_cluster_id() for _ in range(50)}
     assert len(ids) == 50
     assert all(len(cid) == 22 and "=" not in cid for cid in ids)
+
+
+def test_no_codec_is_named_as_the_topic_config_names_it() -> None:
+    # Kafka's topic config calls it "uncompressed"; the clients call it "none" (librdkafka)
+    # or None (aiokafka): "none" as a topic config is refused by the broker.
+    assert TopicSpec("t", 1, compression="none").config()["compression.type"] == "uncompressed"
+    assert TopicSpec("t", 1, compression="lz4").config()["compression.type"] == "lz4"

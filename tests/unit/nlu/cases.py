@@ -55,8 +55,12 @@ def write_demo_slice(
 ) -> Path:
     """The demo examples of the intents ``keep`` (by default five, oos among them) as a
     JSON-lines training file at ``path``."""
+    from agents.nlu.data import load_examples
     from examples import DEMO
 
-    rows = [json.loads(line) for line in DEMO.nlu.read_text().splitlines()]
-    path.write_text("\n".join(json.dumps(r) for r in rows if r["intent"] in keep))
+    rows = [{"text": e.text, "intent": e.intent,
+             "entities": [{"start": s.start, "end": s.end, "entity": s.entity}
+                          for s in e.entities or ()]}
+            for e in load_examples([DEMO.nlu]) if e.intent in keep]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     return path

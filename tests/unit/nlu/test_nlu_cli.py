@@ -8,7 +8,6 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agents.nlu.cli import nlu
-from examples import DEMO
 from tests.unit.nlu.cases import write_demo_slice
 
 
@@ -47,11 +46,3 @@ def test_train_reports_bad_input(tmp_path: Path) -> None:
     assert "bad.jsonl:2" in result.output
 
 
-def test_demo_responses_cover_every_intent() -> None:
-    rows = [json.loads(x) for x in DEMO.nlu.read_text().splitlines()]
-    intents = {r["intent"] for r in rows}
-    responses = json.loads(DEMO.responses.read_text(encoding="utf-8"))["intents"]
-    assert intents <= set(responses)
-    assert 20 <= len(intents - {"oos"}) <= 40
-    for spec in responses.values():
-        assert spec["templates"] and isinstance(spec["quick_replies"], list)

@@ -86,7 +86,7 @@ def test_only_unsure_messages_consult_the_encoder(context_model_dir: Path, tmp_p
     fast = never.understand_batch(texts)
     assert encoder.texts == []
 
-    route_below = 0.9
+    route_below = 0.99  # between the sure ones (0.999+) and the vague ones (0.92-0.97)
     model = NLUModel.load(_with_route_below(context_model_dir, route_below, tmp_path / "some"))
     encoder = _CountingEncoder(model)
     mixed = model.understand_batch(texts)
