@@ -1,9 +1,12 @@
 """``parley bot``: publish a trained bot version to every running worker.
 
-* ``parley bot publish BOT --tenant T --model DIR`` packs the bot folder and its
-  trained NLU model (the folder ``parley train BOT`` made) into one version and
-  publishes it to the compacted ``bots`` topic, keyed by tenant; every worker
-  following the topic swaps the tenant's bot without a restart. The documents of
+* ``parley bot publish BOT --tenant T [--model DIR]`` validates the bot folder
+  (every problem with its file and line; nothing is published while one is an
+  error), takes its trained NLU model (``--model``, or the one ``parley train BOT``
+  caches, trained now when missing; a model trained on other intents is refused),
+  packs both into one version and publishes it to the compacted ``bots`` topic,
+  keyed by tenant; every worker following the topic swaps the tenant's bot
+  without a restart. The documents of
   the bot's ``knowledge/`` folder go to ``kb.documents`` under the tenant first
   (and those the previous version had and this one has not are deleted), so the
   bot's knowledge answers are there when it goes live (``--no-knowledge``: not).
@@ -20,6 +23,7 @@ published there is what every worker runs, for every conversation of the tenant.
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import click
@@ -28,13 +32,17 @@ from agents.bots.bundle import BotBundle, bundle_from_folders
 from agents.bots.catalog import read_published
 from agents.bots.knowledge import KNOWLEDGE_FOLDER, knowledge_documents, previous_document_ids
 from agents.bots.publisher import BotPublisher, encode_version
+from agents.dialogue.cli import ensure_trained
+from agents.dialogue.domain import Bot
+from agents.dialogue.loader import BotFolderError, load_bot
 from agents.knowledge.documents import Document
 from agents.knowledge.publisher import KbPublisher
+from agents.nlu.manifest import MANIFEST_NAME
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.topics import BOTS, KB_DOCUMENTS, bots_max_message_bytes
 
-__all__ = ["bot"]
+__all__ = ["bot", "check_model"]
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -47,18 +55,28 @@ def bot() -> None:
 @bot.command()
 @click.argument("bot_dir", metavar="BOT", type=_DIR)
 @click.option("--tenant", required=True, help="The tenant this bot serves.")
-@click.option("--model", "model_dir", required=True, type=_DIR,
-              help="The bot's trained NLU model folder (what `parley train BOT` made).")
+@click.option("--model", "model_dir", type=_DIR,
+              help="The bot's trained NLU model folder; default: the one `parley train BOT` "
+                   "caches (trained now when missing).")
 @click.option("--knowledge/--no-knowledge", default=True, show_default=True,
               help="Also publish the documents of BOT/knowledge/ to kb.documents for TENANT.")
 @click.option("--dry-run", is_flag=True, help="Pack and check the version; publish nothing.")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True,
               help="Seconds to wait for the broker to read the previous version.")
-def publish(bot_dir: Path, tenant: str, model_dir: Path, knowledge: bool, dry_run: bool,
-            timeout_s: float) -> None:
+def publish(bot_dir: Path, tenant: str, model_dir: Path | None, knowledge: bool,
+            dry_run: bool, timeout_s: float) -> None:
     """Publish BOT, with its trained model, as TENANT's bot on every running worker."""
     settings = Settings.from_env()
     topic = settings.topic(BOTS)
+    try:
+        loaded = load_bot(bot_dir)
+    except BotFolderError as exc:
+        raise click.ClickException(f"nothing was published: {exc}") from exc
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if model_dir is None:
+        model_dir = ensure_trained(loaded, settings.data_dir / "bots", echo=True).nlu_dir
+    check_model(loaded, model_dir)
     bundle = bundle_from_folders(tenant, bot_dir, model_dir)
     described = (f"{bundle.name} version {bundle.version[:12]} for tenant {tenant} "
                  f"({len(bundle.files)} files")
@@ -84,6 +102,25 @@ def publish(bot_dir: Path, tenant: str, model_dir: Path, knowledge: bool, dry_ru
     size = publisher.publish(bundle)
     publisher.flush()
     click.echo(f"published {described}, {size:,} bytes) to {topic}")
+
+
+def check_model(bot: Bot, model_dir: Path) -> None:
+    """Refuse a model trained on other intents than the bot's (a stale ``--model``): the
+    worker would route messages to intents the flows do not know, or never to new ones."""
+    manifest = model_dir / MANIFEST_NAME
+    try:
+        labels = set(json.loads(manifest.read_text(encoding="utf-8"))["labels"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{manifest} is not a trained NLU model's manifest: "
+                                   f"{exc}") from exc
+    intents = set(bot.intents)
+    missing, unknown = sorted(intents - labels), sorted(labels - intents)
+    if missing or unknown:
+        raise click.ClickException(
+            f"the model in {model_dir} was not trained on this bot's intents"
+            + (f"; it lacks {', '.join(missing)}" if missing else "")
+            + (f"; it knows {', '.join(unknown)}, which the bot does not" if unknown else "")
+            + f": run `parley train {bot.folder}` (or leave out --model)")
 
 
 def _publish_documents(settings: Settings, tenant: str, documents: list[Document],
