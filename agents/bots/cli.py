@@ -31,6 +31,7 @@ import click
 from agents.bots.bundle import BotBundle, bundle_from_folders
 from agents.bots.catalog import read_published
 from agents.bots.knowledge import KNOWLEDGE_FOLDER, knowledge_documents, previous_document_ids
+from agents.bots.loading import intents_mismatch
 from agents.bots.publisher import BotPublisher, encode_version
 from agents.dialogue.cli import ensure_trained
 from agents.dialogue.domain import Bot
@@ -113,13 +114,10 @@ def check_model(bot: Bot, model_dir: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{manifest} is not a trained NLU model's manifest: "
                                    f"{exc}") from exc
-    intents = set(bot.intents)
-    missing, unknown = sorted(intents - labels), sorted(labels - intents)
-    if missing or unknown:
+    problem = intents_mismatch(bot.intents, labels)
+    if problem is not None:
         raise click.ClickException(
-            f"the model in {model_dir} was not trained on this bot's intents"
-            + (f"; it lacks {', '.join(missing)}" if missing else "")
-            + (f"; it knows {', '.join(unknown)}, which the bot does not" if unknown else "")
+            f"the model in {model_dir} was not trained on this bot's intents; {problem}"
             + f": run `parley train {bot.folder}` (or leave out --model)")
 
 

@@ -16,9 +16,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from agents.bots import BotRegistry, BotsFollower, UnpackedBot
+from agents.bots.bundle import bundle_from_folders
 from agents.bots.cli import bot as bot_cli
+from agents.bots.loading import ServedBot, load_served_bot
+from agents.bots.publisher import BotPublisher
+from agents.dialogue.cli import TEMPLATE
 from agents.nlu.demo import ensure_demo_model
-from agents.nlu.model import NLUModel
 from examples import DEMO
 from kernel.settings import Settings
 from streams.topics import BOTS, bots_max_message_bytes
@@ -32,14 +35,15 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Served:
-    """What the loader makes of a version: the bot's reply and its real NLU model."""
+    """What the worker's loader makes of a version (its flows and its real NLU model),
+    and the marker that tells the versions apart."""
 
     marker: str
-    model: NLUModel
+    served: ServedBot
 
 
 def load(unpacked: UnpackedBot) -> Served:
-    return Served(marker_of(unpacked), NLUModel.load(unpacked.model_dir))
+    return Served(marker_of(unpacked), load_served_bot(unpacked))
 
 
 def marker_of(unpacked: UnpackedBot) -> str:
@@ -114,7 +118,9 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     # The real model crossed the topic whole and classifies from the worker's own folder.
     assert first.unpacked.folder.parent == tmp_path / "worker" / "served-bots"
     assert (first.unpacked.model_dir / "intent.onnx").stat().st_size > 10_000_000
-    assert first.content.model.understand("where is my order?").intent == "order_status"
+    assert first.content.served.model.understand("where is my order?").intent == "order_status"
+    assert first.content.served.bot.version == first.version  # what the state records
+    assert "track_order" in first.content.served.bot.flows
 
     write_bot(bot, "version two")
     # Without --model: the bot is trained (as `parley train` caches it) and published.
@@ -123,7 +129,7 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
              "the second version")
     second = registry.get("acme")
     assert second is not None and second.content.marker == "version two"
-    assert second.content.model.understand("where is my order?").intent == "order_status"
+    assert second.content.served.model.understand("where is my order?").intent == "order_status"
     assert (settings.data_dir / "bots").is_dir()  # parley train's cache, apart from the worker's
     # A conversation inside a flow on the first version finishes on it.
     in_flow = registry.for_conversation("acme", first.version, in_flow=True)
@@ -131,8 +137,18 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     between = registry.for_conversation("acme", first.version, in_flow=False)
     assert between is not None and between.version == second.version
 
+    # A version whose model does not fit its bot (published around the CLI's check) is
+    # refused by the worker's loader: the tenant stays on the version it had.
+    other = tmp_path / "template"
+    shutil.copytree(TEMPLATE, other)
+    publisher = BotPublisher(settings.kafka_bootstrap, settings.topic(BOTS))
+    publisher.publish(bundle_from_folders("acme", other, demo_model_dir))
+    publisher.flush()
+    wait_for(lambda: follower.failed == 1, "the loader to refuse the mismatched version")
+    assert registry.get("acme") is second
+
     listed = cli(settings, "list")
-    assert listed.startswith(f"acme\tbank\t{second.version[:12]}\t")
+    assert listed.startswith("acme\ttemplate\t")  # what was published last, loaded or not
 
     cli(settings, "unpublish", "--tenant", "acme")
     wait_for(lambda: registry.get("acme") is None, "the tombstone")
