@@ -44,6 +44,14 @@ _SUBCOMMANDS: dict[str, str] = {
     "nlu": "agents.nlu.cli:nlu",
     "kb": "agents.knowledge.cli:kb",
     "bench": "benchmarks.cli:bench",
+    # a bot builder's tools (docs/bots.md)
+    "init": "agents.dialogue.cli:init",
+    "validate": "agents.dialogue.cli:validate",
+    "train": "agents.dialogue.cli:train",
+    "shell": "agents.dialogue.cli:shell",
+    "test": "agents.dialogue.testing_cli:test",
+    "dialogue": "agents.dialogue.sgd_cli:dialogue",
+    "bot": "agents.bots.cli:bot",
 }
 
 _EXTRAS: dict[str, str] = {
@@ -53,6 +61,11 @@ _EXTRAS: dict[str, str] = {
     "nlu": "train",
     "kb": "train",
     "bench": "bench",
+    "train": "train",
+    "shell": "worker",
+    "test": "worker",
+    "dialogue": "worker",
+    "bot": "worker",
 }
 """The extra (pyproject.toml) that brings what each subcommand imports beyond Parley's
 own dependencies (``nlu`` and ``kb`` name ``train``, which holds ``worker``)."""

@@ -15,7 +15,8 @@ the agents get their paths from here.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import functools
+from dataclasses import dataclass, replace
 
 import click
 import uvloop
@@ -23,11 +24,15 @@ from faust import Worker
 
 from agents.actions.agent import register_action_agent
 from agents.actions.registry import ActionRegistry
+from agents.bots.bundle import UnpackedBot
+from agents.bots.registry import BotRegistry
+from agents.bots.serving import follow_bots
 from agents.conversation import register_conversation_agent
 from agents.dialogue.agent import DialogueStep, knowledge_result_emitter
 from agents.dialogue.domain import Bot
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
+from agents.dialogue.state import DialogueState
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index
@@ -67,15 +72,51 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     """A Faust app with every agent registered, ready for ``faust.Worker``."""
     bot = bot or bot_files(settings.bot_dir)
     ctx = create_app(settings)
-    understand = NluStep(ctx, load_understander(settings, bot))
+    understander = load_understander(settings, bot)
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
         if settings.knowledge and bot.knowledge.is_file() else None
+    bots = TenantBots(ServedBot(DialogueManager(_served(load_bot(bot.folder), answers)),
+                                understander),
+                      BotRegistry(functools.partial(_load_published, answers=answers)))
+    follow_bots(ctx, bots.registry)
     register_action_agent(ctx, ActionRegistry())  # business actions: issue 33's integrations
-    dialogue = DialogueStep(ctx, DialogueManager(_served(load_bot(bot.folder), answers)),
-                            answers)
+    understand = NluStep(ctx, bots.model)
+    dialogue = DialogueStep(ctx, bots.manager, answers)
     register_conversation_agent(ctx, understand, dialogue)
     ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
     return ctx
+
+
+@dataclass(frozen=True)
+class ServedBot:
+    """What a worker serves one bot version with: its flows and its NLU model."""
+
+    manager: DialogueManager
+    model: Understander
+
+
+class TenantBots:
+    """Tenant → the bot serving it: the version published for it (``parley bot publish``,
+    followed into ``registry``), else this worker's own bot (PARLEY_BOT, the demo by
+    default). Which version a conversation's turn runs on: BotRegistry's rule."""
+
+    def __init__(self, own: ServedBot, registry: BotRegistry[ServedBot]) -> None:
+        self.own, self.registry = own, registry
+
+    def model(self, tenant_id: str) -> Understander:
+        loaded = self.registry.get(tenant_id)
+        return (loaded.content if loaded else self.own).model
+
+    def manager(self, tenant_id: str, state: DialogueState) -> DialogueManager:
+        loaded = self.registry.for_conversation(tenant_id, state.bot_version,
+                                                in_flow=state.active_flow is not None)
+        return (loaded.content if loaded else self.own).manager
+
+
+def _load_published(unpacked: UnpackedBot, answers: AnswerCache | None) -> ServedBot:
+    """A published version, as the bots follower installs it (on its thread)."""
+    bot = load_bot(unpacked.bot_dir)
+    return ServedBot(DialogueManager(_served(bot, answers)), NLUModel.load(unpacked.model_dir))
 
 
 def _served(bot: Bot, answers: AnswerCache | None) -> Bot:

@@ -59,9 +59,16 @@ from typing import Any
 from faust.types import EventT
 
 from agents.actions.records import read_result
-from agents.dialogue.manager import DialogueManager
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
-from agents.dialogue.turns import Answer, Incoming, Kind, decide_turns, knowledge_question
+from agents.dialogue.state import DialogueState
+from agents.dialogue.turns import (
+    Answer,
+    Incoming,
+    Kind,
+    ManagerFor,
+    decide_turns,
+    knowledge_question,
+)
 from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce
@@ -79,15 +86,15 @@ class DialogueStep:
     ``await step(batch)`` runs steps 1 to 6 above for a batch of :class:`Incoming`:
     the ChatUnderstood events the NLU step made of the batch's messages
     (:meth:`understood`), the knowledge agent's answers and the actions' results
-    (:meth:`decode_result`), in the order the agent took them. ``manager``: the bot's
-    dialogue manager; ``answers``: the knowledge agent's answer cache, consulted
-    before asking it.
+    (:meth:`decode_result`), in the order the agent took them. ``managers``: which
+    bot's dialogue manager decides a conversation's turn; ``answers``: the knowledge
+    agent's answer cache, consulted before asking it.
     """
 
-    def __init__(self, ctx: WorkerContext, manager: DialogueManager,
+    def __init__(self, ctx: WorkerContext, managers: ManagerFor,
                  answers: AnswerCache | None = None) -> None:
         self._ctx = ctx
-        self._manager = manager
+        self._managers = managers
         self._answers = answers
         self._results = {
             ctx.knowledge_results.get_topic_name():
@@ -133,7 +140,7 @@ class DialogueStep:
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        decided = decide_turns(batch, sessions, seen, cached, self._manager)
+        decided = decide_turns(batch, sessions, seen, cached, self._managers)
         questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
         calls = [(t.keys, self._actions.encode(t.action))
@@ -161,10 +168,11 @@ class DialogueStep:
         knowledge base, by event id (looked up while the sessions load)."""
         if self._answers is None:
             return {}
-        manager = self._manager
+        managers, fresh = self._managers, DialogueState()
         asked = [(item.msg["event_id"], item.keys.tenant_id, question)
                  for item in batch if item.kind is Kind.MESSAGE
-                 and (question := knowledge_question(manager, item.msg)) is not None]
+                 and (question := knowledge_question(managers(item.keys.tenant_id, fresh),
+                                                     item.msg)) is not None]
         if not asked:
             return {}
         found = await self._answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])

@@ -2,7 +2,8 @@
 
 Each is a separate click command (``parley/cli.py`` registers them by name). ``train``
 caches what it builds under ``<data dir>/bots/<content hash>/`` (``PARLEY_DATA_DIR``,
-``.parley`` by default): ``nlu/`` the NLU model, ``kb/`` the knowledge index. A bot
+``.parley`` by default): ``nlu-<training code version>/`` the NLU model,
+``kb-<embedder>-…/`` the knowledge index. A bot
 whose files did not change is not trained again, and ``shell`` trains on first use the
 same way, so ``init`` → ``shell`` works without a separate ``train``.
 
@@ -93,14 +94,18 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
     """The NLU model and knowledge index of ``bot`` under ``cache_root/<content hash>/``,
     built when missing (each renamed into place when complete, so a half-built one is
     never used)."""
+    from agents.encoders import embedder as encoders
+    from agents.knowledge import knowledge_base
     from agents.knowledge.documents import Document, load_corpus
     from agents.knowledge.knowledge_base import KnowledgeBase
     from agents.nlu.manifest import MANIFEST_NAME
-    from agents.nlu.train import train_model
+    from agents.nlu.train import CODE_VERSION, train_model
     from kernel.files import atomic_directory
 
     folder = Path(cache_root) / bot.content_hash()
-    nlu_dir = folder / "nlu"
+    # The artefacts' names carry the versions of the code that builds them, so an upgrade
+    # that changes training or the index format builds anew instead of loading a stale one.
+    nlu_dir = folder / CODE_VERSION  # "nlu-train-<n>"
     if not (nlu_dir / MANIFEST_NAME).is_file():
         if echo:
             click.echo(f"training the NLU model on {len(bot.training_examples())} examples "
@@ -110,7 +115,9 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
                     show_progress=show_progress)
     kb_dir: Path | None = None
     if bot.has_knowledge:
-        kb_dir = folder / "kb"
+        embedder = encoders.resolve_kind("auto")
+        kb_dir = folder / (f"kb-{embedder}-b{encoders.BUILD_VERSION}"
+                           f"-f{knowledge_base.FORMAT_VERSION}")
         if not (kb_dir / "manifest.json").is_file():
             docs: dict[str, Document] = {}
             root = bot.folder / "knowledge"
@@ -127,7 +134,7 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
                 click.echo(f"building the knowledge index of {len(docs)} documents -> {kb_dir}",
                            err=True)
             with atomic_directory(kb_dir) as build:
-                kb = KnowledgeBase.create(build, embedder="auto")
+                kb = KnowledgeBase.create(build, embedder=embedder)
                 kb.upsert_many(list(docs.values()))
                 kb.save()
     return TrainedBot(bot, folder, nlu_dir, kb_dir)
@@ -275,6 +282,8 @@ def _print(outcome: Outcome) -> None:
             click.echo(f"     sources: {', '.join(utterance.sources)}")
     if outcome.handoff:
         click.echo("  (handed over to a person: the bot stays quiet now)", err=True)
+    elif outcome.state.handoff and not outcome.utterances:
+        click.echo("  (a person answers this conversation now; the bot stays quiet)", err=True)
 
 
 def _debug(turn: UserTurn, state: DialogueState) -> None:

@@ -273,7 +273,7 @@ _STEP_KINDS = ("collect", "action", "set_slots", "branch", "link", "call", "say"
                "handoff")
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("ask", "required", "ask_before_filling", "max_attempts", "on_failure",
-                "invalid"),
+                "invalid", "allow_digressions"),
     "action": ("inputs", "outputs", "on_error"),
 }
 DEFAULT_SLOT_ENTITIES: dict[str, tuple[str, ...]] = {
@@ -353,7 +353,7 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
     chitchat: dict[str, str] = {}
     if (c_data := data.get("chitchat")) is not None and (
             m := r.mapping(c_data, file, data.key_lines["chitchat"], "chitchat")):
-        chitchat = {str(k): str(v) for k, v in m.items()}
+        chitchat = {str(k): "" if v is None else str(v) for k, v in m.items()}
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")
     currency = str(r.typed(data, "default_currency", file, str, "EUR", "a currency code"))
     if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -598,6 +598,8 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
             max_attempts=attempts,
             on_failure=r.typed(spec, "on_failure", file, str, None, "a flow name"),
             invalid=r.typed(spec, "invalid", file, str, None, "a response name"),
+            allow_digressions=bool(r.typed(spec, "allow_digressions", file, bool, True,
+                                           "true or false")),
             id=step_id, source=src)
     if kind == "action":
         if (name := name_value()) is None:
@@ -828,7 +830,7 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                     f"bot.yml names the intent {named!r}, which intents.yml does not define "
                     f"(it will never be recognised)", "warning")
     for intent_name, reply in s.chitchat.items():
-        need_response(reply, s.source, f"chitchat for {intent_name!r}")
+        need_response(reply or None, s.source, f"chitchat for {intent_name!r}")
 
     entity_names = {e for slot in slots.values() for e in slot.entities}
     for intent_spec in intents.values():

@@ -13,14 +13,20 @@ records around it. At debug level each decision is logged with its message's tra
 
 Every decision is a function of the stored state and the event: the manager's clock is
 the event's own timestamp, so a reprocessed event decides the same.
+
+Which bot decides (``managers``): the tenant's, in the version the conversation's
+state recorded while a flow runs, else the current one (agents/bots/registry.py says
+the rule). A state whose flows the deciding version does not have (the recorded version
+is gone) keeps its slots and leaves those flows: the conversation goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -39,10 +45,15 @@ from agents.dialogue.state import DialogueState, StateFormatError
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["Answer", "Incoming", "Kind", "Turn", "decide_turns", "knowledge_question",
+__all__ = ["Answer", "Incoming", "Kind", "ManagerFor", "Turn", "decide_turns",
+           "knowledge_question",
            "question_event", "reply_event", "reply_payload"]
 
 logger = logging.getLogger(__name__)
+
+
+#: The dialogue manager a conversation's next turn runs on: (tenant id, its state) → manager.
+ManagerFor = Callable[[str, DialogueState], DialogueManager]
 
 
 class Kind(Enum):
@@ -93,7 +104,7 @@ def decide_turns(
     sessions: Mapping[ConversationKeys, Session],
     seen: Container[str],
     cached: Mapping[str, Answer],
-    manager: DialogueManager,
+    managers: ManagerFor,
 ) -> list[Turn]:
     """Decide each new event of ``batch`` in order, carrying sessions forward.
 
@@ -112,7 +123,9 @@ def decide_turns(
         if event_id in decided or event_id in seen:
             continue
         decided.add(event_id)
-        outcome = _decide(manager, _state_of(session), item, cached.get(event_id))
+        state = _state_of(session)
+        manager = managers(keys.tenant_id, state)
+        outcome = _decide(manager, _runnable(manager, state), item, cached.get(event_id))
         counted, last_seq = session.turns, session.last_seq
         if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
@@ -152,10 +165,20 @@ def _state_of(session: Session) -> DialogueState:
         return DialogueState()
 
 
+def _runnable(manager: DialogueManager, state: DialogueState) -> DialogueState:
+    """``state``, without the flows the manager's bot version does not have."""
+    flows = manager.bot.flows
+    if all(f.flow in flows and f.step <= len(flows[f.flow].steps) for f in state.stack):
+        return state
+    logger.info("dialogue.state.flows_gone recorded=%s serving=%s", state.bot_version,
+                manager.bot.version)
+    return replace(state, stack=(), requested_slot=None, pending=None)
+
+
 def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
             cached: Answer | None) -> Outcome:
     msg = item.msg
-    now_ms = int(msg["timestamp"])
+    now_ms = _epoch_ms(msg["timestamp"])
     payload = msg["payload"]
     if item.kind is Kind.KNOWLEDGE:
         return manager.resume_knowledge(state, payload["text"], payload["sources"], now_ms)
@@ -170,6 +193,13 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
         outcome = replace(more, utterances=outcome.utterances + more.utterances,
                           handoff=outcome.handoff or more.handoff)
     return outcome
+
+
+def _epoch_ms(timestamp: datetime | int) -> int:
+    """An event's ``timestamp``: Avro decodes timestamp-millis as an aware datetime."""
+    if isinstance(timestamp, datetime):
+        return int(timestamp.timestamp() * 1000)
+    return int(timestamp)
 
 
 def question_event(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -69,9 +69,10 @@ class NluStep:
     topic: it gets the events themselves).
     """
 
-    def __init__(self, ctx: WorkerContext, model: Understander) -> None:
+    def __init__(self, ctx: WorkerContext, models: Callable[[str], Understander]) -> None:
+        """``models``: the model that understands a tenant's messages (its bot's)."""
         self._ctx = ctx
-        self._model = model
+        self._models = models
         self._inbound = ctx.codec("chat_message", ctx.inbound)
         self._understood = ctx.codec("chat_understood", ctx.understood)
 
@@ -92,16 +93,18 @@ class NluStep:
                     if msg is not None]
         if not messages:
             return Understood(decoded, asyncio.gather())
-        texts = [m["payload"]["text"] for _, m in messages]
-        # "tomorrow" means the day after the user said it, so an event processed late
-        # (a backlog, a replay, a restarted worker) gets the same entities as on time.
-        sent = [m["timestamp"] for _, m in messages]
-        model = self._model
-        if model.has_transformer:  # milliseconds for each message it consults
-            results = await asyncio.to_thread(model.understand_batch, texts, sent)
-        else:  # CPU-bound, and in batches well under a millisecond per message
-            results = model.understand_batch(texts, sent)
-        understood = understood_events([msg for _, msg in messages], results)
+        # One batched model call per bot: a tenant's messages go to its own bot's model.
+        by_model: dict[int, tuple[Understander, list[int]]] = {}
+        for i, (_, msg) in enumerate(messages):
+            model = self._models(msg["tenant_id"])
+            by_model.setdefault(id(model), (model, []))[1].append(i)
+        results: list[Understanding | None] = [None] * len(messages)
+        for model, indices in by_model.values():
+            for i, result in zip(indices, await _understand(
+                    model, [messages[i][1] for i in indices]), strict=True):
+                results[i] = result
+        understood = understood_events([msg for _, msg in messages],
+                                       [r for r in results if r is not None])
         encode = self._understood.encode
         delivered = await send(self._ctx.understood, [
             (event.message.key, encode(u))
@@ -109,6 +112,18 @@ class NluStep:
         ])
         made = iter(understood)
         return Understood([None if msg is None else next(made) for msg in decoded], delivered)
+
+
+async def _understand(model: Understander,
+                      messages: Sequence[dict[str, Any]]) -> list[Understanding]:
+    texts = [m["payload"]["text"] for m in messages]
+    # "tomorrow" means the day after the user said it, so an event processed late
+    # (a backlog, a replay, a restarted worker) gets the same entities as on time.
+    sent = [m["timestamp"] for m in messages]
+    if model.has_transformer:  # milliseconds for each message it consults
+        return await asyncio.to_thread(model.understand_batch, texts, sent)
+    # CPU-bound, and in batches well under a millisecond per message
+    return model.understand_batch(texts, sent)
 
 
 def understood_events(messages: Sequence[dict[str, Any]],

@@ -257,7 +257,7 @@ async def test_the_nlu_step_dead_letters_undecodable_events_and_invalid_ids() ->
     ctx = SimpleNamespace(inbound=None, understood=None,
                           dead_letters=SimpleNamespace(send=dead_letter),
                           codec=lambda name, topic: AvroCodec(name))
-    step = NluStep(ctx, model=SimpleNamespace())  # type: ignore[arg-type]
+    step = NluStep(ctx, models=lambda _tenant: SimpleNamespace())  # type: ignore[arg-type,return-value]
     values = [b"\x00not avro", codec.encode(chat_message(tenant_id="acme/eu")),
               codec.encode(chat_message(conversation_id="c" * 500))]
     events: list[Any] = [SimpleNamespace(message=message(value=v)) for v in values]

@@ -433,3 +433,39 @@ def test_an_unrelated_answer_to_a_clarification_is_handled_normally(chat: Chat) 
     chat.say("my order money", "cancel_order", 0.45, ranking=ranking)
     chat.say("hi", "greet")
     assert chat.responses == ["utter_greet"] and chat.state.stack == ()
+
+
+def test_outcome_lists_the_slots_set_this_turn_even_when_the_flow_ended(chat: Chat) -> None:
+    out = chat.say("where is my order 12345?", "order_status")
+    assert out.slots_set == {"order_id": "12345"}
+    assert chat.state.slots == {}  # the flow ended and cleared it
+    out = chat.say("hi", "greet")
+    assert out.slots_set == {}
+
+
+def test_a_free_text_answer_that_reads_like_another_intent(chat: Chat) -> None:
+    chat.say("I want to make a complaint", "complaint")
+    chat.say("my order arrived broken", "order_status", 0.98)  # allow_digressions: false
+    assert chat.responses == ["utter_ask_email"]
+    assert chat.state.slots["issue_description"] == "my order arrived broken"
+    chat.say("forget it", "cancel")  # cancelling still works
+    assert chat.responses == ["utter_flow_cancelled"]
+
+
+def test_the_most_specific_variant_is_said(chat: Chat) -> None:
+    for _ in range(2):
+        chat.say("my credit card was stolen", "card_lost",
+                 entities=({"entity": "card_type", "start": 3, "end": 9, "text": "credit",
+                            "value": "credit", "source": "model"},))
+        assert "block your credit card" in chat.text
+        chat.say("no", "deny")
+
+
+def test_chitchat_mapped_to_nothing_runs_the_chitchat_pattern(write_bot: WriteBot) -> None:
+    folder = write_bot(bot_yml="name: tiny\nchitchat:\n  greet: null\n")
+    chat = Chat(DialogueManager(load_bot(folder)))
+    chat.say("hi", "greet")
+    assert chat.responses == ["utter_chitchat"]
+    chat.say("where is my order", "order_status")
+    chat.say("hi", "greet")
+    assert chat.responses == ["utter_chitchat", "utter_ask_order_id"]

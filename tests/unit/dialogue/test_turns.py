@@ -4,6 +4,7 @@ forward, and what each event sends — a reply, a knowledge request, an action r
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState
-from agents.dialogue.turns import Answer, Incoming, Kind, decide_turns
+from agents.dialogue.turns import Answer, Incoming, Kind, ManagerFor, decide_turns
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 from tests.unit.dialogue.conftest import WriteBot
@@ -52,8 +53,9 @@ def knowledge(keys: ConversationKeys, asked: Incoming, text: str,
 
 
 @pytest.fixture(scope="module")
-def demo() -> DialogueManager:
-    return DialogueManager(load_bot(DEMO))
+def demo() -> ManagerFor:
+    manager = DialogueManager(load_bot(DEMO))
+    return lambda _tenant, _state: manager
 
 
 def sessions(*keys: ConversationKeys) -> dict[ConversationKeys, Session]:
@@ -65,7 +67,7 @@ def state(session: Session) -> DialogueState:
     return DialogueState.from_bytes(session.dialogue)
 
 
-def test_replies_are_numbered_in_order_per_conversation(demo: DialogueManager) -> None:
+def test_replies_are_numbered_in_order_per_conversation(demo: ManagerFor) -> None:
     batch = [message(A, "a1", 4), message(B, "b1", 1), message(A, "a2", 5)]
     loaded = sessions(A, B)
     loaded[A] = Session(A, turns=3, last_seq=3, reply_seq=3, produced_seq=3)
@@ -80,7 +82,7 @@ def test_replies_are_numbered_in_order_per_conversation(demo: DialogueManager) -
     assert loaded[A].reply_seq == 3  # the loaded sessions are not changed
 
 
-def test_a_reply_copies_the_envelope_and_names_its_response(demo: DialogueManager) -> None:
+def test_a_reply_copies_the_envelope_and_names_its_response(demo: ManagerFor) -> None:
     incoming = message(A, "a1", 1)
     (turn,) = decide_turns([incoming], sessions(A), set(), {}, demo)
 
@@ -96,7 +98,7 @@ def test_a_reply_copies_the_envelope_and_names_its_response(demo: DialogueManage
     assert (payload["in_reply_to"], payload["client_msg_id"]) == ("a1", "m-a1")
 
 
-def test_a_form_goes_on_across_batches_from_the_stored_state(demo: DialogueManager) -> None:
+def test_a_form_goes_on_across_batches_from_the_stored_state(demo: ManagerFor) -> None:
     """The complaint this replaces: "where is my order?" -> "What's the order number?"
     -> "12345" -> the same question again."""
     (asked,) = decide_turns([message(A, "a1", 1, "where is my order?", "order_status")],
@@ -110,7 +112,7 @@ def test_a_form_goes_on_across_batches_from_the_stored_state(demo: DialogueManag
 
 
 def test_a_knowledge_question_is_asked_and_its_answer_replies_later(
-        demo: DialogueManager) -> None:
+        demo: ManagerFor) -> None:
     asked = message(A, "a1", 1, "what is an overdraft?", "knowledge_question")
     (turn,) = decide_turns([asked], sessions(A), set(), {}, demo)
 
@@ -132,7 +134,7 @@ def test_a_knowledge_question_is_asked_and_its_answer_replies_later(
     assert later.session.turns == turn.session.turns  # an answer is not a user turn
 
 
-def test_a_cached_answer_is_the_reply_at_once(demo: DialogueManager) -> None:
+def test_a_cached_answer_is_the_reply_at_once(demo: ManagerFor) -> None:
     asked = message(A, "a1", 1, "what is an overdraft?", "knowledge_question")
     cached = {"a1": Answer("Spending more than you have.", ("overdraft",))}
     (turn,) = decide_turns([asked], sessions(A), set(), cached, demo)
@@ -145,7 +147,10 @@ def test_a_cached_answer_is_the_reply_at_once(demo: DialogueManager) -> None:
 
 def test_an_action_is_requested_and_only_its_success_is_reported(
         write_bot: WriteBot) -> None:
-    manager = DialogueManager(load_bot(write_bot(**ACTION_FILES)))
+    bot = DialogueManager(load_bot(write_bot(**ACTION_FILES)))
+
+    def manager(_tenant: str, _state: DialogueState) -> DialogueManager:
+        return bot
     asked = message(A, "a1", 1, "where is order 12345", "order_status")
     (turn,) = decide_turns([asked], sessions(A), set(), {}, manager)
     assert turn.reply is None and turn.question is None and turn.action is not None
@@ -167,7 +172,14 @@ def test_an_action_is_requested_and_only_its_success_is_reported(
     assert good.reply is not None and good.reply["payload"]["text"] == "Order 12345 is shipped."
 
 
-def test_recorded_and_repeated_events_are_skipped(demo: DialogueManager) -> None:
+def test_the_clock_is_the_events_own_as_avro_decodes_it(demo: ManagerFor) -> None:
+    decoded = message(A, "a1", 1)
+    decoded.msg["timestamp"] = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # timestamp-millis
+    (turn,) = decide_turns([decoded], sessions(A), set(), {}, demo)
+    assert state(turn.session).last_activity_ms == 1_796_644_800_000
+
+
+def test_recorded_and_repeated_events_are_skipped(demo: ManagerFor) -> None:
     batch = [message(A, "a1", 1), message(A, "a2", 2), message(A, "a2", 2), message(A, "a3", 3)]
     loaded = {A: Session(A, turns=1, last_seq=1, reply_seq=1, produced_seq=1)}
 
@@ -176,7 +188,21 @@ def test_recorded_and_repeated_events_are_skipped(demo: DialogueManager) -> None
     assert [(t.event_id, t.session.reply_seq) for t in turns] == [("a2", 2), ("a3", 3)]
 
 
-def test_an_unreadable_state_starts_afresh(demo: DialogueManager,
+def test_a_state_whose_flow_the_serving_version_lacks_leaves_it(
+        demo: ManagerFor, write_bot: WriteBot) -> None:
+    """A conversation recorded mid-form on a version this worker no longer holds goes on
+    with the current version instead of failing on a flow it does not have."""
+    (asked,) = decide_turns([message(A, "a1", 1, "where is my order?", "order_status")],
+                            sessions(A), set(), {}, demo)
+    assert state(asked.session).active_flow == "track_order"
+    other = DialogueManager(load_bot(write_bot(
+        flows_yml="flows: {}\n", responses_yml="responses:\n  utter_hi:\n    - Hi.\n")))
+    (later,) = decide_turns([message(A, "a2", 2, timestamp=2_000)], {A: asked.session}, set(),
+                            {}, lambda _tenant, _state: other)
+    assert state(later.session).active_flow != "track_order"
+
+
+def test_an_unreadable_state_starts_afresh(demo: ManagerFor,
                                           caplog: pytest.LogCaptureFixture) -> None:
     damaged = {A: Session(A, turns=1, last_seq=1, reply_seq=1, dialogue=b'{"s": 99}')}
     (turn,) = decide_turns([message(A, "a2", 2)], damaged, set(), {}, demo)
@@ -185,7 +211,7 @@ def test_an_unreadable_state_starts_afresh(demo: DialogueManager,
 
 
 def test_each_decision_is_logged_with_its_trace_id_at_debug(
-        demo: DialogueManager, caplog: pytest.LogCaptureFixture) -> None:
+        demo: ManagerFor, caplog: pytest.LogCaptureFixture) -> None:
     batch = [message(A, "a1", 1),
              message(B, "b1", 1, "what is an overdraft?", "knowledge_question")]
     caplog.set_level(logging.DEBUG, logger="agents.dialogue.turns")

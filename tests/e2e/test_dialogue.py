@@ -1,0 +1,53 @@
+"""Conversations that hold a task, through the whole pipeline (gateway → Kafka → worker →
+Redis → gateway), with the demo bot (examples/demo/).
+
+The dialogue state record lives in Redis Cluster, written with the outbox in one atomic
+call: a worker killed in the middle of a form leaves the form where it was, and the
+next worker asks nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.chat_client import ChatClient
+from tests.e2e.conftest import Pipeline
+from tests.e2e.test_worker_crash import own_pipeline  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
+
+
+async def _turn(chat: ChatClient, text: str) -> dict[str, Any]:
+    await chat.send(text)
+    await chat.next("ack", 30)
+    return await chat.next("reply", 30)
+
+
+async def test_a_form_resumes_at_the_same_question_after_a_worker_is_killed(
+        own_pipeline: Pipeline) -> None:  # noqa: F811
+    stack = own_pipeline.stack
+    async with ChatClient(own_pipeline.url) as chat:
+        asked = await _turn(chat, "where is my order?")
+        assert asked["response"] == "utter_ask_order_id", asked
+
+        worker = next(c for c in stack.children if c.name.startswith("worker"))
+        worker.kill()  # SIGKILL: nothing is flushed, nothing is said goodbye
+        restarted = stack.start_worker(name="worker-restarted")
+        stack.wait_ready([restarted], 90)
+
+        answered = await _turn(chat, "it's 12345")
+    assert "12345" in answered["text"], answered
+    assert answered["response"] != "utter_ask_order_id"
+
+
+async def test_the_bot_never_claims_a_card_was_blocked(own_pipeline: Pipeline) -> None:  # noqa: F811
+    """"I lost my card" used to answer "I've frozen your card" with nothing frozen."""
+    async with ChatClient(own_pipeline.url) as chat:
+        first = await _turn(chat, "I lost my card")
+        assert "frozen" not in first["text"].lower() and "blocked" not in first["text"].lower()
+        confirmed = await _turn(chat, "yes")
+    assert confirmed["response"] == "utter_block_card_next_steps", confirmed
+    text = confirmed["text"].lower()
+    assert "i've blocked" not in text and "i have blocked" not in text and "frozen" not in text
