@@ -320,8 +320,9 @@ async def test_a_flow_waits_for_its_action_and_tells_only_what_it_returned(
     ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0],
                                       data_dir=tmp_path / "worker"))
     register_action_agent(ctx, registry, ActionSettings(timeout_s=5.0, concurrency=4))
-    dialogue = DialogueStep(ctx, DialogueManager(bot))
-    register_conversation_agent(ctx, NluStep(ctx, NLUModel.load(trained.nlu_dir)), dialogue)
+    manager, model = DialogueManager(bot), NLUModel.load(trained.nlu_dir)
+    dialogue = DialogueStep(ctx, lambda tenant, state: manager)
+    register_conversation_agent(ctx, NluStep(ctx, lambda tenant: model), dialogue)
     ctx.app.closers.append(dialogue.marked)
 
     replies = Collected()
