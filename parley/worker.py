@@ -108,8 +108,11 @@ class TenantBots:
         return (loaded.content if loaded else self.own).model
 
     def manager(self, tenant_id: str, state: DialogueState) -> DialogueManager:
-        loaded = self.registry.for_conversation(tenant_id, state.bot_version,
-                                                in_flow=state.active_flow is not None)
+        in_flow = state.active_flow is not None
+        own = self.own.manager
+        if in_flow and state.bot_version == own.bot.version:
+            return own  # a task begun on this worker's own bot finishes on it
+        loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow)
         return (loaded.content if loaded else self.own).manager
 
 
