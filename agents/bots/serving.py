@@ -19,14 +19,18 @@ from agents.bots.registry import BotRegistry
 from streams.app import WorkerContext
 from streams.topics import BOTS
 
-__all__ = ["follow_bots"]
+__all__ = ["SERVED_BOTS_DIR", "follow_bots"]
+
+#: Where a worker unpacks published versions, under its data dir.
+SERVED_BOTS_DIR = "served-bots"
 
 T = TypeVar("T")
 
 
 def follow_bots(ctx: WorkerContext, registry: BotRegistry[T], *,
                 wait_s: float = 120.0) -> BotsFollower[T]:
-    """Follow ``bots`` into ``registry`` (versions unpacked under ``<data dir>/bots``).
+    """Follow ``bots`` into ``registry``, versions unpacked under ``<data dir>/served-bots``
+    (``parley train`` keeps its own cache in ``<data dir>/bots``).
 
     Raises :class:`BotPublishError` when the topic does not exist, or when the
     versions already published are not installed within ``wait_s`` seconds (a broker
@@ -34,7 +38,7 @@ def follow_bots(ctx: WorkerContext, registry: BotRegistry[T], *,
     tenants' bots says so at start-up.
     """
     settings = ctx.settings
-    follower = BotsFollower(registry, settings.data_dir / "bots",
+    follower = BotsFollower(registry, settings.data_dir / SERVED_BOTS_DIR,
                             bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS),
                             registry_url=settings.schema_registry_url)
     follower.start()

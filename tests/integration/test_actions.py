@@ -5,6 +5,7 @@ the dead-letter topic."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -239,3 +240,127 @@ async def test_poison_requests_go_to_the_dead_letter_topic_and_the_stream_goes_o
     assert letter1.topic == settings.topic(ACTIONS_REQUESTS)
     assert key2 == b"c2" and letter2.error_class == "streams.keys.InvalidIdError"
     assert "invalid conversation id 'not a conversation id'" in letter2.error
+
+
+# --- a flow's action through the whole worker ------------------------------------------
+
+ORDER_FLOW = """\
+flows:
+  track_order:
+    title: tracking your order
+    start:
+      intents: [order_status]
+    steps:
+      - collect: order_id
+      - action: lookup_order
+        outputs: {status: order_state}
+        on_error: utter_lookup_failed
+      - say: utter_order_state
+"""
+ORDER_RESPONSES = """\
+  utter_order_state:
+    - "Order {order_id} is {order_state}."
+  utter_lookup_failed:
+    - "Sorry, I could not look up order {order_id} just now."
+"""
+
+
+def order_bot(folder: Path) -> Path:
+    """The `parley init` bot, whose order flow asks the `lookup_order` action."""
+    from agents.dialogue.cli import TEMPLATE
+
+    shutil.copytree(TEMPLATE, folder)
+    flows = (folder / "flows.yml").read_text()
+    start = flows.index("  track_order:")
+    end = flows.index("  human_handoff:")
+    (folder / "flows.yml").write_text(flows[:start] + ORDER_FLOW.split("flows:\n", 1)[1]
+                                      + flows[end:])
+    (folder / "responses.yml").write_text((folder / "responses.yml").read_text()
+                                          + ORDER_RESPONSES)
+    (folder / "slots.yml").write_text((folder / "slots.yml").read_text()
+                                      + "  order_state:\n    type: text\n")
+    (folder / "actions.yml").write_text(
+        "actions:\n  lookup_order:\n    inputs: [order_id]\n    outputs: [status]\n")
+    return folder
+
+
+class OrderIn(BaseModel):
+    order_id: str
+
+
+class OrderOut(BaseModel):
+    status: str
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(240)
+async def test_a_flow_waits_for_its_action_and_tells_only_what_it_returned(
+        settings: Settings, tmp_path: Path) -> None:
+    from agents.conversation import register_conversation_agent
+    from agents.dialogue.agent import DialogueStep
+    from agents.dialogue.cli import ensure_trained
+    from agents.dialogue.loader import load_bot
+    from agents.dialogue.manager import DialogueManager
+    from agents.nlu.agent import NluStep
+    from agents.nlu.model import NLUModel
+    from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
+
+    bot = load_bot(order_bot(tmp_path / "shop"))
+    trained = await asyncio.to_thread(ensure_trained, bot, tmp_path / "trained")
+    registry = ActionRegistry()
+    looked_up: list[tuple[str, str]] = []
+
+    @registry.action("lookup_order", inputs=OrderIn, outputs=OrderOut)
+    async def lookup_order(inputs: OrderIn, ctx: ActionContext) -> OrderOut:
+        looked_up.append((inputs.order_id, ctx.idempotency_key))
+        if inputs.order_id != "12345":
+            raise ActionFailed(f"the shop has no order {inputs.order_id}")
+        return OrderOut(status="on its way")
+
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0],
+                                      data_dir=tmp_path / "worker"))
+    register_action_agent(ctx, registry, ActionSettings(timeout_s=5.0, concurrency=4))
+    manager, model = DialogueManager(bot), NLUModel.load(trained.nlu_dir)
+    dialogue = DialogueStep(ctx, lambda tenant, state: manager)
+    register_conversation_agent(ctx, NluStep(ctx, lambda tenant: model), dialogue)
+    ctx.app.closers.append(dialogue.marked)
+
+    replies = Collected()
+    outbound = TopicFollower(settings.kafka_bootstrap, settings.topic(CHAT_OUTBOUND),
+                             replies.take, from_beginning=True, poll_timeout_s=0.05)
+    outbound.assign()
+    outbound.start()
+    codec = AvroCodec("chat_message")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for i, (conversation, text) in enumerate([("found", "where is my order 12345?"),
+                                              ("missing", "where is my order 99999?")]):
+        message = {**envelope(i, conversation), "event_id": f"in-{conversation}", "seq": 1,
+                   "timestamp": int(time.time() * 1000),
+                   "payload": {"text": text, "client_msg_id": f"m{i}", "locale": None}}
+        producer.produce(settings.topic(CHAT_INBOUND), key=conversation.encode(),
+                         value=codec.encode(message))
+    assert producer.flush(10) == 0
+
+    def texts() -> dict[str, list[str]]:
+        reply_codec = AvroCodec("bot_reply")
+        by_conversation: dict[str, list[str]] = {}
+        with replies.lock:
+            for _, msg in replies.records:
+                reply = reply_codec.decode(msg.value())
+                by_conversation.setdefault(reply["conversation_id"], []).append(
+                    reply["payload"]["text"])
+        return by_conversation
+
+    await ctx.app.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not all(texts().get(c) for c in ("found", "missing")):
+            assert time.monotonic() < deadline, texts()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # nothing more comes for either conversation
+    finally:
+        await ctx.app.stop()
+        outbound.stop()
+    assert texts() == {"found": ["Order 12345 is on its way."],
+                       "missing": ["Sorry, I could not look up order 99999 just now."]}
+    assert sorted(looked_up) == [("12345", "in-found.c"), ("99999", "in-missing.c")]

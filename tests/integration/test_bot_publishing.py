@@ -4,6 +4,7 @@ and serves from the worker's folder."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,9 +16,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from agents.bots import BotRegistry, BotsFollower, UnpackedBot
+from agents.bots.bundle import bundle_from_folders
 from agents.bots.cli import bot as bot_cli
+from agents.bots.loading import ServedBot, load_served_bot
+from agents.bots.publisher import BotPublisher
+from agents.dialogue.cli import TEMPLATE
 from agents.nlu.demo import ensure_demo_model
-from agents.nlu.model import NLUModel
 from examples import DEMO
 from kernel.settings import Settings
 from streams.topics import BOTS, bots_max_message_bytes
@@ -31,21 +35,35 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Served:
-    """What the loader makes of a version: the bot's reply and its real NLU model."""
+    """What the worker's loader makes of a version (its flows and its real NLU model),
+    and the marker that tells the versions apart."""
 
-    greeting: str
-    model: NLUModel
+    marker: str
+    served: ServedBot
 
 
 def load(unpacked: UnpackedBot) -> Served:
-    return Served((unpacked.bot_dir / "responses.yml").read_text(),
-                  NLUModel.load(unpacked.model_dir))
+    return Served(marker_of(unpacked), load_served_bot(unpacked))
 
 
-def write_bot(folder: Path, greeting: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "responses.yml").write_text(greeting)
-    (folder / "flows.yml").write_text("flows: {}\n")
+def marker_of(unpacked: UnpackedBot) -> str:
+    """The marker :func:`write_bot` left in the version's responses.yml."""
+    return (unpacked.bot_dir / "responses.yml").read_text().rsplit("# marker: ", 1)[1].strip()
+
+
+def write_bot(folder: Path, marker: str, *, knowledge: dict[str, str] | None = None) -> Path:
+    """The demo bot, with ``marker`` in a comment of responses.yml (so each marker is
+    another version) and, when given, these knowledge documents instead of its own."""
+    if not folder.exists():
+        shutil.copytree(DEMO.folder, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    responses = folder / "responses.yml"
+    text = responses.read_text().split("\n# marker: ", 1)[0]
+    responses.write_text(f"{text}\n# marker: {marker}\n")
+    if knowledge is not None:
+        shutil.rmtree(folder / "knowledge")
+        (folder / "knowledge").mkdir()
+        for name, body in knowledge.items():
+            (folder / "knowledge" / name).write_text(body)
     return folder
 
 
@@ -58,7 +76,8 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30) -> Non
 
 def cli(settings: Settings, *args: str) -> str:
     env = {"PARLEY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "PARLEY_TOPIC_PREFIX": settings.topic_prefix}
+           "PARLEY_TOPIC_PREFIX": settings.topic_prefix,
+           "PARLEY_DATA_DIR": str(settings.data_dir)}
     result = CliRunner().invoke(bot_cli, list(args), env=env)
     assert result.exit_code == 0, (result.output, result.exception)
     return result.output
@@ -68,7 +87,7 @@ def cli(settings: Settings, *args: str) -> str:
 def worker_side(settings: Settings, tmp_path: Path
                 ) -> Iterator[tuple[BotRegistry[Served], BotsFollower[Served]]]:
     registry: BotRegistry[Served] = BotRegistry(load, keep_previous=1)
-    follower = BotsFollower(registry, tmp_path / "worker" / "bots",
+    follower = BotsFollower(registry, tmp_path / "worker" / "served-bots",
                             bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS))
     follower.start()
     assert follower.wait_caught_up(20), follower.error
@@ -90,31 +109,46 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
         worker_side: tuple[BotRegistry[Served], BotsFollower[Served]]) -> None:
     registry, follower = worker_side
     assert registry.get("acme") is None
-    bot = write_bot(tmp_path / "bank", "utter_greet: Hello from version one\n")
+    bot = write_bot(tmp_path / "bank", "version one", knowledge={})
     out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
     assert out.startswith("published bank version ")
     wait_for(lambda: registry.get("acme") is not None, "the first version")
     first = registry.get("acme")
-    assert first is not None and first.content.greeting == "utter_greet: Hello from version one\n"
+    assert first is not None and first.content.marker == "version one"
     # The real model crossed the topic whole and classifies from the worker's own folder.
-    assert first.unpacked.folder.parent == tmp_path / "worker" / "bots"
+    assert first.unpacked.folder.parent == tmp_path / "worker" / "served-bots"
     assert (first.unpacked.model_dir / "intent.onnx").stat().st_size > 10_000_000
-    assert first.content.model.understand("where is my order?").intent == "order_status"
+    assert first.content.served.model.understand("where is my order?").intent == "order_status"
+    assert first.content.served.bot.version == first.version  # what the state records
+    assert "track_order" in first.content.served.bot.flows
 
-    (bot / "responses.yml").write_text("utter_greet: Hello from version two\n")
-    cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    write_bot(bot, "version two")
+    # Without --model: the bot is trained (as `parley train` caches it) and published.
+    cli(settings, "publish", str(bot), "--tenant", "acme")
     wait_for(lambda: (b := registry.get("acme")) is not None and b.version != first.version,
              "the second version")
     second = registry.get("acme")
-    assert second is not None and second.content.greeting.endswith("version two\n")
+    assert second is not None and second.content.marker == "version two"
+    assert second.content.served.model.understand("where is my order?").intent == "order_status"
+    assert (settings.data_dir / "bots").is_dir()  # parley train's cache, apart from the worker's
     # A conversation inside a flow on the first version finishes on it.
     in_flow = registry.for_conversation("acme", first.version, in_flow=True)
     assert in_flow is not None and in_flow.version == first.version
     between = registry.for_conversation("acme", first.version, in_flow=False)
     assert between is not None and between.version == second.version
 
+    # A version whose model does not fit its bot (published around the CLI's check) is
+    # refused by the worker's loader: the tenant stays on the version it had.
+    other = tmp_path / "template"
+    shutil.copytree(TEMPLATE, other)
+    publisher = BotPublisher(settings.kafka_bootstrap, settings.topic(BOTS))
+    publisher.publish(bundle_from_folders("acme", other, demo_model_dir))
+    publisher.flush()
+    wait_for(lambda: follower.failed == 1, "the loader to refuse the mismatched version")
+    assert registry.get("acme") is second
+
     listed = cli(settings, "list")
-    assert listed.startswith(f"acme\tbank\t{second.version[:12]}\t")
+    assert listed.startswith("acme\ttemplate\t")  # what was published last, loaded or not
 
     cli(settings, "unpublish", "--tenant", "acme")
     wait_for(lambda: registry.get("acme") is None, "the tombstone")
@@ -125,8 +159,8 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
 @pytest.mark.timeout(180)
 def test_a_new_worker_serves_the_current_versions_and_skips_bad_records(
         settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
-    for tenant, greeting in (("acme", "old"), ("acme", "new"), ("globex", "hi")):
-        bot = write_bot(tmp_path / f"{tenant}-{greeting}", greeting)
+    for tenant, marker in (("acme", "old"), ("acme", "new"), ("globex", "hi")):
+        bot = write_bot(tmp_path / f"{tenant}-{marker}", marker, knowledge={})
         cli(settings, "publish", str(bot), "--tenant", tenant, "--model", str(demo_model_dir))
     raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     raw.produce(settings.topic(BOTS), key=b"initech", value=b"not avro")
@@ -136,7 +170,7 @@ def test_a_new_worker_serves_the_current_versions_and_skips_bad_records(
 
     def counted(unpacked: UnpackedBot) -> str:
         loads.append(unpacked.version)
-        return (unpacked.bot_dir / "responses.yml").read_text()
+        return marker_of(unpacked)
 
     registry: BotRegistry[str] = BotRegistry(counted)
     follower = BotsFollower(registry, tmp_path / "late-worker",
@@ -160,16 +194,16 @@ def test_a_worker_built_after_a_publish_serves_the_bot_from_its_first_message(
     from infra.ports import find_free_ports
     from streams.app import create_app
 
-    bot = write_bot(tmp_path / "bank", "utter_greet: Hello\n")
+    bot = write_bot(tmp_path / "bank", "hello", knowledge={})
     cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
     ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0],
                                       data_dir=tmp_path / "worker"))
-    registry: BotRegistry[str] = BotRegistry(lambda u: (u.bot_dir / "responses.yml").read_text())
+    registry: BotRegistry[str] = BotRegistry(marker_of)
     follower = follow_bots(ctx, registry, wait_s=30)
     try:
         loaded = registry.get("acme")  # installed before follow_bots returned
-        assert loaded is not None and loaded.content == "utter_greet: Hello\n"
-        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "bots"
+        assert loaded is not None and loaded.content == "hello"
+        assert loaded.unpacked.folder.parent == tmp_path / "worker" / "served-bots"
         assert all(check() for check in ctx.app.ready_checks)
     finally:
         follower.stop()
@@ -186,3 +220,33 @@ def test_a_worker_without_the_bots_topic_fails_at_start_up(settings: Settings,
                                       topic_prefix=settings.topic_prefix + "missing."))
     with pytest.raises(BotPublishError, match="does not exist"):
         follow_bots(ctx, BotRegistry(lambda u: u), wait_s=5)
+
+
+@pytest.mark.timeout(180)
+def test_the_bots_knowledge_documents_follow_it_to_the_tenant(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path) -> None:
+    from agents.encoders.embedder import Embedder, build_embedder
+    from agents.knowledge.follower import KbDocumentsFollower
+    from agents.knowledge.knowledge_base import KnowledgeBase
+
+    bot = write_bot(tmp_path / "bank", "one", knowledge={
+        "hours.md": "# Opening hours\n\nNine to five.\n",
+        "fees.md": "# Card fees\n\nNo fee in the euro zone.\n"})
+    out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    assert f"published 2 knowledge documents to {settings.topic('kb.documents')}" in out
+
+    write_bot(bot, "two", knowledge={"hours.md": "# Opening hours\n\nNine to five.\n"})
+    out = cli(settings, "publish", str(bot), "--tenant", "acme", "--model", str(demo_model_dir))
+    assert "published 1 knowledge documents" in out and "deleted 1: fees" in out
+
+    knowledge = KnowledgeBase(Embedder(build_embedder("wordllama", tmp_path / "embedder")))
+    follower = KbDocumentsFollower(knowledge, bootstrap=settings.kafka_bootstrap,
+                                   topic=settings.topic("kb.documents"))
+    follower.start()
+    try:
+        assert follower.wait_caught_up(20), follower.error
+        index = knowledge.tenant("acme")
+        assert index is not None
+        assert sorted(e.document.id for e in index.documents()) == ["hours"]
+    finally:
+        follower.stop()
