@@ -706,21 +706,34 @@ class DialogueManager:
 
     # -- running flows ------------------------------------------------------------------
 
-    def _drop_frame(self, run: _Run) -> None:
-        """Pop the top frame and forget the slots its flow collected (unless persisted or
-        used by a flow still running)."""
-        frame = run.stack.pop()
+    def _owned_slots(self, run: _Run, frame: Frame) -> set[str]:
+        """The slots that end with ``frame``: its flow's (unless persisted), those carried
+        over from a flow that linked to it, minus those a flow still running uses."""
         flow = run.flow(frame)
-        if frame.flow.startswith("pattern_"):
-            return
-        still_used: set[str] = set()
+        owned = (set(flow.set_slots()) - set(flow.persisted_slots)) | set(
+            frame.data.get("carried", ()))
         for other in run.stack:
-            still_used |= run.flow(other).set_slots()
-        for slot in flow.set_slots() - still_used - set(flow.persisted_slots):
+            if other is not frame:
+                owned -= run.flow(other).set_slots()
+        return owned
+
+    def _drop_frame(self, run: _Run, *, keep_slots: bool = False) -> set[str]:
+        """Pop the top frame and forget the slots it owns (:meth:`_owned_slots`); with
+        ``keep_slots`` they are kept and returned (a link carries them to the next flow)."""
+        frame = run.stack[-1]
+        if frame.flow.startswith("pattern_"):
+            run.stack.pop()
+            return set()
+        owned = self._owned_slots(run, frame)
+        run.stack.pop()
+        if run.requested in owned or run.requested in run.flow(frame).set_slots():
+            run.requested = None
+        if keep_slots:
+            return owned
+        for slot in owned:
             run.slots.pop(slot, None)
             run.attempts.pop(slot, None)
-        if run.requested in flow.set_slots():
-            run.requested = None
+        return set()
 
     def _end_frame(self, run: _Run, i: int | None = None, *, announce: bool = True) -> None:
         if i is not None:
@@ -770,9 +783,14 @@ class DialogueManager:
                 else:
                     run.advance(i, to=flow.step_index(target))
             elif isinstance(step, LinkStep):
-                context = frame.data.get("ctx", {})
-                self._end_frame(run, announce=False)
-                run.stack.append(Frame(step.flow, 0, {"ctx": context} if context else {}))
+                # The linked flow continues the conversation: it gets this flow's slots
+                # (said with its responses) and forgets them when it ends.
+                data: dict[str, JSON] = {}
+                if context := frame.data.get("ctx", {}):
+                    data["ctx"] = context
+                if carried := sorted(self._drop_frame(run, keep_slots=True)):
+                    data["carried"] = carried
+                run.stack.append(Frame(step.flow, 0, data))
             elif isinstance(step, CallStep):
                 run.advance(i)
                 run.stack.append(Frame(step.flow, 0))
