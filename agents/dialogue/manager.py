@@ -340,13 +340,29 @@ class DialogueManager:
         return run.finish()
 
     def resume_knowledge(self, state: DialogueState, answer_text: str,
-                         sources: Sequence[str], now_ms: int) -> Outcome:
-        """Say the knowledge agent's answer and resume the flow it interrupted."""
+                         sources: Sequence[str], now_ms: int, *,
+                         answered: bool = True) -> Outcome:
+        """Say the knowledge agent's answer and resume the flow it interrupted.
+
+        ``answered=False`` (the knowledge base had nothing: its answer is a refusal) counts
+        as a message not understood, so repeated ones end in the cannot-handle pattern's
+        handoff as they would without knowledge."""
         run = _Run(self, state, now_ms)
         if state.pending is None or state.pending.kind != "knowledge":
             return Outcome(state)  # a stale or repeated result: nothing to do
         run.pending = None
         run.said.append(Utterance("knowledge_answer", answer_text, (), tuple(sources)))
+        if answered:
+            run.attempts.pop(FALLBACK_COUNTER, None)
+        else:
+            attempt = run.attempts.get(FALLBACK_COUNTER, 0) + 1
+            run.attempts[FALLBACK_COUNTER] = attempt
+            if attempt >= self.settings.fallback.rephrase_attempts:
+                run.attempts.pop(FALLBACK_COUNTER, None)
+                while run.stack:
+                    self._drop_frame(run)
+                run.requested = None
+                run.push(PATTERN_CANNOT_HANDLE, attempt=attempt)
         self._resume_interrupted(run)
         self._execute(run)
         return run.finish()
@@ -621,8 +637,7 @@ class DialogueManager:
                 self._interrupt(run, i)
             run.pending = Pending("knowledge", question=message.text)
             run.request = AskKnowledge(message.text)
-            run.attempts.pop(FALLBACK_COUNTER, None)
-            return
+            return  # the fallback count is settled by the answer (resume_knowledge)
         if i is None and self._clarify(run, message):
             return
         flow = self.bot.flow_for_intent(message.intent) if confident else None

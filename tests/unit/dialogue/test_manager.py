@@ -530,3 +530,20 @@ def test_call_branch_set_slots_link_and_channel_variants(
     assert [u.text for u in out.utterances] == [said, "Back in refunds.", "See 12345."]
     assert ("big" in out.slots_set) == (said != "A small one.")
     assert out.state.stack == () and out.state.slots == {}
+
+
+def test_knowledge_refusals_in_a_row_end_in_a_handoff(chat: Chat) -> None:
+    def refused() -> Outcome:
+        out = chat.manager.resume_knowledge(chat.state, "I could not find this.", (),
+                                            chat.now, answered=False)
+        chat.state = out.state
+        return out
+
+    chat.say("blah blah")
+    chat.knowledge("An answer.")  # answered: nothing counted
+    chat.say("qwerty")
+    assert not refused().state.handoff
+    chat.say("asdf")
+    out = refused()
+    assert [u.response for u in out.utterances] == ["knowledge_answer", "utter_handoff"]
+    assert out.handoff and out.state.handoff
