@@ -89,11 +89,11 @@ def training_params(bot: Bot) -> TrainingParams:
     )
 
 
-def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
-                   echo: bool = False) -> TrainedBot:
+def ensure_trained(bot: Bot, cache_root: Path, *, tenant: str = KB_TENANT,
+                   show_progress: bool = False, echo: bool = False) -> TrainedBot:
     """The NLU model and knowledge index of ``bot`` under ``cache_root/<content hash>/``,
     built when missing (each renamed into place when complete, so a half-built one is
-    never used)."""
+    never used); the index holds the documents under ``tenant``."""
     from agents.encoders import embedder as encoders
     from agents.knowledge import knowledge_base
     from agents.knowledge.documents import Document, load_corpus
@@ -116,7 +116,7 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
     kb_dir: Path | None = None
     if bot.has_knowledge:
         embedder = encoders.resolve_kind("auto")
-        kb_dir = folder / (f"kb-{embedder}-b{encoders.BUILD_VERSION}"
+        kb_dir = folder / (f"kb-{tenant}-{embedder}-b{encoders.BUILD_VERSION}"
                            f"-f{knowledge_base.FORMAT_VERSION}")
         if not (kb_dir / "manifest.json").is_file():
             docs: dict[str, Document] = {}
@@ -125,7 +125,7 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
             if any(p.suffix != ".jsonl" for p in bot.knowledge_files):
                 sources.append(root)  # Markdown, text and HTML files, read as a folder
             for source in sources:
-                for doc in load_corpus(source, default_tenant=KB_TENANT):
+                for doc in load_corpus(source, default_tenant=tenant):
                     if isinstance(doc, Document):
                         docs[doc.id] = doc
                     elif echo:
@@ -237,10 +237,11 @@ class _Knowledge:
         self.index = index
         self._service: object | None = None
 
-    def answer(self, question: str) -> tuple[str, tuple[str, ...]]:
+    def answer(self, question: str) -> tuple[str, tuple[str, ...], bool]:
+        """The answer's text, its sources, and whether it answers (not a refusal)."""
         if self.index is None:
             return ("(no answer: this bot has no knowledge documents; add some under "
-                    "knowledge/ and they are indexed on the next run)", ())
+                    "knowledge/ and they are indexed on the next run)", (), False)
         from agents.knowledge.knowledge_base import KnowledgeBase
         from agents.knowledge.service import KnowledgeService
         from agents.knowledge.settings import KnowledgeSettings
@@ -250,7 +251,7 @@ class _Knowledge:
                                                            KnowledgeSettings.from_env())
         assert isinstance(self._service, KnowledgeService)
         answer = asyncio.run(self._service.answer(KB_TENANT, question))
-        return answer.text, tuple(answer.sources)
+        return answer.text, tuple(answer.sources), answer.mode != "refusal"
 
 
 def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
@@ -260,8 +261,9 @@ def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
         _print(outcome)
         request = outcome.request
         if isinstance(request, AskKnowledge):
-            text, sources = knowledge.answer(request.question)
-            outcome = manager.resume_knowledge(outcome.state, text, sources, now_ms)
+            text, sources, answered = knowledge.answer(request.question)
+            outcome = manager.resume_knowledge(outcome.state, text, sources, now_ms,
+                                               answered=answered)
         elif isinstance(request, CallAction):
             click.echo(f"  (action {request.name}({json.dumps(dict(request.inputs))}) is not "
                        f"connected in the shell: the flow is told it failed)", err=True)
