@@ -25,6 +25,7 @@ from faust import Worker
 from agents.actions.agent import register_action_agent
 from agents.actions.registry import ActionRegistry
 from agents.bots.bundle import UnpackedBot
+from agents.bots.loading import load_served_bot
 from agents.bots.registry import BotRegistry
 from agents.bots.serving import follow_bots
 from agents.conversation import register_conversation_agent
@@ -75,7 +76,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     understander = load_understander(settings, bot)
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
         if settings.knowledge and bot.knowledge.is_file() else None
-    bots = TenantBots(ServedBot(DialogueManager(_served(load_bot(bot.folder), answers)),
+    bots = TenantBots(TenantBot(DialogueManager(_served(load_bot(bot.folder), answers)),
                                 understander),
                       BotRegistry(functools.partial(_load_published, answers=answers)))
     follow_bots(ctx, bots.registry)
@@ -88,7 +89,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
 
 
 @dataclass(frozen=True)
-class ServedBot:
+class TenantBot:
     """What a worker serves one bot version with: its flows and its NLU model."""
 
     manager: DialogueManager
@@ -100,7 +101,7 @@ class TenantBots:
     followed into ``registry``), else this worker's own bot (PARLEY_BOT, the demo by
     default). Which version a conversation's turn runs on: BotRegistry's rule."""
 
-    def __init__(self, own: ServedBot, registry: BotRegistry[ServedBot]) -> None:
+    def __init__(self, own: TenantBot, registry: BotRegistry[TenantBot]) -> None:
         self.own, self.registry = own, registry
 
     def model(self, tenant_id: str) -> Understander:
@@ -116,10 +117,11 @@ class TenantBots:
         return (loaded.content if loaded else self.own).manager
 
 
-def _load_published(unpacked: UnpackedBot, answers: AnswerCache | None) -> ServedBot:
-    """A published version, as the bots follower installs it (on its thread)."""
-    bot = load_bot(unpacked.bot_dir)
-    return ServedBot(DialogueManager(_served(bot, answers)), NLUModel.load(unpacked.model_dir))
+def _load_published(unpacked: UnpackedBot, answers: AnswerCache | None) -> TenantBot:
+    """A published version, as the bots follower installs it (on its thread): its
+    ``bot.version`` is the published version id, which a conversation's state records."""
+    served = load_served_bot(unpacked)
+    return TenantBot(DialogueManager(_served(served.bot, answers)), served.model)
 
 
 def _served(bot: Bot, answers: AnswerCache | None) -> Bot:

@@ -17,7 +17,8 @@ the event's own timestamp, so a reprocessed event decides the same.
 Which bot decides (``managers``): the tenant's, in the version the conversation's
 state recorded while a flow runs, else the current one (agents/bots/registry.py says
 the rule). A state whose flows the deciding version does not have (the recorded version
-is gone) keeps its slots and leaves those flows: the conversation goes on.
+is gone) keeps its slots and leaves those flows (the manager drops them): the
+conversation goes on.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def decide_turns(
         decided.add(event_id)
         state = _state_of(session)
         manager = managers(keys.tenant_id, state)
-        outcome = _decide(manager, _runnable(manager, state), item, cached.get(event_id))
+        outcome = _decide(manager, state, item, cached.get(event_id))
         counted, last_seq = session.turns, session.last_seq
         if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
@@ -163,16 +164,6 @@ def _state_of(session: Session) -> DialogueState:
         logger.warning("dialogue.state.unreadable conversation=%s error=%s",
                        session.keys.conversation_id, exc)
         return DialogueState()
-
-
-def _runnable(manager: DialogueManager, state: DialogueState) -> DialogueState:
-    """``state``, without the flows the manager's bot version does not have."""
-    flows = manager.bot.flows
-    if all(f.flow in flows and f.step <= len(flows[f.flow].steps) for f in state.stack):
-        return state
-    logger.info("dialogue.state.flows_gone recorded=%s serving=%s", state.bot_version,
-                manager.bot.version)
-    return replace(state, stack=(), requested_slot=None, pending=None)
 
 
 def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
