@@ -1,0 +1,760 @@
+"""The dialogue manager: flows with slot filling and conversation repair, without I/O.
+
+``DialogueManager(bot).step(state, message, now_ms)`` returns an :class:`Outcome`: the
+new state, what the bot says, and at most one request the flow waits for — an
+:class:`AskKnowledge` (the knowledge agent answers, then :meth:`~DialogueManager.
+resume_knowledge`) or a :class:`CallAction` (an action runs off the hot path, then
+:meth:`~DialogueManager.resume_action`). Every decision is a function of (state,
+message, now_ms): no clock, no randomness, so a reprocessed event decides the same.
+
+One turn, in order:
+
+1. session: a conversation idle longer than ``session_timeout_minutes`` starts a new
+   session (flows and slots cleared); ``pattern_session_start`` runs first in each session;
+2. a handed-over conversation stays quiet (a person answers); a turn that arrives while an
+   action or a knowledge question is pending gets ``utter_busy``;
+3. a pending clarification is resolved ("which did you mean?");
+4. cancel intents stop the running flows (``pattern_cancel``);
+5. with a flow running: values for its slots from the message's entities, patterns and
+   categorical mentions; a new value for a slot already filled is a correction
+   (``pattern_correction``: the flow goes back to the step after that slot's question, so
+   a confirmation asked after it is asked again); else a confident intent of another flow,
+   a knowledge question or chitchat is a digression (answered, then the flow resumes at
+   the same question via ``pattern_digression``); else the message is the answer to the
+   question asked, and an answer that does not fit the slot's type counts an attempt
+   (``max_attempts`` of them run ``pattern_cannot_handle``, which hands over);
+6. without one: a knowledge question, two close flow intents (``pattern_clarification``),
+   a flow's intent, chitchat, a flow whose start condition holds, or — nothing fitting —
+   ``pattern_cannot_handle`` (rephrase, then hand over).
+
+A flow may only say that something happened after its action returned ok: on failure
+its ``on_error`` response (default ``utter_action_failed``) is said and the flow ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.dialogue.domain import (
+    ActionStep,
+    Bot,
+    BranchStep,
+    CallStep,
+    CollectStep,
+    EndStep,
+    Flow,
+    HandoffStep,
+    LinkStep,
+    ResponseVariant,
+    SayStep,
+    SetSlotsStep,
+    SlotSpec,
+)
+from agents.dialogue.slots import (
+    answer_value,
+    display_value,
+    extract_slots,
+    parse_amount,
+    parse_categorical,
+    parse_datetime,
+    parse_number,
+    parse_pattern,
+)
+from agents.dialogue.state import DialogueState, Frame, HistoryEntry, Pending
+
+__all__ = [
+    "PATTERN_CANCEL",
+    "PATTERN_CANNOT_HANDLE",
+    "PATTERN_CHITCHAT",
+    "PATTERN_CLARIFICATION",
+    "PATTERN_CORRECTION",
+    "PATTERN_DIGRESSION",
+    "PATTERN_SESSION_START",
+    "ActionResult",
+    "AskKnowledge",
+    "CallAction",
+    "DialogueManager",
+    "Outcome",
+    "Request",
+    "UserTurn",
+    "Utterance",
+]
+
+JSON = Any
+PATTERN_SESSION_START = "pattern_session_start"
+PATTERN_CANCEL = "pattern_cancel"
+PATTERN_CORRECTION = "pattern_correction"
+PATTERN_DIGRESSION = "pattern_digression"
+PATTERN_CLARIFICATION = "pattern_clarification"
+PATTERN_CHITCHAT = "pattern_chitchat"
+PATTERN_CANNOT_HANDLE = "pattern_cannot_handle"
+FALLBACK_COUNTER = "_fallback"
+_MAX_STEPS = 200  # steps run in one turn before a looping flow is stopped
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn:
+    """What the NLU made of one user message (the ChatUnderstood payload's fields)."""
+
+    text: str
+    intent: str = ""
+    confidence: float = 1.0
+    oos: bool = False
+    ranking: tuple[tuple[str, float], ...] = ()
+    entities: tuple[Mapping[str, Any], ...] = ()
+    channel: str = ""
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], channel: str = "") -> UserTurn:
+        """From a ChatUnderstood ``payload`` (schemas/chat_understood.avsc)."""
+        return cls(
+            text=str(payload["text"]), intent=str(payload.get("intent") or ""),
+            confidence=float(payload.get("confidence", 0.0)), oos=bool(payload.get("oos")),
+            ranking=tuple((str(r["intent"]), float(r["confidence"]))
+                          for r in payload.get("ranking", ())),
+            entities=tuple(dict(e) for e in payload.get("entities", ())), channel=channel)
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    response: str  # the response's name (``knowledge_answer`` for a knowledge answer)
+    text: str
+    quick_replies: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AskKnowledge:
+    """Answer ``question`` from the bot's documents, then call ``resume_knowledge``."""
+
+    question: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallAction:
+    """Run the action ``name`` with ``inputs`` (slot values), then call ``resume_action``."""
+
+    name: str
+    inputs: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    name: str
+    ok: bool
+    outputs: Mapping[str, JSON] = field(default_factory=dict)
+    error: str | None = None
+
+
+Request = AskKnowledge | CallAction
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: DialogueState
+    utterances: tuple[Utterance, ...] = ()
+    request: Request | None = None
+    handoff: bool = False  # this turn asked for a person (the state's flag was just set)
+
+
+class _Run:
+    """The state being changed during one turn (mutable, frozen again by ``finish``)."""
+
+    def __init__(self, manager: DialogueManager, state: DialogueState, now_ms: int,
+                 channel: str = "") -> None:
+        self.m, self.bot = manager, manager.bot
+        self.before = state
+        self.stack: list[Frame] = list(state.stack)
+        self.slots: dict[str, JSON] = dict(state.slots)
+        self.requested = state.requested_slot
+        self.attempts: dict[str, int] = dict(state.attempts)
+        self.handoff = state.handoff
+        self.pending = state.pending
+        self.history: list[HistoryEntry] = list(state.history)
+        self.sessions = state.sessions
+        self.now_ms = now_ms
+        self.channel = channel
+        self.said: list[Utterance] = []
+        self.request: Request | None = None
+        self.steps_run = 0
+
+    # -- frames -------------------------------------------------------------------------
+
+    def flow(self, frame: Frame) -> Flow:
+        return self.bot.flows[frame.flow]
+
+    def user_frame_index(self) -> int | None:
+        """The index of the topmost frame of a builder's flow (not a pattern)."""
+        for i in range(len(self.stack) - 1, -1, -1):
+            if not self.stack[i].flow.startswith("pattern_"):
+                return i
+        return None
+
+    def set_frame(self, i: int, frame: Frame) -> None:
+        self.stack[i] = frame
+
+    def update_data(self, i: int, **changes: JSON) -> None:
+        data = {k: v for k, v in {**self.stack[i].data, **changes}.items() if v is not None}
+        self.stack[i] = replace(self.stack[i], data=data)
+
+    def push(self, flow_name: str, /, **context: JSON) -> None:
+        data = {"ctx": {k: v for k, v in context.items() if v is not None}} if context else {}
+        self.stack.append(Frame(flow_name, 0, data))
+
+    def advance(self, i: int, to: int | None = None) -> None:
+        frame = self.stack[i]
+        data = {k: v for k, v in frame.data.items() if k != "asked"}
+        self.stack[i] = Frame(frame.flow, frame.step + 1 if to is None else to, data)
+
+    # -- speaking -----------------------------------------------------------------------
+
+    def context(self) -> dict[str, JSON]:
+        ctx: dict[str, JSON] = {}
+        for frame in self.stack:
+            ctx.update(frame.data.get("ctx", {}))
+        return ctx
+
+    def say(self, name: str, extra: Mapping[str, JSON] | None = None,
+            quick_replies: Sequence[str] = ()) -> None:
+        response = self.bot.responses.get(name)
+        if response is None:  # validation makes this impossible for a bot's own flows
+            return
+        values: dict[str, str] = {k: display_value(v) for k, v in self.slots.items()
+                                  if v is not None}
+        for key, value in {**self.context(), **(extra or {})}.items():
+            values[key] = ", ".join(map(str, value)) if isinstance(value, list) \
+                else display_value(value)
+        variant = self.m.choose_variant(response.variants, self.channel, values,
+                                        self.before.version + len(self.said))
+        text = string.Formatter().vformat(variant.text, (), _Blank(values))
+        replies = tuple(variant.quick_replies) + tuple(quick_replies)
+        self.said.append(Utterance(name, text, replies))
+
+    # -- ending -------------------------------------------------------------------------
+
+    def finish(self, *, version_bump: bool = True) -> Outcome:
+        limit = self.bot.settings.history_turns
+        history = self.history + [HistoryEntry("bot", u.text, u.response) for u in self.said]
+        state = DialogueState(
+            version=self.before.version + (1 if version_bump else 0),
+            bot_version=self.bot.version,
+            stack=tuple(self.stack),
+            slots={k: v for k, v in self.slots.items() if v is not None},
+            requested_slot=self.requested,
+            attempts={k: v for k, v in self.attempts.items() if v},
+            handoff=self.handoff,
+            pending=self.pending,
+            history=tuple(history[-limit:]) if limit > 0 else (),
+            last_activity_ms=self.now_ms,
+            sessions=self.sessions,
+        )
+        return Outcome(state, tuple(self.said), self.request,
+                       handoff=self.handoff and not self.before.handoff)
+
+
+class _Blank(dict[str, str]):
+    """Template fields without a value render as an empty string."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+class DialogueManager:
+    """Runs a bot's flows; one instance serves every conversation of that bot version."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.settings = bot.settings
+
+    # -- public -------------------------------------------------------------------------
+
+    def step(self, state: DialogueState, message: UserTurn, now_ms: int) -> Outcome:
+        """Decide what follows ``message`` in the conversation whose state is ``state``."""
+        run = _Run(self, state, now_ms, message.channel)
+        new_session = state.version == 0 and not state.sessions
+        idle_ms = now_ms - state.last_activity_ms
+        if state.last_activity_ms and idle_ms > self.settings.session_timeout_s * 1000:
+            new_session = True
+            run.stack, run.slots, run.requested, run.attempts = [], {}, None, {}
+            run.handoff, run.pending = False, None
+        run.history.append(HistoryEntry("user", message.text, message.intent))
+        if new_session:
+            run.sessions += 1
+            if self.bot.flows.get(PATTERN_SESSION_START) is not None:
+                run.push(PATTERN_SESSION_START)
+                self._execute(run)
+        if run.handoff:
+            return run.finish()
+        if run.pending is not None:
+            run.say("utter_busy")
+            return run.finish()
+        self._handle(run, message)
+        return run.finish()
+
+    def resume_knowledge(self, state: DialogueState, answer_text: str,
+                         sources: Sequence[str], now_ms: int) -> Outcome:
+        """Say the knowledge agent's answer and resume the flow it interrupted."""
+        run = _Run(self, state, now_ms)
+        if state.pending is None or state.pending.kind != "knowledge":
+            return Outcome(state)  # a stale or repeated result: nothing to do
+        run.pending = None
+        run.said.append(Utterance("knowledge_answer", answer_text, (), tuple(sources)))
+        self._resume_interrupted(run)
+        self._execute(run)
+        return run.finish()
+
+    def resume_action(self, state: DialogueState, result: ActionResult,
+                      now_ms: int) -> Outcome:
+        """Continue the flow that waits for ``result``; on failure it says so and ends."""
+        pending = state.pending
+        if pending is None or pending.kind != "action" or pending.name != result.name:
+            return Outcome(state)  # a stale or repeated result: nothing to do
+        run = _Run(self, state, now_ms)
+        run.pending = None
+        i = len(run.stack) - 1
+        step = run.flow(run.stack[i]).steps[run.stack[i].step] if run.stack else None
+        if not isinstance(step, ActionStep):
+            return run.finish()
+        if result.ok:
+            for output, slot in step.outputs.items():
+                if output in result.outputs:
+                    run.slots[slot] = result.outputs[output]
+            run.advance(i)
+        else:
+            run.say(step.on_error or "utter_action_failed", {"error": result.error or ""})
+            self._end_frame(run)
+        self._execute(run)
+        return run.finish()
+
+    def release_handoff(self, state: DialogueState, now_ms: int) -> DialogueState:
+        """The person handed the conversation back: the bot answers again."""
+        return replace(state, version=state.version + 1, handoff=False, stack=(),
+                       requested_slot=None, last_activity_ms=now_ms)
+
+    def choose_variant(self, variants: Sequence[ResponseVariant], channel: str,
+                       known: Mapping[str, str], turn: int) -> ResponseVariant:
+        """The channel's own variants if any, else the general ones; among them those whose
+        every ``{field}`` has a value; taken in turn (deterministic in the state)."""
+        pool = [v for v in variants if v.channel == channel and channel] or \
+            [v for v in variants if v.channel is None] or list(variants)
+        usable = [v for v in pool if all(known.get(f) for f in _fields(v.text))]
+        choices = usable or pool
+        return choices[turn % len(choices)]
+
+    # -- one message --------------------------------------------------------------------
+
+    def _now(self, run: _Run) -> datetime:
+        return datetime.fromtimestamp(run.now_ms / 1000, UTC).replace(tzinfo=None)
+
+    def _confident(self, message: UserTurn, level: float | None = None) -> bool:
+        need = self.settings.fallback.min_confidence if level is None else level
+        return bool(message.intent) and not message.oos and message.confidence >= need
+
+    def _handle(self, run: _Run, message: UserTurn) -> None:
+        if self._resolve_clarification(run, message):
+            return
+        if self._confident(message) and message.intent in self.settings.cancel_intents:
+            self._cancel(run)
+            return
+        i = run.user_frame_index()
+        if i is not None and self._continue_flow(run, i, message):
+            return
+        self._route(run, message)
+
+    def _resolve_clarification(self, run: _Run, message: UserTurn) -> bool:
+        if not run.stack or run.stack[-1].flow != PATTERN_CLARIFICATION:
+            return False
+        options: list[str] = list(run.stack[-1].data.get("ctx", {}).get("flow_names", []))
+        run.stack.pop()
+        chosen = None
+        if self._confident(message):
+            chosen = next((o for o in options if message.intent in
+                           self.bot.flows[o].start_intents), None)
+        if chosen is None:
+            text = _norm(message.text)
+            chosen = next((o for o in options if _norm(self.bot.flows[o].label) in text
+                           or _norm(o) in text), None)
+        if chosen is None:
+            return False
+        run.attempts.pop(FALLBACK_COUNTER, None)
+        self._start_flow(run, chosen, message)
+        return True
+
+    def _cancel(self, run: _Run) -> None:
+        i = run.user_frame_index()
+        if i is None:
+            run.stack = []
+            run.say("utter_nothing_to_cancel")
+            return
+        label = run.flow(run.stack[i]).label
+        while run.stack:
+            self._drop_frame(run)
+        run.requested = None
+        run.push("pattern_cancel", flow=label, previous_flow=label)
+        self._execute(run)
+
+    def _scope(self, flow: Flow) -> list[SlotSpec]:
+        return [self.bot.slots[s] for s in dict.fromkeys(flow.collected_slots())
+                if s in self.bot.slots]
+
+    def _continue_flow(self, run: _Run, i: int, message: UserTurn) -> bool:
+        """Handle ``message`` within the running flow; False when it is not about it."""
+        frame = run.stack[i]
+        flow = run.flow(frame)
+        scope = self._scope(flow)
+        currency = self.settings.default_currency
+        now = self._now(run)
+        found = extract_slots(scope, message.text, message.entities, currency=currency, now=now)
+        requested = run.requested
+        corrections = {s: v for s, v in found.items()
+                       if s != requested and run.slots.get(s) is not None
+                       and run.slots[s] != v}
+        if not corrections and self._has_correction_cue(message.text):
+            corrections = self._loose_corrections(run, scope, message.text, requested, now)
+            found.update(corrections)
+        if corrections:
+            for slot, value in found.items():
+                run.slots[slot] = value
+            self._correct(run, i, flow, corrections)
+            return True
+        if found:
+            run.slots.update(found)
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            if requested and requested not in found:
+                self._reask(run, i)
+            self._execute(run)
+            return True
+        slot = self.bot.slots.get(requested) if requested else None
+        if requested is None or slot is None:
+            return False
+        if self._confident(message, self.settings.fallback.digression_confidence) and \
+                message.intent in flow.start_intents:
+            self._reask(run, i)  # the user repeats what they want: ask again, no penalty
+            self._execute(run)
+            return True
+        answer = functools.partial(
+            answer_value, slot, message.text, currency=currency, now=now,
+            intent=message.intent if self._confident(message) else None,
+            affirm=self.settings.affirm_intents, deny=self.settings.deny_intents)
+        # A typed answer ("yes", "300", "tomorrow") is taken before anything else; a text
+        # slot takes anything, so digressions are recognised first for it.
+        value = answer() if slot.type != "text" else None
+        if value is None and self._is_digression(run, flow, message):
+            return False
+        if value is None and slot.type == "text" and not (
+                message.oos and message.text.rstrip().endswith("?")):
+            value = answer()
+        if value is not None:
+            run.slots[requested] = value
+            run.attempts.pop(requested, None)
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            self._execute(run)
+            return True
+        self._failed_answer(run, i, flow, requested)
+        return True
+
+    def _has_correction_cue(self, text: str) -> bool:
+        low = " " + _norm(text) + " "
+        return any(f" {cue.strip()}" in low if not cue.endswith(",") else cue in low
+                   for cue in self.settings.correction_cues)
+
+    def _loose_corrections(self, run: _Run, scope: Sequence[SlotSpec], text: str,
+                           requested: str | None, now: datetime) -> dict[str, JSON]:
+        """A changed value for a filled slot from a message like "no, make it 300" (a
+        number is read as the filled amount's currency)."""
+        for slot in reversed(scope):
+            current = run.slots.get(slot.name)
+            if slot.name == requested or current is None or slot.type in ("text", "boolean"):
+                continue
+            value: JSON = None
+            if slot.type == "amount":
+                currency = current.get("currency") if isinstance(current, Mapping) else None
+                value = parse_amount(text, currency or self.settings.default_currency)
+            elif slot.type == "number":
+                value = parse_number(text)
+            elif slot.type == "datetime":
+                value = parse_datetime(text, now)
+            elif slot.type == "categorical":
+                value = parse_categorical(slot, text)
+            elif slot.type == "pattern" and slot.pattern:
+                value = parse_pattern(slot.pattern, text)
+            if value is not None and value != current:
+                return {slot.name: value}
+        return {}
+
+    def _correct(self, run: _Run, i: int, flow: Flow, corrections: Mapping[str, JSON]) -> None:
+        positions = [n for n, s in enumerate(flow.steps)
+                     if isinstance(s, CollectStep) and s.slot in corrections]
+        frame = run.stack[i]
+        if positions and frame.step > min(positions):
+            run.advance(i, to=min(positions) + 1)
+        else:
+            run.update_data(i, asked=None)
+        run.requested = None
+        run.attempts.pop(FALLBACK_COUNTER, None)
+        slot, value = next(iter(corrections.items()))
+        del run.stack[i + 1:]
+        run.push("pattern_correction", slot=self._slot_label(slot), value=value,
+                 flow=flow.label, previous_flow=flow.label)
+        self._execute(run)
+
+    def _slot_label(self, slot: str) -> str:
+        spec = self.bot.slots.get(slot)
+        return spec.description if spec and spec.description else slot.replace("_", " ")
+
+    def _is_digression(self, run: _Run, flow: Flow, message: UserTurn) -> bool:
+        if not self._confident(message, self.settings.fallback.digression_confidence):
+            return False
+        intent = message.intent
+        if intent in self.settings.affirm_intents or intent in self.settings.deny_intents:
+            return False
+        if intent in self.settings.knowledge.intents and self.bot.has_knowledge:
+            return True
+        if intent in self.settings.chitchat:
+            return True
+        other = self.bot.flow_for_intent(intent)
+        return other is not None and other.name != flow.name
+
+    def _reask(self, run: _Run, i: int) -> None:
+        run.update_data(i, asked=None)
+
+    def _failed_answer(self, run: _Run, i: int, flow: Flow, slot: str) -> None:
+        frame = run.stack[i]
+        step = flow.steps[frame.step] if frame.step < len(flow.steps) else None
+        collect = step if isinstance(step, CollectStep) else None
+        attempts = run.attempts.get(slot, 0) + 1
+        run.attempts[slot] = attempts
+        limit = (collect.max_attempts if collect and collect.max_attempts
+                 else self.settings.fallback.max_attempts)
+        if attempts >= limit:
+            run.attempts.pop(slot, None)
+            run.requested = None
+            failure = collect.on_failure if collect else None
+            if failure:
+                self._end_frame(run, i, announce=False)
+                run.push(failure, flow=flow.label, slot=self._slot_label(slot))
+            else:
+                while run.stack:
+                    self._drop_frame(run)
+                run.push(PATTERN_CANNOT_HANDLE, flow=flow.label, slot=self._slot_label(slot),
+                         attempt=self.settings.fallback.rephrase_attempts)
+            self._execute(run)
+            return
+        run.say(collect.invalid if collect and collect.invalid else "utter_invalid_value",
+                {"slot": self._slot_label(slot)})
+        self._reask(run, i)
+        self._execute(run)
+
+    def _route(self, run: _Run, message: UserTurn) -> None:
+        """A message that the running flow (if any) does not take."""
+        s = self.settings
+        confident = self._confident(message)
+        i = run.user_frame_index()
+        wants_knowledge = self.bot.has_knowledge and (
+            (confident and message.intent in s.knowledge.intents)
+            or (s.knowledge.out_of_scope and not confident
+                and message.intent not in s.cancel_intents))
+        if wants_knowledge:
+            if i is not None:
+                self._interrupt(run, i)
+            run.pending = Pending("knowledge", question=message.text)
+            run.request = AskKnowledge(message.text)
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            return
+        if i is None and self._clarify(run, message):
+            return
+        flow = self.bot.flow_for_intent(message.intent) if confident else None
+        if flow is not None:
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            if i is not None and run.stack[i].flow == flow.name:
+                self._reask(run, i)
+                self._execute(run)
+                return
+            if i is not None:
+                self._interrupt(run, i)
+            self._start_flow(run, flow.name, message)
+            return
+        if confident and message.intent in s.chitchat:
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            run.say(s.chitchat[message.intent])
+            if i is not None:
+                self._reask(run, i)
+                self._execute(run)
+            return
+        if i is None:
+            for candidate in self.bot.flows.values():
+                cond = candidate.start_condition
+                if cond is not None and not candidate.name.startswith("pattern_") \
+                        and cond.evaluate(run.slots):
+                    self._start_flow(run, candidate.name, message)
+                    return
+        attempt = run.attempts.get(FALLBACK_COUNTER, 0) + 1
+        run.attempts[FALLBACK_COUNTER] = attempt
+        if attempt >= s.fallback.rephrase_attempts:
+            run.attempts.pop(FALLBACK_COUNTER, None)
+            if i is not None:
+                while run.stack:
+                    self._drop_frame(run)
+                run.requested = None
+        elif i is not None:
+            self._reask(run, i)
+        label = run.flow(run.stack[i]).label if i is not None and run.stack else None
+        run.push(PATTERN_CANNOT_HANDLE, attempt=attempt, flow=label)
+        self._execute(run)
+
+    def _clarify(self, run: _Run, message: UserTurn) -> bool:
+        s = self.settings.fallback
+        if message.oos or len(message.ranking) < 2:
+            return False
+        (first, c1), (second, c2) = message.ranking[0], message.ranking[1]
+        f1, f2 = self.bot.flow_for_intent(first), self.bot.flow_for_intent(second)
+        if f1 is None or f2 is None or f1.name == f2.name:
+            return False
+        if c1 >= s.clarify_below or c1 - c2 > s.clarify_margin or c2 < s.min_confidence / 2:
+            return False
+        labels = [f1.label, f2.label]
+        run.push(PATTERN_CLARIFICATION, options=" or ".join(labels))
+        run.update_data(len(run.stack) - 1, ctx={"options": " or ".join(labels),
+                                                 "flow_names": [f1.name, f2.name]})
+        self._execute(run, quick_replies=labels)
+        return True
+
+    def _start_flow(self, run: _Run, name: str, message: UserTurn) -> None:
+        flow = self.bot.flows[name]
+        found = extract_slots(self._scope(flow), message.text, message.entities,
+                              currency=self.settings.default_currency, now=self._now(run))
+        run.slots.update(found)
+        run.requested = None
+        run.stack.append(Frame(name, 0))
+        self._execute(run)
+
+    def _interrupt(self, run: _Run, i: int) -> None:
+        run.update_data(i, asked=None, interrupted=1)
+        run.requested = None
+
+    def _resume_interrupted(self, run: _Run) -> None:
+        i = run.user_frame_index()
+        if i is not None and i == len(run.stack) - 1 and run.stack[i].data.get("interrupted"):
+            run.update_data(i, interrupted=None, asked=None)
+            run.push(PATTERN_DIGRESSION, flow=run.flow(run.stack[i]).label)
+
+    # -- running flows ------------------------------------------------------------------
+
+    def _drop_frame(self, run: _Run) -> None:
+        """Pop the top frame and forget the slots its flow collected (unless persisted or
+        used by a flow still running)."""
+        frame = run.stack.pop()
+        flow = run.flow(frame)
+        if frame.flow.startswith("pattern_"):
+            return
+        still_used: set[str] = set()
+        for other in run.stack:
+            still_used |= run.flow(other).set_slots()
+        for slot in flow.set_slots() - still_used - set(flow.persisted_slots):
+            run.slots.pop(slot, None)
+            run.attempts.pop(slot, None)
+        if run.requested in flow.set_slots():
+            run.requested = None
+
+    def _end_frame(self, run: _Run, i: int | None = None, *, announce: bool = True) -> None:
+        if i is not None:
+            del run.stack[i + 1:]
+        self._drop_frame(run)
+        if announce:
+            self._resume_interrupted(run)
+
+    def _execute(self, run: _Run, quick_replies: Sequence[str] = ()) -> None:
+        """Run steps until a flow waits (a question, an action) or the stack is empty."""
+        while run.stack and not run.handoff:
+            run.steps_run += 1
+            if run.steps_run > _MAX_STEPS:  # a flow that loops without asking anything
+                run.stack.clear()
+                run.requested = None
+                return
+            i = len(run.stack) - 1
+            frame = run.stack[i]
+            flow = run.flow(frame)
+            if frame.flow == PATTERN_CLARIFICATION and frame.step >= len(flow.steps):
+                return  # waits for the user's choice
+            if frame.step >= len(flow.steps):
+                self._end_frame(run)
+                continue
+            step = flow.steps[frame.step]
+            if isinstance(step, CollectStep):
+                if not self._collect(run, i, step):
+                    return
+            elif isinstance(step, ActionStep):
+                spec = self.bot.actions.get(step.action)
+                names = step.inputs or (spec.inputs if spec else ())
+                inputs = {n: run.slots.get(n) for n in names}
+                run.pending = Pending("action", step.action)
+                run.request = CallAction(step.action, inputs)
+                return
+            elif isinstance(step, SetSlotsStep):
+                run.slots.update(step.values)
+                run.advance(i)
+            elif isinstance(step, BranchStep):
+                values = {**run.context(), **run.slots}
+                target = next((t for c, t in step.cases if c is None or c.evaluate(values)),
+                              None)
+                if target is None:
+                    run.advance(i)
+                elif target == "end":
+                    self._end_frame(run)
+                else:
+                    run.advance(i, to=flow.step_index(target))
+            elif isinstance(step, LinkStep):
+                context = frame.data.get("ctx", {})
+                self._end_frame(run, announce=False)
+                run.stack.append(Frame(step.flow, 0, {"ctx": context} if context else {}))
+            elif isinstance(step, CallStep):
+                run.advance(i)
+                run.stack.append(Frame(step.flow, 0))
+            elif isinstance(step, SayStep):
+                replies = quick_replies if frame.flow == PATTERN_CLARIFICATION else ()
+                run.say(step.response, quick_replies=replies)
+                run.advance(i)
+            elif isinstance(step, EndStep):
+                self._end_frame(run)
+            elif isinstance(step, HandoffStep):
+                run.handoff = True
+                while run.stack:
+                    self._drop_frame(run)
+                run.requested = None
+                return
+
+    def _collect(self, run: _Run, i: int, step: CollectStep) -> bool:
+        """Advance past a collect step when its slot is settled; else ask (and wait)."""
+        frame = run.stack[i]
+        filled = run.slots.get(step.slot) is not None
+        asked = bool(frame.data.get("asked"))
+        if filled and (asked or not step.ask_before_filling):
+            if run.requested == step.slot:
+                run.requested = None
+            run.attempts.pop(step.slot, None)
+            run.advance(i)
+            return True
+        if not filled and not step.required and not asked:
+            run.advance(i)
+            return True
+        if asked and run.requested == step.slot:
+            return False  # still waiting for the answer
+        if step.ask_before_filling and filled:
+            run.slots.pop(step.slot, None)
+        run.say(step.ask)
+        run.update_data(i, asked=1)
+        run.requested = step.slot
+        return False
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().replace("_", " ").split())
