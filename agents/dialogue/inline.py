@@ -157,12 +157,12 @@ def with_requested_slot(state: DialogueState, slot: str | None) -> DialogueState
 
 def _nlu_params(bot: Bot) -> TrainingParams:
     options = bot.settings.nlu
+    recognisers = RecogniserConfig(default_country_code=options.default_country_code)
+    if options.id_patterns:
+        recognisers = replace(recognisers, id_patterns=dict(options.id_patterns))
     return TrainingParams(
         oos_label=options.oos_intent, validation_fraction=options.validation_fraction,
-        context_encoder=options.context_encoder,
-        recognisers=RecogniserConfig(
-            **({"id_patterns": dict(options.id_patterns)} if options.id_patterns else {}),
-            default_country_code=options.default_country_code))
+        context_encoder=options.context_encoder, recognisers=recognisers)
 
 
 def bot_nlu_model(bot: Bot, cache_root: Path) -> Path:

@@ -305,13 +305,16 @@ class SgdMapping:
     ``intents``: schema intent → the bot's flow names that pursue it; ``slots``: schema
     slot → bot slot (a slot not listed maps to the bot slot of the same name);
     ``requested_slots``: schema slot → regexes (case-insensitive) that, found in a user
-    message, mean the user asked for that slot's value.
+    message, mean the user asked for that slot's value; ``ends_intents``: the bot's
+    intents that, understood in a turn after which no flow runs ("no thanks, that's
+    all"), end the active intent (SGD's annotation goes back to ``NONE`` there).
     """
 
     service: str
     intents: Mapping[str, tuple[str, ...]]
     slots: Mapping[str, str]
     requested_slots: Mapping[str, tuple[re.Pattern[str], ...]]
+    ends_intents: tuple[str, ...] = ()
 
     def intent_of_flow(self, flow: str | None) -> str | None:
         for intent, flows in self.intents.items():
@@ -339,6 +342,13 @@ def load_mapping(path: Path, service: ServiceSchema) -> SgdMapping:
     if not isinstance(raw, dict):
         raise SgdDataError(f"{path}: expected a mapping with intents, slots, requested_slots")
     problems: list[str] = []
+    unknown = sorted(set(raw) - {"service", "intents", "slots", "requested_slots",
+                                 "ends_intents"})
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(map(str, unknown))} (expected service, "
+                        "intents, slots, requested_slots, ends_intents)")
+    if raw.get("service", service.name) != service.name:
+        problems.append(f"service: this mapping is for {raw['service']!r}, not {service.name!r}")
     schema_intents = {i.name for i in service.intents}
     schema_slots = {s.name for s in service.slots}
     intents: dict[str, tuple[str, ...]] = {}
@@ -364,7 +374,9 @@ def load_mapping(path: Path, service: ServiceSchema) -> SgdMapping:
         requested[str(name)] = tuple(compiled)
     if problems:
         raise SgdDataError("\n".join(f"{path}: {p}" for p in problems))
-    return SgdMapping(service.name, intents, slots, requested)
+    ends = raw.get("ends_intents") or ()
+    return SgdMapping(service.name, intents, slots, requested,
+                      (ends,) if isinstance(ends, str) else tuple(map(str, ends)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +386,10 @@ class TrackedState:
     active_flow: str | None
     slots: Mapping[str, Any]
     flows_started: tuple[str, ...] = ()  # flows the turn started (a finished one included)
+    intent: str = ""  # what the NLU understood of the turn
+    surface: Mapping[str, str] = field(default_factory=dict)
+    """For a slot, the words the user gave its current value in (``1,490 bucks``), when
+    known: SGD's non-categorical values are spans of the user's messages."""
 
 
 class Tracker(Protocol):
@@ -419,13 +435,38 @@ def hypothesis_frame(tracked: TrackedState, text: str, mapping: SgdMapping,
     intent = mapping.intent_of_flow(tracked.active_flow)
     if intent is None:
         started = [mapping.intent_of_flow(f) for f in tracked.flows_started]
-        intent = next((i for i in reversed(started) if i is not None), previous_intent)
+        intent = next((i for i in reversed(started) if i is not None), None)
+    if intent is None:
+        ended = tracked.intent in mapping.ends_intents and not any(
+            mapping.intent_of_flow(f) for f in (tracked.active_flow, *tracked.flows_started))
+        intent = NONE_INTENT if ended else previous_intent
     values: dict[str, tuple[str, ...]] = {}
     for slot in service.slots:
-        shown = format_value(tracked.slots.get(mapping.bot_slot(slot.name)))
-        if shown is not None and shown != "":
-            values[slot.name] = (shown,)
+        bot_slot = mapping.bot_slot(slot.name)
+        value = tracked.slots.get(bot_slot)
+        shown = format_value(value)
+        if shown is None or shown == "":
+            continue
+        if slot.categorical:
+            shown = _canonical(shown, slot)
+        elif bot_slot in tracked.surface:
+            shown = tracked.surface[bot_slot]
+        values[slot.name] = (shown,)
     return FrameState(intent, mapping.requested_in(text), values)
+
+
+def _canonical(value: str, slot: SlotSchema) -> str:
+    """A categorical value as the schema spells it: case ignored, then a value one is a
+    prefix of the other ("saving" → "savings"); else the value as it is (scored wrong)."""
+    low = value.casefold()
+    for possible in slot.possible_values:
+        if possible.casefold() == low:
+            return possible
+    for possible in slot.possible_values:
+        p = possible.casefold()
+        if len(low) >= 3 and (p.startswith(low) or low.startswith(p)):
+            return possible
+    return value
 
 
 @dataclass(frozen=True, slots=True)
