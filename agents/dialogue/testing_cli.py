@@ -18,8 +18,7 @@ from pathlib import Path
 
 import click
 
-from agents.dialogue.domain import Bot
-from agents.dialogue.inline import InlineConversation, load_inline_bot
+from agents.dialogue.inline import InlineBot, InlineConversation, load_inline_bot
 from agents.dialogue.loader import load_bot
 from agents.dialogue.testcases import (
     CaseReport,
@@ -39,9 +38,8 @@ def default_cases(bot_dir: Path) -> list[Path]:
     return sorted((bot_dir / "tests").glob("*.yml")) + sorted((bot_dir / "tests").glob("*.yaml"))
 
 
-def run_inline(bot: Bot, cases: list[TestCase], cache_root: Path) -> CaseReport:
-    """Every case on a new in-process conversation with ``bot``."""
-    inline = load_inline_bot(bot, cache_root)
+def run_inline(inline: InlineBot, cases: list[TestCase]) -> CaseReport:
+    """Every case on a new in-process conversation with the bot."""
 
     async def new_conversation(case: TestCase) -> Conversation:
         return InlineConversation(inline)
@@ -94,8 +92,9 @@ def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, tenant: s
         if url:
             report = run_websocket(url, cases, tenant=tenant, timeout_s=timeout_s)
         else:
-            bot = load_bot(bot_dir)
-            report = run_inline(bot, cases, cache_root or Settings.from_env().data_dir / "models")
+            inline = load_inline_bot(load_bot(bot_dir),
+                                     cache_root or Settings.from_env().data_dir / "models")
+            report = run_inline(inline, cases)
     click.echo(json.dumps(report.as_json(), ensure_ascii=False) if as_json else report.text())
     if not report.ok:
         sys.exit(1)
