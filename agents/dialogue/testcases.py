@@ -25,7 +25,8 @@ How steps are checked (the choices a builder needs to know):
   the last asserted one are allowed, so a case may check only what matters to it.
 - ``slot_was_set: {slot: value}`` compares values: a mapping matches as a subset
   (``{currency: EUR}`` matches ``{value: 50, currency: EUR}``), numbers numerically
-  (``50`` matches ``50.0`` and ``"50"``), text exactly; ``slot_was_set: [slot]``
+  (``50`` matches ``50.0``, ``"50"`` and the amount ``{value: 50, currency: EUR}``), text
+  exactly; ``slot_was_set: [slot]``
   only asks that the slot has a value. ``slot_was_not_set: [slot]`` asks that it has none.
 - ``active_flow`` / ``requested_slot``: a name, or ``null`` for none.
 
@@ -230,8 +231,11 @@ class _Reader:
             return None
         value = self.value(value_node)
         if kind in ("user", "bot", "utter"):
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool) \
-                    or not str(value).strip():
+            if isinstance(value, bool):
+                self.problem(node, f"`{kind}` needs a text: YAML reads {value_node.value!r} "
+                                   f"as {value}; write it in quotes")
+                return None
+            if not isinstance(value, (str, int, float)) or not str(value).strip():
                 self.problem(node, f"`{kind}` needs a non-empty text")
                 return None
             return Step(kind, str(value), self.file, line)
@@ -336,6 +340,8 @@ def value_matches(expected: Any, actual: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
         return isinstance(actual, bool) and isinstance(expected, bool) and expected == actual
     if isinstance(expected, (int, float)):
+        if isinstance(actual, Mapping):  # an amount: its value
+            actual = actual.get("value")
         number = _number(actual)
         return number is not None and number == _number(expected)
     if isinstance(expected, list):

@@ -153,6 +153,7 @@ def test_a_conversation_without_state_says_so() -> None:
     (50, 50.0, True), (50, "50", True), (50, "fifty", False), (50.5, 50, False),
     ({"currency": "EUR"}, {"value": 5, "currency": "EUR"}, True),
     ({"currency": "EUR"}, {"value": 5}, False), ({"value": 5}, 5, False),
+    (50, {"value": 50.0, "currency": "EUR"}, True), (50, {"currency": "EUR"}, False),
     ("Anna", "Anna", True), ("Anna", "anna", False), (True, True, True), (True, 1, False),
     (None, None, True), ([1, 2], [1, 2.0], True), ([1, 2], [1], False),
 ])
@@ -166,6 +167,8 @@ def test_slot_values_match_as_documented(expected: Any, actual: Any, matches: bo
      "5: unknown step 'say'"),
     ("test_cases:\n  - test_case: a\n    steps:\n      - user: hi\n      - bot: ''\n",
      "5: `bot` needs a non-empty text"),
+    ("test_cases:\n  - test_case: a\n    steps:\n      - user: no\n",
+     "4: `user` needs a text: YAML reads 'no' as False; write it in quotes"),
     ("test_cases:\n  - test_case: a\n    steps:\n      - user: hi\n      - slot_was_set: 3\n",
      "5: `slot_was_set` needs"),
     ("test_cases:\n  - test_case: a\n    steps:\n      - user: hi\n        bot: x\n",
