@@ -77,7 +77,9 @@ def succeed_without_outputs(call: CallAction) -> ActionResult:
 class TurnResult:
     state: DialogueState
     utterances: tuple[Utterance, ...]
-    flows_seen: tuple[str, ...]  # every flow on the stack at some point of the turn, in order
+    flows_seen: tuple[str, ...]
+    """The flows of the turn: on the stack after the step or a resumed request, and the flow
+    of a confident intent (which the manager starts; it may have ended within the turn)."""
     understood: UserTurn
 
 
@@ -100,6 +102,11 @@ class InlineBot:
         outcome = self.manager.step(state, message, now_ms)
         said = list(outcome.utterances)
         seen = _flows(outcome.state, [])
+        started = self.bot.flow_for_intent(message.intent) if message.intent and \
+            not message.oos and message.confidence >= self.bot.settings.fallback.min_confidence \
+            else None
+        if started is not None and started.name not in seen:
+            seen.insert(0, started.name)  # a flow that ran to its end within the turn
         for _ in range(_MAX_RESUMES):
             if outcome.request is None:
                 break
