@@ -307,7 +307,9 @@ class SgdMapping:
     ``requested_slots``: schema slot → regexes (case-insensitive) that, found in a user
     message, mean the user asked for that slot's value; ``ends_intents``: the bot's
     intents that, understood in a turn after which no flow runs ("no thanks, that's
-    all"), end the active intent (SGD's annotation goes back to ``NONE`` there).
+    all"), end the active intent (SGD's annotation goes back to ``NONE`` there);
+    ``values``: schema slot → {bot value: schema value} for values spelled differently
+    (a bot's ``any`` account is SGD's ``dontcare``).
     """
 
     service: str
@@ -315,6 +317,7 @@ class SgdMapping:
     slots: Mapping[str, str]
     requested_slots: Mapping[str, tuple[re.Pattern[str], ...]]
     ends_intents: tuple[str, ...] = ()
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def intent_of_flow(self, flow: str | None) -> str | None:
         for intent, flows in self.intents.items():
@@ -343,10 +346,10 @@ def load_mapping(path: Path, service: ServiceSchema) -> SgdMapping:
         raise SgdDataError(f"{path}: expected a mapping with intents, slots, requested_slots")
     problems: list[str] = []
     unknown = sorted(set(raw) - {"service", "intents", "slots", "requested_slots",
-                                 "ends_intents"})
+                                 "ends_intents", "values"})
     if unknown:
         problems.append(f"unknown key(s) {', '.join(map(str, unknown))} (expected service, "
-                        "intents, slots, requested_slots, ends_intents)")
+                        "intents, slots, requested_slots, ends_intents, values)")
     if raw.get("service", service.name) != service.name:
         problems.append(f"service: this mapping is for {raw['service']!r}, not {service.name!r}")
     schema_intents = {i.name for i in service.intents}
@@ -374,9 +377,19 @@ def load_mapping(path: Path, service: ServiceSchema) -> SgdMapping:
         requested[str(name)] = tuple(compiled)
     if problems:
         raise SgdDataError("\n".join(f"{path}: {p}" for p in problems))
+    values: dict[str, dict[str, str]] = {}
+    for name, pairs in (raw.get("values") or {}).items():
+        if name not in schema_slots:
+            problems.append(f"values: {name!r} is not a slot of {service.name}")
+        if not isinstance(pairs, dict):
+            problems.append(f"values: {name}: expected {{bot value: schema value}}")
+            continue
+        values[str(name)] = {str(k).casefold(): str(v) for k, v in pairs.items()}
+    if problems:
+        raise SgdDataError("\n".join(f"{path}: {p}" for p in problems))
     ends = raw.get("ends_intents") or ()
     return SgdMapping(service.name, intents, slots, requested,
-                      (ends,) if isinstance(ends, str) else tuple(map(str, ends)))
+                      (ends,) if isinstance(ends, str) else tuple(map(str, ends)), values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +460,7 @@ def hypothesis_frame(tracked: TrackedState, text: str, mapping: SgdMapping,
         shown = format_value(value)
         if shown is None or shown == "":
             continue
+        shown = mapping.values.get(slot.name, {}).get(shown.casefold(), shown)
         if slot.categorical:
             shown = _canonical(shown, slot)
         elif bot_slot in tracked.surface:

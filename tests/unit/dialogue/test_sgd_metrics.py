@@ -20,6 +20,7 @@ from agents.dialogue.sgd import (
     aggregate,
     evaluate_dialogues,
     format_value,
+    hypothesis_frame,
     fuzzy_match,
     load_mapping,
     score_frame,
@@ -164,6 +165,18 @@ MAPPING = SgdMapping("Bank", {"Transfer": ("transfer_money",), "Balance": ("chec
                      {"recipient": "recipient_name"}, {})
 
 
+def test_bot_values_become_the_schema_s_values() -> None:
+    mapping = SgdMapping("Bank", {}, {}, {}, (), {"account_type": {"current": "checking"}})
+    tracked = TrackedState(None, {"account_type": "Current", "amount": {"value": 5},
+                                  "recipient": "Li"}, surface={"amount": "five bucks"})
+    frame = hypothesis_frame(tracked, "", mapping, BANK, "Transfer")
+    assert dict(frame.slot_values) == {"account_type": ("checking",),
+                                       "amount": ("five bucks",), "recipient": ("Li",)}
+    tracked = TrackedState(None, {"account_type": "Saving"})
+    assert hypothesis_frame(tracked, "", mapping, BANK, "NONE").slot_values == {
+        "account_type": ("savings",)}
+
+
 def test_evaluate_replays_a_dialogue_and_keeps_the_last_intent() -> None:
     tracker = RecordingTracker([
         TrackedState("transfer_money", {}),
@@ -194,8 +207,10 @@ def test_the_mapping_file_is_checked_against_the_schema(tmp_path: Path) -> None:
     assert "'Pay' is not an intent of Bank" in str(info.value)
     assert "bad regex" in str(info.value)
     path.write_text("intents: {Transfer: [transfer_money, quick_transfer]}\n"
-                    "requested_slots: {amount: ['how much']}\n")
+                    "requested_slots: {amount: ['how much']}\n"
+                    "values: {account_type: {current: checking}}\n")
     mapping = load_mapping(path, BANK)
+    assert mapping.values == {"account_type": {"current": "checking"}}
     assert mapping.intent_of_flow("quick_transfer") == "Transfer"
     assert mapping.requested_in("How much was it?") == ("amount",)
     assert mapping.bot_slot("recipient") == "recipient"
