@@ -443,8 +443,13 @@ def _number_text(number: Any) -> str:
 
 
 def hypothesis_frame(tracked: TrackedState, text: str, mapping: SgdMapping,
-                     service: ServiceSchema, previous_intent: str) -> FrameState:
-    """The SGD frame a tracker's state stands for (the active intent persists)."""
+                     service: ServiceSchema, previous_intent: str,
+                     context: SystemContext | None = None) -> FrameState:
+    """The SGD frame a tracker's state stands for: the active intent persists until an
+    ``ends_intents`` answer with no flow left, or one that declines an offered intent."""
+    if context is not None and context.offered_intent and \
+            tracked.intent in mapping.ends_intents:
+        previous_intent = NONE_INTENT
     intent = mapping.intent_of_flow(tracked.active_flow)
     if intent is None:
         started = [mapping.intent_of_flow(f) for f in tracked.flows_started]
@@ -509,7 +514,8 @@ def evaluate_dialogues(dialogues: Iterable[Mapping[str, Any]], service: ServiceS
         intent = NONE_INTENT
         for record in records:
             tracked = tracker.user_turn(record.text, record.context)
-            hypothesis = hypothesis_frame(tracked, record.text, mapping, service, intent)
+            hypothesis = hypothesis_frame(tracked, record.text, mapping, service, intent,
+                                          record.context)
             intent = hypothesis.active_intent
             predictions.append(Prediction(record, hypothesis))
             scores.append(score_frame(record.reference, hypothesis, service))

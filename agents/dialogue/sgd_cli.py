@@ -33,7 +33,7 @@ from agents.dialogue.sgd import (
     load_mapping,
     load_schema,
 )
-from agents.dialogue.slots import parse_amount
+from agents.dialogue.slots import parse_amount, parse_boolean
 from agents.dialogue.state import DialogueState
 from agents.nlu.recognisers.numbers import find_amounts
 from kernel.errors import ParleyError
@@ -47,7 +47,9 @@ class BotTracker:
 
     Before each user turn the dataset system's requested slot, when it asked one,
     replaces the state's requested slot (otherwise the bot's own stays); after an intent
-    the system offered, an affirming answer counts as that intent. An amount is reported
+    the system offered, an affirming answer (an affirm intent, or a message that starts
+    with a yes) counts as that intent. A handoff is released at once: the dataset's system
+    went on answering, and so does the bot. An amount is reported
     in the words the user gave it in (an NLU entity or a recognised amount of the message
     whose value is the slot's new value), as SGD's values are spans of the user's text.
     """
@@ -70,8 +72,9 @@ class BotTracker:
             state = with_requested_slot(state, self.mapping.bot_slot(context.requested_slot))
         message = self.inline.understand(text, self.now_ms)
         settings = self.inline.bot.settings
-        if context.offered_intent and message.intent in settings.affirm_intents \
-                and not message.oos:
+        accepts = (message.intent in settings.affirm_intents and not message.oos) \
+            or parse_boolean(text) is True
+        if context.offered_intent and accepts:
             flows = self.mapping.intents.get(context.offered_intent, ())
             start = next((intent for name in flows if name in self.inline.bot.flows
                           for intent in self.inline.bot.flows[name].start_intents), None)
@@ -81,6 +84,8 @@ class BotTracker:
         before = dict(state.slots)
         result = self.inline.turn(state, message, self.now_ms)
         self.state = result.state
+        if self.state.handoff:  # no person answers in a replay: the bot takes over again
+            self.state = self.inline.manager.release_handoff(self.state, self.now_ms)
         self._update_surface(before, result.state.slots, message)
         return TrackedState(result.state.active_flow, dict(result.state.slots),
                             result.flows_seen, message.intent, dict(self.surface))
