@@ -23,6 +23,9 @@ that raises them, and import their base from here::
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
+    ├── DialogueError                (agents/dialogue/domain.py)
+    │   ├── BotFolderError           (loader.py) a bot folder with errors; lists every one
+    │   └── StateFormatError         (state.py) a stored dialogue state this version can't read
     ├── NluError                     (agents/nlu/errors.py)
     │   ├── DataError                a malformed training or evaluation file; also a ValueError
     │   └── ManifestError            a model folder that cannot be loaded; also a ValueError

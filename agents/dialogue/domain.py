@@ -350,7 +350,9 @@ class CollectStep:
     False takes the slot when the user gives it but never asks;
     ``ask_before_filling``: ask even when the slot has a value (confirmations, so that
     a correction re-confirms); ``max_attempts``: failed answers before ``on_failure``
-    runs (a flow name; default ``pattern_cannot_handle``, which hands over).
+    runs (a flow name; default ``pattern_cannot_handle``, which hands over);
+    ``allow_digressions``: False takes any message as the answer (a free-text description
+    that reads like another intent), only cancelling still works.
     """
 
     slot: str
@@ -360,6 +362,7 @@ class CollectStep:
     max_attempts: int | None = None
     on_failure: str | None = None
     invalid: str | None = None
+    allow_digressions: bool = True
     id: str | None = None
     source: Source = NOWHERE
 

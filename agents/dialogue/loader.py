@@ -123,10 +123,6 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
-def _line_of(value: Any, default: int) -> int:
-    return int(getattr(value, "line", default) or default)
-
-
 class _Reader:
     """Collects problems while turning one YAML file into checked values."""
 
@@ -147,7 +143,10 @@ class _Reader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
-            self.problem(file, line, f"YAML syntax: {exc.problem or exc.context}")
+            hint = ""
+            if "'?'" in str(exc.problem) or "':'" in str(exc.problem):
+                hint = " (put quotes around a text with '?' or ': ' inside [...] or {...})"
+            self.problem(file, line, f"YAML syntax: {exc.problem or exc.context}{hint}")
             return None
         except yaml.YAMLError as exc:
             self.problem(file, 1, f"YAML syntax: {exc}")
@@ -300,7 +299,7 @@ _STEP_KINDS = ("collect", "action", "set_slots", "branch", "link", "call", "say"
                "handoff")
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("ask", "required", "ask_before_filling", "max_attempts", "on_failure",
-                "invalid"),
+                "invalid", "allow_digressions"),
     "action": ("inputs", "outputs", "on_error"),
 }
 DEFAULT_SLOT_ENTITIES: dict[str, tuple[str, ...]] = {
@@ -380,7 +379,7 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
     chitchat: dict[str, str] = {}
     if (c_data := data.get("chitchat")) is not None and (
             m := r.mapping(c_data, file, data.key_lines["chitchat"], "chitchat")):
-        chitchat = {str(k): str(v) for k, v in m.items()}
+        chitchat = {str(k): "" if v is None else str(v) for k, v in m.items()}
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")
     currency = str(r.typed(data, "default_currency", file, str, "EUR", "a currency code"))
     if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -625,6 +624,8 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
             max_attempts=attempts,
             on_failure=r.typed(spec, "on_failure", file, str, None, "a flow name"),
             invalid=r.typed(spec, "invalid", file, str, None, "a response name"),
+            allow_digressions=bool(r.typed(spec, "allow_digressions", file, bool, True,
+                                           "true or false")),
             id=step_id, source=src)
     if kind == "action":
         if (name := name_value()) is None:
@@ -650,8 +651,11 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
     if kind in ("link", "call", "say"):
         if (name := name_value()) is None:
             return None
-        cls = {"link": LinkStep, "call": CallStep, "say": SayStep}[kind]
-        return cls(name, id=step_id, source=src)  # type: ignore[abstract]
+        if kind == "link":
+            return LinkStep(name, id=step_id, source=src)
+        if kind == "call":
+            return CallStep(name, id=step_id, source=src)
+        return SayStep(name, id=step_id, source=src)
     if kind == "end":
         return EndStep(id=step_id, source=src)
     return HandoffStep(id=step_id, source=src)
@@ -839,22 +843,28 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                         f"intent {intent!r} starts both flow {name!r} and {other.name!r}")
 
     s = p.settings
-    for intent in (*s.knowledge.intents, *s.cancel_intents, *s.affirm_intents, *s.deny_intents,
-                   *s.chitchat):
-        if intent not in intents:
+    defaults = BotSettings()
+    named_intents = [*s.knowledge.intents, *s.chitchat]
+    for mine, default in ((s.cancel_intents, defaults.cancel_intents),
+                          (s.affirm_intents, defaults.affirm_intents),
+                          (s.deny_intents, defaults.deny_intents)):
+        if mine != default:  # the defaults are fine to leave undefined
+            named_intents.extend(mine)
+    for named in named_intents:
+        if named not in intents:
             problem(s.source.file, s.source.line,
-                    f"bot.yml names the intent {intent!r}, which intents.yml does not define "
+                    f"bot.yml names the intent {named!r}, which intents.yml does not define "
                     f"(it will never be recognised)", "warning")
-    for intent, response in s.chitchat.items():
-        need_response(response, s.source, f"chitchat for {intent!r}")
+    for intent_name, reply in s.chitchat.items():
+        need_response(reply or None, s.source, f"chitchat for {intent_name!r}")
 
     entity_names = {e for slot in slots.values() for e in slot.entities}
-    for intent in intents.values():
-        for ex in intent.examples:
+    for intent_spec in intents.values():
+        for ex in intent_spec.examples:
             for span in ex.entities:
                 if span.entity not in entity_names:
                     problem(ex.source.file, ex.source.line,
-                            f"intent {intent.name!r}: the annotation "
+                            f"intent {intent_spec.name!r}: the annotation "
                             f"[{ex.text[span.start:span.end]}]({span.entity}) names the entity "
                             f"{span.entity!r}, which no slot uses (add it to a slot's "
                             f"'entities' in slots.yml, or fix the name)")

@@ -160,6 +160,27 @@ class Outcome:
     utterances: tuple[Utterance, ...] = ()
     request: Request | None = None
     handoff: bool = False  # this turn asked for a person (the state's flag was just set)
+    slots_set: Mapping[str, JSON] = field(default_factory=dict)
+    """Every slot given a value during this turn, with its last value, including slots a
+    flow that ended in the same turn has cleared again (what a test's ``slot_was_set``
+    checks)."""
+
+
+class _Slots(dict[str, JSON]):
+    """The slots being changed in one turn, remembering every value set."""
+
+    def __init__(self, initial: Mapping[str, JSON]) -> None:
+        super().__init__(initial)
+        self.set_now: dict[str, JSON] = {}
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        super().__setitem__(key, value)
+        if value is not None:
+            self.set_now[key] = value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
 
 class _Run:
@@ -170,7 +191,7 @@ class _Run:
         self.m, self.bot = manager, manager.bot
         self.before = state
         self.stack: list[Frame] = list(state.stack)
-        self.slots: dict[str, JSON] = dict(state.slots)
+        self.slots = _Slots(state.slots)
         self.requested = state.requested_slot
         self.attempts: dict[str, int] = dict(state.attempts)
         self.handoff = state.handoff
@@ -254,7 +275,8 @@ class _Run:
             sessions=self.sessions,
         )
         return Outcome(state, tuple(self.said), self.request,
-                       handoff=self.handoff and not self.before.handoff)
+                       handoff=self.handoff and not self.before.handoff,
+                       slots_set=dict(self.slots.set_now))
 
 
 class _Blank(dict[str, str]):
@@ -284,7 +306,7 @@ class DialogueManager:
         idle_ms = now_ms - state.last_activity_ms
         if state.last_activity_ms and idle_ms > self.settings.session_timeout_s * 1000:
             new_session = True
-            run.stack, run.slots, run.requested, run.attempts = [], {}, None, {}
+            run.stack, run.slots, run.requested, run.attempts = [], _Slots({}), None, {}
             run.handoff, run.pending = False, None
         run.history.append(HistoryEntry("user", message.text, message.intent))
         if new_session:
@@ -343,10 +365,14 @@ class DialogueManager:
     def choose_variant(self, variants: Sequence[ResponseVariant], channel: str,
                        known: Mapping[str, str], turn: int) -> ResponseVariant:
         """The channel's own variants if any, else the general ones; among them those whose
-        every ``{field}`` has a value; taken in turn (deterministic in the state)."""
+        every ``{field}`` has a value, the ones using the most fields; taken in turn
+        (deterministic in the state)."""
         pool = [v for v in variants if v.channel == channel and channel] or \
             [v for v in variants if v.channel is None] or list(variants)
         usable = [v for v in pool if all(known.get(f) for f in _fields(v.text))]
+        if usable:  # the most specific: "block your credit card" over "block your card"
+            most = max(len(_fields(v.text)) for v in usable)
+            usable = [v for v in usable if len(_fields(v.text)) == most]
         choices = usable or pool
         return choices[turn % len(choices)]
 
@@ -433,8 +459,8 @@ class DialogueManager:
                 self._reask(run, i)
             self._execute(run)
             return True
-        slot = self.bot.slots.get(requested) if requested else None
-        if requested is None or slot is None:
+        spec = self.bot.slots.get(requested) if requested else None
+        if requested is None or spec is None:
             return False
         if self._confident(message, self.settings.fallback.digression_confidence) and \
                 message.intent in flow.start_intents:
@@ -442,15 +468,22 @@ class DialogueManager:
             self._execute(run)
             return True
         answer = functools.partial(
-            answer_value, slot, message.text, currency=currency, now=now,
+            answer_value, spec, message.text, currency=currency, now=now,
             intent=message.intent if self._confident(message) else None,
             affirm=self.settings.affirm_intents, deny=self.settings.deny_intents)
-        # A typed answer ("yes", "300", "tomorrow") is taken before anything else; a text
-        # slot takes anything, so digressions are recognised first for it.
-        value = answer() if slot.type != "text" else None
-        if value is None and self._is_digression(run, flow, message):
+        # A confident intent of another flow is a digression; then a typed answer ("yes",
+        # "300", "tomorrow") is taken before chitchat or knowledge; a text slot takes
+        # anything, so every digression is recognised before it.
+        current = flow.steps[frame.step] if frame.step < len(flow.steps) else None
+        digressions = not isinstance(current, CollectStep) or current.allow_digressions
+        other = self.bot.flow_for_intent(message.intent) if digressions and self._confident(
+            message, self.settings.fallback.digression_confidence) else None
+        if other is not None and other.name != flow.name:
+            return False  # "where is my order 12345" while asked an amount: another flow
+        value = answer() if spec.type != "text" else None
+        if value is None and digressions and self._is_digression(run, flow, message):
             return False
-        if value is None and slot.type == "text" and not (
+        if value is None and spec.type == "text" and not (
                 message.oos and message.text.rstrip().endswith("?")):
             value = answer()
         if value is not None:
@@ -585,10 +618,14 @@ class DialogueManager:
             return
         if confident and message.intent in s.chitchat:
             run.attempts.pop(FALLBACK_COUNTER, None)
-            run.say(s.chitchat[message.intent])
             if i is not None:
                 self._reask(run, i)
-                self._execute(run)
+            if s.chitchat[message.intent]:
+                run.say(s.chitchat[message.intent])
+            else:  # mapped to nothing: the (overridable) chitchat pattern answers
+                run.push(PATTERN_CHITCHAT, flow=run.flow(run.stack[i]).label
+                         if i is not None else None)
+            self._execute(run)
             return
         if i is None:
             for candidate in self.bot.flows.values():

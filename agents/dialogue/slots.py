@@ -68,7 +68,7 @@ _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "k": 1000}
 _NUMBER_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, "and"], key=len, reverse=True))
 _WORD_RUN = re.compile(rf"\b(?:(?:{_NUMBER_WORD})(?:[\s-]+|$|\b))+", re.IGNORECASE)
 _DIGITS = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?[kK]\b)?")
-_TEXT_PREFIX = re.compile(r"^(?:it'?s|it is|that'?s|that is|to|for|the|my|its|call it|"
+_TEXT_PREFIX = re.compile(r"^(?:it'?s|it is|that'?s|that is|to|for|its|call it|"
                           r"name is|called)\s+", re.IGNORECASE)
 
 

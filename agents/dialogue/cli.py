@@ -1,0 +1,296 @@
+"""The bot builder's commands: ``parley validate | init | train | shell``.
+
+Each is a separate click command (``parley/cli.py`` registers them by name). ``train``
+caches what it builds under ``<data dir>/bots/<content hash>/`` (``PARLEY_DATA_DIR``,
+``.parley`` by default): ``nlu-<training code version>/`` the NLU model,
+``kb-<embedder>-…/`` the knowledge index. A bot
+whose files did not change is not trained again, and ``shell`` trains on first use the
+same way, so ``init`` → ``shell`` works without a separate ``train``.
+
+The shell runs the dialogue manager in the terminal with no infrastructure: the NLU
+model in-process, knowledge questions answered from the bot's own index, and actions —
+which need the integrations a worker connects — reported as not connected, so the flow
+says they failed rather than pretending they ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from agents.dialogue.domain import Bot
+from agents.dialogue.loader import BotFolderError, load_bot, validate_bot
+from agents.dialogue.manager import (
+    ActionResult,
+    AskKnowledge,
+    CallAction,
+    DialogueManager,
+    Outcome,
+    UserTurn,
+)
+from agents.dialogue.state import DialogueState
+from kernel.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.nlu.train import TrainingParams
+
+__all__ = ["KB_TENANT", "TEMPLATE", "TrainedBot", "ensure_trained", "init", "shell", "train",
+           "training_params", "validate"]
+
+TEMPLATE = Path(__file__).with_name("template")
+KB_TENANT = "default"
+"""The tenant a bot's own index is built under (one bot per index)."""
+
+_BOT = click.argument("bot", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedBot:
+    """Where a trained bot's artefacts are: the NLU model, and the index when it has
+    documents."""
+
+    bot: Bot
+    folder: Path
+    nlu_dir: Path
+    kb_dir: Path | None
+
+
+def _load(folder: Path) -> Bot:
+    try:
+        return load_bot(folder)
+    except BotFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def training_params(bot: Bot) -> TrainingParams:
+    """The NLU training parameters of ``bot`` (``bot.yml`` ``nlu:``)."""
+    # Training needs the `train` extra (numpy, scikit-learn): imported where used, so that
+    # `parley validate` and `parley init` run on any install (kernel/extras.py).
+    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
+    from agents.nlu.train import TrainingParams
+
+    options = bot.settings.nlu
+    return TrainingParams(
+        oos_label=options.oos_intent,
+        validation_fraction=options.validation_fraction,
+        context_encoder=options.context_encoder,
+        recognisers=RecogniserConfig(
+            id_patterns=dict(options.id_patterns) or dict(DEFAULT_ID_PATTERNS),
+            default_country_code=options.default_country_code),
+    )
+
+
+def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
+                   echo: bool = False) -> TrainedBot:
+    """The NLU model and knowledge index of ``bot`` under ``cache_root/<content hash>/``,
+    built when missing (each renamed into place when complete, so a half-built one is
+    never used)."""
+    from agents.encoders import embedder as encoders
+    from agents.knowledge import knowledge_base
+    from agents.knowledge.documents import Document, load_corpus
+    from agents.knowledge.knowledge_base import KnowledgeBase
+    from agents.nlu.manifest import MANIFEST_NAME
+    from agents.nlu.train import CODE_VERSION, train_model
+    from kernel.files import atomic_directory
+
+    folder = Path(cache_root) / bot.content_hash()
+    # The artefacts' names carry the versions of the code that builds them, so an upgrade
+    # that changes training or the index format builds anew instead of loading a stale one.
+    nlu_dir = folder / CODE_VERSION  # "nlu-train-<n>"
+    if not (nlu_dir / MANIFEST_NAME).is_file():
+        if echo:
+            click.echo(f"training the NLU model on {len(bot.training_examples())} examples "
+                       f"-> {nlu_dir}", err=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        train_model(bot.training_examples(), nlu_dir, training_params(bot),
+                    show_progress=show_progress)
+    kb_dir: Path | None = None
+    if bot.has_knowledge:
+        embedder = encoders.resolve_kind("auto")
+        kb_dir = folder / (f"kb-{embedder}-b{encoders.BUILD_VERSION}"
+                           f"-f{knowledge_base.FORMAT_VERSION}")
+        if not (kb_dir / "manifest.json").is_file():
+            docs: dict[str, Document] = {}
+            root = bot.folder / "knowledge"
+            sources = [p for p in bot.knowledge_files if p.suffix == ".jsonl"]
+            if any(p.suffix != ".jsonl" for p in bot.knowledge_files):
+                sources.append(root)  # Markdown, text and HTML files, read as a folder
+            for source in sources:
+                for doc in load_corpus(source, default_tenant=KB_TENANT):
+                    if isinstance(doc, Document):
+                        docs[doc.id] = doc
+                    elif echo:
+                        click.echo(f"skipped a document: {doc}", err=True)
+            if echo:
+                click.echo(f"building the knowledge index of {len(docs)} documents -> {kb_dir}",
+                           err=True)
+            with atomic_directory(kb_dir) as build:
+                kb = KnowledgeBase.create(build, embedder=embedder)
+                kb.upsert_many(list(docs.values()))
+                kb.save()
+    return TrainedBot(bot, folder, nlu_dir, kb_dir)
+
+
+def _cache_root() -> Path:
+    return Settings.from_env().data_dir / "bots"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command("validate")
+@_BOT
+def validate(bot: Path) -> None:
+    """Check the bot folder BOT; print every problem as file:line: message."""
+    problems = validate_bot(bot)
+    for problem in problems:
+        click.echo(str(problem))
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    if errors:
+        click.echo(f"{bot}: {errors} error(s), {warnings} warning(s)", err=True)
+        sys.exit(1)
+    click.echo(f"{bot}: valid ({warnings} warning(s))", err=True)
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Create a small working bot in DIRECTORY (which must be empty or new)."""
+    if directory.exists() and any(directory.iterdir()):
+        raise click.ClickException(f"{directory} is not empty: choose a new folder")
+    shutil.copytree(TEMPLATE, directory, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    click.echo(f"created a bot in {directory}; next:\n"
+               f"  parley validate {directory}\n"
+               f"  parley train {directory}\n"
+               f"  parley shell {directory}\n"
+               f"{directory}/README.md explains each file.")
+
+
+@click.command("train")
+@_BOT
+def train(bot: Path) -> None:
+    """Validate BOT, then train its NLU model and knowledge index (cached by content)."""
+    loaded = _load(bot)
+    for warning in loaded.warnings:
+        click.echo(warning, err=True)
+    trained = ensure_trained(loaded, _cache_root(), show_progress=True, echo=True)
+    click.echo(json.dumps({"bot": str(bot), "version": loaded.content_hash(),
+                           "nlu_model": str(trained.nlu_dir),
+                           "knowledge_index": str(trained.kb_dir) if trained.kb_dir else None}))
+
+
+@click.command("shell")
+@_BOT
+@click.option("--debug", is_flag=True, help="After each turn show intent, entities, slots "
+                                            "and the active flow.")
+def shell(bot: Path, debug: bool) -> None:
+    """Chat with BOT in the terminal, without any infrastructure (Ctrl-D quits)."""
+    from agents.nlu.model import NLUModel
+
+    trained = ensure_trained(_load(bot), _cache_root(), echo=True)
+    model = NLUModel.load(trained.nlu_dir)
+    knowledge = _Knowledge(trained.kb_dir)
+    manager = DialogueManager(trained.bot)
+    state = DialogueState()
+    if not trained.bot.has_knowledge:
+        click.echo("(this bot has no knowledge/ documents: questions for the knowledge base "
+                   "get a note instead of an answer)", err=True)
+    click.echo(f"chatting with {trained.bot.settings.name}; Ctrl-D quits", err=True)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo("", err=True)
+            break
+        if not text:
+            continue
+        now = datetime.now(UTC).replace(tzinfo=None)
+        understood = model.understand(text, now)
+        turn = UserTurn(
+            text, understood.intent, understood.confidence, understood.oos,
+            tuple(understood.ranking),
+            tuple({"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
+                   "value": e.value, "source": e.source} for e in understood.entities))
+        now_ms = int(time.time() * 1000)
+        outcome = manager.step(state, turn, now_ms)
+        outcome = _serve(manager, outcome, knowledge, now_ms)
+        state = outcome.state
+        if debug:
+            _debug(turn, state)
+
+
+class _Knowledge:
+    """Answers from the bot's own index, in-process (an LLM when PARLEY_LLM_* says so)."""
+
+    def __init__(self, index: Path | None) -> None:
+        self.index = index
+        self._service: object | None = None
+
+    def answer(self, question: str) -> tuple[str, tuple[str, ...]]:
+        if self.index is None:
+            return ("(no answer: this bot has no knowledge documents; add some under "
+                    "knowledge/ and they are indexed on the next run)", ())
+        from agents.knowledge.knowledge_base import KnowledgeBase
+        from agents.knowledge.service import KnowledgeService
+        from agents.knowledge.settings import KnowledgeSettings
+
+        if self._service is None:
+            self._service = KnowledgeService.from_settings(KnowledgeBase.open(self.index),
+                                                           KnowledgeSettings.from_env())
+        assert isinstance(self._service, KnowledgeService)
+        answer = asyncio.run(self._service.answer(KB_TENANT, question))
+        return answer.text, tuple(answer.sources)
+
+
+def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
+           now_ms: int) -> Outcome:
+    """Print the outcome and serve its request, until nothing is pending."""
+    for _ in range(20):
+        _print(outcome)
+        request = outcome.request
+        if isinstance(request, AskKnowledge):
+            text, sources = knowledge.answer(request.question)
+            outcome = manager.resume_knowledge(outcome.state, text, sources, now_ms)
+        elif isinstance(request, CallAction):
+            click.echo(f"  (action {request.name}({json.dumps(dict(request.inputs))}) is not "
+                       f"connected in the shell: the flow is told it failed)", err=True)
+            outcome = manager.resume_action(
+                outcome.state, ActionResult(request.name, False,
+                                            error="not connected in the shell"), now_ms)
+        else:
+            return outcome
+    return outcome
+
+
+def _print(outcome: Outcome) -> None:
+    for utterance in outcome.utterances:
+        click.echo(f"bot> {utterance.text}")
+        if utterance.quick_replies:
+            click.echo("     " + "  ".join(f"[{q}]" for q in utterance.quick_replies))
+        if utterance.sources:
+            click.echo(f"     sources: {', '.join(utterance.sources)}")
+    if outcome.handoff:
+        click.echo("  (handed over to a person: the bot stays quiet now)", err=True)
+    elif outcome.state.handoff and not outcome.utterances:
+        click.echo("  (a person answers this conversation now; the bot stays quiet)", err=True)
+
+
+def _debug(turn: UserTurn, state: DialogueState) -> None:
+    entities = ", ".join(f"{e['entity']}={e['value']!r}" for e in turn.entities) or "none"
+    scope = ", out of scope" if turn.oos else ""
+    click.echo(f"  intent: {turn.intent} ({turn.confidence:.2f}{scope}) | entities: {entities}",
+               err=True)
+    click.echo(f"  slots: {json.dumps(dict(state.slots), ensure_ascii=False)} | flow: "
+               f"{state.active_flow or '-'} | asking: {state.requested_slot or '-'}"
+               f"{' | HANDOFF' if state.handoff else ''}", err=True)

@@ -1,0 +1,47 @@
+"""A new builder's path, scripted: ``parley init`` → ``validate`` → ``train`` → ``shell``.
+
+No broker and no Redis: training and the shell run in-process. Training the template bot
+takes a few seconds (90 examples, an index of one document).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agents.dialogue.cli import init, shell, train, validate
+
+pytest.importorskip("sklearn", reason="training needs the train extra")
+
+
+def test_init_validate_train_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    bot = tmp_path / "mybot"
+    runner = CliRunner()
+    assert runner.invoke(init, [str(bot)]).exit_code == 0
+    checked = runner.invoke(validate, [str(bot)])
+    assert checked.exit_code == 0, checked.output
+
+    trained = runner.invoke(train, [str(bot)])
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.stdout.strip().splitlines()[-1])
+    model = Path(report["nlu_model"])
+    assert (model / "manifest.json").is_file()
+    assert model.parent.parent == tmp_path / "data" / "bots"
+    again = runner.invoke(train, [str(bot)])
+    assert "training the NLU model" not in again.output  # cached by content hash
+
+    chat = runner.invoke(shell, [str(bot), "--debug"], input=(
+        "where is my order?\n12345\nhow long does delivery take?\n"
+        "I want to talk to a human\nhello?\n"))
+    assert chat.exit_code == 0, chat.output
+    replies = [line for line in chat.stdout.splitlines() if "bot> " in line]
+    assert "order number" in replies[0]
+    assert "12345" in replies[1]
+    assert "3 to 5 working days" in replies[2]
+    assert "person" in replies[3]
+    assert len(replies) == 4  # handed over: the bot stays quiet
+    assert "flow: track_order | asking: order_id" in chat.stderr
