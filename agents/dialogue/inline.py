@@ -15,19 +15,19 @@ agents would answer it over their topics:
 Time is a simulated clock the caller passes (``now_ms``), so a run decides the same way
 every time.
 
-The NLU model of a bot is trained on first use from the bot's intents and cached by
-the bot's content hash (:func:`bot_nlu_model`).
+The NLU model of a bot is trained on first use and cached by the bot's content hash, in
+the cache ``parley train`` fills (:func:`agents.dialogue.cli.ensure_trained`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from agents.dialogue.cli import ensure_trained
 from agents.dialogue.domain import Bot
 from agents.dialogue.manager import (
     ActionResult,
@@ -40,15 +40,11 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.state import DialogueState
 from agents.dialogue.testcases import Observation, Snapshot
-from agents.nlu.manifest import MANIFEST_NAME
 from agents.nlu.model import NLUModel
-from agents.nlu.recognisers import RecogniserConfig
 from agents.nlu.results import Understanding
-from agents.nlu.train import CODE_VERSION, TrainingParams, train_model
-from kernel.files import atomic_directory
 
-__all__ = ["InlineBot", "InlineConversation", "TurnResult", "Understander", "bot_nlu_model",
-           "succeed_without_outputs", "user_turn_of"]
+__all__ = ["InlineBot", "InlineConversation", "TurnResult", "Understander", "load_inline_bot",
+           "succeed_without_outputs", "user_turn_of", "with_requested_slot"]
 
 KNOWLEDGE_RESPONSE = "knowledge_answer"
 _MAX_RESUMES = 20  # requests answered in one turn before a looping flow is given up on
@@ -162,38 +158,14 @@ def with_requested_slot(state: DialogueState, slot: str | None) -> DialogueState
     return replace(state, requested_slot=slot)
 
 
-def _nlu_params(bot: Bot) -> TrainingParams:
-    options = bot.settings.nlu
-    recognisers = RecogniserConfig(default_country_code=options.default_country_code)
-    if options.id_patterns:
-        recognisers = replace(recognisers, id_patterns=dict(options.id_patterns))
-    return TrainingParams(
-        oos_label=options.oos_intent, validation_fraction=options.validation_fraction,
-        context_encoder=options.context_encoder, recognisers=recognisers)
-
-
-def bot_nlu_model(bot: Bot, cache_root: Path) -> Path:
-    """The bot's NLU model folder under ``cache_root``, trained on first call.
-
-    The folder's name hashes the bot's content and the training code's version, so an
-    edited bot gets a new model and an unchanged one is never retrained.
-    """
-    params = _nlu_params(bot)
-    digest = hashlib.sha256(f"{bot.version}|{CODE_VERSION}|{params.describe()}".encode())
-    folder = Path(cache_root) / f"{bot.settings.name}-{digest.hexdigest()[:16]}"
-    if (folder / MANIFEST_NAME).is_file():
-        return folder
-    examples = bot.training_examples()
-    with atomic_directory(folder, replace=False) as build:
-        train_model(examples, build, params)
-    return folder
-
-
 def load_inline_bot(bot: Bot, cache_root: Path, *, channel: str = "",
                     actions: Callable[[CallAction], ActionResult] = succeed_without_outputs
                     ) -> InlineBot:
-    """An :class:`InlineBot` with the bot's model (trained first when not cached)."""
-    return InlineBot(bot, NLUModel.load(bot_nlu_model(bot, cache_root)), actions=actions,
+    """An :class:`InlineBot` with the bot's model, trained first when ``cache_root`` does not
+    hold it yet (:func:`agents.dialogue.cli.ensure_trained`: the cache ``parley train``
+    and ``parley shell`` use)."""
+    trained = ensure_trained(bot, cache_root)
+    return InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,
                      channel=channel)
 
 

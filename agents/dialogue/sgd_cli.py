@@ -148,8 +148,9 @@ def dialogue() -> None:
 @click.option("--predictions", "predictions_file",
               type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write one JSON line per scored frame here.")
-@click.option("--models", "cache_root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where trained NLU models are cached (default: PARLEY_DATA_DIR/models).")
+@click.option("--cache", "cache_root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where trained bots are cached, as by `parley train` (default: "
+                   "PARLEY_DATA_DIR/bots).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(bot_dir: Path, dialogues_file: Path, service: str, schema_file: Path | None,
              mapping_file: Path | None, predictions_file: Path | None, cache_root: Path | None,
@@ -163,7 +164,7 @@ def evaluate(bot_dir: Path, dialogues_file: Path, service: str, schema_file: Pat
         spec = schema[service]
         mapping = load_mapping(mapping_file or bot_dir / "sgd.yml", spec)
         bot = load_bot(bot_dir)
-        inline = load_inline_bot(bot, cache_root or Settings.from_env().data_dir / "models")
+        inline = load_inline_bot(bot, cache_root or Settings.from_env().data_dir / "bots")
         metrics, predictions = evaluate_dialogues(load_dialogues(dialogues_file), spec, mapping,
                                                   BotTracker(inline, mapping))
         if predictions_file is not None:

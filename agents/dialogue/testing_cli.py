@@ -76,8 +76,9 @@ def _readable_errors() -> Iterator[None]:
 @click.option("--tenant", help="The tenant to connect as with --url (default: the gateway's).")
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a reply with --url.")
-@click.option("--models", "cache_root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where trained NLU models are cached (default: PARLEY_DATA_DIR/models).")
+@click.option("--cache", "cache_root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where trained bots are cached, as by `parley train` (default: "
+                   "PARLEY_DATA_DIR/bots).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"passed": N, "failed": N, "failures": [...]}.')
 def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, tenant: str | None,
@@ -93,7 +94,7 @@ def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, tenant: s
             report = run_websocket(url, cases, tenant=tenant, timeout_s=timeout_s)
         else:
             inline = load_inline_bot(load_bot(bot_dir),
-                                     cache_root or Settings.from_env().data_dir / "models")
+                                     cache_root or Settings.from_env().data_dir / "bots")
             report = run_inline(inline, cases)
     click.echo(json.dumps(report.as_json(), ensure_ascii=False) if as_json else report.text())
     if not report.ok:

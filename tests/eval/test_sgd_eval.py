@@ -32,7 +32,7 @@ def test_sgd_banks_tracks_banks_2_dialogues(tmp_path: Path) -> None:
     result = CliRunner().invoke(dialogue, [
         "evaluate", "--bot", str(ROOT / "examples" / "sgd-banks"),
         "--dialogues", str(SGD / "dev_dialogues.json"), "--service", "Banks_2",
-        "--predictions", str(predictions), "--models", str(tmp_path / "models"), "--json"])
+        "--predictions", str(predictions), "--cache", str(tmp_path / "models"), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     dialogues = {d["dialogue_id"]: d for d in json.loads((SGD / "dev_dialogues.json").read_text())}

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.timeout(300)]
 @pytest.mark.parametrize("bot", ["sgd-banks", "sgd-payment"])
 def test_the_example_bot_passes_its_test_cases(bot: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(parley_test, [str(EXAMPLES / bot), "--json",
-                                              "--models", str(tmp_path)])
+                                              "--cache", str(tmp_path)])
     report = json.loads(result.output)
     assert report["failures"] == [] and report["passed"] >= 3, report
     assert result.exit_code == 0

@@ -117,7 +117,7 @@ def inline(bot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> InlineBot:
 def test_parley_test_passes_a_bot_that_does_what_its_cases_say(bot_dir: Path,
                                                              inline: InlineBot) -> None:
     result = CliRunner().invoke(testing_cli.test, [str(bot_dir), "--json",
-                                                   "--models", str(bot_dir / "m")])
+                                                   "--cache", str(bot_dir / "m")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"passed": 1, "failed": 0, "failures": []}
 
