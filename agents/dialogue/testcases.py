@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import websockets
 import yaml
@@ -490,6 +491,13 @@ async def run_cases(cases: Sequence[TestCase], new_conversation: ConversationFac
 # --------------------------------------------------------------------------- WebSocket
 
 
+def _ws_url(url: str, query: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    joined = "&".join(q for q in (parts.query, urlencode(query)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, path, joined, ""))
+
+
 class WebSocketConversation:
     """A conversation with a running stack through its ``/ws`` protocol (docs/protocol.md).
 
@@ -512,14 +520,20 @@ class WebSocketConversation:
     @classmethod
     async def open(cls, url: str, *, tenant: str | None = None, timeout_s: float = 10.0,
                    quiet_s: float = 0.75) -> WebSocketConversation:
-        """Connect as a new user in a new conversation and wait for ``welcome``."""
+        """Connect as a new user in a new conversation and wait for ``welcome``; a URL
+        without a path gets ``/ws``. :class:`ConnectionError` says why it failed."""
         query = {"conversation": f"test-{uuid.uuid4().hex[:16]}",
                  "user": f"tester-{uuid.uuid4().hex[:12]}", "debug": "1"}
         if tenant:
             query["tenant"] = tenant
-        sep = "&" if "?" in url else "?"
-        full = url + sep + "&".join(f"{k}={v}" for k, v in query.items())
-        ws = await asyncio.wait_for(websockets.connect(full), timeout_s)
+        full = _ws_url(url, query)
+        try:
+            ws = await asyncio.wait_for(websockets.connect(full), timeout_s)
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            reason = f"HTTP {exc.response.status_code}" if isinstance(
+                exc, websockets.exceptions.InvalidStatus) else f"{type(exc).__name__}: {exc}"
+            raise ConnectionError(f"cannot open a conversation at {url} ({reason}); "
+                                  "expected ws://HOST:PORT/ws") from exc
         conversation = cls(ws, timeout_s=timeout_s, quiet_s=quiet_s)
         frame = await conversation._receive(timeout_s)
         if frame.get("type") != "welcome":

@@ -224,3 +224,46 @@ def test_a_websocket_conversation_reads_reply_frames() -> None:
             return (await run_cases(parse_cases(CASES)[1:], factory)).as_json()
 
     assert asyncio.run(scenario()) == {"passed": 1, "failed": 0, "failures": []}
+
+
+def test_a_websocket_url_without_path_gets_ws_and_a_wrong_one_is_explained() -> None:
+    async def page(ws: Any) -> None:  # never reached: the handshake is refused below
+        await ws.close()
+
+    def refuse(connection: Any, request: Any) -> Any:
+        return connection.respond(200, "a chat page, not a socket\n")
+
+    async def scenario() -> tuple[str, str]:
+        async with websockets.serve(page, "127.0.0.1", 0, process_request=refuse) as server:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionError) as info:
+                await WebSocketConversation.open(f"ws://127.0.0.1:{port}", timeout_s=5)
+            return str(info.value), f"ws://127.0.0.1:{port}"
+
+    message, url = asyncio.run(scenario())
+    assert message == f"cannot open a conversation at {url} (HTTP 200); expected " \
+        "ws://HOST:PORT/ws"
+
+
+def test_a_turn_without_an_end_mark_ends_after_a_quiet_moment() -> None:
+    async def gateway(ws: Any) -> None:
+        assert ws.request.path.startswith("/ws?")
+        await ws.send(json.dumps({"type": "welcome"}))
+        async for raw in ws:
+            msg = json.loads(raw)
+            for text in ("one", "two"):
+                await ws.send(json.dumps({"type": "reply", "text": text,
+                                          "in_reply_to": msg["client_msg_id"]}))
+
+    async def scenario() -> tuple[list[Observation], Snapshot | None]:
+        async with websockets.serve(gateway, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            conversation = await WebSocketConversation.open(f"ws://127.0.0.1:{port}",
+                                                            timeout_s=5, quiet_s=0.2)
+            replies = await conversation.send("hi")
+            await conversation.close()
+            return replies, conversation.snapshot()
+
+    replies, snapshot = asyncio.run(scenario())
+    assert [r.text for r in replies] == ["one", "two"] and replies[0].response is None
+    assert snapshot is None
