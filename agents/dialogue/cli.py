@@ -89,11 +89,11 @@ def training_params(bot: Bot) -> TrainingParams:
     )
 
 
-def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
-                   echo: bool = False) -> TrainedBot:
+def ensure_trained(bot: Bot, cache_root: Path, *, tenant: str = KB_TENANT,
+                   show_progress: bool = False, echo: bool = False) -> TrainedBot:
     """The NLU model and knowledge index of ``bot`` under ``cache_root/<content hash>/``,
     built when missing (each renamed into place when complete, so a half-built one is
-    never used)."""
+    never used); the index holds the documents under ``tenant``."""
     from agents.encoders import embedder as encoders
     from agents.knowledge import knowledge_base
     from agents.knowledge.documents import Document, load_corpus
@@ -116,7 +116,7 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
     kb_dir: Path | None = None
     if bot.has_knowledge:
         embedder = encoders.resolve_kind("auto")
-        kb_dir = folder / (f"kb-{embedder}-b{encoders.BUILD_VERSION}"
+        kb_dir = folder / (f"kb-{tenant}-{embedder}-b{encoders.BUILD_VERSION}"
                            f"-f{knowledge_base.FORMAT_VERSION}")
         if not (kb_dir / "manifest.json").is_file():
             docs: dict[str, Document] = {}
@@ -125,7 +125,7 @@ def ensure_trained(bot: Bot, cache_root: Path, *, show_progress: bool = False,
             if any(p.suffix != ".jsonl" for p in bot.knowledge_files):
                 sources.append(root)  # Markdown, text and HTML files, read as a folder
             for source in sources:
-                for doc in load_corpus(source, default_tenant=KB_TENANT):
+                for doc in load_corpus(source, default_tenant=tenant):
                     if isinstance(doc, Document):
                         docs[doc.id] = doc
                     elif echo:

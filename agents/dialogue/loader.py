@@ -965,6 +965,12 @@ def _read_parts(folder: Path, problems: list[Problem]) -> _Parts:
             parts.settings = _settings(r, data, path.name)
         else:
             loaded[name] = readers[name](r, data, path.name)
+    known = set(BOT_FILES) | {n.replace(".yml", ".yaml") for n in BOT_FILES}
+    for path in sorted(folder.glob("*.y*ml")):
+        if path.name not in known:
+            problems.append(Problem(path.name, 1, f"unknown file {path.name!r}: it is not read "
+                                                  f"(a bot folder has {', '.join(BOT_FILES)})",
+                                    "warning"))
     parts.intents = loaded.get("intents.yml", {})
     parts.slots = loaded.get("slots.yml", {})
     parts.actions = loaded.get("actions.yml", {})

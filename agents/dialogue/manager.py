@@ -190,9 +190,10 @@ class _Run:
                  channel: str = "") -> None:
         self.m, self.bot = manager, manager.bot
         self.before = state
-        self.stack: list[Frame] = list(state.stack)
+        self.stack: list[Frame] = _adopt(manager.bot, state.stack)
         self.slots = _Slots(state.slots)
-        self.requested = state.requested_slot
+        self.requested = state.requested_slot if state.requested_slot in self.bot.slots \
+            and self.stack else None
         self.attempts: dict[str, int] = dict(state.attempts)
         self.handoff = state.handoff
         self.pending = state.pending
@@ -279,6 +280,21 @@ class _Run:
                        slots_set=dict(self.slots.set_now))
 
 
+def _adopt(bot: Bot, stack: Sequence[Frame]) -> list[Frame]:
+    """The frames of a state written by another bot version that this version can run: a
+    flow that no longer exists is dropped, a step index past the flow's end ends it (a
+    conversation in flight keeps working when a new bot version goes live)."""
+    frames = []
+    for frame in stack:
+        flow = bot.flows.get(frame.flow)
+        if flow is None:
+            continue
+        if frame.step > len(flow.steps):
+            frame = replace(frame, step=len(flow.steps))
+        frames.append(frame)
+    return frames
+
+
 class _Blank(dict[str, str]):
     """Template fields without a value render as an empty string."""
 
@@ -286,8 +302,9 @@ class _Blank(dict[str, str]):
         return ""
 
 
-def _fields(text: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+@functools.lru_cache(maxsize=4096)
+def _fields(text: str) -> frozenset[str]:
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(text) if name)
 
 
 class DialogueManager:
@@ -343,8 +360,11 @@ class DialogueManager:
         run = _Run(self, state, now_ms)
         run.pending = None
         i = len(run.stack) - 1
-        step = run.flow(run.stack[i]).steps[run.stack[i].step] if run.stack else None
-        if not isinstance(step, ActionStep):
+        steps = run.flow(run.stack[i]).steps if run.stack else ()
+        step = steps[run.stack[i].step] if run.stack and run.stack[i].step < len(steps) \
+            else None
+        if not isinstance(step, ActionStep):  # a new bot version changed the flow: go on
+            self._execute(run)
             return run.finish()
         if result.ok:
             for output, slot in step.outputs.items():

@@ -227,3 +227,11 @@ def test_actions_are_declared_with_inputs_and_outputs(write_bot: WriteBot) -> No
     steps = bot.flows["track_order"].steps
     assert isinstance(steps[1], ActionStep) and steps[1].outputs == {"status": "status"}
     assert isinstance(steps[2], BranchStep)
+
+
+def test_a_misnamed_file_is_a_warning(write_bot: WriteBot) -> None:
+    folder = write_bot()
+    (folder / "flow.yml").write_text("flows: {}\n")
+    problems = validate_bot(folder)
+    assert [(p.file, p.severity) for p in problems] == [("flow.yml", "warning")]
+    assert "unknown file 'flow.yml'" in problems[0].message

@@ -469,3 +469,23 @@ def test_chitchat_mapped_to_nothing_runs_the_chitchat_pattern(write_bot: WriteBo
     chat.say("where is my order", "order_status")
     chat.say("hi", "greet")
     assert chat.responses == ["utter_chitchat", "utter_ask_order_id"]
+
+
+def test_a_state_from_another_bot_version_keeps_working(write_bot: WriteBot) -> None:
+    old = Chat(DialogueManager(load_bot(write_bot(**ACTION_FILES))))
+    old.say("where is order", "order_status")
+    assert old.state.requested_slot == "order_id"
+    # the new version renamed the flow: the conversation starts afresh instead of failing
+    renamed = ACTION_FILES["flows_yml"].replace("track_order:", "find_order:")
+    new = Chat(DialogueManager(load_bot(write_bot(**{**ACTION_FILES, "flows_yml": renamed}))),
+               old.state, old.now)
+    new.say("where is order 12345", "order_status")
+    assert isinstance(new.last.request if new.last else None, CallAction)
+    assert new.state.active_flow == "find_order"
+    # an action result for a step that the new version no longer has changes nothing wrong
+    shorter = "flows:\n  find_order:\n    start:\n      intents: [order_status]\n" \
+              "    steps:\n      - collect: order_id\n      - set_slots: {status: null}\n"
+    newer = Chat(DialogueManager(load_bot(write_bot(**{**ACTION_FILES, "flows_yml": shorter}))),
+                 new.state, new.now)
+    out = newer.action(ActionResult("lookup_order", True, {"status": "shipped"}))
+    assert out.state.pending is None and out.state.active_flow is None
