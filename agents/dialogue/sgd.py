@@ -174,6 +174,7 @@ class SystemContext:
 
     requested_slot: str | None = None
     offered_intent: str | None = None
+    confirming: bool = False  # the system asked the user to confirm (its CONFIRM act)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,8 @@ def user_turns(dialogue: Mapping[str, Any], service: str) -> Iterator[UserTurnRe
             requested = next((a["slot"] for a in acts if a.get("act") == "REQUEST"), None)
             offered = next((a["values"][0] for a in acts
                             if a.get("act") == "OFFER_INTENT" and a.get("values")), None)
-            context = SystemContext(requested, offered)
+            confirming = any(a.get("act") == "CONFIRM" for a in acts)
+            context = SystemContext(requested, offered, confirming)
             continue
         if frame is not None and "state" in frame:
             yield UserTurnRecord(str(dialogue["dialogue_id"]), index, str(turn["utterance"]),
@@ -400,6 +402,7 @@ class TrackedState:
     slots: Mapping[str, Any]
     flows_started: tuple[str, ...] = ()  # flows the turn started (a finished one included)
     intent: str = ""  # what the NLU understood of the turn
+    answer: bool | None = None  # the message read as a yes (True) or a no (False)
     surface: Mapping[str, str] = field(default_factory=dict)
     """For a slot, the words the user gave its current value in (``1,490 bucks``), when
     known: SGD's non-categorical values are spans of the user's messages."""
@@ -447,8 +450,8 @@ def hypothesis_frame(tracked: TrackedState, text: str, mapping: SgdMapping,
                      context: SystemContext | None = None) -> FrameState:
     """The SGD frame a tracker's state stands for: the active intent persists until an
     ``ends_intents`` answer with no flow left, or one that declines an offered intent."""
-    if context is not None and context.offered_intent and \
-            tracked.intent in mapping.ends_intents:
+    if context is not None and context.offered_intent and (
+            tracked.intent in mapping.ends_intents or tracked.answer is False):
         previous_intent = NONE_INTENT
     intent = mapping.intent_of_flow(tracked.active_flow)
     if intent is None:

@@ -48,7 +48,9 @@ class BotTracker:
     Before each user turn the dataset system's requested slot, when it asked one,
     replaces the state's requested slot (otherwise the bot's own stays); after an intent
     the system offered, an affirming answer (an affirm intent, or a message that starts
-    with a yes) counts as that intent. A handoff is released at once: the dataset's system
+    with a yes) counts as that intent. After the system asked for a confirmation, a message
+    that neither agrees nor objects counts as agreeing, as the dataset's system went
+    ahead then. A handoff is released at once: the dataset's system
     went on answering, and so does the bot. An amount is reported
     in the words the user gave it in (an NLU entity or a recognised amount of the message
     whose value is the slot's new value), as SGD's values are spans of the user's text.
@@ -72,8 +74,17 @@ class BotTracker:
             state = with_requested_slot(state, self.mapping.bot_slot(context.requested_slot))
         message = self.inline.understand(text, self.now_ms)
         settings = self.inline.bot.settings
+        answer = parse_boolean(text)
         accepts = (message.intent in settings.affirm_intents and not message.oos) \
-            or parse_boolean(text) is True
+            or answer is True
+        declines = answer is False or message.intent in (*settings.deny_intents,
+                                                         *settings.cancel_intents)
+        if context.confirming and not accepts and not declines and \
+                settings.affirm_intents and state.requested_slot is not None:
+            # The dataset's system asked for a confirmation and went ahead when the user
+            # moved on without objecting ("Thanks. How long will it take?"): so does the bot.
+            message = replace(message, intent=settings.affirm_intents[0], confidence=1.0,
+                              oos=False)
         if context.offered_intent and accepts:
             flows = self.mapping.intents.get(context.offered_intent, ())
             start = next((intent for name in flows if name in self.inline.bot.flows
@@ -88,7 +99,7 @@ class BotTracker:
             self.state = self.inline.manager.release_handoff(self.state, self.now_ms)
         self._update_surface(before, result.state.slots, message)
         return TrackedState(result.state.active_flow, dict(result.state.slots),
-                            result.flows_seen, message.intent, dict(self.surface))
+                            result.flows_seen, message.intent, answer, dict(self.surface))
 
     def _update_surface(self, before: Mapping[str, Any], after: Mapping[str, Any],
                         message: UserTurn) -> None:

@@ -3,7 +3,7 @@
 ``examples/sgd-banks`` was tuned on the Banks_2 dev dialogues
 (../shared/datasets/sgd_banking, CC BY-SA 4.0); the issue's targets are joint goal
 accuracy >= 0.80 with active intent accuracy >= 0.95. Floors sit slightly under what was
-measured (2026-12-07: joint goal 0.899, average goal 0.944, active intent 0.960,
+measured (2026-12-07: joint goal 0.917, average goal 0.949, active intent 0.968,
 requested slots F1 0.987 over 1,108 frames). Payment_1's dialogues are held back: its bot
 is checked on them outside this repository.
 """
@@ -20,8 +20,8 @@ from agents.dialogue.sgd_cli import dialogue
 
 ROOT = Path(__file__).resolve().parents[2]
 SGD = ROOT.parent / "shared" / "datasets" / "sgd_banking"  # ../shared/datasets, as the others
-FLOORS = {"joint_goal_accuracy": 0.87, "active_intent_accuracy": 0.95,
-          "average_goal_accuracy": 0.92, "requested_slots_f1": 0.95}
+FLOORS = {"joint_goal_accuracy": 0.89, "active_intent_accuracy": 0.955,
+          "average_goal_accuracy": 0.93, "requested_slots_f1": 0.95}
 
 pytestmark = [pytest.mark.datasets, pytest.mark.timeout(600),
               pytest.mark.skipif(not SGD.is_dir(), reason=f"{SGD} is absent (a user's checkout)")]

@@ -14,7 +14,15 @@ from click.testing import CliRunner
 from agents.dialogue import sgd_cli, testing_cli
 from agents.dialogue.inline import InlineBot
 from agents.dialogue.loader import load_bot
-from agents.dialogue.sgd import SgdMapping, SystemContext
+from agents.dialogue.sgd import (
+    IntentSchema,
+    ServiceSchema,
+    SgdMapping,
+    SlotSchema,
+    SystemContext,
+    TrackedState,
+    hypothesis_frame,
+)
 from agents.dialogue.sgd_cli import BotTracker
 from agents.nlu.results import EntityMatch, Understanding
 
@@ -143,6 +151,8 @@ def test_parley_test_refuses_a_bad_case_file_with_its_line(bot_dir: Path, inline
     assert f"{cases}:4: unknown step 'usr'" in result.output
 
 
+BANK_SCHEMA = ServiceSchema("Bank", (SlotSchema("transfer_amount", False),),
+                            (IntentSchema("Transfer"), IntentSchema("Balance")))
 MAPPING = SgdMapping("Bank", {"Transfer": ("transfer_money",), "Balance": ("check_balance",)},
                      {"recipient_name": "recipient", "transfer_amount": "amount",
                       "account_type": "account"}, {}, ("deny", "thanks"))
@@ -162,6 +172,29 @@ def test_the_tracker_feeds_what_the_dataset_system_did(inline: InlineBot) -> Non
     tracker.reset()
     offered = tracker.user_turn("sure", SystemContext(None, "Balance"))
     assert offered.active_flow == "check_balance"
+
+
+def test_a_confirmation_the_user_moves_on_from_counts_as_agreed(inline: InlineBot) -> None:
+    tracker = BotTracker(inline, MAPPING)
+    tracker.reset()
+    asked = tracker.user_turn("send $20 to Li", SystemContext())
+    assert tracker.state.requested_slot == "confirm" and asked.active_flow == "transfer_money"
+    done = tracker.user_turn("Great. How long will it take?", SystemContext(confirming=True))
+    assert done.active_flow is None and done.slots["recipient"] == "Li"
+    tracker.reset()
+    tracker.user_turn("send $20 to Li", SystemContext())
+    refused = tracker.user_turn("no", SystemContext(confirming=True))
+    assert refused.answer is False and refused.slots.get("confirm") is not True
+
+
+def test_declining_an_offered_intent_ends_the_active_one() -> None:
+    tracked = TrackedState(None, {}, intent="oos", answer=False)
+    frame = hypothesis_frame(tracked, "No. I'd rather buy tickets.", MAPPING, BANK_SCHEMA,
+                             "Balance", SystemContext(None, "Transfer"))
+    assert frame.active_intent == "NONE"
+    kept = hypothesis_frame(TrackedState(None, {}, intent="oos"), "hmm", MAPPING, BANK_SCHEMA,
+                            "Balance", SystemContext(None, "Transfer"))
+    assert kept.active_intent == "Balance"
 
 
 def _sgd_files(tmp_path: Path) -> tuple[Path, Path]:
