@@ -237,10 +237,11 @@ class _Knowledge:
         self.index = index
         self._service: object | None = None
 
-    def answer(self, question: str) -> tuple[str, tuple[str, ...]]:
+    def answer(self, question: str) -> tuple[str, tuple[str, ...], bool]:
+        """The answer's text, its sources, and whether it answers (not a refusal)."""
         if self.index is None:
             return ("(no answer: this bot has no knowledge documents; add some under "
-                    "knowledge/ and they are indexed on the next run)", ())
+                    "knowledge/ and they are indexed on the next run)", (), False)
         from agents.knowledge.knowledge_base import KnowledgeBase
         from agents.knowledge.service import KnowledgeService
         from agents.knowledge.settings import KnowledgeSettings
@@ -250,7 +251,7 @@ class _Knowledge:
                                                            KnowledgeSettings.from_env())
         assert isinstance(self._service, KnowledgeService)
         answer = asyncio.run(self._service.answer(KB_TENANT, question))
-        return answer.text, tuple(answer.sources)
+        return answer.text, tuple(answer.sources), answer.mode != "refusal"
 
 
 def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
@@ -260,8 +261,9 @@ def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
         _print(outcome)
         request = outcome.request
         if isinstance(request, AskKnowledge):
-            text, sources = knowledge.answer(request.question)
-            outcome = manager.resume_knowledge(outcome.state, text, sources, now_ms)
+            text, sources, answered = knowledge.answer(request.question)
+            outcome = manager.resume_knowledge(outcome.state, text, sources, now_ms,
+                                               answered=answered)
         elif isinstance(request, CallAction):
             click.echo(f"  (action {request.name}({json.dumps(dict(request.inputs))}) is not "
                        f"connected in the shell: the flow is told it failed)", err=True)

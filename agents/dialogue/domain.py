@@ -400,7 +400,8 @@ class BranchStep:
 
 @dataclass(frozen=True, slots=True)
 class LinkStep:
-    """End this flow and start ``flow`` in its place."""
+    """End this flow and start ``flow`` in its place (it keeps this flow's slots until it
+    ends)."""
 
     flow: str
     id: str | None = None

@@ -340,13 +340,29 @@ class DialogueManager:
         return run.finish()
 
     def resume_knowledge(self, state: DialogueState, answer_text: str,
-                         sources: Sequence[str], now_ms: int) -> Outcome:
-        """Say the knowledge agent's answer and resume the flow it interrupted."""
+                         sources: Sequence[str], now_ms: int, *,
+                         answered: bool = True) -> Outcome:
+        """Say the knowledge agent's answer and resume the flow it interrupted.
+
+        ``answered=False`` (the knowledge base had nothing: its answer is a refusal) counts
+        as a message not understood, so repeated ones end in the cannot-handle pattern's
+        handoff as they would without knowledge."""
         run = _Run(self, state, now_ms)
         if state.pending is None or state.pending.kind != "knowledge":
             return Outcome(state)  # a stale or repeated result: nothing to do
         run.pending = None
         run.said.append(Utterance("knowledge_answer", answer_text, (), tuple(sources)))
+        if answered:
+            run.attempts.pop(FALLBACK_COUNTER, None)
+        else:
+            attempt = run.attempts.get(FALLBACK_COUNTER, 0) + 1
+            run.attempts[FALLBACK_COUNTER] = attempt
+            if attempt >= self.settings.fallback.rephrase_attempts:
+                run.attempts.pop(FALLBACK_COUNTER, None)
+                while run.stack:
+                    self._drop_frame(run)
+                run.requested = None
+                run.push(PATTERN_CANNOT_HANDLE, attempt=attempt)
         self._resume_interrupted(run)
         self._execute(run)
         return run.finish()
@@ -621,8 +637,7 @@ class DialogueManager:
                 self._interrupt(run, i)
             run.pending = Pending("knowledge", question=message.text)
             run.request = AskKnowledge(message.text)
-            run.attempts.pop(FALLBACK_COUNTER, None)
-            return
+            return  # the fallback count is settled by the answer (resume_knowledge)
         if i is None and self._clarify(run, message):
             return
         flow = self.bot.flow_for_intent(message.intent) if confident else None
@@ -706,21 +721,34 @@ class DialogueManager:
 
     # -- running flows ------------------------------------------------------------------
 
-    def _drop_frame(self, run: _Run) -> None:
-        """Pop the top frame and forget the slots its flow collected (unless persisted or
-        used by a flow still running)."""
-        frame = run.stack.pop()
+    def _owned_slots(self, run: _Run, frame: Frame) -> set[str]:
+        """The slots that end with ``frame``: its flow's (unless persisted), those carried
+        over from a flow that linked to it, minus those a flow still running uses."""
         flow = run.flow(frame)
-        if frame.flow.startswith("pattern_"):
-            return
-        still_used: set[str] = set()
+        owned = (set(flow.set_slots()) - set(flow.persisted_slots)) | set(
+            frame.data.get("carried", ()))
         for other in run.stack:
-            still_used |= run.flow(other).set_slots()
-        for slot in flow.set_slots() - still_used - set(flow.persisted_slots):
+            if other is not frame:
+                owned -= run.flow(other).set_slots()
+        return owned
+
+    def _drop_frame(self, run: _Run, *, keep_slots: bool = False) -> set[str]:
+        """Pop the top frame and forget the slots it owns (:meth:`_owned_slots`); with
+        ``keep_slots`` they are kept and returned (a link carries them to the next flow)."""
+        frame = run.stack[-1]
+        if frame.flow.startswith("pattern_"):
+            run.stack.pop()
+            return set()
+        owned = self._owned_slots(run, frame)
+        run.stack.pop()
+        if run.requested in owned or run.requested in run.flow(frame).set_slots():
+            run.requested = None
+        if keep_slots:
+            return owned
+        for slot in owned:
             run.slots.pop(slot, None)
             run.attempts.pop(slot, None)
-        if run.requested in flow.set_slots():
-            run.requested = None
+        return set()
 
     def _end_frame(self, run: _Run, i: int | None = None, *, announce: bool = True) -> None:
         if i is not None:
@@ -770,9 +798,14 @@ class DialogueManager:
                 else:
                     run.advance(i, to=flow.step_index(target))
             elif isinstance(step, LinkStep):
-                context = frame.data.get("ctx", {})
-                self._end_frame(run, announce=False)
-                run.stack.append(Frame(step.flow, 0, {"ctx": context} if context else {}))
+                # The linked flow continues the conversation: it gets this flow's slots
+                # (said with its responses) and forgets them when it ends.
+                data: dict[str, JSON] = {}
+                if context := frame.data.get("ctx", {}):
+                    data["ctx"] = context
+                if carried := sorted(self._drop_frame(run, keep_slots=True)):
+                    data["carried"] = carried
+                run.stack.append(Frame(step.flow, 0, data))
             elif isinstance(step, CallStep):
                 run.advance(i)
                 run.stack.append(Frame(step.flow, 0))

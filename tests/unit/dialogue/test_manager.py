@@ -489,3 +489,61 @@ def test_a_state_from_another_bot_version_keeps_working(write_bot: WriteBot) -> 
                  new.state, new.now)
     out = newer.action(ActionResult("lookup_order", True, {"status": "shipped"}))
     assert out.state.pending is None and out.state.active_flow is None
+
+
+STEP_FILES = {
+    "slots_yml": "slots:\n  order_id:\n    type: pattern\n    pattern: '\\b(\\d{5,10})\\b'\n"
+                 "  amount:\n    type: amount\n  big:\n    type: boolean\n",
+    "responses_yml": "responses:\n  utter_ask_order_id:\n    - Number?\n"
+                     "  utter_order_next:\n    - See {order_id}.\n"
+                     "  utter_ask_amount:\n    - How much?\n"
+                     "  utter_big:\n    - text: A big one ({amount}).\n"
+                     "    - text: ':moneybag: {amount}'\n      channel: slack\n"
+                     "  utter_small:\n    - A small one.\n  utter_back:\n    - Back in refunds.\n",
+    "flows_yml": (
+        "flows:\n"
+        "  track_order:\n    start:\n      intents: [order_status]\n    steps:\n"
+        "      - collect: order_id\n      - call: size_check\n      - say: utter_back\n"
+        "      - link: goodbye_flow\n"
+        "  size_check:\n    steps:\n      - collect: amount\n"
+        "      - branch:\n          - if: amount.value > 100 and amount.currency == EUR\n"
+        "            then: big\n"
+        "      - say: utter_small\n      - end\n"
+        "      - id: big\n        set_slots: {big: true}\n      - say: utter_big\n"
+        "  goodbye_flow:\n    steps:\n      - say: utter_order_next\n"),
+}
+
+
+@pytest.mark.parametrize(("channel", "amount", "said"), [
+    ("web", "150", "A big one (150 EUR)."), ("slack", "150", ":moneybag: 150 EUR"),
+    ("web", "50", "A small one."),
+])
+def test_call_branch_set_slots_link_and_channel_variants(
+        write_bot: WriteBot, channel: str, amount: str, said: str) -> None:
+    manager = DialogueManager(load_bot(write_bot(**STEP_FILES)))
+    state = DialogueState()
+    out = manager.step(state, UserTurn("where is order 12345", "order_status",
+                                       channel=channel), T0)
+    assert [u.text for u in out.utterances] == ["How much?"]
+    assert out.state.active_flow == "size_check"
+    out = manager.step(out.state, UserTurn(amount, "oos", 0.1, True, channel=channel), T0 + 1)
+    assert [u.text for u in out.utterances] == [said, "Back in refunds.", "See 12345."]
+    assert ("big" in out.slots_set) == (said != "A small one.")
+    assert out.state.stack == () and out.state.slots == {}
+
+
+def test_knowledge_refusals_in_a_row_end_in_a_handoff(chat: Chat) -> None:
+    def refused() -> Outcome:
+        out = chat.manager.resume_knowledge(chat.state, "I could not find this.", (),
+                                            chat.now, answered=False)
+        chat.state = out.state
+        return out
+
+    chat.say("blah blah")
+    chat.knowledge("An answer.")  # answered: nothing counted
+    chat.say("qwerty")
+    assert not refused().state.handoff
+    chat.say("asdf")
+    out = refused()
+    assert [u.response for u in out.utterances] == ["knowledge_answer", "utter_handoff"]
+    assert out.handoff and out.state.handoff
