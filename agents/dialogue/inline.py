@@ -168,6 +168,3 @@ def load_inline_bot(bot: Bot, cache_root: Path, *, channel: str = "",
     return InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,
                      channel=channel)
 
-
-def observations(utterances: Sequence[Utterance]) -> list[Observation]:
-    return [Observation(u.text, u.response, tuple(u.quick_replies)) for u in utterances]
