@@ -21,7 +21,7 @@ the cache ``parley train`` fills (:func:`agents.dialogue.cli.ensure_trained`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
