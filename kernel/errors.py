@@ -32,6 +32,10 @@ that raises them, and import their base from here::
     ├── EncoderError                 (agents/encoders/errors.py)
     │   ├── EmbedderUnavailable      the weights (or, to fine-tune, PyTorch) are not installed
     │   └── EmbedderFormatError      an embedder folder is missing or incomplete
+    ├── CaseFileError                (agents/dialogue/testcases.py) a conversation test case
+    │                                file `parley test` cannot read; also a ValueError
+    ├── SgdDataError                 (agents/dialogue/sgd.py) an SGD schema or dialogues file
+    │                                that cannot be read; also a ValueError
     ├── KnowledgeError               (agents/knowledge/errors.py)
     │   ├── DocumentRejected         one document cannot be ingested (the rest is)
     │   ├── IndexFormatError         an index folder is missing, corrupt or from another version

@@ -1,7 +1,8 @@
 """Retrieval evaluation: hit@k, MRR@10, nDCG@10 and latency over labelled queries.
 
 Queries are JSON lines ``{"id", "text"}``; relevance judgements are TSV lines
-``query_id<TAB>doc_id<TAB>grade`` (grade > 0 is relevant). Metrics are computed
+``query_id<TAB>doc_id<TAB>grade`` (grade > 0 is relevant), optionally under a header
+row as BEIR writes them (``query-id<TAB>corpus-id<TAB>score``). Metrics are computed
 on the ranked list of distinct documents a search returns; latency is the wall
 time of one whole search (query embedding included), one query at a time.
 """
@@ -43,17 +44,43 @@ def load_queries(path: Path) -> list[Query]:
 
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Relevance judgements ``query_id<TAB>doc_id[<TAB>grade]``, grade > 0 kept.
+
+    The first non-blank line may be a header (BEIR's ``query-id  corpus-id  score``): it
+    is recognised by a grade column that is not a number, and skipped. Anywhere else a
+    grade that is not a whole number is an error naming the file and line.
+    """
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    seen_first = False
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.split("\t")
-        if len(parts) < 2:
-            raise ValueError(f"{path}:{number}: expected query_id<TAB>doc_id[<TAB>grade]")
-        grade = int(parts[2]) if len(parts) > 2 and parts[2].strip() else 1
+        parts = [part.strip() for part in line.split("\t")]
+        first, seen_first = not seen_first, True
+        if first and _is_header(parts):
+            continue
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise ValueError(f"{path}:{number}: expected query_id<TAB>doc_id[<TAB>grade], "
+                             f"got {line!r}")
+        try:
+            grade = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+        except ValueError:
+            raise ValueError(f"{path}:{number}: the grade {parts[2]!r} is not a whole number "
+                             "(expected query_id<TAB>doc_id<TAB>grade)") from None
         if grade > 0:
             qrels[parts[0]][parts[1]] = grade
     return dict(qrels)
+
+
+def _is_header(parts: Sequence[str]) -> bool:
+    """A first line whose grade column is not a number, e.g. ``query-id corpus-id score``."""
+    if len(parts) < 3:
+        return False
+    try:
+        int(parts[2])
+    except ValueError:
+        return True
+    return False
 
 
 def metrics_for(ranked: Sequence[str], relevant: Mapping[str, int]) -> dict[str, float]:

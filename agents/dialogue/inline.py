@@ -1,0 +1,170 @@
+"""A bot run in process: its NLU model and dialogue manager, with no infrastructure.
+
+This is what ``parley test`` (without ``--url``) and ``parley dialogue evaluate`` talk
+to. One user message becomes a :class:`~agents.dialogue.manager.UserTurn` through the
+NLU model, then a dialogue step; what the step waits for is answered on the spot, as the
+agents would answer it over their topics:
+
+- an action (:class:`~agents.dialogue.manager.CallAction`) gets the result of
+  ``actions`` — by default a success with no outputs, since no business system is
+  attached here (tests that need outputs pass their own);
+- a knowledge question (:class:`~agents.dialogue.manager.AskKnowledge`) gets a fixed
+  answer naming the question, said as the response ``knowledge_answer``: retrieval
+  quality is measured by ``parley kb evaluate``, not here.
+
+Time is a simulated clock the caller passes (``now_ms``), so a run decides the same way
+every time.
+
+The NLU model of a bot is trained on first use and cached by the bot's content hash, in
+the cache ``parley train`` fills (:func:`agents.dialogue.cli.ensure_trained`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from agents.dialogue.cli import ensure_trained
+from agents.dialogue.domain import Bot
+from agents.dialogue.manager import (
+    ActionResult,
+    AskKnowledge,
+    CallAction,
+    DialogueManager,
+    Outcome,
+    UserTurn,
+    Utterance,
+)
+from agents.dialogue.state import DialogueState
+from agents.dialogue.testcases import Observation, Snapshot
+from agents.nlu.model import NLUModel
+from agents.nlu.results import Understanding
+
+__all__ = ["InlineBot", "InlineConversation", "TurnResult", "Understander", "load_inline_bot",
+           "succeed_without_outputs", "user_turn_of", "with_requested_slot"]
+
+KNOWLEDGE_RESPONSE = "knowledge_answer"
+_MAX_RESUMES = 20  # requests answered in one turn before a looping flow is given up on
+
+
+class Understander(Protocol):
+    def understand(self, text: str, reference_time: datetime | None = None
+                   ) -> Understanding: ...
+
+
+def user_turn_of(text: str, understanding: Understanding, channel: str = "") -> UserTurn:
+    """The dialogue manager's view of one understood message (as the NLU agent sends it)."""
+    return UserTurn(
+        text=text, intent=understanding.intent, confidence=understanding.confidence,
+        oos=understanding.oos, ranking=tuple(understanding.ranking),
+        entities=tuple({"entity": e.entity, "start": e.start, "end": e.end, "text": e.text,
+                        "value": e.value, "source": e.source} for e in understanding.entities),
+        channel=channel)
+
+
+def succeed_without_outputs(call: CallAction) -> ActionResult:
+    return ActionResult(call.name, ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    state: DialogueState
+    utterances: tuple[Utterance, ...]
+    flows_seen: tuple[str, ...]
+    """The flows of the turn: on the stack after the step or a resumed request, and the flow
+    of a confident intent (which the manager starts; it may have ended within the turn)."""
+    understood: UserTurn
+
+
+class InlineBot:
+    """One bot's NLU and dialogue manager; holds no conversation (states are passed in)."""
+
+    def __init__(self, bot: Bot, nlu: Understander, *,
+                 actions: Callable[[CallAction], ActionResult] = succeed_without_outputs,
+                 channel: str = "") -> None:
+        self.bot, self.nlu = bot, nlu
+        self.manager = DialogueManager(bot)
+        self.actions, self.channel = actions, channel
+
+    def understand(self, text: str, now_ms: int) -> UserTurn:
+        when = datetime.fromtimestamp(now_ms / 1000, UTC)
+        return user_turn_of(text, self.nlu.understand(text, when), self.channel)
+
+    def turn(self, state: DialogueState, message: UserTurn, now_ms: int) -> TurnResult:
+        """One dialogue step and every request it leads to, answered on the spot."""
+        outcome = self.manager.step(state, message, now_ms)
+        said = list(outcome.utterances)
+        seen = _flows(outcome.state, [])
+        started = self.bot.flow_for_intent(message.intent) if message.intent and \
+            not message.oos and message.confidence >= self.bot.settings.fallback.min_confidence \
+            else None
+        if started is not None and started.name not in seen:
+            seen.insert(0, started.name)  # a flow that ran to its end within the turn
+        for _ in range(_MAX_RESUMES):
+            if outcome.request is None:
+                break
+            outcome = self._answer(outcome, now_ms)
+            said.extend(outcome.utterances)
+            seen = _flows(outcome.state, seen)
+        return TurnResult(outcome.state, tuple(said), tuple(seen), message)
+
+    def _answer(self, outcome: Outcome, now_ms: int) -> Outcome:
+        request = outcome.request
+        if isinstance(request, AskKnowledge):
+            return self.manager.resume_knowledge(
+                outcome.state, f"(an answer from the bot's documents to: {request.question})",
+                (), now_ms)
+        assert isinstance(request, CallAction)
+        return self.manager.resume_action(outcome.state, self.actions(request), now_ms)
+
+
+def _flows(state: DialogueState, seen: list[str]) -> list[str]:
+    for frame in state.stack:
+        if frame.flow not in seen:
+            seen.append(frame.flow)
+    return seen
+
+
+class InlineConversation:
+    """A :class:`~agents.dialogue.testcases.Conversation` with an :class:`InlineBot`."""
+
+    def __init__(self, bot: InlineBot, *, start_ms: int = 1_800_000_000_000,
+                 step_ms: int = 1000) -> None:
+        self.bot = bot
+        self.state = DialogueState()
+        self.now_ms, self.step_ms = start_ms, step_ms
+        self.last: TurnResult | None = None
+
+    async def send(self, text: str) -> list[Observation]:
+        self.now_ms += self.step_ms
+        result = self.bot.turn(self.state, self.bot.understand(text, self.now_ms), self.now_ms)
+        self.state, self.last = result.state, result
+        return [Observation(u.text, u.response, tuple(u.quick_replies))
+                for u in result.utterances]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(dict(self.state.slots), self.state.active_flow,
+                        self.state.requested_slot)
+
+    async def close(self) -> None:
+        return None
+
+
+def with_requested_slot(state: DialogueState, slot: str | None) -> DialogueState:
+    """``state`` as if the bot had just asked for ``slot`` (None: asked for nothing)."""
+    return replace(state, requested_slot=slot)
+
+
+def load_inline_bot(bot: Bot, cache_root: Path, *, channel: str = "",
+                    actions: Callable[[CallAction], ActionResult] = succeed_without_outputs
+                    ) -> InlineBot:
+    """An :class:`InlineBot` with the bot's model, trained first when ``cache_root`` does not
+    hold it yet (:func:`agents.dialogue.cli.ensure_trained`: the cache ``parley train``
+    and ``parley shell`` use)."""
+    trained = ensure_trained(bot, cache_root)
+    return InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,
+                     channel=channel)
+
