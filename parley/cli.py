@@ -62,9 +62,9 @@ _EXTRAS: dict[str, str] = {
     "kb": "train",
     "bench": "bench",
     "train": "train",
-    "shell": "worker",
-    "test": "worker",
-    "dialogue": "worker",
+    "shell": "train",
+    "test": "train",
+    "dialogue": "train",
     "bot": "worker",
 }
 """The extra (pyproject.toml) that brings what each subcommand imports beyond Parley's

@@ -16,14 +16,16 @@ says they failed rather than pretending they ran.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shutil
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -43,12 +45,13 @@ from kernel.settings import Settings
 if TYPE_CHECKING:
     from agents.nlu.train import TrainingParams
 
-__all__ = ["KB_TENANT", "TEMPLATE", "TrainedBot", "ensure_trained", "init", "shell", "train",
-           "training_params", "validate"]
+__all__ = ["KB_TENANT", "TEMPLATE", "BotKnowledge", "TrainedBot", "ensure_trained", "init",
+           "shell", "train", "training_params", "validate"]
 
 TEMPLATE = Path(__file__).with_name("template")
 KB_TENANT = "default"
 """The tenant a bot's own index is built under (one bot per index)."""
+T = TypeVar("T")
 
 _BOT = click.argument("bot", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
@@ -200,7 +203,7 @@ def shell(bot: Path, debug: bool) -> None:
 
     trained = ensure_trained(_load(bot), _cache_root(), echo=True)
     model = NLUModel.load(trained.nlu_dir)
-    knowledge = _Knowledge(trained.kb_dir)
+    knowledge = BotKnowledge(trained.kb_dir)
     manager = DialogueManager(trained.bot)
     state = DialogueState()
     if not trained.bot.has_knowledge:
@@ -230,7 +233,7 @@ def shell(bot: Path, debug: bool) -> None:
             _debug(turn, state)
 
 
-class _Knowledge:
+class BotKnowledge:
     """Answers from the bot's own index, in-process (an LLM when PARLEY_LLM_* says so)."""
 
     def __init__(self, index: Path | None) -> None:
@@ -250,11 +253,22 @@ class _Knowledge:
             self._service = KnowledgeService.from_settings(KnowledgeBase.open(self.index),
                                                            KnowledgeSettings.from_env())
         assert isinstance(self._service, KnowledgeService)
-        answer = asyncio.run(self._service.answer(KB_TENANT, question))
+        answer = _run_to_end(self._service.answer(KB_TENANT, question))
         return answer.text, tuple(answer.sources), answer.mode != "refusal"
 
 
-def _serve(manager: DialogueManager, outcome: Outcome, knowledge: _Knowledge,
+def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end from synchronous code, also when the caller runs in an
+    event loop (``parley test``'s runner): then on a loop of its own, in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _serve(manager: DialogueManager, outcome: Outcome, knowledge: BotKnowledge,
            now_ms: int) -> Outcome:
     """Print the outcome and serve its request, until nothing is pending."""
     for _ in range(20):

@@ -21,13 +21,13 @@ the cache ``parley train`` fills (:func:`agents.dialogue.cli.ensure_trained`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from agents.dialogue.cli import ensure_trained
+from agents.dialogue.cli import BotKnowledge, ensure_trained
 from agents.dialogue.domain import Bot
 from agents.dialogue.manager import (
     ActionResult,
@@ -77,6 +77,9 @@ class TurnResult:
     """The flows of the turn: on the stack after the step or a resumed request, and the flow
     of a confident intent (which the manager starts; it may have ended within the turn)."""
     understood: UserTurn
+    slots_set: Mapping[str, Any] = field(default_factory=dict)
+    """The slots the turn set, with their values, kept here when a flow that ended within
+    the turn let them go (what ``slot_was_set`` asks about)."""
 
 
 class InlineBot:
@@ -88,6 +91,8 @@ class InlineBot:
         self.bot, self.nlu = bot, nlu
         self.manager = DialogueManager(bot)
         self.actions, self.channel = actions, channel
+        #: Answers knowledge questions: (text, sources, answered); None: a stand-in answer.
+        self.knowledge: Callable[[str], tuple[str, tuple[str, ...], bool]] | None = None
 
     def understand(self, text: str, now_ms: int) -> UserTurn:
         when = datetime.fromtimestamp(now_ms / 1000, UTC)
@@ -97,6 +102,7 @@ class InlineBot:
         """One dialogue step and every request it leads to, answered on the spot."""
         outcome = self.manager.step(state, message, now_ms)
         said = list(outcome.utterances)
+        set_now = dict(outcome.slots_set)
         seen = _flows(outcome.state, [])
         started = self.bot.flow_for_intent(message.intent) if message.intent and \
             not message.oos and message.confidence >= self.bot.settings.fallback.min_confidence \
@@ -108,15 +114,20 @@ class InlineBot:
                 break
             outcome = self._answer(outcome, now_ms)
             said.extend(outcome.utterances)
+            set_now.update(outcome.slots_set)
             seen = _flows(outcome.state, seen)
-        return TurnResult(outcome.state, tuple(said), tuple(seen), message)
+        return TurnResult(outcome.state, tuple(said), tuple(seen), message, set_now)
 
     def _answer(self, outcome: Outcome, now_ms: int) -> Outcome:
         request = outcome.request
         if isinstance(request, AskKnowledge):
-            return self.manager.resume_knowledge(
-                outcome.state, f"(an answer from the bot's documents to: {request.question})",
-                (), now_ms)
+            if self.knowledge is None:
+                return self.manager.resume_knowledge(
+                    outcome.state, f"(an answer from the bot's documents to: {request.question})",
+                    (), now_ms)
+            text, sources, answered = self.knowledge(request.question)
+            return self.manager.resume_knowledge(outcome.state, text, sources, now_ms,
+                                                 answered=answered)
         assert isinstance(request, CallAction)
         return self.manager.resume_action(outcome.state, self.actions(request), now_ms)
 
@@ -146,7 +157,10 @@ class InlineConversation:
                 for u in result.utterances]
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(dict(self.state.slots), self.state.active_flow,
+        """The state after the last turn; its slots include those the turn set and a flow
+        that ended let go."""
+        set_now = self.last.slots_set if self.last is not None else {}
+        return Snapshot({**self.state.slots, **set_now}, self.state.active_flow,
                         self.state.requested_slot)
 
     async def close(self) -> None:
@@ -165,6 +179,9 @@ def load_inline_bot(bot: Bot, cache_root: Path, *, channel: str = "",
     hold it yet (:func:`agents.dialogue.cli.ensure_trained`: the cache ``parley train``
     and ``parley shell`` use)."""
     trained = ensure_trained(bot, cache_root)
-    return InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,
-                     channel=channel)
+    inline = InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,
+                       channel=channel)
+    if trained.kb_dir is not None:  # answered from the bot's own index, as `parley shell` does
+        inline.knowledge = BotKnowledge(trained.kb_dir).answer
+    return inline
 

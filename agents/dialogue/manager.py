@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -510,15 +510,15 @@ class DialogueManager:
         spec = self.bot.slots.get(requested) if requested else None
         if requested is None or spec is None:
             return False
-        if self._confident(message, self.settings.fallback.digression_confidence) and \
-                message.intent in flow.start_intents:
-            self._reask(run, i)  # the user repeats what they want: ask again, no penalty
-            self._execute(run)
-            return True
         answer = functools.partial(
             answer_value, spec, message.text, currency=currency, now=now,
             intent=message.intent if self._confident(message) else None,
             affirm=self.settings.affirm_intents, deny=self.settings.deny_intents)
+        if self._confident(message, self.settings.fallback.digression_confidence) and \
+                message.intent in flow.start_intents and self._restates(message, spec, answer):
+            self._reask(run, i)  # the user repeats what they want: ask again, no penalty
+            self._execute(run)
+            return True
         # A confident intent of another flow is a digression; then a typed answer ("yes",
         # "300", "tomorrow") is taken before chitchat or knowledge; a text slot takes
         # anything, so every digression is recognised before it.
@@ -542,6 +542,19 @@ class DialogueManager:
             return True
         self._failed_answer(run, i, flow, requested)
         return True
+
+    def _restates(self, message: UserTurn, spec: SlotSpec,
+                  answer: Callable[[], JSON]) -> bool:
+        """Whether a message classified as the running flow's own intent restates the
+        request rather than answering the question: a typed slot's answer never does; a
+        text slot's short answer ("Anna", when asked who) does not either, unless it is
+        one of the intent's own examples ("send money")."""
+        if spec.type != "text":
+            return answer() is None
+        text = message.text.strip().lower()
+        intent = self.bot.intents.get(message.intent)
+        examples = {e.text.strip().lower() for e in intent.examples} if intent else set()
+        return len(text.split()) > 3 or text in examples
 
     def _has_correction_cue(self, text: str) -> bool:
         low = " " + _norm(text) + " "

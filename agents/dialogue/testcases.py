@@ -52,6 +52,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import websockets
+import websockets.exceptions
 import yaml
 
 from kernel.errors import ParleyError

@@ -172,7 +172,10 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
     now_ms = _epoch_ms(msg["timestamp"])
     payload = msg["payload"]
     if item.kind is Kind.KNOWLEDGE:
-        return manager.resume_knowledge(state, payload["text"], payload["sources"], now_ms)
+        # The knowledge agent cites what it answers from; an answer without sources is
+        # its refusal (agents/knowledge/answer.py), which the flow counts as unanswered.
+        return manager.resume_knowledge(state, payload["text"], payload["sources"], now_ms,
+                                        answered=bool(payload["sources"]))
     if item.kind is Kind.ACTION:
         _, result = read_result(msg)
         return manager.resume_action(
@@ -180,7 +183,8 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
     outcome = manager.step(state, UserTurn.from_payload(payload, msg["channel"]), now_ms)
     if isinstance(outcome.request, AskKnowledge) and cached is not None:
         # The answer is cached: the flow goes on now, two broker hops sooner.
-        more = manager.resume_knowledge(outcome.state, cached.text, cached.sources, now_ms)
+        more = manager.resume_knowledge(outcome.state, cached.text, cached.sources, now_ms,
+                                        answered=bool(cached.sources))
         outcome = replace(more, utterances=outcome.utterances + more.utterances,
                           handoff=outcome.handoff or more.handoff)
     return outcome

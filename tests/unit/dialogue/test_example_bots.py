@@ -1,5 +1,6 @@
-"""The SGD example bots pass their own conversation test cases (``parley test``, in process:
-their NLU models are trained here, a few seconds each)."""
+"""The example bots pass their own conversation test cases (``parley test``, in process:
+their NLU models are trained here, a few seconds each; the demo's knowledge index too).
+The demo's cases cover every flow and the repair patterns a conversation can show."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 pytestmark = [pytest.mark.timeout(300)]
 
 
-@pytest.mark.parametrize("bot", ["sgd-banks", "sgd-payment"])
+@pytest.mark.parametrize("bot", ["demo", "sgd-banks", "sgd-payment"])
 def test_the_example_bot_passes_its_test_cases(bot: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(parley_test, [str(EXAMPLES / bot), "--json",
                                               "--cache", str(tmp_path)])
