@@ -507,10 +507,11 @@ class WebSocketConversation:
     gateway sends that mark, else when no further reply came for ``quiet_s`` after the
     last one (or ``timeout_s`` after sending, with no reply at all).
 
-    The fields a reply frame needs for every step kind (see the report to the lead):
-    ``response`` (the response name) for ``utter``, and, on the turn's last reply when
-    the connection asked for it with ``debug=1``, ``state: {"slots", "active_flow",
-    "requested_slot"}``. Without them those steps fail saying what is missing.
+    The fields a reply frame needs for every step kind: ``response`` (the response name,
+    sent by every gateway) for ``utter``, and, on the turn's last reply when the
+    connection asked for it with ``debug=1``, ``state: {"slots", "active_flow",
+    "requested_slot"}`` (not sent yet). Without them those steps fail saying what is
+    missing.
     """
 
     def __init__(self, ws: Any, *, timeout_s: float = 10.0, quiet_s: float = 0.75) -> None:
