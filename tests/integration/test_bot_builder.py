@@ -1,4 +1,5 @@
-"""A new builder's path, scripted: ``parley init`` → ``validate`` → ``train`` → ``shell``.
+"""A new builder's path, scripted: ``parley init`` → ``validate`` → ``train`` → ``test`` →
+``shell``.
 
 No broker and no Redis: training and the shell run in-process. Training the template bot
 takes a few seconds (90 examples, an index of one document).
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from agents.dialogue.cli import init, shell, train, validate
+from agents.dialogue.testing_cli import test as parley_test
 
 pytest.importorskip("sklearn", reason="training needs the train extra")
 
@@ -33,6 +35,25 @@ def test_init_validate_train_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert model.parent.parent == tmp_path / "data" / "bots"
     again = runner.invoke(train, [str(bot)])
     assert "training the NLU model" not in again.output  # cached by content hash
+
+    (bot / "tests").mkdir(exist_ok=True)
+    (bot / "tests" / "orders.yml").write_text(
+        "test_cases:\n"
+        "  - test_case: an order tracked\n"
+        "    steps:\n"
+        "      - user: where is my order?\n"
+        "      - requested_slot: order_id\n"
+        "      - user: '12345'\n"
+        "      - slot_was_set: {order_id: '12345'}\n"
+        "  - test_case: a wrong expectation fails\n"
+        "    steps:\n"
+        "      - user: where is my order?\n"
+        "      - active_flow: null\n")
+    tested = runner.invoke(parley_test, [str(bot), "--json"])
+    assert tested.exit_code == 1, tested.output
+    outcome = json.loads(tested.stdout)
+    assert (outcome["passed"], outcome["failed"]) == (1, 1)
+    assert outcome["failures"][0]["test_case"] == "a wrong expectation fails"
 
     chat = runner.invoke(shell, [str(bot), "--debug"], input=(
         "where is my order?\n12345\nhow long does delivery take?\n"
