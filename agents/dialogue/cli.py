@@ -297,7 +297,8 @@ def _print(outcome: Outcome) -> None:
         if utterance.sources:
             click.echo(f"     sources: {', '.join(utterance.sources)}")
     if outcome.handoff:
-        click.echo("  (handed over to a person: the bot stays quiet now)", err=True)
+        click.echo("  (handed over to a person: the bot only says that one will reply)",
+                   err=True)
     elif outcome.state.handoff and not outcome.utterances:
         click.echo("  (a person answers this conversation now; the bot stays quiet)", err=True)
 

@@ -11,7 +11,8 @@ One turn, in order:
 
 1. session: a conversation idle longer than ``session_timeout_minutes`` starts a new
    session (flows and slots cleared); ``pattern_session_start`` runs first in each session;
-2. a handed-over conversation stays quiet (a person answers); a turn that arrives while an
+2. a handed-over conversation runs no flow: each message gets only ``utter_handoff_waiting``
+   (a person answers); a turn that arrives while an
    action or a knowledge question is pending gets ``utter_busy``;
 3. a pending clarification is resolved ("which did you mean?");
 4. cancel intents stop the running flows (``pattern_cancel``);
@@ -332,6 +333,10 @@ class DialogueManager:
                 run.push(PATTERN_SESSION_START)
                 self._execute(run)
         if run.handoff:
+            # Every message gets its one reply (the gateway counts a message in flight
+            # until it has one): while a person has the conversation, the bot says only
+            # that one will answer.
+            run.say("utter_handoff_waiting")
             return run.finish()
         if run.pending is not None:
             run.say("utter_busy")

@@ -168,12 +168,13 @@ def test_open_ticket_collects_description_and_email(chat: Chat) -> None:
     assert "ann@example.com" in chat.text and "nothing was sent" in chat.text
 
 
-def test_handoff_request_sets_the_flag_and_the_bot_then_stays_quiet(chat: Chat) -> None:
+def test_handoff_request_sets_the_flag_and_the_bot_then_only_says_a_person_will_reply(
+        chat: Chat) -> None:
     chat.say("I want to talk to a human", "human_handoff")
     assert chat.responses == ["utter_handoff"]
     assert chat.state.handoff and chat.last is not None and chat.last.handoff
     chat.say("hello?", "greet")
-    assert chat.responses == [] and chat.last.handoff is False
+    assert chat.responses == ["utter_handoff_waiting"] and chat.last.handoff is False
     released = chat.manager.release_handoff(chat.state, chat.now)
     chat.state = released
     chat.say("hello", "greet")
