@@ -42,7 +42,7 @@ from confluent_kafka import (
 
 from streams.errors import FollowerError, TopicNotFoundError
 
-__all__ = ["TopicFollower"]
+__all__ = ["TableFollower", "TopicFollower"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,3 +193,55 @@ class TopicFollower:
         else:
             logger.warning("%s.consume_error error=%s", self._log_as, err.str())
         return True
+
+
+class TableFollower:
+    """Base of the followers that read a compacted topic as a table (``kb.documents``,
+    ``bots``): every record from the beginning, in a :class:`TopicFollower`'s thread, and
+    of each batch only the last record per key (compaction semantics) goes to
+    :meth:`apply_latest`, which a subclass defines.
+
+    :meth:`start` raises ``start_error`` (the subclass's error type) when the topic does
+    not exist or the broker cannot say, before anything runs.
+    """
+
+    start_error: type[Exception] = FollowerError
+
+    def __init__(self, bootstrap: str, topic: str, *, log_as: str, batch_size: int,
+                 poll_timeout_s: float, config: dict[str, Any] | None = None) -> None:
+        self.topic = topic
+        self._follower = TopicFollower(
+            bootstrap, topic, self._apply_batch, from_beginning=True, batch_size=batch_size,
+            poll_timeout_s=poll_timeout_s, log_as=log_as, config=config,
+        )
+
+    def start(self) -> None:
+        """Assign every partition of the topic and start following it."""
+        try:
+            self._follower.assign()
+        except FollowerError as exc:
+            self._follower.stop()
+            raise self.start_error(str(exc)) from exc
+        self._follower.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop and close the consumer (idempotent)."""
+        self._follower.stop(timeout_s)
+
+    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
+        """True once every record present at start has been applied."""
+        return self._follower.caught_up.wait(timeout_s)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._follower.error
+
+    def _apply_batch(self, records: list[Message]) -> None:
+        latest: dict[bytes, Message] = {}
+        for msg in records:  # compaction semantics: the last record per key wins
+            latest[msg.key() or b""] = msg
+        self.apply_latest(latest)
+
+    def apply_latest(self, latest: dict[bytes, Message]) -> None:
+        """Apply a batch's last record per key, on the follower's thread."""
+        raise NotImplementedError

@@ -34,8 +34,7 @@ from agents.bots.errors import BotPublishError
 from agents.bots.registry import BotRegistry
 from kernel.errors import DecodeError
 from streams.codecs import codec_for
-from streams.errors import FollowerError
-from streams.follow import TopicFollower
+from streams.follow import TableFollower
 from streams.topics import bots_max_message_bytes
 
 __all__ = ["BotsFollower", "consumer_limits"]
@@ -61,54 +60,23 @@ def consumer_limits(max_message_bytes: int) -> dict[str, Any]:
     }
 
 
-class BotsFollower(Generic[T]):
+class BotsFollower(TableFollower, Generic[T]):
+    start_error = BotPublishError
+
     def __init__(self, registry: BotRegistry[T], root: Path, *, bootstrap: str, topic: str,
                  registry_url: str = "", poll_timeout_s: float = 0.2,
                  max_message_bytes: int | None = None,
                  config: dict[str, Any] | None = None) -> None:
+        limits = consumer_limits(max_message_bytes or bots_max_message_bytes())
+        super().__init__(bootstrap, topic, log_as="bots.follower", batch_size=16,
+                         poll_timeout_s=poll_timeout_s, config={**limits, **(config or {})})
         self.registry = registry
         self.root = Path(root)
-        self.topic = topic
         self._codec = codec_for("bot_version", registry_url, topic)
-        limits = consumer_limits(max_message_bytes or bots_max_message_bytes())
-        self._follower = TopicFollower(
-            bootstrap, topic, self._apply, from_beginning=True, batch_size=16,
-            poll_timeout_s=poll_timeout_s, log_as="bots.follower",
-            config={**limits, **(config or {})},
-        )
         self.installed = self.removed = self.undecodable = self.rejected = self.failed = 0
 
-    # --- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        """Assign every partition of the topic and start following it.
-
-        Raises :class:`BotPublishError` when the topic does not exist (or the broker
-        cannot say), before anything runs.
-        """
-        try:
-            self._follower.assign()
-        except FollowerError as exc:
-            self._follower.stop()
-            raise BotPublishError(str(exc)) from exc
-        self._follower.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop and close the consumer (idempotent)."""
-        self._follower.stop(timeout_s)
-
-    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
-        """True once every version present at start has been installed (or skipped)."""
-        return self._follower.caught_up.wait(timeout_s)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._follower.error
-
     # --- a batch, on the follower's thread ---------------------------------------
-    def _apply(self, records: list[Message]) -> None:
-        latest: dict[bytes, Message] = {}
-        for msg in records:  # compaction semantics: the last record per tenant wins
-            latest[msg.key() or b""] = msg
+    def apply_latest(self, latest: dict[bytes, Message]) -> None:
         for key, msg in latest.items():
             self._apply_one(key, msg)
 

@@ -29,8 +29,7 @@ from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.publisher import parse_record_key
 from kernel.errors import DecodeError
 from streams.codecs import codec_for
-from streams.errors import FollowerError
-from streams.follow import TopicFollower
+from streams.follow import TableFollower
 from streams.keys import InvalidIdError, validate_id
 
 __all__ = ["KbDocumentsFollower"]
@@ -38,52 +37,22 @@ __all__ = ["KbDocumentsFollower"]
 logger = logging.getLogger(__name__)
 
 
-class KbDocumentsFollower:
+class KbDocumentsFollower(TableFollower):
+    start_error = KnowledgeError
+
     def __init__(self, kb: KnowledgeBase, *, bootstrap: str, topic: str,
                  registry_url: str = "", on_change: Callable[[set[str]], None] | None = None,
                  poll_timeout_s: float = 0.2, batch_size: int = 256,
                  config: dict[str, Any] | None = None) -> None:
+        super().__init__(bootstrap, topic, log_as="kb.follower", batch_size=batch_size,
+                         poll_timeout_s=poll_timeout_s, config=config)
         self.kb = kb
-        self.topic = topic
         self.on_change = on_change
         self._codec = codec_for("kb_document", registry_url, topic)
-        self._follower = TopicFollower(
-            bootstrap, topic, self._apply, from_beginning=True, batch_size=batch_size,
-            poll_timeout_s=poll_timeout_s, log_as="kb.follower", config=config,
-        )
         self.applied = self.deleted = self.unchanged = self.undecodable = self.rejected = 0
 
-    # --- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        """Assign every partition of the topic and start following it.
-
-        Raises :class:`KnowledgeError` when the topic does not exist (or the broker
-        cannot say), before anything runs.
-        """
-        try:
-            self._follower.assign()
-        except FollowerError as exc:
-            self._follower.stop()
-            raise KnowledgeError(f"{exc}") from exc
-        self._follower.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop and close the consumer (idempotent)."""
-        self._follower.stop(timeout_s)
-
-    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
-        """True once every record present at start has been applied."""
-        return self._follower.caught_up.wait(timeout_s)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._follower.error
-
     # --- a batch, on the follower's thread ------------------------------------------
-    def _apply(self, records: list[Message]) -> None:
-        latest: dict[bytes, Message] = {}
-        for msg in records:  # compaction semantics: the last record per key wins
-            latest[msg.key() or b""] = msg
+    def apply_latest(self, latest: dict[bytes, Message]) -> None:
         upserts: list[Document] = []
         deletes: list[tuple[str, str]] = []
         undecodable = rejected = 0

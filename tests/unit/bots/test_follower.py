@@ -55,7 +55,7 @@ class Worker:
         for key, value in records:
             self.offset += 1
             batch.append(FakeMessage(key, value, self.offset))
-        self.follower._apply(batch)  # type: ignore[arg-type]
+        self.follower._apply_batch(batch)  # type: ignore[arg-type]
 
 
 @pytest.fixture
