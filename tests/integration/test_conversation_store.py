@@ -35,7 +35,8 @@ def conversation() -> ConversationKeys:
 
 
 def turn(keys: ConversationKeys, n: int, event_id: str | None = None) -> AppliedTurn:
-    return AppliedTurn(keys, event_id or f"e{n}", n, n, f"reply {n}".encode(), n)
+    return AppliedTurn(keys, event_id or f"e{n}", n, n, f"reply {n}".encode(), n,
+                       f'{{"s":1,"v":{n}}}'.encode())
 
 
 async def test_a_turn_is_recorded_atomically_and_once(redis_bytes: RedisCluster) -> None:
@@ -49,6 +50,7 @@ async def test_a_turn_is_recorded_atomically_and_once(redis_bytes: RedisCluster)
     loaded, seen = await sessions.load([(keys, "e1"), (keys, "e2")])
     session = loaded[keys]
     assert (session.turns, session.last_seq, session.reply_seq) == (1, 1, 1)
+    assert session.dialogue == b'{"s":1,"v":1}'  # the dialogue state, in the same call
     assert seen == {"e1": 1}
     assert await store.replies_after(keys, 0) == [b"reply 1"]
     assert 0 < await redis_bytes.ttl(keys.session) <= 60
