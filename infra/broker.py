@@ -159,14 +159,21 @@ def _write_properties(path: Path, properties: dict[str, str]) -> None:
 
 
 def new_cluster_id() -> str:
-    """A cluster id as ``StorageTool random-uuid`` prints it: 16 random bytes, base64url."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A cluster id as ``StorageTool random-uuid`` prints it: 16 random bytes, base64url.
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with ``-``: the storage
+    tool's command line would read it as an option (one id in 64 did).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _cluster_id(root: Path) -> str:
     path = root / "cluster.id"
-    if path.is_file():
-        return path.read_text().strip()
+    if path.is_file() and not (kept := path.read_text().strip()).startswith("-"):
+        return kept
     cluster_id = new_cluster_id()
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(cluster_id + "\n")
