@@ -199,6 +199,8 @@ def reply_frame(reply: dict[str, Any]) -> str:
         frame["sources"] = payload["sources"]
     if payload.get("response"):
         frame["response"] = payload["response"]
+    if payload.get("agent_id"):
+        frame["agent_id"] = payload["agent_id"]
     return encode(frame)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from kernel.errors import SchemaError
 
 __all__ = ["ACTIONS_REQUESTS", "ACTIONS_RESULTS", "BOTS", "CHAT_INBOUND", "CHAT_OUTBOUND",
-           "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS",
-           "KNOWLEDGE_RESULTS", "TopicDefaults", "TopicSpec", "all_topics",
+           "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS", "HANDOFF_EVENTS", "KB_DOCUMENTS",
+           "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicDefaults", "TopicSpec", "all_topics",
            "bots_max_message_bytes", "chat_partitions", "dlq_of", "producer_compression"]
 
 CHAT_INBOUND = "chat.inbound"
@@ -31,6 +31,7 @@ KNOWLEDGE_RESULTS = "knowledge.results"
 ACTIONS_REQUESTS = "actions.requests"
 ACTIONS_RESULTS = "actions.results"
 BOTS = "bots"
+HANDOFF_EVENTS = "handoff.events"
 
 #: The fields every conversation event (chat_message, chat_understood, bot_reply,
 #: knowledge_request, knowledge_result, action_request, action_result) carries besides its

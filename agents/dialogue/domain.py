@@ -523,6 +523,9 @@ class BotSettings:
     default_currency: str = "EUR"
     session_timeout_s: int = 1800
     history_turns: int = 10
+    #: How long a handoff request waits for a person before the bot takes the
+    #: conversation back (``pattern_handoff_expired``); bot.yml ``handoff: timeout_minutes``.
+    handoff_timeout_s: int = 600
     nlu: NluOptions = field(default_factory=NluOptions)
     knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
     fallback: FallbackSettings = field(default_factory=FallbackSettings)

@@ -72,7 +72,8 @@ __all__ = ["BOT_FILES", "CONTEXT_NAMES", "BotFolderError", "Problem", "load_bot"
 BOT_FILES = ("bot.yml", "intents.yml", "slots.yml", "responses.yml", "flows.yml", "actions.yml")
 KNOWLEDGE_SUFFIXES = frozenset({".jsonl", ".md", ".markdown", ".txt", ".html", ".htm"})
 PATTERNS_FILE = Path(__file__).with_name("patterns.yml")
-CONTEXT_NAMES = frozenset({"flow", "slot", "value", "attempt", "options", "previous_flow"})
+CONTEXT_NAMES = frozenset({"flow", "slot", "value", "attempt", "options", "previous_flow",
+                           "agent"})
 """Names pattern flows and their responses may use besides slots (the pattern's context)."""
 
 MIN_CALIBRATION_EXAMPLES = 10
@@ -262,7 +263,7 @@ def _kind(value: Any) -> str:
 
 _SETTINGS_KEYS = ("name", "language", "default_currency", "session_timeout_minutes",
                   "history_turns", "nlu", "knowledge", "fallback", "cancel_intents",
-                  "affirm_intents", "deny_intents", "chitchat", "correction_cues")
+                  "affirm_intents", "deny_intents", "chitchat", "correction_cues", "handoff")
 _NLU_KEYS = ("oos_intent", "validation_fraction", "id_patterns", "default_country_code",
              "context_encoder")
 _FALLBACK_KEYS = ("min_confidence", "digression_confidence", "clarify_margin", "clarify_below",
@@ -354,6 +355,17 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
     if (c_data := data.get("chitchat")) is not None and (
             m := r.mapping(c_data, file, data.key_lines["chitchat"], "chitchat")):
         chitchat = {str(k): "" if v is None else str(v) for k, v in m.items()}
+    handoff_timeout_s = base.handoff_timeout_s
+    if (h_data := data.get("handoff")) is not None and (
+            m := r.mapping(h_data, file, data.key_lines["handoff"], "handoff")):
+        r.keys(m, file, ("timeout_minutes",), "handoff")
+        minutes = r.typed(m, "timeout_minutes", file, (int, float),
+                          base.handoff_timeout_s / 60, "a number")
+        if minutes <= 0:
+            r.problem(file, m.key_lines["timeout_minutes"],
+                      "'timeout_minutes' must be more than 0")
+        else:
+            handoff_timeout_s = max(1, int(float(minutes) * 60))
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")
     currency = str(r.typed(data, "default_currency", file, str, "EUR", "a currency code"))
     if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -365,6 +377,7 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
         default_currency=currency,
         session_timeout_s=int(float(timeout) * 60),
         history_turns=int(r.typed(data, "history_turns", file, int, 10, "a whole number")),
+        handoff_timeout_s=handoff_timeout_s,
         nlu=nlu, knowledge=knowledge, fallback=fallback,
         cancel_intents=r.strings(data, "cancel_intents", file) or base.cancel_intents,
         affirm_intents=r.strings(data, "affirm_intents", file) or base.affirm_intents,

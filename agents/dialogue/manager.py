@@ -11,8 +11,10 @@ One turn, in order:
 
 1. session: a conversation idle longer than ``session_timeout_minutes`` starts a new
    session (flows and slots cleared); ``pattern_session_start`` runs first in each session;
-2. a handed-over conversation runs no flow: each message gets only ``utter_handoff_waiting``
-   (a person answers); a turn that arrives while an
+2. a handed-over conversation runs no flow: while it waits for a person each message gets
+   ``utter_handoff_waiting``; while a person holds it each message is relayed to them
+   (:class:`HandoffNotice` ``user_message``) and gets an empty ``handoff_relayed`` reply (the
+   gateway counts a message in flight until it has one); a turn that arrives while an
    action or a knowledge question is pending gets ``utter_busy``;
 3. a pending clarification is resolved ("which did you mean?");
 4. cancel intents stop the running flows (``pattern_cancel``);
@@ -27,6 +29,10 @@ One turn, in order:
 6. without one: a knowledge question, two close flow intents (``pattern_clarification``),
    a flow's intent, chitchat, a flow whose start condition holds, or — nothing fitting —
    ``pattern_cannot_handle`` (rephrase, then hand over).
+
+The agent console's commands (claimed, agent_message, note, released, closed, and the
+expiry of a request nobody claimed) come in as :class:`HandoffCommand` through
+:meth:`DialogueManager.command`, in the conversation's order like its messages.
 
 A flow may only say that something happened after its action returned ok: on failure
 its ``on_error`` response (default ``utter_action_failed``) is said and the flow ends.
@@ -75,11 +81,17 @@ __all__ = [
     "PATTERN_CLARIFICATION",
     "PATTERN_CORRECTION",
     "PATTERN_DIGRESSION",
+    "PATTERN_HANDOFF_CLAIMED",
+    "PATTERN_HANDOFF_CLOSED",
+    "PATTERN_HANDOFF_EXPIRED",
+    "PATTERN_HANDOFF_RELEASED",
     "PATTERN_SESSION_START",
     "ActionResult",
     "AskKnowledge",
     "CallAction",
     "DialogueManager",
+    "HandoffCommand",
+    "HandoffNotice",
     "Outcome",
     "Request",
     "UserTurn",
@@ -94,6 +106,13 @@ PATTERN_DIGRESSION = "pattern_digression"
 PATTERN_CLARIFICATION = "pattern_clarification"
 PATTERN_CHITCHAT = "pattern_chitchat"
 PATTERN_CANNOT_HANDLE = "pattern_cannot_handle"
+PATTERN_HANDOFF_CLAIMED = "pattern_handoff_claimed"
+PATTERN_HANDOFF_RELEASED = "pattern_handoff_released"
+PATTERN_HANDOFF_CLOSED = "pattern_handoff_closed"
+PATTERN_HANDOFF_EXPIRED = "pattern_handoff_expired"
+RELAYED = "handoff_relayed"  # the response of the empty reply to a message relayed to a person
+AGENT_MESSAGE = "agent_message"  # the response of a reply a person wrote
+_MAX_NOTES = 20
 FALLBACK_COUNTER = "_fallback"
 _MAX_STEPS = 200  # steps run in one turn before a looping flow is stopped
 
@@ -127,6 +146,39 @@ class Utterance:
     text: str
     quick_replies: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    sender: str = "bot"  # bot, agent (a person) or system
+    agent_id: str = ""   # the person who wrote it (sender agent)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffCommand:
+    """A command of the agent console (or the expiry of an unclaimed request) for the
+    conversation: ``type`` is claimed, agent_message, note, released, closed or expired;
+    ``request_id`` the handoff it is for (another is ignored); ``slots`` the values a
+    releasing agent leaves for the bot."""
+
+    type: str
+    request_id: str
+    agent_id: str = ""
+    text: str = ""
+    slots: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffNotice:
+    """What a turn changed in a handoff, for handoff.events and the metrics: ``requested``
+    (the turn handed over: ``reason``, ``slots``, ``timeout_s``), ``user_message`` (a
+    message relayed to the agent holding the conversation: ``text``), or a command the
+    conversation took (claimed, agent_message, note, released, closed, expired;
+    ``waited_ms``: how long the request waited for its claim)."""
+
+    type: str
+    reason: str = ""
+    text: str = ""
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: int = 0
+    agent_id: str = ""
+    waited_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +213,7 @@ class Outcome:
     utterances: tuple[Utterance, ...] = ()
     request: Request | None = None
     handoff: bool = False  # this turn asked for a person (the state's flag was just set)
+    notice: HandoffNotice | None = None  # what the turn changed in a handoff
     slots_set: Mapping[str, JSON] = field(default_factory=dict)
     """Every slot given a value during this turn, with its last value, including slots a
     flow that ended in the same turn has cleared again (what a test's ``slot_was_set``
@@ -197,6 +250,14 @@ class _Run:
             and self.stack else None
         self.attempts: dict[str, int] = dict(state.attempts)
         self.handoff = state.handoff
+        self.agent = state.agent
+        self.handoff_request = state.handoff_request
+        self.handoff_since_ms = state.handoff_since_ms
+        self.handoff_reason = ""
+        self.handoff_slots: dict[str, JSON] = {}
+        self.notes = state.notes
+        self.ended = state.ended
+        self.notice: HandoffNotice | None = None
         self.pending = state.pending
         self.history: list[HistoryEntry] = list(state.history)
         self.sessions = state.sessions
@@ -262,7 +323,14 @@ class _Run:
 
     def finish(self, *, version_bump: bool = True) -> Outcome:
         limit = self.bot.settings.history_turns
-        history = self.history + [HistoryEntry("bot", u.text, u.response) for u in self.said]
+        history = self.history + [HistoryEntry(u.sender, u.text, u.response)
+                                  for u in self.said if u.text]
+        requested = self.handoff and not self.before.handoff
+        if requested:  # a new request: nobody holds it yet (its id is the turn's event's)
+            self.agent, self.handoff_since_ms, self.handoff_request = "", self.now_ms, ""
+            self.notice = HandoffNotice("requested", self.handoff_reason,
+                                        slots=self.handoff_slots,
+                                        timeout_s=self.bot.settings.handoff_timeout_s)
         state = DialogueState(
             version=self.before.version + (1 if version_bump else 0),
             bot_version=self.bot.version,
@@ -275,10 +343,14 @@ class _Run:
             history=tuple(history[-limit:]) if limit > 0 else (),
             last_activity_ms=self.now_ms,
             sessions=self.sessions,
+            agent=self.agent if self.handoff else "",
+            handoff_request=self.handoff_request if self.handoff else "",
+            handoff_since_ms=self.handoff_since_ms if self.handoff else 0,
+            notes=self.notes,
+            ended=self.ended,
         )
-        return Outcome(state, tuple(self.said), self.request,
-                       handoff=self.handoff and not self.before.handoff,
-                       slots_set=dict(self.slots.set_now))
+        return Outcome(state, tuple(self.said), self.request, handoff=requested,
+                       notice=self.notice, slots_set=dict(self.slots.set_now))
 
 
 def _adopt(bot: Bot, stack: Sequence[Frame]) -> list[Frame]:
@@ -322,10 +394,11 @@ class DialogueManager:
         run = _Run(self, state, now_ms, message.channel)
         new_session = state.version == 0 and not state.sessions
         idle_ms = now_ms - state.last_activity_ms
-        if state.last_activity_ms and idle_ms > self.settings.session_timeout_s * 1000:
+        if state.ended or (state.last_activity_ms
+                           and idle_ms > self.settings.session_timeout_s * 1000):
             new_session = True
             run.stack, run.slots, run.requested, run.attempts = [], _Slots({}), None, {}
-            run.handoff, run.pending = False, None
+            run.handoff, run.pending, run.agent, run.ended = False, None, "", False
         run.history.append(HistoryEntry("user", message.text, message.intent))
         if new_session:
             run.sessions += 1
@@ -334,9 +407,15 @@ class DialogueManager:
                 self._execute(run)
         if run.handoff:
             # Every message gets its one reply (the gateway counts a message in flight
-            # until it has one): while a person has the conversation, the bot says only
-            # that one will answer.
-            run.say("utter_handoff_waiting")
+            # until it has one). While a person holds the conversation the message goes to
+            # them and its reply is empty (a delivery receipt); before one claims it, the
+            # bot says only that one will answer.
+            if run.agent:
+                run.said.append(Utterance(RELAYED, "", sender="system"))
+                run.notice = HandoffNotice("user_message", text=message.text,
+                                           agent_id=run.agent)
+            else:
+                run.say("utter_handoff_waiting")
             return run.finish()
         if run.pending is not None:
             run.say("utter_busy")
@@ -413,7 +492,69 @@ class DialogueManager:
     def release_handoff(self, state: DialogueState, now_ms: int) -> DialogueState:
         """The person handed the conversation back: the bot answers again."""
         return replace(state, version=state.version + 1, handoff=False, stack=(),
-                       requested_slot=None, last_activity_ms=now_ms)
+                       requested_slot=None, last_activity_ms=now_ms, agent="",
+                       handoff_request="", handoff_since_ms=0)
+
+    def command(self, state: DialogueState, cmd: HandoffCommand, now_ms: int) -> Outcome:
+        """Apply a console command (or an expiry) to the conversation.
+
+        A command for another request than the conversation's current one, or from an
+        agent who does not hold it, changes nothing (a late or stray command: the console
+        checks holders too, this makes it certain). ``claimed`` gives it to the agent
+        (``pattern_handoff_claimed``); ``agent_message`` says the agent's text to the user
+        (response ``agent_message``); ``note`` keeps the text with the conversation;
+        ``released`` hands it back to the bot with the slots the agent set
+        (``pattern_handoff_released``); ``closed`` ends the session
+        (``pattern_handoff_closed``; the next message starts a new one); ``expired`` (no
+        agent claimed it in time) hands it back to the bot (``pattern_handoff_expired``:
+        a bot may open a ticket there with an action step).
+        """
+        if not state.handoff or cmd.request_id != state.handoff_request:
+            return Outcome(state)
+        holder = state.agent
+        kind = cmd.type
+        if kind == "claimed" and holder:
+            return Outcome(state)
+        if kind in ("agent_message", "released", "closed") and (not holder
+                                                              or cmd.agent_id != holder):
+            return Outcome(state)
+        if kind == "expired" and holder:
+            return Outcome(state)
+        if kind not in ("claimed", "agent_message", "note", "released", "closed", "expired"):
+            return Outcome(state)
+        run = _Run(self, state, now_ms)
+        notice = HandoffNotice(kind, agent_id=cmd.agent_id, text=cmd.text)
+        if kind == "claimed":
+            run.agent = cmd.agent_id
+            notice = replace(notice, waited_ms=max(0, now_ms - state.handoff_since_ms))
+            self._run_pattern(run, PATTERN_HANDOFF_CLAIMED, agent=cmd.agent_id)
+        elif kind == "agent_message":
+            run.said.append(Utterance(AGENT_MESSAGE, cmd.text, sender="agent",
+                                      agent_id=cmd.agent_id))
+        elif kind == "note":
+            run.notes = (*run.notes, cmd.text)[-_MAX_NOTES:]
+        elif kind == "released":
+            run.handoff, run.agent = False, ""
+            run.slots.update({k: v for k, v in cmd.slots.items()})
+            self._run_pattern(run, PATTERN_HANDOFF_RELEASED, agent=cmd.agent_id)
+        elif kind == "closed":
+            run.handoff, run.agent, run.ended = False, "", True
+            self._run_pattern(run, PATTERN_HANDOFF_CLOSED, agent=cmd.agent_id)
+        else:  # expired
+            run.handoff = False
+            self._run_pattern(run, PATTERN_HANDOFF_EXPIRED)
+        run.notice = notice
+        return run.finish()
+
+    def _run_pattern(self, run: _Run, name: str, **context: JSON) -> None:
+        """Run a handoff pattern now (also while the conversation stays handed over)."""
+        if self.bot.flows.get(name) is None:
+            return
+        held = run.handoff
+        run.handoff = False
+        run.push(name, **context)
+        self._execute(run)
+        run.handoff = held or run.handoff
 
     def choose_variant(self, variants: Sequence[ResponseVariant], channel: str,
                        known: Mapping[str, str], turn: int) -> ResponseVariant:
@@ -843,6 +984,9 @@ class DialogueManager:
                 self._end_frame(run)
             elif isinstance(step, HandoffStep):
                 run.handoff = True
+                run.handoff_reason = next((f.flow for f in reversed(run.stack)
+                                           if not f.flow.startswith("pattern_")), frame.flow)
+                run.handoff_slots = {k: v for k, v in run.slots.items() if v is not None}
                 while run.stack:
                     self._drop_frame(run)
                 run.requested = None

@@ -2,10 +2,10 @@
 
 Everything the manager needs to continue a conversation, and nothing else: the flow
 stack (frames of flow name, step index and a little per-frame data), the slots, the
-slot the bot asked for, failure counters, the handoff flag, a pending request (an
-action or a knowledge question whose result the flow waits for), a bounded recent
-history and the time of the last activity. ``version`` is bumped on every change, so a
-store can refuse a stale write; ``bot_version`` says which bot version wrote it.
+slot the bot asked for, failure counters, the handoff (flag, holder, request, notes), a
+pending request (an action or a knowledge question whose result the flow waits for), a
+bounded recent history and the time of the last activity. ``version`` is bumped on every
+change, so a store can refuse a stale write; ``bot_version`` says which bot version wrote it.
 
 :meth:`DialogueState.to_bytes` writes compact JSON with a schema number ``s``;
 :meth:`DialogueState.from_bytes` reads this and every older schema, and fails with a
@@ -88,6 +88,15 @@ class DialogueState:
     history: tuple[HistoryEntry, ...] = ()
     last_activity_ms: int = 0
     sessions: int = 0
+    #: Human handoff: the agent holding the conversation ('' while it waits for one), the
+    #: request (its turn's event id: commands for an earlier handoff are ignored), when it
+    #: was asked for, and the agents' notes kept for the next agent or the bot.
+    agent: str = ""
+    handoff_request: str = ""
+    handoff_since_ms: int = 0
+    notes: tuple[str, ...] = ()
+    #: The conversation was closed (by an agent): the next message starts a new session.
+    ended: bool = False
 
     @property
     def active_flow(self) -> str | None:
@@ -118,6 +127,16 @@ class DialogueState:
         out["t"] = self.last_activity_ms
         if self.sessions:
             out["n"] = self.sessions
+        if self.agent:
+            out["ag"] = self.agent
+        if self.handoff_request:
+            out["hr"] = self.handoff_request
+        if self.handoff_since_ms:
+            out["hs"] = self.handoff_since_ms
+        if self.notes:
+            out["no"] = list(self.notes)
+        if self.ended:
+            out["e"] = 1
         return out
 
     def to_bytes(self) -> bytes:
@@ -150,6 +169,11 @@ class DialogueState:
                 history=tuple(HistoryEntry(*h) for h in raw.get("hi", ())),
                 last_activity_ms=int(raw.get("t", 0)),
                 sessions=int(raw.get("n", 0)),
+                agent=str(raw.get("ag", "")),
+                handoff_request=str(raw.get("hr", "")),
+                handoff_since_ms=int(raw.get("hs", 0)),
+                notes=tuple(str(n) for n in raw.get("no", ())),
+                ended=bool(raw.get("e", 0)),
             )
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise StateFormatError(f"malformed field: {exc}") from exc

@@ -7,9 +7,12 @@ state record) and the events the turn sends: a BotReply when the bot says someth
 a KnowledgeRequest when the flow waits for the knowledge agent (unless a cached answer
 lets it go on at once), an ActionRequest when it waits for an action. A knowledge
 agent's answer (KnowledgeResult) and an action's result (ActionResult) resume the flow
-that waited for them. The step (agents/dialogue/agent.py) loads, encodes, produces and
-records around it. At debug level each decision is logged with its message's trace id
-(``dialogue.turn.decided``).
+that waited for them. A console command (a HandoffEvent: claimed, agent_message, note,
+released, closed, expired) is applied like a message, in the conversation's order; a turn
+that hands over, or relays a message to the person holding the conversation, sends a
+HandoffEvent (requested, user_message). The step (agents/dialogue/agent.py) loads,
+encodes, produces and records around it. At debug level each decision is logged with its
+message's trace id (``dialogue.turn.decided``).
 
 Every decision is a function of the stored state and the event: the manager's clock is
 the event's own timestamp, so a reprocessed event decides the same.
@@ -23,6 +26,7 @@ conversation goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Container, Mapping, Sequence
@@ -37,17 +41,20 @@ from agents.dialogue.manager import (
     AskKnowledge,
     CallAction,
     DialogueManager,
+    HandoffCommand,
+    HandoffNotice,
     Outcome,
     UserTurn,
     Utterance,
 )
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState, StateFormatError
+from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["Answer", "Incoming", "Kind", "ManagerFor", "Turn", "decide_turns",
-           "knowledge_question",
+           "handoff_command", "handoff_incoming", "knowledge_question",
            "question_event", "reply_event", "reply_payload"]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +70,7 @@ class Kind(Enum):
     MESSAGE = "message"      # a user message, as the NLU step understood it (ChatUnderstood)
     KNOWLEDGE = "knowledge"  # the knowledge agent's answer (knowledge.results)
     ACTION = "action"        # an action's result (actions.results)
+    HANDOFF = "handoff"      # a console command (handoff.events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,8 @@ class Turn(NamedTuple):
     reply: dict[str, Any] | None     # a BotReply, numbered session.reply_seq
     question: dict[str, Any] | None  # a KnowledgeRequest, answered by a later event
     action: dict[str, Any] | None    # an ActionRequest, answered by a later event
+    handoff: dict[str, Any] | None = None  # a HandoffEvent (requested, user_message)
+    notice: HandoffNotice | None = None    # what the turn changed in a handoff (metrics)
 
 
 def knowledge_question(manager: DialogueManager, msg: Mapping[str, Any]) -> str | None:
@@ -127,12 +137,15 @@ def decide_turns(
         state = _state_of(session)
         manager = managers(keys.tenant_id, state)
         outcome = _decide(manager, state, item, cached.get(event_id))
+        after = outcome.state
+        if outcome.handoff:  # a new request: it is named after the turn that made it
+            after = replace(after, handoff_request=event_id)
         counted, last_seq = session.turns, session.last_seq
         if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
         reply_seq = session.reply_seq + (1 if outcome.utterances else 0)
         session = replace(session, turns=counted, last_seq=last_seq, reply_seq=reply_seq,
-                          dialogue=outcome.state.to_bytes())
+                          dialogue=after.to_bytes())
         request = outcome.request
         turn = Turn(
             keys, event_id, session,
@@ -141,6 +154,7 @@ def decide_turns(
             action_request(msg, request.name, request.inputs,
                            bot_version=outcome.state.bot_version)
             if isinstance(request, CallAction) else None,
+            _handoff_event(msg, after, outcome.notice), outcome.notice,
         )  # fmt: skip
         current[keys] = session
         turns.append(turn)
@@ -166,10 +180,57 @@ def _state_of(session: Session) -> DialogueState:
         return DialogueState()
 
 
+def _handoff_event(msg: dict[str, Any], state: DialogueState,
+                   notice: HandoffNotice | None) -> dict[str, Any] | None:
+    """The HandoffEvent a turn sends: its request for a person, or the user's message
+    relayed to the person holding the conversation (event ids derived from the turn's,
+    so a repeated turn sends the same event again, which readers drop)."""
+    if notice is None or notice.type not in ("requested", "user_message"):
+        return None
+    event_id, now_ms = msg["event_id"], _epoch_ms(msg["timestamp"])
+    common = {"timestamp_ms": now_ms, "request_id": state.handoff_request,
+              "user_id": msg["user_id"], "channel": msg["channel"]}
+    if notice.type == "requested":
+        return handoff_event(f"{event_id}.h", msg["tenant_id"], msg["conversation_id"],
+                             "requested", reason=notice.reason, slots=notice.slots, **common)
+    return handoff_event(f"{event_id}.u", msg["tenant_id"], msg["conversation_id"],
+                         "user_message", text=notice.text, agent_id=notice.agent_id,
+                         in_reply_to=event_id, **common)
+
+
+def handoff_incoming(event: Mapping[str, Any]) -> Incoming:
+    """A decoded console command (HandoffEvent) as dialogue input: the envelope its
+    replies are made from (the user's channel, no inbound seq) and the command."""
+    msg = {
+        "event_id": event["event_id"], "tenant_id": event["tenant_id"],
+        "conversation_id": event["conversation_id"], "user_id": event["user_id"],
+        "channel": event["channel"], "seq": 0, "timestamp": event["timestamp"],
+        "trace_id": event["event_id"], "reply_route": "",
+        "payload": {"client_msg_id": "", "in_reply_to": event["event_id"]},
+        "handoff": dict(event),
+    }
+    return Incoming(ConversationKeys(event["tenant_id"], event["conversation_id"]), msg,
+                    Kind.HANDOFF)
+
+
+def handoff_command(event: Mapping[str, Any]) -> HandoffCommand:
+    """The command of a HandoffEvent; ``ValueError`` when its slots are not a JSON object."""
+    try:
+        slots = json.loads(event.get("slots_json") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"slots_json is not JSON: {exc}") from exc
+    if not isinstance(slots, dict):
+        raise ValueError("slots_json is not a JSON object")
+    return HandoffCommand(str(event["type"]), str(event["request_id"]),
+                          str(event["agent_id"]), str(event["text"]), slots)
+
+
 def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
             cached: Answer | None) -> Outcome:
     msg = item.msg
     now_ms = _epoch_ms(msg["timestamp"])
+    if item.kind is Kind.HANDOFF:
+        return manager.command(state, handoff_command(msg["handoff"]), now_ms)
     payload = msg["payload"]
     if item.kind is Kind.KNOWLEDGE:
         # The knowledge agent cites what it answers from; an answer without sources is
@@ -233,6 +294,7 @@ def reply_payload(utterances: Sequence[Utterance], in_reply_to: str,
         "client_msg_id": client_msg_id,
         "quick_replies": list(quick),
         "sources": sources,
-        "sender": "bot",
+        "sender": utterances[-1].sender if utterances else "bot",
         "response": utterances[-1].response if utterances else "",
+        "agent_id": next((u.agent_id for u in reversed(utterances) if u.agent_id), ""),
     }
