@@ -1,5 +1,5 @@
 """The conversation agent: ``chat.inbound`` + ``knowledge.results`` + ``actions.results``
-→ ``chat.outbound``.
++ ``handoff.events`` (the agent console's commands) → ``chat.outbound``.
 
 One Faust agent per worker takes both topics as one stream, in adaptive batches
 (streams/batching.py), and runs two steps on each batch:
@@ -72,7 +72,8 @@ def register_conversation_agent(ctx: WorkerContext, understand: Understand,
     settings = ctx.settings
     inbound = ctx.inbound.get_topic_name()
     source = raw_topic(ctx.app, inbound, ctx.knowledge_results.get_topic_name(),
-                       ctx.actions_results.get_topic_name())
+                       ctx.actions_results.get_topic_name(),
+                       ctx.handoff_events.get_topic_name())
     process = functools.partial(process_batch, inbound=inbound, understand=understand,
                                 respond=respond)
 
@@ -94,7 +95,7 @@ async def process_batch(events: Sequence[EventT], *, inbound: str, understand: U
         if event.message.topic == inbound:
             if (msg := next(understood)) is not None:
                 batch.append(respond.understood(msg))
-        elif (result := await respond.decode_result(event)) is not None:
+        elif (result := await respond.decode_result(event)) is not None:  # also handoff
             batch.append(result)
     if batch:
         await process_until_done(functools.partial(respond, batch), "dialogue")

@@ -29,7 +29,11 @@ from agents.bots.loading import load_served_bot
 from agents.bots.registry import BotRegistry
 from agents.bots.serving import follow_bots
 from agents.conversation import register_conversation_agent
-from agents.dialogue.agent import DialogueStep, knowledge_result_emitter
+from agents.dialogue.agent import (
+    DialogueStep,
+    knowledge_result_emitter,
+    register_handoff_expiry,
+)
 from agents.dialogue.domain import Bot
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
@@ -84,6 +88,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     understand = NluStep(ctx, bots.model)
     dialogue = DialogueStep(ctx, bots.manager, answers)
     register_conversation_agent(ctx, understand, dialogue)
+    register_handoff_expiry(ctx, dialogue)
     ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
     return ctx
 

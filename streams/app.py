@@ -39,6 +39,7 @@ from streams.topics import (
     CHAT_INBOUND,
     CHAT_OUTBOUND,
     CHAT_UNDERSTOOD,
+    HANDOFF_EVENTS,
     KNOWLEDGE_REQUESTS,
     KNOWLEDGE_RESULTS,
     chat_partitions,
@@ -95,6 +96,8 @@ class WorkerContext:
     actions_requests: TopicT
     actions_results: TopicT
     store: ConversationStore
+    #: Human handoff's requests, outcomes and the agent console's commands.
+    handoff_events: TopicT
     #: Where an event goes that cannot be processed (streams/dead_letters.py).
     dead_letters: DeadLetters = field(init=False)
 
@@ -155,6 +158,7 @@ def create_app(settings: Settings) -> WorkerContext:
         actions_requests=topic(ACTIONS_REQUESTS),
         actions_results=topic(ACTIONS_RESULTS),
         store=ConversationStore(redis, ttl_s=settings.session_ttl_s),
+        handoff_events=topic(HANDOFF_EVENTS),
     )
     _register_probes(ctx)
     return ctx

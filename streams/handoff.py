@@ -147,7 +147,7 @@ class Claimed:
 _ENQUEUE = """
 local conv, request = ARGV[1], ARGV[2]
 if redis.call('HGET', KEYS[4], 'request_id') == request then return 0 end
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[4], 'request_id', request, 'user_id', ARGV[5], 'channel', ARGV[6],
   'reason', ARGV[7], 'slots_json', ARGV[8], 'requested_ms', ARGV[3])
 redis.call('HDEL', KEYS[3], conv)
@@ -231,8 +231,9 @@ class HandoffStore:
     # -- the conversation agent's side ------------------------------------------------
 
     async def enqueue(self, tenant_id: str, record: HandoffRecord, deadline_ms: int) -> bool:
-        """Put a request in its tenant's queue, with the transcript so far; False when
-        this request (``record.request_id``) was queued before."""
+        """Put a request in its tenant's queue, with the transcript so far (it replaces an
+        earlier request's); False when this request (``record.request_id``) was queued
+        before."""
         keys, conv = HandoffKeys(tenant_id), record.conversation_id
         lines = [x for line in record.transcript for x in (line.at_ms, line.member())]
         queued = await self._r.eval(

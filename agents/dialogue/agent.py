@@ -1,5 +1,6 @@
-"""The dialogue step: ``chat.understood`` (+ ``knowledge.results``, ``actions.results``)
-→ ``chat.outbound`` (+ ``knowledge.requests``, ``actions.requests``).
+"""The dialogue step: ``chat.understood`` (+ ``knowledge.results``, ``actions.results``,
+``handoff.events``) → ``chat.outbound`` (+ ``knowledge.requests``, ``actions.requests``,
+``handoff.events``).
 
 It runs inside the conversation agent (agents/conversation.py), right after the
 NLU step, on the ChatUnderstood events that step produced and on the knowledge
@@ -15,7 +16,9 @@ primary at each step, whatever the batch size: agents/dialogue/sessions.py):
    its flow waits for — a question for the knowledge agent (unless the cache already
    holds the answer: the flow then goes on at once, two broker hops sooner) or an
    action's result;
-3. produce the knowledge and action requests and wait until the broker holds them;
+3. produce the knowledge and action requests and the handoff events (a request for a
+   person, a message relayed to one: agents/dialogue/handoff.py), put handed-over
+   conversations in their tenant's queue, and wait until the broker holds them;
 4. record every new turn atomically (session with its dialogue state + idempotency
    record + outbox);
 5. produce the replies, oldest first, and wait until the broker holds them;
@@ -59,6 +62,7 @@ from typing import Any
 from faust.types import EventT
 
 from agents.actions.records import read_result
+from agents.dialogue.handoff import HandoffWrites, count_turns, expire_due
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.state import DialogueState
 from agents.dialogue.turns import (
@@ -67,15 +71,21 @@ from agents.dialogue.turns import (
     Kind,
     ManagerFor,
     decide_turns,
+    handoff_command,
+    handoff_incoming,
     knowledge_question,
 )
 from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
 from streams.app import WorkerContext, produce
+from streams.handoff import HandoffStore
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["DialogueStep", "knowledge_result_emitter"]
+__all__ = ["DialogueStep", "knowledge_result_emitter", "register_handoff_expiry"]
+
+#: HandoffEvent types the conversation agent writes itself: read back, they are skipped.
+_OWN_HANDOFF_EVENTS = frozenset({"requested", "user_message"})
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +111,12 @@ class DialogueStep:
                 (Kind.KNOWLEDGE, ctx.codec("knowledge_result", ctx.knowledge_results)),
             ctx.actions_results.get_topic_name():
                 (Kind.ACTION, ctx.codec("action_result", ctx.actions_results)),
+            ctx.handoff_events.get_topic_name():
+                (Kind.HANDOFF, ctx.codec("handoff_event", ctx.handoff_events)),
         }
+        self._handoffs = ctx.codec("handoff_event", ctx.handoff_events)
+        self.handoff_store = HandoffStore(ctx.store.redis, ttl_s=ctx.settings.session_ttl_s)
+        self._handoff_writes = HandoffWrites(self.handoff_store)
         self._requests = ctx.codec("knowledge_request", ctx.knowledge_requests)
         self._actions = ctx.codec("action_request", ctx.actions_requests)
         self._replies = ctx.codec("bot_reply", ctx.outbound)
@@ -115,12 +130,17 @@ class DialogueStep:
         return _incoming(msg, Kind.MESSAGE)
 
     async def decode_result(self, event: EventT) -> Incoming | None:
-        """A ``knowledge.results`` or ``actions.results`` event; None when it is
-        undecodable (or a result that contradicts itself), after sending it to its
-        topic's dead-letter topic."""
+        """A ``knowledge.results``, ``actions.results`` or ``handoff.events`` event; None
+        when it is undecodable (or a result that contradicts itself), after sending it to
+        its topic's dead-letter topic, and for the handoff events this step wrote itself."""
         kind, codec = self._results[event.message.topic]
         try:
             msg = codec.decode(event.message.value)
+            if kind is Kind.HANDOFF:
+                if msg["type"] in _OWN_HANDOFF_EVENTS:
+                    return None
+                handoff_command(msg)  # raises ValueError on malformed slots
+                return handoff_incoming(msg)
             if kind is Kind.ACTION:
                 read_result(msg)  # raises ValueError on a malformed result
             return _incoming(msg, kind)
@@ -151,13 +171,28 @@ class DialogueStep:
                              t.session.dialogue)
                  for t in decided]
 
+        handoffs = [(t.keys, self._handoffs.encode(t.handoff))
+                     for t in decided if t.handoff is not None]
         await asyncio.gather(_produce(ctx.knowledge_requests, questions),
-                             _produce(ctx.actions_requests, calls))
+                             _produce(ctx.actions_requests, calls),
+                             _produce(ctx.handoff_events, handoffs),
+                             self._handoff_writes(decided))
         applied = await store.apply(turns)
+        count_turns(decided, applied)
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
                           for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
         await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
         self._marks.record((keys, seq) for keys, seq, _ in to_send)
+
+    async def expire_handoffs(self) -> int:
+        """Hand back the conversations whose handoff request waited too long (see
+        :func:`agents.dialogue.handoff.expire_due`); returns how many."""
+        async def publish(events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+            await produce(self._ctx.handoff_events, [
+                (conversation.encode(), self._handoffs.encode(event))
+                for conversation, event in events])
+
+        return await expire_due(self.handoff_store, publish)
 
     async def marked(self) -> None:
         """Wait until the ``produced_seq`` writes (step 6) are done."""
@@ -191,6 +226,19 @@ def _incoming(msg: dict[str, Any], kind: Kind) -> Incoming:
 async def _produce(topic: Any, records: Sequence[tuple[ConversationKeys, bytes]]) -> None:
     """Send in order, keyed by conversation; return once the broker holds every record."""
     await produce(topic, [(keys.conversation_id.encode(), value) for keys, value in records])
+
+
+def register_handoff_expiry(ctx: WorkerContext, step: DialogueStep,
+                            interval_s: float = 5.0) -> None:
+    """Every ``interval_s``, expire the handoff requests that waited too long (every worker
+    runs it; a request is taken by one of them, atomically)."""
+
+    @ctx.app.timer(interval_s, name=f"{ctx.settings.topic_prefix}handoff_expiry")
+    async def expire_handoffs() -> None:
+        try:
+            await step.expire_handoffs()
+        except Exception:  # Redis or the broker unavailable: the next tick tries again
+            logger.exception("handoff.expiry.failed")
 
 
 def knowledge_result_emitter(ctx: WorkerContext) -> Any:

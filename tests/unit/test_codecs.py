@@ -76,6 +76,7 @@ def test_every_schema_round_trips_an_empty_payload_defaults() -> None:
         "event_id": "e-1.r", "tenant_id": "t1", "conversation_id": "c42", "user_id": "u7",
         "channel": "ws", "seq": 1, "timestamp": 0, "trace_id": "tr", "reply_route": "gw",
         "payload": {"text": "hi", "in_reply_to": "e-1", "client_msg_id": "m1",
-                    "quick_replies": [], "sources": [], "sender": "bot", "response": ""},
+                    "quick_replies": [], "sources": [], "sender": "bot", "response": "",
+                    "agent_id": ""},
     }
     assert codec.decode(codec.encode(reply))["payload"] == reply["payload"]
