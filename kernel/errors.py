@@ -23,6 +23,8 @@ that raises them, and import their base from here::
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
+    ├── HandoffRefused               (gateway/handoff_desk.py) an agent console command refused;
+    │                                its ``code`` says why (not_waiting, not_holder, ...)
     ├── DialogueError                (agents/dialogue/domain.py)
     │   ├── BotFolderError           (loader.py) a bot folder with errors; lists every one
     │   └── StateFormatError         (state.py) a stored dialogue state this version can't read
