@@ -421,6 +421,8 @@ class DialogueManager:
             run.say("utter_busy")
             return run.finish()
         self._handle(run, message)
+        if run.handoff and message.intent:  # handed over now: why, for the person
+            run.handoff_reason = f"{run.handoff_reason} (intent: {message.intent})"
         return run.finish()
 
     def resume_knowledge(self, state: DialogueState, answer_text: str,
