@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from prometheus_client import Counter, Histogram
 
 from agents.dialogue.state import DialogueState, StateFormatError
-from agents.dialogue.turns import Turn
+from agents.dialogue.turns import Kind, Turn
 from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine, handoff_event
 from streams.keys import ConversationKeys
 
@@ -62,7 +62,7 @@ def count_turns(turns: Sequence[Turn], applied: Sequence[bool]) -> None:
         if not ok:
             continue
         tenant = turn.keys.tenant_id
-        if turn.session.turns == 1 and turn.session.last_seq > 0 and turn.notice is None:
+        if turn.session.turns == 1 and turn.kind is Kind.MESSAGE:
             CONVERSATIONS_STARTED.labels(tenant).inc()
         notice = turn.notice
         if notice is None or notice.type in ("user_message", "agent_message", "note"):

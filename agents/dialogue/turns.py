@@ -101,6 +101,7 @@ class Turn(NamedTuple):
     action: dict[str, Any] | None    # an ActionRequest, answered by a later event
     handoff: dict[str, Any] | None = None  # a HandoffEvent (requested, user_message)
     notice: HandoffNotice | None = None    # what the turn changed in a handoff (metrics)
+    kind: Kind = Kind.MESSAGE              # what the event was
 
 
 def knowledge_question(manager: DialogueManager, msg: Mapping[str, Any]) -> str | None:
@@ -154,7 +155,7 @@ def decide_turns(
             action_request(msg, request.name, request.inputs,
                            bot_version=outcome.state.bot_version)
             if isinstance(request, CallAction) else None,
-            _handoff_event(msg, after, outcome.notice), outcome.notice,
+            _handoff_event(msg, after, outcome.notice), outcome.notice, item.kind,
         )  # fmt: skip
         current[keys] = session
         turns.append(turn)
