@@ -5,15 +5,25 @@ user's messages are relayed; release gives the bot the conversation back."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from agents.dialogue.agent import DialogueStep
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager, HandoffCommand
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState
-from agents.dialogue.turns import Incoming, ManagerFor, Turn, decide_turns, handoff_incoming
+from agents.dialogue.turns import (
+    Incoming,
+    Kind,
+    ManagerFor,
+    Turn,
+    decide_turns,
+    handoff_incoming,
+)
+from streams.codecs import AvroCodec
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from tests.unit.dialogue.test_turns import DEMO, message
@@ -201,3 +211,47 @@ def test_state_round_trips_the_handoff_fields() -> None:
     state = DialogueState(handoff=True, agent="ann", handoff_request="m1",
                           handoff_since_ms=7, notes=("n",), ended=True)
     assert DialogueState.from_bytes(state.to_bytes()) == state
+
+
+def topic(name: str) -> Any:
+    return SimpleNamespace(get_topic_name=lambda: name)
+
+
+@pytest.mark.asyncio
+async def test_the_step_skips_its_own_handoff_events_and_dead_letters_bad_ones() -> None:
+    sent: list[tuple[bytes, str]] = []
+
+    async def dead_letter(event: Any, error: BaseException, what: str) -> None:
+        sent.append((event.message.value, type(error).__name__))
+
+    ctx: Any = SimpleNamespace(
+        knowledge_results=topic("knowledge.results"), actions_results=topic("actions.results"),
+        handoff_events=topic("handoff.events"), knowledge_requests=topic("knowledge.requests"),
+        actions_requests=topic("actions.requests"), outbound=topic("chat.outbound"),
+        codec=lambda name, _topic: AvroCodec(name),
+        store=SimpleNamespace(redis=None),
+        settings=SimpleNamespace(session_ttl_s=60, outbox_size=10),
+        dead_letters=SimpleNamespace(send=dead_letter))
+    step = DialogueStep(ctx, lambda _tenant, _state: None)  # type: ignore[arg-type,return-value]
+    codec = AvroCodec("handoff_event")
+
+    def on_topic(value: bytes) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(topic="handoff.events", value=value))
+
+    def encoded(kind: str, **fields: Any) -> bytes:
+        record = handoff_event("h-1", "acme", "c-a", kind, timestamp_ms=5, request_id="m1",
+                               agent_id="ann")
+        return codec.encode({**record, **fields})
+
+    own = await step.decode_result(on_topic(encoded("requested")))
+    relayed = await step.decode_result(on_topic(encoded("user_message")))
+    assert own is None and relayed is None and sent == []  # written here: nothing to do
+
+    claimed = await step.decode_result(on_topic(encoded("claimed")))
+    assert claimed is not None and claimed.kind is Kind.HANDOFF and claimed.keys == A
+
+    bad = [b"\x00garbage", encoded("released", slots_json="[1, 2]"),
+           encoded("claimed", tenant_id="acme/eu")]
+    for value in bad:
+        assert await step.decode_result(on_topic(value)) is None
+    assert [error for _, error in sent] == ["DecodeError", "ValueError", "InvalidIdError"]
