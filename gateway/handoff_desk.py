@@ -97,10 +97,15 @@ class HandoffDesk:
         _ids(tenant_id, agent_id)
         waiting = await self._store.waiting(tenant_id)
         held = await self._store.held(tenant_id)
-        found_w = [await self._store.record(tenant_id, c, transcript=True) for c in waiting]
-        found_h = [await self._store.record(tenant_id, c, transcript=True) for c in held]
-        return DeskQueue(tuple(r for r in found_w if r is not None),
-                         tuple(r for r in found_h if r is not None))
+        found: list[list[HandoffRecord]] = [[], []]
+        for listed, conversations in zip(found, (waiting, held), strict=True):
+            for conversation in conversations:
+                record = await self._store.record(tenant_id, conversation, transcript=True)
+                if record is None:  # expired with its session: nothing left to act on
+                    await self._store.forget(tenant_id, conversation)
+                else:
+                    listed.append(record)
+        return DeskQueue(tuple(found[0]), tuple(found[1]))
 
     async def claim(self, tenant_id: str, agent_id: str, conversation_id: str) -> HandoffRecord:
         """Take a waiting conversation; :class:`HandoffRefused` (``not_waiting``) when it

@@ -225,6 +225,14 @@ class HandoffStore:
         self.redis = redis
         # redis-py's stubs type replies as bytes | str | ...: this client returns bytes.
         self._r: Any = redis
+        # Script objects: EVALSHA, loaded again on NOSCRIPT; keys declared, so the client
+        # routes each call to the tenant's slot and the server checks it.
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._append = redis.register_script(_APPEND)
+        self._claim = redis.register_script(_CLAIM)
+        self._unclaim = redis.register_script(_UNCLAIM)
+        self._let_go = redis.register_script(_LET_GO)
+        self._expire = redis.register_script(_EXPIRE)
         self.ttl_s = ttl_s
         self.transcript_size = transcript_size
 
@@ -236,12 +244,13 @@ class HandoffStore:
         before."""
         keys, conv = HandoffKeys(tenant_id), record.conversation_id
         lines = [x for line in record.transcript for x in (line.at_ms, line.member())]
-        queued = await self._r.eval(
-            _ENQUEUE, 5, keys.waiting, keys.deadlines, keys.held, keys.record(conv),
-            keys.transcript(conv), conv, record.request_id, record.requested_ms, deadline_ms,
-            record.user_id, record.channel, record.reason,
-            json.dumps(dict(record.slots), separators=(",", ":"), default=str),
-            self.ttl_s, self.transcript_size, *lines)
+        slots = json.dumps(dict(record.slots), separators=(",", ":"), default=str)
+        queued = await self._enqueue(
+            keys=[keys.waiting, keys.deadlines, keys.held, keys.record(conv),
+                  keys.transcript(conv)],
+            args=[conv, record.request_id, record.requested_ms, deadline_ms, record.user_id,
+                  record.channel, record.reason, slots, self.ttl_s, self.transcript_size,
+                  *lines])
         await self._r.sadd(_TENANTS, tenant_id)
         return bool(queued)
 
@@ -251,10 +260,10 @@ class HandoffStore:
         if not lines:
             return
         keys = HandoffKeys(tenant_id)
-        await self._r.eval(
-            _APPEND, 2, keys.transcript(conversation_id), keys.record(conversation_id),
-            self.ttl_s, self.transcript_size,
-            *[x for line in lines for x in (line.at_ms, line.member())])
+        await self._append(
+            keys=[keys.transcript(conversation_id), keys.record(conversation_id)],
+            args=[self.ttl_s, self.transcript_size,
+                  *[x for line in lines for x in (line.at_ms, line.member())]])
 
     async def expire_due(self, now_ms: int | None = None,
                          limit: int = 100) -> list[tuple[str, HandoffRecord]]:
@@ -275,9 +284,9 @@ class HandoffStore:
                     await self._r.zrem(keys.deadlines, conv)
                     await self._r.zrem(keys.waiting, conv)
                     continue
-                taken = await self._r.eval(
-                    _EXPIRE, 3, keys.waiting, keys.deadlines, keys.record(conv), conv,
-                    record.request_id)
+                taken = await self._expire(
+                    keys=[keys.waiting, keys.deadlines, keys.record(conv)],
+                    args=[conv, record.request_id])
                 if taken:
                     expired.append((tenant, record))
         return expired
@@ -317,9 +326,9 @@ class HandoffStore:
         """Atomically take a waiting conversation for ``agent_id``; None when it is not
         waiting (another agent was first, or there is no such request for this tenant)."""
         keys = HandoffKeys(tenant_id)
-        won = await self._r.eval(
-            _CLAIM, 4, keys.waiting, keys.deadlines, keys.held, keys.record(conversation_id),
-            conversation_id, agent_id, now_ms)
+        won = await self._claim(
+            keys=[keys.waiting, keys.deadlines, keys.held, keys.record(conversation_id)],
+            args=[conversation_id, agent_id, now_ms])
         if not won:
             return None
         record = await self.record(tenant_id, conversation_id, transcript=True)
@@ -329,17 +338,25 @@ class HandoffStore:
                       deadline_ms: int) -> None:
         """Put a claimed conversation back in the queue (its command was not published)."""
         keys = HandoffKeys(tenant_id)
-        await self._r.eval(
-            _UNCLAIM, 4, keys.waiting, keys.deadlines, keys.held,
-            keys.record(record.conversation_id), record.conversation_id, agent_id,
-            record.requested_ms, deadline_ms)
+        await self._unclaim(
+            keys=[keys.waiting, keys.deadlines, keys.held, keys.record(record.conversation_id)],
+            args=[record.conversation_id, agent_id, record.requested_ms, deadline_ms])
+
+    async def forget(self, tenant_id: str, conversation_id: str) -> None:
+        """Drop a conversation from the queue and the held table (its record expired with
+        the session: nothing is left to act on)."""
+        keys = HandoffKeys(tenant_id)
+        validate_id("conversation id", conversation_id)
+        await self._r.zrem(keys.waiting, conversation_id)
+        await self._r.zrem(keys.deadlines, conversation_id)
+        await self._r.hdel(keys.held, conversation_id)
 
     async def let_go(self, tenant_id: str, conversation_id: str, agent_id: str) -> bool:
         """End ``agent_id``'s hold of the conversation (release or close); False when
         that agent does not hold it."""
         keys = HandoffKeys(tenant_id)
-        done = await self._r.eval(
-            _LET_GO, 2, keys.held, keys.record(conversation_id), conversation_id, agent_id)
+        done = await self._let_go(keys=[keys.held, keys.record(conversation_id)],
+                                  args=[conversation_id, agent_id])
         return bool(done)
 
 

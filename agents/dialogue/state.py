@@ -68,7 +68,8 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One recent turn: who spoke (``user``/``bot``), the text, and the intent or response."""
+    """One recent turn: who spoke (``user``, ``bot`` or ``agent``, a person who held the
+    conversation), the text, and the intent or response."""
 
     role: str
     text: str

@@ -16,7 +16,7 @@ from agents.dialogue.handoff import expire_due
 from gateway.handoff_desk import HandoffDesk, HandoffRefused
 from kernel.settings import Settings
 from streams.codecs import codec_for
-from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine
+from streams.handoff import HandoffKeys, HandoffRecord, HandoffStore, TranscriptLine
 from streams.keys import InvalidIdError
 from streams.state import connect_cluster
 
@@ -169,3 +169,16 @@ async def test_a_repeated_request_is_queued_once(store: HandoffStore) -> None:
     await store.claim(t, "c1", "ann", 2_000)
     assert not await store.enqueue(t, record, 10**13)  # a reprocessed turn
     assert await store.waiting(t) == [] and await store.held(t) == {"c1": "ann"}
+
+
+async def test_a_conversation_whose_record_expired_leaves_the_queue(store: HandoffStore) -> None:
+    t = tenant()
+    desk = HandoffDesk(store, Recorder(), "handoff.events", CODEC)
+    await request(store, t, "gone")
+    await request(store, t, "held")
+    await store.claim(t, "held", "ann", 2_000)
+    for conversation in ("gone", "held"):  # as if their sessions' TTL ran out
+        await store.redis.delete(HandoffKeys(t).record(conversation))
+    queue = await desk.queue(t, "ann")
+    assert queue.waiting == () and queue.held == ()
+    assert await store.waiting(t) == [] and await store.held(t) == {}
