@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.demo import resolve_kb_index as knowledge_index
-from agents.nlu.demo import resolve_nlu_model
 from examples import DEMO
 from infra.broker import admin_client
 from infra.embedded import CLUSTER_NODES
@@ -72,12 +73,12 @@ class Deployment:
 def resolve_model_dir(model_dir: Path | None) -> Path:
     """The NLU model to serve: ``model_dir``, PARLEY_NLU_MODEL, or the cached demo model.
 
-    The demo model is trained once into the dev data dir (``PARLEY_DATA_DIR/models``,
+    The demo model is trained once into the dev data dir (``PARLEY_DATA_DIR/bots``,
     the cache ``parley up`` uses), not into each benchmark's fresh data dir.
     """
     if model_dir is not None:
         return model_dir.resolve()
-    return resolve_nlu_model(Settings.from_env(), DEMO.nlu).resolve()
+    return resolve_nlu_model(Settings.from_env(), load_bot(DEMO.folder)).resolve()
 
 
 def resolve_kb_index() -> Path | None:

@@ -233,7 +233,7 @@ def serve_inline(host: str, port: int, model_dir: Path | None) -> None:
     served = load_bot(bot.folder)
     if knowledge is None:
         served = replace(served, knowledge_files=())
-    server = InlineServer(load_understander(settings, bot), DialogueManager(served), settings,
+    server = InlineServer(load_understander(settings, served), DialogueManager(served), settings,
                           knowledge)
     collect_young_less_often()  # as the gateway and the workers do
     run_until_signalled(server.start, server.close)

@@ -21,8 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.demo import resolve_kb_index
-from agents.nlu.demo import resolve_nlu_model
 from examples import bot_files
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports
@@ -130,7 +131,8 @@ class Stack:
 
     def prepare_model(self) -> Path:
         """The NLU model workers serve; the demo model is trained once and cached."""
-        self.model_dir = resolve_nlu_model(self.settings, bot_files(self.settings.bot_dir).nlu)
+        bot = load_bot(bot_files(self.settings.bot_dir).folder)
+        self.model_dir = resolve_nlu_model(self.settings, bot)
         self.settings = self.settings.replace(nlu_model_dir=str(self.model_dir))
         return self.model_dir
 

@@ -38,6 +38,7 @@ from agents.dialogue.domain import Bot
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState
+from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index
@@ -45,9 +46,8 @@ from agents.knowledge.knowledge_base import KnowledgeBase
 from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
 from agents.nlu.agent import NluStep, Understander
-from agents.nlu.demo import resolve_nlu_model
 from agents.nlu.model import NLUModel
-from examples import DEMO, BotFiles, bot_files
+from examples import BotFiles, bot_files
 from kernel.logs import configure_logging
 from kernel.settings import Settings
 from streams.app import WorkerContext, create_app
@@ -68,19 +68,20 @@ def worker(web_port: int | None) -> None:
     Worker(ctx.app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
 
 
-def load_understander(settings: Settings, bot: BotFiles = DEMO) -> Understander:
+def load_understander(settings: Settings, bot: Bot) -> Understander:
     """The NLU model the worker serves: PARLEY_NLU_MODEL, or the bot's (trained once)."""
-    return NLUModel.load(resolve_nlu_model(settings, bot.nlu))
+    return NLUModel.load(resolve_nlu_model(settings, bot))
 
 
 def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerContext:
     """A Faust app with every agent registered, ready for ``faust.Worker``."""
     bot = bot or bot_files(settings.bot_dir)
     ctx = create_app(settings)
-    understander = load_understander(settings, bot)
+    own = load_bot(bot.folder)
+    understander = load_understander(settings, own)
     answers = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
         if settings.knowledge and bot.knowledge.is_file() else None
-    bots = TenantBots(TenantBot(DialogueManager(_served(load_bot(bot.folder), answers)),
+    bots = TenantBots(TenantBot(DialogueManager(_served(own, answers)),
                                 understander),
                       BotRegistry(functools.partial(_load_published, answers=answers)))
     follow_bots(ctx, bots.registry)

@@ -33,9 +33,9 @@ from agents.bots.catalog import read_published
 from agents.bots.knowledge import KNOWLEDGE_FOLDER, knowledge_documents, previous_document_ids
 from agents.bots.loading import intents_mismatch
 from agents.bots.publisher import BotPublisher, encode_version
-from agents.dialogue.cli import ensure_trained
 from agents.dialogue.domain import Bot
 from agents.dialogue.loader import BotFolderError, load_bot
+from agents.dialogue.training import ensure_trained
 from agents.knowledge.documents import Document
 from agents.knowledge.publisher import KbPublisher
 from agents.nlu.manifest import MANIFEST_NAME

@@ -1,11 +1,10 @@
 """The bot builder's commands: ``parley validate | init | train | shell``.
 
 Each is a separate click command (``parley/cli.py`` registers them by name). ``train``
-caches what it builds under ``<data dir>/bots/<content hash>/`` (``PARLEY_DATA_DIR``,
-``.parley`` by default): ``nlu-<training code version>/`` the NLU model,
-``kb-<embedder>-…/`` the knowledge index. A bot
-whose files did not change is not trained again, and ``shell`` trains on first use the
-same way, so ``init`` → ``shell`` works without a separate ``train``.
+caches what it builds under ``<data dir>/bots/`` (``PARLEY_DATA_DIR``, ``.parley`` by
+default; layout in :mod:`agents.dialogue.training`, which the worker uses too). A bot
+whose training data did not change is not trained again, and ``shell`` trains on first
+use the same way, so ``init`` → ``shell`` works without a separate ``train``.
 
 The shell runs the dialogue manager in the terminal with no infrastructure: the NLU
 model in-process, knowledge questions answered from the bot's own index, and actions —
@@ -22,10 +21,9 @@ import shutil
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -40,31 +38,15 @@ from agents.dialogue.manager import (
     UserTurn,
 )
 from agents.dialogue.state import DialogueState
+from agents.dialogue.training import KB_TENANT, ensure_trained
 from kernel.settings import Settings
 
-if TYPE_CHECKING:
-    from agents.nlu.train import TrainingParams
-
-__all__ = ["KB_TENANT", "TEMPLATE", "BotKnowledge", "TrainedBot", "ensure_trained", "init",
-           "shell", "train", "training_params", "validate"]
+__all__ = ["TEMPLATE", "BotKnowledge", "init", "shell", "train", "validate"]
 
 TEMPLATE = Path(__file__).with_name("template")
-KB_TENANT = "default"
-"""The tenant a bot's own index is built under (one bot per index)."""
 T = TypeVar("T")
 
 _BOT = click.argument("bot", type=click.Path(exists=True, file_okay=False, path_type=Path))
-
-
-@dataclass(frozen=True, slots=True)
-class TrainedBot:
-    """Where a trained bot's artefacts are: the NLU model, and the index when it has
-    documents."""
-
-    bot: Bot
-    folder: Path
-    nlu_dir: Path
-    kb_dir: Path | None
 
 
 def _load(folder: Path) -> Bot:
@@ -72,75 +54,6 @@ def _load(folder: Path) -> Bot:
         return load_bot(folder)
     except BotFolderError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def training_params(bot: Bot) -> TrainingParams:
-    """The NLU training parameters of ``bot`` (``bot.yml`` ``nlu:``)."""
-    # Training needs the `train` extra (numpy, scikit-learn): imported where used, so that
-    # `parley validate` and `parley init` run on any install (kernel/extras.py).
-    from agents.nlu.recognisers import DEFAULT_ID_PATTERNS, RecogniserConfig
-    from agents.nlu.train import TrainingParams
-
-    options = bot.settings.nlu
-    return TrainingParams(
-        oos_label=options.oos_intent,
-        validation_fraction=options.validation_fraction,
-        context_encoder=options.context_encoder,
-        recognisers=RecogniserConfig(
-            id_patterns=dict(options.id_patterns) or dict(DEFAULT_ID_PATTERNS),
-            default_country_code=options.default_country_code),
-    )
-
-
-def ensure_trained(bot: Bot, cache_root: Path, *, tenant: str = KB_TENANT,
-                   show_progress: bool = False, echo: bool = False) -> TrainedBot:
-    """The NLU model and knowledge index of ``bot`` under ``cache_root/<content hash>/``,
-    built when missing (each renamed into place when complete, so a half-built one is
-    never used); the index holds the documents under ``tenant``."""
-    from agents.encoders import embedder as encoders
-    from agents.knowledge import knowledge_base
-    from agents.knowledge.documents import Document, load_corpus
-    from agents.knowledge.knowledge_base import KnowledgeBase
-    from agents.nlu.manifest import MANIFEST_NAME
-    from agents.nlu.train import CODE_VERSION, train_model
-    from kernel.files import atomic_directory
-
-    folder = Path(cache_root) / bot.content_hash()
-    # The artefacts' names carry the versions of the code that builds them, so an upgrade
-    # that changes training or the index format builds anew instead of loading a stale one.
-    nlu_dir = folder / CODE_VERSION  # "nlu-train-<n>"
-    if not (nlu_dir / MANIFEST_NAME).is_file():
-        if echo:
-            click.echo(f"training the NLU model on {len(bot.training_examples())} examples "
-                       f"-> {nlu_dir}", err=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        train_model(bot.training_examples(), nlu_dir, training_params(bot),
-                    show_progress=show_progress)
-    kb_dir: Path | None = None
-    if bot.has_knowledge:
-        embedder = encoders.resolve_kind("auto")
-        kb_dir = folder / (f"kb-{tenant}-{embedder}-b{encoders.BUILD_VERSION}"
-                           f"-f{knowledge_base.FORMAT_VERSION}")
-        if not (kb_dir / "manifest.json").is_file():
-            docs: dict[str, Document] = {}
-            root = bot.folder / "knowledge"
-            sources = [p for p in bot.knowledge_files if p.suffix == ".jsonl"]
-            if any(p.suffix != ".jsonl" for p in bot.knowledge_files):
-                sources.append(root)  # Markdown, text and HTML files, read as a folder
-            for source in sources:
-                for doc in load_corpus(source, default_tenant=tenant):
-                    if isinstance(doc, Document):
-                        docs[doc.id] = doc
-                    elif echo:
-                        click.echo(f"skipped a document: {doc}", err=True)
-            if echo:
-                click.echo(f"building the knowledge index of {len(docs)} documents -> {kb_dir}",
-                           err=True)
-            with atomic_directory(kb_dir) as build:
-                kb = KnowledgeBase.create(build, embedder=embedder)
-                kb.upsert_many(list(docs.values()))
-                kb.save()
-    return TrainedBot(bot, folder, nlu_dir, kb_dir)
 
 
 def _cache_root() -> Path:

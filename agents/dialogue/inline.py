@@ -16,7 +16,7 @@ Time is a simulated clock the caller passes (``now_ms``), so a run decides the s
 every time.
 
 The NLU model of a bot is trained on first use and cached by the bot's content hash, in
-the cache ``parley train`` fills (:func:`agents.dialogue.cli.ensure_trained`).
+the cache ``parley train`` fills (:func:`agents.dialogue.training.ensure_trained`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.dialogue.cli import BotKnowledge, ensure_trained
+from agents.dialogue.cli import BotKnowledge
 from agents.dialogue.domain import Bot
 from agents.dialogue.manager import (
     ActionResult,
@@ -40,6 +40,7 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.state import DialogueState
 from agents.dialogue.testcases import Observation, Snapshot
+from agents.dialogue.training import ensure_trained
 from agents.nlu.model import NLUModel
 from agents.nlu.results import Understanding
 
@@ -176,7 +177,7 @@ def load_inline_bot(bot: Bot, cache_root: Path, *, channel: str = "",
                     actions: Callable[[CallAction], ActionResult] = succeed_without_outputs
                     ) -> InlineBot:
     """An :class:`InlineBot` with the bot's model, trained first when ``cache_root`` does not
-    hold it yet (:func:`agents.dialogue.cli.ensure_trained`: the cache ``parley train``
+    hold it yet (:func:`agents.dialogue.training.ensure_trained`: the cache ``parley train``
     and ``parley shell`` use)."""
     trained = ensure_trained(bot, cache_root)
     inline = InlineBot(trained.bot, NLUModel.load(trained.nlu_dir), actions=actions,

@@ -32,9 +32,10 @@ E2E_KEYS = {
 @pytest.fixture(scope="module")
 def bench_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's NLU model, trained once for this module."""
-    from agents.nlu.demo import ensure_demo_model
+    from agents.dialogue.loader import load_bot
+    from agents.dialogue.training import ensure_nlu_model
 
-    return Path(ensure_demo_model(tmp_path_factory.mktemp("bench-models"), DEMO.nlu))
+    return Path(ensure_nlu_model(load_bot(DEMO.folder), tmp_path_factory.mktemp("bench-models")))
 
 
 @pytest.fixture

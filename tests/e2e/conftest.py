@@ -45,9 +45,10 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's NLU model, trained once per test session."""
-    from agents.nlu.demo import ensure_demo_model
+    from agents.dialogue.loader import load_bot
+    from agents.dialogue.training import ensure_nlu_model
 
-    return ensure_demo_model(tmp_path_factory.mktemp("models"), DEMO.nlu)
+    return ensure_nlu_model(load_bot(DEMO.folder), tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

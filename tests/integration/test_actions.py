@@ -298,9 +298,9 @@ async def test_a_flow_waits_for_its_action_and_tells_only_what_it_returned(
         settings: Settings, tmp_path: Path) -> None:
     from agents.conversation import register_conversation_agent
     from agents.dialogue.agent import DialogueStep
-    from agents.dialogue.cli import ensure_trained
     from agents.dialogue.loader import load_bot
     from agents.dialogue.manager import DialogueManager
+    from agents.dialogue.training import ensure_trained
     from agents.nlu.agent import NluStep
     from agents.nlu.model import NLUModel
     from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND

@@ -21,7 +21,8 @@ from agents.bots.cli import bot as bot_cli
 from agents.bots.loading import ServedBot, load_served_bot
 from agents.bots.publisher import BotPublisher
 from agents.dialogue.cli import TEMPLATE
-from agents.nlu.demo import ensure_demo_model
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import ensure_nlu_model
 from examples import DEMO
 from kernel.settings import Settings
 from streams.topics import BOTS, bots_max_message_bytes
@@ -30,7 +31,7 @@ from streams.topics import BOTS, bots_max_message_bytes
 @pytest.fixture(scope="module")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo bot's real trained model (intent.onnx ~17 MB), trained once here."""
-    return ensure_demo_model(tmp_path_factory.mktemp("models"), DEMO.nlu)
+    return ensure_nlu_model(load_bot(DEMO.folder), tmp_path_factory.mktemp("models"))
 
 
 @dataclass

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import ensure_nlu_model
 from agents.encoders import embedder as embedder_module
 from agents.encoders.embedder import build_embedder
 from agents.encoders.errors import EmbedderUnavailable
-from agents.nlu.demo import ensure_demo_model
 from agents.nlu.finetune import fine_tune_encoder
 from examples import DEMO
 from kernel import extras
@@ -113,14 +114,14 @@ def test_training_without_the_train_extra_names_it(
                              "installed: pip install 'parley[train]'\n")
 
 
-def test_a_worker_without_the_train_extra_cannot_train_the_demo_model_and_says_so(
+def test_a_worker_without_the_train_extra_cannot_train_its_bot_model_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _hide(monkeypatch, "sklearn")
     with pytest.raises(MissingExtra) as caught:
-        ensure_demo_model(tmp_path, DEMO.nlu)
+        ensure_nlu_model(load_bot(DEMO.folder), tmp_path)
     message = str(caught.value)
-    assert message.startswith("training the demo NLU model on first start")
+    assert message.startswith("training the NLU model of the bot in")
     assert "PARLEY_NLU_MODEL" in message and "pip install 'parley[train]'" in message
     assert list(tmp_path.iterdir()) == []
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.nlu.demo import ensure_demo_model
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import ensure_nlu_model
 from agents.nlu.model import NLUModel
 from examples import DEMO
 
@@ -12,7 +13,7 @@ from examples import DEMO
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's model, trained once per test session (a few seconds)."""
-    return ensure_demo_model(tmp_path_factory.mktemp("nlu-cache"), DEMO.nlu)
+    return ensure_nlu_model(load_bot(DEMO.folder), tmp_path_factory.mktemp("nlu-cache"))
 
 
 @pytest.fixture(scope="session")

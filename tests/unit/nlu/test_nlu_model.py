@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import agents.nlu
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import ensure_nlu_model, resolve_nlu_model
 from agents.nlu.data import load_examples
-from agents.nlu.demo import ensure_demo_model, resolve_nlu_model
 from agents.nlu.errors import DataError, ManifestError
 from agents.nlu.manifest import Manifest
 from agents.nlu.model import EntityMatch, NLUModel, Understanding
@@ -118,16 +119,17 @@ def test_manifest_records_training(demo_model_dir: Path) -> None:
 
 
 def test_demo_model_is_cached(demo_model_dir: Path) -> None:
-    again = ensure_demo_model(demo_model_dir.parent, DEMO.nlu)
+    again = ensure_nlu_model(load_bot(DEMO.folder), demo_model_dir.parent)
     assert again == demo_model_dir
 
 
 def test_the_model_a_worker_serves(demo_model_dir: Path, tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path)
     configured = settings.replace(nlu_model_dir="/srv/nlu")
-    assert resolve_nlu_model(configured, DEMO.nlu) == Path("/srv/nlu")
-    (tmp_path / "models").symlink_to(demo_model_dir.parent)  # the demo model, trained already
-    assert resolve_nlu_model(settings, DEMO.nlu) == tmp_path / "models" / demo_model_dir.name
+    assert resolve_nlu_model(configured, load_bot(DEMO.folder)) == Path("/srv/nlu")
+    (tmp_path / "bots").symlink_to(demo_model_dir.parent)  # the demo model, trained already
+    assert resolve_nlu_model(settings, load_bot(DEMO.folder)) == \
+        tmp_path / "bots" / demo_model_dir.name
 
 
 def test_missing_or_broken_model_folder(tmp_path: Path) -> None:

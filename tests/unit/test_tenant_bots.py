@@ -1,0 +1,87 @@
+"""Which bot a worker runs each tenant's turns on (parley/worker.py ``TenantBots``).
+
+A tenant without a published bot is served by the worker's own bot; publishing for one
+tenant changes nothing for another; a task begun on a version finishes on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agents.bots import BotRegistry, UnpackedBot
+from agents.dialogue.cli import TEMPLATE
+from agents.dialogue.loader import load_bot
+from agents.dialogue.manager import DialogueManager
+from agents.dialogue.state import DialogueState, Frame
+from parley.worker import TenantBot, TenantBots
+
+
+class Model:
+    """An understander stand-in: only its identity matters here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bot") / "bot"
+    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def served(folder: Path, version: str) -> TenantBot:
+    return TenantBot(DialogueManager(replace(load_bot(folder), version=version)),
+                     Model(version))  # type: ignore[arg-type]
+
+
+def published(version: str) -> UnpackedBot:
+    return UnpackedBot(version=version, name="bank", folder=Path("/nowhere") / version)
+
+
+@pytest.fixture
+def bots(template: Path) -> TenantBots:
+    registry: BotRegistry[TenantBot] = BotRegistry(lambda u: served(template, u.version))
+    return TenantBots(served(template, "own"), registry)
+
+
+def in_flow(version: str) -> DialogueState:
+    return DialogueState(bot_version=version, stack=(Frame("order_status"),))
+
+
+def idle(version: str) -> DialogueState:
+    return DialogueState(bot_version=version)
+
+
+def test_a_tenant_without_a_published_bot_gets_the_workers_own(bots: TenantBots) -> None:
+    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("acme", DialogueState()).bot.version == "own"
+
+
+def test_publishing_for_one_tenant_leaves_the_others_on_the_own_bot(bots: TenantBots) -> None:
+    bots.registry.install("acme", published("v1"))
+    assert bots.model("acme").name == "v1"  # type: ignore[attr-defined]
+    assert bots.manager("acme", idle("own")).bot.version == "v1"
+    assert bots.model("globex").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("globex", idle("")).bot.version == "own"
+    assert bots.manager("globex", in_flow("v1")).bot.version == "own"
+
+
+def test_a_task_begun_on_a_version_finishes_on_it(bots: TenantBots) -> None:
+    assert bots.manager("acme", in_flow("own")).bot.version == "own"
+    bots.registry.install("acme", published("v1"))
+    assert bots.manager("acme", in_flow("own")).bot.version == "own"  # form on own bot
+    bots.registry.install("acme", published("v2"))
+    assert bots.manager("acme", in_flow("v1")).bot.version == "v1"  # still held
+    assert bots.manager("acme", idle("v1")).bot.version == "v2"  # between tasks: current
+
+
+def test_unpublishing_returns_the_tenant_to_the_own_bot(bots: TenantBots) -> None:
+    bots.registry.install("acme", published("v1"))
+    bots.registry.remove("acme")
+    assert bots.manager("acme", in_flow("v1")).bot.version == "own"
+    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
