@@ -35,14 +35,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Message
+from redis.asyncio.cluster import RedisCluster
 
 from kernel.errors import DecodeError, ParleyError
-from streams.codecs import AvroCodec
+from kernel.settings import Settings
+from streams.codecs import AvroCodec, codec_for
 from streams.follow import TopicFollower
 from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine, handoff_event
 from streams.keys import validate_id
+from streams.topics import HANDOFF_EVENTS
 
-__all__ = ["DeskQueue", "HandoffDesk", "HandoffFeed", "HandoffRefused", "Publisher"]
+__all__ = ["DeskQueue", "HandoffDesk", "HandoffFeed", "HandoffRefused", "Publisher",
+           "open_desk", "open_feed"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,3 +273,17 @@ class HandoffFeed:
                     on_event(event)
                 except Exception:  # one subscriber's failure is not the others'
                     logger.exception("gateway.handoff_feed.subscriber_failed")
+
+
+def open_desk(settings: Settings, redis: RedisCluster, publisher: Publisher) -> HandoffDesk:
+    """The desk of a gateway: its Redis client and its producer (``InboundProducer``)."""
+    topic = settings.topic(HANDOFF_EVENTS)
+    return HandoffDesk(HandoffStore(redis, ttl_s=settings.session_ttl_s), publisher, topic,
+                       codec_for("handoff_event", settings.schema_registry_url, topic))
+
+
+def open_feed(settings: Settings) -> HandoffFeed:
+    """The live feed of a gateway (``start()`` it on the loop that gets the events)."""
+    topic = settings.topic(HANDOFF_EVENTS)
+    return HandoffFeed(settings.kafka_bootstrap, topic,
+                       codec_for("handoff_event", settings.schema_registry_url, topic))

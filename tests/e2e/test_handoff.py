@@ -14,11 +14,8 @@ import pytest
 import pytest_asyncio
 
 from gateway.bus import InboundProducer
-from gateway.handoff_desk import HandoffDesk, HandoffFeed, HandoffRefused
-from streams.codecs import codec_for
-from streams.handoff import HandoffStore
+from gateway.handoff_desk import HandoffDesk, HandoffFeed, HandoffRefused, open_desk, open_feed
 from streams.state import connect_cluster
-from streams.topics import HANDOFF_EVENTS
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline
 
@@ -30,17 +27,14 @@ TENANT = "e2e"  # the ChatClient's tenant
 @pytest_asyncio.fixture
 async def desk(pipeline: Pipeline) -> AsyncIterator[tuple[HandoffDesk, HandoffFeed]]:
     settings = pipeline.settings
-    topic = settings.topic(HANDOFF_EVENTS)
     redis = connect_cluster(settings.redis_startup_nodes)
     producer = InboundProducer(settings.kafka_bootstrap, linger_ms=1, client_id="console")
     producer.start()
-    codec = codec_for("handoff_event")
-    feed = HandoffFeed(settings.kafka_bootstrap, topic, codec)
+    feed = open_feed(settings)
     feed.start()
     await asyncio.to_thread(feed.assigned.wait, 30)
     try:
-        yield HandoffDesk(HandoffStore(redis, ttl_s=settings.session_ttl_s), producer, topic,
-                          codec), feed
+        yield open_desk(settings, redis, producer), feed
     finally:
         await feed.close()
         await producer.close()
