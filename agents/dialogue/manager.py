@@ -113,6 +113,8 @@ PATTERN_HANDOFF_EXPIRED = "pattern_handoff_expired"
 RELAYED = "handoff_relayed"  # the response of the empty reply to a message relayed to a person
 AGENT_MESSAGE = "agent_message"  # the response of a reply a person wrote
 _MAX_NOTES = 20
+_COMMANDS = frozenset({"claimed", "agent_message", "note", "released", "closed", "expired"})
+_HOLDER_COMMANDS = frozenset({"agent_message", "released", "closed"})  # the holder's only
 FALLBACK_COUNTER = "_fallback"
 _MAX_STEPS = 200  # steps run in one turn before a looping flow is stopped
 
@@ -511,18 +513,11 @@ class DialogueManager:
         agent claimed it in time) hands it back to the bot (``pattern_handoff_expired``:
         a bot may open a ticket there with an action step).
         """
-        if not state.handoff or cmd.request_id != state.handoff_request:
-            return Outcome(state)
-        holder = state.agent
-        kind = cmd.type
-        if kind == "claimed" and holder:
-            return Outcome(state)
-        if kind in ("agent_message", "released", "closed") and (not holder
-                                                              or cmd.agent_id != holder):
-            return Outcome(state)
-        if kind == "expired" and holder:
-            return Outcome(state)
-        if kind not in ("claimed", "agent_message", "note", "released", "closed", "expired"):
+        kind, holder = cmd.type, state.agent
+        if (kind not in _COMMANDS or not state.handoff
+                or cmd.request_id != state.handoff_request
+                or (kind in ("claimed", "expired") and holder)  # taken already
+                or (kind in _HOLDER_COMMANDS and (not holder or cmd.agent_id != holder))):
             return Outcome(state)
         run = _Run(self, state, now_ms)
         notice = HandoffNotice(kind, agent_id=cmd.agent_id, text=cmd.text)
