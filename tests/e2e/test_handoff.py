@@ -7,25 +7,51 @@ conversation. Real Kafka, a real Redis Cluster, real gateway and worker processe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from examples import DEMO
 from gateway.bus import InboundProducer
 from gateway.handoff_desk import HandoffDesk, HandoffFeed, HandoffRefused, open_desk, open_feed
+from streams.codecs import codec_for
 from streams.state import connect_cluster
 from tests.e2e.chat_client import ChatClient
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, make_settings, read_topic, start_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(300)]
 
 TENANT = "e2e"  # the ChatClient's tenant
 
 
+@pytest.fixture
+def impatient_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
+                       demo_index: Path) -> Iterator[Pipeline]:
+    """A gateway and a worker serving the demo bot with a 3-second handoff timeout."""
+    bot = tmp_path / "bot"
+    shutil.copytree(DEMO.folder, bot)
+    with (bot / "bot.yml").open("a", encoding="utf-8") as f:
+        f.write("handoff:\n  timeout_minutes: 0.05\n")
+    settings = make_settings(infra.kafka_bootstrap, infra.redis_nodes, tmp_path / "data",
+                             demo_model).replace(bot_dir=str(bot))
+    running = start_pipeline(settings, demo_index, gateways=1, workers=1)
+    yield running
+    running.stack.stop()
+
+
 @pytest_asyncio.fixture
 async def desk(pipeline: Pipeline) -> AsyncIterator[tuple[HandoffDesk, HandoffFeed]]:
+    async with console(pipeline) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def console(pipeline: Pipeline) -> AsyncIterator[tuple[HandoffDesk, HandoffFeed]]:
     settings = pipeline.settings
     redis = connect_cluster(settings.redis_startup_nodes)
     producer = InboundProducer(settings.kafka_bootstrap, linger_ms=1, client_id="console")
@@ -128,3 +154,25 @@ async def test_a_person_takes_over_and_hands_back_twice(
     async with ChatClient(pipeline.url, tenant=TENANT) as chat:
         await one_handoff(chat, console, feed, "ann")
         await one_handoff(chat, console, feed, "bob")
+
+
+async def test_a_request_nobody_claims_expires_back_to_the_bot(
+        impatient_pipeline: Pipeline) -> None:
+    settings = impatient_pipeline.settings
+    async with console(impatient_pipeline) as (desk_, _), \
+            ChatClient(impatient_pipeline.url, tenant=TENANT) as chat:
+        await chat.send("I want to talk to a human")
+        await reply_with(chat, "utter_handoff")
+        # nobody claims it: within the timeout (3 s) and a sweep (5 s) the bot takes it back
+        await reply_with(chat, "utter_handoff_expired", timeout=30)
+        queue = await desk_.queue(TENANT, "ann")
+        assert all(r.conversation_id != chat.conversation for r in queue.waiting)
+        with pytest.raises(HandoffRefused):
+            await desk_.claim(TENANT, "ann", chat.conversation)
+        await chat.send("hello")
+        back = await chat.next("reply", 30)
+        assert back.get("response") not in ("handoff_relayed", "utter_handoff_waiting"), back
+    events = [m for m in read_topic(settings, "handoff.events")
+              if m.key() == chat.conversation.encode()]
+    types = [codec_for("handoff_event").decode(m.value())["type"] for m in events]
+    assert types == ["requested", "expired"]
