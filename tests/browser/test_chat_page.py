@@ -184,7 +184,8 @@ def test_frames_decide_branding_limit_and_linked_sources(
         ws.send(json.dumps({
             "type": "welcome", "tenant_id": "acme", "user_id": "u1", "conversation_id": "c1",
             "gateway": "test", "max_text_bytes": 20,
-            "branding": {"name": "Acme Help", "color": "#ffd400", "greeting": "Hi, I am Acme's bot.",
+            "branding": {"name": "Acme Help", "color": "#ffd400",
+                         "greeting": "Hi, I am Acme's bot.",
                          "suggestions": ["Where is my parcel?", "Returns"]},
         }))
 
@@ -194,7 +195,8 @@ def test_frames_decide_branding_limit_and_linked_sources(
             ws.send(json.dumps({"type": "ack", "client_msg_id": frame["client_msg_id"],
                                 "event_id": "e1", "seq": 1}))
             ws.send(json.dumps({
-                "type": "reply", "text": "You have 30 days [returns]. See also [faq/reset-password].",
+                "type": "reply",
+                "text": "You have 30 days [returns]. See also [faq/reset-password].",
                 "in_reply_to": frame["client_msg_id"], "event_id": "e1.r", "seq": 1,
                 "sender": "bot", "sources": sources}))
         ws.on_message(on_message)
@@ -206,9 +208,13 @@ def test_frames_decide_branding_limit_and_linked_sources(
         assert page.inner_text("#brand-name") == "Acme Help"
         assert page.title() == "Acme Help"
         assert page.inner_text(".msg.greeting") == "Hi, I am Acme's bot."
-        # A light brand colour gets dark text on it.
+        # A light brand colour gets dark text on it, and is not used for text on white.
         assert page.evaluate("getComputedStyle(document.querySelector('header')).color") \
             == "rgb(17, 17, 17)"
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") \
+            == "rgb(255, 212, 0)"
+        suggestion = page.locator(".quick.suggestions button").first
+        assert suggestion.evaluate("b => getComputedStyle(b).color") == "rgb(17, 17, 17)"
         page.fill("#text", "ééééééééééé")  # 11 characters, 22 bytes: over the 20-byte limit
         assert "2 bytes over" in page.inner_text("#counter")
         page.press("#text", "Enter")
