@@ -21,10 +21,14 @@ from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-#: Until the auth lane merges, the gateway ignores ``token``; afterwards this must be a token
-#: the gateway accepts (minted for the demo tenant by the auth fixtures).
-TOKEN = "browser-test-token"
 REPLY_WAIT_MS = 30_000
+
+
+@pytest.fixture
+def chat_token() -> str:
+    """The token a test puts in the page's URL. The gateway ignores ``token`` until the auth
+    lane merges; then this must mint one the gateway accepts (a fresh demo user per test)."""
+    return "browser-test-token"
 
 
 @dataclass
@@ -71,16 +75,16 @@ def watch(chat: Chat) -> None:
 
 
 @pytest.fixture
-def open_chat(browser: Any, pipeline: Pipeline) -> Iterator[Any]:
+def open_chat(browser: Any, pipeline: Pipeline, chat_token: str) -> Iterator[Any]:
     """Opens the page with a token in its URL, in a new context; closes them afterwards."""
     contexts: list[Any] = []
 
-    def opener(index: int = 0, token: str | None = TOKEN, wait: bool = True) -> Chat:
+    def opener(index: int = 0, wait: bool = True) -> Chat:
         context = browser.new_context()
         contexts.append(context)
         chat = Chat(context.new_page(), context)
         watch(chat)
-        chat.page.goto(page_url(pipeline, index) + (f"?token={token}" if token else ""))
+        chat.page.goto(page_url(pipeline, index) + f"?token={chat_token}")
         if wait:
             chat.wait_online()
         return chat
@@ -90,7 +94,9 @@ def open_chat(browser: Any, pipeline: Pipeline) -> Iterator[Any]:
         context.close()
 
 
-def test_a_new_visitor_is_greeted_and_can_start_from_a_suggestion(open_chat: Any) -> None:
+def test_a_new_visitor_is_greeted_and_can_start_from_a_suggestion(
+    open_chat: Any, chat_token: str
+) -> None:
     chat = open_chat()
     page = chat.page
     greeting = page.locator(".welcome .msg.greeting")
@@ -105,25 +111,56 @@ def test_a_new_visitor_is_greeted_and_can_start_from_a_suggestion(open_chat: Any
     assert page.locator(".quick.suggestions button").first.is_disabled()
     # The token came from the URL: the page keeps it for the tab, out of the address bar.
     assert "token" not in page.url
-    assert page.evaluate("sessionStorage.getItem('parley.token')") == TOKEN
-    assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [TOKEN]
+    assert page.evaluate("sessionStorage.getItem('parley.token')") == chat_token
+    assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [chat_token]
 
 
-def test_the_typing_indicator_shows_while_a_reply_is_pending(open_chat: Any) -> None:
-    chat = open_chat()
-    page = chat.page
-    assert page.locator("#typing-text").is_hidden()
-    page.evaluate("""() => {
-        window.typingSeen = false;
-        const el = document.getElementById('typing-text');
-        new MutationObserver(() => { if (!el.hidden) window.typingSeen = true; })
-            .observe(el, {attributes: true});
-    }""")
-    chat.say("hello")
-    chat.wait_replies(1)
-    assert page.evaluate("window.typingSeen") is True
-    page.wait_for_selector("#typing-text", state="hidden")
-    assert page.locator("#typing").get_attribute("aria-live") == "polite"
+def test_the_typing_indicator_shows_while_a_reply_is_pending(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    """Between a message's ack and its reply. The reply can overtake the ack (the worker may
+    answer before the broker's delivery report reaches the gateway), so the test holds the
+    real gateway's replies back until it has looked."""
+    context = browser.new_context()
+    page = context.new_page()
+    held: list[str | bytes] = []
+    routes: list[Any] = []
+
+    def relay(ws: Any) -> None:
+        routes.append(ws)
+        server = ws.connect_to_server()
+
+        def from_server(data: str | bytes) -> None:
+            if json.loads(data)["type"] == "reply":
+                held.append(data)
+            else:
+                ws.send(data)
+        server.on_message(from_server)
+
+    page.route_web_socket("**/ws**", relay)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        assert typing.is_hidden()
+        page.fill("#text", "hello")
+        page.press("#text", "Enter")
+        page.wait_for_selector(".msg.user[data-state=acked]", timeout=REPLY_WAIT_MS)
+        assert typing.is_visible()
+        assert "typing" in typing.inner_text()
+        assert page.locator("#typing").get_attribute("aria-live") == "polite"
+        deadline = 0
+        while not held and deadline < REPLY_WAIT_MS:
+            page.wait_for_timeout(100)
+            deadline += 100
+        assert held, "the gateway sent the reply"
+        assert typing.is_visible()
+        for data in held:
+            routes[-1].send(data)
+        page.wait_for_selector(".msg.bot[data-seq]")
+        page.wait_for_selector("#typing-text", state="hidden")
+    finally:
+        context.close()
 
 
 def test_only_the_newest_quick_replies_can_be_clicked(open_chat: Any) -> None:
@@ -171,7 +208,7 @@ def test_a_knowledge_answer_cites_its_source_readably(open_chat: Any) -> None:
 
 
 def test_frames_decide_branding_limit_and_linked_sources(
-    browser: Any, pipeline: Pipeline
+    browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
     """What the demo bot does not send yet, the page renders all the same."""
     context = browser.new_context()
@@ -203,7 +240,7 @@ def test_frames_decide_branding_limit_and_linked_sources(
 
     page.route_web_socket("**/ws**", gateway)
     try:
-        page.goto(page_url(pipeline) + f"?token={TOKEN}")
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
         page.wait_for_selector("#status[data-state=online]")
         assert page.inner_text("#brand-name") == "Acme Help"
         assert page.title() == "Acme Help"
@@ -303,7 +340,7 @@ def test_a_message_typed_offline_is_sent_on_reconnect_and_answered_once(open_cha
 
 
 def test_a_reply_missed_while_the_socket_was_down_arrives_after_reconnecting(
-    browser: Any, pipeline: Pipeline
+    browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
     """The socket dies before its reply reaches the page; the page reconnects with
     ``last_seq`` and the gateway replays the reply, shown once."""
@@ -327,7 +364,7 @@ def test_a_reply_missed_while_the_socket_was_down_arrives_after_reconnecting(
 
     page.route_web_socket("**/ws**", relay)
     try:
-        page.goto(page_url(pipeline) + f"?token={TOKEN}")
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
         page.wait_for_selector("#status[data-state=online]")
         page.fill("#text", "hello")
         page.press("#text", "Enter")
