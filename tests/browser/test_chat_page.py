@@ -422,18 +422,28 @@ def test_without_a_token_or_dev_mode_the_page_asks_to_sign_in(
 
 
 def test_without_a_token_the_page_uses_a_development_token(
-    browser: Any, pipeline: Pipeline
+    browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
+    """``GET /dev/token`` (development mode) gives the token; what the user types while it is
+    on its way is kept and sent once connected."""
     context = browser.new_context()
     page = context.new_page()
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
-    page.route("**/dev/token", lambda route: route.fulfill(
-        status=200, content_type="application/json",
-        body=json.dumps({"token": "dev-minted", "tenant": "demo", "user": "u-dev"})))
+    chat = Chat(page, context)
+    watch(chat)
+    asked: list[Any] = []
+    page.route("**/dev/token", lambda route: asked.append(route))  # answered after typing
     try:
         page.goto(page_url(pipeline))
-        page.wait_for_selector("#status[data-state=online]")
-        assert parse_qs(urlsplit(sockets[0]).query)["token"] == ["dev-minted"]
+        while not asked:
+            page.wait_for_timeout(50)
+        chat.say("hello")
+        assert page.locator(".msg.user.pending").count() == 1
+        asked[0].fulfill(status=200, content_type="application/json",
+                         body=json.dumps({"token": chat_token, "tenant": "demo", "user": "u-dev"}))
+        chat.wait_online()
+        assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [chat_token]
+        chat.wait_replies(1)
+        assert [f["text"] for f in chat.sent if f.get("type") == "message"] == ["hello"]
+        assert page.evaluate("sessionStorage.getItem('parley.token')") == chat_token
     finally:
         context.close()
