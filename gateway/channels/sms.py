@@ -63,8 +63,11 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
 
 
 def sign(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
-    """Twilio's ``X-Twilio-Signature`` for a POST to ``url`` with ``params``."""
-    data = url + "".join(name + value for name, value in sorted(params))
+    """Twilio's ``X-Twilio-Signature`` for a POST to ``url`` with ``params``.
+
+    Parameters sorted by name, then value; a name and value repeated count once, as in
+    Twilio's own helper libraries."""
+    data = url + "".join(name + value for name, value in sorted(set(params)))
     digest = hmac.new(auth_token.encode(), data.encode("utf-8"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
