@@ -32,12 +32,11 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter
 
 from gateway.channels.errors import ChannelError, SendError
-from gateway.channels.ingress import ChannelRecords
 from kernel.errors import DecodeError
 from streams.codecs import AvroCodec
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["ChannelDelivery", "Sender"]
+__all__ = ["ChannelDelivery", "ReplyDispatcher", "Sender", "SentLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +58,98 @@ class Sender(Protocol):
     async def send(self, reply: Mapping[str, Any]) -> None: ...
 
 
-class ChannelDelivery:
-    """Reads ``topic`` in consumer group ``group`` and sends the replies of ``senders``'
-    channels (keyed by the reply's ``channel``)."""
+class SentLog(Protocol):
+    """Which replies were sent already (``ChannelRecords`` in Redis)."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, codec: AvroCodec,
-                 senders: Mapping[str, Sender], records: ChannelRecords, *,
-                 batch_size: int = 100,
+    async def was_sent(self, reply_event_id: str) -> bool: ...
+
+    async def mark_sent(self, reply_event_id: str) -> None: ...
+
+
+class ReplyDispatcher:
+    """Sends the channel replies of a batch: each once, one conversation's in ``seq``
+    order, conversations side by side; retries what may pass."""
+
+    def __init__(self, codec: AvroCodec, senders: Mapping[str, Sender], sent: SentLog, *,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.topic = topic
         self._codec = codec
         self._senders = dict(senders)
-        self._records = records
-        self._batch_size = batch_size
+        self._records = sent
         self._sleep = sleep
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._senders)
+
+    async def deliver(self, values: list[bytes]) -> None:
+        """Send the channel replies among ``values`` (raw ``BotReply`` records): one
+        conversation's in order, conversations side by side."""
+        by_conversation: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for value in values:
+            try:
+                reply = self._codec.decode(value)
+            except DecodeError as exc:
+                logger.warning("channels.delivery.undecodable error=%s", exc)
+                continue
+            if reply["channel"] in self._senders:
+                by_conversation[reply["tenant_id"], reply["conversation_id"]].append(reply)
+        await asyncio.gather(*(self._send_in_order(replies)
+                               for replies in by_conversation.values()),
+                             return_exceptions=True)
+
+    async def _send_in_order(self, replies: list[dict[str, Any]]) -> None:
+        async with self._limit:
+            for reply in sorted(replies, key=lambda r: int(r["seq"])):
+                await self._send_once(reply)
+
+    async def _send_once(self, reply: dict[str, Any]) -> None:
+        channel, event_id = reply["channel"], reply["event_id"]
+        try:
+            if await self._records.was_sent(event_id):
+                REPLIES_SENT.labels(channel, "duplicate").inc()
+                return
+        except REDIS_UNAVAILABLE as exc:  # sending twice beats not sending
+            logger.warning("channels.reply.unchecked event_id=%s error=%r", event_id, exc)
+        try:
+            await self._send_with_retries(reply)
+        except (ChannelError, ValueError) as exc:  # ValueError: an id no channel can use
+            REPLIES_SENT.labels(channel, "failed").inc()
+            logger.error("channels.reply.failed channel=%s conversation_id=%s event_id=%s "
+                         "error=%s", channel, reply["conversation_id"][:140], event_id, exc)
+            return
+        except Exception:  # a bug: logged with its traceback; the other replies still go
+            REPLIES_SENT.labels(channel, "failed").inc()
+            logger.exception("channels.reply.failed channel=%s event_id=%s", channel, event_id)
+            return
+        REPLIES_SENT.labels(channel, "sent").inc()
+        try:
+            await self._records.mark_sent(event_id)
+        except REDIS_UNAVAILABLE as exc:
+            logger.warning("channels.reply.unmarked event_id=%s error=%r", event_id, exc)
+
+    async def _send_with_retries(self, reply: dict[str, Any]) -> None:
+        sender = self._senders[reply["channel"]]
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                await sender.send(reply)
+                return
+            except SendError as exc:
+                if not exc.retryable or delay is None:
+                    raise
+                logger.info("channels.reply.retry event_id=%s error=%s", reply["event_id"], exc)
+            await self._sleep(delay)
+
+
+class ChannelDelivery:
+    """Reads ``topic`` in consumer group ``group`` and hands the records to ``dispatcher``
+    (a batch at a time; committed once it is sent)."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, dispatcher: ReplyDispatcher,
+                 *, batch_size: int = 100) -> None:
+        self.topic = topic
+        self._dispatcher = dispatcher
+        self._batch_size = batch_size
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -88,7 +165,6 @@ class ChannelDelivery:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._limit = asyncio.Semaphore(CONCURRENCY)
         #: Set once this member has been given partitions (perhaps none, with many members).
         self.assigned = threading.Event()
 
@@ -128,7 +204,8 @@ class ChannelDelivery:
                     elif (value := msg.value()) is not None:
                         values.append(value)
                 if values and self._loop is not None and not self._loop.is_closed():
-                    done = asyncio.run_coroutine_threadsafe(self.deliver(values), self._loop)
+                    done = asyncio.run_coroutine_threadsafe(
+                        self._dispatcher.deliver(values), self._loop)
                     try:
                         done.result()
                     except Exception:  # deliver() handles its own; never stop reading
@@ -142,57 +219,3 @@ class ChannelDelivery:
         finally:
             consumer.close()
 
-    # --- on the loop --------------------------------------------------------------
-
-    async def deliver(self, values: list[bytes]) -> None:
-        """Send the channel replies among ``values`` (raw ``BotReply`` records): one
-        conversation's in order, conversations side by side."""
-        by_conversation: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for value in values:
-            try:
-                reply = self._codec.decode(value)
-            except DecodeError as exc:
-                logger.warning("channels.delivery.undecodable error=%s", exc)
-                continue
-            if reply["channel"] in self._senders:
-                by_conversation[reply["tenant_id"], reply["conversation_id"]].append(reply)
-        await asyncio.gather(*(self._send_in_order(replies)
-                               for replies in by_conversation.values()))
-
-    async def _send_in_order(self, replies: list[dict[str, Any]]) -> None:
-        async with self._limit:
-            for reply in sorted(replies, key=lambda r: int(r["seq"])):
-                await self._send_once(reply)
-
-    async def _send_once(self, reply: dict[str, Any]) -> None:
-        channel, event_id = reply["channel"], reply["event_id"]
-        try:
-            if await self._records.was_sent(event_id):
-                REPLIES_SENT.labels(channel, "duplicate").inc()
-                return
-        except REDIS_UNAVAILABLE as exc:  # sending twice beats not sending
-            logger.warning("channels.reply.unchecked event_id=%s error=%r", event_id, exc)
-        try:
-            await self._send_with_retries(reply)
-        except ChannelError as exc:
-            REPLIES_SENT.labels(channel, "failed").inc()
-            logger.error("channels.reply.failed channel=%s conversation_id=%s event_id=%s "
-                         "error=%s", channel, reply["conversation_id"], event_id, exc)
-            return
-        REPLIES_SENT.labels(channel, "sent").inc()
-        try:
-            await self._records.mark_sent(event_id)
-        except REDIS_UNAVAILABLE as exc:
-            logger.warning("channels.reply.unmarked event_id=%s error=%r", event_id, exc)
-
-    async def _send_with_retries(self, reply: dict[str, Any]) -> None:
-        sender = self._senders[reply["channel"]]
-        for delay in (*RETRY_DELAYS_S, None):
-            try:
-                await sender.send(reply)
-                return
-            except SendError as exc:
-                if not exc.retryable or delay is None:
-                    raise
-                logger.info("channels.reply.retry event_id=%s error=%s", reply["event_id"], exc)
-            await self._sleep(delay)

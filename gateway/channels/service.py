@@ -39,7 +39,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.bus import DeliveryError
 from gateway.channels import slack, sms
 from gateway.channels.base import InboundMessage, RichReply, fit_text, pick_choice
-from gateway.channels.delivery import ChannelDelivery, Sender
+from gateway.channels.delivery import ChannelDelivery, ReplyDispatcher, Sender
 from gateway.channels.errors import ChannelError, PayloadError, SignatureError
 from gateway.channels.ingress import ChannelRecords, Ingress
 from kernel.settings import Settings
@@ -121,8 +121,8 @@ class Channels:
                 settings.twilio_auth_token), self.records)
         self.delivery = ChannelDelivery(
             settings.kafka_bootstrap, settings.topic(CHAT_OUTBOUND),
-            settings.topic_prefix + settings.channel_consumer_group, reply_codec, senders,
-            self.records) if senders else None  # fmt: skip
+            settings.topic_prefix + settings.channel_consumer_group,
+            ReplyDispatcher(reply_codec, senders, self.records)) if senders else None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property

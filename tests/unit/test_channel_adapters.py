@@ -157,9 +157,9 @@ def test_a_twilio_sms_becomes_a_chat_message_between_the_two_numbers() -> None:
     {"From": "not a number"}, {"To": ""}, {"MessageSid": "x"}, {"Body": None},
 ])
 def test_malformed_twilio_forms_are_refused(drop_or_change: dict[str, str | None]) -> None:
-    form = [(k, drop_or_change.get(k, v)) for k, v in TWILIO_FORM]
-    form = [(k, v) for k, v in form if v is not None and not (k == "SmsSid" and
-                                                               "MessageSid" in drop_or_change)]
+    changed = [(k, drop_or_change.get(k, v)) for k, v in TWILIO_FORM]
+    form = [(k, v) for k, v in changed if v is not None and not (k == "SmsSid" and
+                                                                  "MessageSid" in drop_or_change)]
     with pytest.raises(PayloadError):
         sms.parse_message(form)
 
