@@ -190,7 +190,7 @@ class Gateway:
         self.api = ApiServer(settings.gateway_host, settings.gateway_api_port)
         self.channels = Channels(settings, self.redis, Ingress(
             self.sequences, self.producer, self.inbound_codec, self.inbound_topic,
-            self._event_ids.next, self.id), self.reply_codec)
+            self._event_ids.next, self.id, self.in_flight), self.reply_codec)
         self.api.add_routes(self.channels.routes)
 
     # -- lifecycle ---------------------------------------------------------

@@ -17,7 +17,13 @@ from gateway.channels.base import (
     pick_choice,
 )
 from gateway.channels.delivery import ChannelDelivery, Sender
-from gateway.channels.errors import ChannelError, PayloadError, SendError, SignatureError
+from gateway.channels.errors import (
+    ChannelError,
+    Overloaded,
+    PayloadError,
+    SendError,
+    SignatureError,
+)
 from gateway.channels.ingress import ChannelRecords, Ingress
 from gateway.channels.service import Channels
 from gateway.channels.slack import SlackChannel
@@ -33,6 +39,7 @@ __all__ = [
     "Channels",
     "InboundMessage",
     "Ingress",
+    "Overloaded",
     "PayloadError",
     "RichReply",
     "SendError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kernel.errors import ParleyError
 
-__all__ = ["ChannelError", "PayloadError", "SendError", "SignatureError"]
+__all__ = ["ChannelError", "Overloaded", "PayloadError", "SendError", "SignatureError"]
 
 
 class ChannelError(ParleyError):
@@ -28,6 +28,11 @@ class SignatureError(ChannelError):
 
 class PayloadError(ChannelError):
     """A signed webhook request whose body is not what the channel sends: refused (400)."""
+
+
+class Overloaded(ChannelError):
+    """The gateway has ``PARLEY_GATEWAY_MAX_IN_FLIGHT`` messages waiting for replies: a
+    webhook message is refused (503) so that the channel retries it later."""
 
 
 class SendError(ChannelError):

@@ -25,8 +25,10 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.admission import InFlight
 from gateway.bus import InboundProducer
 from gateway.channels.base import InboundMessage, chat_message
+from gateway.channels.errors import Overloaded
 from gateway.sequences import InboundSequences
 from streams.codecs import AvroCodec
 from streams.keys import ConversationKeys
@@ -40,11 +42,13 @@ SENT_TTL_S = 24 * 3600
 
 
 class Ingress:
-    """Numbers a channel message and hands it to the producer."""
+    """Numbers a channel message and hands it to the producer, within the gateway's
+    admission limit (``in_flight``, shared with its sockets)."""
 
     def __init__(self, sequences: InboundSequences, producer: InboundProducer,
                  codec: AvroCodec, topic: str, next_event_id: Callable[[], str],
-                 gateway_id: str) -> None:
+                 gateway_id: str, in_flight: InFlight) -> None:
+        self.in_flight = in_flight
         self._sequences = sequences
         self._producer = producer
         self._codec = codec
@@ -54,10 +58,17 @@ class Ingress:
 
     async def publish(self, message: InboundMessage) -> tuple[str, asyncio.Future[int]]:
         """``(event id, delivery)``; the delivery resolves once the broker holds the event
-        (or fails with :class:`~gateway.bus.DeliveryError`). Raises what Redis raised when
-        no sequence number could be had."""
-        seq = await self._sequences.next(message.keys)
+        (or fails with :class:`~gateway.bus.DeliveryError`: then release it from
+        ``in_flight``). Raises :class:`Overloaded` when the gateway has too many messages
+        waiting for replies, and what Redis raised when no sequence number could be had."""
         event_id = self._next_event_id()
+        if not self.in_flight.admit(event_id):
+            raise Overloaded(message.channel, "too many messages waiting for replies")
+        try:
+            seq = await self._sequences.next(message.keys)
+        except BaseException:
+            self.in_flight.release(event_id)
+            raise
         value = self._codec.encode(chat_message(message, event_id, seq, self._gateway_id,
                                                 int(time.time() * 1000)))
         return event_id, self._producer.send(self._topic, message.keys.conversation_id, value)

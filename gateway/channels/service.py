@@ -40,7 +40,7 @@ from gateway.bus import DeliveryError
 from gateway.channels import slack, sms
 from gateway.channels.base import InboundMessage, RichReply, fit_text, pick_choice
 from gateway.channels.delivery import ChannelDelivery, ReplyDispatcher, Sender
-from gateway.channels.errors import ChannelError, PayloadError, SignatureError
+from gateway.channels.errors import ChannelError, Overloaded, PayloadError, SignatureError
 from gateway.channels.ingress import ChannelRecords, Ingress
 from kernel.settings import Settings
 from streams.codecs import AvroCodec
@@ -240,12 +240,16 @@ class Channels:
                                  pick_choice(text, choices), message.message_id)
         try:
             event_id, delivery = await self._ingress.publish(message)
+        except Overloaded:
+            logger.info("channels.message.overloaded channel=%s", message.channel)
+            return False
         except REDIS_UNAVAILABLE as exc:
             logger.warning("channels.message.unavailable dependency=redis error=%r", exc)
             return False
         try:
             await delivery
         except DeliveryError as exc:
+            self._ingress.in_flight.release(event_id)
             logger.warning("channels.message.unavailable dependency=kafka event_id=%s "
                            "error=%s", event_id, exc)
             return exc.possibly_written
