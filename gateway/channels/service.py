@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 from redis.asyncio.cluster import RedisCluster
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -42,15 +43,23 @@ from gateway.channels.base import InboundMessage, RichReply, fit_text, pick_choi
 from gateway.channels.delivery import ChannelDelivery, ReplyDispatcher, Sender
 from gateway.channels.errors import ChannelError, Overloaded, PayloadError, SignatureError
 from gateway.channels.ingress import ChannelRecords, Ingress
+from kernel.errors import ConfigError
 from kernel.settings import Settings
 from streams.codecs import AvroCodec
-from streams.keys import ConversationKeys
+from streams.keys import ConversationKeys, InvalidIdError, validate_id
 from streams.state import REDIS_UNAVAILABLE
 from streams.topics import CHAT_OUTBOUND
 
 __all__ = ["SLACK_ACK_WITHIN_S", "Channels", "SlackSender", "SmsSender"]
 
 logger = logging.getLogger(__name__)
+
+WEBHOOK_MESSAGES = Counter(
+    "parley_channel_webhooks_total",
+    "Webhook requests by channel and outcome: accepted, duplicate, ignored, refused "
+    "(signature), malformed, unavailable (503).",
+    ["channel", "outcome"],
+)
 
 SLACK_ACK_WITHIN_S = 2.0
 TWILIO_ACK_WITHIN_S = 10.0
@@ -94,6 +103,22 @@ async def _remember_choices(records: ChannelRecords, reply: Mapping[str, Any]) -
         logger.warning("channels.choices.unsaved error=%r", exc)
 
 
+def _tenant(settings: Settings, name: str) -> str:
+    """A channel's tenant setting, checked at start-up (it goes into every key)."""
+    value: str = getattr(settings, name)
+    try:
+        return validate_id("tenant id", value)
+    except InvalidIdError:
+        env = Settings.__dataclass_fields__[name].metadata["env"]
+        raise ConfigError(env, value, "a tenant id: 1-128 characters from "
+                          "A-Z a-z 0-9 . _ @ -") from None
+
+
+def _answer(channel: str, outcome: str, response: Response) -> Response:
+    WEBHOOK_MESSAGES.labels(channel, outcome).inc()
+    return response
+
+
 def _refused(status: int, reason: str) -> Response:
     return PlainTextResponse(reason + "\n", status_code=status)
 
@@ -106,11 +131,12 @@ class Channels:
         self.settings = settings
         self._ingress = ingress
         self._clock = clock
+        self.slack = slack.SlackChannel(_tenant(settings, "slack_tenant")) \
+            if settings.slack_signing_secret else None
+        self.sms = sms.SmsChannel(_tenant(settings, "twilio_tenant")) \
+            if settings.twilio_auth_token else None
         self.records = ChannelRecords(redis, choices_ttl_s=settings.session_ttl_s)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-        self.slack = slack.SlackChannel(settings.slack_tenant) \
-            if settings.slack_signing_secret else None
-        self.sms = sms.SmsChannel(settings.twilio_tenant) if settings.twilio_auth_token else None
         senders: dict[str, Sender] = {}
         if self.slack is not None:
             senders[self.slack.name] = SlackSender(self.slack, slack.SlackClient(
@@ -154,7 +180,7 @@ class Channels:
             return _refused(404, "the Slack channel is not configured")
         body = await _read_body(request)
         if body is None:
-            return _refused(413, "body too large")
+            return _answer("slack", "malformed", _refused(413, "body too large"))
         try:
             slack.verify(self.settings.slack_signing_secret,
                          request.headers.get("x-slack-request-timestamp"),
@@ -162,14 +188,14 @@ class Channels:
             event = slack.parse_event(body)
         except SignatureError as exc:
             logger.info("channels.webhook.refused channel=slack reason=%s", exc.reason)
-            return _refused(403, exc.reason)
+            return _answer("slack", "refused", _refused(403, exc.reason))
         except PayloadError as exc:
             logger.info("channels.webhook.malformed channel=slack reason=%s", exc.reason)
-            return _refused(400, exc.reason)
+            return _answer("slack", "malformed", _refused(400, exc.reason))
         if isinstance(event, slack.UrlVerification):
-            return JSONResponse({"challenge": event.challenge})
+            return _answer("slack", "ignored", JSONResponse({"challenge": event.challenge}))
         if event is None:
-            return Response(status_code=200)
+            return _answer("slack", "ignored", Response(status_code=200))
         retry = request.headers.get("x-slack-retry-num")
         return await self._take(self.slack.normalise(event), event.event_id,
                                 SLACK_ACK_WITHIN_S, Response(status_code=200), retry=retry)
@@ -179,7 +205,7 @@ class Channels:
             return _refused(404, "the SMS channel is not configured")
         body = await _read_body(request)
         if body is None:
-            return _refused(413, "body too large")
+            return _answer("sms", "malformed", _refused(413, "body too large"))
         url = self.settings.twilio_webhook_url or str(request.url)
         try:
             params = sms.parse_form(body)
@@ -187,15 +213,16 @@ class Channels:
                        request.headers.get("x-twilio-signature"))
         except ChannelError as exc:  # an unreadable form cannot be verified either
             logger.info("channels.webhook.refused channel=sms reason=%s", exc.reason)
-            return _refused(403, "bad signature" if isinstance(exc, PayloadError) else exc.reason)
+            reason = "bad signature" if isinstance(exc, PayloadError) else exc.reason
+            return _answer("sms", "refused", _refused(403, reason))
         try:
             message = sms.parse_message(params)
         except PayloadError as exc:
             logger.info("channels.webhook.malformed channel=sms reason=%s", exc.reason)
-            return _refused(400, exc.reason)
+            return _answer("sms", "malformed", _refused(400, exc.reason))
         if message.account_sid != self.settings.twilio_account_sid:
             logger.info("channels.webhook.refused channel=sms reason=another account")
-            return _refused(403, "message for another Twilio account")
+            return _answer("sms", "refused", _refused(403, "message for another Twilio account"))
         twiml = Response(EMPTY_TWIML, media_type="text/xml")
         return await self._take(self.sms.normalise(message), message.message_sid,
                                 TWILIO_ACK_WITHIN_S, twiml)
@@ -204,27 +231,29 @@ class Channels:
                     ok: Response, retry: str | None = None) -> Response:
         """Publish a verified message once; answer ``ok`` when taken (or still in hand)."""
         channel = message.channel
+        unavailable = _refused(503, "unavailable, retry later")
         if not message.text.strip():
             logger.info("channels.message.empty channel=%s message_id=%s", channel,
                         message.message_id)
-            return ok
+            return _answer(channel, "ignored", ok)
         try:
             if not await self.records.first_delivery(channel, delivery_id):
                 logger.info("channels.message.duplicate channel=%s message_id=%s retry=%s",
                             channel, delivery_id, retry)
-                return ok
+                return _answer(channel, "duplicate", ok)
         except REDIS_UNAVAILABLE as exc:
             logger.warning("channels.message.unavailable dependency=redis error=%r", exc)
-            return _refused(503, "unavailable, retry later")
+            return _answer(channel, "unavailable", unavailable)
         task = asyncio.create_task(self._publish(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         done, _ = await asyncio.wait({task}, timeout=within_s)
         if not done or task.result():
-            return ok  # taken, or still on its way (the task logs if it fails)
+            # Taken, or still on its way (the task logs it if it then fails).
+            return _answer(channel, "accepted", ok)
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             await self.records.forget_delivery(channel, delivery_id)
-        return _refused(503, "unavailable, retry later")
+        return _answer(channel, "unavailable", unavailable)
 
     async def _publish(self, message: InboundMessage) -> bool:
         """Put the message on the bus; False when it certainly is not there."""

@@ -163,6 +163,11 @@ def mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mrkdwn_unescape(text: str) -> str:
+    """What the user typed: Slack sends ``&``, ``<`` and ``>`` escaped."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def mrkdwn_link(url: str, label: str) -> str:
     return f"<{url}|{label}>"
 
@@ -179,7 +184,7 @@ class SlackChannel(Channel[SlackMessage, dict[str, Any]]):
         keys = ConversationKeys(self.tenant_id, conversation_id(
             payload.team_id, payload.channel_id, payload.thread_ts))
         return InboundMessage(self.name, keys, f"{NAME}-{payload.team_id}-{payload.user_id}",
-                              payload.text, payload.event_id)
+                              mrkdwn_unescape(payload.text), payload.event_id)
 
     def render(self, reply: Mapping[str, Any]) -> dict[str, Any]:
         """The ``chat.postMessage`` arguments for a reply."""

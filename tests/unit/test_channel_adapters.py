@@ -96,6 +96,14 @@ def test_a_slack_message_event_becomes_a_chat_message_on_its_conversation() -> N
     assert decoded["payload"]["client_msg_id"] == "Ev0PV52K21"
 
 
+def test_slack_escapes_are_undone_in_what_the_bot_reads() -> None:
+    payload = {**SLACK_EVENT, "event": {**SLACK_EVENT["event"],
+                                        "text": "is 3 &lt; 4 &amp;&amp; 5 &gt; 4? &amp;lt;"}}
+    event = slack.parse_event(json.dumps(payload).encode())
+    assert isinstance(event, slack.SlackMessage)
+    assert SlackChannel("acme").normalise(event).text == "is 3 < 4 && 5 > 4? &lt;"
+
+
 def test_a_slack_thread_is_its_own_conversation_and_replies_go_into_it() -> None:
     threaded = {**SLACK_EVENT, "event": {**SLACK_EVENT["event"], "channel": "C024BE91L",
                                          "thread_ts": "1525215000.000100"}}
