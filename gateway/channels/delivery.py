@@ -150,7 +150,7 @@ class ChannelDelivery:
         self.topic = topic
         self._dispatcher = dispatcher
         self._batch_size = batch_size
-        self._consumer = Consumer({
+        self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "enable.auto.commit": False,
@@ -161,7 +161,7 @@ class ChannelDelivery:
             "heartbeat.interval.ms": 1000,
             "max.poll.interval.ms": 120_000,
             "socket.keepalive.enable": True,
-        })  # fmt: skip
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,7 +188,7 @@ class ChannelDelivery:
         self.assigned.set()
 
     def _run(self) -> None:
-        consumer = self._consumer
+        consumer = Consumer(self._config)  # made here: nothing connects before start()
         consumer.subscribe([self.topic], on_assign=self._on_assign)
         try:
             while not self._stopping.is_set():

@@ -169,8 +169,12 @@ class Channels:
         """Stop delivering, let accepted webhook messages settle, close the HTTP client."""
         if self.delivery is not None:
             await self.delivery.close()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if self._tasks:  # messages on their way to the broker (the producer closes after)
+            _, unsettled = await asyncio.wait(self._tasks, timeout=5)
+            for task in unsettled:
+                task.cancel()
+            if unsettled:
+                await asyncio.wait(unsettled)
         await self._http.aclose()
 
     # --- webhooks -----------------------------------------------------------------
