@@ -159,6 +159,12 @@ class Channels:
             Route("/channels/twilio/sms", self.twilio_sms, methods=["POST"]),
         ]
 
+    @property
+    def ready(self) -> bool:
+        """Reply delivery has joined its group (always, with no channel configured): for
+        the gateway's /readyz."""
+        return self.delivery is None or self.delivery.assigned.is_set()
+
     def start(self) -> None:
         if self.delivery is not None:
             self.delivery.start()
