@@ -26,6 +26,7 @@ from gateway.channels.base import fit_text
 from gateway.channels.errors import PayloadError
 from gateway.channels.web import WebMessage
 from gateway.protocol import MessageFrame
+from gateway.server import inbound_event
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys, validate_id
 
@@ -277,3 +278,13 @@ def test_the_web_channel_keeps_todays_frames() -> None:
 def test_channel_ids_are_valid_parley_ids() -> None:
     for value in ("slack-T061EG9R6-C024BE91L-1525215000.000100", "sms-16505558225-16505551199"):
         assert validate_id("conversation id", value) == value
+
+
+def test_the_web_channel_makes_the_same_chat_message_as_the_socket_path() -> None:
+    """gateway/server.py's ``inbound_event`` and the adapter agree field for field, so the
+    socket path can move onto the adapter without changing a byte on the bus."""
+    keys, frame = ConversationKeys("acme", "c42"), MessageFrame("hi", "m1")
+    through_adapter = chat_message(WebChannel().normalise(WebMessage(keys, "u1", frame)),
+                                   "ev1", 7, "gw-a", 1_700_000_000_000)
+    assert through_adapter == inbound_event(keys, "u1", frame, "ev1", 7, "gw-a",
+                                            1_700_000_000_000)
