@@ -16,7 +16,7 @@ from gateway.channels.base import (
     degrade,
     pick_choice,
 )
-from gateway.channels.delivery import ChannelDelivery, Sender
+from gateway.channels.delivery import ChannelDelivery, ReplyDispatcher, Sender
 from gateway.channels.errors import (
     ChannelError,
     Overloaded,
@@ -41,6 +41,7 @@ __all__ = [
     "Ingress",
     "Overloaded",
     "PayloadError",
+    "ReplyDispatcher",
     "RichReply",
     "SendError",
     "Sender",

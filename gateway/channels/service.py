@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,6 +64,7 @@ WEBHOOK_MESSAGES = Counter(
 
 SLACK_ACK_WITHIN_S = 2.0
 TWILIO_ACK_WITHIN_S = 10.0
+PARTS_REMEMBERED = 1024
 #: Webhook bodies are small (a Slack event is a few KB); anything far larger is refused.
 MAX_BODY_BYTES = 1 << 20
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
@@ -81,18 +83,29 @@ class SlackSender:
 
 
 class SmsSender:
-    """Renders a reply as SMS bodies and sends them in order; remembers its quick replies."""
+    """Renders a reply as SMS bodies and sends them in order; remembers its quick replies.
+
+    A send that fails after some parts went out is retried from the first part not sent
+    (parts sent are remembered here, for the last :data:`PARTS_REMEMBERED` replies), so
+    a user does not get part 1 twice because part 2 met a timeout."""
 
     def __init__(self, channel: sms.SmsChannel, client: sms.TwilioClient,
                  records: ChannelRecords) -> None:
         self._channel, self._client, self._records = channel, client, records
+        self._parts_sent: OrderedDict[str, int] = OrderedDict()
 
     async def send(self, reply: Mapping[str, Any]) -> None:
         ours, theirs = sms.numbers(reply["conversation_id"])
         await _remember_choices(self._records, reply)
-        # A retry after a failed part sends every part again: rare, and better than a gap.
-        for body in self._channel.render(reply):
-            await self._client.send(ours, theirs, body)
+        event_id = reply["event_id"]
+        bodies = self._channel.render(reply)
+        for index in range(self._parts_sent.get(event_id, 0), len(bodies)):
+            await self._client.send(ours, theirs, bodies[index])
+            self._parts_sent[event_id] = index + 1
+            self._parts_sent.move_to_end(event_id)
+            while len(self._parts_sent) > PARTS_REMEMBERED:
+                self._parts_sent.popitem(last=False)
+        self._parts_sent.pop(event_id, None)
 
 
 async def _remember_choices(records: ChannelRecords, reply: Mapping[str, Any]) -> None:

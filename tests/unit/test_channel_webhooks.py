@@ -20,8 +20,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.admission import InFlight
 from gateway.api import create_app
 from gateway.bus import DeliveryError
-from gateway.channels import Channels, InboundMessage, Overloaded, slack, sms
+from gateway.channels import (
+    Channels,
+    InboundMessage,
+    Overloaded,
+    ReplyDispatcher,
+    SmsChannel,
+    slack,
+    sms,
+)
+from gateway.channels.errors import SendError
+from gateway.channels.service import SmsSender
 from kernel.settings import Settings
+from streams.codecs import codec_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
@@ -31,6 +42,9 @@ SMS_URL = "http://gw/channels/twilio/sms"
 
 
 class FakeRecords:
+    async def offer(self, keys: Any, choices: Any) -> None:
+        pass
+
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
         self.down = False
@@ -178,3 +192,44 @@ async def test_a_channel_that_is_not_configured_is_not_there() -> None:
         assert (await http.post(SMS_URL, content=form, headers=headers)).status_code == 404
     assert channels.delivery is None  # no consumer group joined for nothing
     await channels.close()
+
+
+class FlakyTwilio:
+    """Fails the second message once, as a timeout would."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.failed = False
+
+    async def send(self, sender: str, recipient: str, body: str) -> None:
+        if len(self.sent) == 1 and not self.failed:
+            self.failed = True
+            raise SendError("sms", "timeout", retryable=True)
+        self.sent.append(body)
+
+
+async def test_a_long_sms_retried_after_a_failed_part_does_not_repeat_the_parts_sent() -> None:
+    twilio, records = FlakyTwilio(), FakeRecords()
+    sender = SmsSender(SmsChannel("acme"), cast(Any, twilio), cast(Any, records))
+    dispatcher = ReplyDispatcher(codec_for("bot_reply"), {"sms": sender}, MemorySent(),
+                                 sleep=no_sleep)
+    text = " ".join(["word"] * 700)  # three messages
+    await dispatcher.deliver([codec_for("bot_reply").encode({
+        "event_id": "e.r", "tenant_id": "acme", "conversation_id": "sms-15559870000-15551230000",
+        "user_id": "u", "channel": "sms", "seq": 1, "timestamp": 1, "trace_id": "e",
+        "reply_route": "gw", "payload": {"text": text, "in_reply_to": "e", "client_msg_id": "m"},
+    })])  # fmt: skip
+    assert twilio.failed
+    assert [b[:6] for b in twilio.sent] == ["(1/3) ", "(2/3) ", "(3/3) "]
+
+
+class MemorySent:
+    async def was_sent(self, reply_event_id: str) -> bool:
+        return False
+
+    async def mark_sent(self, reply_event_id: str) -> None:
+        pass
+
+
+async def no_sleep(seconds: float) -> None:
+    pass
