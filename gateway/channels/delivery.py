@@ -190,6 +190,7 @@ class ChannelDelivery:
     def _run(self) -> None:
         consumer = Consumer(self._config)  # made here: nothing connects before start()
         consumer.subscribe([self.topic], on_assign=self._on_assign)
+        last_error = ""
         try:
             while not self._stopping.is_set():
                 try:
@@ -199,9 +200,14 @@ class ChannelDelivery:
                     continue
                 values = []
                 for msg in messages:
-                    if msg.error() is not None:
-                        logger.warning("channels.delivery.consume_error error=%s", msg.error())
+                    if (error := msg.error()) is not None:
+                        # Once per kind of error, not every poll (a topic not created yet
+                        # answers each one with the same error until it is).
+                        if error.str() != last_error:
+                            last_error = error.str()
+                            logger.warning("channels.delivery.consume_error error=%s", error)
                     elif (value := msg.value()) is not None:
+                        last_error = ""
                         values.append(value)
                 if values and self._loop is not None and not self._loop.is_closed():
                     done = asyncio.run_coroutine_threadsafe(
