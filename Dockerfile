@@ -26,7 +26,7 @@ FROM base AS gateway
 RUN pip install .
 USER parley
 ENV PARLEY_GATEWAY_HOST=0.0.0.0
-EXPOSE 8080
+EXPOSE 8080 8081
 CMD ["parley", "gateway"]
 
 # Trains the demo NLU model and builds the demo knowledge index (MiniLM int8 embedder),

@@ -172,11 +172,18 @@ def encode(frame: dict[str, Any]) -> str:
     return _encode_json(frame)
 
 
-def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str) -> str:
-    return encode({
+def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str, *,
+                  max_text_bytes: int | None = None) -> str:
+    """The first frame on a socket. ``max_text_bytes``, when given, tells the client the
+    UTF-8 size limit of a message's text, so a chat page can count against it instead of
+    learning it from a ``too_large`` error."""
+    frame: dict[str, Any] = {
         "type": "welcome", "tenant_id": tenant_id, "user_id": user_id,
         "conversation_id": conversation_id, "gateway": gateway,
-    })  # fmt: skip
+    }  # fmt: skip
+    if max_text_bytes is not None:
+        frame["max_text_bytes"] = max_text_bytes
+    return encode(frame)
 
 
 def ack_frame(client_msg_id: str, event_id: str, seq: int) -> str:

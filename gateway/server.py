@@ -39,7 +39,9 @@ from websockets.http11 import Request, Response
 
 from gateway import metrics
 from gateway.admission import InFlight
+from gateway.api import ApiServer
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
+from gateway.channels import Channels, Ingress
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -183,6 +185,13 @@ class Gateway:
         self._health_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # pending acks and reply deliveries
+        # The second HTTP port (POST: webhooks, callbacks) and the Slack and SMS channels,
+        # whose messages take the sockets' path: same sequences, same producer.
+        self.api = ApiServer(settings.gateway_host, settings.gateway_api_port)
+        self.channels = Channels(settings, self.redis, Ingress(
+            self.sequences, self.producer, self.inbound_codec, self.inbound_topic,
+            self._event_ids.next, self.id, self.in_flight), self.reply_codec)
+        self.api.add_routes(self.channels.routes)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -202,9 +211,11 @@ class Gateway:
             open_timeout=10,
             close_timeout=3,  # a peer that never answers the closing handshake
         )
+        await self.api.start()
+        self.channels.start()
         self._health_task = asyncio.create_task(self._watch_health())
         self._keepalive_task = asyncio.create_task(self._keep_alive())
-        logger.info("gateway.started id=%s url=%s", self.id, self.url)
+        logger.info("gateway.started id=%s url=%s api=%s", self.id, self.url, self.api.url)
 
     @property
     def port(self) -> int:
@@ -244,6 +255,8 @@ class Gateway:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
             self._server = None
+        await self.api.close()  # webhooks: requests in progress finish first
+        await self.channels.close()
         await self.follower.close()
         await self.producer.close()
         if self._tasks:

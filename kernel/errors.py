@@ -23,6 +23,11 @@ that raises them, and import their base from here::
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
+    ├── ChannelError                 (gateway/channels/errors.py) Slack or SMS traffic
+    │   ├── SignatureError           a webhook request not signed by the channel (403)
+    │   ├── PayloadError             a signed request the channel would not send (400)
+    │   ├── Overloaded               too many messages wait for replies: retry later (503)
+    │   └── SendError                the channel's API did not take a reply
     ├── HandoffRefused               (gateway/handoff_desk.py) an agent console command refused;
     │                                its ``code`` says why (not_waiting, not_holder, ...)
     ├── DialogueError                (agents/dialogue/domain.py)

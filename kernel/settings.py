@@ -20,7 +20,7 @@ from typing import Any, NoReturn, Self
 
 from kernel.errors import ConfigError
 
-__all__ = ["EnvSettings", "Settings", "parse_bool", "setting"]
+__all__ = ["EnvSettings", "Settings", "parse_bool", "secret", "setting"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -74,6 +74,12 @@ def _is_address_list(value: str) -> bool:
 
 def setting(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
+
+
+def secret(env: str, help: str) -> Any:
+    """A setting that must never be shown: left out of the settings' ``repr`` (so a
+    logged or printed ``Settings`` does not carry it). Empty by default."""
+    return field(default="", repr=False, metadata={"env": env, "help": help})
 
 
 class EnvSettings:
@@ -215,6 +221,51 @@ class Settings(EnvSettings):
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
+    gateway_api_port: int = setting(
+        8081,
+        "PARLEY_GATEWAY_API_PORT",
+        "Gateway HTTP API port (0: any): POST endpoints such as the Slack and Twilio "
+        "webhooks (gateway/api.py). The /ws port accepts GET only.",
+    )
+    # --- channels (docs/channels.md) ---------------------------------------
+    slack_signing_secret: str = secret(
+        "PARLEY_SLACK_SIGNING_SECRET",
+        "The Slack app's signing secret; empty: the Slack channel is off.",
+    )
+    slack_bot_token: str = secret(
+        "PARLEY_SLACK_BOT_TOKEN", "The Slack app's bot token (xoxb-...), to post replies."
+    )
+    slack_tenant: str = setting(
+        "demo", "PARLEY_SLACK_TENANT", "Tenant the Slack workspace's conversations belong to."
+    )
+    slack_api_url: str = setting(
+        "https://slack.com/api", "PARLEY_SLACK_API_URL", "Base URL of Slack's Web API."
+    )
+    twilio_account_sid: str = setting(
+        "", "PARLEY_TWILIO_ACCOUNT_SID", "Twilio account SID (AC...), to send SMS replies."
+    )
+    twilio_auth_token: str = secret(
+        "PARLEY_TWILIO_AUTH_TOKEN",
+        "Twilio auth token: checks webhook signatures and sends replies; empty: SMS is off.",
+    )
+    twilio_tenant: str = setting(
+        "demo", "PARLEY_TWILIO_TENANT", "Tenant the Twilio numbers' conversations belong to."
+    )
+    twilio_api_url: str = setting(
+        "https://api.twilio.com", "PARLEY_TWILIO_API_URL", "Base URL of Twilio's REST API."
+    )
+    twilio_webhook_url: str = setting(
+        "",
+        "PARLEY_TWILIO_WEBHOOK_URL",
+        "The public URL Twilio posts SMS to, exactly as configured on the number (Twilio "
+        "signs it); empty: the URL the request arrived at (right without a proxy in front).",
+    )
+    channel_consumer_group: str = setting(
+        "parley-channels",
+        "PARLEY_CHANNEL_CONSUMER_GROUP",
+        "Consumer group (after PARLEY_TOPIC_PREFIX) of the gateways that send replies to "
+        "Slack and SMS: one gateway sends each reply.",
+    )
     # --- workers ----------------------------------------------------------
     worker_web_host: str = setting(
         "127.0.0.1", "PARLEY_WORKER_WEB_HOST", "Worker HTTP listen address."
@@ -255,7 +306,8 @@ class Settings(EnvSettings):
         for name in ("kafka_bootstrap", "redis_nodes"):
             if not _is_address_list(getattr(self, name)):
                 self._invalid(name, "host:port[,host:port...] with ports from 1 to 65535")
-        for name, lowest in (("gateway_port", 0), ("worker_web_port", 1)):
+        for name, lowest in (("gateway_port", 0), ("gateway_api_port", 0),
+                             ("worker_web_port", 1)):
             if not lowest <= getattr(self, name) <= 65535:
                 self._invalid(name, f"a port from {lowest} to 65535")
         if self.chat_partitions < 0:
@@ -273,6 +325,15 @@ class Settings(EnvSettings):
                 self._invalid(name, "a number of seconds > 0")
         if not self.gateway_busy_rate > 0:
             self._invalid("gateway_busy_rate", "a number of messages a second > 0")
+        for name in ("slack_api_url", "twilio_api_url"):
+            if not getattr(self, name).startswith(("http://", "https://")):
+                self._invalid(name, "an http:// or https:// URL")
+        if self.twilio_auth_token and not self.twilio_account_sid:
+            self._invalid("twilio_account_sid", "the account SID that goes with "
+                          "PARLEY_TWILIO_AUTH_TOKEN")
+        if self.slack_signing_secret and not self.slack_bot_token:
+            self._invalid("slack_bot_token", "the bot token that goes with "
+                          "PARLEY_SLACK_SIGNING_SECRET")
 
     def _invalid(self, name: str, expected: str) -> NoReturn:
         env = self.__dataclass_fields__[name].metadata["env"]

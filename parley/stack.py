@@ -168,16 +168,26 @@ class Stack:
 
     def start_gateway(self, port: int | None = None, name: str = "") -> ChildProcess:
         """A gateway on ``port`` (default PARLEY_GATEWAY_PORT). Port 0 ("any") is a free
-        port picked here, so that its /readyz URL names the port it listens on."""
+        port picked here, so that its /readyz URL names the port it listens on.
+
+        Its API port (webhooks, gateway/api.py) is PARLEY_GATEWAY_API_PORT for the first
+        gateway on the default port, and a free one for the others (several gateways on
+        one machine, tests and benchmarks that pick their ports)."""
+        first = not any(c.name.startswith("gateway") for c in self.children)
+        api_port = self.settings.gateway_api_port if port is None and first else 0
         port = self.settings.gateway_port if port is None else port
         if port == 0:
             port = find_free_ports(1)[0]
+        if api_port == 0:
+            api_port = next(p for p in find_free_ports(2) if p != port)
         name = name or f"gateway-{port}"
         host = self.settings.gateway_host
         # Before spawning: a second `parley up` would otherwise find the first one's
         # gateway answering /readyz on this port while its own had failed to bind it.
-        check_ports_free(host, [(f"{name} (PARLEY_GATEWAY_PORT)", port)])
-        return self.spawn(name, ["gateway", "--port", str(port), "--id", name],
+        check_ports_free(host, [(f"{name} (PARLEY_GATEWAY_PORT)", port),
+                                (f"{name} (PARLEY_GATEWAY_API_PORT)", api_port)])
+        return self.spawn(name, ["gateway", "--port", str(port), "--api-port", str(api_port),
+                                 "--id", name],
                            f"http://{host}:{port}/readyz", {})
 
     def start_worker(self, web_port: int | None = None, name: str = "") -> ChildProcess:

@@ -133,6 +133,7 @@ def settings(infra: InfraAddresses, tmp_path: Path) -> Settings:
         topic_prefix=prefix,
         consumer_group=f"{prefix}workers",
         data_dir=tmp_path,
+        gateway_api_port=0,  # a gateway's second port: any free one, like tests' /ws ports
     )
     ensure_topics(
         test_settings.kafka_bootstrap,

@@ -1,8 +1,19 @@
-"""The web chat page, in a real browser, against the real pipeline."""
+"""The web chat page, in a real browser (Debian's Chromium), against the real pipeline.
+
+Each test opens a fresh browser context (its own localStorage and sessionStorage), as a
+new visitor would. The page is taken from a gateway of the running stack; the frames it
+gets come from the real pipeline, except in the one test that checks how the page renders
+frames the demo bot does not send today (tenant branding, a custom text limit, sources
+with titles and URLs): there Playwright stands in for the gateway's socket.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -10,49 +21,429 @@ from tests.e2e.conftest import Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
+REPLY_WAIT_MS = 30_000
 
-def http_url(pipeline: Pipeline, index: int = 0) -> str:
+
+@pytest.fixture
+def chat_token() -> str:
+    """The token a test puts in the page's URL. The gateway ignores ``token`` until the auth
+    lane merges; then this must mint one the gateway accepts (a fresh demo user per test)."""
+    return "browser-test-token"
+
+
+@dataclass
+class Chat:
+    """A page with the chat open, and what went over its WebSockets."""
+
+    page: Any
+    context: Any
+    socket_urls: list[str] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        self.page.fill("#text", text)
+        self.page.press("#text", "Enter")
+
+    def wait_replies(self, count: int) -> None:
+        self.page.wait_for_function(
+            f"document.querySelectorAll('.msg.bot[data-seq]').length >= {count}",
+            timeout=REPLY_WAIT_MS)
+
+    def wait_online(self) -> None:
+        self.page.wait_for_selector("#status[data-state=online]", timeout=REPLY_WAIT_MS)
+
+    def replies_to(self, client_msg_id: str) -> list[dict[str, Any]]:
+        return [f for f in self.received
+                if f.get("type") == "reply" and f.get("in_reply_to") == client_msg_id]
+
+    def messages_sent(self, client_msg_id: str) -> list[dict[str, Any]]:
+        return [f for f in self.sent
+                if f.get("type") == "message" and f.get("client_msg_id") == client_msg_id]
+
+
+def page_url(pipeline: Pipeline, index: int = 0) -> str:
     return pipeline.gateway_urls[index].replace("ws://", "http://") + "/"
 
 
-def test_a_user_chats_and_gets_replies_after_reconnecting(
-    pipeline: Pipeline, browser: Any
+def watch(chat: Chat) -> None:
+    def on_socket(ws: Any) -> None:
+        chat.socket_urls.append(ws.url)
+        ws.on("framesent", lambda data: chat.sent.append(json.loads(data)))
+        ws.on("framereceived", lambda data: chat.received.append(json.loads(data)))
+    chat.page.on("websocket", on_socket)
+
+
+@pytest.fixture
+def open_chat(browser: Any, pipeline: Pipeline, chat_token: str) -> Iterator[Any]:
+    """Opens the page with a token in its URL, in a new context; closes them afterwards."""
+    contexts: list[Any] = []
+
+    def opener(index: int = 0, wait: bool = True) -> Chat:
+        context = browser.new_context()
+        contexts.append(context)
+        chat = Chat(context.new_page(), context)
+        watch(chat)
+        chat.page.goto(page_url(pipeline, index) + f"?token={chat_token}")
+        if wait:
+            chat.wait_online()
+        return chat
+
+    yield opener
+    for context in contexts:
+        context.close()
+
+
+def test_a_new_visitor_is_greeted_and_can_start_from_a_suggestion(
+    open_chat: Any, chat_token: str
 ) -> None:
-    page = browser.new_page()
-    page.goto(http_url(pipeline))
-    page.wait_for_selector("#status:has-text('connected')")
+    chat = open_chat()
+    page = chat.page
+    greeting = page.locator(".welcome .msg.greeting")
+    assert greeting.is_visible()
+    assert greeting.inner_text().strip()  # the fallback greeting: the demo tenant has no branding
+    suggestion = page.locator(".quick.suggestions button").first
+    assert suggestion.is_enabled()
+    asked = suggestion.inner_text()
+    suggestion.click()
+    chat.wait_replies(1)
+    assert page.locator(".msg.user .text").all_inner_texts() == [asked]
+    assert page.locator(".quick.suggestions button").first.is_disabled()
+    # The token came from the URL: the page keeps it for the tab, out of the address bar.
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('parley.token')") == chat_token
+    assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [chat_token]
 
-    page.fill("#text", "hello")
+
+def test_the_typing_indicator_shows_while_a_reply_is_pending(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    """Between a message's ack and its reply. The reply can overtake the ack (the worker may
+    answer before the broker's delivery report reaches the gateway), so the test holds the
+    real gateway's replies back until it has looked."""
+    context = browser.new_context()
+    page = context.new_page()
+    held: list[str | bytes] = []
+    routes: list[Any] = []
+
+    def relay(ws: Any) -> None:
+        routes.append(ws)
+        server = ws.connect_to_server()
+
+        def from_server(data: str | bytes) -> None:
+            if json.loads(data)["type"] == "reply":
+                held.append(data)
+            else:
+                ws.send(data)
+        server.on_message(from_server)
+
+    page.route_web_socket("**/ws**", relay)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        assert typing.is_hidden()
+        page.fill("#text", "hello")
+        page.press("#text", "Enter")
+        page.wait_for_selector(".msg.user[data-state=acked]", timeout=REPLY_WAIT_MS)
+        assert typing.is_visible()
+        assert "typing" in typing.inner_text()
+        assert page.locator("#typing").get_attribute("aria-live") == "polite"
+        deadline = 0
+        while not held and deadline < REPLY_WAIT_MS:
+            page.wait_for_timeout(100)
+            deadline += 100
+        assert held, "the gateway sent the reply"
+        assert typing.is_visible()
+        for data in held:
+            routes[-1].send(data)
+        page.wait_for_selector(".msg.bot[data-seq]")
+        page.wait_for_selector("#typing-text", state="hidden")
+    finally:
+        context.close()
+
+
+def test_only_the_newest_quick_replies_can_be_clicked(open_chat: Any) -> None:
+    chat = open_chat()
+    page = chat.page
+    chat.say("hello")
+    chat.wait_replies(1)
+    chat.say("hi")
+    chat.wait_replies(2)
+    rows = page.locator(".quick[data-seq]")
+    assert rows.count() == 2
+    stale, newest = rows.nth(0), rows.nth(1)
+    assert all(b.is_disabled() for b in stale.locator("button").all())
+    assert stale.is_hidden()
+    assert all(b.is_enabled() for b in newest.locator("button").all())
+    stale.locator("button").first.dispatch_event("click")  # a click that reaches it anyway
+    page.wait_for_timeout(300)
+    assert page.locator(".msg.user").count() == 2
+
+    choice = newest.locator("button").first
+    text = choice.inner_text()
+    choice.click()
+    chat.wait_replies(3)
+    assert page.locator(".msg.user .text").last.inner_text() == text
+    assert all(b.is_disabled() for b in newest.locator("button").all())
+
+
+def test_a_knowledge_answer_cites_its_source_readably(open_chat: Any) -> None:
+    chat = open_chat()
+    page = chat.page
+    chat.say("what is an overdraft")
+    chat.wait_replies(1)
+    reply = page.locator(".msg.bot[data-seq]").first
+    frame = chat.received[-1]
+    assert frame["type"] == "reply" and frame["sources"] == ["overdraft"]
+    text = reply.inner_text()
+    assert "[overdraft]" not in text  # the raw id marker is gone
+    cite = reply.locator("a.cite")
+    assert cite.count() == 1
+    target = cite.get_attribute("href")
+    assert target is not None and target.startswith("#")
+    listed = page.locator(target)
+    assert listed.inner_text() == "What is an overdraft?"  # the document's title, not its id
+    assert reply.locator(".sources-label").inner_text() == "Source"
+
+
+def test_frames_decide_branding_limit_and_linked_sources(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    """What the demo bot does not send yet, the page renders all the same."""
+    context = browser.new_context()
+    page = context.new_page()
+    sources = [{"id": "returns", "title": "Returns policy", "url": "https://shop.example/returns"},
+               "https://help.example.com/faq/delivery", "faq/reset-password"]
+    seen: list[dict[str, Any]] = []
+
+    def gateway(ws: Any) -> None:
+        ws.send(json.dumps({
+            "type": "welcome", "tenant_id": "acme", "user_id": "u1", "conversation_id": "c1",
+            "gateway": "test", "max_text_bytes": 20,
+            "branding": {"name": "Acme Help", "color": "#ffd400",
+                         "greeting": "Hi, I am Acme's bot.",
+                         "suggestions": ["Where is my parcel?", "Returns"]},
+        }))
+
+        def on_message(data: str | bytes) -> None:
+            frame = json.loads(data)
+            seen.append(frame)
+            ws.send(json.dumps({"type": "ack", "client_msg_id": frame["client_msg_id"],
+                                "event_id": "e1", "seq": 1}))
+            ws.send(json.dumps({
+                "type": "reply",
+                "text": "You have 30 days [returns]. See also [faq/reset-password].",
+                "in_reply_to": frame["client_msg_id"], "event_id": "e1.r", "seq": 1,
+                "sender": "bot", "sources": sources}))
+        ws.on_message(on_message)
+
+    page.route_web_socket("**/ws**", gateway)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        assert page.inner_text("#brand-name") == "Acme Help"
+        assert page.title() == "Acme Help"
+        assert page.inner_text(".msg.greeting") == "Hi, I am Acme's bot."
+        # A light brand colour gets dark text on it, and is not used for text on white.
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).color") \
+            == "rgb(17, 17, 17)"
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") \
+            == "rgb(255, 212, 0)"
+        suggestion = page.locator(".quick.suggestions button").first
+        assert suggestion.evaluate("b => getComputedStyle(b).color") == "rgb(17, 17, 17)"
+        page.fill("#text", "ééééééééééé")  # 11 characters, 22 bytes: over the 20-byte limit
+        assert "2 bytes over" in page.inner_text("#counter")
+        page.press("#text", "Enter")
+        assert "22 bytes" in page.inner_text("#notice")
+        assert seen == []
+        page.locator(".quick.suggestions button", has_text="Returns").click()
+        page.wait_for_selector(".msg.bot[data-seq='1']")
+        assert [f["text"] for f in seen] == ["Returns"]
+        links = page.locator(".sources a")
+        assert links.nth(0).inner_text() == "Returns policy"
+        assert links.nth(0).get_attribute("href") == "https://shop.example/returns"
+        assert links.nth(1).get_attribute("href") == "https://help.example.com/faq/delivery"
+        assert links.nth(1).inner_text() == "help.example.com/faq/delivery"
+        assert page.locator(".sources li").nth(2).inner_text() == "Reset password"
+        assert page.locator(".msg.bot[data-seq='1'] a.cite").count() == 2
+    finally:
+        context.close()
+
+
+def test_over_limit_input_is_refused_with_a_reason_and_never_cut(
+    open_chat: Any, pipeline: Pipeline
+) -> None:
+    chat = open_chat()
+    page = chat.page
+    limit = pipeline.settings.max_text_bytes
+    over = "é" * (limit // 2 + 1)  # fewer characters than bytes: bytes are what count
+    page.fill("#text", over)
+    assert f"2 bytes over the {limit:,}-byte limit" in page.inner_text("#counter")
+    assert page.get_attribute("#text", "aria-invalid") == "true"
     page.press("#text", "Enter")
-    page.wait_for_selector(".msg.bot")
-    assert page.locator(".msg.user").first.inner_text() == "hello"
-    page.wait_for_selector(".msg.user:not(.pending)")  # acked
+    notice = page.locator("#notice")
+    assert notice.get_attribute("role") == "alert"
+    assert f"{limit + 2:,} bytes" in notice.inner_text()
+    assert page.locator(".msg.user").count() == 0
+    assert page.input_value("#text") == over  # kept for the user to shorten
+    # At the limit exactly, the whole text goes, longer than the old 4,000-character cut.
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    assert f"0 of {limit:,} bytes left" in page.inner_text("#counter")
+    page.press("#text", "Enter")
+    chat.wait_replies(1)
+    assert [f["text"] for f in chat.sent if f.get("type") == "message"] == [over[:-1]]
+    assert page.locator(".msg.user .text").inner_text() == over[:-1]
+    assert page.locator(".msg.user.failed").count() == 0
 
-    # A reload reconnects with the same conversation and last seen seq:
-    # nothing is replayed twice, and the conversation goes on.
+
+def test_a_reload_restores_the_transcript_and_goes_on(open_chat: Any) -> None:
+    chat = open_chat()
+    page = chat.page
+    chat.say("hello")
+    chat.wait_replies(1)
+    before = page.locator("#log .msg").all_inner_texts()
     page.reload()
-    page.wait_for_selector("#status:has-text('connected')")
-    page.fill("#text", "thanks")
-    page.press("#text", "Enter")
-    page.wait_for_function("document.querySelectorAll('.msg.bot').length >= 1")
+    chat.wait_online()
+    assert page.locator("#log .msg").all_inner_texts() == before
+    query = parse_qs(urlsplit(chat.socket_urls[-1]).query)
+    assert query["last_seq"] == ["1"]
+    assert query["conversation"] == [chat.received[0]["conversation_id"]]
+    chat.say("thanks")
+    chat.wait_replies(2)
     page.wait_for_timeout(500)
-    bot = page.locator(".msg.bot")
-    assert bot.count() == 1  # only the new reply on the fresh page
-    assert bot.first.get_attribute("data-seq") == "2"
-    page.close()
+    seqs = page.locator(".msg.bot[data-seq]").evaluate_all("els => els.map(e => e.dataset.seq)")
+    assert seqs == ["1", "2"]  # nothing replayed twice, the conversation went on
+    assert page.locator(".msg.user .text").all_inner_texts() == ["hello", "thanks"]
 
 
-def test_an_error_frame_is_shown_and_the_page_stays_usable(
-    pipeline: Pipeline, browser: Any
+def test_a_message_typed_offline_is_sent_on_reconnect_and_answered_once(open_chat: Any) -> None:
+    chat = open_chat()
+    page = chat.page
+    chat.context.set_offline(True)
+    page.wait_for_selector("#status[data-state=offline]")
+    chat.say("hello")
+    pending = page.locator(".msg.user.pending")
+    assert pending.inner_text().endswith("Waiting to send")
+    msg_id = pending.get_attribute("data-id")
+    assert msg_id
+    page.wait_for_timeout(500)
+    assert chat.messages_sent(msg_id) == []
+    chat.context.set_offline(False)
+    chat.wait_replies(1)
+    page.wait_for_timeout(2500)  # past the page's resend delay: nothing goes twice
+    assert len(chat.messages_sent(msg_id)) == 1
+    assert len(chat.replies_to(msg_id)) == 1
+    assert page.locator(f".msg.bot[data-in-reply-to='{msg_id}']").count() == 1
+    assert page.locator(".msg.user.pending").count() == 0
+
+
+def test_a_reply_missed_while_the_socket_was_down_arrives_after_reconnecting(
+    browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
-    page = browser.new_page()
-    page.goto(http_url(pipeline, 1))
-    page.wait_for_selector("#status:has-text('connected')")
-    page.evaluate("document.getElementById('text').removeAttribute('maxlength')")
-    page.fill("#text", "x" * (pipeline.settings.max_text_bytes + 10))
-    page.press("#text", "Enter")
-    page.wait_for_selector(".msg.error")
-    page.fill("#text", "hi")
-    page.press("#text", "Enter")
-    page.wait_for_selector(".msg.bot")
-    page.close()
+    """The socket dies before its reply reaches the page; the page reconnects with
+    ``last_seq`` and the gateway replays the reply, shown once."""
+    context = browser.new_context()
+    page = context.new_page()
+    connections: list[str] = []
+    dropped: list[str] = []
+
+    def relay(ws: Any) -> None:
+        connections.append(ws.url)
+        server = ws.connect_to_server()
+
+        def from_server(data: str | bytes) -> None:
+            frame = json.loads(data)
+            if frame["type"] == "reply" and len(connections) == 1:
+                dropped.append(frame["in_reply_to"])
+                ws.close()  # the page's socket dies with the reply undelivered
+                return
+            ws.send(data)
+        server.on_message(from_server)
+
+    page.route_web_socket("**/ws**", relay)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        page.fill("#text", "hello")
+        page.press("#text", "Enter")
+        page.wait_for_selector(".msg.bot[data-seq]", timeout=REPLY_WAIT_MS)
+        page.wait_for_timeout(2500)
+        assert len(dropped) == 1 and len(connections) >= 2
+        assert parse_qs(urlsplit(connections[-1]).query)["last_seq"] == ["0"]
+        assert page.locator(f".msg.bot[data-in-reply-to='{dropped[0]}']").count() == 1
+    finally:
+        context.close()
+
+
+def test_the_page_works_from_the_keyboard_alone(open_chat: Any) -> None:
+    chat = open_chat()
+    page = chat.page
+    assert page.evaluate("document.activeElement.id") == "text"
+    assert page.get_by_label("Message").count() == 1
+    assert page.get_by_role("log", name="Conversation").get_attribute("aria-live") == "polite"
+    assert page.get_by_role("button", name="Send").is_visible()
+    page.keyboard.type("hello")
+    page.keyboard.press("Enter")
+    chat.wait_replies(1)
+    options = page.locator(".quick[data-seq='1'] button").all_inner_texts()
+    assert options
+    page.keyboard.press("Shift+Tab")  # from the message box back to the newest quick reply
+    assert page.evaluate("document.activeElement.textContent") == options[-1]
+    page.keyboard.press("Enter")
+    chat.wait_replies(2)
+    assert page.locator(".msg.user .text").last.inner_text() == options[-1]
+    assert page.evaluate("document.activeElement.id") == "text"  # back to typing
+    page.keyboard.type("line one")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("line two")
+    assert page.input_value("#text") == "line one\nline two"
+
+
+def test_without_a_token_or_dev_mode_the_page_asks_to_sign_in(
+    browser: Any, pipeline: Pipeline
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    # What a gateway outside development mode answers.
+    page.route("**/dev/token", lambda route: route.fulfill(status=404, body="not found\n"))
+    try:
+        page.goto(page_url(pipeline))
+        page.wait_for_selector("#status[data-state=signin]")
+        assert "Sign-in required" in page.inner_text("#status")
+        assert page.locator(".note[role=alert]").is_visible()
+        assert page.locator("#text").is_disabled()
+        assert sockets == []
+    finally:
+        context.close()
+
+
+def test_without_a_token_the_page_uses_a_development_token(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    """``GET /dev/token`` (development mode) gives the token; what the user types while it is
+    on its way is kept and sent once connected."""
+    context = browser.new_context()
+    page = context.new_page()
+    chat = Chat(page, context)
+    watch(chat)
+    asked: list[Any] = []
+    page.route("**/dev/token", lambda route: asked.append(route))  # answered after typing
+    try:
+        page.goto(page_url(pipeline))
+        while not asked:
+            page.wait_for_timeout(50)
+        chat.say("hello")
+        assert page.locator(".msg.user.pending").count() == 1
+        asked[0].fulfill(status=200, content_type="application/json",
+                         body=json.dumps({"token": chat_token, "tenant": "demo", "user": "u-dev"}))
+        chat.wait_online()
+        assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [chat_token]
+        chat.wait_replies(1)
+        assert [f["text"] for f in chat.sent if f.get("type") == "message"] == ["hello"]
+        assert page.evaluate("sessionStorage.getItem('parley.token')") == chat_token
+    finally:
+        context.close()
