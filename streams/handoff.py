@@ -37,8 +37,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from streams.keys import PREFIX, validate_id
 
-__all__ = ["HANDOFF_TYPES", "Claimed", "HandoffKeys", "HandoffRecord", "HandoffStore",
+__all__ = ["HANDOFF_TYPES", "RELAYED", "Claimed", "HandoffKeys", "HandoffRecord", "HandoffStore",
            "TranscriptLine", "handoff_event"]
+
+#: The ``response`` of the empty reply a message relayed to a person gets: it releases the
+#: gateway's in-flight count; pages show it as a receipt, channels post nothing.
+RELAYED = "handoff_relayed"
 
 #: The ``type`` of a HandoffEvent (schemas/handoff_event.avsc).
 HANDOFF_TYPES = frozenset({"requested", "claimed", "agent_message", "note", "released",

@@ -73,6 +73,7 @@ from agents.dialogue.slots import (
     parse_pattern,
 )
 from agents.dialogue.state import DialogueState, Frame, HistoryEntry, Pending
+from streams.handoff import RELAYED
 
 __all__ = [
     "PATTERN_CANCEL",
@@ -110,7 +111,6 @@ PATTERN_HANDOFF_CLAIMED = "pattern_handoff_claimed"
 PATTERN_HANDOFF_RELEASED = "pattern_handoff_released"
 PATTERN_HANDOFF_CLOSED = "pattern_handoff_closed"
 PATTERN_HANDOFF_EXPIRED = "pattern_handoff_expired"
-RELAYED = "handoff_relayed"  # the response of the empty reply to a message relayed to a person
 AGENT_MESSAGE = "agent_message"  # the response of a reply a person wrote
 _MAX_NOTES = 20
 _COMMANDS = frozenset({"claimed", "agent_message", "note", "released", "closed", "expired"})

@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from gateway.channels.errors import ChannelError, SendError
 from kernel.errors import DecodeError
 from streams.codecs import AvroCodec
+from streams.handoff import RELAYED
 from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["ChannelDelivery", "ReplyDispatcher", "Sender", "SentLog"]
@@ -92,6 +93,8 @@ class ReplyDispatcher:
             except DecodeError as exc:
                 logger.warning("channels.delivery.undecodable error=%s", exc)
                 continue
+            if reply["payload"].get("response") == RELAYED:
+                continue  # a receipt for the web page's accounting: nothing to post
             if reply["channel"] in self._senders:
                 by_conversation[reply["tenant_id"], reply["conversation_id"]].append(reply)
         await asyncio.gather(*(self._send_in_order(replies)
