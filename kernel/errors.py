@@ -23,6 +23,10 @@ that raises them, and import their base from here::
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
+    ├── AuthError                    (gateway/auth.py) credentials refused; carries the HTTP
+    │                                ``status`` (401, 403, 503) and a ``reason``
+    ├── TenantError                  (gateway/tenants.py) a tenant configuration that cannot
+    │                                work, or an unknown tenant or API key
     ├── DialogueError                (agents/dialogue/domain.py)
     │   ├── BotFolderError           (loader.py) a bot folder with errors; lists every one
     │   └── StateFormatError         (state.py) a stored dialogue state this version can't read
