@@ -26,8 +26,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import (
     MAX_LEEWAY_S,
-    AuthError,
     Authenticator,
+    AuthError,
     Credentials,
     Principal,
     check_origin,
@@ -224,7 +224,7 @@ class Jwks:
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 jwks.fetches += 1
                 body = json.dumps({"keys": [
                     {**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid,
