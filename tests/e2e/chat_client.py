@@ -13,14 +13,19 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.tenants import token_for
+
 
 class ChatClient:
     """Connects to a gateway's /ws and sorts incoming frames by type."""
 
     def __init__(self, base_url: str, *, tenant: str = "e2e", conversation: str | None = None,
-                 user: str = "tester", last_seq: int | None = None) -> None:
-        params = {"tenant": tenant, "user": user,
-                  "conversation": conversation or f"c-{uuid.uuid4().hex[:12]}"}
+                 user: str = "tester", last_seq: int | None = None,
+                 token: str | None = None) -> None:
+        """Connects as ``user`` of ``tenant`` (a test tenant, tests/tenants.py) with a token
+        minted here, or with ``token`` when given (a development-mode token, say)."""
+        params = {"conversation": conversation or f"c-{uuid.uuid4().hex[:12]}",
+                  "token": token or token_for(tenant, user)}
         if last_seq is not None:
             params["last_seq"] = str(last_seq)
         self.conversation = params["conversation"]

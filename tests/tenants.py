@@ -1,0 +1,79 @@
+"""Tenants and credentials for tests: one helper instead of a token recipe in every file.
+
+Test tenants share one known HS256 secret, so a test (or the e2e ``ChatClient``) can
+mint a token for any test tenant without asking the store; the tenant still has to
+exist in the Redis Cluster the gateway reads (:func:`put_tenants`; the e2e pipeline
+and the ``tenant`` fixture of tests/conftest.py do it). Test tenants allow every tier
+and every Origin: the tests that are about tiers and origins make their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from gateway.auth import mint_token
+from gateway.tenants import TIERS, TenantConfig, TenantStore, tenant_config
+from kernel.settings import Settings
+from streams.state import connect_cluster
+
+TEST_SECRET = "parley-tests-only-" + "k" * 40
+
+
+def test_tenant_config(tenant_id: str, **overrides: Any) -> TenantConfig:
+    overrides.setdefault("tiers", TIERS)
+    overrides.setdefault("origins", ("*",))
+    return tenant_config(tenant_id, secret=TEST_SECRET, **overrides)
+
+
+test_tenant_config.__test__ = False  # type: ignore[attr-defined]  # not a test
+
+
+def token_for(tenant_id: str, user: str = "tester", **kwargs: Any) -> str:
+    """A valid token of a test tenant's user (``tier``, ``roles``, ``ttl_s`` as mint_token)."""
+    return mint_token(test_tenant_config(tenant_id), user, **kwargs)
+
+
+@dataclass(frozen=True)
+class AuthTenant:
+    """A tenant stored in the test's Redis Cluster, and tokens for its users."""
+
+    config: TenantConfig
+
+    @property
+    def id(self) -> str:
+        return self.config.tenant_id
+
+    def token(self, user: str = "tester", **kwargs: Any) -> str:
+        return mint_token(self.config, user, **kwargs)
+
+    def ws_url(self, base: str, conversation: str, *, user: str = "tester",
+               last_seq: int | None = None) -> str:
+        """``base`` is ``ws://host:port``."""
+        query = {"conversation": conversation, "token": self.token(user)}
+        if last_seq is not None:
+            query["last_seq"] = str(last_seq)
+        return f"{base}/ws?{urlencode(query)}"
+
+
+async def put_tenants(redis_nodes: str, configs: Iterable[TenantConfig]) -> None:
+    """Store (or replace) tenants in the cluster at ``redis_nodes``."""
+    redis = connect_cluster(Settings.from_env({}, redis_nodes=redis_nodes).redis_startup_nodes)
+    try:
+        store = TenantStore(redis)
+        for config in configs:
+            await store.put(config)
+    finally:
+        await redis.aclose()
+
+
+def put_tenants_sync(redis_nodes: str, configs: Iterable[TenantConfig]) -> None:
+    """:func:`put_tenants` from synchronous code (fixtures), on a thread of its own so it
+    works whether or not an event loop runs here."""
+    configs = list(configs)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, put_tenants(redis_nodes, configs)).result(timeout=30)
