@@ -27,7 +27,8 @@ TEST_SECRET = "parley-tests-only-" + "k" * 40
 def test_tenant_config(tenant_id: str, **overrides: Any) -> TenantConfig:
     overrides.setdefault("tiers", TIERS)
     overrides.setdefault("origins", ("*",))
-    return tenant_config(tenant_id, secret=TEST_SECRET, **overrides)
+    overrides.setdefault("secret", TEST_SECRET)
+    return tenant_config(tenant_id, **overrides)
 
 
 test_tenant_config.__test__ = False  # type: ignore[attr-defined]  # not a test
