@@ -73,7 +73,7 @@ async def welcome(ws: ClientConnection) -> dict[str, Any]:
 async def nothing_within(ws: ClientConnection, seconds: float) -> None:
     with pytest.raises(TimeoutError):
         frame = await asyncio.wait_for(ws.recv(), seconds)
-        pytest.fail(f"unexpected frame {frame}")
+        pytest.fail(f"unexpected frame {frame!r}")
 
 
 def bot_reply(tenant_id: str, conversation: str, seq: int, text: str) -> bytes:
