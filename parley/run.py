@@ -8,13 +8,18 @@ a crash loop (parley/supervisor.py).
 from __future__ import annotations
 
 import functools
+import os
 import signal
+import uuid
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import click
 
 from agents.dialogue.loader import load_bot
+from gateway.auth import mint_token
+from gateway.server import DEV_TOKEN_TTL_S
 from infra.process import wait_for_stop
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -32,6 +37,8 @@ __all__ = ["up"]
 def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
     """Start everything and print the chat URL; Ctrl-C stops it all."""
     settings = Settings.from_env()
+    if "PARLEY_DEV_MODE" not in os.environ:  # on by default here, off for a bare gateway
+        settings = settings.replace(dev_mode=True)
     if port is not None:
         settings = settings.replace(gateway_port=port)
     if bot_dir is not None:
@@ -53,6 +60,8 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
             stack.start_worker()
         stack.wait_ready()
         click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
+        if stack.settings.dev_mode:
+            _show_dev_access(stack, gateway.url)
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
         supervisor = Supervisor(stack, say=functools.partial(click.echo, err=True))
         gave_up = wait_for_stop(supervisor.check)
@@ -61,6 +70,19 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
     finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()
+
+
+def _show_dev_access(stack: Stack, url: str) -> None:
+    """Development mode: the demo tenant exists and allows the local chat page; print a
+    URL with a ready token, and how to get more."""
+    port = urlsplit(url).port
+    config = stack.ensure_dev_tenant([f"http://{host}:{port}"
+                                      for host in (stack.settings.gateway_host, "localhost",
+                                                   "127.0.0.1")])
+    token = mint_token(config, f"u-{uuid.uuid4().hex[:12]}", ttl_s=DEV_TOKEN_TTL_S)
+    click.echo(f"Development mode: {url}?token={token}")
+    click.echo(f"  (a token for a new demo user: GET {url}dev/token; off with "
+               "PARLEY_DEV_MODE=false)", err=True)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

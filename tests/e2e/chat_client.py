@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import urllib.request
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -14,6 +15,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.tenants import token_for
+
+
+def dev_token(http_url: str) -> str:
+    """A token from a development-mode gateway (``GET /dev/token``; ``parley up``)."""
+    with urllib.request.urlopen(f"{http_url.rstrip('/')}/dev/token", timeout=10) as response:
+        token: str = json.loads(response.read())["token"]
+        return token
 
 
 class ChatClient:
