@@ -92,6 +92,8 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
         {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
         consumer_group=f"{prefix}workers", data_dir=data_dir,
         nlu_model_dir=str(model), log_json=True,
+        # As `parley up` runs: the chat page gets tokens from /dev/token (browser tests).
+        dev_mode=True,
     )
     ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=broker_count(bootstrap)))
     return settings
