@@ -73,7 +73,7 @@ from gateway.protocol import (
     welcome_frame,
 )
 from gateway.sequences import InboundSequences
-from gateway.tenants import TenantStore, UsageCounter
+from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for
@@ -390,7 +390,7 @@ class Gateway:
             logger.warning("gateway.handshake.unavailable dependency=redis error=%r", exc)
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                 "cannot check credentials now, please retry\n")
-        branding = config.branding.to_frame() if config.branding.name else None
+        branding = config.branding.to_frame() if config.branding != Branding() else None
         self._admitted[conn] = Admission(principal, keys, params.last_seq, branding)
         return None
 
@@ -404,8 +404,11 @@ class Gateway:
         if config is None:
             return conn.respond(HTTPStatus.NOT_FOUND, f"no tenant {tenant!r}\n")
         user = f"u-{uuid.uuid4().hex[:12]}"
-        body = encode({"token": mint_token(config, user, ttl_s=DEV_TOKEN_TTL_S),
-                       "tenant": tenant, "user": user})
+        try:
+            token = mint_token(config, user, ttl_s=DEV_TOKEN_TTL_S)
+        except TenantError as exc:  # a tenant whose tokens come from its JWKS only
+            return conn.respond(HTTPStatus.CONFLICT, f"{exc}\n")
+        body = encode({"token": token, "tenant": tenant, "user": user})
         response = conn.respond(HTTPStatus.OK, body)
         response.headers["Content-Type"] = "application/json"
         response.headers["Cache-Control"] = "no-store"
