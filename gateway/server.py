@@ -89,6 +89,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError)
 #: Lifetime of a development-mode token (GET /dev/token).
 DEV_TOKEN_TTL_S = 3600
+#: Handshakes checked against Redis at once (see Gateway.__init__).
+HANDSHAKE_REDIS_CALLS = 24
 
 
 def inbound_event(keys: ConversationKeys, principal: Principal, frame: MessageFrame,
@@ -217,6 +219,11 @@ class Gateway:
         self.auth = Authenticator(self.tenants, leeway_s=settings.jwt_leeway_s)
         self.ownership = Ownership(self.redis, ttl_s=settings.session_ttl_s)
         self.usage = UsageCounter(self.tenants)
+        # Each handshake asks Redis (its owner record, a tenant or key on a cache miss).
+        # The cluster client raises MaxConnectionsError instead of waiting when more calls
+        # are in flight than its pool (64) holds: a burst of connects (a reconnect storm,
+        # the load benchmark's) waits here instead, leaving connections for messages.
+        self._handshake_slots = asyncio.Semaphore(HANDSHAKE_REDIS_CALLS)
         # Handshakes admitted by _process_request, until _handle takes them; weak, so a
         # handshake that fails after admission leaves nothing behind.
         self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
@@ -376,11 +383,12 @@ class Gateway:
             metrics.HANDSHAKES_REFUSED.labels("400").inc()
             return conn.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
         try:
-            principal, config = await self.auth.authenticate(
-                credentials_from(request.path, request.headers))
-            check_origin(config, request.headers.get("Origin"))
-            keys = ConversationKeys(principal.tenant_id, params.conversation_id)
-            await self.ownership.claim(keys, principal, config.retention_s or None)
+            async with self._handshake_slots:
+                principal, config = await self.auth.authenticate(
+                    credentials_from(request.path, request.headers))
+                check_origin(config, request.headers.get("Origin"))
+                keys = ConversationKeys(principal.tenant_id, params.conversation_id)
+                await self.ownership.claim(keys, principal, config.retention_s or None)
         except AuthError as exc:
             metrics.HANDSHAKES_REFUSED.labels(str(exc.status)).inc()
             logger.info("gateway.handshake.refused status=%s reason=%s", exc.status, exc.reason)
