@@ -35,6 +35,8 @@ from gateway.auth import (
     mint_token,
 )
 from gateway.tenants import ApiKeyRecord, TenantConfig, TenantError, TenantStore, tenant_config
+from kernel.errors import ConfigError
+from kernel.settings import Settings
 
 SECRET = "s" * 48
 
@@ -394,3 +396,10 @@ def test_only_allowed_origins_may_open_a_socket() -> None:
 def test_tokens_can_only_be_minted_for_tenants_with_a_shared_secret() -> None:
     with pytest.raises(TenantError, match="JWKS"):
         mint_token(rs_tenant("https://idp.example/jwks"), "ann")
+
+
+@pytest.mark.parametrize("value", ["301", "-1", "soon"])
+def test_the_leeway_setting_refuses_what_cannot_be_meant(value: str) -> None:
+    with pytest.raises(ConfigError, match="PARLEY_JWT_LEEWAY_S"):
+        Settings.from_env({"PARLEY_JWT_LEEWAY_S": value})
+    assert Settings.from_env({"PARLEY_JWT_LEEWAY_S": "300"}).jwt_leeway_s == 300
