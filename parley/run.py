@@ -13,13 +13,14 @@ import signal
 import uuid
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
 
 import click
 
 from agents.dialogue.loader import load_bot
 from gateway.auth import mint_token
 from gateway.server import DEV_TOKEN_TTL_S
+from gateway.tenants import TenantConfig
+from infra.ports import find_free_ports
 from infra.process import wait_for_stop
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -55,13 +56,17 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
                    err=True)
         stack.prepare_model()
         stack.prepare_knowledge()
+        dev_tenant = _prepare_dev_tenant(stack) if stack.settings.dev_mode else None
         gateway = stack.start_gateway()
         for _ in range(workers):
             stack.start_worker()
         stack.wait_ready()
         click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
-        if stack.settings.dev_mode:
-            _show_dev_access(stack, gateway.url)
+        if dev_tenant is not None:
+            token = mint_token(dev_tenant, f"u-{uuid.uuid4().hex[:12]}", ttl_s=DEV_TOKEN_TTL_S)
+            click.echo(f"Development mode: {gateway.url}?token={token}")
+            click.echo(f"  (a token for a new demo user: GET {gateway.url}dev/token; off with "
+                       "PARLEY_DEV_MODE=false)", err=True)
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
         supervisor = Supervisor(stack, say=functools.partial(click.echo, err=True))
         gave_up = wait_for_stop(supervisor.check)
@@ -72,17 +77,15 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
         stack.stop()
 
 
-def _show_dev_access(stack: Stack, url: str) -> None:
-    """Development mode: the demo tenant exists and allows the local chat page; print a
-    URL with a ready token, and how to get more."""
-    port = urlsplit(url).port
-    config = stack.ensure_dev_tenant([f"http://{host}:{port}"
-                                      for host in (stack.settings.gateway_host, "localhost",
-                                                   "127.0.0.1")])
-    token = mint_token(config, f"u-{uuid.uuid4().hex[:12]}", ttl_s=DEV_TOKEN_TTL_S)
-    click.echo(f"Development mode: {url}?token={token}")
-    click.echo(f"  (a token for a new demo user: GET {url}dev/token; off with "
-               "PARLEY_DEV_MODE=false)", err=True)
+def _prepare_dev_tenant(stack: Stack) -> TenantConfig:
+    """Development mode: the demo tenant exists, before the gateway serves /dev/token,
+    and allows the local chat page's origins (so the gateway's port is fixed here)."""
+    if stack.settings.gateway_port == 0:
+        stack.settings = stack.settings.replace(gateway_port=find_free_ports(1)[0])
+    port = stack.settings.gateway_port
+    return stack.ensure_dev_tenant([f"http://{host}:{port}" for host in
+                                    dict.fromkeys((stack.settings.gateway_host, "localhost",
+                                                   "127.0.0.1"))])
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
