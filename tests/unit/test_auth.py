@@ -8,6 +8,7 @@ itself is tested against Redis Cluster in tests/integration/test_gateway_auth.py
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,6 +23,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import (
@@ -403,3 +406,49 @@ def test_the_leeway_setting_refuses_what_cannot_be_meant(value: str) -> None:
     with pytest.raises(ConfigError, match="PARLEY_JWT_LEEWAY_S"):
         Settings.from_env({"PARLEY_JWT_LEEWAY_S": value})
     assert Settings.from_env({"PARLEY_JWT_LEEWAY_S": "300"}).jwt_leeway_s == 300
+
+
+# -- anything a client may send -----------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+_claim_names = st.sampled_from(["iss", "aud", "sub", "tenant", "exp", "nbf", "iat", "tier",
+                                "roles", "jti", "x"])
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims_in=st.dictionaries(_claim_names, _json, max_size=9),
+       header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit"]), _json, max_size=3))
+def test_any_signed_claims_give_a_principal_or_a_401(claims_in: dict[str, Any],
+                                                      header: dict[str, Any]) -> None:
+    """Correctly signed tokens with arbitrary claims and headers: validation never raises
+    anything but AuthError (a 401 with a reason)."""
+    config = hs_tenant()
+    auth, _ = authenticator(config)
+    base = claims(config)
+    token_claims = {**base, **claims_in}
+    signing_input = f"{b64({'typ': 'JWT', **header, 'alg': 'HS256'})}.{b64(token_claims)}"
+    mac = hmac.new(config.jwt.hs256_secret.encode(), signing_input.encode(),
+                   hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    try:
+        principal, _ = asyncio.run(auth.verify_token(token))
+    except AuthError as exc:
+        assert exc.status == 401 and exc.reason
+    else:
+        assert principal.tenant_id == "acme" and principal.user_id == token_claims["sub"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(token=st.text(max_size=200) | st.binary(max_size=200).map(
+    lambda b: base64.urlsafe_b64encode(b).decode()))
+def test_any_string_as_a_token_is_refused_with_a_401(token: str) -> None:
+    auth, _ = authenticator(hs_tenant())
+    with pytest.raises(AuthError) as caught:
+        asyncio.run(auth.verify_token(token))
+    assert caught.value.status == 401
