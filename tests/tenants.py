@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import mint_token
 from gateway.tenants import TIERS, TenantConfig, TenantStore, tenant_config
@@ -78,3 +84,45 @@ def put_tenants_sync(redis_nodes: str, configs: Iterable[TenantConfig]) -> None:
     configs = list(configs)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, put_tenants(redis_nodes, configs)).result(timeout=30)
+
+
+class Jwks:
+    """A tenant's identity provider: a JWKS endpoint on a free local port (real HTTP,
+    as PyJWKClient fetches it); ``add`` a key, delete one from ``keys`` to rotate."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.fetches = 0
+        jwks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                jwks.fetches += 1
+                body = json.dumps({"keys": [
+                    {**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid,
+                     "alg": "RS256", "use": "sig"} for kid, k in jwks.keys.items()
+                ]}).encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> Jwks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, kid: str) -> rsa.RSAPrivateKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.keys[kid] = key
+        return key

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jwt
 import pytest
 import pytest_asyncio
 import websockets
@@ -22,13 +23,21 @@ from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from gateway.auth import Authenticator
 from gateway.server import Gateway
 from gateway.tenants import CACHE_TTL_S, TenantStore, hash_api_key
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
-from tests.tenants import AuthTenant, put_tenants, test_tenant_config, token_for
+from tests.tenants import (
+    TEST_SECRET,
+    AuthTenant,
+    Jwks,
+    put_tenants,
+    test_tenant_config,
+    token_for,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -164,6 +173,39 @@ async def test_a_token_signed_with_another_tenants_secret_is_refused(
     await asyncio.sleep(CACHE_TTL_S)
     status, reason = await refusal(url(gateway, "c-x", token_for("t2", "mallory")))
     assert (status, reason.strip()) == (401, "token signature does not verify")
+
+
+async def test_rs256_tokens_verify_with_the_tenants_jwks_and_its_rotation(
+        gateway: Gateway, settings: Settings) -> None:
+    with Jwks() as idp:
+        config = test_tenant_config("rsco", jwks_url=idp.url, algorithms=("RS256",))
+        await put_tenants(settings.redis_nodes, [config])
+        gateway.auth = Authenticator(gateway.tenants, jwks_cooldown_s=0)  # rotation at once
+
+        def rs_token(key: Any, kid: str, user: str) -> str:
+            now = int(time.time())
+            return jwt.encode({"iss": config.jwt.issuer, "aud": config.jwt.audience,
+                               "sub": user, "tenant": "rsco", "nbf": now, "exp": now + 60},
+                              key, algorithm="RS256", headers={"kid": kid})
+
+        old = idp.add("2026-11")
+        async with websockets.connect(url(gateway, "c-rs", rs_token(old, "2026-11", "ann"))
+                                      ) as ws:
+            assert (await welcome(ws))["tenant_id"] == "rsco"
+        new = idp.add("2026-12")
+        del idp.keys["2026-11"]
+        async with websockets.connect(url(gateway, "c-rs", rs_token(new, "2026-12", "ann"))
+                                      ) as ws:
+            assert (await welcome(ws))["user_id"] == "ann"
+        status, reason = await refusal(url(gateway, "c-rs", rs_token(new, "nope", "ann")))
+        assert (status, reason.strip()) == (401, "token signing key (kid) is unknown")
+        # An HS256 token, even one signed with the test secret, is not on its allow-list.
+        hs = jwt.encode({"iss": config.jwt.issuer, "aud": config.jwt.audience, "sub": "ann",
+                         "tenant": "rsco", "nbf": int(time.time()),
+                         "exp": int(time.time()) + 60}, TEST_SECRET, algorithm="HS256")
+        status, reason = await refusal(url(gateway, "c-rs", hs))
+        assert (status, reason.strip()) == (
+            401, "token algorithm 'HS256' is not allowed for this tenant")
 
 
 async def test_api_keys_open_sockets_rotate_and_are_revoked(

@@ -13,10 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import jwt
@@ -25,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import (
     MAX_LEEWAY_S,
@@ -40,6 +37,7 @@ from gateway.auth import (
 from gateway.tenants import ApiKeyRecord, TenantConfig, TenantError, TenantStore, tenant_config
 from kernel.errors import ConfigError
 from kernel.settings import Settings
+from tests.tenants import Jwks
 
 SECRET = "s" * 48
 
@@ -220,45 +218,10 @@ async def test_missing_credentials_are_refused_with_a_reason() -> None:
 # -- RS256 with a JWKS URL -------------------------------------------------------
 
 
-class Jwks:
-    """A JWKS endpoint on a free local port; ``keys`` can be swapped to rotate."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, rsa.RSAPrivateKey] = {}
-        self.fetches = 0
-        jwks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                jwks.fetches += 1
-                body = json.dumps({"keys": [
-                    {**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid,
-                     "alg": "RS256", "use": "sig"} for kid, k in jwks.keys.items()
-                ]}).encode()  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def add(self, kid: str) -> rsa.RSAPrivateKey:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.keys[kid] = key
-        return key
-
-
 @pytest.fixture
 def jwks() -> Iterator[Jwks]:
-    server = Jwks()
-    yield server
-    server.server.shutdown()
+    with Jwks() as server:
+        yield server
 
 
 def rs_tenant(url: str) -> TenantConfig:
