@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -177,9 +177,12 @@ class TenantConfig:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> TenantConfig:
-        data = json.loads(raw)
-        jwt = data.pop("jwt")
-        branding = data.pop("branding", {})
+        """Read a stored configuration. Fields this version does not know are ignored, so
+        a configuration written by a newer ``parley tenant`` still works on older gateways
+        during a rolling upgrade."""
+        data = _known(cls, json.loads(raw))
+        jwt = _known(JwtConfig, data.pop("jwt"))
+        branding = _known(Branding, data.pop("branding", {}))
         return cls(
             jwt=JwtConfig(**{**jwt, "algorithms": tuple(jwt["algorithms"])}),
             branding=Branding(**{**branding,
@@ -188,6 +191,11 @@ class TenantConfig:
             allowed_origins=tuple(data.pop("allowed_origins")),
             **data,
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def rollout_bucket(tenant_id: str, user_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import cast
 
@@ -31,6 +32,15 @@ def test_a_configuration_survives_its_json_form() -> None:
     assert again.allowed_origins == ("https://shop.example",)
     assert again.jwt.algorithms == ("HS256", "RS256")
     assert again.branding.to_frame()["suggestions"] == ["Track my order", "Refunds"]
+
+
+def test_fields_written_by_a_newer_version_are_ignored() -> None:
+    config = tenant_config("acme", branding=Branding("Acme"))
+    stored = json.loads(config.to_json())
+    stored["future_setting"] = 1
+    stored["jwt"]["future_jwt_setting"] = "x"
+    stored["branding"]["logo"] = "https://acme.example/logo.png"
+    assert TenantConfig.from_json(json.dumps(stored)) == config
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
