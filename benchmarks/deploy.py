@@ -9,6 +9,7 @@ free ports, so it never disturbs a running dev stack.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -28,6 +29,7 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.demo import resolve_kb_index as knowledge_index
 from examples import DEMO
+from gateway.tenants import TenantStore
 from infra.broker import admin_client
 from infra.embedded import CLUSTER_NODES
 from infra.pidfile import read_pidfile
@@ -37,6 +39,7 @@ from infra.topics import ensure_topics
 from kernel.errors import InfraError, PortInUseError
 from kernel.settings import Settings
 from parley.stack import Stack
+from streams.state import connect_cluster
 from streams.topics import all_topics, chat_partitions
 
 __all__ = [
@@ -68,6 +71,8 @@ class Deployment:
     #: the stream workers' /metrics pages (benchmarks.stages reads them)
     worker_metrics_urls: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: The tenant API key the load generator's sessions authenticate with (empty: none).
+    api_key: str = ""
 
 
 def resolve_model_dir(model_dir: Path | None) -> Path:
@@ -238,6 +243,7 @@ def pipeline_deployment(
             stack.wait_ready(timeout=ready_timeout)
             yield Deployment(
                 kind="pipeline",
+                api_key=_bench_api_key(stack) if gateways else "",
                 ws_urls=[f"ws://{_HOST}:{port}/ws" for port in ports[:gateways]],
                 processes={**{c.name: c.pid for c in [*gw, *wk]}, **infra_pids},
                 worker_metrics_urls=[f"http://{_HOST}:{port}/metrics" for port in ports[gateways:]],
@@ -299,9 +305,26 @@ def inline_deployment(
             stack.stop()
 
 
+def _bench_api_key(stack: Stack) -> str:
+    """A new API key of the development tenant (the demo's, created if missing) for the
+    load generator: each of its sessions speaks for a user of its own."""
+    stack.ensure_dev_tenant([])
+
+    async def create() -> str:
+        redis = connect_cluster(stack.settings.redis_startup_nodes)
+        try:
+            return (await TenantStore(redis).create_api_key(stack.settings.dev_tenant)).key
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(create())
+
+
 @contextlib.contextmanager
 def external_deployment(url: str) -> Iterator[Deployment]:
-    """An already running gateway; its process is measured if it runs on this machine."""
+    """An already running gateway; its process is measured if it runs on this machine.
+    Sessions authenticate with the tenant API key in PARLEY_BENCH_API_KEY
+    (`parley tenant key create demo`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"--url must be a ws:// or wss:// URL, got {url!r}")
@@ -312,7 +335,8 @@ def external_deployment(url: str) -> Iterator[Deployment]:
     if pid is not None:
         processes["gateway"] = pid
     yield Deployment(
-        kind="external", ws_urls=[ws_url], processes=processes, details={"url": ws_url}
+        kind="external", ws_urls=[ws_url], processes=processes, details={"url": ws_url},
+        api_key=os.environ.get("PARLEY_BENCH_API_KEY", ""),
     )
 
 

@@ -97,6 +97,7 @@ def run_load(
         options.clients_procs, options.conversations, options.idle,
         urls=tuple(deployment.ws_urls), run_id=uuid.uuid4().hex[:10], rate=options.rate,
         duration=options.duration, drain_timeout=options.drain_timeout, script=options.script,
+        api_key=deployment.api_key,
     )  # fmt: skip
     profiler = Profiler(profile_dir, deployment.processes) if profile_dir else None
     sampler = ProcessSampler()

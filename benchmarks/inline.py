@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import click
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -58,11 +58,14 @@ from kernel.logs import configure_logging
 from kernel.runtime import collect_young_less_often, run_until_signalled
 from kernel.settings import Settings
 from parley.worker import load_understander
-from streams.keys import ConversationKeys
+from streams.keys import ConversationKeys, validate_id
 
 __all__ = ["InlineServer", "serve_inline"]
 
 logger = logging.getLogger(__name__)
+
+#: The tenant every inline conversation belongs to (the demo domain's).
+INLINE_TENANT = "demo"
 
 
 @dataclass(slots=True)
@@ -128,7 +131,12 @@ class InlineServer:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         try:
-            user, keys, _ = parse_connection_params(ws.request.path)  # nothing kept to replay
+            # Nothing is kept to replay. No credentials are checked: the baseline bounds
+            # the pipeline's speed, one tenant (the demo's) and the user the URL names.
+            params = parse_connection_params(ws.request.path)
+            keys = ConversationKeys(INLINE_TENANT, params.conversation_id)
+            user = validate_id("user", parse_qs(urlsplit(ws.request.path).query).get(
+                "user", ["anonymous"])[0])
         except ValueError as exc:
             await ws.send(error_frame("bad_request", str(exc)))
             await ws.close(1008, "bad connection parameters")

@@ -245,6 +245,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
         parse_client_frame,
         reply_frame,
     )
+    from gateway.auth import Principal
     from gateway.server import inbound_event
     from kernel.settings import Settings
     from streams.codecs import codec_for
@@ -255,6 +256,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
     outbound, requests = codec_for("bot_reply"), codec_for("knowledge_request")
     manager = DialogueManager(load_bot(DEMO.folder))
     keys = [ConversationKeys("demo", f"c{c}") for c in range(_CONVERSATIONS)]
+    user = Principal("demo", "u1", "default", frozenset())
     sessions = {k: Session(k) for k in keys}
     seqs = dict.fromkeys(keys, 0)
     model = NLUModel.load(model_dir, threads=1)  # its own cost is the nlu workloads'
@@ -271,7 +273,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
             frame = parse_client_frame(encode({"type": "message", "text": text,
                                                "client_msg_id": f"m{i}"}), max_text_bytes)
             assert isinstance(frame, MessageFrame)
-            value = inbound.encode(inbound_event(conversation, "u1", frame, event_id, seq,
+            value = inbound.encode(inbound_event(conversation, user, frame, event_id, seq,
                                                  "gw-1", 1_767_605_400_000 + i))
             ack_frame(frame.client_msg_id, event_id, seq)
             message = inbound.decode(value)

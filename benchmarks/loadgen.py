@@ -68,7 +68,10 @@ class LoadPlan:
     script: ConversationScript
     idle: int = 0  # extra sessions that connect and stay silent
     idle_offset: int = 0  # global index of this process's first idle session
-    tenant: str = "demo"  # the demo domain's tenant: its knowledge base answers
+    #: A tenant API key (X-Parley-Key): each session speaks for its own user of that
+    #: tenant (the demo's, whose knowledge base answers). Empty: no credentials (the
+    #: inline baseline checks none).
+    api_key: str = ""
     connect_concurrency: int = 200
     connect_timeout: float = 60
 
@@ -88,7 +91,7 @@ class LoadPlan:
 
     def session_url(self, index: int, *, idle: bool = False) -> str:
         name = f"{self.run_id}-{'i' if idle else 'c'}{index}"
-        query = urlencode({"tenant": self.tenant, "user": f"u-{name}", "conversation": name})
+        query = urlencode({"conversation": name, "user": f"u-{name}"})
         return f"{self.urls[index % len(self.urls)]}?{query}"
 
 
@@ -185,11 +188,14 @@ class _Client:
                 r.scheduled[first + j] = plan.send_time(c, j)
             first += count
 
+        headers = {"X-Parley-Key": plan.api_key} if plan.api_key else None
+
         async def open_one(url: str) -> ClientConnection | None:
             async with limit:
                 try:
                     ws = await connect(
                         url,
+                        additional_headers=headers,
                         compression=None,
                         ping_interval=None,
                         open_timeout=plan.connect_timeout,

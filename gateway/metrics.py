@@ -8,6 +8,7 @@ __all__ = [
     "ACK_LATENCY",
     "CONNECTIONS",
     "FRAMES_REJECTED",
+    "HANDSHAKES_REFUSED",
     "IN_FLIGHT",
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
@@ -31,6 +32,12 @@ IN_FLIGHT = Gauge(
 )
 FRAMES_REJECTED = Counter(
     "parley_gateway_frames_rejected_total", "Client frames answered with an error.", ["code"]
+)
+HANDSHAKES_REFUSED = Counter(
+    "parley_gateway_handshakes_refused_total",
+    "/ws handshakes refused, by HTTP status: 400 bad parameters, 401 no or bad credentials, "
+    "403 origin or conversation not allowed, 503 credentials not checkable now.",
+    ["status"],
 )
 REPLIES_DELIVERED = Counter(
     "parley_gateway_replies_delivered_total", "Replies written to a client socket."

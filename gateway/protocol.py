@@ -9,8 +9,8 @@ Client → server frames are JSON objects with a ``type``:
 
 Server → client frames: ``welcome``, ``ack``, ``reply``, ``error``, ``pong``.
 
-:func:`parse_connection_params` reads what a ``/ws?...`` URL asks for (tenant,
-user, conversation, ``last_seq``); a bad value is a ``bad_request``.
+:func:`parse_connection_params` reads what a ``/ws?...`` URL asks for (conversation,
+``last_seq``; who asks comes from credentials, gateway/auth.py); a bad value is refused.
 :func:`parse_client_frame` turns raw frame data into a frame object or raises
 :class:`FrameError` with a stable ``code`` the client can act on; the caller
 answers with :func:`error_frame` and the connection stays usable.
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from kernel.errors import ParleyError
-from streams.keys import ConversationKeys, validate_id
+from streams.keys import validate_id
 
 __all__ = [
     "ClientFrame",
@@ -84,29 +84,28 @@ ClientFrame = MessageFrame | ResumeFrame | TypingFrame | PingFrame
 
 
 class ConnectionParams(NamedTuple):
-    """What a ``/ws?...`` URL asks for."""
+    """What a ``/ws?...`` URL asks for. Who asks is not among it: the tenant and user come
+    from verified credentials only (gateway/auth.py)."""
 
-    user_id: str
-    keys: ConversationKeys
+    conversation_id: str
     last_seq: int  # replay the replies after it; -1: no replay
 
 
 def parse_connection_params(path: str) -> ConnectionParams:
-    """The user, conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: tenant
-    ``demo``, a new user and conversation, no replay). Raises ``InvalidIdError`` (a
-    ``ValueError``) for a bad id and ``ValueError`` for a bad ``last_seq``."""
+    """The conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: a new
+    conversation, no replay). Raises ``InvalidIdError`` (a ``ValueError``) for a bad id
+    and ``ValueError`` for a bad ``last_seq``."""
     query = parse_qs(urlsplit(path).query)
 
     def param(name: str, default: str) -> str:
         return query.get(name, [default])[0]
 
-    tenant = validate_id("tenant", param("tenant", "demo"))
-    user = validate_id("user", param("user", f"u-{uuid.uuid4().hex[:12]}"))
-    keys = ConversationKeys(tenant, param("conversation", f"c-{uuid.uuid4().hex}"))
+    conversation = validate_id("conversation id",
+                               param("conversation", f"c-{uuid.uuid4().hex}"))
     last_seq = param("last_seq", "-1")
     if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
         raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
-    return ConnectionParams(user, keys, int(last_seq))
+    return ConnectionParams(conversation, int(last_seq))
 
 
 def parse_client_frame(data: str | bytes, max_text_bytes: int) -> ClientFrame:
@@ -173,16 +172,20 @@ def encode(frame: dict[str, Any]) -> str:
 
 
 def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str, *,
+                  branding: dict[str, Any] | None = None,
                   max_text_bytes: int | None = None) -> str:
-    """The first frame on a socket. ``max_text_bytes``, when given, tells the client the
-    UTF-8 size limit of a message's text, so a chat page can count against it instead of
-    learning it from a ``too_large`` error."""
+    """The first frame on a socket. ``branding`` is the tenant's (name, colour, greeting,
+    suggestions). ``max_text_bytes``, when given, tells the client the UTF-8 size limit of
+    a message's text, so a chat page can count against it instead of learning it from a
+    ``too_large`` error."""
     frame: dict[str, Any] = {
         "type": "welcome", "tenant_id": tenant_id, "user_id": user_id,
         "conversation_id": conversation_id, "gateway": gateway,
     }  # fmt: skip
     if max_text_bytes is not None:
         frame["max_text_bytes"] = max_text_bytes
+    if branding is not None:
+        frame["branding"] = branding
     return encode(frame)
 
 

@@ -1,8 +1,14 @@
 """The WebSocket gateway: sockets in, Avro events out, replies back.
 
 One ``Gateway`` per process. It serves ``/ws`` (the frame protocol in
-gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics`` and the web chat
-page at ``/``. Each accepted message gets an ``event_id`` and a per-conversation
+gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics``, the web chat
+page at ``/`` and, in development mode only, ``/dev/token``.
+
+A ``/ws`` handshake is authenticated before the socket exists (gateway/auth.py):
+no or bad credentials are refused with 401, a browser Origin the tenant does not
+allow or a conversation of another user with 403 (gateway/ownership.py), each
+with its reason in the body; the tenant and user come from the credentials only.
+Each accepted message gets an ``event_id`` and a per-conversation
 sequence number (Redis INCR, so it stays monotonic across gateways and
 reconnects; asked in batches, and by a busy gateway every few tens of
 milliseconds: gateway/sequences.py), is produced to
@@ -25,8 +31,11 @@ import math
 import os
 import socket
 import time
+import uuid
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
@@ -40,8 +49,17 @@ from websockets.http11 import Request, Response
 from gateway import metrics
 from gateway.admission import InFlight
 from gateway.api import ApiServer
+from gateway.auth import (
+    Authenticator,
+    AuthError,
+    Principal,
+    check_origin,
+    credentials_from,
+    mint_token,
+)
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.channels import Channels, Ingress
+from gateway.ownership import Ownership
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -57,6 +75,7 @@ from gateway.protocol import (
     welcome_frame,
 )
 from gateway.sequences import InboundSequences
+from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for
@@ -70,35 +89,53 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError)
+#: Lifetime of a development-mode token (GET /dev/token).
+DEV_TOKEN_TTL_S = 3600
+#: Handshakes checked against Redis at once (see Gateway.__init__).
+HANDSHAKE_REDIS_CALLS = 24
 
 
-def inbound_event(keys: ConversationKeys, user_id: str, frame: MessageFrame, event_id: str,
-                  seq: int, reply_route: str, timestamp_ms: int) -> dict[str, Any]:
+def inbound_event(keys: ConversationKeys, principal: Principal, frame: MessageFrame,
+                  event_id: str, seq: int, reply_route: str, timestamp_ms: int
+                  ) -> dict[str, Any]:
     """The ``ChatMessage`` an accepted message frame becomes on ``chat.inbound``."""
     return {
         "event_id": event_id,
         "tenant_id": keys.tenant_id,
         "conversation_id": keys.conversation_id,
-        "user_id": user_id,
+        "user_id": principal.user_id,
         "channel": "ws",
         "seq": seq,
         "timestamp": timestamp_ms,
         "trace_id": event_id,
         "reply_route": reply_route,
-        "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None},
+        "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None,
+                    "tier": principal.tier, "roles": sorted(principal.roles)},
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a handshake established, kept from ``process_request`` for the handler."""
+
+    principal: Principal
+    keys: ConversationKeys
+    last_seq: int
+    branding: dict[str, Any] | None
 
 
 class ClientSession:
     """One open socket: who it is, and which replies it has been given."""
 
-    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "replaying", "user_id",
-                 "ws")
+    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "principal", "replaying",
+                 "user_id", "ws")
 
-    def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str) -> None:
+    def __init__(self, ws: ServerConnection, keys: ConversationKeys,
+                 principal: Principal) -> None:
         self.ws = ws
         self.keys = keys
-        self.user_id = user_id
+        self.principal = principal
+        self.user_id = principal.user_id
         self.delivered_seq = 0
         self.replaying = False
         # Made on first use: most of 10,000 idle sessions never need them (~0.5 KB each).
@@ -180,6 +217,19 @@ class Gateway:
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)
         metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
+        self.tenants = TenantStore(self.redis)
+        self.auth = Authenticator(self.tenants, leeway_s=settings.jwt_leeway_s)
+        self.ownership = Ownership(self.redis, ttl_s=settings.session_ttl_s)
+        self.usage = UsageCounter(self.tenants)
+        # Each handshake asks Redis (its owner record, a tenant or key on a cache miss).
+        # The cluster client raises MaxConnectionsError instead of waiting when more calls
+        # are in flight than its pool (64) holds: a burst of connects (a reconnect storm,
+        # the load benchmark's) waits here instead, leaving connections for messages.
+        self._handshake_slots = asyncio.Semaphore(HANDSHAKE_REDIS_CALLS)
+        # Handshakes admitted by _process_request, until _handle takes them; weak, so a
+        # handshake that fails after admission leaves nothing behind.
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
+            weakref.WeakKeyDictionary())
         self._server: Server | None = None
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
@@ -213,6 +263,7 @@ class Gateway:
         )
         await self.api.start()
         self.channels.start()
+        self.usage.start()
         self._health_task = asyncio.create_task(self._watch_health())
         self._keepalive_task = asyncio.create_task(self._keep_alive())
         logger.info("gateway.started id=%s url=%s api=%s", self.id, self.url, self.api.url)
@@ -266,6 +317,7 @@ class Gateway:
             if unsettled:
                 await asyncio.wait(unsettled)
         await self.sequences.close()
+        await self.usage.close()
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -273,7 +325,8 @@ class Gateway:
         while True:
             redis_ok = await self.store.ping()
             kafka_ok = await asyncio.to_thread(self.producer.connected)
-            self._ready = redis_ok and kafka_ok and self.follower.assigned.is_set()
+            self._ready = (redis_ok and kafka_ok and self.follower.assigned.is_set()
+                           and self.channels.ready)
             await asyncio.sleep(0.5 if not self._ready else 2)
 
     async def _keep_alive(self) -> None:
@@ -312,10 +365,13 @@ class Gateway:
 
     # -- HTTP --------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection,
+                               request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == "/ws":
-            return None
+            return await self._admit(conn, request)
+        if path == "/dev/token" and self.settings.dev_mode:
+            return await self._dev_token(conn)
         if path == "/healthz":
             return conn.respond(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
@@ -332,27 +388,77 @@ class Gateway:
             return response
         return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
+    async def _admit(self, conn: ServerConnection, request: Request) -> Response | None:
+        """Authenticate a /ws handshake and check the conversation is the user's; None
+        lets the handshake go on, a response refuses it with the reason in the body."""
+        try:
+            params = parse_connection_params(request.path)
+        except ValueError as exc:  # an InvalidIdError too
+            metrics.HANDSHAKES_REFUSED.labels("400").inc()
+            return conn.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        try:
+            async with self._handshake_slots:
+                principal, config = await self.auth.authenticate(
+                    credentials_from(request.path, request.headers))
+                check_origin(config, request.headers.get("Origin"))
+                keys = ConversationKeys(principal.tenant_id, params.conversation_id)
+                await self.ownership.claim(keys, principal, config.retention_s or None)
+        except AuthError as exc:
+            metrics.HANDSHAKES_REFUSED.labels(str(exc.status)).inc()
+            logger.info("gateway.handshake.refused status=%s reason=%s", exc.status, exc.reason)
+            return conn.respond(HTTPStatus(exc.status), f"{exc.reason}\n")
+        except REDIS_UNAVAILABLE as exc:
+            metrics.HANDSHAKES_REFUSED.labels("503").inc()
+            logger.warning("gateway.handshake.unavailable dependency=redis error=%r", exc)
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                "cannot check credentials now, please retry\n")
+        branding = config.branding.to_frame() if config.branding != Branding() else None
+        self._admitted[conn] = Admission(principal, keys, params.last_seq, branding)
+        return None
+
+    async def _dev_token(self, conn: ServerConnection) -> Response:
+        """Development mode: a short-lived token for a new user of the demo tenant."""
+        tenant = self.settings.dev_tenant
+        try:
+            config = await self.tenants.get(tenant)
+        except REDIS_UNAVAILABLE:
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
+        if config is None:
+            return conn.respond(HTTPStatus.NOT_FOUND, f"no tenant {tenant!r}\n")
+        user = f"u-{uuid.uuid4().hex[:12]}"
+        try:
+            token = mint_token(config, user, ttl_s=DEV_TOKEN_TTL_S)
+        except TenantError as exc:  # a tenant whose tokens come from its JWKS only
+            return conn.respond(HTTPStatus.CONFLICT, f"{exc}\n")
+        body = encode({"token": token, "tenant": tenant, "user": user})
+        response = conn.respond(HTTPStatus.OK, body)
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     # -- WebSocket ---------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        try:
-            user, keys, last_seq = parse_connection_params(ws.request.path)
-        except ValueError as exc:  # an InvalidIdError too
-            await ws.send(error_frame("bad_request", str(exc)))
-            await ws.close(1008, "bad connection parameters")
+        admission = self._admitted.pop(ws, None)
+        if admission is None:  # only _admit lets a /ws handshake through
+            await ws.close(1011, "not admitted")
             return
+        keys, last_seq = admission.keys, admission.last_seq
+        user = admission.principal.user_id
         # The handshake is done and read: its headers would otherwise stay for the socket's
         # lifetime. Dropping them took a session from 14.4 to 10.2 KB and from 77 to 68
         # objects that every full collection scans (bench connections, 10,000 sessions).
         ws.request.headers.clear()
         ws.response = None
 
-        client = ClientSession(ws, keys, user)
+        client = ClientSession(ws, keys, admission.principal)
         self.sessions[keys].add(client)
         metrics.CONNECTIONS.inc()
         try:
-            await ws.send(welcome_frame(keys.tenant_id, user, keys.conversation_id, self.id))
+            await ws.send(welcome_frame(keys.tenant_id, user, keys.conversation_id, self.id,
+                                        branding=admission.branding,
+                                        max_text_bytes=self.settings.max_text_bytes))
             if last_seq >= 0:
                 await self._replay(client, last_seq)
             async for data in ws:
@@ -406,7 +512,7 @@ class Gateway:
             ))  # fmt: skip
             return
         value = self.inbound_codec.encode(inbound_event(
-            keys, client.user_id, frame, event_id, seq, self.id, int(time.time() * 1000)
+            keys, client.principal, frame, event_id, seq, self.id, int(time.time() * 1000)
         ))  # fmt: skip
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
@@ -433,6 +539,7 @@ class Gateway:
                                         frame.client_msg_id)
         else:
             metrics.MESSAGES_ACCEPTED.inc()
+            self.usage.count(client.keys.tenant_id)
             metrics.ACK_LATENCY.observe(time.perf_counter() - received)
             frame_out = ack_frame(frame.client_msg_id, event_id, seq)
         with contextlib.suppress(ConnectionClosed):

@@ -23,6 +23,10 @@ that raises them, and import their base from here::
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
+    ├── AuthError                    (gateway/auth.py) credentials refused; carries the HTTP
+    │                                ``status`` (401, 403, 503) and a ``reason``
+    ├── TenantError                  (gateway/tenants.py) a tenant configuration that cannot
+    │                                work, or an unknown tenant or API key
     ├── ChannelError                 (gateway/channels/errors.py) Slack or SMS traffic
     │   ├── SignatureError           a webhook request not signed by the channel (403)
     │   ├── PayloadError             a signed request the channel would not send (400)

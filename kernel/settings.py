@@ -221,6 +221,20 @@ class Settings(EnvSettings):
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
+    jwt_leeway_s: float = setting(
+        30.0,
+        "PARLEY_JWT_LEEWAY_S",
+        "Clock skew forgiven when checking a token's exp and nbf, in seconds (at most 300).",
+    )
+    dev_mode: bool = setting(
+        False,
+        "PARLEY_DEV_MODE",
+        "Development mode: the gateway serves GET /dev/token, a short-lived token for a new "
+        "user of PARLEY_DEV_TENANT (`parley up` turns it on). Never in production.",
+    )
+    dev_tenant: str = setting(
+        "demo", "PARLEY_DEV_TENANT", "The tenant whose users /dev/token mints tokens for."
+    )
     gateway_api_port: int = setting(
         8081,
         "PARLEY_GATEWAY_API_PORT",
@@ -323,6 +337,8 @@ class Settings(EnvSettings):
         for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s"):
             if not 0 < getattr(self, name) < math.inf:
                 self._invalid(name, "a number of seconds > 0")
+        if not 0 <= self.jwt_leeway_s <= 300:
+            self._invalid("jwt_leeway_s", "a number of seconds from 0 to 300")
         if not self.gateway_busy_rate > 0:
             self._invalid("gateway_busy_rate", "a number of messages a second > 0")
         for name in ("slack_api_url", "twilio_api_url"):

@@ -6,6 +6,8 @@ Subcommand groups live next to what they drive and are imported lazily, so
 =========  =====================================
 infra      infra/cli.py            embedded broker + Redis Cluster
 gateway    gateway/cli.py          the WebSocket gateway
+tenant     gateway/cli.py          tenants, their API keys and usage
+token      gateway/cli.py          mint a user token with a tenant's secret
 worker     parley/worker.py        a Faust worker running the agents
 up         parley/run.py           everything on one machine
 nlu        agents/nlu/cli.py       train / evaluate intent models
@@ -39,6 +41,8 @@ __all__ = ["main"]
 _SUBCOMMANDS: dict[str, str] = {
     "infra": "infra.cli:infra",
     "gateway": "gateway.cli:gateway",
+    "tenant": "gateway.cli:tenant",
+    "token": "gateway.cli:token",
     "worker": "parley.worker:worker",
     "up": "parley.run:up",
     "nlu": "agents.nlu.cli:nlu",

@@ -8,13 +8,19 @@ a crash loop (parley/supervisor.py).
 from __future__ import annotations
 
 import functools
+import os
 import signal
+import uuid
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from agents.dialogue.loader import load_bot
+from gateway.auth import mint_token
+from gateway.server import DEV_TOKEN_TTL_S
+from gateway.tenants import TenantConfig
+from infra.ports import find_free_ports
 from infra.process import wait_for_stop
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -32,6 +38,8 @@ __all__ = ["up"]
 def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
     """Start everything and print the chat URL; Ctrl-C stops it all."""
     settings = Settings.from_env()
+    if "PARLEY_DEV_MODE" not in os.environ:  # on by default here, off for a bare gateway
+        settings = settings.replace(dev_mode=True)
     if port is not None:
         settings = settings.replace(gateway_port=port)
     if bot_dir is not None:
@@ -48,11 +56,17 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
                    err=True)
         stack.prepare_model()
         stack.prepare_knowledge()
+        dev_tenant = _prepare_dev_tenant(stack) if stack.settings.dev_mode else None
         gateway = stack.start_gateway()
         for _ in range(workers):
             stack.start_worker()
         stack.wait_ready()
         click.echo(f"\nParley is up. Chat at {gateway.url}  (Ctrl-C stops it)")
+        if dev_tenant is not None:
+            token = mint_token(dev_tenant, f"u-{uuid.uuid4().hex[:12]}", ttl_s=DEV_TOKEN_TTL_S)
+            click.echo(f"Development mode: {gateway.url}?token={token}")
+            click.echo(f"  (a token for a new demo user: GET {gateway.url}dev/token; off with "
+                       "PARLEY_DEV_MODE=false)", err=True)
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
         supervisor = Supervisor(stack, say=functools.partial(click.echo, err=True))
         gave_up = wait_for_stop(supervisor.check)
@@ -61,6 +75,17 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
     finally:  # a ParleyError is reported by the `parley` command (parley/cli.py)
         click.echo("Stopping ...", err=True)
         stack.stop()
+
+
+def _prepare_dev_tenant(stack: Stack) -> TenantConfig:
+    """Development mode: the demo tenant exists, before the gateway serves /dev/token,
+    and allows the local chat page's origins (so the gateway's port is fixed here)."""
+    if stack.settings.gateway_port == 0:
+        stack.settings = stack.settings.replace(gateway_port=find_free_ports(1)[0])
+    port = stack.settings.gateway_port
+    return stack.ensure_dev_tenant([f"http://{host}:{port}" for host in
+                                    dict.fromkeys((stack.settings.gateway_host, "localhost",
+                                                   "127.0.0.1"))])
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

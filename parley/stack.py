@@ -10,6 +10,8 @@ exercise exactly what a user runs.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -25,12 +27,14 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.demo import resolve_kb_index
 from examples import bot_files
+from gateway.tenants import Branding, TenantConfig, TenantStore, tenant_config
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
 from infra.topics import ensure_topics
 from kernel.errors import InfraError
 from kernel.settings import Settings
+from streams.state import connect_cluster
 from streams.topics import all_topics
 
 __all__ = ["ChildProcess", "Stack"]
@@ -143,6 +147,30 @@ class Stack:
             if corpus.is_file():
                 self.kb_index = resolve_kb_index(self.settings, corpus)
         return self.kb_index
+
+    def ensure_dev_tenant(self, origins: list[str]) -> TenantConfig:
+        """The development tenant (PARLEY_DEV_TENANT, ``demo``), created if missing, with
+        ``origins`` (the local chat page's) added to its allowed Origins."""
+        return asyncio.run(self._ensure_dev_tenant(origins))
+
+    async def _ensure_dev_tenant(self, origins: list[str]) -> TenantConfig:
+        redis = connect_cluster(self.settings.redis_startup_nodes)
+        try:
+            store = TenantStore(redis)
+            config = await store.get(self.settings.dev_tenant)
+            if config is None:
+                config = tenant_config(
+                    self.settings.dev_tenant, tiers=("default", "authenticated", "premium"),
+                    origins=origins, branding=Branding(name="Parley demo"),
+                )  # fmt: skip
+                await store.create(config)
+            elif missing := [o for o in origins if o not in config.allowed_origins]:
+                config = dataclasses.replace(
+                    config, allowed_origins=(*config.allowed_origins, *missing))
+                await store.put(config)
+            return config
+        finally:
+            await redis.aclose()
 
     # -- processes -----------------------------------------------------------
 

@@ -9,6 +9,7 @@ script::
     parley:{t1:c42}:outbox      zset    reply seq -> encoded BotReply (for resume)
     parley:{t1:c42}:inseq       string  last inbound sequence number assigned by a gateway
     parley:{t1:c42}:llm_usage   hash    LLM tokens and calls spent on the conversation
+    parley:{t1:c42}:owner       string  the user the conversation belongs to (gateway/ownership.py)
 """
 
 from __future__ import annotations
@@ -79,5 +80,10 @@ class ConversationKeys:
     def llm_usage(self) -> str:
         return f"{self.tag}:llm_usage"
 
+    @property
+    def owner(self) -> str:
+        return f"{self.tag}:owner"
+
     def all(self) -> tuple[str, ...]:
-        return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage)
+        return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage,
+                self.owner)

@@ -11,6 +11,8 @@
   with a unique topic prefix and consumer group per test; the prefix's topics
   are created before the test runs.
 * ``redis_cluster`` (function, async): a connected ``RedisCluster`` client.
+* ``tenant`` (function, async): a tenant stored in that cluster, with tokens for its
+  users (tests/tenants.py): every /ws connection authenticates.
 
 Every test that uses ``infra`` (directly or through another fixture) gets the
 ``integration`` marker, so ``pytest -m "not integration"`` runs without it.
@@ -36,6 +38,7 @@ from infra.ports import find_free_ports
 from kernel.errors import PortInUseError
 from kernel.settings import Settings
 from streams.topics import all_topics
+from tests.tenants import AuthTenant, put_tenants, test_tenant_config
 
 logger = logging.getLogger("tests.infra")
 
@@ -159,6 +162,14 @@ async def redis_cluster(infra: InfraAddresses) -> AsyncIterator[RedisCluster]:
                 await client.flushall(target_nodes=RedisCluster.PRIMARIES)
         finally:
             await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def tenant(settings: Settings) -> AuthTenant:
+    """Tenant ``t`` in the test's Redis Cluster (every tier and Origin allowed)."""
+    config = test_tenant_config("t")
+    await put_tenants(settings.redis_nodes, [config])
+    return AuthTenant(config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

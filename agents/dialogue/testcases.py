@@ -492,6 +492,14 @@ async def run_cases(cases: Sequence[TestCase], new_conversation: ConversationFac
 # --------------------------------------------------------------------------- WebSocket
 
 
+def _refusal(exc: websockets.exceptions.InvalidStatus) -> str:
+    """``HTTP 401: token expired``: a refused handshake and the gateway's reason."""
+    response = exc.response
+    if response.status_code in (401, 403):
+        return f"HTTP {response.status_code}: {response.body.decode(errors='replace').strip()}"
+    return f"HTTP {response.status_code}"
+
+
 def _ws_url(url: str, query: Mapping[str, str]) -> str:
     parts = urlsplit(url)
     path = parts.path if parts.path not in ("", "/") else "/ws"
@@ -520,19 +528,23 @@ class WebSocketConversation:
         self._snapshot: Snapshot | None = None
 
     @classmethod
-    async def open(cls, url: str, *, tenant: str | None = None, timeout_s: float = 10.0,
-                   quiet_s: float = 0.75) -> WebSocketConversation:
-        """Connect as a new user in a new conversation and wait for ``welcome``; a URL
-        without a path gets ``/ws``. :class:`ConnectionError` says why it failed."""
+    async def open(cls, url: str, *, token: str | None = None, api_key: str | None = None,
+                   timeout_s: float = 10.0, quiet_s: float = 0.75) -> WebSocketConversation:
+        """Connect in a new conversation and wait for ``welcome``; a URL without a path
+        gets ``/ws``. The gateway wants credentials (docs/protocol.md): a user's
+        ``token``, or a tenant ``api_key`` speaking for a new user. :class:`ConnectionError`
+        says why it failed."""
         query = {"conversation": f"test-{uuid.uuid4().hex[:16]}",
                  "user": f"tester-{uuid.uuid4().hex[:12]}", "debug": "1"}
-        if tenant:
-            query["tenant"] = tenant
+        if token:
+            query["token"] = token
         full = _ws_url(url, query)
+        headers = {"X-Parley-Key": api_key} if api_key else None
         try:
-            ws = await asyncio.wait_for(websockets.connect(full), timeout_s)
+            ws = await asyncio.wait_for(websockets.connect(full, additional_headers=headers),
+                                        timeout_s)
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            reason = f"HTTP {exc.response.status_code}" if isinstance(
+            reason = _refusal(exc) if isinstance(
                 exc, websockets.exceptions.InvalidStatus) else f"{type(exc).__name__}: {exc}"
             raise ConnectionError(f"cannot open a conversation at {url} ({reason}); "
                                   "expected ws://HOST:PORT/ws") from exc

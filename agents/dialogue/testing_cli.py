@@ -47,12 +47,13 @@ def run_inline(inline: InlineBot, cases: list[TestCase]) -> CaseReport:
     return asyncio.run(run_cases(cases, new_conversation))
 
 
-def run_websocket(url: str, cases: list[TestCase], *, tenant: str | None = None,
-                  timeout_s: float = 10.0) -> CaseReport:
+def run_websocket(url: str, cases: list[TestCase], *, token: str | None = None,
+                  api_key: str | None = None, timeout_s: float = 10.0) -> CaseReport:
     """Every case on a new conversation through a running stack's ``/ws``."""
 
     async def new_conversation(case: TestCase) -> Conversation:
-        return await WebSocketConversation.open(url, tenant=tenant, timeout_s=timeout_s)
+        return await WebSocketConversation.open(url, token=token, api_key=api_key,
+                                                timeout_s=timeout_s)
 
     return asyncio.run(run_cases(cases, new_conversation))
 
@@ -73,7 +74,10 @@ def _readable_errors() -> Iterator[None]:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A test case file (repeatable). Default: BOT/tests/*.yml.")
 @click.option("--url", help="Run against a running stack: ws://HOST:PORT/ws.")
-@click.option("--tenant", help="The tenant to connect as with --url (default: the gateway's).")
+@click.option("--token", envvar="PARLEY_TOKEN",
+              help="A user's token to connect with --url (`parley token`; PARLEY_TOKEN).")
+@click.option("--api-key", envvar="PARLEY_API_KEY",
+              help="Or a tenant API key: each case speaks for a new user (PARLEY_API_KEY).")
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a reply with --url.")
 @click.option("--cache", "cache_root", type=click.Path(file_okay=False, path_type=Path),
@@ -81,8 +85,8 @@ def _readable_errors() -> Iterator[None]:
                    "PARLEY_DATA_DIR/bots).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"passed": N, "failed": N, "failures": [...]}.')
-def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, tenant: str | None,
-         timeout_s: float, cache_root: Path | None, as_json: bool) -> None:
+def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, token: str | None,
+         api_key: str | None, timeout_s: float, cache_root: Path | None, as_json: bool) -> None:
     """Run BOT's conversation test cases, in process or against a running stack."""
     with _readable_errors():
         paths = list(case_files) or default_cases(bot_dir)
@@ -91,7 +95,8 @@ def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, tenant: s
                                    "and no --cases was given")
         cases = load_cases(paths)
         if url:
-            report = run_websocket(url, cases, tenant=tenant, timeout_s=timeout_s)
+            report = run_websocket(url, cases, token=token, api_key=api_key,
+                                   timeout_s=timeout_s)
         else:
             inline = load_inline_bot(load_bot(bot_dir),
                                      cache_root or Settings.from_env().data_dir / "bots")

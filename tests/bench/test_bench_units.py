@@ -50,7 +50,7 @@ def test_schedule_spreads_conversations_evenly() -> None:
     # 8 msg/s over 4 conversations: each sends every 0.5 s, offset by its index / rate.
     assert [plan.send_time(2, j) for j in range(2)] == [0.25, 0.75]
     assert sum(plan.messages_of(c) for c in range(4)) == 8
-    assert plan.session_url(1).startswith("ws://b/ws?tenant=demo")
+    assert plan.session_url(1).startswith("ws://b/ws?conversation=r-c1&user=u-r-c1")
     assert "conversation=r-i5" in plan.session_url(5, idle=True)
 
 

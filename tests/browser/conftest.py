@@ -30,7 +30,17 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-# The browser tests run against the same pipeline as the end-to-end tests.
-from tests.e2e.conftest import demo_index, demo_model, docker_infra, pipeline  # noqa: E402
+# The browser tests run against the same pipeline as the end-to-end tests. Its gateways
+# run in development mode (the page may fetch /dev/token) and its `demo` tenant is a
+# test tenant (tests/tenants.py) that allows any Origin.
+from tests.e2e.conftest import Pipeline, demo_index, demo_model, docker_infra, pipeline  # noqa: E402
+from tests.tenants import token_for  # noqa: E402
 
-__all__ = ["browser", "demo_index", "demo_model", "docker_infra", "pipeline"]
+__all__ = ["browser", "chat_page_url", "demo_index", "demo_model", "docker_infra", "pipeline"]
+
+
+def chat_page_url(pipeline: Pipeline, index: int = 0, user: str | None = None) -> str:
+    """The chat page of gateway ``index``; with ``user``, carrying a token for that user
+    of the demo tenant (``?token=``), else the page gets one from /dev/token."""
+    url = pipeline.gateway_urls[index].replace("ws://", "http://") + "/"
+    return url if user is None else f"{url}?token={token_for('demo', user)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import urllib.request
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -13,14 +14,26 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.tenants import token_for
+
+
+def dev_token(http_url: str) -> str:
+    """A token from a development-mode gateway (``GET /dev/token``; ``parley up``)."""
+    with urllib.request.urlopen(f"{http_url.rstrip('/')}/dev/token", timeout=10) as response:
+        token: str = json.loads(response.read())["token"]
+        return token
+
 
 class ChatClient:
     """Connects to a gateway's /ws and sorts incoming frames by type."""
 
     def __init__(self, base_url: str, *, tenant: str = "e2e", conversation: str | None = None,
-                 user: str = "tester", last_seq: int | None = None) -> None:
-        params = {"tenant": tenant, "user": user,
-                  "conversation": conversation or f"c-{uuid.uuid4().hex[:12]}"}
+                 user: str = "tester", last_seq: int | None = None,
+                 token: str | None = None) -> None:
+        """Connects as ``user`` of ``tenant`` (a test tenant, tests/tenants.py) with a token
+        minted here, or with ``token`` when given (a development-mode token, say)."""
+        params = {"conversation": conversation or f"c-{uuid.uuid4().hex[:12]}",
+                  "token": token or token_for(tenant, user)}
         if last_seq is not None:
             params["last_seq"] = str(last_seq)
         self.conversation = params["conversation"]

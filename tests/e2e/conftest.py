@@ -26,6 +26,7 @@ from infra.topics import broker_count, ensure_topics
 from kernel.settings import Settings
 from parley.stack import Stack
 from streams.topics import all_topics
+from tests.tenants import put_tenants_sync, test_tenant_config
 
 
 @dataclass
@@ -92,6 +93,8 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
         {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
         consumer_group=f"{prefix}workers", data_dir=data_dir,
         nlu_model_dir=str(model), log_json=True,
+        # As `parley up` runs: the chat page gets tokens from /dev/token (browser tests).
+        dev_mode=True,
     )
     ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=broker_count(bootstrap)))
     return settings
@@ -99,6 +102,8 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
 
 def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
                    workers: int = 1) -> Pipeline:
+    # The tenants ChatClient connects as (tests/tenants.py), in this pipeline's Redis.
+    put_tenants_sync(settings.redis_nodes, [test_tenant_config("e2e"), test_tenant_config("demo")])
     stack = Stack(settings)
     stack.model_dir = Path(settings.nlu_model_dir)
     stack.kb_index = kb_index

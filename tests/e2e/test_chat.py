@@ -13,6 +13,7 @@ from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND, KNOWLEDGE_REQUESTS
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline, produce, read_topic
+from tests.tenants import token_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -141,19 +142,24 @@ async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
         assert (await chat.next("reply"))["in_reply_to"] == msg_id
 
 
-@pytest.mark.parametrize("query", ["tenant=a%20b", "user=%7Bx%7D", "last_seq=soon"])
-async def test_bad_connection_parameters_get_an_error_and_a_policy_close(
-    pipeline: Pipeline, query: str,
+@pytest.mark.parametrize(("query", "status"), [
+    ("conversation=a%20b", 400), ("last_seq=soon", 400),
+    ("tenant=e2e&user=tester", 401),  # naming a tenant and user is no credential
+    ("token=not-a-jwt", 401),
+])  # fmt: skip
+async def test_bad_connection_parameters_are_refused_in_the_handshake(
+    pipeline: Pipeline, query: str, status: int,
 ) -> None:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import InvalidStatus
 
-    async with connect(f"{pipeline.url}/ws?{query}") as ws:
-        error = json.loads(await ws.recv())
-        assert (error["type"], error["code"]) == ("error", "bad_request")
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    token = token_for("e2e")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{pipeline.url}/ws?{query}"
+                           + ("" if "token=" in query or status == 401 else f"&token={token}")):
+            pass
+    assert refused.value.response.status_code == status
+    assert refused.value.response.body, "the refusal says why"
 
 
 async def test_resume_replays_missed_replies_on_any_gateway(pipeline: Pipeline) -> None:

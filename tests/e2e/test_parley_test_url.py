@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from agents.dialogue.testing_cli import test as parley_test
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline
+from tests.tenants import token_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -30,7 +31,8 @@ async def test_cases_run_against_a_running_stack(pipeline: Pipeline, tmp_path: P
     ]}))
     result = await asyncio.to_thread(  # the command runs its own event loop
         CliRunner().invoke, parley_test,
-        [str(tmp_path), "--cases", str(cases), "--url", pipeline.url, "--json"])
+        [str(tmp_path), "--cases", str(cases), "--url", pipeline.url, "--json",
+         "--token", token_for("e2e")])
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)

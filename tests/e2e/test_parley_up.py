@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from infra.ports import find_free_ports, is_port_free
-from tests.e2e.chat_client import ChatClient
+from tests.e2e.chat_client import ChatClient, dev_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 
@@ -72,7 +72,9 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     try:
         url = await asyncio.to_thread(wait_for_url, up)
         assert url == f"http://127.0.0.1:{gateway}/"
-        async with ChatClient(url.replace("http://", "ws://").rstrip("/"), tenant="demo") as chat:
+        # Development mode (on in `parley up`) hands out tokens for new demo users.
+        token = await asyncio.to_thread(dev_token, url)
+        async with ChatClient(url.replace("http://", "ws://").rstrip("/"), token=token) as chat:
             msg_id = await chat.send("hello")
             reply = await chat.next("reply")
         assert reply["in_reply_to"] == msg_id
@@ -85,6 +87,14 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
                  "PARLEY_GATEWAY_API_PORT", "PARLEY_REDIS_NODES"):
         port = env_port(env, name)
         assert is_port_free("127.0.0.1", port), f"port {port} still held after Ctrl-C"
+
+
+def cli_token(env: dict[str, str], user: str) -> str:
+    """``parley token`` for a user of the demo tenant that `parley up` created."""
+    done = subprocess.run([sys.executable, "-m", "parley", "token", "--tenant", "demo",
+                           "--user", user], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    return done.stdout.strip()
 
 
 def wait_for_url(process: subprocess.Popen[str], timeout: float = 180) -> str:
@@ -115,8 +125,10 @@ async def test_a_restarted_parley_up_keeps_the_conversation(tmp_path: Path) -> N
         up = start_parley_up(env)
         try:
             url = (await asyncio.to_thread(wait_for_url, up)).replace("http://", "ws://")
-            async with ChatClient(url.rstrip("/"), tenant="demo", conversation=conversation,
-                                  last_seq=last_seq) as chat:
+            # The conversation is its user's: the same user each time (`parley token`).
+            token = await asyncio.to_thread(cli_token, env, "kept")
+            async with ChatClient(url.rstrip("/"), token=token,
+                                  conversation=conversation, last_seq=last_seq) as chat:
                 await asyncio.sleep(1.0)  # replayed replies arrive before anything new
                 replayed = [await chat.next("reply") for _ in range(chat.pending("reply"))]
                 msg_id = await chat.send(text)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.chat_client import ChatClient
+from tests.e2e.chat_client import ChatClient, dev_token
 from tests.e2e.test_parley_up import parley_up_env, start_parley_up, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(300)]
@@ -58,7 +58,8 @@ async def test_a_killed_worker_is_restarted_and_the_chat_goes_on(tmp_path: Path)
     try:
         url = await asyncio.to_thread(wait_for_url, up)
         ws_url = url.replace("http://", "ws://").rstrip("/")
-        async with ChatClient(ws_url, tenant="demo") as chat:
+        token = await asyncio.to_thread(dev_token, url)
+        async with ChatClient(ws_url, token=token) as chat:
             first = await chat.send("hello")
             assert (await chat.next("reply"))["in_reply_to"] == first
 

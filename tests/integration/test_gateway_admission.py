@@ -18,6 +18,7 @@ from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.topics import CHAT_OUTBOUND
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -25,7 +26,7 @@ LIMIT = 3
 
 
 @pytest_asyncio.fixture
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def gateway(settings: Settings, tenant: AuthTenant) -> AsyncIterator[Gateway]:
     server = Gateway(settings.replace(gateway_port=0, gateway_max_in_flight=LIMIT))
     await server.start()
     await server.wait_ready()
@@ -52,7 +53,8 @@ async def test_messages_beyond_the_limit_are_refused_until_replies_come(
 ) -> None:
     conversation = f"busy-{uuid.uuid4().hex[:8]}"
     async with websockets.connect(
-            f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation={conversation}") as ws:
+            f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}"
+            f"&conversation={conversation}") as ws:
         await ws.recv()  # welcome
 
         async def frame() -> dict[str, Any]:

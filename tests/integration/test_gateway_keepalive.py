@@ -11,12 +11,13 @@ import websockets
 
 from gateway.server import Gateway
 from kernel.settings import Settings
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
 
 @pytest_asyncio.fixture
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def gateway(settings: Settings, tenant: AuthTenant) -> AsyncIterator[Gateway]:
     server = Gateway(settings.replace(gateway_port=0, ping_interval_s=0.2, ping_timeout_s=0.3))
     await server.start()
     await server.wait_ready()
@@ -27,7 +28,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 async def test_a_peer_that_stops_answering_is_closed_and_a_live_one_is_kept(
     gateway: Gateway,
 ) -> None:
-    url = f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation="
+    url = f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}&conversation="
     async with websockets.connect(url + "alive") as alive, \
             websockets.connect(url + "dead", close_timeout=0.5) as dead:
         await alive.recv()
@@ -45,7 +46,7 @@ async def test_a_peer_that_stops_answering_is_closed_and_a_live_one_is_kept(
 
 
 async def test_each_socket_is_pinged_once_per_interval(gateway: Gateway) -> None:
-    url = f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation=counted"
+    url = f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}&conversation=counted"
     async with websockets.connect(url) as ws:
         await ws.recv()  # welcome
         (client,) = next(iter(gateway.sessions.values()))

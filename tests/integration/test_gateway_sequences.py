@@ -18,6 +18,7 @@ from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.topics import CHAT_INBOUND
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
@@ -27,7 +28,7 @@ SOCKETS = 300
 
 
 @pytest_asyncio.fixture
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def gateway(settings: Settings, tenant: AuthTenant) -> AsyncIterator[Gateway]:
     server = Gateway(settings.replace(gateway_port=0, gateway_max_in_flight=2 * SOCKETS))
     await server.start()
     await server.wait_ready()
@@ -37,7 +38,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 async def test_messages_sent_at_once_on_many_sockets_are_all_numbered(gateway: Gateway) -> None:
     run = uuid.uuid4().hex[:8]
-    url = f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation={run}-"
+    url = f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}&conversation={run}-"
     sockets = await asyncio.gather(*(websockets.connect(f"{url}{i}") for i in range(SOCKETS)))
     try:
         await asyncio.gather(*(ws.recv() for ws in sockets))  # welcome
@@ -77,13 +78,14 @@ async def read_back(settings: Settings, topic: str, count: int) -> list[dict[str
 
 async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_order(
     settings: Settings,
+    tenant: AuthTenant,
 ) -> None:
     # Busy from the first message: everything is held for the linger.
     busy = settings.replace(gateway_port=0, gateway_busy_rate=1, gateway_busy_linger_ms=1000)
     server = Gateway(busy)
     await server.start()
     run = uuid.uuid4().hex[:8]
-    url = f"ws://127.0.0.1:{server.port}/ws?tenant=t&conversation={run}-"
+    url = f"ws://127.0.0.1:{server.port}/ws?token={token_for('t')}&conversation={run}-"
     try:
         await server.wait_ready()
         sockets = await asyncio.gather(*(websockets.connect(f"{url}{i}") for i in range(8)))

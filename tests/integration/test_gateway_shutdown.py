@@ -10,12 +10,14 @@ import websockets
 
 from gateway.server import Gateway
 from kernel.settings import Settings
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
 
 async def test_close_settles_every_task_even_an_ack_whose_delivery_never_comes(
     settings: Settings,
+    tenant: AuthTenant,
 ) -> None:
     gateway = Gateway(settings.replace(gateway_port=0))
     await gateway.start()
@@ -25,7 +27,7 @@ async def test_close_settles_every_task_even_an_ack_whose_delivery_never_comes(
     gateway.producer.send = lambda *_: never  # type: ignore[method-assign]  # broker gone
 
     async with websockets.connect(
-            f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation=closing") as ws:
+            f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}&conversation=closing") as ws:
         await ws.recv()  # welcome
         await ws.send(json.dumps({"type": "message", "text": "hi", "client_msg_id": "m1"}))
         for _ in range(100):

@@ -17,7 +17,8 @@ def chat_message(**overrides: object) -> dict[str, object]:
         "event_id": "e-1", "tenant_id": "t1", "conversation_id": "c42", "user_id": "u7",
         "channel": "ws", "seq": 3, "timestamp": datetime(2026, 11, 21, 12, 0, tzinfo=UTC),
         "trace_id": "tr-1", "reply_route": "gw-a",
-        "payload": {"text": "héllo 👋", "client_msg_id": "m1", "locale": "en-GB"},
+        "payload": {"text": "héllo 👋", "client_msg_id": "m1", "locale": "en-GB",
+                    "tier": "premium", "roles": ["agent", "admin"]},
     }
     record.update(overrides)
     return record

@@ -1,29 +1,32 @@
-"""What a /ws URL asks for: user, conversation and replay point (gateway/protocol.py)."""
+"""What a /ws URL asks for: conversation and replay point (gateway/protocol.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.protocol import parse_connection_params
-from streams.keys import ConversationKeys, InvalidIdError
+from streams.keys import InvalidIdError
 
 
 def test_explicit_parameters() -> None:
-    path = "/ws?tenant=acme&user=ann%40acme&conversation=c-1&last_seq=4"
-    params = parse_connection_params(path)
-    assert params == ("ann@acme", ConversationKeys("acme", "c-1"), 4)
-    assert (params.user_id, params.keys.tenant_id, params.last_seq) == ("ann@acme", "acme", 4)
+    params = parse_connection_params("/ws?conversation=c-1&last_seq=4")
+    assert params == ("c-1", 4)
+    assert (params.conversation_id, params.last_seq) == ("c-1", 4)
 
 
-def test_defaults_are_a_new_user_and_conversation_of_the_demo_tenant() -> None:
-    user, keys, last_seq = parse_connection_params("/ws")
-    again, other, _ = parse_connection_params("/ws")
-    assert keys.tenant_id == "demo" and last_seq == -1
-    assert user.startswith("u-") and keys.conversation_id.startswith("c-")
-    assert (again, other.conversation_id) != (user, keys.conversation_id)
+def test_defaults_are_a_new_conversation_without_replay() -> None:
+    conversation, last_seq = parse_connection_params("/ws")
+    other, _ = parse_connection_params("/ws")
+    assert last_seq == -1 and conversation.startswith("c-") and other != conversation
 
 
-@pytest.mark.parametrize("query", ["tenant=a%20b", "user=%7Bx%7D", "conversation=" + "c" * 129])
+def test_the_url_cannot_choose_tenant_or_user() -> None:
+    """Who connects comes from verified credentials (gateway/auth.py), never the URL."""
+    params = parse_connection_params("/ws?tenant=acme&user=ann&conversation=c-1")
+    assert params == ("c-1", -1)
+
+
+@pytest.mark.parametrize("query", ["conversation=a%20b", "conversation=" + "c" * 129])
 def test_bad_ids_are_refused(query: str) -> None:
     with pytest.raises(InvalidIdError):
         parse_connection_params(f"/ws?{query}")
@@ -35,7 +38,7 @@ def test_a_replay_point_must_be_a_number() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("query", ["tenant=a%20b", "last_seq=soon"])
+@pytest.mark.parametrize("query", ["conversation=a%20b", "user=%7Bx%7D", "last_seq=soon"])
 async def test_the_inline_baseline_refuses_the_same_bad_parameters(query: str) -> None:
     """The bench's inline server reads /ws URLs with the gateway's parser."""
     import json
