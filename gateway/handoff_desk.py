@@ -111,6 +111,13 @@ class HandoffDesk:
                     listed.append(record)
         return DeskQueue(tuple(found[0]), tuple(found[1]))
 
+    async def record(self, tenant_id: str, conversation_id: str) -> HandoffRecord | None:
+        """The tenant's handoff request for a conversation (no transcript), or None when
+        this tenant has none: the console tells "unknown here" (404) from "taken" (409)."""
+        validate_id("tenant id", tenant_id)
+        validate_id("conversation id", conversation_id)
+        return await self._store.record(tenant_id, conversation_id)
+
     async def claim(self, tenant_id: str, agent_id: str, conversation_id: str) -> HandoffRecord:
         """Take a waiting conversation; :class:`HandoffRefused` (``not_waiting``) when it
         is not waiting in this tenant's queue (another agent was first)."""

@@ -2,7 +2,8 @@
 
 One ``Gateway`` per process. It serves ``/ws`` (the frame protocol in
 gateway/protocol.py), ``/healthz``, ``/readyz``, ``/metrics``, the web chat
-page at ``/`` and, in development mode only, ``/dev/token``.
+page at ``/`` and, in development mode only, ``/dev/token``. Its second HTTP port
+(gateway/api.py) serves the webhooks and the agent console (gateway/console.py).
 
 A ``/ws`` handshake is authenticated before the socket exists (gateway/auth.py):
 no or bad credentials are refused with 401, a browser Origin the tenant does not
@@ -59,6 +60,8 @@ from gateway.auth import (
 )
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.channels import Channels, Ingress
+from gateway.console import Console
+from gateway.handoff_desk import open_desk, open_feed
 from gateway.ownership import Ownership
 from gateway.protocol import (
     FrameError,
@@ -242,12 +245,19 @@ class Gateway:
             self.sequences, self.producer, self.inbound_codec, self.inbound_topic,
             self._event_ids.next, self.id, self.in_flight), self.reply_codec)
         self.api.add_routes(self.channels.routes)
+        # The agent console (gateway/console.py): handoff commands through this gateway's
+        # producer and Redis client, and the tenant's handoff.events followed live.
+        self.handoff_feed = open_feed(settings)
+        self.console = Console(self.auth, open_desk(settings, self.redis, self.producer),
+                               self.handoff_feed)
+        self.api.add_routes(self.console.routes)
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
         self.producer.start()
         self.follower.start()
+        self.handoff_feed.start()
         self._server = await serve(
             self._handle,
             self.settings.gateway_host,
@@ -306,7 +316,9 @@ class Gateway:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
             self._server = None
+        await self.console.close()  # its live feeds end, so the API server can stop
         await self.api.close()  # webhooks: requests in progress finish first
+        await self.handoff_feed.close()
         await self.channels.close()
         await self.follower.close()
         await self.producer.close()
@@ -326,7 +338,7 @@ class Gateway:
             redis_ok = await self.store.ping()
             kafka_ok = await asyncio.to_thread(self.producer.connected)
             self._ready = (redis_ok and kafka_ok and self.follower.assigned.is_set()
-                           and self.channels.ready)
+                           and self.handoff_feed.assigned.is_set() and self.channels.ready)
             await asyncio.sleep(0.5 if not self._ready else 2)
 
     async def _keep_alive(self) -> None:

@@ -34,6 +34,8 @@ that raises them, and import their base from here::
     │   └── SendError                the channel's API did not take a reply
     ├── HandoffRefused               (gateway/handoff_desk.py) an agent console command refused;
     │                                its ``code`` says why (not_waiting, not_holder, ...)
+    ├── ConsoleError                 (gateway/console.py) an agent console HTTP request refused;
+    │                                carries the HTTP ``status``, a ``code`` and a ``reason``
     ├── DialogueError                (agents/dialogue/domain.py)
     │   ├── BotFolderError           (loader.py) a bot folder with errors; lists every one
     │   └── StateFormatError         (state.py) a stored dialogue state this version can't read
