@@ -45,6 +45,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,9 @@ def record_json(record: HandoffRecord) -> dict[str, Any]:
 def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
     """What the page gets of a ``handoff.events`` event (its slots decoded)."""
     out = {name: event.get(name) for name in _EVENT_FIELDS}
+    stamp = out["timestamp"]
+    if isinstance(stamp, datetime):  # the codec decodes timestamp-millis to a datetime
+        out["timestamp"] = int(stamp.timestamp() * 1000)
     try:
         slots = json.loads(event.get("slots_json") or "{}")
     except json.JSONDecodeError:
@@ -143,7 +147,7 @@ def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def sse_frame(event: str, data: Mapping[str, Any]) -> bytes:
     """One server-sent event (JSON on one ``data:`` line: json.dumps escapes newlines)."""
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n".encode()
 
 
 def parse_command_body(raw: bytes, command: str) -> dict[str, Any]:
