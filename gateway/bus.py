@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BusError
 from streams.follow import TopicFollower
+from streams.security import bootstrap_config
 from streams.topics import producer_compression
 
 __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
@@ -69,7 +70,7 @@ class InboundProducer:
 
     def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
         self._config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",

@@ -283,7 +283,7 @@ class Settings(EnvSettings):
         kept = read_credentials(settings.data_dir)
         if kept is None:
             return settings
-        changes = {}
+        changes: dict[str, str] = {}
         if not kafka_given:
             changes.update(kafka_username=kept.kafka_username, kafka_password=kept.kafka_password)
         if not redis_given:

@@ -41,6 +41,7 @@ from confluent_kafka import (
 )
 
 from streams.errors import FollowerError, TopicNotFoundError
+from streams.security import bootstrap_config
 
 __all__ = ["TableFollower", "TopicFollower"]
 
@@ -78,7 +79,7 @@ class TopicFollower:
         self._poll_timeout_s = poll_timeout_s
         self._log_as = log_as
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),
             # Required by librdkafka even with assign(); never joined, nothing committed.
             "group.id": f"parley-follower-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,

@@ -32,6 +32,7 @@ __all__ = [
     "KafkaCredentials",
     "RedisCredentials",
     "aiokafka_sasl",
+    "bootstrap_config",
     "faust_credentials",
     "kafka_client_config",
     "kafka_credentials",
@@ -92,6 +93,14 @@ def sasl_config(credentials: KafkaCredentials | None) -> dict[str, Any]:
         "sasl.username": credentials.username,
         "sasl.password": credentials.password,
     }
+
+
+def bootstrap_config(bootstrap: str, credentials: KafkaCredentials | None = None
+                     ) -> dict[str, Any]:
+    """confluent-kafka properties to reach ``bootstrap`` as ``credentials`` (None: as this
+    process does, :func:`process_kafka_credentials`)."""
+    return {"bootstrap.servers": bootstrap,
+            **sasl_config(credentials or process_kafka_credentials())}
 
 
 def kafka_client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
