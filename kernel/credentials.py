@@ -56,6 +56,14 @@ class Credentials:
     redis_username: str
     redis_password: str = field(repr=False)
 
+    def client_env(self) -> dict[str, str]:
+        """The environment variables that make a process's clients authenticate with these
+        (a child process's, or this one's: kernel.settings reads them)."""
+        return {"PARLEY_KAFKA_USERNAME": self.kafka_username,
+                "PARLEY_KAFKA_PASSWORD": self.kafka_password,
+                "PARLEY_REDIS_USERNAME": self.redis_username,
+                "PARLEY_REDIS_PASSWORD": self.redis_password}
+
     @classmethod
     def generate(cls) -> Credentials:
         return cls(KAFKA_USER, new_password(), KAFKA_BROKER_USER, new_password(),

@@ -34,7 +34,12 @@ from streams.metrics import (
     EVENTS_PRODUCED,
     setup_worker_metrics,
 )
-from streams.security import faust_credentials, kafka_credentials, redis_credentials
+from streams.security import (
+    SCRAM_MECHANISM,
+    KafkaCredentials,
+    kafka_credentials,
+    redis_credentials,
+)
 from streams.state import ConversationStore, connect_cluster
 from streams.topics import (
     ACTIONS_REQUESTS,
@@ -50,7 +55,7 @@ from streams.topics import (
 )
 
 __all__ = ["WEB_SCHEME", "DeadLetters", "ParleyApp", "ProbesOnlyWeb", "WorkerContext",
-           "create_app", "produce", "raw_topic", "send", "send_to_dlq"]
+           "create_app", "faust_credentials", "produce", "raw_topic", "send", "send_to_dlq"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +139,14 @@ def raw_topic(app: faust.App, *names: str) -> TopicT:
     """A topic whose keys and values stay bytes (several names: read as one stream)."""
     return app.topic(*names, key_type=bytes, value_type=bytes,
                      key_serializer="raw", value_serializer="raw")  # fmt: skip
+
+
+def faust_credentials(credentials: KafkaCredentials | None) -> faust.SASLCredentials | None:
+    """Faust's ``broker_credentials`` for ``credentials`` (it hands them to aiokafka)."""
+    if credentials is None:
+        return None
+    return faust.SASLCredentials(username=credentials.username, password=credentials.password,
+                                 mechanism=SCRAM_MECHANISM)
 
 
 def create_app(settings: Settings) -> WorkerContext:

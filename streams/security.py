@@ -9,7 +9,8 @@ spelling from one :class:`KafkaCredentials`:
   for a process's :class:`~kernel.settings.Settings`, :func:`sasl_config` for a
   client given a bootstrap string;
 * aiokafka (tests, benchmarks): :func:`aiokafka_sasl`;
-* Faust (the worker): :func:`faust_credentials`, its ``broker_credentials``.
+* Faust (the worker): ``streams.app.faust_credentials``, its ``broker_credentials``
+  (there, because only workers install Faust: the gateway imports this module).
 
 A client built from a bootstrap string alone (``TopicFollower(bootstrap, ...)``)
 authenticates as the process does: :func:`process_kafka_credentials` reads them
@@ -23,8 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
-
 from kernel.settings import Settings
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "RedisCredentials",
     "aiokafka_sasl",
     "bootstrap_config",
-    "faust_credentials",
     "kafka_client_config",
     "kafka_credentials",
     "process_kafka_credentials",
@@ -120,11 +118,3 @@ def aiokafka_sasl(credentials: KafkaCredentials | None) -> dict[str, Any]:
         "sasl_plain_username": credentials.username,
         "sasl_plain_password": credentials.password,
     }
-
-
-def faust_credentials(credentials: KafkaCredentials | None) -> faust.SASLCredentials | None:
-    """Faust's ``broker_credentials`` (it hands them to aiokafka)."""
-    if credentials is None:
-        return None
-    return faust.SASLCredentials(username=credentials.username, password=credentials.password,
-                                 mechanism=SCRAM_MECHANISM)

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra import EmbeddedInfra
 from infra.ports import find_free_ports
+from streams.security import bootstrap_config
 from streams.topics import CHAT_INBOUND
 from tests.e2e.conftest import Pipeline, make_settings, start_pipeline
 from tests.e2e.test_worker_crash import Conversations, assert_topic_repeats_are_resends
@@ -55,7 +56,7 @@ def pipeline_on_three(three_brokers: EmbeddedInfra, tmp_path: Path, demo_model: 
 
 
 def _describe_replicas(bootstrap: str, topic: str) -> list[Any]:
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    meta = AdminClient(bootstrap_config(bootstrap)).list_topics(topic, timeout=10)
     return list(meta.topics[topic].partitions.values())
 
 

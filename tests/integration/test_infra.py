@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -18,6 +19,7 @@ from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import CLUSTER_SLOTS, cluster_info
 from kernel.errors import PortInUseError
 from kernel.settings import Settings
+from streams.security import bootstrap_config, kafka_client_config
 from streams.topics import (
     CHAT_INBOUND,
     CHAT_OUTBOUND,
@@ -87,7 +89,7 @@ async def test_keys_round_trip_across_slots(redis_cluster: RedisCluster) -> None
 
 
 def test_settings_topics_exist_with_their_partitions(settings: Settings) -> None:
-    topics = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    topics = AdminClient(kafka_client_config(settings)).list_topics(timeout=10)
     expected = {
         CHAT_INBOUND: 4,
         CHAT_UNDERSTOOD: 4,
@@ -107,7 +109,7 @@ def test_ensure_topics_is_idempotent_and_sets_compaction(infra: InfraAddresses) 
     specs = [TopicSpec(f"{prefix}wide", 7), TopicSpec(f"{prefix}table", 2, compacted=True)]
     ensure_topics(infra.kafka_bootstrap, specs, timeout=15)
     ensure_topics(infra.kafka_bootstrap, specs, timeout=15)  # again: nothing to do
-    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    admin = AdminClient(bootstrap_config(infra.kafka_bootstrap))
     topics = admin.list_topics(timeout=10).topics
     assert len(topics[f"{prefix}wide"].partitions) == 7
     assert len(topics[f"{prefix}table"].partitions) == 2
@@ -118,14 +120,14 @@ def test_ensure_topics_is_idempotent_and_sets_compaction(infra: InfraAddresses) 
 
 def test_produce_and_consume_with_assign(settings: Settings) -> None:
     topic = settings.topic(CHAT_INBOUND)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap), "linger.ms": 0})
     sent = [(f"conv-{i}".encode(), f"hello {i}".encode()) for i in range(20)]
     for key, value in sent:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(10) == 0
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **bootstrap_config(settings.kafka_bootstrap),
             "group.id": settings.consumer_group,
             "enable.auto.commit": False,
         }
@@ -141,12 +143,12 @@ def test_produce_and_consume_with_assign(settings: Settings) -> None:
 
 def test_consumer_group_subscribe_with_short_session_timeout(settings: Settings) -> None:
     topic = settings.topic(CHAT_OUTBOUND)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     producer.produce(topic, key=b"k", value=b"v")
     assert producer.flush(10) == 0
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **bootstrap_config(settings.kafka_bootstrap),
             "group.id": settings.consumer_group,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
@@ -232,12 +234,13 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
     stack = _small_stack(tmp_path, ports)
     topic = f"kept-{uuid4().hex[:8]}"
     with stack:
-        ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, 2)])
-        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+        ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, 2)],
+                      credentials=stack.kafka_credentials)
+        producer = Producer({**_kafka(stack), "acks": "all"})
         for i in range(3):
             producer.produce(topic, f"v{i}".encode(), key=f"k{i}".encode())
         assert producer.flush(15) == 0
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "g",
+        consumer = Consumer({**_kafka(stack), "group.id": "g",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumer.subscribe([topic])
         assert len(_consume(consumer, 2, timeout=30)) == 2
@@ -250,9 +253,8 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
 
     again = _small_stack(tmp_path, ports)
     with again:
-        assert topic in AdminClient({"bootstrap.servers": again.kafka_bootstrap}).list_topics(
-            timeout=10).topics
-        everything = Consumer({"bootstrap.servers": again.kafka_bootstrap, "group.id": "all",
+        assert topic in AdminClient(_kafka(again)).list_topics(timeout=10).topics
+        everything = Consumer({**_kafka(again), "group.id": "all",
                                "auto.offset.reset": "earliest"})
         everything.subscribe([topic])
         assert sorted(_consume(everything, 3, timeout=30)) == [
@@ -263,5 +265,12 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
         redis.close()
 
 
+def _kafka(stack: EmbeddedInfra) -> dict[str, Any]:
+    """A client's configuration for ``stack`` (its own credentials, not the session's)."""
+    return bootstrap_config(stack.kafka_bootstrap, stack.kafka_credentials)
+
+
 def _redis_client(stack: EmbeddedInfra) -> SyncRedisCluster:
-    return SyncRedisCluster(host=stack.host, port=stack.redis_ports[0], decode_responses=True)
+    credentials = stack.redis_credentials
+    return SyncRedisCluster(host=stack.host, port=stack.redis_ports[0], decode_responses=True,
+                            username=credentials.username, password=credentials.password)
