@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
+from redis import Redis as SyncRedis
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import AuthenticationError
 
 from infra import EmbeddedInfra, ensure_topics
 from infra.broker import kafka_metadata_ok
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import CLUSTER_SLOTS, cluster_info
+from kernel.credentials import CREDENTIALS_FILE
 from kernel.errors import PortInUseError
 from kernel.settings import Settings
-from streams.security import bootstrap_config, kafka_client_config
+from streams.security import (
+    KafkaCredentials,
+    RedisCredentials,
+    bootstrap_config,
+    kafka_client_config,
+    redis_credentials,
+)
+from streams.state import REDIS_UNAVAILABLE, connect_cluster
 from streams.topics import (
     CHAT_INBOUND,
     CHAT_OUTBOUND,
@@ -160,6 +178,97 @@ def test_consumer_group_subscribe_with_short_session_timeout(settings: Settings)
         assert _consume(consumer, 1, timeout=30) == [(b"k", b"v")]
     finally:
         consumer.close()
+
+
+# --- authentication ----------------------------------------------------------------
+
+
+def _refusals(config: dict[str, Any], seconds: float = 8) -> list[KafkaError]:
+    """The errors a producer with ``config`` reports while it tries to reach the broker;
+    fails if a metadata request is answered."""
+    errors: list[KafkaError] = []
+    producer = Producer({**config, "error_cb": errors.append, "reconnect.backoff.max.ms": 500})
+    with pytest.raises(KafkaException):
+        producer.list_topics(timeout=3)
+    deadline = time.monotonic() + seconds
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
+    return errors
+
+
+def test_kafka_refuses_clients_without_credentials_or_with_a_wrong_password(
+    settings: Settings,
+) -> None:
+    if not settings.kafka_username:
+        pytest.skip("this Kafka does not authenticate (external, no PARLEY_KAFKA_USERNAME)")
+    assert _refusals({"bootstrap.servers": settings.kafka_bootstrap})
+    wrong = KafkaCredentials(settings.kafka_username, settings.kafka_password + "x")
+    errors = _refusals(bootstrap_config(settings.kafka_bootstrap, wrong))
+    assert KafkaError._AUTHENTICATION in {error.code() for error in errors}, errors
+    assert any("SASL authentication error" in error.str() for error in errors), errors
+    nobody = KafkaCredentials("nobody", settings.kafka_password)
+    errors = _refusals(bootstrap_config(settings.kafka_bootstrap, nobody))
+    assert KafkaError._AUTHENTICATION in {error.code() for error in errors}, errors
+    # ... and the right one is taken.
+    assert AdminClient(kafka_client_config(settings)).list_topics(timeout=10).brokers
+
+
+@pytest.mark.asyncio
+async def test_redis_refuses_clients_without_credentials_or_with_a_wrong_password(
+    settings: Settings,
+) -> None:
+    if not settings.redis_username:
+        pytest.skip("this Redis does not authenticate (external, no PARLEY_REDIS_USERNAME)")
+    for host, port in _all_redis_nodes(settings):
+        anonymous = SyncRedis(host=host, port=port, socket_timeout=5)
+        with pytest.raises(AuthenticationError):  # NOAUTH: the default user is off
+            anonymous.get("anything")
+        anonymous.close()
+        as_default = SyncRedis(host=host, port=port, username="default", password="",
+                               socket_timeout=5)
+        with pytest.raises(AuthenticationError):
+            as_default.ping()
+        as_default.close()
+        wrong = SyncRedis(host=host, port=port, username=settings.redis_username,
+                          password=settings.redis_password + "x", socket_timeout=5)
+        with pytest.raises(AuthenticationError):  # WRONGPASS
+            wrong.ping()
+        wrong.close()
+    cluster = connect_cluster(settings.redis_startup_nodes, fail_fast=True, credentials=(
+        RedisCredentials(settings.redis_username, settings.redis_password + "x")))
+    with pytest.raises(REDIS_UNAVAILABLE):
+        await cluster.initialize()
+    await cluster.aclose()
+    right = connect_cluster(settings.redis_startup_nodes,
+                            credentials=redis_credentials(settings))
+    try:
+        assert await right.ping()
+    finally:
+        await right.aclose()
+
+
+def _all_redis_nodes(settings: Settings) -> list[tuple[str, int]]:
+    host, first = settings.redis_startup_nodes[0]
+    nodes = settings.redis_startup_nodes
+    return nodes if len(nodes) > 1 else [(host, first + i) for i in range(6)]
+
+
+def test_credentials_are_private_and_never_in_a_log(infra: InfraAddresses) -> None:
+    if not isinstance(infra, EmbeddedInfra):
+        pytest.skip("external infrastructure: its logs are not ours")
+    path = infra.data_dir / CREDENTIALS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for conf in [*infra.data_dir.glob("kafka/node-*/server.properties"),
+                 *infra.data_dir.glob("redis/*/auth.conf")]:
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o600, conf
+    credentials = infra.credentials
+    secrets = (credentials.kafka_password, credentials.kafka_broker_password,
+               credentials.redis_password)
+    logs = list(infra.log_dir.iterdir())
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not any(secret in text for secret in secrets), log
 
 
 # --- lifecycle ---------------------------------------------------------------------
