@@ -50,7 +50,7 @@ from infra.redis_cluster import (
 )
 from infra.topics import ensure_topics
 from infra.waiting import Deadline
-from kernel.credentials import Credentials, ensure_credentials
+from kernel.credentials import Credentials, ensure_credentials, read_credentials
 from kernel.errors import InfraError
 from streams.security import KafkaCredentials, RedisCredentials
 
@@ -409,7 +409,12 @@ class EmbeddedInfra:
         ok, degraded (some nodes do not answer), fail or down.
         """
         pids = self._pids()
-        kafka_credentials, redis_credentials = self.kafka_credentials, self.redis_credentials
+        # Never generates credentials: asking whether a stack runs must not write a file.
+        known = self._credentials or read_credentials(self.data_dir)
+        kafka_credentials = (KafkaCredentials(known.kafka_username, known.kafka_password)
+                             if known else None)
+        redis_credentials = (RedisCredentials(known.redis_username, known.redis_password)
+                             if known else None)
         kafka = [
             {
                 "name": node.name,
