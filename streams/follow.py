@@ -57,7 +57,9 @@ class TopicFollower:
 
     ``on_batch`` gets the records of one poll (never an empty list), on the
     follower's thread. ``log_as`` prefixes the follower's log events
-    (``<log_as>.assigned``, ``<log_as>.consume_error``, ...).
+    (``<log_as>.assigned``, ``<log_as>.consume_error``, ...). The consumer
+    authenticates as this process does (streams/security.py) unless ``config``
+    carries SASL properties (``sasl_config(credentials)``).
     """
 
     def __init__(
