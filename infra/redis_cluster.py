@@ -86,11 +86,17 @@ def prepare_cluster_dir(data_dir: Path, ports: Sequence[int]) -> bool:
 def node_auth_config(credentials: RedisCredentials) -> str:
     """The lines of a node's ``auth.conf``: the ACL (``default`` off, Parley's user with
     every key, channel and command; its password stored as a SHA-256) and what a
-    replica authenticates to its primary with."""
+    replica authenticates to its primary with.
+
+    ``default`` is switched off (no connection can be it, or authenticate as it) and has
+    no password, but keeps its rights: Valkey replays the append-only file's MULTI/EXEC
+    blocks with the ``default`` user's rights, and a ``default`` without commands made
+    it drop every transaction at a restart (NOPERM in the node's log: keys lost).
+    """
     digest = hashlib.sha256(credentials.password.encode()).hexdigest()
     return "\n".join([
         "# Written by Parley (infra/redis_cluster.py) at every start; edits are overwritten.",
-        "user default off resetpass nocommands",
+        "user default off resetpass ~* &* +@all",
         f"user {credentials.username} on #{digest} ~* &* +@all",
         f"masteruser {credentials.username}",
         f"masterauth {credentials.password}",

@@ -357,6 +357,11 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
         consumer.close()
         redis = _redis_client(stack)
         redis.set("parley:{t:c}:kept", "yes")
+        # A transaction too: the append-only file replays MULTI/EXEC with the rights of
+        # the (disabled) default user.
+        with redis.pipeline(transaction=True) as transaction:
+            transaction.set("parley:{t:c}:multi", "1").incr("parley:{t:c}:multi")
+            transaction.execute()
         redis.close()
     stack.stop()
 
@@ -371,6 +376,7 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
         everything.close()
         redis = _redis_client(again)
         assert redis.get("parley:{t:c}:kept") == "yes"
+        assert redis.get("parley:{t:c}:multi") == "2"
         redis.close()
 
 
