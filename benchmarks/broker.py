@@ -31,10 +31,13 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from benchmarks.deploy import _children_env
 from infra.broker import HEAP, admin_client, format_storage, kafka_nodes, node_process, wait_brokers
 from infra.kafka_dist import KAFKA_VERSION, resolve_kafka
 from infra.ports import find_free_ports
 from infra.waiting import Deadline
+from kernel.credentials import Credentials
+from streams.security import bootstrap_config
 
 __all__ = ["run_broker_bench"]
 
@@ -51,13 +54,16 @@ def _own_broker() -> Iterator[tuple[str, psutil.Process]]:
         port, controller = find_free_ports(2, _HOST)
         (node,) = kafka_nodes(Path(tmp), _HOST, [port], [controller])
         deadline = Deadline(60)
-        format_storage(dist, [node], deadline)
+        credentials = Credentials.generate()
+        format_storage(dist, [node], deadline, credentials)
         broker = node_process(dist, node, Path(tmp) / "kafka.log")
         broker.start()
         try:
-            wait_brokers([broker], _HOST, deadline)
-            assert broker.process is not None
-            yield f"{_HOST}:{port}", broker.process
+            # This process's clients authenticate as the broker's client user.
+            with _children_env(**credentials.client_env()):
+                wait_brokers([broker], _HOST, deadline)
+                assert broker.process is not None
+                yield f"{_HOST}:{port}", broker.process
         finally:
             broker.stop()
 
@@ -69,7 +75,7 @@ def _cpu_s(process: psutil.Process) -> float:
 
 def _fill(bootstrap: str, topic: str, partitions: int, batches: int) -> None:
     """Store ``batches`` batches of one record in each partition of ``topic``."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0,
+    producer = Producer({**bootstrap_config(bootstrap), "linger.ms": 0,
                          "batch.num.messages": 1, "queue.buffering.max.messages": 1_000_000})
     for i in range(batches * partitions):
         while True:
@@ -93,7 +99,7 @@ class _Reader:
         self.count = 0
         self._stop = threading.Event()
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            **bootstrap_config(bootstrap), "group.id": f"bench-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": fetch_wait_ms,
         })  # fmt: skip
         self._consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
@@ -124,7 +130,7 @@ def _measure_hop(bootstrap: str, broker: psutil.Process, partitions: int, rate: 
         time.sleep(seconds)
         idle_util = (_cpu_s(broker) - start_cpu) / (time.monotonic() - start)
 
-        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+        producer = Producer({**bootstrap_config(bootstrap), "enable.idempotence": True,
                              "acks": "all", "linger.ms": linger_ms})
         sent = 0
         start_cpu, start = _cpu_s(broker), time.monotonic()

@@ -36,6 +36,7 @@ from infra.pidfile import read_pidfile
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import BUS_PORT_OFFSET
 from infra.topics import ensure_topics
+from kernel.credentials import ensure_credentials
 from kernel.errors import InfraError, PortInUseError
 from kernel.settings import Settings
 from parley.stack import Stack
@@ -207,8 +208,14 @@ def pipeline_deployment(
     with (
         _children_env(PARLEY_KB_INDEX=None if kb_index is None else str(kb_index)),
         _data_dir(data_parent, keep_data) as data_dir,
+        contextlib.ExitStack() as own_env,
     ):
         base = Settings.from_env()
+        if infra == "own":  # this process's clients (not only the children) use its users
+            credentials = ensure_credentials(data_dir)
+            own_env.enter_context(_children_env(**credentials.client_env()))
+            base = base.replace(**{name.lower().removeprefix("parley_"): value
+                                   for name, value in credentials.client_env().items()})
         settings = base.replace(
             data_dir=data_dir,
             topic_prefix=f"bench{run_id}.",

@@ -238,6 +238,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
     from agents.dialogue.turns import Incoming, Kind, decide_turns
     from agents.nlu.agent import understood_events
     from agents.nlu.model import NLUModel
+    from gateway.auth import Principal
     from gateway.protocol import (
         MessageFrame,
         ack_frame,
@@ -245,7 +246,6 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
         parse_client_frame,
         reply_frame,
     )
-    from gateway.auth import Principal
     from gateway.server import inbound_event
     from kernel.settings import Settings
     from streams.codecs import codec_for

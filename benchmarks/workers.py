@@ -28,6 +28,7 @@ from benchmarks.e2e import cpu_per_message
 from benchmarks.procstats import ProcessSampler
 from benchmarks.script import ConversationScript, load_script
 from streams.codecs import codec_for
+from streams.security import bootstrap_config
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
 __all__ = ["WorkerBenchOptions", "run_worker_bench"]
@@ -117,7 +118,7 @@ def _produce_all(bootstrap: str, topic: str, events: list[tuple[str, bytes]]) ->
     """Produce every event, keyed by conversation, and wait until the broker holds them.
 
     The producer is gone when this returns, before the broker it talks to is stopped."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+    producer = Producer({**bootstrap_config(bootstrap), "linger.ms": 5,
                          "partitioner": "murmur2_random", "enable.idempotence": True})
     for key, value in events:
         while True:
@@ -132,7 +133,7 @@ def _produce_all(bootstrap: str, topic: str, events: list[tuple[str, bytes]]) ->
 
 def _follow(bootstrap: str, topic: str, partitions: int) -> Consumer:
     """A consumer at the end of every partition of ``topic`` (no group is joined)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "parley-bench-unused",
+    consumer = Consumer({**bootstrap_config(bootstrap), "group.id": "parley-bench-unused",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 10})
     consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
     consumer.poll(0.5)  # resolves OFFSET_END before anything is produced

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BusError
 from streams.follow import TopicFollower
+from streams.security import KafkaCredentials, bootstrap_config, sasl_config
 from streams.topics import producer_compression
 
 __all__ = ["DeliveryError", "InboundProducer", "ReplyFollower"]
@@ -65,11 +66,14 @@ class InboundProducer:
     replace its producer with a new one: the gateway takes
     messages again once the broker is back. Events the old one still held fail with
     :class:`DeliveryError` (the client is told to retry).
+
+    It authenticates as ``credentials`` (None: as this process does, streams/security.py).
     """
 
-    def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway"):
+    def __init__(self, bootstrap: str, *, linger_ms: float, client_id: str = "parley-gateway",
+                 credentials: KafkaCredentials | None = None):
         self._config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap, credentials),
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
@@ -188,7 +192,8 @@ class ReplyFollower:
     here; there is no group to join or rebalance, so a gateway is ready in
     milliseconds and any number of gateways can run side by side. Replies produced
     while no gateway held the socket are recovered from the outbox on resume.
-    ``on_batch`` gets the replies' values on the event loop, one call per poll.
+    ``on_batch`` gets the replies' values on the event loop, one call per poll. It
+    authenticates as ``credentials`` (None: as this process does, streams/security.py).
     """
 
     def __init__(
@@ -199,12 +204,14 @@ class ReplyFollower:
         *,
         batch_size: int = 500,
         fetch_wait_ms: int = 10,
+        credentials: KafkaCredentials | None = None,
     ) -> None:
         self._on_batch = on_batch
         self._loop: asyncio.AbstractEventLoop | None = None
         self._follower = TopicFollower(
             bootstrap, topic, self._hand_over, from_beginning=False, batch_size=batch_size,
-            log_as="gateway.replies", config={"fetch.wait.max.ms": fetch_wait_ms},
+            log_as="gateway.replies",
+            config={"fetch.wait.max.ms": fetch_wait_ms, **sasl_config(credentials)},
         )
         #: Set once every partition of the reply topic is assigned.
         self.assigned = self._follower.assigned

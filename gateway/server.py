@@ -83,6 +83,7 @@ from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys, InvalidIdError
+from streams.security import kafka_credentials, redis_credentials
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
@@ -205,17 +206,19 @@ class Gateway:
         self.inbound_codec = codec_for("chat_message", registry, self.inbound_topic)
         self.reply_codec = codec_for("bot_reply", registry, self.outbound_topic)
         self.sessions: dict[ConversationKeys, set[ClientSession]] = defaultdict(set)
-        self.redis = connect_cluster(settings.redis_startup_nodes, fail_fast=True)
+        self.redis = connect_cluster(settings.redis_startup_nodes, fail_fast=True,
+                                     credentials=redis_credentials(settings))
         self.store = ConversationStore(self.redis, ttl_s=settings.session_ttl_s)
         self.sequences = InboundSequences(self.store,
                                           busy_linger_s=settings.gateway_busy_linger_ms / 1000,
                                           busy_rate=settings.gateway_busy_rate)
         self.producer = InboundProducer(settings.kafka_bootstrap,
                                         linger_ms=settings.gateway_linger_ms,
-                                        client_id=f"gw-{self.id}")
+                                        client_id=f"gw-{self.id}",
+                                        credentials=kafka_credentials(settings))
         self.follower = ReplyFollower(
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
-            fetch_wait_ms=settings.fetch_max_wait_ms,
+            fetch_wait_ms=settings.fetch_max_wait_ms, credentials=kafka_credentials(settings),
         )
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)

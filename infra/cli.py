@@ -19,8 +19,10 @@ from infra.kafka_dist import KAFKA_VERSION, install_kafka
 from infra.pidfile import read_pidfile
 from infra.process import DEFAULT_GRACE, wait_for_stop
 from infra.topics import broker_count, ensure_topics
+from kernel.credentials import CREDENTIALS_FILE
 from kernel.errors import InfraError, ParleyError
 from kernel.settings import Settings
+from streams.security import kafka_credentials
 from streams.topics import all_topics
 
 __all__ = ["infra"]
@@ -37,8 +39,9 @@ class _Config:
     def __init__(
         self, data_dir: Path | None, kafka_port: int | None, redis_port: int | None, grace: float
     ) -> None:
-        try:
-            settings = Settings.from_env()
+        try:  # the credentials of --data-dir's stack, unless the environment gives some
+            given = {} if data_dir is None else {"data_dir": data_dir}
+            settings = Settings.from_env(None, **given)
         except ParleyError as exc:
             raise click.ClickException(str(exc)) from exc
         self.settings = settings
@@ -137,6 +140,9 @@ def _echo_ready(infra_: EmbeddedInfra, topics: list[str]) -> None:
                f"(Apache Kafka {KAFKA_VERSION}, {infra_.brokers} node(s))")
     click.echo(f"redis nodes     : {infra_.redis_nodes}")
     click.echo(f"topics          : {', '.join(topics)}")
+    credentials = infra_.credentials
+    click.echo(f"credentials     : {infra_.data_dir / CREDENTIALS_FILE} (Kafka SASL/SCRAM-SHA-512 "
+               f"user {credentials.kafka_username}, Redis ACL user {credentials.redis_username})")
     click.echo(f"logs            : {infra_.log_dir}")
     click.echo(KEPT_ON_DISK.format(data_dir=infra_.data_dir))
 
@@ -180,7 +186,8 @@ def up(config: _Config, foreground: bool, brokers: str, timeout: float) -> None:
                        brokers=embedded.brokers)
     try:
         embedded.start(timeout=timeout)
-        ensure_topics(embedded.kafka_bootstrap, specs, timeout=timeout)
+        ensure_topics(embedded.kafka_bootstrap, specs, timeout=timeout,
+                      credentials=embedded.kafka_credentials)
     except InfraError as exc:
         embedded.stop()
         raise click.ClickException(str(exc)) from exc
@@ -264,9 +271,10 @@ def topics(config: _Config, timeout: float) -> None:
     """Create Parley's topics on PARLEY_KAFKA_BOOTSTRAP (any Kafka cluster); idempotent."""
     settings = config.settings
     try:
-        brokers = broker_count(settings.kafka_bootstrap, timeout=timeout)
+        credentials = kafka_credentials(settings)
+        brokers = broker_count(settings.kafka_bootstrap, timeout=timeout, credentials=credentials)
         specs = all_topics(settings.chat_partitions, settings.topic_prefix, brokers=brokers)
-        ensure_topics(settings.kafka_bootstrap, specs, timeout=timeout)
+        ensure_topics(settings.kafka_bootstrap, specs, timeout=timeout, credentials=credentials)
     except ParleyError as exc:
         raise click.ClickException(str(exc)) from exc
     for spec in specs:

@@ -1,7 +1,10 @@
 """The embedded stack: Apache Kafka (KRaft, 1 or 3 nodes) and a 6-node Valkey cluster.
 
 Everything runs on loopback and keeps its data on disk under ``data_dir``: a
-restarted stack has every topic, committed offset and key it had. Kafka's jars
+restarted stack has every topic, committed offset and key it had. Everything
+authenticates: the credentials are generated into ``data_dir/credentials.json``
+the first time (kernel/credentials.py), and :attr:`EmbeddedInfra.credentials`
+gives them to clients (``settings.replace(**infra.client_settings())``). Kafka's jars
 come from Maven Central (:mod:`infra.kafka_dist`); Valkey from a wheel.
 
 ::
@@ -47,7 +50,9 @@ from infra.redis_cluster import (
 )
 from infra.topics import ensure_topics
 from infra.waiting import Deadline
+from kernel.credentials import Credentials, ensure_credentials, read_credentials
 from kernel.errors import InfraError
+from streams.security import KafkaCredentials, RedisCredentials
 
 __all__ = ["CLUSTER_NODES", "EmbeddedInfra", "ensure_topics"]
 
@@ -99,8 +104,10 @@ class EmbeddedInfra:
         redis_bus_ports: Sequence[int] | None = None,
         redis_replicas: int = 1,
         grace: float = DEFAULT_GRACE,
+        credentials: Credentials | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self._credentials = credentials
         self.host = host
         if brokers < 1:
             raise ValueError(f"brokers must be 1 or more, got {brokers}")
@@ -150,6 +157,33 @@ class EmbeddedInfra:
         if len(set(every)) != len(every):
             raise ValueError(f"kafka, kafka controller, redis and redis bus ports must all "
                              f"differ, got {every}")
+
+    # --- credentials ------------------------------------------------------------
+    @property
+    def credentials(self) -> Credentials:
+        """Who clients and brokers authenticate as: given, or ``data_dir``'s (generated
+        and written there, mode 0600, the first time)."""
+        if self._credentials is None:
+            self._credentials = ensure_credentials(self.data_dir)
+        return self._credentials
+
+    @property
+    def kafka_credentials(self) -> KafkaCredentials:
+        c = self.credentials
+        return KafkaCredentials(c.kafka_username, c.kafka_password)
+
+    @property
+    def redis_credentials(self) -> RedisCredentials:
+        c = self.credentials
+        return RedisCredentials(c.redis_username, c.redis_password)
+
+    def client_settings(self) -> dict[str, str]:
+        """The :class:`~kernel.settings.Settings` fields a client of this stack needs:
+        addresses and credentials (``settings.replace(**infra.client_settings())``)."""
+        c = self.credentials
+        return {"kafka_bootstrap": self.kafka_bootstrap, "redis_nodes": self.redis_nodes,
+                "kafka_username": c.kafka_username, "kafka_password": c.kafka_password,
+                "redis_username": c.redis_username, "redis_password": c.redis_password}
 
     # --- addresses --------------------------------------------------------------
     @property
@@ -217,8 +251,9 @@ class EmbeddedInfra:
         self._refuse_live_pidfile()
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        credentials = self.credentials
         kafka_nodes = self.kafka_nodes
-        format_storage(kafka, kafka_nodes, deadline)
+        format_storage(kafka, kafka_nodes, deadline, credentials)
         brokers = [
             kafka_node_process(kafka, node, self.log_dir / f"{node.name}.log")
             for node in kafka_nodes
@@ -233,6 +268,7 @@ class EmbeddedInfra:
                 bus,
                 redis_dir,
                 self.log_dir / f"redis-{port}.log",
+                self.redis_credentials,
             )
             for port, bus in zip(self.redis_ports, self.redis_bus_ports, strict=True)
         ]
@@ -252,11 +288,12 @@ class EmbeddedInfra:
                     self.redis_replicas,
                     self.log_dir / "redis-cluster-create.log",
                     deadline,
+                    self.redis_credentials,
                 )
-            wait_brokers(brokers, self.host, deadline)
+            wait_brokers(brokers, self.host, deadline, self.kafka_credentials)
             logger.info("infra.kafka.ready bootstrap=%s brokers=%s", self.kafka_bootstrap,
                         len(brokers))
-            wait_cluster_ok(nodes, self.host, deadline)
+            wait_cluster_ok(nodes, self.host, deadline, self.redis_credentials)
         except BaseException:
             self.stop()
             raise
@@ -372,13 +409,20 @@ class EmbeddedInfra:
         ok, degraded (some nodes do not answer), fail or down.
         """
         pids = self._pids()
+        # Never generates credentials: asking whether a stack runs must not write a file.
+        known = self._credentials or read_credentials(self.data_dir)
+        kafka_credentials = (KafkaCredentials(known.kafka_username, known.kafka_password)
+                             if known else None)
+        redis_credentials = (RedisCredentials(known.redis_username, known.redis_password)
+                             if known else None)
         kafka = [
             {
                 "name": node.name,
                 "port": node.port,
                 "pid": pids.get(node.name),
                 "up": port_accepts(self.host, node.port)
-                and kafka_metadata_ok(f"{self.host}:{node.port}", timeout),
+                and kafka_metadata_ok(f"{self.host}:{node.port}", timeout,
+                                      credentials=kafka_credentials),
             }
             for node in self.kafka_nodes
         ]
@@ -386,7 +430,8 @@ class EmbeddedInfra:
         nodes: list[dict[str, Any]] = []
         states: list[str | None] = []
         for port in self.redis_ports:
-            info = cluster_info(self.host, port, timeout) if port_accepts(self.host, port) else None
+            info = (cluster_info(self.host, port, timeout, redis_credentials)
+                    if port_accepts(self.host, port) else None)
             states.append(info.get("cluster_state") if info is not None else None)
             nodes.append(
                 {
@@ -394,7 +439,8 @@ class EmbeddedInfra:
                     "port": port,
                     "pid": pids.get(f"redis-{port}"),
                     "up": info is not None,
-                    "role": node_role(self.host, port, timeout) if info is not None else None,
+                    "role": node_role(self.host, port, timeout, redis_credentials)
+                    if info is not None else None,
                     "cluster_state": states[-1],
                 }
             )

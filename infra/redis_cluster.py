@@ -6,12 +6,23 @@ layout, without being created again. ``cluster.json`` in the cluster's folder
 records the ports it was created on; started on other ports, the folder is
 wiped and a new cluster created, so a stale ``nodes.conf`` never makes a node
 look for peers that are not there.
+
+Every node refuses clients that do not authenticate: its ACL disables the
+``default`` user and knows one user, Parley's, with every right (the
+credentials: kernel/credentials.py). Replicas authenticate to their primary as
+that user (``masteruser``/``masterauth``), and ``valkey-cli --cluster create``
+too. The password is in no command line: each node reads it from ``auth.conf``
+(mode 0600) in its folder, written at every start, and valkey-cli from its
+environment (``REDISCLI_AUTH``). The cluster bus (node to node gossip) has no
+authentication in Redis or Valkey; it listens on loopback only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -24,12 +35,14 @@ from infra.ports import port_accepts
 from infra.process import ServiceProcess, log_tail
 from infra.waiting import Deadline, wait_until
 from kernel.errors import InfraError
+from streams.security import RedisCredentials, process_redis_credentials
 
 __all__ = [
     "BUS_PORT_OFFSET",
     "CLUSTER_SLOTS",
     "cluster_info",
     "create_cluster",
+    "node_auth_config",
     "node_process",
     "node_role",
     "prepare_cluster_dir",
@@ -70,16 +83,48 @@ def prepare_cluster_dir(data_dir: Path, ports: Sequence[int]) -> bool:
     return False
 
 
+def node_auth_config(credentials: RedisCredentials) -> str:
+    """The lines of a node's ``auth.conf``: the ACL (``default`` off, Parley's user with
+    every key, channel and command; its password stored as a SHA-256) and what a
+    replica authenticates to its primary with.
+
+    ``default`` is switched off (no connection can be it, or authenticate as it) and has
+    no password, but keeps its rights: Valkey replays the append-only file's MULTI/EXEC
+    blocks with the ``default`` user's rights, and a ``default`` without commands made
+    it drop every transaction at a restart (NOPERM in the node's log: keys lost).
+    """
+    digest = hashlib.sha256(credentials.password.encode()).hexdigest()
+    return "\n".join([
+        "# Written by Parley (infra/redis_cluster.py) at every start; edits are overwritten.",
+        "user default off resetpass ~* &* +@all",
+        f"user {credentials.username} on #{digest} ~* &* +@all",
+        f"masteruser {credentials.username}",
+        f"masterauth {credentials.password}",
+    ]) + "\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def node_process(
-    server: str, host: str, port: int, bus_port: int, data_dir: Path, log_path: Path
+    server: str, host: str, port: int, bus_port: int, data_dir: Path, log_path: Path,
+    credentials: RedisCredentials,
 ) -> ServiceProcess:
-    """A cluster-enabled node persisting to an append-only file in ``data_dir/<port>``."""
+    """A cluster-enabled node persisting to an append-only file in ``data_dir/<port>``,
+    refusing clients that are not ``credentials``' user."""
     # Absolute: the node changes into --dir before it opens --cluster-config-file, so a
     # relative path (the default data dir is ".parley") would be resolved from inside it.
     node_dir = (data_dir / str(port)).absolute()
     node_dir.mkdir(parents=True, exist_ok=True)
+    auth_conf = node_dir / "auth.conf"
+    _write_private(auth_conf, node_auth_config(credentials))
     argv = [
         server,
+        str(auth_conf),  # a config file comes first; the options after it add to it
         "--port", str(port),
         "--bind", host,
         "--dir", str(node_dir),
@@ -128,16 +173,20 @@ def wait_nodes_listening(
 
 
 def create_cluster(
-    cli: str, host: str, ports: Sequence[int], replicas: int, log_path: Path, deadline: Deadline
+    cli: str, host: str, ports: Sequence[int], replicas: int, log_path: Path, deadline: Deadline,
+    credentials: RedisCredentials,
 ) -> None:
-    """``valkey-cli --cluster create ... --cluster-yes``; its output goes to ``log_path``."""
-    argv = [cli, "--cluster", "create", *(f"{host}:{p}" for p in ports)]
+    """``valkey-cli --cluster create ... --cluster-yes`` as ``credentials``' user; its output
+    goes to ``log_path``."""
+    argv = [cli, "--user", credentials.username, "--no-auth-warning"]
+    argv += ["--cluster", "create", *(f"{host}:{p}" for p in ports)]
     argv += ["--cluster-replicas", str(replicas), "--cluster-yes"]
     logger.debug("creating the cluster: %s", " ".join(argv))
     with log_path.open("wb") as log:
         try:
             result = subprocess.run(
                 argv,
+                env={**os.environ, "REDISCLI_AUTH": credentials.password},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -156,10 +205,16 @@ def create_cluster(
         )
 
 
-def _client(host: str, port: int, timeout: float) -> redis.Redis:
+def _client(
+    host: str, port: int, timeout: float, credentials: RedisCredentials | None
+) -> redis.Redis:
+    """A client of one node, as ``credentials`` (None: as this process, streams/security.py)."""
+    credentials = credentials or process_redis_credentials()
     return redis.Redis(
         host=host,
         port=port,
+        username=credentials.username if credentials else None,
+        password=credentials.password if credentials else None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
@@ -174,9 +229,10 @@ def _parse_info(raw: Any) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-def cluster_info(host: str, port: int, timeout: float = 1.0) -> dict[str, str] | None:
+def cluster_info(host: str, port: int, timeout: float = 1.0,
+                 credentials: RedisCredentials | None = None) -> dict[str, str] | None:
     """``CLUSTER INFO`` of one node as a dict, or None if the node does not answer."""
-    client = _client(host, port, timeout)
+    client = _client(host, port, timeout, credentials)
     try:
         return _parse_info(client.execute_command("CLUSTER", "INFO"))
     except redis.RedisError:
@@ -185,9 +241,10 @@ def cluster_info(host: str, port: int, timeout: float = 1.0) -> dict[str, str] |
         client.close()
 
 
-def node_role(host: str, port: int, timeout: float = 1.0) -> str | None:
+def node_role(host: str, port: int, timeout: float = 1.0,
+              credentials: RedisCredentials | None = None) -> str | None:
     """The node's role ("master" or "slave"), or None if the node does not answer."""
-    client = _client(host, port, timeout)
+    client = _client(host, port, timeout, credentials)
     try:
         reply = client.execute_command("ROLE")
     except redis.RedisError:
@@ -197,13 +254,14 @@ def node_role(host: str, port: int, timeout: float = 1.0) -> str | None:
     return str(reply[0]) if reply else None
 
 
-def slot_map_ports(host: str, port: int, timeout: float = 1.0) -> set[int] | None:
+def slot_map_ports(host: str, port: int, timeout: float = 1.0,
+                   credentials: RedisCredentials | None = None) -> set[int] | None:
     """Ports of every node ``CLUSTER SLOTS`` on one node lists, or None if it does not answer.
 
     A replica appears there only once it has synced with its primary, so this is
     what a cluster client sees when it discovers the topology.
     """
-    client = _client(host, port, timeout)
+    client = _client(host, port, timeout, credentials)
     try:
         reply = client.execute_command("CLUSTER", "SLOTS")
     except redis.RedisError:
@@ -217,18 +275,20 @@ def slot_map_ports(host: str, port: int, timeout: float = 1.0) -> set[int] | Non
     return ports
 
 
-def _cluster_ok(host: str, port: int, ports: set[int]) -> bool:
-    info = cluster_info(host, port)
+def _cluster_ok(host: str, port: int, ports: set[int],
+                credentials: RedisCredentials | None) -> bool:
+    info = cluster_info(host, port, credentials=credentials)
     return (
         info is not None
         and info.get("cluster_state") == "ok"
         and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
         and info.get("cluster_known_nodes") == str(len(ports))
-        and slot_map_ports(host, port) == ports
+        and slot_map_ports(host, port, credentials=credentials) == ports
     )
 
 
-def wait_cluster_ok(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline) -> None:
+def wait_cluster_ok(nodes: Sequence[ServiceProcess], host: str, deadline: Deadline,
+                    credentials: RedisCredentials | None = None) -> None:
     """Until every node reports cluster_state:ok with all slots served, knows every node,
     and lists every replica as synced in its slot map."""
     ports = {node.port for node in nodes}
@@ -239,7 +299,8 @@ def wait_cluster_ok(nodes: Sequence[ServiceProcess], host: str, deadline: Deadli
 
     for node in nodes:
         wait_until(
-            lambda node=node: _cluster_ok(host, node.port, ports),  # type: ignore[misc]
+            lambda node=node: _cluster_ok(host, node.port, ports,  # type: ignore[misc]
+                                          credentials),
             deadline,
             f"cluster_state:ok, {CLUSTER_SLOTS} slots and synced replicas on {host}:{node.port}",
             check=check,

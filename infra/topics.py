@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicM
 from infra.broker import admin_client
 from infra.waiting import Deadline, wait_until
 from kernel.errors import InfraError
+from streams.security import KafkaCredentials
 from streams.topics import TopicSpec
 
 __all__ = ["broker_count", "ensure_topics"]
@@ -24,16 +25,18 @@ _CONFIG_REJECTED = {
 }
 
 
-def broker_count(bootstrap: str, timeout: float = 30) -> int:
+def broker_count(bootstrap: str, timeout: float = 30,
+                 credentials: KafkaCredentials | None = None) -> int:
     """How many brokers the cluster at ``bootstrap`` has (to size replication)."""
     deadline = Deadline(timeout)
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, credentials)
     wait_until(lambda: bool(_metadata(admin, bootstrap, deadline).brokers), deadline,
                f"a broker at {bootstrap}")
     return len(_metadata(admin, bootstrap, deadline).brokers)
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30) -> None:
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30,
+                  credentials: KafkaCredentials | None = None) -> None:
     """Create the topics of ``specs`` that do not exist, then wait until all are usable.
 
     Existing topics are left as they are (a different partition count is logged,
@@ -41,13 +44,14 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30) -
     the broker rejects that config the topic is created without it and a warning
     is logged. Returns once the metadata of every topic lists all its partitions.
 
-    Raises :class:`InfraError` if the broker cannot be reached or a topic cannot
+    Raises :class:`InfraError` if the broker cannot be reached (or refuses
+    ``credentials``; None: this process's, streams/security.py) or a topic cannot
     be created within ``timeout`` seconds.
     """
     if not specs:
         return
     deadline = Deadline(timeout)
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, credentials)
     existing = _metadata(admin, bootstrap, deadline).topics
     missing = [spec for spec in specs if spec.name not in existing]
     for spec in specs:

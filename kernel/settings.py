@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, Self
 
+from kernel.credentials import read_credentials
 from kernel.errors import ConfigError
 
 __all__ = ["EnvSettings", "Settings", "parse_bool", "secret", "setting"]
@@ -72,8 +73,9 @@ def _is_address_list(value: str) -> bool:
                for item in items)
 
 
-def setting(default: Any, env: str, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+def setting(default: Any, env: str, help: str, *, secret: bool = False) -> Any:
+    """A field read from ``env``; a ``secret`` one is left out of the settings' ``repr``."""
+    return field(default=default, repr=not secret, metadata={"env": env, "help": help})
 
 
 def secret(env: str, help: str) -> Any:
@@ -183,6 +185,25 @@ class Settings(EnvSettings):
         "together (0: never): one Redis call per primary and one produce request per "
         "linger. At 2,000 msg/s on two cores, p99 180-197 ms against 290 ms with 10 ms "
         "and 596 ms with 0: the cores spend less on requests (docs/benchmarks.md).",
+    )
+    kafka_username: str = setting(
+        "",
+        "PARLEY_KAFKA_USERNAME",
+        "SASL/SCRAM-SHA-512 user of every Kafka client. Empty (with the password): the one "
+        "in PARLEY_DATA_DIR/credentials.json, written by `parley infra up`; none there: "
+        "connect without authenticating.",
+    )
+    kafka_password: str = setting(
+        "", "PARLEY_KAFKA_PASSWORD", "Password of PARLEY_KAFKA_USERNAME.", secret=True
+    )
+    redis_username: str = setting(
+        "",
+        "PARLEY_REDIS_USERNAME",
+        "ACL user of every Redis client. Empty (with the password): the one in "
+        "PARLEY_DATA_DIR/credentials.json; none there: connect without authenticating.",
+    )
+    redis_password: str = setting(
+        "", "PARLEY_REDIS_PASSWORD", "Password of PARLEY_REDIS_USERNAME.", secret=True
     )
     topic_prefix: str = setting(
         "", "PARLEY_TOPIC_PREFIX", "Prefix for every topic name (isolates tests and tenants)."
@@ -315,6 +336,25 @@ class Settings(EnvSettings):
     log_level: str = setting("INFO", "PARLEY_LOG_LEVEL", "Logging level.")
     log_json: bool = setting(True, "PARLEY_LOG_JSON", "Structured JSON logs (false: plain text).")
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Settings from the environment; Kafka and Redis credentials that neither the
+        environment nor ``overrides`` give come from the data dir (kernel/credentials.py)."""
+        settings = super().from_env(environ, **overrides)
+        kafka_given = settings.kafka_username or settings.kafka_password
+        redis_given = settings.redis_username or settings.redis_password
+        if kafka_given and redis_given:
+            return settings
+        kept = read_credentials(settings.data_dir)
+        if kept is None:
+            return settings
+        changes: dict[str, str] = {}
+        if not kafka_given:
+            changes.update(kafka_username=kept.kafka_username, kafka_password=kept.kafka_password)
+        if not redis_given:
+            changes.update(redis_username=kept.redis_username, redis_password=kept.redis_password)
+        return settings.replace(**changes)
+
     def __post_init__(self) -> None:
         """Refuse values that parse but cannot work, naming the variable (fail at start-up)."""
         for name in ("kafka_bootstrap", "redis_nodes"):
@@ -350,6 +390,12 @@ class Settings(EnvSettings):
         if self.slack_signing_secret and not self.slack_bot_token:
             self._invalid("slack_bot_token", "the bot token that goes with "
                           "PARLEY_SLACK_SIGNING_SECRET")
+        for user, password in (("kafka_username", "kafka_password"),
+                               ("redis_username", "redis_password")):  # fmt: skip
+            if bool(getattr(self, user)) != bool(getattr(self, password)):
+                env = self.__dataclass_fields__[password].metadata["env"]
+                raise ConfigError(f"{self.__dataclass_fields__[user].metadata['env']} / {env}",
+                                  "<hidden>", "both set, or neither")
 
     def _invalid(self, name: str, expected: str) -> NoReturn:
         env = self.__dataclass_fields__[name].metadata["env"]

@@ -34,6 +34,7 @@ from infra.process import DEFAULT_GRACE, log_tail
 from infra.topics import ensure_topics
 from kernel.errors import InfraError
 from kernel.settings import Settings
+from streams.security import kafka_credentials
 from streams.state import connect_cluster
 from streams.topics import all_topics
 
@@ -124,13 +125,14 @@ class Stack:
             )
             infra.start()
             self._infra, self.infra_owned = infra, True
-        self.settings = self.settings.replace(
-            kafka_bootstrap=infra.kafka_bootstrap, redis_nodes=infra.redis_nodes
-        )
+        # Addresses and credentials (generated into the data dir the first time): the
+        # children get them in their environment (Settings.to_env).
+        self.settings = self.settings.replace(**infra.client_settings())
         ensure_topics(
             self.settings.kafka_bootstrap,
             all_topics(self.settings.chat_partitions, self.settings.topic_prefix,
                        brokers=infra.brokers),
+            credentials=kafka_credentials(self.settings),
         )
 
     def prepare_model(self) -> Path:

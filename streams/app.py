@@ -19,6 +19,8 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TopicT
+from faust.web.drivers import DRIVERS as WEB_DRIVERS
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from kernel.runtime import collect_young_less_often, freeze_startup_objects, observe_gc_pauses
 from kernel.settings import Settings
@@ -31,6 +33,12 @@ from streams.metrics import (
     EVENTS_DEAD_LETTERED,
     EVENTS_PRODUCED,
     setup_worker_metrics,
+)
+from streams.security import (
+    SCRAM_MECHANISM,
+    KafkaCredentials,
+    kafka_credentials,
+    redis_credentials,
 )
 from streams.state import ConversationStore, connect_cluster
 from streams.topics import (
@@ -47,10 +55,32 @@ from streams.topics import (
     producer_compression,
 )
 
-__all__ = ["DeadLetters", "ParleyApp", "WorkerContext", "create_app", "produce", "raw_topic",
-           "send", "send_to_dlq"]
+__all__ = ["WEB_SCHEME", "DeadLetters", "ParleyApp", "ProbesOnlyWeb", "WorkerContext",
+           "create_app", "faust_credentials", "produce", "raw_topic", "send", "send_to_dlq"]
 
 logger = logging.getLogger(__name__)
+
+
+class ProbesOnlyWeb(AiohttpWeb):
+    """Faust's aiohttp web server without any of Faust's own views.
+
+    Faust serves ``/router/`` (which worker holds a key), ``/table/`` (every table's
+    content), ``/`` (a status page) and, in debug mode, ``/graph/`` and statistics.
+    A worker's port serves what an orchestrator and Prometheus need, ``/healthz``,
+    ``/readyz`` and ``/metrics`` (the app's own pages), and answers 404 to anything
+    else: it has nothing to tell anyone else, and tables would leak conversations.
+    Cleared here, each list of Faust's views is empty whatever settings Faust adds.
+    """
+
+    default_blueprints = []
+    production_blueprints = []
+    debug_blueprints = []
+    optional_blueprints = []
+
+
+#: The URL scheme of :class:`ProbesOnlyWeb` in Faust's web driver registry (``web=``).
+WEB_SCHEME = "parley-web"
+WEB_DRIVERS.aliases[WEB_SCHEME] = f"{__name__}:ProbesOnlyWeb"
 
 
 class ParleyApp(faust.App):
@@ -114,6 +144,14 @@ def raw_topic(app: faust.App, *names: str) -> TopicT:
                      key_serializer="raw", value_serializer="raw")  # fmt: skip
 
 
+def faust_credentials(credentials: KafkaCredentials | None) -> faust.SASLCredentials | None:
+    """Faust's ``broker_credentials`` for ``credentials`` (it hands them to aiokafka)."""
+    if credentials is None:
+        return None
+    return faust.SASLCredentials(username=credentials.username, password=credentials.password,
+                                 mechanism=SCRAM_MECHANISM)
+
+
 def create_app(settings: Settings) -> WorkerContext:
     scratch = settings.data_dir / "faust"  # Faust's own folder; it holds no state here
     scratch.mkdir(parents=True, exist_ok=True)
@@ -121,6 +159,7 @@ def create_app(settings: Settings) -> WorkerContext:
     app = ParleyApp(
         settings.consumer_group,
         broker=[f"{transport.SCHEME}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka_credentials(settings)),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
         datadir=str(scratch / "{conf.name}"),
@@ -128,6 +167,7 @@ def create_app(settings: Settings) -> WorkerContext:
         web_host=settings.worker_web_host,
         web_bind=settings.worker_web_host,
         web_enabled=True,
+        web=f"{WEB_SCHEME}://",  # probes and metrics only (ProbesOnlyWeb)
         topic_partitions=chat_partitions(settings.chat_partitions),
         topic_allow_declare=False,   # topics are created by `parley infra up` / ops
         topic_disable_leader=True,
@@ -146,7 +186,7 @@ def create_app(settings: Settings) -> WorkerContext:
     def topic(name: str) -> TopicT:
         return raw_topic(app, settings.topic(name))
 
-    redis = connect_cluster(settings.redis_startup_nodes)
+    redis = connect_cluster(settings.redis_startup_nodes, credentials=redis_credentials(settings))
     ctx = WorkerContext(
         settings=settings,
         app=app,

@@ -41,6 +41,7 @@ from confluent_kafka import (
 )
 
 from streams.errors import FollowerError, TopicNotFoundError
+from streams.security import bootstrap_config
 
 __all__ = ["TableFollower", "TopicFollower"]
 
@@ -56,7 +57,9 @@ class TopicFollower:
 
     ``on_batch`` gets the records of one poll (never an empty list), on the
     follower's thread. ``log_as`` prefixes the follower's log events
-    (``<log_as>.assigned``, ``<log_as>.consume_error``, ...).
+    (``<log_as>.assigned``, ``<log_as>.consume_error``, ...). The consumer
+    authenticates as this process does (streams/security.py) unless ``config``
+    carries SASL properties (``sasl_config(credentials)``).
     """
 
     def __init__(
@@ -78,7 +81,7 @@ class TopicFollower:
         self._poll_timeout_s = poll_timeout_s
         self._log_as = log_as
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),
             # Required by librdkafka even with assign(); never joined, nothing committed.
             "group.id": f"parley-follower-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,

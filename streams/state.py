@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from streams.keys import ConversationKeys
+from streams.security import RedisCredentials, process_redis_credentials
 
 __all__ = ["REDIS_UNAVAILABLE", "ConversationStore", "connect_cluster", "on_each_primary"]
 
@@ -56,8 +57,11 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterExcept
 
 
 def connect_cluster(nodes: Sequence[tuple[str, int]], *, max_connections: int = 64,
-                    fail_fast: bool = False) -> RedisCluster:
-    """A cluster client; nodes beyond the startup ones are discovered.
+                    fail_fast: bool = False,
+                    credentials: RedisCredentials | None = None) -> RedisCluster:
+    """A cluster client authenticating as ``credentials`` (None: as this process does,
+    from ``PARLEY_REDIS_USERNAME``/``_PASSWORD`` or the data dir: streams/security.py);
+    nodes beyond the startup ones are discovered.
 
     By default a call rides out a failover: on a timeout the client retries and
     rediscovers the cluster, which during a full outage takes about half a minute
@@ -65,7 +69,10 @@ def connect_cluster(nodes: Sequence[tuple[str, int]], *, max_connections: int = 
     answer either way) gives up after one second.
     """
     timeout = 1 if fail_fast else 5
+    credentials = credentials or process_redis_credentials()
     return RedisCluster(
+        username=credentials.username if credentials else None,
+        password=credentials.password if credentials else None,
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         max_connections=max_connections,
         socket_timeout=timeout,

@@ -14,6 +14,13 @@
 * ``tenant`` (function, async): a tenant stored in that cluster, with tokens for its
   users (tests/tenants.py): every /ws connection authenticates.
 
+The embedded infrastructure authenticates (docs/infra.md): ``settings`` carries
+its credentials, and so does this process's environment
+(``PARLEY_KAFKA_USERNAME``/``_PASSWORD``, ``PARLEY_REDIS_USERNAME``/``_PASSWORD``)
+for the whole session, as a deployed process's would: clients built from a
+bootstrap string alone authenticate from there (streams/security.py). External
+infrastructure takes its credentials from those variables, if it needs any.
+
 Every test that uses ``infra`` (directly or through another fixture) gets the
 ``integration`` marker, so ``pytest -m "not integration"`` runs without it.
 """
@@ -37,6 +44,7 @@ from infra import EmbeddedInfra, ensure_topics
 from infra.ports import find_free_ports
 from kernel.errors import PortInUseError
 from kernel.settings import Settings
+from streams.security import kafka_credentials, redis_credentials
 from streams.topics import all_topics
 from tests.tenants import AuthTenant, put_tenants, test_tenant_config
 
@@ -56,13 +64,31 @@ class InfraAddresses(Protocol):
     @property
     def redis_nodes(self) -> str: ...
 
+    def client_settings(self) -> dict[str, str]:
+        """Settings fields of a client: addresses and credentials."""
+        ...
+
 
 @dataclass(frozen=True)
 class ExternalInfra:
-    """Infrastructure started by someone else (``PARLEY_TEST_KAFKA``/``_REDIS_NODES``)."""
+    """Infrastructure started by someone else (``PARLEY_TEST_KAFKA``/``_REDIS_NODES``);
+    credentials, if it needs any, from ``PARLEY_KAFKA_USERNAME`` etc."""
 
     kafka_bootstrap: str
     redis_nodes: str
+
+    def client_settings(self) -> dict[str, str]:
+        names = ("kafka_username", "kafka_password", "redis_username", "redis_password")
+        given = Settings.from_env(data_dir=Path("/nonexistent"))  # the environment only
+        return {"kafka_bootstrap": self.kafka_bootstrap, "redis_nodes": self.redis_nodes,
+                **{name: getattr(given, name) for name in names}}
+
+
+#: The variables that give this process's clients their credentials.
+_CREDENTIAL_VARIABLES = {
+    "kafka_username": "PARLEY_KAFKA_USERNAME", "kafka_password": "PARLEY_KAFKA_PASSWORD",
+    "redis_username": "PARLEY_REDIS_USERNAME", "redis_password": "PARLEY_REDIS_PASSWORD",
+}
 
 
 def _external_infra() -> ExternalInfra | None:
@@ -119,10 +145,18 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfraAddresses]:
         stack.redis_nodes,
         stack.log_dir,
     )
+    saved = {name: os.environ.get(name) for name in _CREDENTIAL_VARIABLES.values()}
+    given = stack.client_settings()
+    os.environ.update({env: given[field] for field, env in _CREDENTIAL_VARIABLES.items()})
     try:
         yield stack
     finally:
         stack.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture
@@ -131,8 +165,7 @@ def settings(infra: InfraAddresses, tmp_path: Path) -> Settings:
     prefix = f"t{uuid4().hex[:8]}."
     test_settings = Settings.from_env(
         {},
-        kafka_bootstrap=infra.kafka_bootstrap,
-        redis_nodes=infra.redis_nodes,
+        **infra.client_settings(),
         topic_prefix=prefix,
         consumer_group=f"{prefix}workers",
         data_dir=tmp_path,
@@ -141,6 +174,7 @@ def settings(infra: InfraAddresses, tmp_path: Path) -> Settings:
     ensure_topics(
         test_settings.kafka_bootstrap,
         all_topics(test_settings.chat_partitions, test_settings.topic_prefix),
+        credentials=kafka_credentials(test_settings),
     )
     return test_settings
 
@@ -152,7 +186,10 @@ async def redis_cluster(infra: InfraAddresses) -> AsyncIterator[RedisCluster]:
     for item in infra.redis_nodes.split(","):
         host, _, port = item.strip().rpartition(":")
         nodes.append(ClusterNode(host or "127.0.0.1", int(port)))
-    client = RedisCluster(startup_nodes=nodes, decode_responses=True)
+    credentials = redis_credentials(Settings.from_env({}, **infra.client_settings()))
+    client = RedisCluster(startup_nodes=nodes, decode_responses=True,
+                          username=credentials.username if credentials else None,
+                          password=credentials.password if credentials else None)
     await client.initialize()
     try:
         yield client

@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from agents.bots.bundle import BotBundle
 from agents.bots.errors import BotPublishError
 from streams.codecs import AvroCodec, codec_for
+from streams.security import bootstrap_config
 from streams.topics import bots_max_message_bytes, producer_compression
 
 __all__ = ["BotPublisher", "encode_version"]
@@ -61,7 +62,7 @@ class BotPublisher:
         self.max_message_bytes = max_message_bytes or bots_max_message_bytes()
         self._codec = codec_for("bot_version", registry_url, topic)
         self._producer = Producer({
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": producer_compression(),

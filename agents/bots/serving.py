@@ -17,6 +17,7 @@ from agents.bots.errors import BotPublishError
 from agents.bots.follower import BotsFollower
 from agents.bots.registry import BotRegistry
 from streams.app import WorkerContext
+from streams.security import kafka_credentials, sasl_config
 from streams.topics import BOTS
 
 __all__ = ["SERVED_BOTS_DIR", "follow_bots"]
@@ -40,7 +41,8 @@ def follow_bots(ctx: WorkerContext, registry: BotRegistry[T], *,
     settings = ctx.settings
     follower = BotsFollower(registry, settings.data_dir / SERVED_BOTS_DIR,
                             bootstrap=settings.kafka_bootstrap, topic=settings.topic(BOTS),
-                            registry_url=settings.schema_registry_url)
+                            registry_url=settings.schema_registry_url,
+                            config=sasl_config(kafka_credentials(settings)))
     follower.start()
     deadline = time.monotonic() + wait_s
     while not follower.wait_caught_up(0.1) and follower.error is None \

@@ -42,6 +42,7 @@ from streams.batching import process_until_done
 from streams.codecs import codec_for
 from streams.keys import InvalidIdError
 from streams.metrics import AGENT_EVENTS
+from streams.security import kafka_credentials, sasl_config
 from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS
 
 __all__ = [
@@ -71,6 +72,7 @@ def start_follower(service: KnowledgeService, settings: Settings,
     follower = KbDocumentsFollower(
         service.kb, bootstrap=settings.kafka_bootstrap, topic=settings.topic(KB_DOCUMENTS),
         registry_url=settings.schema_registry_url, on_change=on_change,
+        config=sasl_config(kafka_credentials(settings)),
     )
     follower.start()
     return follower

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from agents.knowledge.documents import Document
 from agents.knowledge.errors import KnowledgeError
 from streams.codecs import codec_for
+from streams.security import bootstrap_config
 
 __all__ = ["KbPublisher", "document_record", "parse_record_key", "record_key"]
 
@@ -55,7 +56,7 @@ class KbPublisher:
         self.topic = topic
         self._codec = codec_for("kb_document", registry_url, topic)
         self._producer = Producer({
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,

@@ -35,6 +35,7 @@ from gateway.channels.errors import ChannelError, SendError
 from kernel.errors import DecodeError
 from streams.codecs import AvroCodec
 from streams.handoff import RELAYED
+from streams.security import bootstrap_config
 from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["ChannelDelivery", "ReplyDispatcher", "Sender", "SentLog"]
@@ -154,7 +155,7 @@ class ChannelDelivery:
         self._dispatcher = dispatcher
         self._batch_size = batch_size
         self._config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **bootstrap_config(bootstrap),  # authenticates as this process (streams/security.py)
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -10,6 +10,7 @@ with titles and URLs): there Playwright stands in for the gateway's socket.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.e2e.conftest import Pipeline
+from tests.tenants import token_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -26,9 +28,8 @@ REPLY_WAIT_MS = 30_000
 
 @pytest.fixture
 def chat_token() -> str:
-    """The token a test puts in the page's URL. The gateway ignores ``token`` until the auth
-    lane merges; then this must mint one the gateway accepts (a fresh demo user per test)."""
-    return "browser-test-token"
+    """The token a test puts in the page's URL: a fresh user of the demo tenant per test."""
+    return token_for("demo", f"browser-{uuid.uuid4().hex[:8]}")
 
 
 @dataclass

@@ -25,7 +25,9 @@ from infra.ports import find_free_ports
 from infra.topics import broker_count, ensure_topics
 from kernel.settings import Settings
 from parley.stack import Stack
+from streams.security import kafka_client_config, kafka_credentials
 from streams.topics import all_topics
+from tests.conftest import InfraAddresses
 from tests.tenants import put_tenants_sync, test_tenant_config
 
 
@@ -87,16 +89,31 @@ def docker_infra() -> Iterator[tuple[str, str]]:
         yield kafka.get_bootstrap_server(), "127.0.0.1:27000"
 
 
-def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path) -> Settings:
+@dataclass(frozen=True)
+class UnauthenticatedInfra:
+    """Infrastructure whose clients need no credentials (the Docker variant's)."""
+
+    kafka_bootstrap: str
+    redis_nodes: str
+
+    def client_settings(self) -> dict[str, str]:
+        return {"kafka_bootstrap": self.kafka_bootstrap, "redis_nodes": self.redis_nodes}
+
+
+def make_settings(infra: InfraAddresses, data_dir: Path, model: Path) -> Settings:
+    """Settings of a stack on ``infra``: its addresses and credentials, which the stack's
+    processes get in their environment."""
     prefix = f"e{uuid.uuid4().hex[:8]}."
     settings = Settings.from_env(
-        {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
+        {}, **infra.client_settings(), topic_prefix=prefix,
         consumer_group=f"{prefix}workers", data_dir=data_dir,
         nlu_model_dir=str(model), log_json=True,
         # As `parley up` runs: the chat page gets tokens from /dev/token (browser tests).
         dev_mode=True,
     )
-    ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=broker_count(bootstrap)))
+    bootstrap, credentials = settings.kafka_bootstrap, kafka_credentials(settings)
+    brokers = broker_count(bootstrap, credentials=credentials)
+    ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=brokers), credentials=credentials)
     return settings
 
 
@@ -120,7 +137,7 @@ def produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
     """Put records on ``settings.topic(topic)`` as another client would, and wait for them.
 
     Several values are sent in one request, so a consumer reads them in one batch."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(kafka_client_config(settings))
     for value in values:
         producer.produce(settings.topic(topic), key=key, value=value)
     assert producer.flush(10) == 0, "the broker took the records"
@@ -129,9 +146,9 @@ def produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
 def read_topic(settings: Settings, topic: str) -> list[Message]:
     """Every record on ``settings.topic(topic)`` so far, read to the end of each partition."""
     name = settings.topic(topic)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"audit-{uuid.uuid4().hex[:8]}",
-                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})
+    consumer = Consumer(kafka_client_config(
+        settings, **{"group.id": f"audit-{uuid.uuid4().hex[:8]}", "enable.partition.eof": True,
+                     "fetch.wait.max.ms": 10}))
     try:
         partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
         consumer.assign([TopicPartition(name, p, 0) for p in partitions])
@@ -156,12 +173,12 @@ def read_topic(settings: Settings, topic: str) -> list[Message]:
 def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              demo_model: Path, demo_index: Path) -> Iterator[Pipeline]:
     """Two gateways and one worker, shared by the tests of a module."""
+    infra: InfraAddresses
     if request.param == "docker":
-        bootstrap, redis_nodes = request.getfixturevalue("docker_infra")
+        infra = UnauthenticatedInfra(*request.getfixturevalue("docker_infra"))
     else:
         infra = request.getfixturevalue("infra")
-        bootstrap, redis_nodes = infra.kafka_bootstrap, infra.redis_nodes
-    settings = make_settings(bootstrap, redis_nodes, tmp_path_factory.mktemp("e2e"), demo_model)
+    settings = make_settings(infra, tmp_path_factory.mktemp("e2e"), demo_model)
     running = start_pipeline(settings, demo_index)
     yield running
     running.stack.stop()

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra import EmbeddedInfra
 from infra.ports import find_free_ports
+from streams.security import bootstrap_config
 from streams.topics import CHAT_INBOUND
 from tests.e2e.conftest import Pipeline, make_settings, start_pipeline
 from tests.e2e.test_worker_crash import Conversations, assert_topic_repeats_are_resends
@@ -47,15 +48,15 @@ def three_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 @pytest.fixture
 def pipeline_on_three(three_brokers: EmbeddedInfra, tmp_path: Path, demo_model: Path,
                       demo_index: Path) -> Iterator[Pipeline]:
-    settings = make_settings(three_brokers.kafka_bootstrap, three_brokers.redis_nodes,
-                             tmp_path, demo_model)
+    settings = make_settings(three_brokers, tmp_path, demo_model)
     running = start_pipeline(settings, demo_index, gateways=1, workers=1)
     yield running
     running.stack.stop()
 
 
-def _describe_replicas(bootstrap: str, topic: str) -> list[Any]:
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+def _describe_replicas(cluster: EmbeddedInfra, topic: str) -> list[Any]:
+    config = bootstrap_config(cluster.kafka_bootstrap, cluster.kafka_credentials)
+    meta = AdminClient(config).list_topics(topic, timeout=10)
     return list(meta.topics[topic].partitions.values())
 
 
@@ -63,7 +64,7 @@ async def test_a_broker_killed_mid_stream_loses_and_repeats_nothing(
     three_brokers: EmbeddedInfra, pipeline_on_three: Pipeline
 ) -> None:
     inbound = pipeline_on_three.settings.topic(CHAT_INBOUND)
-    partitions = _describe_replicas(three_brokers.kafka_bootstrap, inbound)
+    partitions = _describe_replicas(three_brokers, inbound)
     assert all(len(p.replicas) == 3 for p in partitions), "replicated on all three"
 
     # Kill a broker that leads some of chat.inbound's partitions.
@@ -81,5 +82,5 @@ async def test_a_broker_killed_mid_stream_loses_and_repeats_nothing(
 
     chats.assert_answered_exactly_once()
     assert_topic_repeats_are_resends(pipeline_on_three, chats)
-    after = _describe_replicas(three_brokers.kafka_bootstrap, inbound)
+    after = _describe_replicas(three_brokers, inbound)
     assert all(p.leader != victim_id for p in after), "leadership moved off the dead broker"

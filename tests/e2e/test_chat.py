@@ -340,3 +340,27 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     outbound = pipeline.settings.topic(CHAT_OUTBOUND)
     assert samples[f'parley_events_produced_total{{topic="{outbound}"}}'] >= 1
     assert any(name.endswith("_rebalances") for name in samples), "Faust's own metrics"
+
+
+async def test_the_worker_port_serves_probes_and_metrics_only(pipeline: Pipeline) -> None:
+    """Faust's own views (which worker holds a key, every table's content, a status page,
+    debug graphs and statistics) are not served: a worker's port is for probes and
+    Prometheus, and answers 404 to anything else."""
+    import urllib.error
+    import urllib.request
+
+    worker = next(c for c in pipeline.stack.children if c.name.startswith("worker"))
+    root = worker.ready_url.removesuffix("/readyz")
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(root + path, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert await asyncio.to_thread(status, path) == 200, path
+    for path in ("/", "/router/", "/router/key/", "/table/", "/graph/", "/stats/",
+                 "/performance/", "/assignments/", "/signal/"):
+        assert await asyncio.to_thread(status, path) == 404, path

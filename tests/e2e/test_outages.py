@@ -41,8 +41,7 @@ def own_infra(tmp_path: Path) -> Iterator[EmbeddedInfra]:
 @pytest.fixture
 def stack_on_own_infra(own_infra: EmbeddedInfra, tmp_path: Path, demo_model: Path,
                        demo_index: Path) -> Iterator[Pipeline]:
-    settings = make_settings(own_infra.kafka_bootstrap, own_infra.redis_nodes, tmp_path,
-                             demo_model)
+    settings = make_settings(own_infra, tmp_path, demo_model)
     running = start_pipeline(settings, demo_index, gateways=1, workers=1)
     yield running
     running.stack.stop()

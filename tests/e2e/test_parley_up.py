@@ -48,8 +48,11 @@ def parley_up_env(data_dir: str) -> dict[str, str]:
         "PARLEY_WORKER_WEB_PORT": str(worker),
         "PARLEY_GATEWAY_API_PORT": str(api),
     }
-    env.pop("PARLEY_NLU_MODEL", None)
-    env.pop("PARLEY_KB_INDEX", None)
+    # Its own: the models and credentials of this stack (generated into its data dir), not
+    # those of the test session's infrastructure.
+    for name in ("PARLEY_NLU_MODEL", "PARLEY_KB_INDEX", "PARLEY_KAFKA_USERNAME",
+                 "PARLEY_KAFKA_PASSWORD", "PARLEY_REDIS_USERNAME", "PARLEY_REDIS_PASSWORD"):
+        env.pop(name, None)
     return env
 
 

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 @pytest.fixture
 def own_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
                  demo_index: Path) -> Iterator[Pipeline]:
-    settings = make_settings(infra.kafka_bootstrap, infra.redis_nodes, tmp_path, demo_model)
+    settings = make_settings(infra, tmp_path, demo_model)
     running = start_pipeline(settings, demo_index, gateways=1, workers=1)
     yield running
     running.stack.stop()

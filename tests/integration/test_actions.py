@@ -34,6 +34,7 @@ from streams.app import create_app
 from streams.codecs import AvroCodec
 from streams.dead_letters import read_dead_letter
 from streams.follow import TopicFollower
+from streams.security import bootstrap_config
 from streams.topics import ACTIONS_REQUESTS, ACTIONS_RESULTS, dlq_of
 
 
@@ -106,7 +107,7 @@ async def run_agent(settings: Settings, tmp_path: Path, registry: ActionRegistry
     ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
     register_action_agent(ctx, registry,
                           action_settings or ActionSettings(timeout_s=10.0, concurrency=8))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     for key, value in requests:
         producer.produce(settings.topic(ACTIONS_REQUESTS), key=key, value=value)
     assert producer.flush(10) == 0
@@ -331,7 +332,7 @@ async def test_a_flow_waits_for_its_action_and_tells_only_what_it_returned(
     outbound.assign()
     outbound.start()
     codec = AvroCodec("chat_message")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     for i, (conversation, text) in enumerate([("found", "where is my order 12345?"),
                                               ("missing", "where is my order 99999?")]):
         message = {**envelope(i, conversation), "event_id": f"in-{conversation}", "seq": 1,

@@ -22,6 +22,7 @@ from kernel.settings import Settings
 from streams.app import create_app, raw_topic
 from streams.batching import process_batches
 from streams.metrics import AGENT_EVENT_AGE_SECONDS
+from streams.security import aiokafka_sasl, bootstrap_config, kafka_credentials
 from streams.topics import CHAT_INBOUND, chat_partitions
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
@@ -38,7 +39,7 @@ def _busy(seconds: float) -> None:
 
 def _committed(settings: Settings, topic: str) -> int:
     """Offsets the worker's group committed on ``topic``, summed over its partitions."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({**bootstrap_config(settings.kafka_bootstrap),
                          "group.id": settings.consumer_group})
     try:
         count = chat_partitions(settings.chat_partitions)
@@ -53,7 +54,8 @@ async def test_a_backlog_is_taken_in_full_batches_once_and_in_order(settings: Se
     topic = settings.topic(CHAT_INBOUND)
     sent = [(f"c{i % 8}".encode(), f"{i:04d}".encode()) for i in range(BACKLOG)]
     producing_began = time.time()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                **aiokafka_sasl(kafka_credentials(settings)))
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(topic, value, key=key)

@@ -25,6 +25,7 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.training import ensure_nlu_model
 from examples import DEMO
 from kernel.settings import Settings
+from streams.security import bootstrap_config
 from streams.topics import BOTS, bots_max_message_bytes
 
 
@@ -97,7 +98,7 @@ def worker_side(settings: Settings, tmp_path: Path
 
 
 def test_the_bots_topic_takes_a_whole_version(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({**bootstrap_config(settings.kafka_bootstrap)})
     resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic(BOTS))
     configs = admin.describe_configs([resource])[resource].result(timeout=10)
     assert configs["cleanup.policy"].value == "compact"
@@ -163,7 +164,7 @@ def test_a_new_worker_serves_the_current_versions_and_skips_bad_records(
     for tenant, marker in (("acme", "old"), ("acme", "new"), ("globex", "hi")):
         bot = write_bot(tmp_path / f"{tenant}-{marker}", marker, knowledge={})
         cli(settings, "publish", str(bot), "--tenant", tenant, "--model", str(demo_model_dir))
-    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    raw = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     raw.produce(settings.topic(BOTS), key=b"initech", value=b"not avro")
     raw.flush(10)
 

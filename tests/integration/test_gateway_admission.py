@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
+from streams.security import bootstrap_config
 from streams.topics import CHAT_OUTBOUND
 from tests.tenants import AuthTenant, token_for
 
@@ -43,7 +44,7 @@ def reply_to(settings: Settings, ack: dict[str, Any], conversation: str) -> None
         "payload": {"text": "done", "in_reply_to": ack["event_id"],
                     "client_msg_id": ack["client_msg_id"]},
     })  # fmt: skip
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     producer.produce(settings.topic(CHAT_OUTBOUND), key=conversation, value=value)
     producer.flush(10)
 

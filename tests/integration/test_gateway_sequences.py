@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
+from streams.security import aiokafka_sasl, kafka_credentials
 from streams.topics import CHAT_INBOUND
 from tests.tenants import AuthTenant, token_for
 
@@ -61,6 +62,7 @@ async def test_messages_sent_at_once_on_many_sockets_are_all_numbered(gateway: G
 async def read_back(settings: Settings, topic: str, count: int) -> list[dict[str, Any]]:
     """The first ``count`` events of ``topic``, each partition in its order."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_sasl(kafka_credentials(settings)),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     codec = codec_for("chat_message")
     await consumer.start()

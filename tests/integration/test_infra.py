@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
+from redis import Redis as SyncRedis
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import AuthenticationError
 
 from infra import EmbeddedInfra, ensure_topics
 from infra.broker import kafka_metadata_ok
 from infra.ports import find_free_ports, is_port_free
 from infra.redis_cluster import CLUSTER_SLOTS, cluster_info
+from kernel.credentials import CREDENTIALS_FILE
 from kernel.errors import PortInUseError
 from kernel.settings import Settings
+from streams.security import (
+    KafkaCredentials,
+    RedisCredentials,
+    bootstrap_config,
+    kafka_client_config,
+    redis_credentials,
+)
+from streams.state import REDIS_UNAVAILABLE, connect_cluster
 from streams.topics import (
     CHAT_INBOUND,
     CHAT_OUTBOUND,
@@ -87,7 +107,7 @@ async def test_keys_round_trip_across_slots(redis_cluster: RedisCluster) -> None
 
 
 def test_settings_topics_exist_with_their_partitions(settings: Settings) -> None:
-    topics = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    topics = AdminClient(kafka_client_config(settings)).list_topics(timeout=10)
     expected = {
         CHAT_INBOUND: 4,
         CHAT_UNDERSTOOD: 4,
@@ -107,7 +127,7 @@ def test_ensure_topics_is_idempotent_and_sets_compaction(infra: InfraAddresses) 
     specs = [TopicSpec(f"{prefix}wide", 7), TopicSpec(f"{prefix}table", 2, compacted=True)]
     ensure_topics(infra.kafka_bootstrap, specs, timeout=15)
     ensure_topics(infra.kafka_bootstrap, specs, timeout=15)  # again: nothing to do
-    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    admin = AdminClient(bootstrap_config(infra.kafka_bootstrap))
     topics = admin.list_topics(timeout=10).topics
     assert len(topics[f"{prefix}wide"].partitions) == 7
     assert len(topics[f"{prefix}table"].partitions) == 2
@@ -118,14 +138,14 @@ def test_ensure_topics_is_idempotent_and_sets_compaction(infra: InfraAddresses) 
 
 def test_produce_and_consume_with_assign(settings: Settings) -> None:
     topic = settings.topic(CHAT_INBOUND)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap), "linger.ms": 0})
     sent = [(f"conv-{i}".encode(), f"hello {i}".encode()) for i in range(20)]
     for key, value in sent:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(10) == 0
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **bootstrap_config(settings.kafka_bootstrap),
             "group.id": settings.consumer_group,
             "enable.auto.commit": False,
         }
@@ -141,12 +161,12 @@ def test_produce_and_consume_with_assign(settings: Settings) -> None:
 
 def test_consumer_group_subscribe_with_short_session_timeout(settings: Settings) -> None:
     topic = settings.topic(CHAT_OUTBOUND)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     producer.produce(topic, key=b"k", value=b"v")
     assert producer.flush(10) == 0
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **bootstrap_config(settings.kafka_bootstrap),
             "group.id": settings.consumer_group,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
@@ -158,6 +178,97 @@ def test_consumer_group_subscribe_with_short_session_timeout(settings: Settings)
         assert _consume(consumer, 1, timeout=30) == [(b"k", b"v")]
     finally:
         consumer.close()
+
+
+# --- authentication ----------------------------------------------------------------
+
+
+def _refusals(config: dict[str, Any], seconds: float = 8) -> list[KafkaError]:
+    """The errors a producer with ``config`` reports while it tries to reach the broker;
+    fails if a metadata request is answered."""
+    errors: list[KafkaError] = []
+    producer = Producer({**config, "error_cb": errors.append, "reconnect.backoff.max.ms": 500})
+    with pytest.raises(KafkaException):
+        producer.list_topics(timeout=3)
+    deadline = time.monotonic() + seconds
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
+    return errors
+
+
+def test_kafka_refuses_clients_without_credentials_or_with_a_wrong_password(
+    settings: Settings,
+) -> None:
+    if not settings.kafka_username:
+        pytest.skip("this Kafka does not authenticate (external, no PARLEY_KAFKA_USERNAME)")
+    assert _refusals({"bootstrap.servers": settings.kafka_bootstrap})
+    wrong = KafkaCredentials(settings.kafka_username, settings.kafka_password + "x")
+    errors = _refusals(bootstrap_config(settings.kafka_bootstrap, wrong))
+    assert KafkaError._AUTHENTICATION in {error.code() for error in errors}, errors
+    assert any("SASL authentication error" in error.str() for error in errors), errors
+    nobody = KafkaCredentials("nobody", settings.kafka_password)
+    errors = _refusals(bootstrap_config(settings.kafka_bootstrap, nobody))
+    assert KafkaError._AUTHENTICATION in {error.code() for error in errors}, errors
+    # ... and the right one is taken.
+    assert AdminClient(kafka_client_config(settings)).list_topics(timeout=10).brokers
+
+
+@pytest.mark.asyncio
+async def test_redis_refuses_clients_without_credentials_or_with_a_wrong_password(
+    settings: Settings,
+) -> None:
+    if not settings.redis_username:
+        pytest.skip("this Redis does not authenticate (external, no PARLEY_REDIS_USERNAME)")
+    for host, port in _all_redis_nodes(settings):
+        anonymous = SyncRedis(host=host, port=port, socket_timeout=5)
+        with pytest.raises(AuthenticationError):  # NOAUTH: the default user is off
+            anonymous.get("anything")
+        anonymous.close()
+        as_default = SyncRedis(host=host, port=port, username="default", password="",
+                               socket_timeout=5)
+        with pytest.raises(AuthenticationError):
+            as_default.ping()
+        as_default.close()
+        wrong = SyncRedis(host=host, port=port, username=settings.redis_username,
+                          password=settings.redis_password + "x", socket_timeout=5)
+        with pytest.raises(AuthenticationError):  # WRONGPASS
+            wrong.ping()
+        wrong.close()
+    cluster = connect_cluster(settings.redis_startup_nodes, fail_fast=True, credentials=(
+        RedisCredentials(settings.redis_username, settings.redis_password + "x")))
+    with pytest.raises(REDIS_UNAVAILABLE):
+        await cluster.initialize()
+    await cluster.aclose()
+    right = connect_cluster(settings.redis_startup_nodes,
+                            credentials=redis_credentials(settings))
+    try:
+        assert await right.ping()
+    finally:
+        await right.aclose()
+
+
+def _all_redis_nodes(settings: Settings) -> list[tuple[str, int]]:
+    host, first = settings.redis_startup_nodes[0]
+    nodes = settings.redis_startup_nodes
+    return nodes if len(nodes) > 1 else [(host, first + i) for i in range(6)]
+
+
+def test_credentials_are_private_and_never_in_a_log(infra: InfraAddresses) -> None:
+    if not isinstance(infra, EmbeddedInfra):
+        pytest.skip("external infrastructure: its logs are not ours")
+    path = infra.data_dir / CREDENTIALS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for conf in [*infra.data_dir.glob("kafka/node-*/server.properties"),
+                 *infra.data_dir.glob("redis/*/auth.conf")]:
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o600, conf
+    credentials = infra.credentials
+    secrets = (credentials.kafka_password, credentials.kafka_broker_password,
+               credentials.redis_password)
+    logs = list(infra.log_dir.iterdir())
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not any(secret in text for secret in secrets), log
 
 
 # --- lifecycle ---------------------------------------------------------------------
@@ -232,12 +343,13 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
     stack = _small_stack(tmp_path, ports)
     topic = f"kept-{uuid4().hex[:8]}"
     with stack:
-        ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, 2)])
-        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all"})
+        ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, 2)],
+                      credentials=stack.kafka_credentials)
+        producer = Producer({**_kafka(stack), "acks": "all"})
         for i in range(3):
             producer.produce(topic, f"v{i}".encode(), key=f"k{i}".encode())
         assert producer.flush(15) == 0
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "g",
+        consumer = Consumer({**_kafka(stack), "group.id": "g",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumer.subscribe([topic])
         assert len(_consume(consumer, 2, timeout=30)) == 2
@@ -245,14 +357,18 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
         consumer.close()
         redis = _redis_client(stack)
         redis.set("parley:{t:c}:kept", "yes")
+        # A transaction too: the append-only file replays MULTI/EXEC with the rights of
+        # the (disabled) default user.
+        with redis.pipeline(transaction=True) as transaction:
+            transaction.set("parley:{t:c}:multi", "1").incr("parley:{t:c}:multi")
+            transaction.execute()
         redis.close()
     stack.stop()
 
     again = _small_stack(tmp_path, ports)
     with again:
-        assert topic in AdminClient({"bootstrap.servers": again.kafka_bootstrap}).list_topics(
-            timeout=10).topics
-        everything = Consumer({"bootstrap.servers": again.kafka_bootstrap, "group.id": "all",
+        assert topic in AdminClient(_kafka(again)).list_topics(timeout=10).topics
+        everything = Consumer({**_kafka(again), "group.id": "all",
                                "auto.offset.reset": "earliest"})
         everything.subscribe([topic])
         assert sorted(_consume(everything, 3, timeout=30)) == [
@@ -260,8 +376,16 @@ def test_a_restarted_stack_keeps_its_topics_messages_offsets_and_keys(tmp_path: 
         everything.close()
         redis = _redis_client(again)
         assert redis.get("parley:{t:c}:kept") == "yes"
+        assert redis.get("parley:{t:c}:multi") == "2"
         redis.close()
 
 
+def _kafka(stack: EmbeddedInfra) -> dict[str, Any]:
+    """A client's configuration for ``stack`` (its own credentials, not the session's)."""
+    return bootstrap_config(stack.kafka_bootstrap, stack.kafka_credentials)
+
+
 def _redis_client(stack: EmbeddedInfra) -> SyncRedisCluster:
-    return SyncRedisCluster(host=stack.host, port=stack.redis_ports[0], decode_responses=True)
+    credentials = stack.redis_credentials
+    return SyncRedisCluster(host=stack.host, port=stack.redis_ports[0], decode_responses=True,
+                            username=credentials.username, password=credentials.password)

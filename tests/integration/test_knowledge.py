@@ -35,6 +35,7 @@ from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
 from kernel.settings import Settings
 from streams.keys import ConversationKeys
+from streams.security import bootstrap_config
 from streams.topics import KB_DOCUMENTS
 from tests.unit.knowledge.faq_data import faq_documents
 
@@ -411,7 +412,7 @@ def test_documents_updates_and_deletes_reach_a_running_follower(
     publisher.delete("acme", "refund-time")
     publisher.publish(docs[0])
     publisher.flush()
-    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    raw = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     raw.produce(settings.topic(KB_DOCUMENTS), key=b"acme:junk", value=b"not avro")
     raw.flush(10)
 
@@ -523,7 +524,7 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
 
     register_knowledge_agent(ctx.app, settings, service, emit_reply)
     codec = AvroCodec("knowledge_request")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     for i in range(total):
         producer.produce(topic, key=b"c1", value=codec.encode(knowledge_request(i)))
     producer.produce(topic, key=b"c1", value=b"garbage")
@@ -577,7 +578,7 @@ async def test_agent_sends_a_reply_again_until_the_broker_takes_it(
         delivered.set()
 
     register_knowledge_agent(ctx.app, settings, service, emit_reply)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
     producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1",
                      value=AvroCodec("knowledge_request").encode(knowledge_request(0)))
     producer.flush(10)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from gateway.bus import InboundProducer
 from kernel.settings import Settings
 from streams.app import send
+from streams.security import aiokafka_sasl, kafka_credentials
 from streams.topics import CHAT_INBOUND
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -33,7 +34,8 @@ async def test_gateway_and_workers_partition_keys_alike(settings: Settings) -> N
     finally:
         await gateway.close()
 
-    worker = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    worker = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                **aiokafka_sasl(kafka_credentials(settings)))
     await worker.start()
     try:
         # The workers' path (streams.app.send: batches by partition), one key a call so
@@ -55,6 +57,7 @@ async def test_gateway_and_workers_partition_keys_alike(settings: Settings) -> N
     assert gateway_partitions == [metadata.partition for metadata in plain]
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_sasl(kafka_credentials(settings)),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:

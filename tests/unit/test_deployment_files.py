@@ -119,3 +119,45 @@ def test_compose_runs_the_embedded_kafka_release_and_the_shared_topic_layout() -
         assert "PARLEY_CHAT_PARTITIONS" not in env
     cluster_id = services["kafka-1"]["environment"]["CLUSTER_ID"]
     assert len(cluster_id) == 22  # a Kafka Uuid: 16 bytes, base64url without padding
+
+
+CREDENTIAL_VARIABLES = ("PARLEY_KAFKA_USERNAME", "PARLEY_KAFKA_PASSWORD",
+                        "PARLEY_REDIS_USERNAME", "PARLEY_REDIS_PASSWORD")
+
+
+def _properties(command: str) -> dict[str, str]:
+    """The ``server.properties`` lines the Kafka service's start script writes."""
+    body = command.split("cat > /tmp/server.properties <<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    return dict(line.split("=", 1) for line in body.splitlines())
+
+
+def test_compose_infrastructure_authenticates_as_the_embedded_one_does() -> None:
+    """Kafka: SCRAM-SHA-512 on the clients' and brokers' listener, PLAIN on the controller's,
+    both users added when the storage is formatted; Redis: the default user off and
+    replicas authenticating; every Parley service given the credentials, and no password
+    written in the file (each is a required variable: compose refuses to start without)."""
+    services = compose()["services"]
+    for name in ("kafka-1", "kafka-2", "kafka-3"):
+        (command,) = services[name]["command"]
+        props = _properties(command)
+        protocols = dict(item.split(":") for item in props["listener.security.protocol.map"]
+                         .split(","))
+        assert set(protocols.values()) == {"SASL_PLAINTEXT"}
+        assert set(protocols) == {name for name, _ in (
+            item.split("://") for item in props["listeners"].split(","))}
+        assert props["listener.name.client.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+        assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+        assert command.count("--add-scram") == 2
+        assert "--command-config" in " ".join(services[name]["healthcheck"]["test"])
+    for name in [f"redis-{i}" for i in range(1, 7)]:
+        (command,) = services[name]["command"]
+        assert "user default off" in command and "masterauth" in command
+        assert "redis-server /tmp/auth.conf" in command
+    assert "--user" in services["redis-cluster"]["command"][0]
+    for name in ("gateway", "worker", "topics", "redis-cluster", "kafka-1", "redis-1"):
+        env = services[name]["environment"]
+        assert set(CREDENTIAL_VARIABLES) <= set(env), name
+        for variable in ("PARLEY_KAFKA_PASSWORD", "PARLEY_REDIS_PASSWORD"):
+            assert env[variable] == f"${{{variable}:?set {variable} (docs/infra.md)}}", name
+    assert services["kafka-1"]["environment"]["BROKER_PASSWORD"].startswith(
+        "${PARLEY_KAFKA_BROKER_PASSWORD:?")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import broker_properties, format_storage, kafka_nodes, new_cluster_id
+from infra.broker import (
+    KafkaNode,
+    broker_properties,
+    format_storage,
+    kafka_nodes,
+    new_cluster_id,
+)
 from infra.kafka_dist import (
     KAFKA_VERSION,
     KafkaDist,
@@ -16,8 +22,11 @@ from infra.kafka_dist import (
     resolve_kafka,
 )
 from infra.waiting import Deadline
+from kernel.credentials import Credentials
 from kernel.errors import BinaryNotFoundError, InfraError
 from streams.topics import TopicDefaults, TopicSpec, all_topics
+
+CREDENTIALS = Credentials.generate()
 
 
 def _script(path: Path, body: str) -> str:
@@ -114,10 +123,10 @@ def test_one_node_is_a_combined_broker_and_controller_with_single_copies(
     tmp_path: Path,
 ) -> None:
     (node,) = kafka_nodes(tmp_path, "127.0.0.1", [9092], [9093])
-    props = broker_properties(node, [node])
+    props = broker_properties(node, [node], CREDENTIALS)
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["listeners"] == "CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     assert props["log.dirs"] == str(tmp_path.absolute() / "kafka" / "node-1" / "data")
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["min.insync.replicas"] == "1"
@@ -131,13 +140,13 @@ def test_three_nodes_form_one_quorum_with_the_shared_replication_settings(
     defaults = TopicDefaults.load()
     assert (defaults.replication_factor, defaults.min_insync_replicas) == (3, 2)
     for node in nodes:
-        props = broker_properties(node, nodes)
+        props = broker_properties(node, nodes, CREDENTIALS)
         assert props["controller.quorum.voters"] == (
             "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097")
         assert props["default.replication.factor"] == "3"
         assert props["min.insync.replicas"] == "2"
         assert props["offsets.topic.replication.factor"] == "3"
-    assert len({broker_properties(n, nodes)["log.dirs"] for n in nodes}) == 3
+    assert len({broker_properties(n, nodes, CREDENTIALS)["log.dirs"] for n in nodes}) == 3
 
 
 def test_topics_follow_the_cluster_size() -> None:
@@ -155,7 +164,54 @@ def test_a_cluster_is_never_formatted_in_part(tmp_path: Path) -> None:
     (nodes[0].log_dirs / "meta.properties").write_text("cluster.id=x\n")
     dist = KafkaDist(java="/nonexistent/java", libs=tmp_path)
     with pytest.raises(InfraError, match="formatted whole"):
-        format_storage(dist, nodes, Deadline(5))
+        format_storage(dist, nodes, Deadline(5), CREDENTIALS)
+
+
+def test_every_listener_authenticates_and_no_client_password_is_in_the_properties(
+    tmp_path: Path,
+) -> None:
+    (node,) = kafka_nodes(tmp_path, "127.0.0.1", [9092], [9093])
+    props = broker_properties(node, [node], CREDENTIALS)
+    protocols = dict(item.split(":") for item in props["listener.security.protocol.map"].split(","))
+    assert protocols == {"CLIENT": "SASL_PLAINTEXT", "CONTROLLER": "SASL_PLAINTEXT"}
+    assert props["listener.name.client.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert props["inter.broker.listener.name"] == "CLIENT"
+    jaas = props["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    assert f'username="{CREDENTIALS.kafka_broker_username}"' in jaas
+    # The clients' user lives in the cluster's metadata (SCRAM), not in the broker's file.
+    assert not any(CREDENTIALS.kafka_password in value for value in props.values())
+
+
+def _formatted(tmp_path: Path) -> list[KafkaNode]:
+    nodes = kafka_nodes(tmp_path, "127.0.0.1", [9092], [9093])
+    nodes[0].log_dirs.mkdir(parents=True)
+    (nodes[0].log_dirs / "meta.properties").write_text("cluster.id=x\n")
+    return nodes
+
+
+def test_storage_formatted_before_kafka_authenticated_is_refused_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    nodes = _formatted(tmp_path)  # as a node formatted before this change: no SCRAM record
+    dist = KafkaDist(java="/nonexistent/java", libs=tmp_path)
+    with pytest.raises(InfraError) as caught:
+        format_storage(dist, nodes, Deadline(5), CREDENTIALS)
+    message = str(caught.value)
+    assert "before Parley's brokers required SASL/SCRAM" in message
+    assert f"Remove {tmp_path.absolute() / 'kafka'}" in message
+    # The properties are written anyway, readable by their owner only: they hold a password.
+    assert stat.S_IMODE(nodes[0].properties_path.stat().st_mode) == 0o600
+
+
+def test_storage_formatted_with_other_broker_credentials_is_refused(tmp_path: Path) -> None:
+    nodes = _formatted(tmp_path)
+    (tmp_path / "kafka" / "scram.json").write_text(
+        '{"mechanism": "SCRAM-SHA-512", "broker": "0123", "users": ["parley", "broker"]}')
+    dist = KafkaDist(java="/nonexistent/java", libs=tmp_path)
+    with pytest.raises(InfraError, match="other broker credentials than those in"):
+        format_storage(dist, nodes, Deadline(5), CREDENTIALS)
 
 
 def test_cluster_ids_look_like_kafkas() -> None:
