@@ -43,6 +43,7 @@ from streams.codecs import AvroCodec, codec_for
 from streams.follow import TopicFollower
 from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine, handoff_event
 from streams.keys import validate_id
+from streams.security import KafkaCredentials, kafka_credentials, sasl_config
 from streams.topics import HANDOFF_EVENTS
 
 __all__ = ["DeskQueue", "HandoffDesk", "HandoffFeed", "HandoffRefused", "Publisher",
@@ -234,13 +235,15 @@ class HandoffFeed:
     request, a claim, a release refresh the queue). Undecodable events are skipped and
     logged. Without a consumer group, like the reply follower: every gateway sees all."""
 
-    def __init__(self, bootstrap: str, topic: str, codec: AvroCodec) -> None:
+    def __init__(self, bootstrap: str, topic: str, codec: AvroCodec,
+                 credentials: KafkaCredentials | None = None) -> None:
         self._codec = codec
         self._subscribers: dict[str, list[OnEvent]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._follower = TopicFollower(bootstrap, topic, self._hand_over, from_beginning=False,
                                        log_as="gateway.handoff_feed",
-                                       config={"fetch.wait.max.ms": 50})
+                                       config={"fetch.wait.max.ms": 50,
+                                               **sasl_config(credentials)})
         #: Set once every partition is assigned (events after it are seen).
         self.assigned = self._follower.assigned
 
@@ -293,4 +296,5 @@ def open_feed(settings: Settings) -> HandoffFeed:
     """The live feed of a gateway (``start()`` it on the loop that gets the events)."""
     topic = settings.topic(HANDOFF_EVENTS)
     return HandoffFeed(settings.kafka_bootstrap, topic,
-                       codec_for("handoff_event", settings.schema_registry_url, topic))
+                       codec_for("handoff_event", settings.schema_registry_url, topic),
+                       kafka_credentials(settings))

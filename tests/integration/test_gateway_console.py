@@ -23,6 +23,7 @@ from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine, handoff_event
+from streams.security import kafka_client_config, redis_credentials
 from streams.state import connect_cluster
 from streams.topics import HANDOFF_EVENTS
 from tests.tenants import AuthTenant, put_tenants, test_tenant_config, token_for
@@ -57,7 +58,7 @@ async def request_handoff(settings: Settings, tenant_id: str, reason: str = "flo
     """A conversation waiting for an agent, as the conversation agent queues one."""
     conversation = f"c-{uuid.uuid4().hex[:10]}"
     now = int(time.time() * 1000)
-    redis = connect_cluster(settings.redis_startup_nodes)
+    redis = connect_cluster(settings.redis_startup_nodes, credentials=redis_credentials(settings))
     try:
         store = HandoffStore(redis, ttl_s=600)
         await store.enqueue(tenant_id, HandoffRecord(
@@ -232,7 +233,7 @@ def relay_user_message(settings: Settings, tenant_id: str, conversation: str, te
         f"e-{uuid.uuid4().hex}", tenant_id, conversation, "user_message",
         timestamp_ms=int(time.time() * 1000), request_id=f"r-{conversation}", user_id="u-1",
         agent_id="ann", text=text, in_reply_to=f"m-{uuid.uuid4().hex[:6]}"))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(kafka_client_config(settings))
     producer.produce(topic, key=conversation, value=value)
     assert producer.flush(10) == 0
 
