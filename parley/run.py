@@ -67,6 +67,10 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
             click.echo(f"Development mode: {gateway.url}?token={token}")
             click.echo(f"  (a token for a new demo user: GET {gateway.url}dev/token; off with "
                        "PARLEY_DEV_MODE=false)", err=True)
+            agent = mint_token(dev_tenant, "agent-1", roles=["agent"], ttl_s=DEV_TOKEN_TTL_S)
+            click.echo(f"Agent console: {gateway.api_url}console#token={agent}")
+            click.echo("  (an agent token of the demo tenant; more: parley token --tenant "
+                       f"{dev_tenant.tenant_id} --user <id> --roles agent)", err=True)
         click.echo(f"Logs: {stack.settings.data_dir / 'logs'}", err=True)
         supervisor = Supervisor(stack, say=functools.partial(click.echo, err=True))
         gave_up = wait_for_stop(supervisor.check)

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agents.dialogue.loader import load_bot
 from agents.dialogue.training import resolve_nlu_model
@@ -63,6 +64,15 @@ class ChildProcess:
     def url(self) -> str:
         """Its HTTP root, e.g. the chat page of a gateway."""
         return self.ready_url.removesuffix("readyz")
+
+    @property
+    def api_url(self) -> str | None:
+        """A gateway's second HTTP root (webhooks, the agent console at ``console``), from
+        the ``--api-port`` it was started with; None for a worker."""
+        if "--api-port" not in self.argv[:-1]:
+            return None
+        port = self.argv[self.argv.index("--api-port") + 1]
+        return f"http://{urlsplit(self.ready_url).hostname}:{port}/"
 
     def alive(self) -> bool:
         return self.popen.poll() is None
