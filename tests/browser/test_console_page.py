@@ -72,7 +72,8 @@ def test_the_console_refuses_who_is_not_an_agent(pipeline: Pipeline, pages: Any)
     assert "agent" in page.locator("#error").inner_text()
     assert page.locator("#desk").is_hidden()
 
-    expired = pages(f"{console_url(pipeline)}#token={token_for('demo', 'ann', roles=['agent'], ttl_s=-120)}")
+    stale = token_for("demo", "ann", roles=["agent"], ttl_s=-120)
+    expired = pages(f"{console_url(pipeline)}#token={stale}")
     expired.wait_for_selector("#status[data-state=signin]", timeout=WAIT_MS)
     assert "expired" in expired.locator("#error").inner_text()
 
