@@ -121,13 +121,28 @@ class TopicFollower:
         found = metadata.topics.get(self.topic)
         if found is None or found.error is not None or not found.partitions:
             raise TopicNotFoundError(self.topic)
-        start = OFFSET_BEGINNING if self._from_beginning else OFFSET_END
         partitions = sorted(found.partitions)
-        self._consumer.assign([TopicPartition(self.topic, p, start) for p in partitions])
+        self._consumer.assign([TopicPartition(self.topic, p, self._start_offset(p, timeout_s))
+                               for p in partitions])
         self._pending_ends = set(partitions)
         self.assigned.set()
         logger.info("%s.assigned topic=%s partitions=%d", self._log_as, self.topic,
                     len(partitions))
+
+    def _start_offset(self, partition: int, timeout_s: float) -> int:
+        """Where to start reading ``partition``. From its end, that is the end as it is
+        now, asked of the broker here: assigned at the logical ``OFFSET_END``, the
+        consumer would look the end up later, in the background, and skip what was
+        written meanwhile, so "assigned" would not mean "whatever comes next is seen"."""
+        if self._from_beginning:
+            return OFFSET_BEGINNING
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=timeout_s, cached=False)
+        except KafkaException as exc:
+            raise FollowerError(self.topic, f"cannot read the end of partition {partition}: "
+                                f"{exc}") from exc
+        return int(high) if high >= 0 else OFFSET_END
 
     def start(self) -> None:
         """Start the background thread (which first waits for the topic, if unassigned)."""

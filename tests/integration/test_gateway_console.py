@@ -233,7 +233,8 @@ def relay_user_message(settings: Settings, tenant_id: str, conversation: str, te
         f"e-{uuid.uuid4().hex}", tenant_id, conversation, "user_message",
         timestamp_ms=int(time.time() * 1000), request_id=f"r-{conversation}", user_id="u-1",
         agent_id="ann", text=text, in_reply_to=f"m-{uuid.uuid4().hex[:6]}"))
-    producer = Producer(kafka_client_config(settings))
+    # partitioned as the conversation agent's producer and the gateway's do (murmur2)
+    producer = Producer(kafka_client_config(settings, partitioner="murmur2_random"))
     producer.produce(topic, key=conversation, value=value)
     assert producer.flush(10) == 0
 
@@ -271,3 +272,14 @@ async def test_the_live_feed_shows_the_tenants_handoffs_only(
             break
         await asyncio.sleep(0.1)
     assert gateway.console.streams == 0
+
+
+async def test_a_gateway_stops_promptly_with_consoles_open(
+        gateway: Gateway, http: httpx.AsyncClient) -> None:
+    async with Feed(http, token_for("t", "ann", roles=["agent"])) as feed:
+        assert (await feed.next())[0] == "hello"
+        began = time.monotonic()
+        await asyncio.wait_for(gateway.close(), 15)
+        # the live feed ended at once instead of holding the API server's shutdown
+        assert time.monotonic() - began < 5
+        assert gateway.console.streams == 0

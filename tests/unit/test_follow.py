@@ -66,6 +66,10 @@ class _Consumer:
     def assign(self, partitions: list[Any]) -> None:
         self.assigned = partitions
 
+    def get_watermark_offsets(self, partition: Any, timeout: float,
+                              cached: bool) -> tuple[int, int]:
+        return 0, 40 + partition.partition  # partition p holds 40 + p records
+
     def poll(self, timeout: float) -> _Msg | None:
         return self.queued.popleft() if self.queued else None
 
@@ -116,3 +120,13 @@ def test_a_fatal_error_stops_the_follower_and_is_kept(consumer: type[_Consumer])
     assert follower.assigned.is_set()
     assert isinstance(follower.error, FollowerError)
     assert not follower.caught_up.is_set()
+
+
+def test_a_follower_from_the_end_starts_at_the_end_as_it_is_when_assigned(
+        consumer: type[_Consumer]) -> None:
+    """Not at the logical end, which the consumer would look up later and skip what was
+    written meanwhile: once ``assigned`` is set, every record written after is seen."""
+    follower = TopicFollower("x:1", "known", lambda records: None, from_beginning=False)
+    follower.assign()
+    assert [(tp.partition, tp.offset) for tp in follower._consumer.assigned] == [(0, 40), (1, 41)]
+    follower.stop()
