@@ -128,5 +128,6 @@ def test_a_follower_from_the_end_starts_at_the_end_as_it_is_when_assigned(
     written meanwhile: once ``assigned`` is set, every record written after is seen."""
     follower = TopicFollower("x:1", "known", lambda records: None, from_beginning=False)
     follower.assign()
-    assert [(tp.partition, tp.offset) for tp in follower._consumer.assigned] == [(0, 40), (1, 41)]
+    fake: Any = follower._consumer
+    assert [(tp.partition, tp.offset) for tp in fake.assigned] == [(0, 40), (1, 41)]
     follower.stop()
