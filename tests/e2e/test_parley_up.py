@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.ports import find_free_ports, is_port_free
@@ -82,6 +83,17 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             reply = await chat.next("reply")
         assert reply["in_reply_to"] == msg_id
         assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+        # ... and the agent console, with an agent's token of the demo tenant
+        console = await asyncio.to_thread(wait_for_url, up, pattern=r"Agent console: (\S+)")
+        api = env_port(env, "PARLEY_GATEWAY_API_PORT")
+        page, _, fragment = console.partition("#token=")
+        assert page == f"http://127.0.0.1:{api}/console" and fragment
+        async with httpx.AsyncClient(timeout=20) as http:
+            queue = await http.get(f"http://127.0.0.1:{api}/console/api/queue",
+                                   headers={"Authorization": f"Bearer {fragment}"})
+            assert (await http.get(page)).status_code == 200
+        assert queue.status_code == 200, queue.text
+        assert queue.json()["tenant"] == "demo"
     finally:
         up.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(up.wait, 60)
@@ -100,7 +112,9 @@ def cli_token(env: dict[str, str], user: str) -> str:
     return done.stdout.strip()
 
 
-def wait_for_url(process: subprocess.Popen[str], timeout: float = 180) -> str:
+def wait_for_url(process: subprocess.Popen[str], timeout: float = 180,
+                 pattern: str = r"Chat at (http://\S+)") -> str:
+    """The first match of ``pattern``'s group in what `parley up` prints from now on."""
     deadline = time.monotonic() + timeout
     lines = []
     assert process.stdout is not None
@@ -109,10 +123,10 @@ def wait_for_url(process: subprocess.Popen[str], timeout: float = 180) -> str:
         if not line and process.poll() is not None:
             break
         lines.append(line)
-        found = re.search(r"Chat at (http://\S+)", line)
+        found = re.search(pattern, line)
         if found:
             return found.group(1)
-    raise AssertionError("parley up printed no chat URL:\n" + "".join(lines[-40:]))
+    raise AssertionError(f"parley up printed no {pattern!r}:\n" + "".join(lines[-40:]))
 
 
 async def test_a_restarted_parley_up_keeps_the_conversation(tmp_path: Path) -> None:
