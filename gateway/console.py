@@ -39,11 +39,10 @@ and it is plain HTTP on the Starlette app that already serves this port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,7 +59,8 @@ from streams.handoff import HandoffRecord, TranscriptLine
 from streams.keys import InvalidIdError, validate_id
 from streams.state import REDIS_UNAVAILABLE
 
-__all__ = ["AGENT_ROLE", "MAX_BODY_BYTES", "Agent", "Console", "ConsoleError", "event_json",
+__all__ = ["AGENT_ROLE", "FEED_BACKLOG", "MAX_BODY_BYTES", "Agent", "Console", "ConsoleError",
+           "agent_of", "event_json", "parse_command_body",
            "record_json", "sse_frame"]
 
 logger = logging.getLogger(__name__)
@@ -254,37 +254,47 @@ class Console:
         return _ok({"ok": True, "command": command, "conversation_id": conversation})
 
     async def _events(self, request: Request, agent: Agent) -> Response:
-        pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(FEED_BACKLOG)
-
-        def on_event(event: dict[str, Any]) -> None:
-            try:
-                pending.put_nowait(event_json(event))
-            except asyncio.QueueFull:  # a reader this far behind reconnects and reloads
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    pending.get_nowait()
-                pending.put_nowait(None)
-
-        unsubscribe = self._feed.subscribe(agent.tenant_id, on_event)
-        logger.info("gateway.console.feed.open tenant=%s agent=%s", agent.tenant_id,
-                    agent.agent_id)
-        return StreamingResponse(self._stream(agent, pending, unsubscribe),
-                                 media_type="text/event-stream",
+        return StreamingResponse(self._stream(agent), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
-    async def _stream(self, agent: Agent, pending: asyncio.Queue[dict[str, Any] | None],
-                      unsubscribe: Callable[[], None]) -> AsyncIterator[bytes]:
+    async def _stream(self, agent: Agent) -> AsyncGenerator[bytes, None]:
+        """The feed of one page. It subscribes here, where the ``finally`` that
+        unsubscribes is sure to run: a response whose body never starts (its client left
+        first) would otherwise leave its subscription behind."""
+        pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(FEED_BACKLOG + 1)
+        behind = False
+
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal behind
+            if behind:
+                return
+            if pending.qsize() >= FEED_BACKLOG:
+                # A reader this far behind is ended at once (None): its page reconnects
+                # and reloads the queue, which says more than the backlog would.
+                behind = True
+                while not pending.empty():
+                    pending.get_nowait()
+                pending.put_nowait(None)
+                return
+            pending.put_nowait(event_json(event))
+
+        unsubscribe = self._feed.subscribe(agent.tenant_id, on_event)
         self.streams += 1
         closing = asyncio.ensure_future(self._closing.wait())
+        logger.info("gateway.console.feed.open tenant=%s agent=%s", agent.tenant_id,
+                    agent.agent_id)
         try:
             yield f"retry: {RECONNECT_MS}\n\n".encode()
+            # After subscribing: the page reloads the queue on "hello", so nothing that
+            # happened before the feed began is missing.
             yield sse_frame("hello", {"tenant": agent.tenant_id, "agent": agent.agent_id})
             while not self._closing.is_set():
                 getting = asyncio.ensure_future(pending.get())
                 done, _ = await asyncio.wait({getting, closing}, timeout=self._heartbeat_s,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getting not in done:
-                    getting.cancel()
+                    getting.cancel()  # the event, if any, stays queued
                     if not self._closing.is_set():
                         yield b": keepalive\n\n"
                     continue

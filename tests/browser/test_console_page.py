@@ -111,8 +111,18 @@ def test_a_person_takes_over_from_the_bot_and_hands_back(pipeline: Pipeline,
     assert "I want to talk to a human" in console.locator("#transcript").inner_text()
     assert console.locator("#held-actions").is_hidden()
 
+    # a second agent has it open too, and sees the claim live
+    rival = pages(f"{console_url(pipeline, 0)}?token={token_for('demo', 'bob', roles=['agent'])}")
+    rival.wait_for_selector("#status[data-state=live]", timeout=WAIT_MS)
+    rival.locator(f'#queue-waiting li[data-conversation="{conversation}"] button').click()
+    assert rival.locator("#claim").is_visible()
+
     console.click("#claim")
     console.wait_for_selector("#held-actions:not([hidden])", timeout=WAIT_MS)
+    rival.locator(f'#queue-held li[data-conversation="{conversation}"]',
+                  has_text=f"held by {agent}").wait_for(timeout=WAIT_MS)
+    assert f"held by {agent}" in rival.locator("#meta").inner_text()
+    assert rival.locator("#claim").is_hidden() and rival.locator("#held-actions").is_hidden()
     assert console.locator(f'#queue-held li[data-conversation="{conversation}"]').count() == 1
     chat.wait_for_function(
         "[...document.querySelectorAll('.msg.bot[data-seq] .text')]"

@@ -274,6 +274,23 @@ async def test_the_live_feed_shows_the_tenants_handoffs_only(
     assert gateway.console.streams == 0
 
 
+async def test_closing_ends_the_hold_and_is_announced(
+        gateway: Gateway, http: httpx.AsyncClient, settings: Settings) -> None:
+    conversation = await request_handoff(settings, "t")
+    async with Feed(http, token_for("t", "ann", roles=["agent"])) as feed:
+        await feed.next()
+        assert (await http.post(conv_path(conversation, "claim"), headers=agent())
+                ).status_code == 200
+        closed = await http.post(conv_path(conversation, "close"), headers=agent())
+        assert closed.status_code == 200, closed.text
+        event = await feed.next_of("closed")
+        assert event["conversation_id"] == conversation and event["agent_id"] == "ann"
+    again = await http.post(conv_path(conversation, "close"), headers=agent())
+    assert again.status_code == 409 and error_of(again) == "not_holder"
+    reclaim = await http.post(conv_path(conversation, "claim"), headers=agent("t", "bob"))
+    assert reclaim.status_code == 409 and error_of(reclaim) == "not_waiting"
+    queue = (await http.get(QUEUE, headers=agent())).json()
+    assert all(r["conversation_id"] != conversation for r in (*queue["waiting"], *queue["held"]))
 async def test_a_gateway_stops_promptly_with_consoles_open(
         gateway: Gateway, http: httpx.AsyncClient) -> None:
     async with Feed(http, token_for("t", "ann", roles=["agent"])) as feed:

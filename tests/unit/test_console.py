@@ -4,14 +4,19 @@ real gateway in tests/integration/test_gateway_console.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 
 from gateway.auth import Principal
 from gateway.console import (
+    FEED_BACKLOG,
     Agent,
+    Console,
     ConsoleError,
     agent_of,
     event_json,
@@ -93,3 +98,68 @@ def test_an_event_with_newlines_is_one_server_sent_event() -> None:
     lines = text.rstrip("\n").split("\n")
     assert lines[0] == "event: handoff" and len(lines) == 2
     assert json.loads(lines[1].removeprefix("data: "))["text"].endswith("data: forged")
+
+
+class FakeFeed:
+    """What the console uses of HandoffFeed: per-tenant subscriptions."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, list[Any]] = {}
+
+    def subscribe(self, tenant_id: str, on_event: Any) -> Any:
+        self.subscribers.setdefault(tenant_id, []).append(on_event)
+        return lambda: self.subscribers[tenant_id].remove(on_event)
+
+    def publish(self, tenant_id: str, **fields: Any) -> None:
+        event = handoff_event(f"e-{fields.get('text', '')}", tenant_id, "c1",
+                              fields.pop("type_", "user_message"), timestamp_ms=1, **fields)
+        for on_event in list(self.subscribers.get(tenant_id, ())):
+            on_event(event)
+
+
+def console_with(feed: FakeFeed, heartbeat_s: float = 15.0) -> Console:
+    return Console(cast(Any, None), cast(Any, None), cast(Any, feed), heartbeat_s=heartbeat_s)
+
+
+async def read(stream: AsyncIterator[bytes], count: int) -> list[bytes]:
+    return [await asyncio.wait_for(anext(stream), 2) for _ in range(count)]
+
+
+@pytest.mark.asyncio
+async def test_a_feed_gets_its_tenants_events_only_and_lets_go_when_it_ends() -> None:
+    feed = FakeFeed()
+    console = console_with(feed)
+    stream = console._stream(Agent("t1", "ann"))
+    retry, hello = await read(stream, 2)
+    assert retry.startswith(b"retry: ") and b"event: hello" in hello
+    feed.publish("t2", text="not yours")
+    feed.publish("t1", text="yours")
+    [frame] = await read(stream, 1)
+    assert b'"text": "yours"' in frame and console.streams == 1
+    await stream.aclose()  # the page went away
+    assert feed.subscribers["t1"] == [] and console.streams == 0
+
+
+@pytest.mark.asyncio
+async def test_an_idle_feed_sends_keepalives_and_a_closing_console_ends_it() -> None:
+    console = console_with(FakeFeed(), heartbeat_s=0.05)
+    stream = console._stream(Agent("t1", "ann"))
+    await read(stream, 2)
+    assert await read(stream, 2) == [b": keepalive\n\n"] * 2
+    await console.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 2)
+    assert console.streams == 0
+
+
+@pytest.mark.asyncio
+async def test_a_feed_too_far_behind_ends_so_that_the_page_reconnects_and_reloads() -> None:
+    feed = FakeFeed()
+    console = console_with(feed)
+    stream = console._stream(Agent("t1", "ann"))
+    await read(stream, 2)
+    for i in range(FEED_BACKLOG + 5):
+        feed.publish("t1", text=f"m{i}")
+    frames = [frame async for frame in stream]  # ends by itself, at once
+    assert frames == []
+    assert feed.subscribers["t1"] == []
