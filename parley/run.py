@@ -48,6 +48,7 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
                    err=True)
         stack.prepare_model()
         stack.prepare_knowledge()
+        stack.start_crm()  # the reference CRM the demo bot's actions call
         gateway = stack.start_gateway()
         for _ in range(workers):
             stack.start_worker()
