@@ -48,9 +48,8 @@ that raises them, and import their base from here::
     ├── ActionError                  (agents/actions/errors.py)
     │   ├── ActionDefinitionError    an action registered wrongly (name, types, function)
     │   └── ActionFailed             raised by an action: the business call did not succeed
-    │       └── IntegrationFailed    (agents/integrations/errors.py) an HTTP action failed;
-    │           │                    its ``reason`` is what a flow branches on
-    │           └── BackendUnavailable   the backend is down, slow, or its breaker is open
+    │       └── ActionUnavailable    the business system could not be reached (down, slow,
+    │                                5xx, breaker open): kind ``unavailable``
     ├── IntegrationConfigError       (agents/integrations/errors.py) an integrations.yml with
     │                                errors, each as file:line; also a ValueError
     ├── CrmError                     (infra/crm/errors.py) the reference CRM
