@@ -237,7 +237,8 @@ class CrmStore:
                            "blocked_at, ?) WHERE id = ?", (now, card["id"]))
             rows = [db.execute("SELECT * FROM cards WHERE id = ?", (c["id"],)).fetchone()
                     for c in cards]
-            return 200, {"blocked": [_card(r) for r in rows]}
+            return 200, {"blocked": [_card(r) for r in rows],
+                          "last4": ", ".join(r["last4"] for r in rows)}
         return effect
 
     def transfer(self, customer_id: str, amount_cents: int, currency: str,
