@@ -243,7 +243,7 @@ def _backend(r: _Reader, env: Mapping[str, str], file: str, name: str,
             r, env, file, _line(a, key), str(r.typed(a, key, file, str, "", "a text")))
         for key in ("token_url", "client_id", "client_secret"):
             if key not in a:
-                r.problem(file, a.line, f"auth needs {key!r}")
+                r.problem(file, _line(m, "auth"), f"auth needs {key!r}")
         auth = OAuth2Config(a_text("token_url"), a_text("client_id"), a_text("client_secret"),
                             a_text("scope"),
                             _positive(r, a, "refresh_margin_s", file, 30.0, "seconds >= 0",
@@ -355,7 +355,7 @@ def _action(r: _Reader, file: str, name: str, m: _Map,
     else:
         for status, message in raw_errors.items():
             if not str(status).isdigit() or not 400 <= int(status) <= 499:
-                r.problem(file, _line(m, "errors"), f"'errors': {status!r} is not a 4xx "
+                r.problem(file, _line(m, "errors"), f"'errors': {status} is not a 4xx "
                                                     f"status (5xx always means unavailable)")
             else:
                 errors[int(status)] = str(message)
