@@ -196,12 +196,14 @@ class Stack:
         return self.spawn(name, ["worker", "--web-port", str(web_port)],
                            f"http://127.0.0.1:{web_port}/readyz", env)
 
-    def start_crm(self) -> ChildProcess:
-        """The reference CRM (``parley crm``, infra/crm/) on PARLEY_CRM_PORT; workers started
-        after it get its URL and credentials (``CRM_URL``, ``CRM_CLIENT_ID``,
-        ``CRM_CLIENT_SECRET``: what the demo's integrations.yml reads)."""
+    def start_crm(self, port: int | None = None) -> ChildProcess:
+        """The reference CRM (``parley crm``, infra/crm/) on ``port`` (default
+        PARLEY_CRM_PORT; 0: any free port); workers started after it get its URL and
+        credentials (``CRM_URL``, ``CRM_CLIENT_ID``, ``CRM_CLIENT_SECRET``: what the demo's
+        integrations.yml reads)."""
         crm = CrmSettings.from_env()
-        port = crm.port or find_free_ports(1)[0]
+        port = crm.port if port is None else port
+        port = port or find_free_ports(1)[0]
         check_ports_free(crm.host, [("crm (PARLEY_CRM_PORT)", port)])
         url = f"http://{crm.host}:{port}"
         self.crm_env = {"CRM_URL": url, "CRM_CLIENT_ID": crm.client_id,

@@ -51,10 +51,12 @@ from infra.crm.store import CrmStore, fingerprint
 
 __all__ = ["CrmService", "create_app"]
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$"
+#: Ids as Parley's (streams/keys.py: user ids are customer ids here), with one letter or
+#: digit at least (so never "." or "..").
+_ID = r"^[A-Za-z0-9_.:@-]*[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
 _KEY = re.compile(r"[\x21-\x7e]{1,200}")
 _UNFAULTED = ("/healthz", "/oauth/token", "/admin/")
-IdPath = Annotated[str, Path(pattern=_ID)]
+IdPath = Annotated[str, Path(pattern=_ID, max_length=128)]
 Auth = Annotated[str | None, Header(alias="Authorization")]
 Key = Annotated[str | None, Header(alias="Idempotency-Key")]
 
@@ -74,7 +76,7 @@ class BlockIn(BaseModel):
 
 
 class TicketIn(BaseModel):
-    customer_id: str = Field(pattern=_ID)
+    customer_id: str = Field(pattern=_ID, max_length=128)
     description: str = Field(min_length=1, max_length=5000)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
 
