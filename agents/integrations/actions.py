@@ -7,7 +7,8 @@ the function below with the action's deadline, validates its outputs, and the re
 goes back on ``actions.results`` keyed by the conversation. The function:
 
 1. fills the path's ``{placeholders}`` from the inputs (URL-quoted), the rest of the
-   inputs go in the query (GET, DELETE) or the JSON body (writes); inputs with a
+   inputs go in the query (GET, DELETE) or the JSON body (writes), each at its ``to``
+   path (``ticket.comment.body``: nested objects, as SaaS APIs want them); inputs with a
    ``context`` come from the call's context (the signed-in user), never from the flow;
 2. sends it through :class:`~agents.integrations.backend.HttpBackend`, with the
    request's event id as the idempotency key on every write, so a request run twice
@@ -112,6 +113,7 @@ class Integrations:
                     values[spec.name] = found
             path = _PLACEHOLDER.sub(
                 lambda m: urllib.parse.quote(str(values.pop(m.group(1))), safe=""), action.path)
+            values = _placed(values, {s.name: s.target or s.name for s in action.inputs})
             in_query = action.method in ("GET", "DELETE")
             response = await backend.call(
                 action.method, path, params=values if in_query and values else None,
@@ -133,6 +135,19 @@ class Integrations:
             return out
 
         return call
+
+
+def _placed(values: dict[str, Any], targets: Mapping[str, str]) -> dict[str, Any]:
+    """The inputs where they go: ``{"body": "x"}`` with target ``ticket.comment.body``
+    becomes ``{"ticket": {"comment": {"body": "x"}}}``."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        *parents, leaf = targets.get(name, name).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def _refusal(action: HttpAction, status: int, response: Any) -> str:

@@ -104,7 +104,8 @@ class BackendConfig:
 class FieldSpec:
     """One input or output: its type, whether it must be there, where it comes from
     (an output: a dotted path in the JSON answer, ``from``; an input: the call's
-    context, ``context``, instead of the flow's slots), and a regex for strings."""
+    context, ``context``, instead of the flow's slots), where an input goes (``to``), and
+    a regex for strings."""
 
     name: str
     type: str = "string"
@@ -112,6 +113,9 @@ class FieldSpec:
     source: str = ""
     context: str = ""
     pattern: str = ""
+    target: str = ""
+    """An input's place in the JSON body or query, a dotted path (``ticket.comment.body``);
+    default its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +305,7 @@ def _fields(r: _Reader, file: str, m: _Map, key: str, side: str) -> tuple[FieldS
         else:
             continue
         allowed = ("type", "required", "pattern") + (("from",) if side == "output"
-                                                      else ("context",))
+                                                      else ("context", "to"))
         r.keys(spec_map, file, allowed, f"{side} {name!r}")
         type_ = str(spec_map.get("type", "string"))
         if type_ not in FIELD_TYPES:
@@ -322,7 +326,8 @@ def _fields(r: _Reader, file: str, m: _Map, key: str, side: str) -> tuple[FieldS
         out.append(FieldSpec(name, type_, bool(r.typed(spec_map, "required", file, bool, True,
                                                        "true or false")),
                              str(r.typed(spec_map, "from", file, str, name, "a dotted path")),
-                             context, pattern))
+                             context, pattern,
+                             str(r.typed(spec_map, "to", file, str, name, "a dotted path"))))
     return tuple(out)
 
 

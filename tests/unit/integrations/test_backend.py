@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -185,3 +186,31 @@ async def test_http_actions_through_the_registry() -> None:
     down = await registry.run("order_status", {"order_id": "12345"}, CTX)
     assert down.kind is FailureKind.UNAVAILABLE and "503" in (down.error or "")
     await crm.aclose()
+
+
+async def test_inputs_are_placed_at_their_to_paths(tmp_path: Path) -> None:
+    (tmp_path / "integrations.yml").write_text(
+        "backends:\n  desk: {base_url: 'http://desk.test'}\n"
+        "actions:\n  open_ticket:\n    backend: desk\n    method: POST\n"
+        "    path: /api/v2/tickets\n    inputs:\n"
+        "      issue_description: {type: string, to: ticket.comment.body}\n"
+        "      email: {type: string, to: ticket.requester.email}\n"
+        "    outputs:\n      ticket_id: {type: integer, from: ticket.id}\n")
+    config = load_integrations(tmp_path, {})
+    assert config is not None
+    sent: list[Any] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json={"ticket": {"id": 42}})
+
+    desk = HttpBackend(config.backends["desk"], new_breakers(),
+                       transport=httpx.MockTransport(api))
+    registry = ActionRegistry()
+    Integrations(config, {"desk": desk}).register(registry)
+    outcome = await registry.run("open_ticket", {"issue_description": "app crashes",
+                                                 "email": "a@example.com"}, CTX)
+    assert outcome.ok and outcome.outputs == {"ticket_id": 42}
+    assert sent == [{"ticket": {"comment": {"body": "app crashes"},
+                                "requester": {"email": "a@example.com"}}}]
+    await desk.aclose()
