@@ -43,6 +43,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from agents.actions.registry import ActionContext
 from agents.dialogue.loader import Problem, _Map, _Reader
@@ -58,6 +59,7 @@ __all__ = [
     "OAuth2Config",
     "load_integrations",
     "read_integrations",
+    "validate_integrations",
 ]
 
 FILE_NAME = "integrations.yml"
@@ -157,6 +159,38 @@ def load_integrations(folder: Path, environ: Mapping[str, str] | None = None
     if errors or config is None:
         raise IntegrationConfigError(path, [str(p) for p in errors])
     return config
+
+
+def validate_integrations(folder: Path, actions: Mapping[str, Any] | None = None,
+                          environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem of the folder's integrations.yml (none without one); with the bot's
+    actions.yml ``actions`` (name → ``ActionSpec``), also what does not fit them."""
+    path = folder / FILE_NAME
+    if not path.is_file():
+        return []
+    config, problems = read_integrations(path, environ)
+    if config is None or actions is None:
+        return problems
+    for name, action in config.actions.items():
+        spec = actions.get(name)
+        if spec is None:
+            problems.append(Problem(FILE_NAME, action.line, f"action {name!r} is not declared "
+                                                            f"in actions.yml: no flow can call it",
+                                    "warning"))
+            continue
+        given = set(spec.inputs)
+        for field_spec in action.inputs:
+            if field_spec.required and not field_spec.context and field_spec.name not in given:
+                problems.append(Problem(FILE_NAME, action.line, f"action {name!r} needs input "
+                                                                f"{field_spec.name!r}, which "
+                                                                f"actions.yml does not give"))
+        produced = {f.name for f in action.outputs}
+        for output in spec.outputs:
+            if output not in produced:
+                problems.append(Problem(FILE_NAME, action.line, f"action {name!r}: actions.yml "
+                                                                f"declares output {output!r}, "
+                                                                f"which no output gives"))
+    return problems
 
 
 def read_integrations(path: Path, environ: Mapping[str, str] | None = None

@@ -3,12 +3,14 @@ problem is reported at once with its file and line; the demo bot's file is valid
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from agents.dialogue.loader import load_bot
 from agents.integrations import IntegrationConfigError, load_integrations, read_integrations
+from agents.integrations.config import validate_integrations
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo"
 
@@ -132,3 +134,19 @@ def test_the_demo_bots_integrations_cover_its_actions() -> None:
         assert set(spec.inputs) <= flow_inputs, name
         assert set(spec.outputs) <= {f.name for f in action.outputs}, name
     assert all(a.idempotent for a in config.actions.values())  # the CRM dedups every write
+
+
+def test_parley_validate_checks_integrations_against_actions_yml(tmp_path: Path) -> None:
+    folder = tmp_path / "bot"
+    shutil.copytree(DEMO, folder)
+    text = (folder / "integrations.yml").read_text()
+    text = text.replace("      order_status: {type: string, from: status}",
+                        "      status: {type: string, from: status}")
+    text = text.replace("      recipient: string", "      recipient: string\n      memo: string")
+    (folder / "integrations.yml").write_text(text)
+    problems = [str(p) for p in validate_integrations(folder, load_bot(folder).actions, {})]
+    assert any("'order_status': actions.yml declares output 'order_status'" in p
+               for p in problems), problems
+    assert any("'send_money' needs input 'memo', which actions.yml does not give" in p
+               for p in problems), problems
+    assert validate_integrations(DEMO, load_bot(DEMO).actions, {}) == []
