@@ -38,7 +38,7 @@ def free_kafka_port() -> int:
 
 def parley_up_env(data_dir: str) -> dict[str, str]:
     """The environment of a `parley up` of its own: free ports, the demo bot."""
-    kafka, (gateway, worker) = free_kafka_port(), find_free_ports(2)
+    kafka, (gateway, worker, crm) = free_kafka_port(), find_free_ports(3)
     env = {
         **os.environ,
         "PARLEY_DATA_DIR": data_dir,
@@ -46,6 +46,7 @@ def parley_up_env(data_dir: str) -> dict[str, str]:
         "PARLEY_REDIS_NODES": f"127.0.0.1:{free_redis_base()}",
         "PARLEY_GATEWAY_PORT": str(gateway),
         "PARLEY_WORKER_WEB_PORT": str(worker),
+        "PARLEY_CRM_PORT": str(crm),
     }
     env.pop("PARLEY_NLU_MODEL", None)
     env.pop("PARLEY_KB_INDEX", None)
@@ -74,14 +75,17 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         async with ChatClient(url.replace("http://", "ws://").rstrip("/"), tenant="demo") as chat:
             msg_id = await chat.send("hello")
             reply = await chat.next("reply")
-        assert reply["in_reply_to"] == msg_id
-        assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+            assert reply["in_reply_to"] == msg_id
+            assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+            await chat.send("where is my order 12345")
+            order = await chat.next("reply")  # looked up in the CRM that `parley up` started
+        assert "12345 is shipped" in order["text"], order
     finally:
         up.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(up.wait, 60)
     assert code == 0
     for name in ("PARLEY_KAFKA_BOOTSTRAP", "PARLEY_GATEWAY_PORT", "PARLEY_WORKER_WEB_PORT",
-                 "PARLEY_REDIS_NODES"):
+                 "PARLEY_REDIS_NODES", "PARLEY_CRM_PORT"):
         port = env_port(env, name)
         assert is_port_free("127.0.0.1", port), f"port {port} still held after Ctrl-C"
 
