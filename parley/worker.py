@@ -35,7 +35,7 @@ from agents.dialogue.domain import Bot
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState
-from agents.integrations import integrations_for
+from agents.integrations.actions import integrations_for
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index

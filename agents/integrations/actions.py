@@ -24,16 +24,22 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from agents.actions.errors import ActionFailed
 from agents.actions.registry import ActionContext, ActionRegistry
-from agents.integrations.backend import HttpBackend
-from agents.integrations.config import FieldSpec, HttpAction, IntegrationsConfig
+from agents.integrations.backend import HttpBackend, new_breakers
+from agents.integrations.config import (
+    FieldSpec,
+    HttpAction,
+    IntegrationsConfig,
+    load_integrations,
+)
 
-__all__ = ["Amount", "Integrations", "model_of", "pick"]
+__all__ = ["Amount", "Integrations", "integrations_for", "model_of", "pick"]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _MISSING = object()
@@ -158,3 +164,15 @@ def _refusal(action: HttpAction, status: int, response: Any) -> str:
     except (ValueError, AttributeError):
         detail = ""
     return f"{action.backend} answered {status}" + (f": {str(detail)[:300]}" if detail else "")
+
+
+def integrations_for(folder: Path, environ: Mapping[str, str] | None = None
+                     ) -> Integrations | None:
+    """The integrations of the bot in ``folder`` (None without integrations.yml); raises
+    :class:`~agents.integrations.errors.IntegrationConfigError` for a file with problems."""
+    config = load_integrations(folder, environ)
+    if config is None:
+        return None
+    breakers = new_breakers()
+    return Integrations(config, {name: HttpBackend(backend, breakers)
+                                 for name, backend in config.backends.items()})

@@ -41,11 +41,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.actions.registry import ActionContext
 from agents.dialogue.loader import Problem, _Map, _Reader
 from agents.integrations.errors import IntegrationConfigError
 
@@ -67,7 +66,9 @@ FIELD_TYPES = ("string", "integer", "number", "boolean", "amount", "object", "li
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: Methods that may be retried without an idempotency key (RFC 9110 §9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
-CONTEXT_FIELDS = tuple(f.name for f in fields(ActionContext) if f.name != "idempotency_key")
+#: What an input may take from the call (agents.actions.ActionContext's fields; a test
+#: checks they agree: importing it here would load pydantic for `parley validate`).
+CONTEXT_FIELDS = ("tenant_id", "conversation_id", "user_id", "channel", "bot_version")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

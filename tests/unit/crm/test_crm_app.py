@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from infra.crm import CrmService, CrmSettings, create_app
+from infra.crm import CrmSettings
+from infra.crm.app import CrmService, create_app
 from infra.crm.auth import Client, TokenIssuer
 
 SETTINGS = CrmSettings(client_secret="client-secret-1", admin_secret="admin-secret-1",

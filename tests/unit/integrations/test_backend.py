@@ -55,7 +55,7 @@ def backend(fake: Fake, **config: object) -> HttpBackend:
         "crm", "http://crm.test",
         OAuth2Config("/oauth/token", "parley", "secret", "crm.read"),
         **{"timeout_s": 0.5, "retries": 2, "deadline_s": 5.0, "breaker_failures": 3,
-           "breaker_reset_s": 30.0, **config})  # type: ignore[arg-type]
+           "breaker_reset_s": 30.0, **config})
     return HttpBackend(settings, new_breakers(), transport=httpx.MockTransport(fake))
 
 

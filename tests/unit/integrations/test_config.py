@@ -4,13 +4,15 @@ problem is reported at once with its file and line; the demo bot's file is valid
 from __future__ import annotations
 
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from agents.actions import ActionContext
 from agents.dialogue.loader import load_bot
 from agents.integrations import IntegrationConfigError, load_integrations, read_integrations
-from agents.integrations.config import validate_integrations
+from agents.integrations.config import CONTEXT_FIELDS, validate_integrations
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo"
 
@@ -150,3 +152,7 @@ def test_parley_validate_checks_integrations_against_actions_yml(tmp_path: Path)
     assert any("'send_money' needs input 'memo', which actions.yml does not give" in p
                for p in problems), problems
     assert validate_integrations(DEMO, load_bot(DEMO).actions, {}) == []
+
+
+def test_inputs_may_take_every_field_of_the_action_context() -> None:
+    assert set(CONTEXT_FIELDS) == {f.name for f in fields(ActionContext)} - {"idempotency_key"}
