@@ -29,6 +29,7 @@ from infra.ports import find_free_ports
 from kernel.settings import Settings
 from streams.app import create_app
 from streams.codecs import AvroCodec
+from streams.security import kafka_client_config
 from streams.topics import ACTIONS_REQUESTS
 from tests.integration.test_actions import Collected, request_value, results  # noqa: F401
 
@@ -88,7 +89,7 @@ class Worker:
 
     def __init__(self, settings: Settings, collected: Collected) -> None:
         self.settings, self.collected = settings, collected
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        self.producer = Producer(kafka_client_config(settings))
         self.codec = AvroCodec("action_result")
         self.n = 0
 
