@@ -238,6 +238,7 @@ def pipeline_deployment(
                 )
                 infra_pids = _infra_pids(base.data_dir)
             stack.prepare_model()
+            stack.start_crm(port=0)  # the demo bot's actions call it, as under `parley up`
             ports = find_free_ports(gateways + workers, _HOST)
             gw = [
                 stack.start_gateway(port, name=f"gateway-{i}")

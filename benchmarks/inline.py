@@ -7,8 +7,9 @@ size and wait settings), then :class:`~agents.dialogue.policy.RuleBasedPolicy`
 over an in-memory :class:`~agents.dialogue.sessions.Session`; a question the policy hands
 to the knowledge base is answered by the same
 :class:`~agents.knowledge.service.KnowledgeService` the knowledge agent uses
-(with an in-process exact-question cache standing in for the Redis one). The
-reply is written straight back to the socket. It bounds what the pipeline could
+(with an in-process exact-question cache standing in for the Redis one); an action
+(the demo's CRM calls) succeeds at once without outputs, no business system being
+attached. The reply is written straight back to the socket. It bounds what the pipeline could
 reach on the same machine: the pipeline's figures are reported as ratios to these.
 
 Run with ``python -m benchmarks.inline --port 8765`` (``parley bench e2e
@@ -33,7 +34,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agents.dialogue.loader import load_bot
-from agents.dialogue.manager import AskKnowledge, DialogueManager, Outcome, UserTurn
+from agents.dialogue.manager import (
+    ActionResult,
+    AskKnowledge,
+    CallAction,
+    DialogueManager,
+    Outcome,
+    UserTurn,
+)
 from agents.dialogue.state import DialogueState
 from agents.dialogue.turns import Answer, reply_payload
 from agents.knowledge.demo import resolve_kb_index
@@ -66,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 #: The tenant every inline conversation belongs to (the demo domain's).
 INLINE_TENANT = "demo"
+_MAX_REQUESTS = 4  # requests answered for one message before giving up on a looping flow
 
 
 @dataclass(slots=True)
@@ -185,10 +194,18 @@ class InlineServer:
             payload = understood_payload(pending.frame.text, pending.frame.client_msg_id, result)
             outcome = manager.step(self.states.get(keys) or DialogueState(),
                                    UserTurn.from_payload(payload), now_ms)
-            if isinstance(outcome.request, AskKnowledge):
-                answer = await self._ask(keys.tenant_id, outcome.request.question)
-                more = manager.resume_knowledge(outcome.state, answer.text, answer.sources,
-                                                now_ms)
+            for _ in range(_MAX_REQUESTS):  # a request's answer may lead to another
+                if isinstance(outcome.request, AskKnowledge):
+                    answer = await self._ask(keys.tenant_id, outcome.request.question)
+                    more = manager.resume_knowledge(outcome.state, answer.text, answer.sources,
+                                                    now_ms)
+                elif isinstance(outcome.request, CallAction):
+                    # No business system here: an action succeeds at once, without outputs
+                    # (the pipeline's action agent calls the CRM: a bound, as for knowledge)
+                    more = manager.resume_action(outcome.state,
+                                                 ActionResult(outcome.request.name, True), now_ms)
+                else:
+                    break
                 outcome = Outcome(more.state, outcome.utterances + more.utterances, more.request)
             self.states[keys] = outcome.state
             if not outcome.utterances:

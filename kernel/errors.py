@@ -61,6 +61,12 @@ that raises them, and import their base from here::
     ├── ActionError                  (agents/actions/errors.py)
     │   ├── ActionDefinitionError    an action registered wrongly (name, types, function)
     │   └── ActionFailed             raised by an action: the business call did not succeed
+    │       └── ActionUnavailable    the business system could not be reached (down, slow,
+    │                                5xx, breaker open): kind ``unavailable``
+    ├── IntegrationConfigError       (agents/integrations/errors.py) an integrations.yml with
+    │                                errors, each as file:line; also a ValueError
+    ├── CrmError                     (infra/crm/errors.py) the reference CRM
+    │   └── CrmProblem               a request it answers with an HTTP error
     └── BotPublishError              (agents/bots/errors.py) a bot version that cannot be
         │                            packed, published or unpacked
         └── BundleError              a published version that is not whole or not safe to

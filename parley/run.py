@@ -56,6 +56,7 @@ def up(workers: int, port: int | None, bot_dir: Path | None) -> None:
                    err=True)
         stack.prepare_model()
         stack.prepare_knowledge()
+        stack.start_crm()  # the reference CRM the demo bot's actions call
         dev_tenant = _prepare_dev_tenant(stack) if stack.settings.dev_mode else None
         gateway = stack.start_gateway()
         for _ in range(workers):

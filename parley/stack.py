@@ -29,6 +29,7 @@ from agents.dialogue.training import resolve_nlu_model
 from agents.knowledge.demo import resolve_kb_index
 from examples import bot_files
 from gateway.tenants import Branding, TenantConfig, TenantStore, tenant_config
+from infra.crm.settings import CrmSettings
 from infra.embedded import CLUSTER_NODES, EmbeddedInfra
 from infra.ports import check_ports_free, find_free_ports
 from infra.process import DEFAULT_GRACE, log_tail
@@ -117,6 +118,8 @@ class Stack:
     children: list[ChildProcess] = field(default_factory=list)
     model_dir: Path | None = None
     kb_index: Path | None = None
+    #: What workers' integrations need to reach the CRM (:meth:`start_crm`).
+    crm_env: dict[str, str] = field(default_factory=dict)
     _infra: EmbeddedInfra | None = None
 
     # -- infrastructure ------------------------------------------------------
@@ -235,7 +238,7 @@ class Stack:
         if self.model_dir is None:
             self.prepare_model()
         kb_index = self.prepare_knowledge()
-        env = {"PARLEY_KB_INDEX": str(kb_index)} if kb_index else {}
+        env = {**({"PARLEY_KB_INDEX": str(kb_index)} if kb_index else {}), **self.crm_env}
         if web_port is None:
             first = not any(c.name.startswith("worker") for c in self.children)
             web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
@@ -244,6 +247,20 @@ class Stack:
                          [(f"{name} (PARLEY_WORKER_WEB_PORT)", web_port)])
         return self.spawn(name, ["worker", "--web-port", str(web_port)],
                            f"http://127.0.0.1:{web_port}/readyz", env)
+
+    def start_crm(self, port: int | None = None) -> ChildProcess:
+        """The reference CRM (``parley crm``, infra/crm/) on ``port`` (default
+        PARLEY_CRM_PORT; 0: any free port); workers started after it get its URL and
+        credentials (``CRM_URL``, ``CRM_CLIENT_ID``, ``CRM_CLIENT_SECRET``: what the demo's
+        integrations.yml reads)."""
+        crm = CrmSettings.from_env()
+        port = crm.port if port is None else port
+        port = port or find_free_ports(1)[0]
+        check_ports_free(crm.host, [("crm (PARLEY_CRM_PORT)", port)])
+        url = f"http://{crm.host}:{port}"
+        self.crm_env = {"CRM_URL": url, "CRM_CLIENT_ID": crm.client_id,
+                        "CRM_CLIENT_SECRET": crm.client_secret}
+        return self.spawn("crm", ["crm", "--port", str(port)], f"{url}/healthz", {})
 
     def wait_ready(self, children: list[ChildProcess] | None = None, timeout: float = 60) -> None:
         """Wait until every child answers /readyz; raise with its log tail if one dies."""

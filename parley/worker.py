@@ -2,7 +2,8 @@
 it serves and its agents.
 
 A worker runs the conversation agent (the NLU and dialogue steps, see
-agents/conversation.py), the action agent (agents/actions/) and — when a knowledge
+agents/conversation.py), the action agent (agents/actions/, running the HTTP actions of
+the bot's integrations.yml: agents/integrations/) and — when a knowledge
 base is available — the knowledge agent with its ``kb.documents`` follower. It
 serves the bot folder ``PARLEY_BOT`` (default: the demo bot, ``examples/demo/``):
 its flows run in the dialogue step, and its NLU model and knowledge index come from
@@ -39,6 +40,7 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState
 from agents.dialogue.training import resolve_nlu_model
+from agents.integrations.actions import integrations_for
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index
@@ -85,7 +87,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
                                 understander),
                       BotRegistry(functools.partial(_load_published, answers=answers)))
     follow_bots(ctx, bots.registry)
-    register_action_agent(ctx, ActionRegistry())  # business actions: issue 33's integrations
+    register_action_agent(ctx, _actions(ctx, bot))
     understand = NluStep(ctx, bots.model)
     dialogue = DialogueStep(ctx, bots.manager, answers)
     register_conversation_agent(ctx, understand, dialogue)
@@ -121,6 +123,17 @@ class TenantBots:
             return own  # a task begun on this worker's own bot finishes on it
         loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow)
         return (loaded.content if loaded else self.own).manager
+
+
+def _actions(ctx: WorkerContext, bot: BotFiles) -> ActionRegistry:
+    """The actions this worker runs: the HTTP actions of the bot's integrations.yml
+    (agents/integrations/; none without the file), their clients closed with the app."""
+    registry = ActionRegistry()
+    integrations = integrations_for(bot.folder)
+    if integrations is not None:
+        integrations.register(registry)
+        ctx.app.closers.append(integrations.aclose)
+    return registry
 
 
 def _load_published(unpacked: UnpackedBot, answers: AnswerCache | None) -> TenantBot:

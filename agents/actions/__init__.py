@@ -8,7 +8,12 @@ load Faust.
 
 from __future__ import annotations
 
-from agents.actions.errors import ActionDefinitionError, ActionError, ActionFailed
+from agents.actions.errors import (
+    ActionDefinitionError,
+    ActionError,
+    ActionFailed,
+    ActionUnavailable,
+)
 from agents.actions.records import (
     action_request,
     action_result,
@@ -34,6 +39,7 @@ __all__ = [
     "ActionOutcome",
     "ActionRegistry",
     "ActionSettings",
+    "ActionUnavailable",
     "FailureKind",
     "action_request",
     "action_result",

@@ -6,6 +6,7 @@
     └── ActionError
         ├── ActionDefinitionError    an action registered wrongly (its name, types or function)
         └── ActionFailed             raised by an action: the business call did not succeed
+            └── ActionUnavailable    the business system could not be reached (kind unavailable)
 
 Nothing a request brings raises out of the registry: an unknown action, inputs
 or outputs of the wrong shape, an exception or a timeout all become a failed
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from kernel.errors import ParleyError
 
-__all__ = ["ActionDefinitionError", "ActionError", "ActionFailed"]
+__all__ = ["ActionDefinitionError", "ActionError", "ActionFailed", "ActionUnavailable"]
 
 
 class ActionError(ParleyError):
@@ -39,3 +40,10 @@ class ActionFailed(ActionError):
     """Raised by an action whose business call did not succeed (a ticket system that said
     no, an unknown order): the result is a failure carrying this message, kind ``failed``.
     Any other exception does the same; this one keeps the message free of a class name."""
+
+
+class ActionUnavailable(ActionFailed):
+    """Raised by an action whose business system could not be reached: down, too slow,
+    answering 5xx, or its circuit breaker open. The result's kind is ``unavailable``, so a
+    flow can say "I can't reach your account right now" (``on_unavailable``) rather than
+    "that order does not exist"."""

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
-from agents.actions.errors import ActionDefinitionError, ActionFailed
+from agents.actions.errors import ActionDefinitionError, ActionFailed, ActionUnavailable
 
 __all__ = [
     "ActionContext",
@@ -78,6 +78,8 @@ class FailureKind(StrEnum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     INVALID_OUTPUTS = "invalid_outputs"
+    UNAVAILABLE = "unavailable"
+    """The business system could not be reached (:class:`ActionUnavailable`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,10 @@ class ActionRegistry:
                 return ActionOutcome.failure(name, FailureKind.TIMEOUT,
                                              f"no result within {timeout_s:g} s", elapsed_ms())
             return self._raised(name, context, exc, elapsed_ms())
+        except ActionUnavailable as exc:
+            logger.info("action.unavailable action=%s key=%s error=%s", name,
+                        context.idempotency_key, exc)
+            return ActionOutcome.failure(name, FailureKind.UNAVAILABLE, str(exc), elapsed_ms())
         except ActionFailed as exc:
             logger.info("action.failed action=%s key=%s error=%s", name,
                         context.idempotency_key, exc)

@@ -39,6 +39,7 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.state import DialogueState
 from agents.dialogue.training import KB_TENANT, ensure_trained
+from agents.integrations.config import validate_integrations
 from kernel.settings import Settings
 
 __all__ = ["TEMPLATE", "BotKnowledge", "init", "shell", "train", "validate"]
@@ -68,6 +69,8 @@ def _cache_root() -> Path:
 def validate(bot: Path) -> None:
     """Check the bot folder BOT; print every problem as file:line: message."""
     problems = validate_bot(bot)
+    actions = None if any(p.severity == "error" for p in problems) else load_bot(bot).actions
+    problems += validate_integrations(bot, actions)  # integrations.yml (docs/integrations.md)
     for problem in problems:
         click.echo(str(problem))
     errors = sum(1 for p in problems if p.severity == "error")

@@ -371,12 +371,15 @@ class CollectStep:
 class ActionStep:
     """Call ``action`` with ``inputs`` (slot names) and wait for its result; ``outputs``
     maps the action's outputs to slots. On failure ``on_error`` (a response) is said and
-    the flow ends: nothing after the step may claim the action happened."""
+    the flow ends: nothing after the step may claim the action happened. When the business
+    system could not be reached (the result's kind ``unavailable`` or ``timeout``),
+    ``on_unavailable`` is said instead, if given ("I can't reach your account right now")."""
 
     action: str
     inputs: tuple[str, ...] = ()
     outputs: Mapping[str, str] = field(default_factory=dict)
     on_error: str | None = None
+    on_unavailable: str | None = None
     id: str | None = None
     source: Source = NOWHERE
 

@@ -39,13 +39,13 @@ from agents.dialogue.manager import (
     Utterance,
 )
 from agents.dialogue.state import DialogueState
-from agents.dialogue.testcases import Observation, Snapshot
+from agents.dialogue.testcases import Observation, Snapshot, StubbedAction
 from agents.dialogue.training import ensure_trained
 from agents.nlu.model import NLUModel
 from agents.nlu.results import Understanding
 
 __all__ = ["InlineBot", "InlineConversation", "TurnResult", "Understander", "load_inline_bot",
-           "succeed_without_outputs", "user_turn_of", "with_requested_slot"]
+           "stubbed_actions", "succeed_without_outputs", "user_turn_of", "with_requested_slot"]
 
 KNOWLEDGE_RESPONSE = "knowledge_answer"
 _MAX_RESUMES = 20  # requests answered in one turn before a looping flow is given up on
@@ -68,6 +68,20 @@ def user_turn_of(text: str, understanding: Understanding, channel: str = "") -> 
 
 def succeed_without_outputs(call: CallAction) -> ActionResult:
     return ActionResult(call.name, ok=True)
+
+
+def stubbed_actions(stubs: Mapping[str, StubbedAction]
+                    ) -> Callable[[CallAction], ActionResult]:
+    """Actions answered as a test case says (``actions:``); others succeed without
+    outputs."""
+    def answer(call: CallAction) -> ActionResult:
+        stub = stubs.get(call.name)
+        if stub is None:
+            return succeed_without_outputs(call)
+        if stub.ok:
+            return ActionResult(call.name, True, dict(stub.outputs))
+        return ActionResult(call.name, False, error=f"(stubbed {stub.kind})", kind=stub.kind)
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +113,10 @@ class InlineBot:
         when = datetime.fromtimestamp(now_ms / 1000, UTC)
         return user_turn_of(text, self.nlu.understand(text, when), self.channel)
 
-    def turn(self, state: DialogueState, message: UserTurn, now_ms: int) -> TurnResult:
-        """One dialogue step and every request it leads to, answered on the spot."""
+    def turn(self, state: DialogueState, message: UserTurn, now_ms: int,
+             actions: Callable[[CallAction], ActionResult] | None = None) -> TurnResult:
+        """One dialogue step and every request it leads to, answered on the spot (actions
+        by ``actions``, default the bot's)."""
         outcome = self.manager.step(state, message, now_ms)
         said = list(outcome.utterances)
         set_now = dict(outcome.slots_set)
@@ -113,13 +129,14 @@ class InlineBot:
         for _ in range(_MAX_RESUMES):
             if outcome.request is None:
                 break
-            outcome = self._answer(outcome, now_ms)
+            outcome = self._answer(outcome, now_ms, actions or self.actions)
             said.extend(outcome.utterances)
             set_now.update(outcome.slots_set)
             seen = _flows(outcome.state, seen)
         return TurnResult(outcome.state, tuple(said), tuple(seen), message, set_now)
 
-    def _answer(self, outcome: Outcome, now_ms: int) -> Outcome:
+    def _answer(self, outcome: Outcome, now_ms: int,
+                actions: Callable[[CallAction], ActionResult]) -> Outcome:
         request = outcome.request
         if isinstance(request, AskKnowledge):
             if self.knowledge is None:
@@ -130,7 +147,7 @@ class InlineBot:
             return self.manager.resume_knowledge(outcome.state, text, sources, now_ms,
                                                  answered=answered)
         assert isinstance(request, CallAction)
-        return self.manager.resume_action(outcome.state, self.actions(request), now_ms)
+        return self.manager.resume_action(outcome.state, actions(request), now_ms)
 
 
 def _flows(state: DialogueState, seen: list[str]) -> list[str]:
@@ -144,15 +161,17 @@ class InlineConversation:
     """A :class:`~agents.dialogue.testcases.Conversation` with an :class:`InlineBot`."""
 
     def __init__(self, bot: InlineBot, *, start_ms: int = 1_800_000_000_000,
-                 step_ms: int = 1000) -> None:
-        self.bot = bot
+                 step_ms: int = 1000,
+                 actions: Callable[[CallAction], ActionResult] | None = None) -> None:
+        self.bot, self.actions = bot, actions
         self.state = DialogueState()
         self.now_ms, self.step_ms = start_ms, step_ms
         self.last: TurnResult | None = None
 
     async def send(self, text: str) -> list[Observation]:
         self.now_ms += self.step_ms
-        result = self.bot.turn(self.state, self.bot.understand(text, self.now_ms), self.now_ms)
+        result = self.bot.turn(self.state, self.bot.understand(text, self.now_ms), self.now_ms,
+                               self.actions)
         self.state, self.last = result.state, result
         return [Observation(u.text, u.response, tuple(u.quick_replies))
                 for u in result.utterances]

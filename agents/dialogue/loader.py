@@ -275,7 +275,7 @@ _STEP_KINDS = ("collect", "action", "set_slots", "branch", "link", "call", "say"
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("ask", "required", "ask_before_filling", "max_attempts", "on_failure",
                 "invalid", "allow_digressions"),
-    "action": ("inputs", "outputs", "on_error"),
+    "action": ("inputs", "outputs", "on_error", "on_unavailable"),
 }
 DEFAULT_SLOT_ENTITIES: dict[str, tuple[str, ...]] = {
     "number": ("number",), "amount": ("amount",), "datetime": ("date", "time"),
@@ -627,6 +627,7 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
         return ActionStep(name, r.strings(spec, "inputs", file),
                           {str(k): str(v) for k, v in outputs.items()},
                           r.typed(spec, "on_error", file, str, None, "a response name"),
+                          r.typed(spec, "on_unavailable", file, str, None, "a response name"),
                           id=step_id, source=src)
     if kind == "set_slots":
         if not isinstance(value, dict):
@@ -780,6 +781,7 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                                     f"{where}: action {step.action!r} declares no output "
                                     f"{out!r} (it has: {', '.join(action.outputs) or 'none'})")
                 need_response(step.on_error, src, f"{where} (action {step.action})")
+                need_response(step.on_unavailable, src, f"{where} (action {step.action})")
             elif isinstance(step, SetSlotsStep):
                 for slot in step.values:
                     if slot not in slots:
@@ -952,7 +954,8 @@ def _read_parts(folder: Path, problems: list[Problem]) -> _Parts:
             parts.settings = _settings(r, data, path.name)
         else:
             loaded[name] = readers[name](r, data, path.name)
-    known = set(BOT_FILES) | {n.replace(".yml", ".yaml") for n in BOT_FILES}
+    known = set(BOT_FILES) | {n.replace(".yml", ".yaml") for n in BOT_FILES} | {
+        "integrations.yml"}  # read by the worker's integrations (agents/integrations/)
     for path in sorted(folder.glob("*.y*ml")):
         if path.name not in known:
             problems.append(Problem(path.name, 1, f"unknown file {path.name!r}: it is not read "

@@ -190,6 +190,10 @@ class AskKnowledge:
     question: str
 
 
+#: Failure kinds that mean the business system could not be reached (``on_unavailable``).
+UNREACHABLE_KINDS = frozenset({"unavailable", "timeout"})
+
+
 @dataclass(frozen=True, slots=True)
 class CallAction:
     """Run the action ``name`` with ``inputs`` (slot values), then call ``resume_action``."""
@@ -204,6 +208,8 @@ class ActionResult:
     ok: bool
     outputs: Mapping[str, JSON] = field(default_factory=dict)
     error: str | None = None
+    #: Why it failed (``FailureKind`` of agents/actions: ``unavailable``, ``timeout``, ...).
+    kind: str | None = None
 
 
 Request = AskKnowledge | CallAction
@@ -476,7 +482,9 @@ class DialogueManager:
                     run.slots[slot] = result.outputs[output]
             run.advance(i)
         else:
-            run.say(step.on_error or "utter_action_failed", {"error": result.error or ""})
+            unreachable = result.kind in UNREACHABLE_KINDS and step.on_unavailable
+            response = step.on_unavailable if unreachable else step.on_error
+            run.say(response or "utter_action_failed", {"error": result.error or ""})
             self._end_frame(run)
         self._execute(run)
         return run.finish()

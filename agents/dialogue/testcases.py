@@ -66,6 +66,7 @@ __all__ = [
     "Observation",
     "Snapshot",
     "Step",
+    "StubbedAction",
     "TestCase",
     "WebSocketConversation",
     "load_cases",
@@ -123,6 +124,19 @@ class TestCase:
     steps: tuple[Step, ...]
     file: str
     line: int
+    actions: Mapping[str, StubbedAction] = field(default_factory=dict)
+    """In process, what each action answers (``actions:`` in the case); against a running
+    stack the real backends answer and this is ignored."""
+
+
+@dataclass(frozen=True, slots=True)
+class StubbedAction:
+    """A case's stand-in result for an action: ``ok`` with ``outputs``, or a failure of
+    ``kind`` (``failed``, ``unavailable``, ``timeout``, ...)."""
+
+    ok: bool = True
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = ""
 
 
 def load_cases(paths: Sequence[Path]) -> list[TestCase]:
@@ -200,10 +214,10 @@ class _Reader:
         if not isinstance(node, yaml.MappingNode) or "test_case" not in _keys(node):
             self.problem(node, "expected `- test_case: NAME` with `steps:`")
             return None
-        unknown = sorted(set(_keys(node)) - {"test_case", "steps", "metadata"})
+        unknown = sorted(set(_keys(node)) - {"test_case", "steps", "metadata", "actions"})
         if unknown:
             self.problem(node, f"unknown key(s) {', '.join(unknown)} in a test case "
-                               "(expected test_case, steps)")
+                               "(expected test_case, steps, actions)")
         name_node = _get(node, "test_case")
         name = self.value(name_node) if name_node is not None else None
         if not isinstance(name, str) or not name.strip():
@@ -218,7 +232,28 @@ class _Reader:
         kept = tuple(s for s in steps if s is not None)
         if kept and not any(s.kind == "user" for s in kept):
             self.problem(node, f"test case {name!r} has no `user` step")
-        return TestCase(name, kept, self.file, node.start_mark.line + 1)
+        actions_node = _get(node, "actions")
+        actions = self.actions(actions_node) if actions_node is not None else {}
+        return TestCase(name, kept, self.file, node.start_mark.line + 1, actions)
+
+    def actions(self, node: yaml.Node) -> dict[str, StubbedAction]:
+        """``actions: {NAME: {ok: true, outputs: {...}} | {ok: false, kind: unavailable}}``."""
+        value = self.value(node)
+        if not isinstance(value, dict):
+            self.problem(node, "`actions` must map action names to {ok, outputs, kind}")
+            return {}
+        out: dict[str, StubbedAction] = {}
+        for name, spec in value.items():
+            if not isinstance(spec, dict) or set(spec) - {"ok", "outputs", "kind"} or \
+                    not isinstance(spec.get("ok", True), bool) or \
+                    not isinstance(spec.get("outputs", {}), dict):
+                self.problem(node, f"action {name!r}: expected {{ok: true|false, outputs: "
+                                   f"{{...}}, kind: failed|unavailable|timeout}}")
+                continue
+            ok = spec.get("ok", True)
+            out[str(name)] = StubbedAction(ok, spec.get("outputs", {}),
+                                           "" if ok else str(spec.get("kind", "failed")))
+        return out
 
     def step(self, node: yaml.Node) -> Step | None:
         if not isinstance(node, yaml.MappingNode) or len(node.value) != 1:

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import click
 
-from agents.dialogue.inline import InlineBot, InlineConversation, load_inline_bot
+from agents.dialogue.inline import (
+    InlineBot,
+    InlineConversation,
+    load_inline_bot,
+    stubbed_actions,
+)
 from agents.dialogue.loader import load_bot
 from agents.dialogue.testcases import (
     CaseReport,
@@ -42,7 +47,7 @@ def run_inline(inline: InlineBot, cases: list[TestCase]) -> CaseReport:
     """Every case on a new in-process conversation with the bot."""
 
     async def new_conversation(case: TestCase) -> Conversation:
-        return InlineConversation(inline)
+        return InlineConversation(inline, actions=stubbed_actions(case.actions))
 
     return asyncio.run(run_cases(cases, new_conversation))
 

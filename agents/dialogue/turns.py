@@ -241,7 +241,8 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
     if item.kind is Kind.ACTION:
         _, result = read_result(msg)
         return manager.resume_action(
-            state, ActionResult(result.action, result.ok, result.outputs, result.error), now_ms)
+            state, ActionResult(result.action, result.ok, result.outputs, result.error,
+                                str(result.kind) if result.kind else None), now_ms)
     outcome = manager.step(state, UserTurn.from_payload(payload, msg["channel"]), now_ms)
     if isinstance(outcome.request, AskKnowledge) and cached is not None:
         # The answer is cached: the flow goes on now, two broker hops sooner.

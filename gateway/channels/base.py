@@ -57,6 +57,10 @@ class InboundMessage:
     user_id: str
     text: str
     message_id: str
+    #: From verified credentials (the web channel's Principal); a webhook channel's users
+    #: are the channel tenant's, at the lowest tier and with no roles.
+    tier: str = "default"
+    roles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_id("user id", self.user_id)
@@ -75,7 +79,8 @@ def chat_message(message: InboundMessage, event_id: str, seq: int, reply_route: 
         "timestamp": timestamp_ms,
         "trace_id": event_id,
         "reply_route": reply_route,
-        "payload": {"text": message.text, "client_msg_id": message.message_id, "locale": None},
+        "payload": {"text": message.text, "client_msg_id": message.message_id, "locale": None,
+                    "tier": message.tier, "roles": sorted(message.roles)},
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.auth import Principal
 from gateway.channels.base import Channel, InboundMessage
 from gateway.protocol import MessageFrame, reply_frame
 from streams.keys import ConversationKeys
@@ -26,7 +27,7 @@ class WebMessage:
     """A message frame, with who sent it on which conversation (from the connection)."""
 
     keys: ConversationKeys
-    user_id: str
+    principal: Principal
     frame: MessageFrame
 
 
@@ -34,8 +35,10 @@ class WebChannel(Channel[WebMessage, str]):
     name = "ws"
 
     def normalise(self, payload: WebMessage) -> InboundMessage:
-        return InboundMessage(self.name, payload.keys, payload.user_id, payload.frame.text,
-                              payload.frame.client_msg_id)
+        principal = payload.principal
+        return InboundMessage(self.name, payload.keys, principal.user_id, payload.frame.text,
+                              payload.frame.client_msg_id, principal.tier,
+                              tuple(principal.roles))
 
     def render(self, reply: Mapping[str, Any]) -> str:
         """The ``reply`` frame (JSON text)."""

@@ -124,6 +124,7 @@ def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
     stack = Stack(settings)
     stack.model_dir = Path(settings.nlu_model_dir)
     stack.kb_index = kb_index
+    stack.start_crm(port=0)  # the reference CRM the demo bot's actions call
     ports = find_free_ports(gateways + workers)
     for port in ports[:gateways]:
         stack.start_gateway(port)

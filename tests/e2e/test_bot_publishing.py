@@ -26,7 +26,7 @@ from tests.e2e.test_worker_crash import own_pipeline  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 
-NEW_TEXT = "Version two: order {order_id} can be tracked on the Orders page."
+NEW_TEXT = "Version two: order {order_id} is {order_status}."
 
 
 async def _turn(chat: ChatClient, text: str) -> dict[str, Any]:
@@ -40,9 +40,9 @@ def _version_two(folder: Path) -> Path:
     shutil.copytree(DEMO.folder, folder)
     responses = folder / "responses.yml"
     text = responses.read_text()
-    start = text.index("  utter_track_order_next_steps:")
+    start = text.index("  utter_order_status:")
     end = text.index("\n  utter_", start + 1)
-    responses.write_text(text[:start] + f'  utter_track_order_next_steps:\n    - "{NEW_TEXT}"'
+    responses.write_text(text[:start] + f'  utter_order_status:\n    - "{NEW_TEXT}"'
                          + text[end:])
     return folder
 
@@ -72,13 +72,14 @@ async def test_a_bot_published_mid_conversation_loses_none_and_mixes_no_versions
             if fresh["text"].startswith("Version two"):
                 break
             await asyncio.sleep(1)
-        assert fresh is not None and fresh["text"] == NEW_TEXT.format(order_id="12345")
+        assert fresh is not None and fresh["text"] == NEW_TEXT.format(order_id="12345",
+                                                                      order_status="shipped")
 
         # The conversations that began on the first version finish on it: none lost.
         finished = await asyncio.gather(*(_turn(c, "12345") for c in chats))
     finally:
         for chat in chats:
             await chat.__aexit__(None, None, None)
-    assert all(f["response"] == "utter_track_order_next_steps" for f in finished), finished
+    assert all(f["response"] == "utter_order_status" for f in finished), finished
     assert all("12345" in f["text"] and not f["text"].startswith("Version two")
                for f in finished), finished

@@ -8,10 +8,13 @@ next worker asks nothing twice.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import httpx
 import pytest
 
+from infra.crm.settings import CrmSettings
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_worker_crash import own_pipeline  # noqa: F401  (a fixture)
@@ -39,15 +42,47 @@ async def test_a_form_resumes_at_the_same_question_after_a_worker_is_killed(
 
         answered = await _turn(chat, "it's 12345")
     assert "12345" in answered["text"], answered
-    assert answered["response"] != "utter_ask_order_id"
+    assert answered["response"] == "utter_order_status", answered  # looked up in the CRM
 
 
-async def test_the_bot_never_claims_a_card_was_blocked(own_pipeline: Pipeline) -> None:  # noqa: F811
-    """"I lost my card" used to answer "I've frozen your card" with nothing frozen."""
+async def test_a_card_is_blocked_in_the_crm_only_after_confirmation(
+        own_pipeline: Pipeline) -> None:  # noqa: F811
+    """"I lost my card" used to answer "I've frozen your card" with nothing frozen; now the
+    CRM blocks it after a yes, and the reply is built from the CRM's answer."""
     async with ChatClient(own_pipeline.url) as chat:
         first = await _turn(chat, "I lost my card")
         assert "frozen" not in first["text"].lower() and "blocked" not in first["text"].lower()
         confirmed = await _turn(chat, "yes")
-    assert confirmed["response"] == "utter_block_card_next_steps", confirmed
-    text = confirmed["text"].lower()
-    assert "i've blocked" not in text and "i have blocked" not in text and "frozen" not in text
+    assert confirmed["response"] == "utter_card_blocked", confirmed
+    assert "4821, 9034" in confirmed["text"]  # the last digits of the CRM's demo cards
+
+
+async def _crm_faults(pipeline: Pipeline, plan: dict[str, Any] | None) -> None:
+    """Set (``plan``) or clear (None) the faults of the pipeline's CRM, as an operator."""
+    url = pipeline.stack.crm_env["CRM_URL"]
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        token = (await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                   auth=("crm-admin", CrmSettings().admin_secret))
+                 ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        response = await (client.put("/admin/faults", json=plan, headers=headers) if plan
+                          else client.delete("/admin/faults", headers=headers))
+        response.raise_for_status()
+
+
+async def test_a_crm_down_or_hanging_gets_a_clear_reply_within_a_second(
+        own_pipeline: Pipeline) -> None:  # noqa: F811
+    async with ChatClient(own_pipeline.url) as chat:
+        warm = await _turn(chat, "where is my order 12345")  # the token, the connections
+        assert warm["response"] == "utter_order_status", warm
+        for plan in ({"down": True}, {"hang": True}):
+            await _crm_faults(own_pipeline, plan)
+            try:
+                began = time.monotonic()
+                reply = await _turn(chat, "where is my order 12345")
+                took = time.monotonic() - began
+            finally:
+                await _crm_faults(own_pipeline, None)
+            assert reply["response"] == "utter_crm_unavailable", (plan, reply)
+            assert "can't reach your account" in reply["text"]
+            assert took < 1.0, f"{plan}: the reply took {took:.2f} s"

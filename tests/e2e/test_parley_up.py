@@ -39,7 +39,7 @@ def free_kafka_port() -> int:
 
 def parley_up_env(data_dir: str) -> dict[str, str]:
     """The environment of a `parley up` of its own: free ports, the demo bot."""
-    kafka, (gateway, worker, api) = free_kafka_port(), find_free_ports(3)
+    kafka, (gateway, worker, api, crm) = free_kafka_port(), find_free_ports(4)
     env = {
         **os.environ,
         "PARLEY_DATA_DIR": data_dir,
@@ -48,6 +48,7 @@ def parley_up_env(data_dir: str) -> dict[str, str]:
         "PARLEY_GATEWAY_PORT": str(gateway),
         "PARLEY_WORKER_WEB_PORT": str(worker),
         "PARLEY_GATEWAY_API_PORT": str(api),
+        "PARLEY_CRM_PORT": str(crm),
     }
     # Its own: the models and credentials of this stack (generated into its data dir), not
     # those of the test session's infrastructure.
@@ -81,8 +82,11 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         async with ChatClient(url.replace("http://", "ws://").rstrip("/"), token=token) as chat:
             msg_id = await chat.send("hello")
             reply = await chat.next("reply")
-        assert reply["in_reply_to"] == msg_id
-        assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+            assert reply["in_reply_to"] == msg_id
+            assert time.monotonic() - started < 120, "a new user gets a reply within two minutes"
+            await chat.send("where is my order 12345")
+            order = await chat.next("reply")  # looked up in the CRM that `parley up` started
+        assert "12345 is shipped" in order["text"], order
         # ... and the agent console, with an agent's token of the demo tenant
         console = await asyncio.to_thread(wait_for_url, up, pattern=r"Agent console: (\S+)")
         api = env_port(env, "PARLEY_GATEWAY_API_PORT")
@@ -99,7 +103,7 @@ async def test_parley_up_serves_a_chat_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         code = await asyncio.to_thread(up.wait, 60)
     assert code == 0
     for name in ("PARLEY_KAFKA_BOOTSTRAP", "PARLEY_GATEWAY_PORT", "PARLEY_WORKER_WEB_PORT",
-                 "PARLEY_GATEWAY_API_PORT", "PARLEY_REDIS_NODES"):
+                 "PARLEY_GATEWAY_API_PORT", "PARLEY_REDIS_NODES", "PARLEY_CRM_PORT"):
         port = env_port(env, name)
         assert is_port_free("127.0.0.1", port), f"port {port} still held after Ctrl-C"
 

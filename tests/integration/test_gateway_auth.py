@@ -29,6 +29,7 @@ from gateway.tenants import CACHE_TTL_S, TenantStore, hash_api_key
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys
+from streams.security import kafka_client_config
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 from tests.tenants import (
     TEST_SECRET,
@@ -95,14 +96,14 @@ def bot_reply(tenant_id: str, conversation: str, seq: int, text: str) -> bytes:
 
 
 def publish_reply(settings: Settings, value: bytes, conversation: str) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(kafka_client_config(settings))
     producer.produce(settings.topic(CHAT_OUTBOUND), key=conversation, value=value)
     assert producer.flush(10) == 0
 
 
 def inbound_events(settings: Settings) -> list[dict[str, Any]]:
     name = settings.topic(CHAT_INBOUND)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({**kafka_client_config(settings),
                          "group.id": f"audit-{uuid.uuid4().hex[:8]}",
                          "enable.partition.eof": True})
     try:

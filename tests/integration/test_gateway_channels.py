@@ -29,6 +29,7 @@ from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.follow import TopicFollower
+from streams.security import kafka_client_config
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -175,7 +176,7 @@ def reply(settings: Settings, message: dict[str, Any], text: str, *, seq: int = 
                     "client_msg_id": message["payload"]["client_msg_id"],
                     "quick_replies": list(quick_replies)},
     })  # fmt: skip
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(kafka_client_config(settings))
     producer.produce(settings.topic(CHAT_OUTBOUND), key=message["conversation_id"], value=value)
     producer.flush(10)
 

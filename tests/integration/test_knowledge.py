@@ -15,12 +15,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from confluent_kafka import Producer
+from purgatory.domain import model as purgatory_model
 from redis.asyncio.cluster import RedisCluster
 
 from agents.encoders.embedder import Embedder, build_embedder
@@ -60,6 +62,14 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """purgatory's clock (the breaker's states are its), moved by the test."""
+    fake = FakeClock()
+    monkeypatch.setattr(purgatory_model, "time", SimpleNamespace(time=fake))
+    return fake
 
 
 # --- an OpenAI-compatible server --------------------------------------------------
@@ -116,7 +126,7 @@ async def llm_server() -> AsyncIterator[LLMServer]:
         await runner.cleanup()
 
 
-def llm_service(kb: KnowledgeBase, server: LLMServer, clock: FakeClock,
+def llm_service(kb: KnowledgeBase, server: LLMServer,
                 redis: RedisCluster | None = None) -> KnowledgeService:
     settings = KnowledgeSettings.from_env(
         {}, llm_url=server.url, llm_api_key="sk-test", llm_model_small="small-model",
@@ -125,7 +135,7 @@ def llm_service(kb: KnowledgeBase, server: LLMServer, clock: FakeClock,
     )
     client = ChatClient(settings.llm_url, api_key=settings.llm_api_key,
                         timeout_s=settings.llm_timeout_s)
-    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=30.0, clock=clock)
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=30.0)
     return KnowledgeService(kb, settings, llm=client, breaker=breaker,
                             usage=UsageRecorder(redis) if redis is not None else None)
 
@@ -136,7 +146,7 @@ def llm_service(kb: KnowledgeBase, server: LLMServer, clock: FakeClock,
 @pytest.mark.asyncio
 async def test_generative_answer_cites_a_retrieved_source(kb: KnowledgeBase,
                                                            llm_server: LLMServer) -> None:
-    service = llm_service(kb, llm_server, FakeClock())
+    service = llm_service(kb, llm_server)
     try:
         answer = await service.answer("default", "How do I reset my password?")
         assert answer.mode == "generative" and answer.sources == ["reset-password"]
@@ -159,7 +169,7 @@ async def test_generative_answer_cites_a_retrieved_source(kb: KnowledgeBase,
 async def test_ungrounded_output_falls_back_without_opening_the_circuit(
         kb: KnowledgeBase, llm_server: LLMServer, mode: str) -> None:
     llm_server.mode = mode
-    service = llm_service(kb, llm_server, FakeClock())
+    service = llm_service(kb, llm_server)
     try:
         for _ in range(3):
             answer = await service.answer("default", "How do I reset my password?")
@@ -174,7 +184,7 @@ async def test_ungrounded_output_falls_back_without_opening_the_circuit(
 @pytest.mark.asyncio
 async def test_model_refusal_is_a_refusal(kb: KnowledgeBase, llm_server: LLMServer) -> None:
     llm_server.mode = "no_answer"
-    service = llm_service(kb, llm_server, FakeClock())
+    service = llm_service(kb, llm_server)
     try:
         answer = await service.answer("default", "How do I reset my password?")
         assert answer.mode == "refusal" and answer.sources == []
@@ -185,7 +195,7 @@ async def test_model_refusal_is_a_refusal(kb: KnowledgeBase, llm_server: LLMServ
 @pytest.mark.asyncio
 async def test_low_confidence_refuses_without_calling_the_llm(kb: KnowledgeBase,
                                                                llm_server: LLMServer) -> None:
-    service = llm_service(kb, llm_server, FakeClock())
+    service = llm_service(kb, llm_server)
     try:
         answer = await service.answer("default", "zxqv wplk fjrt")
         assert answer.mode == "refusal" and not llm_server.requests
@@ -198,9 +208,9 @@ async def test_low_confidence_refuses_without_calling_the_llm(kb: KnowledgeBase,
 @pytest.mark.parametrize(("mode", "delay_s"), [("ok", 2.0), ("5xx", 0.0), ("garbage", 0.0)],
                          ids=["timeout", "5xx", "malformed"])
 async def test_failures_open_the_circuit_fall_back_and_recover(
-        kb: KnowledgeBase, llm_server: LLMServer, mode: str, delay_s: float) -> None:
-    clock = FakeClock()
-    service = llm_service(kb, llm_server, clock)
+        kb: KnowledgeBase, llm_server: LLMServer, clock: FakeClock, mode: str,
+        delay_s: float) -> None:
+    service = llm_service(kb, llm_server)
     question = "How do I reset my password?"
     try:
         llm_server.mode, llm_server.delay_s = mode, delay_s
@@ -218,7 +228,7 @@ async def test_failures_open_the_circuit_fall_back_and_recover(
         assert answer.degraded and len(llm_server.requests) == calls
 
         llm_server.mode, llm_server.delay_s = "ok", 0.0  # the endpoint recovers
-        clock.now += 30.0  # reset timeout elapses: half-open, one trial call
+        clock.now += 30.1  # reset timeout elapses: half-open, one trial call
         assert service.breaker.state is BreakerState.HALF_OPEN
         answer = await service.answer("default", question)
         assert answer.mode == "generative" and not answer.degraded
@@ -228,15 +238,14 @@ async def test_failures_open_the_circuit_fall_back_and_recover(
 
 
 @pytest.mark.asyncio
-async def test_failed_trial_keeps_the_circuit_open(kb: KnowledgeBase,
-                                                   llm_server: LLMServer) -> None:
-    clock = FakeClock()
-    service = llm_service(kb, llm_server, clock)
+async def test_failed_trial_keeps_the_circuit_open(kb: KnowledgeBase, llm_server: LLMServer,
+                                                   clock: FakeClock) -> None:
+    service = llm_service(kb, llm_server)
     try:
         llm_server.mode = "5xx"
         for _ in range(2):
             await service.answer("default", "How do I reset my password?")
-        clock.now += 30.0
+        clock.now += 30.1
         answer = await service.answer("default", "How do I reset my password?")
         assert answer.degraded and service.breaker.state is BreakerState.OPEN
     finally:
@@ -326,7 +335,7 @@ async def test_degraded_answers_are_not_cached(kb: KnowledgeBase, redis_cluster:
                                                llm_server: LLMServer) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     kb.upsert_many(faq_documents(tenant))
-    service = llm_service(kb, llm_server, FakeClock(), redis_cluster)
+    service = llm_service(kb, llm_server, redis_cluster)
     service.cache = AnswerCache(redis_cluster, ttl_s=60)
     try:
         llm_server.mode = "5xx"
@@ -343,7 +352,7 @@ async def test_token_usage_is_counted_per_tenant_and_conversation(
         kb: KnowledgeBase, redis_cluster: RedisCluster, llm_server: LLMServer) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     kb.upsert_many(faq_documents(tenant))
-    service = llm_service(kb, llm_server, FakeClock(), redis_cluster)
+    service = llm_service(kb, llm_server, redis_cluster)
     try:
         for _ in range(2):
             await service.answer(tenant, "How do I reset my password?", conversation_id="c1")
@@ -509,7 +518,7 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
     topic = settings.topic(KNOWLEDGE_REQUESTS)  # created with the test's other topics
     ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
     llm_server.delay_s = 0.5  # a slow model
-    service = llm_service(kb, llm_server, FakeClock())
+    service = llm_service(kb, llm_server)
     service.settings = service.settings.replace(llm_timeout_s=5.0)
     replies: dict[str, tuple[str, list[str]]] = {}
     replied_at: list[float] = []

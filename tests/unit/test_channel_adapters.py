@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from gateway.auth import Principal
 from gateway.channels import (
     Card,
     InboundMessage,
@@ -267,7 +268,8 @@ def test_overlong_text_is_cut_at_a_character_boundary() -> None:
 
 def test_the_web_channel_keeps_todays_frames() -> None:
     keys = ConversationKeys("acme", "c42")
-    message = WebChannel().normalise(WebMessage(keys, "u1", MessageFrame("hi", "m1")))
+    user = Principal("acme", "u1", "default", frozenset())
+    message = WebChannel().normalise(WebMessage(keys, user, MessageFrame("hi", "m1")))
     assert message == InboundMessage("ws", keys, "u1", "hi", "m1")
     frame = json.loads(WebChannel().render(bot_reply("c42", quick_replies=("Yes",),
                                                      sources=("doc-1",), channel="ws")))
@@ -284,7 +286,8 @@ def test_the_web_channel_makes_the_same_chat_message_as_the_socket_path() -> Non
     """gateway/server.py's ``inbound_event`` and the adapter agree field for field, so the
     socket path can move onto the adapter without changing a byte on the bus."""
     keys, frame = ConversationKeys("acme", "c42"), MessageFrame("hi", "m1")
-    through_adapter = chat_message(WebChannel().normalise(WebMessage(keys, "u1", frame)),
+    user = Principal("acme", "u1", "premium", frozenset({"vip", "beta"}))
+    through_adapter = chat_message(WebChannel().normalise(WebMessage(keys, user, frame)),
                                    "ev1", 7, "gw-a", 1_700_000_000_000)
-    assert through_adapter == inbound_event(keys, "u1", frame, "ev1", 7, "gw-a",
+    assert through_adapter == inbound_event(keys, user, frame, "ev1", 7, "gw-a",
                                             1_700_000_000_000)

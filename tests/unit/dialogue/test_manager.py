@@ -90,15 +90,29 @@ def test_track_order_asks_for_the_number_then_tracks(chat: Chat) -> None:
     chat.say("where is my order?", "order_status")
     assert chat.responses == ["utter_ask_order_id"]
     assert chat.state.requested_slot == "order_id" and chat.state.active_flow == "track_order"
-    chat.say("12345")
-    assert chat.responses == ["utter_track_order_next_steps"]
-    assert "12345" in chat.text
+    out = chat.say("12345")
+    assert out.request == CallAction("order_status", {"order_id": "12345"})
+    assert chat.responses == []  # nothing is claimed before the CRM answered
+    chat.action(ActionResult("order_status", True, {"order_status": "shipped", "carrier": "DHL",
+                                                    "estimated_delivery": "2026-12-09"}))
+    assert chat.responses == ["utter_order_status"]
+    assert "12345 is shipped" in chat.text and "DHL" in chat.text
     assert chat.state.active_flow is None and chat.state.requested_slot is None
 
 
+def test_track_order_when_the_crm_cannot_be_reached(chat: Chat) -> None:
+    chat.say("where is my order 12345?", "order_status")
+    chat.action(ActionResult("order_status", False, error="crm: no answer", kind="unavailable"))
+    assert chat.responses == ["utter_crm_unavailable"]
+    assert "can't reach your account" in chat.text and chat.state.active_flow is None
+    chat.say("where is my order 12345?", "order_status")
+    chat.action(ActionResult("order_status", False, error="crm answered 404", kind="failed"))
+    assert chat.responses == ["utter_order_not_found"]
+
+
 def test_track_order_takes_the_number_from_the_same_message(chat: Chat) -> None:
-    chat.say("where is my order 9876543?", "order_status")
-    assert chat.responses == ["utter_track_order_next_steps"] and "9876543" in chat.text
+    out = chat.say("where is my order 9876543?", "order_status")
+    assert out.request == CallAction("order_status", {"order_id": "9876543"})
 
 
 def test_an_order_number_of_the_wrong_length_is_asked_again(chat: Chat) -> None:
@@ -106,18 +120,26 @@ def test_an_order_number_of_the_wrong_length_is_asked_again(chat: Chat) -> None:
     chat.say("1234")
     assert chat.responses == ["utter_invalid_value", "utter_ask_order_id"]
     assert chat.state.attempts == {"order_id": 1}
-    chat.say("123456")
-    assert chat.responses == ["utter_track_order_next_steps"]
+    out = chat.say("123456")
+    assert out.request == CallAction("order_status", {"order_id": "123456"})
 
 
 def test_block_card_confirms_before_anything_and_never_claims_it(chat: Chat) -> None:
     chat.say("I lost my card", "card_lost")
     assert chat.responses == ["utter_ask_confirm_block"]
     assert chat.last is not None and chat.last.request is None
+    out = chat.say("yes", "affirm")
+    assert out.request is not None and out.request.name == "block_card"
+    assert chat.responses == []  # nothing is claimed before the CRM answered
+    chat.action(ActionResult("block_card", True, {"blocked_card": "4821, 9034"}))
+    assert chat.responses == ["utter_card_blocked"] and "4821, 9034" in chat.text
+
+
+def test_a_card_block_that_failed_is_never_claimed(chat: Chat) -> None:
+    chat.say("I lost my card", "card_lost")
     chat.say("yes", "affirm")
-    assert chat.responses == ["utter_block_card_next_steps"]
-    assert "NOT blocked" in chat.text
-    assert "I've frozen" not in chat.text and "I've blocked" not in chat.text
+    chat.action(ActionResult("block_card", False, error="crm answered 404", kind="failed"))
+    assert chat.responses == ["utter_block_card_failed"] and "NOT blocked" in chat.text
 
 
 def test_block_card_refused(chat: Chat) -> None:
@@ -135,9 +157,12 @@ def test_transfer_fills_two_slots_from_one_message_then_confirms(chat: Chat) -> 
     assert chat.responses == ["utter_ask_confirm_transfer"]
     assert chat.state.slots == {"amount": {"value": 50, "currency": "EUR"}, "recipient": "Anna"}
     assert "50 EUR" in chat.text and "Anna" in chat.text
-    chat.say("yes", "affirm")
-    assert chat.responses == ["utter_transfer_next_steps"]
-    assert "nothing has been sent" in chat.text
+    out = chat.say("yes", "affirm")
+    assert out.request == CallAction("send_money", {"amount": {"value": 50, "currency": "EUR"},
+                                                    "recipient": "Anna"})
+    chat.action(ActionResult("send_money", True, {"payment_reference": "TR-9"}))
+    assert chat.responses == ["utter_transfer_sent"]
+    assert "50 EUR" in chat.text and "TR-9" in chat.text
 
 
 def test_transfer_asks_each_missing_slot(chat: Chat) -> None:
@@ -210,8 +235,9 @@ def test_correction_changes_the_amount_and_reconfirms(chat: Chat) -> None:
     assert chat.responses == ["utter_corrected", "utter_ask_confirm_transfer"]
     assert chat.state.slots["amount"] == {"value": 300, "currency": "EUR"}
     assert "300 EUR" in chat.last.utterances[1].text if chat.last else False
-    chat.say("yes", "affirm")
-    assert chat.responses == ["utter_transfer_next_steps"] and "300 EUR" in chat.text
+    out = chat.say("yes", "affirm")
+    assert isinstance(out.request, CallAction)
+    assert out.request.inputs["amount"] == {"value": 300, "currency": "EUR"}
 
 
 def test_correction_of_an_earlier_slot_while_another_is_asked(chat: Chat) -> None:
@@ -242,8 +268,8 @@ def test_knowledge_question_mid_form_is_answered_then_the_form_resumes(chat: Cha
 def test_another_flow_mid_form_runs_then_the_form_resumes(chat: Chat) -> None:
     chat.say("I want to send money", "transfer_money")
     chat.say("where is my order 12345", "order_status")
-    assert chat.responses == ["utter_track_order_next_steps", "utter_resume_flow",
-                              "utter_ask_amount"]
+    chat.action(ActionResult("order_status", True, {"order_status": "shipped"}))
+    assert chat.responses == ["utter_order_status", "utter_resume_flow", "utter_ask_amount"]
     assert chat.state.active_flow == "transfer_money"
 
 
@@ -340,8 +366,8 @@ def test_state_round_trip_mid_form_resumes_at_the_same_question(demo: Bot, chat:
     stored = chat.state.to_bytes()
     restarted = Chat(DialogueManager(load_bot(DEMO)), DialogueState.from_bytes(stored), chat.now)
     assert restarted.state.requested_slot == "confirm_transfer"
-    restarted.say("yes", "affirm")
-    assert restarted.responses == ["utter_transfer_next_steps"]
+    out = restarted.say("yes", "affirm")
+    assert isinstance(out.request, CallAction) and out.request.name == "send_money"
 
 
 def test_decisions_are_reproducible(demo: Bot) -> None:
@@ -426,7 +452,7 @@ def test_a_chat_understood_payload_becomes_a_user_turn(chat: Chat) -> None:
     assert turn.ranking == (("order_status", 0.91), ("cancel_order", 0.04))
     assert turn.channel == "web" and turn.entities[0]["value"] == "12345"
     out = chat.manager.step(DialogueState(), turn, T0)
-    assert [u.response for u in out.utterances] == ["utter_track_order_next_steps"]
+    assert out.request == CallAction("order_status", {"order_id": "12345"})
 
 
 def test_an_unrelated_answer_to_a_clarification_is_handled_normally(chat: Chat) -> None:
@@ -439,6 +465,8 @@ def test_an_unrelated_answer_to_a_clarification_is_handled_normally(chat: Chat) 
 def test_outcome_lists_the_slots_set_this_turn_even_when_the_flow_ended(chat: Chat) -> None:
     out = chat.say("where is my order 12345?", "order_status")
     assert out.slots_set == {"order_id": "12345"}
+    out = chat.action(ActionResult("order_status", True, {"order_status": "shipped"}))
+    assert out.slots_set == {"order_status": "shipped"}
     assert chat.state.slots == {}  # the flow ended and cleared it
     out = chat.say("hi", "greet")
     assert out.slots_set == {}
