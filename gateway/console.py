@@ -48,6 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import jwt
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -60,8 +61,8 @@ from streams.keys import InvalidIdError, validate_id
 from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["AGENT_ROLE", "FEED_BACKLOG", "MAX_BODY_BYTES", "Agent", "Console", "ConsoleError",
-           "agent_of", "event_json", "parse_command_body",
-           "record_json", "sse_frame"]
+           "agent_of", "event_json", "parse_command_body", "record_json", "sse_frame",
+           "token_expiry"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +108,26 @@ class Agent:
 
     tenant_id: str
     agent_id: str
+    #: When the token stops being accepted (its ``exp`` plus the gateway's leeway, seconds
+    #: since the epoch): a live feed ends then, and its page signs in again.
+    valid_until: float = float("inf")
 
 
-def agent_of(principal: Principal) -> Agent:
+def agent_of(principal: Principal, valid_until: float = float("inf")) -> Agent:
     """The agent a principal is, or :class:`ConsoleError` 403 without the agent role."""
     if AGENT_ROLE not in principal.roles:
         raise ConsoleError(403, "forbidden", f"the console needs the {AGENT_ROLE!r} role; "
                            "this token does not carry it")
-    return Agent(principal.tenant_id, principal.user_id)
+    return Agent(principal.tenant_id, principal.user_id, valid_until)
+
+
+def token_expiry(token: str) -> float:
+    """A verified token's ``exp`` (inf if it has none: the authenticator requires one)."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return float("inf")
+    return float(exp) if isinstance(exp, int | float) else float("inf")
 
 
 def line_json(line: TranscriptLine) -> dict[str, Any]:
@@ -164,7 +177,8 @@ def parse_command_body(raw: bytes, command: str) -> dict[str, Any]:
         raise ConsoleError(400, "invalid", "the body must be a JSON object")
     if command in ("send", "note") and not isinstance(body.get("text"), str):
         raise ConsoleError(400, "invalid", f"{command} needs {{\"text\": \"...\"}}")
-    if command == "release" and not isinstance(body.get("slots", {}), dict):
+    if command == "release" and body.get("slots") is not None \
+            and not isinstance(body["slots"], dict):
         raise ConsoleError(400, "invalid", "slots must be a JSON object of slot name to value")
     return body
 
@@ -290,12 +304,16 @@ class Console:
             # happened before the feed began is missing.
             yield sse_frame("hello", {"tenant": agent.tenant_id, "agent": agent.agent_id})
             while not self._closing.is_set():
+                left = agent.valid_until - self._clock()
+                if left <= 0:  # the token expired: the page reconnects, is refused (401)
+                    return     # and asks its agent to sign in again
                 getting = asyncio.ensure_future(pending.get())
-                done, _ = await asyncio.wait({getting, closing}, timeout=self._heartbeat_s,
+                done, _ = await asyncio.wait({getting, closing},
+                                             timeout=min(self._heartbeat_s, left),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getting not in done:
                     getting.cancel()  # the event, if any, stays queued
-                    if not self._closing.is_set():
+                    if not self._closing.is_set() and left > self._heartbeat_s:
                         yield b": keepalive\n\n"
                     continue
                 event = getting.result()
@@ -349,7 +367,8 @@ class Console:
             raise ConsoleError(401, "unauthorized", "sign in: send an agent's token in "
                                "'Authorization: Bearer <token>'")
         principal, _ = await self._auth.authenticate(credentials)
-        return agent_of(principal)
+        # The signature and times were just verified: only the expiry is read again here.
+        return agent_of(principal, token_expiry(credentials.token) + self._auth.leeway_s)
 
 
 async def _read_body(request: Request) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -23,8 +24,10 @@ from gateway.console import (
     parse_command_body,
     record_json,
     sse_frame,
+    token_expiry,
 )
 from streams.handoff import HandoffRecord, TranscriptLine, handoff_event
+from tests.tenants import token_for
 
 
 def principal(*roles: str) -> Principal:
@@ -50,6 +53,7 @@ def test_only_a_token_with_the_agent_role_is_an_agent() -> None:
     ("claim", b"[1]", "JSON object"),
     ("release", b'{"slots": ["order_id"]}', "slots"),
     ("release", b'{"slots": "order_id=1"}', "slots"),
+    ("release", b'{"slots": []}', "slots"),
 ])
 def test_a_malformed_command_body_is_a_400_saying_what_is_wrong(
         command: str, raw: bytes, problem: str) -> None:
@@ -65,6 +69,7 @@ def test_a_well_formed_command_body_is_taken_as_sent() -> None:
     assert parse_command_body(b'{"text": "hi"}', "send") == {"text": "hi"}
     assert parse_command_body(b'{"slots": {"a": 1}}', "release") == {"slots": {"a": 1}}
     assert parse_command_body(b"{}", "release") == {}
+    assert parse_command_body(b'{"slots": null}', "release") == {"slots": None}
 
 
 def test_a_record_is_shown_with_its_slots_and_transcript() -> None:
@@ -163,3 +168,23 @@ async def test_a_feed_too_far_behind_ends_so_that_the_page_reconnects_and_reload
     frames = [frame async for frame in stream]  # ends by itself, at once
     assert frames == []
     assert feed.subscribers["t1"] == []
+
+
+def test_the_token_expiry_is_read_from_the_token() -> None:
+    token = token_for("t1", "ann", roles=["agent"], ttl_s=60)
+    assert abs(token_expiry(token) - (time.time() + 60)) < 5
+    assert token_expiry("not a token") == float("inf")
+
+
+@pytest.mark.asyncio
+async def test_a_feed_ends_when_its_token_expires() -> None:
+    now = [1000.0]
+    console = Console(cast(Any, None), cast(Any, None), cast(Any, FakeFeed()),
+                      clock=lambda: now[0], heartbeat_s=0.05)
+    stream = console._stream(Agent("t1", "ann", valid_until=1000.2))
+    await read(stream, 2)
+    assert await read(stream, 1) == [b": keepalive\n\n"]  # still valid
+    now[0] = 1000.3
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 2)
+    assert console.streams == 0
