@@ -11,6 +11,7 @@ __all__ = [
     "IN_FLIGHT",
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
+    "RATE_LIMIT_UNAVAILABLE",
     "REPLIES_DELIVERED",
     "REPLIES_DUPLICATE",
     "REPLIES_INVALID",
@@ -22,9 +23,14 @@ MESSAGES_ACCEPTED = Counter(
 )
 MESSAGES_FAILED = Counter(
     "parley_gateway_messages_failed_total",
-    "Messages not accepted, by reason: a dependency failed (redis, kafka) or the gateway "
-    "was overloaded (overloaded).",
+    "Messages not accepted, by reason: a dependency failed (redis, kafka), the gateway "
+    "was overloaded (overloaded), or the user or tenant was over its rate (rate_limited).",
     ["reason"],
+)
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "parley_gateway_rate_limit_unavailable_total",
+    "Messages let through unchecked because Redis could not check their rate limits "
+    "(fail open: gateway/limits.py).",
 )
 IN_FLIGHT = Gauge(
     "parley_gateway_in_flight", "Messages on the bus without a reply yet (admission control)."

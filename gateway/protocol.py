@@ -202,8 +202,12 @@ def reply_frame(reply: dict[str, Any]) -> str:
     return encode(frame)
 
 
-def error_frame(code: str, message: str, client_msg_id: str | None = None) -> str:
+def error_frame(code: str, message: str, client_msg_id: str | None = None, *,
+                retry_after: float | None = None) -> str:
+    """An ``error`` frame; ``retry_after``: seconds before the same message may succeed."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if client_msg_id is not None:
         frame["client_msg_id"] = client_msg_id
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
     return encode(frame)

@@ -40,6 +40,7 @@ from websockets.http11 import Request, Response
 from gateway import metrics
 from gateway.admission import InFlight
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
+from gateway.limits import Limits, RateLimiter
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -90,13 +91,15 @@ def inbound_event(keys: ConversationKeys, user_id: str, frame: MessageFrame, eve
 class ClientSession:
     """One open socket: who it is, and which replies it has been given."""
 
-    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "replaying", "user_id",
-                 "ws")
+    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "replaying", "tier",
+                 "user_id", "ws")
 
-    def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str) -> None:
+    def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str,
+                 tier: str = "default") -> None:
         self.ws = ws
         self.keys = keys
         self.user_id = user_id
+        self.tier = tier  # its rate limit's tier (gateway/limits.py)
         self.delivered_seq = 0
         self.replaying = False
         # Made on first use: most of 10,000 idle sessions never need them (~0.5 KB each).
@@ -175,6 +178,8 @@ class Gateway:
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
             fetch_wait_ms=settings.fetch_max_wait_ms,
         )
+        self.limits = Limits.from_settings(settings)
+        self.limiter = RateLimiter(self.redis)
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)
         metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
@@ -253,6 +258,7 @@ class Gateway:
             if unsettled:
                 await asyncio.wait(unsettled)
         await self.sequences.close()
+        await self.limiter.close()
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -371,9 +377,20 @@ class Gateway:
                 pass
 
     async def _accept(self, client: ClientSession, frame: MessageFrame) -> None:
-        """Give the message a sequence number and put it on the bus; ack when it is there."""
+        """Check the user's and tenant's rate limits, give the message a sequence number
+        and put it on the bus; ack when it is there."""
         received = time.perf_counter()
         keys = client.keys
+        allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
+                                           self.limits_of(keys.tenant_id))
+        if not allowed.allowed:
+            metrics.MESSAGES_FAILED.labels("rate_limited").inc()
+            await client.ws.send(error_frame(
+                "rate_limited", f"too many messages from this {allowed.limited_by}, "
+                f"retry in {allowed.retry_after_s:g} s", frame.client_msg_id,
+                retry_after=allowed.retry_after_s,
+            ))  # fmt: skip
+            return
         event_id = self._event_ids.next()
         if not self.in_flight.admit(event_id):
             metrics.MESSAGES_FAILED.labels("overloaded").inc()
@@ -398,6 +415,10 @@ class Gateway:
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
         self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))
+
+    def limits_of(self, tenant_id: str) -> Limits:
+        """The rate limits of a tenant's users: the settings' until tenants configure them."""
+        return self.limits
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,

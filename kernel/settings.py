@@ -62,6 +62,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+#: ``rate:burst`` of a rate limit: messages a minute (> 0) and a burst (>= 1).
+_RATE = re.compile(r"(?=[0-9.]*[1-9])[0-9]{1,9}(\.[0-9]{1,6})?:[1-9][0-9]{0,8}")
 _ADDRESS = re.compile(r"[^,]*:[0-9]{1,5}")
 
 
@@ -215,6 +217,26 @@ class Settings(EnvSettings):
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
+    rate_default: str = setting(
+        "60:10",
+        "PARLEY_RATE_DEFAULT",
+        "Messages a minute and burst (`rate:burst`) one user of the `default` tier may send "
+        "(gateway/limits.py); a tenant's configuration may set its own.",
+    )
+    rate_authenticated: str = setting(
+        "300:50", "PARLEY_RATE_AUTHENTICATED",
+        "Messages a minute and burst (`rate:burst`) of one user of the `authenticated` tier.",
+    )
+    rate_premium: str = setting(
+        "1000:100", "PARLEY_RATE_PREMIUM",
+        "Messages a minute and burst (`rate:burst`) of one user of the `premium` tier.",
+    )
+    rate_tenant: str = setting(
+        "300000:20000",
+        "PARLEY_RATE_TENANT",
+        "Messages a minute and burst (`rate:burst`) of all the users of one tenant together; "
+        "`off`: no tenant-wide limit.",
+    )
     # --- workers ----------------------------------------------------------
     worker_web_host: str = setting(
         "127.0.0.1", "PARLEY_WORKER_WEB_HOST", "Worker HTTP listen address."
@@ -273,6 +295,11 @@ class Settings(EnvSettings):
                 self._invalid(name, "a number of seconds > 0")
         if not self.gateway_busy_rate > 0:
             self._invalid("gateway_busy_rate", "a number of messages a second > 0")
+        for name in ("rate_default", "rate_authenticated", "rate_premium", "rate_tenant"):
+            value = getattr(self, name)
+            if not (_RATE.fullmatch(value) or (name == "rate_tenant" and value == "off")):
+                self._invalid(name, "`rate:burst`, messages a minute > 0 and a whole burst >= 1"
+                              + (", or `off`" if name == "rate_tenant" else ""))
 
     def _invalid(self, name: str, expected: str) -> NoReturn:
         env = self.__dataclass_fields__[name].metadata["env"]

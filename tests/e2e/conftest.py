@@ -91,6 +91,8 @@ def make_settings(bootstrap: str, redis_nodes: str, data_dir: Path, model: Path)
         {}, kafka_bootstrap=bootstrap, redis_nodes=redis_nodes, topic_prefix=prefix,
         consumer_group=f"{prefix}workers", data_dir=data_dir,
         nlu_model_dir=str(model), log_json=True,
+        # The pipeline under test, not the users' rate limits (tests/integration has those).
+        rate_default="1000000:1000000", rate_tenant="off",
     )
     ensure_topics(bootstrap, all_topics(prefix=prefix, brokers=broker_count(bootstrap)))
     return settings
