@@ -51,8 +51,9 @@ def frozen(pid: int) -> Iterator[None]:
 
 
 def primary_port(redis: RedisCluster, key: str) -> int:
-    port: int = redis.get_node_from_key(key).port
-    return port
+    node = redis.get_node_from_key(key)
+    assert node is not None, f"no primary serves {key}"
+    return int(node.port)
 
 
 async def test_a_stopped_primary_refuses_only_its_conversations(
