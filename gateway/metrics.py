@@ -15,6 +15,7 @@ __all__ = [
     "REPLIES_DELIVERED",
     "REPLIES_DUPLICATE",
     "REPLIES_INVALID",
+    "SEND_QUEUE_OVERFLOWS",
 ]
 
 CONNECTIONS = Gauge("parley_gateway_connections", "Open WebSocket connections.")
@@ -55,4 +56,9 @@ ACK_LATENCY = Histogram(
     "parley_gateway_ack_latency_seconds",
     "Frame received → broker acknowledged.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SEND_QUEUE_OVERFLOWS = Counter(
+    "parley_gateway_send_queue_overflows_total",
+    "Connections closed (1008) because frames for a client that does not read piled up "
+    "beyond PARLEY_GATEWAY_SEND_QUEUE.",
 )

@@ -214,6 +214,13 @@ class Settings(EnvSettings):
         "PARLEY_GATEWAY_IN_FLIGHT_EXPIRY_S",
         "Seconds after which a message still without a reply stops counting as in flight.",
     )
+    gateway_send_queue: int = setting(
+        1024,
+        "PARLEY_GATEWAY_SEND_QUEUE",
+        "Frames a gateway holds for one client that is not reading (replies, acks); one "
+        "more closes its connection (1008) so that it cannot hold the gateway's memory. "
+        "Above a replay's 500 replies.",
+    )
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
@@ -282,7 +289,7 @@ class Settings(EnvSettings):
                 self._invalid(name, f"a port from {lowest} to 65535")
         if self.chat_partitions < 0:
             self._invalid("chat_partitions", "a whole number >= 0 (0: streams/topics.toml's)")
-        for name in ("max_text_bytes", "max_frame_bytes",
+        for name in ("max_text_bytes", "max_frame_bytes", "gateway_send_queue",
                      "gateway_max_in_flight", "outbox_size", "worker_batch_size",
                      "session_ttl_s"):  # fmt: skip
             if getattr(self, name) < 1:
