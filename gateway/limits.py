@@ -42,7 +42,8 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -204,30 +205,53 @@ def decision(user_wait_us: int, tenant_wait_us: int) -> Decision:
 
 
 _Check = tuple[str, int, int, str, int, int]
+#: Refused users remembered (RateLimiter.check) before the ended refusals are dropped.
+_MAX_REFUSED = 10_000
 
 
 class RateLimiter:
     """Checks messages against the limits in Redis, in batches (see the module's doc)."""
 
-    def __init__(self, redis: RedisCluster, *, max_batch: int = 256) -> None:
+    def __init__(self, redis: RedisCluster, *, max_batch: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._max_batch = max_batch
+        self._clock = clock
         self._waiting: list[tuple[_Check, asyncio.Future[Decision]]] = []
         self._sending: asyncio.Task[None] | None = None
+        #: user key -> (when its refusal ends, who refused it)
+        self._refused: dict[str, tuple[float, str | None]] = {}
 
     async def check(self, tenant_id: str, user_id: str, tier: str, limits: Limits) -> Decision:
-        """May this user of this tenant send one more message now? Counts it if so."""
+        """May this user of this tenant send one more message now? Counts it if so.
+
+        A refused user is refused here, without asking Redis, until its ``retry_after``
+        has passed: no gateway can make that wait shorter (time only shortens it, other
+        messages only lengthen it), so a flood costs Redis one call, not one a message.
+        """
         user_key, tenant_key = limit_keys(tenant_id, user_id)
+        if (refused := self._refused.get(user_key)) is not None:
+            left = refused[0] - self._clock()
+            if left > 0:
+                return Decision(False, math.ceil(left * 1000) / 1000, refused[1])
+            del self._refused[user_key]
         user_rate = limits.for_tier(tier)
         tenant = limits.tenant
         check: _Check = (user_key, user_rate.interval_us, user_rate.burst,
                          tenant_key if tenant else "", tenant.interval_us if tenant else 0,
                          tenant.burst if tenant else 0)
+        asked = self._clock()  # Redis's clock read later: the refusal ends no sooner
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting.append((check, future))
         if self._sending is None:
             self._sending = asyncio.create_task(self._send())
-        return await future
+        decided = await future
+        if not decided.allowed:
+            if len(self._refused) >= _MAX_REFUSED:  # forget the refusals that have ended
+                now = self._clock()
+                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+            self._refused[user_key] = (asked + decided.retry_after_s, decided.limited_by)
+        return decided
 
     async def _send(self) -> None:
         try:

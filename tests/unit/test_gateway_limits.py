@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import cast
 
-from gateway.limits import Limits, Rate, decision, gcra, limit_keys
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.limits import Limits, Rate, RateLimiter, decision, gcra, limit_keys
 from kernel.errors import ConfigError
 from kernel.settings import Settings
 from streams.keys import InvalidIdError
@@ -105,3 +108,41 @@ def test_a_users_and_its_tenants_keys_share_one_slot_and_ids_are_checked() -> No
     assert limit_keys("acme", "u2")[0] != user
     with pytest.raises(InvalidIdError):
         limit_keys("acme", "u}{x")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.asyncio
+async def test_a_refused_user_is_refused_locally_until_retry_after_then_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    # u allowed, u refused for 2.5 s, another user allowed, u allowed once the wait is over
+    answers = iter([[(0, 0)], [(2_500_000, 0)], [(0, 0)], [(0, 0)]])
+
+    async def script(redis: object, source: str, calls: list[tuple[str, tuple[object, ...]]],
+                     **_: object) -> list[tuple[int, int]]:
+        asked.append(len(calls))
+        return next(answers)
+
+    monkeypatch.setattr("gateway.limits.on_each_primary", script)
+    clock = FakeClock()
+    limiter = RateLimiter(cast(RedisCluster, None), clock=clock)
+    limits = Limits({"default": Rate(60, 1)})
+    assert (await limiter.check("t", "u", "default", limits)).allowed
+    refused = await limiter.check("t", "u", "default", limits)
+    assert (refused.allowed, refused.retry_after_s) == (False, 2.5)
+    clock.now += 1
+    again = await limiter.check("t", "u", "default", limits)  # not asked of Redis
+    assert (again.allowed, again.retry_after_s, again.limited_by) == (False, 1.5, "user")
+    assert len(asked) == 2
+    assert (await limiter.check("t", "other", "default", limits)).allowed  # others are asked
+    clock.now += 1.5
+    assert (await limiter.check("t", "u", "default", limits)).allowed
+    assert len(asked) == 4
