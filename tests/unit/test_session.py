@@ -3,6 +3,7 @@ during a replay; and, fuzzed, that no sequence of events raises or sends a seq t
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -81,5 +82,5 @@ def test_no_sequence_of_events_raises_and_seq_strictly_increases_on_output(
             assert chat.begin_replay(arg) >= max(arg, 0)
         else:
             sent += seqs(chat.end_replay([reply(s) for s in sorted(arg)]))
-    assert all(a < b for a, b in zip(sent, sent[1:], strict=False)), sent
+    assert all(a < b for a, b in itertools.pairwise(sent)), sent
     assert chat.replaying >= 0
