@@ -59,6 +59,6 @@ ACK_LATENCY = Histogram(
 )
 SEND_QUEUE_OVERFLOWS = Counter(
     "parley_gateway_send_queue_overflows_total",
-    "Connections closed (1008) because frames for a client that does not read piled up "
-    "beyond PARLEY_GATEWAY_SEND_QUEUE.",
+    "Connections closed (1008) because a client did not read: a write waited "
+    "PARLEY_GATEWAY_SEND_TIMEOUT_S or frames piled up beyond PARLEY_GATEWAY_SEND_QUEUE.",
 )

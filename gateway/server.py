@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError)
 #: How a client is closed when frames for it pile up unread (ClientSession.send).
-NOT_READING = (1008, "too many unread frames: the client is not reading")
+NOT_READING = (1008, "the client is not reading the frames sent to it")
 #: How every client is closed when the gateway shuts down (Gateway.close).
 SHUTTING_DOWN = (1001, "gateway shutting down: reconnect with last_seq to continue")
 
@@ -97,20 +97,24 @@ class ClientSession:
 
     Every frame for the client goes through :meth:`send`, which never waits: one writer
     task per socket, made while frames wait, writes them in order. A client that does
-    not read lets them pile up; past ``send_limit`` it is closed (1008) and nothing it
-    holds slows down the other sockets or the gateway.
+    not read makes a write wait: once one has waited ``send_timeout`` seconds, or more
+    than ``send_limit`` frames wait, the client is closed (1008), and nothing it holds
+    slows down the other sockets or the gateway. A burst (a replay, a batch of replies)
+    to a client that reads is not cut off: each of its writes completes.
     """
 
-    __slots__ = ("_closing", "_log", "_queue", "_writer", "chat", "keys", "send_limit", "tier",
-                 "user_id", "ws")
+    __slots__ = ("_closing", "_log", "_queue", "_writer", "chat", "keys", "send_limit",
+                 "send_timeout", "tier", "user_id", "ws")
 
     def __init__(self, ws: ServerConnection, keys: ConversationKeys, user_id: str,
-                 tier: str = "default", send_limit: int = 1024) -> None:
+                 tier: str = "default", *, send_limit: int = 1024,
+                 send_timeout: float = 20.0) -> None:
         self.ws = ws
         self.keys = keys
         self.user_id = user_id
         self.tier = tier  # its rate limit's tier (gateway/limits.py)
         self.send_limit = send_limit
+        self.send_timeout = send_timeout
         self.chat = ChatSession()
         # Made on first use: most of 10,000 idle sessions never need them.
         self._queue: deque[str] | None = None
@@ -141,16 +145,21 @@ class ClientSession:
     async def _write(self) -> None:
         try:
             while self._queue:
-                await self.ws.send(self._queue[0])
+                # Waits only when the socket's buffers are full: the client is not reading.
+                await asyncio.wait_for(self.ws.send(self._queue[0]), self.send_timeout)
                 self._queue.popleft()
         except ConnectionClosed:
             self._queue = None
+        except TimeoutError:
+            self._writer = None
+            self._cut_off()
         finally:
             self._writer = None
 
     def _cut_off(self) -> None:
         metrics.SEND_QUEUE_OVERFLOWS.inc()
-        self.log.warning("gateway.client.not_reading queued=%d", self.send_limit)
+        self.log.warning("gateway.client.not_reading queued=%d",
+                         len(self._queue) if self._queue else 0)
         self._queue = None
         if self._writer is not None:
             self._writer.cancel()  # stuck waiting for the client to read
@@ -373,7 +382,8 @@ class Gateway:
         ws.request.headers.clear()
         ws.response = None
 
-        client = ClientSession(ws, keys, user, send_limit=self.settings.gateway_send_queue)
+        client = ClientSession(ws, keys, user, send_limit=self.settings.gateway_send_queue,
+                               send_timeout=self.settings.gateway_send_timeout_s)
         self.sessions[keys].add(client)
         metrics.CONNECTIONS.inc()
         try:

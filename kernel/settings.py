@@ -221,6 +221,12 @@ class Settings(EnvSettings):
         "more closes its connection (1008) so that it cannot hold the gateway's memory. "
         "Above a replay's 500 replies.",
     )
+    gateway_send_timeout_s: float = setting(
+        20.0,
+        "PARLEY_GATEWAY_SEND_TIMEOUT_S",
+        "Seconds a write to a client may wait for it to read; then its connection is "
+        "closed (1008) and the frames held for it are dropped.",
+    )
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
@@ -297,7 +303,8 @@ class Settings(EnvSettings):
         for name in ("fetch_max_wait_ms", "gateway_linger_ms", "gateway_busy_linger_ms"):
             if not 0 <= getattr(self, name) < math.inf:
                 self._invalid(name, "a number >= 0")
-        for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s"):
+        for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s",
+                     "gateway_send_timeout_s"):
             if not 0 < getattr(self, name) < math.inf:
                 self._invalid(name, "a number of seconds > 0")
         if not self.gateway_busy_rate > 0:
