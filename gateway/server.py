@@ -146,7 +146,9 @@ class ClientSession:
         try:
             while self._queue:
                 # Waits only when the socket's buffers are full: the client is not reading.
-                await asyncio.wait_for(self.ws.send(self._queue[0]), self.send_timeout)
+                # (asyncio.timeout, unlike wait_for, makes no task per frame.)
+                async with asyncio.timeout(self.send_timeout):
+                    await self.ws.send(self._queue[0])
                 self._queue.popleft()
         except ConnectionClosed:
             self._queue = None
