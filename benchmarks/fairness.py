@@ -20,6 +20,7 @@ ratio: the issue asks that the flooded ones stay within 20 % of the unloaded one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -47,7 +48,8 @@ class FairnessOptions:
     duration: float = 30.0
     flood_rate: float = 2000.0
     tolerance: float = 0.2
-    tenant: str = "demo"
+    #: A tenant API key (X-Parley-Key): every socket speaks for its own user of that tenant.
+    api_key: str = ""
 
     def __post_init__(self) -> None:
         if self.probes < 1 or self.duration <= 0 or self.flood_rate <= 0:
@@ -57,14 +59,19 @@ class FairnessOptions:
                              "exceed the default tier (60 a minute)")
 
 
-def _url(base: str, tenant: str, user: str) -> str:
-    return f"{base}?tenant={tenant}&user={user}&conversation={user}"
+def _url(base: str, user: str) -> str:
+    return f"{base}?user={user}&conversation={user}"
 
 
-async def _probe(url: str, interval: float, until: float, out: list[float],
+def _headers(api_key: str) -> dict[str, str] | None:
+    return {"X-Parley-Key": api_key} if api_key else None
+
+
+async def _probe(url: str, api_key: str, interval: float, until: float, out: list[float],
                  errors: Counter[str]) -> None:
     """Send a message every ``interval`` s until ``until``; time each reply."""
-    async with websockets.connect(url, compression=None) as ws:
+    async with websockets.connect(url, compression=None,
+                                  additional_headers=_headers(api_key)) as ws:
         json.loads(await ws.recv())  # welcome
         n = 0
         while time.monotonic() < until:
@@ -84,10 +91,11 @@ async def _probe(url: str, interval: float, until: float, out: list[float],
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
 
 
-async def _flood(url: str, rate: float, seconds: float) -> dict[str, int]:
+async def _flood(url: str, api_key: str, rate: float, seconds: float) -> dict[str, int]:
     """Send ``rate`` messages a second on one connection for ``seconds``; count answers."""
     counts: Counter[str] = Counter()
-    async with websockets.connect(url, compression=None, max_queue=None) as ws:
+    async with websockets.connect(url, compression=None, max_queue=None,
+                                  additional_headers=_headers(api_key)) as ws:
         json.loads(await ws.recv())  # welcome
 
         async def read() -> None:
@@ -110,9 +118,9 @@ async def _flood(url: str, rate: float, seconds: float) -> dict[str, int]:
     return dict(counts)
 
 
-def _flood_process(url: str, rate: float, seconds: float) -> dict[str, int]:
+def _flood_process(url: str, api_key: str, rate: float, seconds: float) -> dict[str, int]:
     """The flooder in a process of its own: its CPU does not delay the probes' timing."""
-    return asyncio.run(_flood(url, rate, seconds))
+    return asyncio.run(_flood(url, api_key, rate, seconds))
 
 
 async def _phase(base: str, options: FairnessOptions, run: str, name: str,
@@ -123,12 +131,12 @@ async def _phase(base: str, options: FairnessOptions, run: str, name: str,
     if flood:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         flooder = asyncio.get_running_loop().run_in_executor(
-            pool, _flood_process, _url(base, options.tenant, f"{run}-flood"),
+            pool, _flood_process, _url(base, f"{run}-flood"), options.api_key,
             options.flood_rate, options.duration + _FLOOD_LEAD_S)
         await asyncio.sleep(_FLOOD_LEAD_S)  # the flood at full rate before measuring
     until = time.monotonic() + options.duration
     await asyncio.gather(*(
-        _probe(_url(base, options.tenant, f"{run}-{name}-{i}"), options.probe_interval,
+        _probe(_url(base, f"{run}-{name}-{i}"), options.api_key, options.probe_interval,
                until, latencies, errors)
         for i in range(options.probes)
     ))  # fmt: skip
@@ -151,7 +159,7 @@ async def _phase(base: str, options: FairnessOptions, run: str, name: str,
 async def _run(base: str, options: FairnessOptions) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     # Warm the pipeline (first produce, model loading) before measuring anything.
-    await _phase(base, FairnessOptions(probes=1, duration=3, tenant=options.tenant), run,
+    await _phase(base, FairnessOptions(probes=1, duration=3, api_key=options.api_key), run,
                  "warm", flood=False)
     unloaded = await _phase(base, options, run, "unloaded", flood=False)
     flooded = await _phase(base, options, run, "flooded", flood=True)
@@ -173,4 +181,5 @@ async def _run(base: str, options: FairnessOptions) -> dict[str, Any]:
 
 def run_fairness(deployment: Deployment, options: FairnessOptions) -> dict[str, Any]:
     """Both phases against the deployment's first gateway; the summary as a dict."""
-    return asyncio.run(_run(deployment.ws_urls[0], options))
+    return asyncio.run(_run(deployment.ws_urls[0],
+                            dataclasses.replace(options, api_key=deployment.api_key)))

@@ -58,8 +58,8 @@ from gateway.auth import (
 )
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.channels import Channels, Ingress
-from gateway.ownership import Ownership
 from gateway.limits import Limits, RateLimiter
+from gateway.ownership import Ownership
 from gateway.protocol import (
     FrameError,
     MessageFrame,
@@ -74,8 +74,8 @@ from gateway.protocol import (
     welcome_frame,
 )
 from gateway.sequences import InboundSequences
-from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from gateway.session import ChatSession
+from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for

@@ -20,9 +20,17 @@ from gateway.limits import Limits, Rate, RateLimiter
 from gateway.server import Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
+from streams.security import aiokafka_sasl, kafka_credentials
 from streams.topics import CHAT_INBOUND
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(autouse=True)
+def _tenant_t(tenant: AuthTenant) -> AuthTenant:
+    """Tenant ``t`` exists: every socket here authenticates as one of its users."""
+    return tenant
 
 BURST = 10  # the default tier's: 60 a minute, 10 at once
 
@@ -64,7 +72,8 @@ async def published_by(settings: Settings, user: str) -> list[str]:
     """The client_msg_ids of ``user``'s events on chat.inbound (read until 2 s of quiet)."""
     consumer = AIOKafkaConsumer(settings.topic(CHAT_INBOUND),
                                 bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **aiokafka_sasl(kafka_credentials(settings)))
     codec = codec_for("chat_message")
     await consumer.start()
     found: list[str] = []
@@ -79,7 +88,8 @@ async def published_by(settings: Settings, user: str) -> list[str]:
 
 
 def ws_url(gateway: Gateway, user: str, conversation: str) -> str:
-    return f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&user={user}&conversation={conversation}"
+    return (f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t', user)}"
+            f"&conversation={conversation}")
 
 
 @pytest.mark.parametrize("last_on", [0, 1])

@@ -14,8 +14,15 @@ import websockets
 
 from gateway.server import Gateway
 from kernel.settings import Settings
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(autouse=True)
+def _tenant_t(tenant: AuthTenant) -> AuthTenant:
+    """Tenant ``t`` exists: every socket here authenticates as one of its users."""
+    return tenant
 
 
 @pytest_asyncio.fixture
@@ -42,7 +49,7 @@ MALFORMED: list[tuple[str | bytes, str]] = [
 async def test_each_malformed_frame_gets_its_code_and_the_connection_stays(
     gateway: Gateway,
 ) -> None:
-    async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws?tenant=t") as ws:
+    async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}") as ws:
 
         async def frame() -> dict[str, Any]:
             parsed: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))

@@ -26,8 +26,15 @@ from infra.embedded import EmbeddedInfra
 from kernel.settings import Settings
 from streams.keys import ConversationKeys
 from tests.conftest import InfraAddresses
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(autouse=True)
+def _tenant_t(tenant: AuthTenant) -> AuthTenant:
+    """Tenant ``t`` exists: every socket here authenticates as one of its users."""
+    return tenant
 
 TENANT = "t"
 
@@ -73,8 +80,9 @@ async def test_a_stopped_primary_refuses_only_its_conversations(
     pid = next(s.pid for s in infra.services if s.port == down_port and s.pid is not None)
 
     async def connect(conversation: str) -> Any:
-        ws = await websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws?tenant={TENANT}"
-                                      f"&user=u-{conversation}&conversation={conversation}")
+        token = token_for(TENANT, f"u-{conversation}")
+        ws = await websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws?token={token}"
+                                      f"&conversation={conversation}")
         assert json.loads(await ws.recv())["type"] == "welcome"
         return ws
 

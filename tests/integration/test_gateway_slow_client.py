@@ -20,9 +20,17 @@ from gateway import metrics
 from gateway.server import NOT_READING, Gateway
 from kernel.settings import Settings
 from streams.codecs import codec_for
+from streams.security import kafka_client_config
 from streams.topics import CHAT_OUTBOUND, producer_compression
+from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(autouse=True)
+def _tenant_t(tenant: AuthTenant) -> AuthTenant:
+    """Tenant ``t`` exists: every socket here authenticates as one of its users."""
+    return tenant
 
 STALL_S = 2.0
 #: Replies of 64 KB: far more than the loopback's socket buffers hold unread (a few MB).
@@ -42,7 +50,7 @@ def publish_replies(settings: Settings, conversation: str, seqs: range) -> None:
     """What the workers would do: big replies for the conversation."""
     codec = codec_for("bot_reply")
     # Compressed as the topic is, the 19 MB are a few KB for the broker to store as sent.
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap,
+    producer = Producer({**kafka_client_config(settings),
                          "compression.type": producer_compression()})
     for seq in seqs:
         producer.produce(settings.topic(CHAT_OUTBOUND), key=conversation, value=codec.encode({
@@ -59,7 +67,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_are_not(
     gateway: Gateway, settings: Settings,
 ) -> None:
     conversation = f"slow-{uuid.uuid4().hex[:8]}"
-    url = f"ws://127.0.0.1:{gateway.port}/ws?tenant=t&conversation={conversation}"
+    url = f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}&conversation={conversation}"
     overflows = metrics.SEND_QUEUE_OVERFLOWS._value.get()
     async with websockets.connect(url, max_queue=1) as stuck, websockets.connect(url) as healthy:
         await stuck.recv()
