@@ -121,13 +121,31 @@ class TopicFollower:
         found = metadata.topics.get(self.topic)
         if found is None or found.error is not None or not found.partitions:
             raise TopicNotFoundError(self.topic)
-        start = OFFSET_BEGINNING if self._from_beginning else OFFSET_END
         partitions = sorted(found.partitions)
-        self._consumer.assign([TopicPartition(self.topic, p, start) for p in partitions])
+        self._consumer.assign([TopicPartition(self.topic, p, self._start_offset(p, timeout_s))
+                               for p in partitions])
         self._pending_ends = set(partitions)
         self.assigned.set()
         logger.info("%s.assigned topic=%s partitions=%d", self._log_as, self.topic,
                     len(partitions))
+
+    def _start_offset(self, partition: int, timeout_s: float) -> int:
+        """Where to read ``partition`` from: its beginning, or its end *now*.
+
+        The end is asked for here rather than left to ``OFFSET_END``, which librdkafka
+        resolves only at the first fetch: a record produced between :meth:`assign` and
+        that fetch (a reply to a message sent as soon as the gateway said it was ready)
+        would be skipped.
+        """
+        if self._from_beginning:
+            return OFFSET_BEGINNING
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=timeout_s)
+        except KafkaException as exc:
+            raise FollowerError(self.topic, f"cannot read the end of partition {partition}: "
+                                f"{exc}") from exc
+        return int(high) if high >= 0 else OFFSET_END
 
     def start(self) -> None:
         """Start the background thread (which first waits for the topic, if unassigned)."""
