@@ -89,6 +89,7 @@ bench: install-dev  ## benchmarks (see docs/benchmarks.md); JSON and HTML report
 	$(VENV)/bin/parley bench e2e --conversations 400 --rate 5000 --duration 15 --drain-timeout 120 \
 		--baseline both --report bench-report/e2e-5000 --json > bench-report/e2e-5000.json
 	$(VENV)/bin/parley bench connections --clients 10000 --duration 30 --json > bench-report/connections.json
+	$(VENV)/bin/parley bench fairness --duration 30 --json > bench-report/fairness.json
 
 bench-check: install-dev  ## instructions per message against the committed baseline (valgrind)
 	$(VENV)/bin/parley bench instructions --check benchmarks/instructions_baseline.json

@@ -3,6 +3,7 @@
 =============  ==========================================================
 e2e            scripted conversations through a stack (and/or the inline baseline)
 connections    many open sessions on one gateway, a hundred of them busy
+fairness       a user's reply latency unloaded and while another user floods (rate limits)
 worker         the stream workers alone, fed a backlog: their capacity and CPU per message
 nlu            the NLU model alone (benchmarks/nlu.py)
 kb             knowledge retrieval alone (benchmarks/kb.py)
@@ -33,6 +34,7 @@ from benchmarks.connections import ConnectionsOptions, run_connections
 from benchmarks.deploy import InfraMode, resolve_model_dir
 from benchmarks.e2e import E2EOptions, E2EResult, run_load
 from benchmarks.e2e import compare as compare_deployments
+from benchmarks.fairness import FairnessOptions, run_fairness
 from benchmarks.instructions import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
 from benchmarks.instructions import WORKLOADS as _WORKLOADS  # (imports the stdlib only)
 from benchmarks.instructions import compare as compare_to_baseline
@@ -293,6 +295,46 @@ def connections(
         f"{s['active_sessions']} active: rtt p50 {s['rtt_ms_p50']} p99 {s['rtt_ms_p99']} "
         f"max {s['rtt_ms_max']} ms; lost {s['lost']} duplicated {s['duplicated']}; "
         f"idle still open {s['idle_sessions_open_at_end']}",
+    ])  # fmt: skip
+
+
+@bench.command()
+@click.option("--probes", default=4, show_default=True, help="Users whose latency is measured.")
+@click.option("--probe-interval", default=1.25, show_default=True,
+              help="Seconds between two messages of one probe user (>= 1: the default tier).")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds of each phase.")
+@click.option("--flood-rate", default=2000.0, show_default=True,
+              help="Messages a second the flooding user sends on one connection.")
+@click.option("--url", help="Measure a running gateway (ws://host:port/ws) instead of "
+              "starting a stack.")
+@_stack_options
+def fairness(
+    probes: int, probe_interval: float, duration: float, flood_rate: float, url: str | None,
+    infra: str, model_dir: Path | None, data_parent: Path | None, keep_data: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Probe users' reply latency unloaded, then while one more user floods."""
+    configure_logging("bench", "WARNING", as_json=False)
+    with _errors_as_click():
+        options = FairnessOptions(probes=probes, probe_interval=probe_interval,
+                                  duration=duration, flood_rate=flood_rate)
+        if url:
+            target = deploy.external_deployment(url)
+        else:
+            target = deploy.pipeline_deployment(
+                gateways=1, workers=1, infra=cast(deploy.InfraMode, infra),
+                model_dir=model_dir, data_parent=data_parent, keep_data=keep_data,
+                rate_limits=True,
+            )  # fmt: skip
+        with target as deployment:
+            s = run_fairness(deployment, options)
+    u, f = s["unloaded"], s["flooded"]
+    _emit(s, as_json, [
+        f"unloaded: p50 {u['p50_ms']} p99 {u['p99_ms']} ms ({u['replies']} replies)",
+        f"flooded:  p50 {f['p50_ms']} p99 {f['p99_ms']} ms ({f['replies']} replies); "
+        f"flood {f.get('flood')}",
+        f"ratio p50 {s['ratio']['p50']} p99 {s['ratio']['p99']}: "
+        f"{'within' if s['within_tolerance'] else 'NOT within'} 20 %",
     ])  # fmt: skip
 
 

@@ -179,6 +179,10 @@ def _start_infra(settings: Settings) -> Stack:
     raise AssertionError("unreachable")
 
 
+#: A user's rate limit no benchmark reaches: a million messages a minute, all at once.
+_NO_LIMIT = "1000000:1000000"
+
+
 @contextlib.contextmanager
 def pipeline_deployment(
     *,
@@ -190,10 +194,14 @@ def pipeline_deployment(
     partitions: int | None = None,
     keep_data: bool = False,
     ready_timeout: float = 120,
+    rate_limits: bool = False,
 ) -> Iterator[Deployment]:
     """Gateways and workers (and by default a broker and Redis Cluster) for one run.
 
     ``gateways=0`` starts workers only (``parley bench worker`` feeds them itself).
+    The load benchmarks send each conversation's messages faster than one user of any
+    tier may, so the users' and tenants' rate limits are lifted (:data:`_NO_LIMIT`)
+    unless ``rate_limits`` (the fairness benchmark measures them).
 
     ``infra="running"`` uses the broker and cluster named by PARLEY_KAFKA_BOOTSTRAP
     and PARLEY_REDIS_NODES instead of starting them; the run's topics get a
@@ -225,6 +233,9 @@ def pipeline_deployment(
             # A count, never 0: the run reports it and readers follow that many partitions.
             chat_partitions=chat_partitions(partitions or base.chat_partitions),
         )
+        if not rate_limits:
+            settings = settings.replace(rate_default=_NO_LIMIT, rate_authenticated=_NO_LIMIT,
+                                        rate_premium=_NO_LIMIT, rate_tenant="off")
         stack: Stack | None = None
         try:
             if infra == "own":

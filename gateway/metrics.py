@@ -12,9 +12,11 @@ __all__ = [
     "IN_FLIGHT",
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
+    "RATE_LIMIT_UNAVAILABLE",
     "REPLIES_DELIVERED",
     "REPLIES_DUPLICATE",
     "REPLIES_INVALID",
+    "SEND_QUEUE_OVERFLOWS",
 ]
 
 CONNECTIONS = Gauge("parley_gateway_connections", "Open WebSocket connections.")
@@ -23,9 +25,14 @@ MESSAGES_ACCEPTED = Counter(
 )
 MESSAGES_FAILED = Counter(
     "parley_gateway_messages_failed_total",
-    "Messages not accepted, by reason: a dependency failed (redis, kafka) or the gateway "
-    "was overloaded (overloaded).",
+    "Messages not accepted, by reason: a dependency failed (redis, kafka), the gateway "
+    "was overloaded (overloaded), or the user or tenant was over its rate (rate_limited).",
     ["reason"],
+)
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "parley_gateway_rate_limit_unavailable_total",
+    "Messages let through unchecked because Redis could not check their rate limits "
+    "(fail open: gateway/limits.py).",
 )
 IN_FLIGHT = Gauge(
     "parley_gateway_in_flight", "Messages on the bus without a reply yet (admission control)."
@@ -56,4 +63,9 @@ ACK_LATENCY = Histogram(
     "parley_gateway_ack_latency_seconds",
     "Frame received → broker acknowledged.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SEND_QUEUE_OVERFLOWS = Counter(
+    "parley_gateway_send_queue_overflows_total",
+    "Connections closed (1008) because a client did not read: a write waited "
+    "PARLEY_GATEWAY_SEND_TIMEOUT_S or frames piled up beyond PARLEY_GATEWAY_SEND_QUEUE.",
 )

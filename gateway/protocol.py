@@ -39,6 +39,7 @@ __all__ = [
     "ack_frame",
     "encode",
     "error_frame",
+    "frame_limit",
     "parse_client_frame",
     "parse_connection_params",
     "reply_frame",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 MAX_CLIENT_MSG_ID = 128
+#: The largest sequence number a client may name (Redis scores and Avro longs hold it).
+MAX_SEQ = 2**63 - 1
 
 
 class FrameError(ParleyError):
@@ -108,15 +111,40 @@ def parse_connection_params(path: str) -> ConnectionParams:
     return ConnectionParams(conversation, int(last_seq))
 
 
+def frame_limit(max_text_bytes: int) -> int:
+    """The most characters a client frame may have before it is parsed at all.
+
+    It bounds what parsing costs, and must let through every frame whose text is within
+    ``max_text_bytes`` UTF-8 bytes however it is written: the widest form is ``\\u0041``,
+    6 characters for 1 byte, and ``\\ud83d\\ude00`` is 12 for 4. The ``client_msg_id``
+    (128 characters, 6 each escaped) and the rest of the object fit in 4 KiB more.
+    """
+    return 6 * max_text_bytes + 4096
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 def parse_client_frame(data: str | bytes, max_text_bytes: int) -> ClientFrame:
-    """Parse one client frame; raise :class:`FrameError` for anything unacceptable."""
-    # The frame as a whole may carry JSON overhead and escapes; cap it generously.
-    if len(data) > 4 * max_text_bytes + 1024:
+    """Parse one client frame; raise :class:`FrameError` for anything unacceptable, and
+    nothing else whatever the input (tests/unit/test_protocol_fuzz.py)."""
+    if len(data) > frame_limit(max_text_bytes):
         raise FrameError("too_large", f"frame of {len(data)} bytes exceeds the limit")
     try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:  # a binary frame; JSON would guess UTF-16 or -32
+        raise FrameError("bad_json", f"frame is not UTF-8: {exc.reason} at byte {exc.start}")\
+            from None
+    try:
+        obj = _decode_json(text)
+    except RecursionError:
+        raise FrameError("bad_json", "frame is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError; NaN/Infinity; an integer of > 4,300 digits
+        raise FrameError("bad_json", f"frame is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise FrameError("bad_frame", "frame must be a JSON object")
     kind = obj.get("type")
@@ -124,21 +152,31 @@ def parse_client_frame(data: str | bytes, max_text_bytes: int) -> ClientFrame:
         return _parse_message(obj, max_text_bytes)
     if kind == "resume":
         last_seq = obj.get("last_seq", 0)
-        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
-            raise FrameError("bad_frame", "resume.last_seq must be a non-negative integer")
+        if (not isinstance(last_seq, int) or isinstance(last_seq, bool)
+                or not 0 <= last_seq <= MAX_SEQ):
+            raise FrameError("bad_frame", "resume.last_seq must be a whole number from 0 to "
+                             f"{MAX_SEQ}")
         return ResumeFrame(last_seq)
     if kind == "typing":
         return TypingFrame()
     if kind == "ping":
         return PingFrame()
-    shown = kind if isinstance(kind, str) else json.dumps(kind)
-    raise FrameError("unknown_type", f"unknown frame type {shown[:40]!r}")
+    shown = repr(kind[:40]) if isinstance(kind, str) else f"of JSON type {_json_type(kind)}"
+    raise FrameError("unknown_type", f"unknown frame type {shown}")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), "value")
 
 
 def _parse_message(obj: dict[str, Any], max_text_bytes: int) -> MessageFrame:
     client_msg_id = obj.get("client_msg_id")
     if not isinstance(client_msg_id, str) or not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
         raise FrameError("bad_frame", "message.client_msg_id must be a string of 1-128 chars")
+    if _has_surrogates(client_msg_id):  # it is echoed back, and could not be sent
+        raise FrameError("bad_frame", "message.client_msg_id must not hold lone surrogates")
     text = obj.get("text")
     if not isinstance(text, str):
         raise FrameError("bad_frame", "message.text must be a string", client_msg_id)
@@ -214,8 +252,12 @@ def reply_frame(reply: dict[str, Any]) -> str:
     return encode(frame)
 
 
-def error_frame(code: str, message: str, client_msg_id: str | None = None) -> str:
+def error_frame(code: str, message: str, client_msg_id: str | None = None, *,
+                retry_after: float | None = None) -> str:
+    """An ``error`` frame; ``retry_after``: seconds before the same message may succeed."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if client_msg_id is not None:
         frame["client_msg_id"] = client_msg_id
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
     return encode(frame)

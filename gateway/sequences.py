@@ -69,8 +69,9 @@ class InboundSequences:
         self._sending: asyncio.Task[None] | None = None
 
     async def next(self, keys: ConversationKeys) -> int:
-        """The conversation's next number. Raises what the store raised for its batch
-        (every message of a batch fails alike when Redis is unavailable)."""
+        """The conversation's next number. Raises what the store raised for the Redis
+        primary that serves the conversation: when one primary is down, only the messages
+        of the conversations it serves fail, and the rest of the batch is numbered."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._busy = self._rate.busy(loop.time())
@@ -108,14 +109,18 @@ class InboundSequences:
 
     async def _ask(self, batch: list[tuple[ConversationKeys, asyncio.Future[int]]]) -> None:
         try:
-            seqs = await self._store.next_inbound_seqs([keys for keys, _ in batch])
+            seqs = await self._store.next_inbound_seqs_settled([keys for keys, _ in batch])
         except Exception as exc:  # each caller handles it as it would its own call
             for _, future in batch:
                 if not future.done():  # its message's socket may have gone
                     future.set_exception(exc)
             return
         for (_, future), seq in zip(batch, seqs, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(seq, Exception):  # its primary failed; the others' numbers stand
+                future.set_exception(seq)
+            else:
                 future.set_result(seq)
 
     async def close(self) -> None:

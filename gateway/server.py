@@ -25,7 +25,6 @@ an outbox replay racing a live reply) is written once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -62,6 +61,7 @@ from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.channels import Channels, Ingress
 from gateway.console import Console
 from gateway.handoff_desk import open_desk, open_feed
+from gateway.limits import Limits, RateLimiter
 from gateway.ownership import Ownership
 from gateway.protocol import (
     FrameError,
@@ -74,10 +74,10 @@ from gateway.protocol import (
     error_frame,
     parse_client_frame,
     parse_connection_params,
-    reply_frame,
     welcome_frame,
 )
 from gateway.sequences import InboundSequences
+from gateway.session import ChatSession
 from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from kernel.errors import DecodeError
 from kernel.settings import Settings
@@ -97,6 +97,10 @@ _REPLAY_FAILURES: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, DecodeError
 DEV_TOKEN_TTL_S = 3600
 #: Handshakes checked against Redis at once (see Gateway.__init__).
 HANDSHAKE_REDIS_CALLS = 24
+#: How a client is closed when frames for it pile up unread (ClientSession.send).
+NOT_READING = (1008, "the client is not reading the frames sent to it")
+#: How every client is closed when the gateway shuts down (Gateway.close).
+SHUTTING_DOWN = (1001, "gateway shutting down: reconnect with last_seq to continue")
 
 
 def inbound_event(keys: ConversationKeys, principal: Principal, frame: MessageFrame,
@@ -129,29 +133,35 @@ class Admission:
 
 
 class ClientSession:
-    """One open socket: who it is, and which replies it has been given."""
+    """One open socket: who it is, its chat state (gateway/session.py), and the frames
+    waiting to be written to it.
 
-    __slots__ = ("_lock", "_log", "delivered_seq", "keys", "pending", "principal", "replaying",
-                 "user_id", "ws")
+    Every frame for the client goes through :meth:`send`, which never waits: one writer
+    task per socket, made while frames wait, writes them in order. A client that does
+    not read makes a write wait: once one has waited ``send_timeout`` seconds, or more
+    than ``send_limit`` frames wait, the client is closed (1008), and nothing it holds
+    slows down the other sockets or the gateway. A burst (a replay, a batch of replies)
+    to a client that reads is not cut off: each of its writes completes.
+    """
 
-    def __init__(self, ws: ServerConnection, keys: ConversationKeys,
-                 principal: Principal) -> None:
+    __slots__ = ("_closing", "_log", "_queue", "_writer", "chat", "keys", "principal",
+                 "send_limit", "send_timeout", "tier", "user_id", "ws")
+
+    def __init__(self, ws: ServerConnection, keys: ConversationKeys, principal: Principal,
+                 *, send_limit: int = 1024, send_timeout: float = 20.0) -> None:
         self.ws = ws
         self.keys = keys
-        self.principal = principal
+        self.principal = principal  # who, from verified credentials (gateway/auth.py)
         self.user_id = principal.user_id
-        self.delivered_seq = 0
-        self.replaying = False
-        # Made on first use: most of 10,000 idle sessions never need them (~0.5 KB each).
-        self.pending: list[dict[str, Any]] | None = None  # live replies held during a replay
-        self._lock: asyncio.Lock | None = None  # one writer at a time keeps seq order
+        self.tier = principal.tier  # its rate limit's tier (gateway/limits.py)
+        self.send_limit = send_limit
+        self.send_timeout = send_timeout
+        self.chat = ChatSession()
+        # Made on first use: most of 10,000 idle sessions never need them.
+        self._queue: deque[str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -160,23 +170,52 @@ class ClientSession:
                 "conn": str(self.ws.id)[:8], "conversation_id": self.keys.conversation_id})
         return self._log
 
-    async def deliver(self, replies: list[dict[str, Any]]) -> None:
-        if self.replaying:
-            if self.pending is None:
-                self.pending = []
-            self.pending.extend(replies)
+    def send(self, frame: str) -> None:
+        """Queue ``frame`` to be written after those queued before it."""
+        if self._closing is not None:
             return
-        async with self.lock:
-            for reply in replies:
-                if reply["seq"] <= self.delivered_seq:
-                    metrics.REPLIES_DUPLICATE.inc()
-                    continue
-                self.delivered_seq = reply["seq"]
-                try:
-                    await self.ws.send(reply_frame(reply))
-                except ConnectionClosed:
-                    return
-                metrics.REPLIES_DELIVERED.inc()
+        if self._queue is None:
+            self._queue = deque()
+        if len(self._queue) >= self.send_limit:
+            self._cut_off()
+            return
+        self._queue.append(frame)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                # Waits only when the socket's buffers are full: the client is not reading.
+                # (asyncio.timeout, unlike wait_for, makes no task per frame.)
+                async with asyncio.timeout(self.send_timeout):
+                    await self.ws.send(self._queue[0])
+                self._queue.popleft()
+        except ConnectionClosed:
+            self._queue = None
+        except TimeoutError:
+            self._writer = None
+            self._cut_off()
+        finally:
+            self._writer = None
+
+    def _cut_off(self) -> None:
+        metrics.SEND_QUEUE_OVERFLOWS.inc()
+        self.log.warning("gateway.client.not_reading queued=%d",
+                         len(self._queue) if self._queue else 0)
+        self._queue = None
+        if self._writer is not None:
+            self._writer.cancel()  # stuck waiting for the client to read
+        self._closing = asyncio.create_task(self.ws.close(*NOT_READING))
+
+    def deliver(self, replies: list[dict[str, Any]]) -> None:
+        """Live replies from the bus: those the client does not have yet are queued."""
+        duplicates = self.chat.duplicates
+        frames = self.chat.on_replies(replies)
+        metrics.REPLIES_DUPLICATE.inc(self.chat.duplicates - duplicates)
+        for frame in frames:
+            self.send(frame)
+        metrics.REPLIES_DELIVERED.inc(len(frames))
 
 
 class EventIds:
@@ -220,6 +259,8 @@ class Gateway:
             settings.kafka_bootstrap, self.outbound_topic, self._on_reply_batch,
             fetch_wait_ms=settings.fetch_max_wait_ms, credentials=kafka_credentials(settings),
         )
+        self.limits = Limits.from_settings(settings)
+        self.limiter = RateLimiter(self.redis)
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)
         metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
@@ -316,7 +357,12 @@ class Gateway:
             await asyncio.wait(loops)
         self._health_task = self._keepalive_task = None
         if self._server is not None:
-            self._server.close()  # closes every connection with 1001 (going away)
+            # Every client is told why, and how to carry on elsewhere; then the server
+            # closes what is left (connections still in their handshake) with 1001.
+            await asyncio.gather(*(client.ws.close(*SHUTTING_DOWN)
+                                   for clients in self.sessions.values() for client in clients),
+                                 return_exceptions=True)
+            self._server.close()
             await self._server.wait_closed()
             self._server = None
         await self.console.close()  # its live feeds end, so the API server can stop
@@ -333,6 +379,7 @@ class Gateway:
                 await asyncio.wait(unsettled)
         await self.sequences.close()
         await self.usage.close()
+        await self.limiter.close()
         await self.redis.aclose()
         logger.info("gateway.stopped id=%s", self.id)
 
@@ -467,7 +514,9 @@ class Gateway:
         ws.request.headers.clear()
         ws.response = None
 
-        client = ClientSession(ws, keys, admission.principal)
+        client = ClientSession(ws, keys, admission.principal,
+                               send_limit=self.settings.gateway_send_queue,
+                               send_timeout=self.settings.gateway_send_timeout_s)
         self.sessions[keys].add(client)
         metrics.CONNECTIONS.inc()
         try:
@@ -492,7 +541,7 @@ class Gateway:
         except FrameError as exc:
             metrics.FRAMES_REJECTED.labels(exc.code).inc()
             client.log.info("gateway.frame.rejected code=%s", exc.code)
-            await client.ws.send(error_frame(exc.code, exc.message, exc.client_msg_id))
+            client.send(error_frame(exc.code, exc.message, exc.client_msg_id))
             return
         match frame:
             case MessageFrame():
@@ -500,18 +549,29 @@ class Gateway:
             case ResumeFrame(last_seq=last_seq):
                 await self._replay(client, last_seq)
             case PingFrame():
-                await client.ws.send(encode({"type": "pong"}))
+                client.send(encode({"type": "pong"}))
             case TypingFrame():
                 pass
 
     async def _accept(self, client: ClientSession, frame: MessageFrame) -> None:
-        """Give the message a sequence number and put it on the bus; ack when it is there."""
+        """Check the user's and tenant's rate limits, give the message a sequence number
+        and put it on the bus; ack when it is there."""
         received = time.perf_counter()
         keys = client.keys
+        allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
+                                           self.limits_of(keys.tenant_id))
+        if not allowed.allowed:
+            metrics.MESSAGES_FAILED.labels("rate_limited").inc()
+            client.send(error_frame(
+                "rate_limited", f"too many messages from this {allowed.limited_by}, "
+                f"retry in {allowed.retry_after_s:g} s", frame.client_msg_id,
+                retry_after=allowed.retry_after_s,
+            ))  # fmt: skip
+            return
         event_id = self._event_ids.next()
         if not self.in_flight.admit(event_id):
             metrics.MESSAGES_FAILED.labels("overloaded").inc()
-            await client.ws.send(error_frame(
+            client.send(error_frame(
                 "overloaded", "too busy to take this message now, please retry shortly",
                 frame.client_msg_id,
             ))  # fmt: skip
@@ -522,7 +582,7 @@ class Gateway:
             self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("redis").inc()
             client.log.warning("gateway.message.unavailable dependency=redis error=%r", exc)
-            await client.ws.send(error_frame(
+            client.send(error_frame(
                 "unavailable", "message not accepted, please retry", frame.client_msg_id
             ))  # fmt: skip
             return
@@ -532,6 +592,10 @@ class Gateway:
         delivery = self.producer.send(self.inbound_topic, keys.conversation_id, value)
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
         self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))
+
+    def limits_of(self, tenant_id: str) -> Limits:
+        """The rate limits of a tenant's users: the settings' until tenants configure them."""
+        return self.limits
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,
@@ -557,24 +621,23 @@ class Gateway:
             self.usage.count(client.keys.tenant_id)
             metrics.ACK_LATENCY.observe(time.perf_counter() - received)
             frame_out = ack_frame(frame.client_msg_id, event_id, seq)
-        with contextlib.suppress(ConnectionClosed):
-            await client.ws.send(frame_out)
+        client.send(frame_out)
 
     async def _replay(self, client: ClientSession, last_seq: int) -> None:
         """Send the replies after ``last_seq`` from the outbox, then resume live delivery."""
-        client.replaying = True
-        client.delivered_seq = max(client.delivered_seq, last_seq)
+        after = client.chat.begin_replay(last_seq)
+        replies: list[dict[str, Any]] = []
         try:
-            stored = await self.store.replies_after(client.keys, client.delivered_seq)
+            stored = await self.store.replies_after(client.keys, after)
             replies = [self.reply_codec.decode(v) for v in stored]
         except _REPLAY_FAILURES as exc:
             client.log.warning("gateway.resume.failed error=%r", exc)
-            replies = []
-            await client.ws.send(error_frame("resume_failed", "could not replay missed replies"))
-        finally:
-            client.replaying = False
-        held, client.pending = client.pending or [], None
-        await client.deliver(sorted([*replies, *held], key=lambda r: int(r["seq"])))
+            client.send(error_frame("resume_failed", "could not replay missed replies"))
+        finally:  # cancelled too: live replies are no longer held
+            frames = client.chat.end_replay(replies)
+        for frame in frames:
+            client.send(frame)
+        metrics.REPLIES_DELIVERED.inc(len(frames))
 
     # -- replies -----------------------------------------------------------
 
@@ -600,7 +663,7 @@ class Gateway:
             for client in self.sessions.get(keys, ()):
                 by_client[client].append(reply)
         for client, replies in by_client.items():
-            self._spawn(client.deliver(replies))
+            client.deliver(replies)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run an ack or a delivery in the background; close() settles what is pending."""

@@ -63,6 +63,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+#: ``rate:burst`` of a rate limit: messages a minute (> 0) and a burst (>= 1).
+_RATE = re.compile(r"(?=[0-9.]*[1-9])[0-9]{1,9}(\.[0-9]{1,6})?:[1-9][0-9]{0,8}")
 _ADDRESS = re.compile(r"[^,]*:[0-9]{1,5}")
 
 
@@ -239,6 +241,19 @@ class Settings(EnvSettings):
         "PARLEY_GATEWAY_IN_FLIGHT_EXPIRY_S",
         "Seconds after which a message still without a reply stops counting as in flight.",
     )
+    gateway_send_queue: int = setting(
+        1024,
+        "PARLEY_GATEWAY_SEND_QUEUE",
+        "Frames a gateway holds for one client that is not reading (replies, acks); one "
+        "more closes its connection (1008) so that it cannot hold the gateway's memory. "
+        "Above a replay's 500 replies.",
+    )
+    gateway_send_timeout_s: float = setting(
+        20.0,
+        "PARLEY_GATEWAY_SEND_TIMEOUT_S",
+        "Seconds a write to a client may wait for it to read; then its connection is "
+        "closed (1008) and the frames held for it are dropped.",
+    )
     outbox_size: int = setting(
         200, "PARLEY_OUTBOX_SIZE", "Replies kept per conversation for clients that resume."
     )
@@ -300,6 +315,26 @@ class Settings(EnvSettings):
         "PARLEY_CHANNEL_CONSUMER_GROUP",
         "Consumer group (after PARLEY_TOPIC_PREFIX) of the gateways that send replies to "
         "Slack and SMS: one gateway sends each reply.",
+    )
+    rate_default: str = setting(
+        "60:10",
+        "PARLEY_RATE_DEFAULT",
+        "Messages a minute and burst (`rate:burst`) one user of the `default` tier may send "
+        "(gateway/limits.py); a tenant's configuration may set its own.",
+    )
+    rate_authenticated: str = setting(
+        "300:50", "PARLEY_RATE_AUTHENTICATED",
+        "Messages a minute and burst (`rate:burst`) of one user of the `authenticated` tier.",
+    )
+    rate_premium: str = setting(
+        "1000:100", "PARLEY_RATE_PREMIUM",
+        "Messages a minute and burst (`rate:burst`) of one user of the `premium` tier.",
+    )
+    rate_tenant: str = setting(
+        "300000:20000",
+        "PARLEY_RATE_TENANT",
+        "Messages a minute and burst (`rate:burst`) of all the users of one tenant together; "
+        "`off`: no tenant-wide limit.",
     )
     # --- workers ----------------------------------------------------------
     worker_web_host: str = setting(
@@ -366,7 +401,7 @@ class Settings(EnvSettings):
                 self._invalid(name, f"a port from {lowest} to 65535")
         if self.chat_partitions < 0:
             self._invalid("chat_partitions", "a whole number >= 0 (0: streams/topics.toml's)")
-        for name in ("max_text_bytes", "max_frame_bytes",
+        for name in ("max_text_bytes", "max_frame_bytes", "gateway_send_queue",
                      "gateway_max_in_flight", "outbox_size", "worker_batch_size",
                      "session_ttl_s"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -374,7 +409,8 @@ class Settings(EnvSettings):
         for name in ("fetch_max_wait_ms", "gateway_linger_ms", "gateway_busy_linger_ms"):
             if not 0 <= getattr(self, name) < math.inf:
                 self._invalid(name, "a number >= 0")
-        for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s"):
+        for name in ("ping_interval_s", "ping_timeout_s", "gateway_in_flight_expiry_s",
+                     "gateway_send_timeout_s"):
             if not 0 < getattr(self, name) < math.inf:
                 self._invalid(name, "a number of seconds > 0")
         if not 0 <= self.jwt_leeway_s <= 300:
@@ -396,6 +432,11 @@ class Settings(EnvSettings):
                 env = self.__dataclass_fields__[password].metadata["env"]
                 raise ConfigError(f"{self.__dataclass_fields__[user].metadata['env']} / {env}",
                                   "<hidden>", "both set, or neither")
+        for name in ("rate_default", "rate_authenticated", "rate_premium", "rate_tenant"):
+            value = getattr(self, name)
+            if not (_RATE.fullmatch(value) or (name == "rate_tenant" and value == "off")):
+                self._invalid(name, "`rate:burst`, messages a minute > 0 and a whole burst >= 1"
+                              + (", or `off`" if name == "rate_tenant" else ""))
 
     def _invalid(self, name: str, expected: str) -> NoReturn:
         env = self.__dataclass_fields__[name].metadata["env"]

@@ -130,15 +130,18 @@ class TopicFollower:
                     len(partitions))
 
     def _start_offset(self, partition: int, timeout_s: float) -> int:
-        """Where to start reading ``partition``. From its end, that is the end as it is
-        now, asked of the broker here: assigned at the logical ``OFFSET_END``, the
-        consumer would look the end up later, in the background, and skip what was
-        written meanwhile, so "assigned" would not mean "whatever comes next is seen"."""
+        """Where to read ``partition`` from: its beginning, or its end *now*.
+
+        The end is asked for here rather than left to ``OFFSET_END``, which librdkafka
+        resolves only at the first fetch: a record produced between :meth:`assign` and
+        that fetch (a reply to a message sent as soon as the gateway said it was ready)
+        would be skipped.
+        """
         if self._from_beginning:
             return OFFSET_BEGINNING
         try:
             _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=timeout_s, cached=False)
+                TopicPartition(self.topic, partition), timeout=timeout_s)
         except KafkaException as exc:
             raise FollowerError(self.topic, f"cannot read the end of partition {partition}: "
                                 f"{exc}") from exc

@@ -97,11 +97,23 @@ class ConversationStore:
 
     async def next_inbound_seqs(self, conversations: Sequence[ConversationKeys]) -> list[int]:
         """The next inbound sequence number of each conversation, in order: a conversation
-        named twice gets two consecutive numbers. A new counter lives as long as a session."""
+        named twice gets two consecutive numbers. A new counter lives as long as a session.
+        Raises the first primary's error when any primary fails."""
         seqs = await on_each_primary(self.redis, _NEXT_SEQS, [
             (keys.inbound_seq, (keys.inbound_seq,)) for keys in conversations
         ], shared=(self.ttl_s,))  # fmt: skip
         return [int(seq) for seq in seqs]
+
+    async def next_inbound_seqs_settled(
+        self, conversations: Sequence[ConversationKeys]
+    ) -> list[int | Exception]:
+        """As :meth:`next_inbound_seqs`, but a conversation whose primary failed gets that
+        primary's error in place of its number, and the others still get theirs: a shard
+        that is down refuses only the conversations whose keys it serves."""
+        seqs = await on_each_primary(self.redis, _NEXT_SEQS, [
+            (keys.inbound_seq, (keys.inbound_seq,)) for keys in conversations
+        ], shared=(self.ttl_s,), settle=True)  # fmt: skip
+        return [seq if isinstance(seq, Exception) else int(seq) for seq in seqs]
 
     async def erase(self, conversations: Iterable[ConversationKeys]) -> int:
         """Delete every key of the given conversations; returns keys removed."""
@@ -120,13 +132,19 @@ class ConversationStore:
 
 async def on_each_primary(redis: RedisCluster, script: str,
                           calls: Sequence[tuple[str, Sequence[Any]]], *,
-                          shared: Sequence[Any] = ()) -> list[Any]:
+                          shared: Sequence[Any] = (), per_call: int = 1,
+                          settle: bool = False) -> list[Any]:
     """Run ``script`` once on each primary, with ``shared`` and then the arguments of
     every call whose key (the first item of the call) that primary serves, in order.
-    Returns the script's results, one per call, in the order of ``calls``.
+    Returns the script's results, ``per_call`` items per call (one result, or a list
+    of ``per_call`` when more), in the order of ``calls``.
 
     Calls to different primaries run concurrently; each is atomic. When one fails,
-    the others may have run: every script here can be run again. A node that answers
+    the others may have run: every script here can be run again. By default the first
+    failure is raised for the whole batch; with ``settle`` each call whose primary
+    failed gets that primary's exception in its place instead, and the calls of the
+    primaries that answered keep their results (a shard that is down then refuses
+    only the keys it serves). A node that answers
     with an error (a replica since a failover: ``ReadOnlyError``) means that slots
     moved: the cluster's layout is read afresh before the error is raised, so that
     the caller's next try goes where the keys are now. After a connection error the
@@ -147,13 +165,23 @@ async def on_each_primary(redis: RedisCluster, script: str,
         redis.execute_command("EVAL", script, 0, *args, target_nodes=node)
         for node, _, args in by_node.values()
     ), return_exceptions=True)  # fmt: skip
-    if failed := next((r for r in replies if isinstance(r, BaseException)), None):
-        if isinstance(failed, ResponseError):
-            with contextlib.suppress(*REDIS_UNAVAILABLE):
-                await redis.nodes_manager.initialize()
-        raise failed
+    failures = [r for r in replies if isinstance(r, BaseException)]
+    if any(isinstance(f, ResponseError) for f in failures):
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await redis.nodes_manager.initialize()
+    if failures and not settle:
+        raise failures[0]
+    for failure in failures:
+        if not isinstance(failure, Exception):  # CancelledError, KeyboardInterrupt
+            raise failure
     results: list[Any] = [None] * len(calls)
     for (_, indices, _), reply in zip(by_node.values(), replies, strict=True):
-        for index, result in zip(indices, cast(list[Any], reply), strict=True):
-            results[index] = result
+        if isinstance(reply, BaseException):
+            for index in indices:
+                results[index] = reply
+            continue
+        flat = cast(list[Any], reply)
+        for n, index in enumerate(indices):
+            results[index] = (flat[n] if per_call == 1
+                              else flat[n * per_call:(n + 1) * per_call])
     return results

@@ -110,6 +110,8 @@ def make_settings(infra: InfraAddresses, data_dir: Path, model: Path) -> Setting
         nlu_model_dir=str(model), log_json=True,
         # As `parley up` runs: the chat page gets tokens from /dev/token (browser tests).
         dev_mode=True,
+        # The pipeline under test, not the users' rate limits (tests/integration has those).
+        rate_default="1000000:1000000", rate_tenant="off",
     )
     bootstrap, credentials = settings.kafka_bootstrap, kafka_credentials(settings)
     brokers = broker_count(bootstrap, credentials=credentials)

@@ -311,7 +311,7 @@ async def test_probes_and_metrics_answer_over_http(pipeline: Pipeline) -> None:
     assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
     assert await asyncio.to_thread(get, "/readyz") == (200, "ready\n")
     status, page = await asyncio.to_thread(get, "/")
-    assert status == 200 and "<title>Parley chat</title>" in page
+    assert status == 200 and "<title>Chat</title>" in page
     worker = next(c for c in pipeline.stack.children if c.name.startswith("worker"))
     worker_root = worker.ready_url.removesuffix("/readyz")
     assert await asyncio.to_thread(get, "/healthz", worker_root) == (200, "ok\n")

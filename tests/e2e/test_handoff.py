@@ -37,7 +37,8 @@ def impatient_pipeline(infra: Any, tmp_path: Path, demo_model: Path,
     shutil.copytree(DEMO.folder, bot)
     with (bot / "bot.yml").open("a", encoding="utf-8") as f:
         f.write("handoff:\n  timeout_minutes: 0.05\n")
-    settings = make_settings(infra, tmp_path / "data", demo_model).replace(bot_dir=str(bot))
+    settings = make_settings(infra, tmp_path / "data",
+                             demo_model).replace(bot_dir=str(bot))
     running = start_pipeline(settings, demo_index, gateways=1, workers=1)
     yield running
     running.stack.stop()

@@ -40,6 +40,7 @@ async def test_close_settles_every_task_even_an_ack_whose_delivery_never_comes(
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert "reconnect with last_seq" in closed.value.rcvd.reason  # the hint for clients
     assert all(task is not None and task.done() for task in loops)
     assert ack.cancelled() and not gateway._tasks
     await gateway.close()  # idempotent

@@ -25,14 +25,20 @@ class SlowStore:
         self.requests: list[list[ConversationKeys]] = []
         self.release = asyncio.Event()
         self.fail: Exception | None = None
+        self.down: dict[ConversationKeys, Exception] = {}  # conversations of a stopped shard
 
-    async def next_inbound_seqs(self, conversations: Sequence[ConversationKeys]) -> list[int]:
+    async def next_inbound_seqs_settled(
+        self, conversations: Sequence[ConversationKeys]
+    ) -> list[int | Exception]:
         self.requests.append(list(conversations))
         await self.release.wait()
         if self.fail is not None:
             raise self.fail
-        seqs = []
+        seqs: list[int | Exception] = []
         for keys in conversations:
+            if keys in self.down:
+                seqs.append(self.down[keys])
+                continue
             self.counters[keys] += 1
             seqs.append(self.counters[keys])
         return seqs
@@ -77,6 +83,17 @@ async def test_a_failed_request_fails_its_batch_and_the_next_one_is_asked_again(
             await task
     store.fail = None
     assert await seqs.next(A) == 1
+
+
+async def test_a_shard_that_is_down_fails_only_the_conversations_it_serves() -> None:
+    store = SlowStore()
+    seqs = sequences(store)
+    store.down[B] = RedisConnectionError("shard of b down")
+    batch = [asyncio.create_task(seqs.next(k)) for k in (A, B, A)]
+    store.release.set()
+    first, refused, second = await asyncio.gather(*batch, return_exceptions=True)
+    assert (first, second) == (1, 2)
+    assert isinstance(refused, RedisConnectionError)
 
 
 async def test_a_waiter_that_gives_up_does_not_hold_up_the_others() -> None:

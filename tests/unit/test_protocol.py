@@ -82,3 +82,69 @@ def test_server_frames() -> None:
     assert json.loads(reply_frame(reply)) == {
         "type": "reply", "text": "hello", "in_reply_to": "m1", "event_id": "e1.r", "seq": 2,
         "sender": "bot", "quick_replies": ["yes"]}
+
+
+MESSAGE_PREFIX = '{"type":"message","client_msg_id":"m","text":'
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 10_000 + "]" * 10_000,  # nested 10,000 deep
+        '{"type":"ping","x":' + '{"a":' * 5_000 + "1" + "}" * 5_001,
+        '{"type":"resume","last_seq":' + "9" * 5_000 + "}",  # Python's int limit: 4,300
+        MESSAGE_PREFIX + '"hi","n":' + "1" * 5_000 + "}",
+        '{"type":"resume","last_seq":NaN}',
+        '{"type":"ping","x":Infinity}',
+        '{"type":"ping","x":-Infinity}',
+        b'{"type":"ping","x":"\xff"}',  # invalid UTF-8
+        b"\xed\xa0\x80",  # a UTF-8-encoded surrogate: not UTF-8 either
+        '{"type":"message"',  # cut short
+    ],
+)
+def test_malformed_json_is_bad_json_never_another_error(data: str | bytes) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(data, 8192)
+    assert info.value.code == "bad_json"
+    json.loads(error_frame(info.value.code, info.value.message))  # and can be answered
+
+
+def test_a_huge_array_is_too_large_or_a_bad_frame() -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame("[" + "0," * 1_000_000 + "0]", 8192)
+    assert info.value.code == "too_large"
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(MESSAGE_PREFIX + "[" + "0," * 5_000 + "0]}", 8192)
+    assert info.value.code == "bad_frame"
+
+
+def test_the_text_limit_counts_utf8_bytes_not_how_the_frame_writes_them() -> None:
+    escaped = "".join(f"\\u{ord(c):04x}" for c in "a" * 8192)  # 6 characters a byte
+    frame = parse_client_frame(f'{MESSAGE_PREFIX}"{escaped}"}}', 8192)
+    assert frame == MessageFrame("a" * 8192, "m")
+    emoji = "\\ud83d\\ude00" * 2048  # 12 characters for 4 bytes
+    assert isinstance(parse_client_frame(f'{MESSAGE_PREFIX}"{emoji}"}}', 8192), MessageFrame)
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(f'{MESSAGE_PREFIX}"{escaped}b"}}', 8192)
+    assert info.value.code == "too_large"
+
+
+def test_a_client_msg_id_with_a_lone_surrogate_is_refused_and_not_echoed() -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame('{"type":"message","text":"hi","client_msg_id":"m\\udc00"}', LIMIT)
+    assert (info.value.code, info.value.client_msg_id) == ("bad_frame", None)
+
+
+def test_an_unknown_type_of_any_json_type_is_named_safely() -> None:
+    for kind in ([1] * 100, {"a": 1}, None, 3.5, "\ud800" * 50):
+        with pytest.raises(FrameError) as info:
+            parse_client_frame(json.dumps({"type": kind}), LIMIT)
+        assert info.value.code == "unknown_type"
+        error_frame(info.value.code, info.value.message).encode("utf-8")
+
+
+def test_resume_beyond_a_64_bit_sequence_is_a_bad_frame() -> None:
+    with pytest.raises(FrameError) as info:
+        parse({"type": "resume", "last_seq": 2**63})
+    assert info.value.code == "bad_frame"
+    assert parse({"type": "resume", "last_seq": 2**63 - 1}) == ResumeFrame(2**63 - 1)
