@@ -83,6 +83,17 @@ def _flags(values: tuple[str, ...]) -> dict[str, int]:
     return flags
 
 
+def _rates(values: tuple[str, ...]) -> dict[str, str]:
+    rates = {}
+    for value in values:
+        name, _, rate = value.partition("=")
+        if not name or not rate:
+            raise click.BadParameter(f"{value!r}: expected TIER=RATE:BURST or tenant=RATE:BURST",
+                                     param_hint="--rate")
+        rates[name] = rate
+    return rates
+
+
 @click.group()
 def tenant() -> None:
     """Create tenants, manage their API keys, read their usage."""
@@ -109,15 +120,19 @@ def tenant() -> None:
               "first message (repeat).")
 @click.option("--flag", "flags", multiple=True, help="A feature flag and the percentage of "
               "users it is on for, NAME=PERCENT (repeat).")
+@click.option("--rate", "rates", multiple=True, help="The tenant's own rate limit of a tier's "
+              "users, TIER=PER_MINUTE:BURST, or of all its users together, tenant=PER_MINUTE:"
+              "BURST or tenant=off (repeat; default: the gateway's PARLEY_RATE_*).")
 def create_tenant(tenant_id: str, tiers: tuple[str, ...], origins: tuple[str, ...],
                   issuer: str, audience: str | None, jwks_url: str, bot: str, retention_s: int,
                   brand_name: str, color: str, greeting: str, suggestions: tuple[str, ...],
-                  flags: tuple[str, ...]) -> None:
+                  flags: tuple[str, ...], rates: tuple[str, ...]) -> None:
     """Create tenant TENANT_ID; prints its HS256 secret once (for its token issuer)."""
     config = tenant_config(
         tenant_id, tiers=tiers or ("default",), origins=origins, issuer=issuer,
         audience=audience, jwks_url=jwks_url, bot=bot, retention_s=retention_s,
         branding=Branding(brand_name, color, greeting, suggestions), flags=_flags(flags),
+        rates=_rates(rates),
     )  # fmt: skip
 
     async def work(store: TenantStore) -> None:

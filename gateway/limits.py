@@ -130,6 +130,16 @@ class Limits:
     def for_tier(self, tier: str) -> Rate:
         return self.tiers.get(tier) or self.tiers["default"]
 
+    def overridden(self, rates: Mapping[str, str]) -> Limits:
+        """These limits with a tenant's own rates (``{"premium": "2000:200",
+        "tenant": "off"}``: tier → ``rate:burst``; ``tenant`` is the tenant-wide one)."""
+        tiers = {**self.tiers, **{tier: Rate.parse(text) for tier, text in rates.items()
+                                  if tier != "tenant"}}
+        tenant = self.tenant
+        if "tenant" in rates:
+            tenant = None if rates["tenant"] == "off" else Rate.parse(rates["tenant"])
+        return Limits(tiers, tenant)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

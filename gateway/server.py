@@ -260,6 +260,7 @@ class Gateway:
             fetch_wait_ms=settings.fetch_max_wait_ms, credentials=kafka_credentials(settings),
         )
         self.limits = Limits.from_settings(settings)
+        self._tenant_limits: dict[tuple[str, tuple[tuple[str, str], ...]], Limits] = {}
         self.limiter = RateLimiter(self.redis)
         self.in_flight = InFlight(settings.gateway_max_in_flight,
                                   settings.gateway_in_flight_expiry_s)
@@ -559,7 +560,7 @@ class Gateway:
         received = time.perf_counter()
         keys = client.keys
         allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
-                                           self.limits_of(keys.tenant_id))
+                                           await self.limits_of(keys.tenant_id))
         if not allowed.allowed:
             metrics.MESSAGES_FAILED.labels("rate_limited").inc()
             client.send(error_frame(
@@ -593,9 +594,23 @@ class Gateway:
         # Acks are sent as deliveries complete; the next frame is read meanwhile.
         self._spawn(self._ack_when_delivered(client, frame, event_id, seq, delivery, received))
 
-    def limits_of(self, tenant_id: str) -> Limits:
-        """The rate limits of a tenant's users: the settings' until tenants configure them."""
-        return self.limits
+    async def limits_of(self, tenant_id: str) -> Limits:
+        """The rate limits of a tenant's users: its configured ``rates`` over the settings'
+        (the tenant's configuration is cached for seconds: tenants.py). Redis unreachable:
+        the settings' limits, as the limiter itself fails open."""
+        try:
+            config = await self.tenants.get(tenant_id)
+        except REDIS_UNAVAILABLE:
+            return self.limits
+        if config is None or not config.rates:
+            return self.limits
+        key = (tenant_id, tuple(sorted(config.rates.items())))
+        limits = self._tenant_limits.get(key)
+        if limits is None:
+            if len(self._tenant_limits) > 10_000:
+                self._tenant_limits.clear()
+            limits = self._tenant_limits[key] = self.limits.overridden(config.rates)
+        return limits
 
     async def _ack_when_delivered(
         self, client: ClientSession, frame: MessageFrame, event_id: str, seq: int,

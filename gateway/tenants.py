@@ -35,6 +35,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.limits import Rate
 from kernel.errors import ParleyError
 from streams.keys import validate_id
 from streams.state import REDIS_UNAVAILABLE
@@ -150,6 +151,9 @@ class TenantConfig:
     branding: Branding = field(default_factory=Branding)
     #: Feature flag -> percentage of users (0-100) it is on for.
     flags: Mapping[str, int] = field(default_factory=dict)
+    #: Its own rate limits (gateway/limits.py): tier or ``tenant`` -> ``rate:burst``
+    #: (``tenant``: ``off`` too); the gateway's settings for what is not given.
+    rates: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_id("tenant id", self.tenant_id)
@@ -161,6 +165,15 @@ class TenantConfig:
                               f"allowed tiers ({', '.join(self.allowed_tiers)})")
         if self.retention_s < 0:
             raise TenantError("retention must be 0 (the default) or a number of seconds")
+        for name, text in self.rates.items():
+            if name not in (*TIERS, "tenant"):
+                raise TenantError(f"rate for {name!r}: rates are set per tier "
+                                  f"({', '.join(TIERS)}) or for the whole `tenant`")
+            try:
+                if not (name == "tenant" and text == "off"):
+                    Rate.parse(text)
+            except ValueError as exc:
+                raise TenantError(f"rate for {name!r}: {exc}") from exc
         for name, percent in self.flags.items():
             if not isinstance(percent, int) or not 0 <= percent <= 100:
                 raise TenantError(f"flag {name!r}: rollout must be a percentage 0-100")

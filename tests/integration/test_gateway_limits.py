@@ -22,7 +22,7 @@ from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.security import aiokafka_sasl, kafka_credentials
 from streams.topics import CHAT_INBOUND
-from tests.tenants import AuthTenant, token_for
+from tests.tenants import AuthTenant, put_tenants, test_tenant_config, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -184,3 +184,20 @@ async def test_redis_unreachable_lets_messages_through_and_counts_them() -> None
         await limiter.close()
     assert decision.allowed
     assert metrics.RATE_LIMIT_UNAVAILABLE._value.get() == before + 1
+
+
+async def test_a_tenants_own_rate_replaces_the_gateways(
+    gateways: tuple[Gateway, Gateway], settings: Settings,
+) -> None:
+    """`parley tenant create --rate default=1:3`: that tenant's users get a burst of 3 where
+    the gateways' settings give 10; another tenant keeps the settings'."""
+    await put_tenants(settings.redis_nodes, [test_tenant_config("strict",
+                                                                rates={"default": "1:3"})])
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    url = (f"ws://127.0.0.1:{gateways[0].port}/ws?token={token_for('strict', user)}"
+           f"&conversation={user}")
+    async with websockets.connect(url) as ws:
+        await answer(ws)
+        frames = [await send(ws, f"m{i}") for i in range(4)]
+    assert [f["type"] for f in frames] == ["ack", "ack", "ack", "error"]
+    assert frames[3]["code"] == "rate_limited"

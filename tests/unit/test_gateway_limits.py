@@ -146,3 +146,12 @@ async def test_a_refused_user_is_refused_locally_until_retry_after_then_asked_ag
     clock.now += 1.5
     assert (await limiter.check("t", "u", "default", limits)).allowed
     assert len(asked) == 4
+
+
+def test_a_tenants_rates_replace_only_what_it_sets() -> None:
+    base = Limits({"default": Rate(60, 10), "premium": Rate(1000, 100)}, tenant=Rate(6000, 500))
+    own = base.overridden({"premium": "2000:200", "tenant": "off"})
+    assert own.for_tier("premium") == Rate(2000, 200)
+    assert own.for_tier("default") == Rate(60, 10) and own.tenant is None
+    assert base.overridden({}).tiers == base.tiers
+    assert base.overridden({"tenant": "120:20"}).tenant == Rate(120, 20)

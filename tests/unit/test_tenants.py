@@ -52,11 +52,20 @@ def test_fields_written_by_a_newer_version_are_ignored() -> None:
     ({"flags": {"x": 101}}, "percentage"),
     ({"retention_s": -1}, "retention"),
     ({"issuer": ""}, "issuer"),
+    ({"rates": {"gold": "60:10"}}, "rates are set per tier"),
+    ({"rates": {"premium": "fast"}}, "rate:burst|messages a minute"),
+    ({"rates": {"default": "off"}}, "premium|a rate is written"),
 ])  # fmt: skip
 def test_configurations_that_cannot_work_are_refused(kwargs: dict[str, object],
                                                       message: str) -> None:
     with pytest.raises(TenantError, match=message):
         tenant_config("acme", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_tenants_own_rates_travel_with_its_configuration() -> None:
+    config = tenant_config("acme", rates={"premium": "2000:200", "tenant": "off"})
+    assert TenantConfig.from_json(config.to_json()).rates == {"premium": "2000:200",
+                                                              "tenant": "off"}
 
 
 def test_a_tenant_id_must_be_usable_in_keys() -> None:
