@@ -64,6 +64,6 @@ def test_init_validate_train_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "12345" in replies[1]
     assert "3 to 5 working days" in replies[2]
     assert "person" in replies[3]
-    # handed over: no flow runs, and nothing promises that someone will answer
-    assert len(replies) == 5 and "nobody will reply here" in replies[4]
+    # handed over: no flow runs; the user hears they wait for a person
+    assert len(replies) == 5 and "in the queue for a person" in replies[4]
     assert "flow: track_order | asking: order_id" in chat.stderr

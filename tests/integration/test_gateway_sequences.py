@@ -23,6 +23,10 @@ from tests.tenants import AuthTenant, token_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
+#: Every socket here is the same user sending faster than any tier allows: these tests
+#: are about numbering (tests/integration/test_gateway_limits.py has the limits).
+NO_RATE_LIMITS = {"rate_default": "1000000:1000000", "rate_tenant": "off"}
+
 #: More than the cluster client's 64 connections a node: one INCR per message, all at
 #: once, used to fail some messages with MaxConnectionsError ("unavailable").
 SOCKETS = 300
@@ -30,7 +34,8 @@ SOCKETS = 300
 
 @pytest_asyncio.fixture
 async def gateway(settings: Settings, tenant: AuthTenant) -> AsyncIterator[Gateway]:
-    server = Gateway(settings.replace(gateway_port=0, gateway_max_in_flight=2 * SOCKETS))
+    server = Gateway(settings.replace(gateway_port=0, **NO_RATE_LIMITS,
+                                      gateway_max_in_flight=2 * SOCKETS))
     await server.start()
     await server.wait_ready()
     yield server
@@ -83,7 +88,8 @@ async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_o
     tenant: AuthTenant,
 ) -> None:
     # Busy from the first message: everything is held for the linger.
-    busy = settings.replace(gateway_port=0, gateway_busy_rate=1, gateway_busy_linger_ms=1000)
+    busy = settings.replace(gateway_port=0, **NO_RATE_LIMITS, gateway_busy_rate=1,
+                            gateway_busy_linger_ms=1000)
     server = Gateway(busy)
     await server.start()
     run = uuid.uuid4().hex[:8]
