@@ -48,8 +48,8 @@ def _worker(pipeline: Pipeline) -> ChildProcess:
 async def _level_in_metrics(pipeline: Pipeline) -> float | None:
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(_worker(pipeline).url + "metrics")).text
-    found = re.search(r'^parley_degradation_level\{tenant="%s"\} (\S+)$' % TENANT, text,
-                      re.MULTILINE)
+    pattern = r'^parley_degradation_level\{tenant="' + TENANT + r'"\} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
     return float(found.group(1)) if found else None
 
 
