@@ -109,7 +109,6 @@ class DialogueStep:
                  levels: TenantLevels | None = None) -> None:
         self._ctx = ctx
         self._levels = levels
-        self._inbound = ctx.codec("chat_message", ctx.inbound)
         self._managers = managers
         self._answers = answers
         self._results = {
@@ -194,11 +193,13 @@ class DialogueStep:
     async def _keep(self, decided: Sequence[Turn]) -> None:
         """Keep the messages of tenants in maintenance, before their turns are recorded
         (a crash in between keeps one twice; its replay is then skipped as a repeat)."""
-        kept = [(t.keys.tenant_id, kept_record(t.keys.conversation_id,
-                                               self._inbound.encode(kept_message(t.deferred))))
-                for t in decided if t.deferred is not None]
-        if kept and self._levels is not None:
-            await self._levels.store.defer(kept)
+        deferred = [t for t in decided if t.deferred is not None]
+        if not deferred or self._levels is None:
+            return
+        encode = self._ctx.codec("chat_message", self._ctx.inbound).encode
+        await self._levels.store.defer([
+            (t.keys.tenant_id, kept_record(t.keys.conversation_id, encode(kept_message(msg))))
+            for t in deferred if (msg := t.deferred) is not None])
 
     async def expire_handoffs(self) -> int:
         """Hand back the conversations whose handoff request waited too long (see
