@@ -27,7 +27,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from agents.integrations.actions import Integrations
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
 from streams.app import WorkerContext, produce
-from streams.degradation import DEGRADATION_LEVEL, DegradationStore, Level, Snapshot
+from streams.degradation import (
+    DEGRADATION_LEVEL,
+    DegradationStore,
+    Level,
+    Snapshot,
+    TenantLevel,
+)
 
 __all__ = ["LLM_BACKEND", "BreakerStates", "TenantLevels", "breaker_states", "kept_record",
            "read_kept_record", "register_degradation"]
@@ -67,10 +73,16 @@ class TenantLevels:
         self._breakers = breakers
         self._served: set[str] = set()
 
-    def level(self, tenant_id: str) -> Level:
+    def level(self, tenant_id: str) -> TenantLevel:
         """``tenant_id``'s level as of the last refresh."""
         self._served.add(tenant_id)
-        return self.snapshot.level(tenant_id, self.uses).level
+        return self.snapshot.level(tenant_id, self.uses)
+
+    def llm_allowed(self, tenant_id: str) -> bool:
+        """Whether the tenant's knowledge answers may use the LLM: not while an operator
+        holds it at level 2 or more (automatically, the LLM's own breaker decides)."""
+        level = self.snapshot.level(tenant_id, self.uses)
+        return not (level.forced and level.level >= Level.REDUCED)
 
     async def refresh(self) -> Snapshot:
         """Report this worker's breakers, read the levels, set the gauge."""

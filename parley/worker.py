@@ -95,6 +95,8 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     levels = register_degradation(  # docs/operations.md, "Degradation levels"
         ctx, [*(integrations.backends if integrations else ()), *([LLM_BACKEND] if llm else [])],
         breaker_states(integrations, llm))
+    if knowledge is not None:
+        knowledge.llm_allowed = levels.llm_allowed
     understand = NluStep(ctx, bots.model)
     dialogue = DialogueStep(ctx, bots.manager, answers, levels)
     register_conversation_agent(ctx, understand, dialogue)

@@ -7,7 +7,9 @@ event's tenant and applies it here:
 * **1 full, 2 reduced**: the turn is decided as always. At level 2 the breakers already
   answer a down backend's calls "unavailable" at once (the flow's ``on_unavailable``:
   "I can't reach your account right now" and the offer of a person) and the knowledge
-  agent answers extractively while the LLM's breaker is open.
+  agent answers extractively while the LLM's breaker is open. An operator who *forces*
+  level 2 gets both for every backend: actions are answered "unavailable" here without
+  a call, and the knowledge agent leaves the LLM out (``TenantLevels.llm_allowed``).
 * **3 static**: the flow may not wait for anything: an action it calls is answered
   ``unavailable`` at once and nothing is sent to the backend; a knowledge question is
   answered from the answer cache (looked up before deciding) or else counted unanswered,
@@ -78,16 +80,18 @@ def announce(outcome: Outcome, level: Level, told: Level) -> Outcome:
                    state=replace(state, slots={**state.slots, TOLD_SLOT: int(level)}))
 
 
-def without_waiting(manager: DialogueManager, outcome: Outcome, now_ms: int) -> Outcome:
-    """Level 3: ``outcome`` with whatever it waits for answered at once, as if the
-    backend or the knowledge base could not be reached."""
+def without_waiting(manager: DialogueManager, outcome: Outcome, now_ms: int, *,
+                    knowledge: bool = True) -> Outcome:
+    """``outcome`` with the action it waits for answered at once as unavailable, as if
+    the backend could not be reached (levels 3, and 2 when forced); with ``knowledge``
+    (level 3), a knowledge question too, as unanswered."""
     for _ in range(_MAX_SHORTCUTS):
         request = outcome.request
         if isinstance(request, CallAction):
             more = manager.resume_action(outcome.state, ActionResult(
                 request.name, False, {}, "static fallback: no backend calls",
                 "unavailable"), now_ms)
-        elif isinstance(request, AskKnowledge):
+        elif isinstance(request, AskKnowledge) and knowledge:
             more = manager.resume_knowledge(outcome.state, "", (), now_ms, answered=False)
         else:
             return outcome

@@ -55,7 +55,7 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState, StateFormatError
-from streams.degradation import Level
+from streams.degradation import Level, TenantLevel
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 #: The dialogue manager a conversation's next turn runs on: (tenant id, its state) → manager.
 ManagerFor = Callable[[str, DialogueState], DialogueManager]
 #: A tenant's degradation level now (streams/degradation.py).
-LevelFor = Callable[[str], Level]
+LevelFor = Callable[[str], TenantLevel]
 
 
 class Kind(Enum):
@@ -149,7 +149,7 @@ def decide_turns(
         decided.add(event_id)
         state = _state_of(session)
         manager = managers(keys.tenant_id, state)
-        level = levels(keys.tenant_id) if levels is not None else Level.FULL
+        level = levels(keys.tenant_id) if levels is not None else _FULL
         outcome, deferred = _degraded(manager, state, item, cached.get(event_id), level)
         after = outcome.state
         if outcome.handoff:  # a new request: it is named after the turn that made it
@@ -240,16 +240,20 @@ def handoff_command(event: Mapping[str, Any]) -> HandoffCommand:
                           str(event["agent_id"]), str(event["text"]), slots)
 
 
+_FULL = TenantLevel(Level.FULL)
+
+
 def _degraded(manager: DialogueManager, state: DialogueState, item: Incoming,
-              cached: Answer | None, level: Level) -> tuple[Outcome, bool]:
-    """The turn at the tenant's degradation ``level``, and whether its message is kept for
+              cached: Answer | None, tenant: TenantLevel) -> tuple[Outcome, bool]:
+    """The turn at the tenant's degradation level, and whether its message is kept for
     later (maintenance; a conversation a person holds goes on: no backend is involved)."""
-    told = level_told(state)
+    told, level = level_told(state), tenant.level
     if level is Level.MAINTENANCE and item.kind is Kind.MESSAGE and not state.handoff:
         return maintenance_outcome(state, told), True
     outcome = _decide(manager, state, item, cached)
-    if level >= Level.STATIC:
-        outcome = without_waiting(manager, outcome, _epoch_ms(item.msg["timestamp"]))
+    if level >= Level.STATIC or (level is Level.REDUCED and tenant.forced):
+        outcome = without_waiting(manager, outcome, _epoch_ms(item.msg["timestamp"]),
+                                  knowledge=level >= Level.STATIC)
     if outcome.state.handoff:
         return outcome, False  # a person speaks: no notices from the system meanwhile
     return announce(outcome, level, told), False

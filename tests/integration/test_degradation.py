@@ -46,12 +46,13 @@ async def test_a_forced_level_is_read_by_every_worker_until_released(
     await operator.force(tenant, 3, "drill")
     for worker in (first, second):
         await worker.refresh()
-        assert worker.level(tenant) is Level.STATIC
+        assert worker.level(tenant).level is Level.STATIC
+        assert not worker.llm_allowed(tenant)
     assert REGISTRY.get_sample_value("parley_degradation_level", {"tenant": tenant}) == 3
     assert await operator.release(tenant) is True
     assert await operator.release(tenant) is False
     await first.refresh()
-    assert first.level(tenant) is Level.FULL
+    assert first.level(tenant).level is Level.FULL and first.llm_allowed(tenant)
     assert REGISTRY.get_sample_value("parley_degradation_level", {"tenant": tenant}) == 1
 
 
@@ -67,16 +68,17 @@ async def test_one_workers_open_breaker_reduces_the_level_for_all_until_it_close
     other = TenantLevels(DegradationStore(redis), unique("w2"), {crm})
     await failing.refresh()
     await other.refresh()
-    assert other.level(tenant) is Level.REDUCED
+    assert other.level(tenant).level is Level.REDUCED
+    assert other.llm_allowed(tenant)  # automatically, the LLM's own breaker decides
     breaker_open["value"] = False
     await failing.refresh()
     await other.refresh()
-    assert other.level(tenant) is Level.FULL
+    assert other.level(tenant).level is Level.FULL
     breaker_open["value"] = True
     await failing.refresh()
     await failing.stop()  # a worker that stops withdraws its reports
     await other.refresh()
-    assert other.level(tenant) is Level.FULL
+    assert other.level(tenant).level is Level.FULL
 
 
 async def test_kept_messages_go_back_in_order_once_the_level_drops(

@@ -7,8 +7,8 @@ import json
 
 from agents.dialogue.degradation import MAINTENANCE_REPLY, NOTICES, TOLD_SLOT
 from agents.dialogue.sessions import Session
-from agents.dialogue.turns import Answer, ManagerFor, decide_turns
-from streams.degradation import STALE_AFTER_MS, Level, Snapshot, read_snapshot
+from agents.dialogue.turns import Answer, LevelFor, ManagerFor, decide_turns
+from streams.degradation import STALE_AFTER_MS, Level, Snapshot, TenantLevel, read_snapshot
 from streams.keys import ConversationKeys
 from tests.unit.dialogue.test_turns import A, B, demo, message, sessions, state
 
@@ -65,10 +65,19 @@ def test_unreadable_fields_are_skipped_not_fatal() -> None:
 
 # -- what a level changes in a turn ----------------------------------------------------
 
+def at(level: Level) -> LevelFor:
+    """Every tenant at ``level``, automatically."""
+    return lambda _tenant: TenantLevel(level)
+
+
+def acme_in_maintenance(tenant: str) -> TenantLevel:
+    return TenantLevel(Level.MAINTENANCE if tenant == "acme" else Level.FULL)
+
+
 def test_full_service_changes_nothing(demo: ManagerFor) -> None:
     batch = [message(A, "a1", 1, "where is my order 12345", "order_status")]
     plain = decide_turns(batch, sessions(A), set(), {}, demo)
-    full = decide_turns(batch, sessions(A), set(), {}, demo, lambda _t: Level.FULL)
+    full = decide_turns(batch, sessions(A), set(), {}, demo, at(Level.FULL))
     assert full[0].action is not None and plain[0].action is not None
     assert full[0].action["payload"] == plain[0].action["payload"]
     assert full[0].session == plain[0].session and full[0].deferred is None
@@ -76,17 +85,17 @@ def test_full_service_changes_nothing(demo: ManagerFor) -> None:
 
 def test_reduced_says_so_once_with_the_next_reply(demo: ManagerFor) -> None:
     (first,) = decide_turns([message(A, "a1", 1)], sessions(A), set(), {}, demo,
-                            lambda _t: Level.REDUCED)
+                            at(Level.REDUCED))
     assert first.reply is not None
     text = first.reply["payload"]["text"]
     assert text.startswith(NOTICES[Level.REDUCED]) and len(text) > len(NOTICES[Level.REDUCED])
     assert state(first.session).slots[TOLD_SLOT] == 2
     (second,) = decide_turns([message(A, "a2", 2)], {A: first.session}, set(), {}, demo,
-                             lambda _t: Level.REDUCED)
+                             at(Level.REDUCED))
     assert second.reply is not None
     assert NOTICES[Level.REDUCED] not in second.reply["payload"]["text"]
     (back,) = decide_turns([message(A, "a3", 3)], {A: second.session}, set(), {}, demo,
-                           lambda _t: Level.FULL)
+                           at(Level.FULL))
     assert back.reply is not None
     assert back.reply["payload"]["text"].startswith(NOTICES[Level.FULL])
     assert state(back.session).slots[TOLD_SLOT] == 1
@@ -94,7 +103,7 @@ def test_reduced_says_so_once_with_the_next_reply(demo: ManagerFor) -> None:
 
 def test_static_fallback_calls_no_backend_and_offers_a_person(demo: ManagerFor) -> None:
     (turn,) = decide_turns([message(A, "a1", 1, "where is my order 12345", "order_status")],
-                           sessions(A), set(), {}, demo, lambda _t: Level.STATIC)
+                           sessions(A), set(), {}, demo, at(Level.STATIC))
     assert turn.action is None and turn.question is None
     assert turn.reply is not None
     assert turn.reply["payload"]["response"] == "utter_crm_unavailable"
@@ -104,11 +113,11 @@ def test_static_fallback_calls_no_backend_and_offers_a_person(demo: ManagerFor) 
 
 def test_static_fallback_asks_no_knowledge_agent_but_uses_the_cache(demo: ManagerFor) -> None:
     asked = message(A, "a1", 1, "what is an overdraft?", "knowledge_question")
-    (uncached,) = decide_turns([asked], sessions(A), set(), {}, demo, lambda _t: Level.STATIC)
+    (uncached,) = decide_turns([asked], sessions(A), set(), {}, demo, at(Level.STATIC))
     assert uncached.question is None and uncached.reply is not None
     assert state(uncached.session).pending is None
     cached = {"a1": Answer("Spending more than you have.", ("overdraft",))}
-    (hit,) = decide_turns([asked], sessions(A), set(), cached, demo, lambda _t: Level.STATIC)
+    (hit,) = decide_turns([asked], sessions(A), set(), cached, demo, at(Level.STATIC))
     assert hit.reply is not None and "Spending more than you have." in hit.reply["payload"]["text"]
 
 
@@ -117,7 +126,7 @@ def test_maintenance_keeps_the_message_and_tells_the_user(demo: ManagerFor) -> N
     batch = [message(A, "a1", 1, "where is my order 12345", "order_status"),
              message(A, "a2", 2), message(B, "b1", 1)]
     turns = decide_turns(batch, loaded, set(), {}, demo,
-                         lambda tenant: Level.MAINTENANCE if tenant == "acme" else Level.FULL)
+                         acme_in_maintenance)
     a1, a2, b1 = turns
     assert a1.deferred is batch[0].msg and a2.deferred is batch[1].msg
     assert a1.action is None and a1.reply is not None
@@ -130,19 +139,35 @@ def test_maintenance_keeps_the_message_and_tells_the_user(demo: ManagerFor) -> N
     assert b1.deferred is not None
     beta = ConversationKeys("beta", "c1")
     other = decide_turns([message(beta, "x1", 1)], {beta: Session(beta)}, set(), {}, demo,
-                         lambda tenant: Level.MAINTENANCE if tenant == "acme" else Level.FULL)
+                         acme_in_maintenance)
     assert other[0].deferred is None and other[0].reply is not None
 
 
 def test_a_kept_message_replayed_after_maintenance_is_answered(demo: ManagerFor) -> None:
     (kept,) = decide_turns([message(A, "a1", 1, "where is my order 12345", "order_status")],
-                           sessions(A), set(), {}, demo, lambda _t: Level.MAINTENANCE)
+                           sessions(A), set(), {}, demo, at(Level.MAINTENANCE))
     replayed = message(A, "a1.d", 1, "where is my order 12345", "order_status")
     (later,) = decide_turns([replayed], {A: kept.session}, {"a1"}, {}, demo,
-                            lambda _t: Level.FULL)
+                            at(Level.FULL))
     assert later.action is not None and later.deferred is None
     assert state(later.session).slots[TOLD_SLOT] == 4  # told when the action's result says
 
 
 def test_snapshot_defaults_to_full_service() -> None:
     assert Snapshot().level("acme", {"crm"}).level is Level.FULL
+
+
+def test_a_forced_reduced_level_calls_no_backend_but_still_asks_the_knowledge_agent(
+        demo: ManagerFor) -> None:
+    forced = TenantLevel(Level.REDUCED, forced=True)
+    (order,) = decide_turns([message(A, "a1", 1, "where is my order 12345", "order_status")],
+                            sessions(A), set(), {}, demo, lambda _t: forced)
+    assert order.action is None and order.reply is not None
+    assert order.reply["payload"]["response"] == "utter_crm_unavailable"
+    asked = message(B, "b1", 1, "what is an overdraft?", "knowledge_question")
+    (question,) = decide_turns([asked], sessions(B), set(), {}, demo, lambda _t: forced)
+    assert question.question is not None  # answered without the LLM (llm_allowed)
+    (automatic,) = decide_turns([message(A, "a1", 1, "where is my order 12345",
+                                         "order_status")], sessions(A), set(), {}, demo,
+                                at(Level.REDUCED))
+    assert automatic.action is not None  # the breakers decide which backend is down
