@@ -31,8 +31,11 @@ the client they already have, and a forced level takes effect within a second.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -41,9 +44,12 @@ from prometheus_client import Gauge
 from redis.asyncio.cluster import RedisCluster
 
 from streams.keys import validate_id
+from streams.state import REDIS_UNAVAILABLE
 
 __all__ = ["DEGRADATION_LEVEL", "LEVELS_KEY", "STALE_AFTER_MS", "DegradationStore", "Forced",
-           "Level", "Snapshot", "TenantLevel", "read_snapshot"]
+           "Level", "Snapshot", "TenantLevel", "read_snapshot", "tenant_level"]
+
+logger = logging.getLogger(__name__)
 
 LEVELS_KEY = "parley:{degradation}:levels"
 DEFERRED_TENANTS_KEY = "parley:{degradation}:deferred"
@@ -216,3 +222,32 @@ class DegradationStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+#: Per Redis client: (when read, monotonic seconds; the snapshot). A gateway reads the levels
+#: at most once a second however many sockets open.
+_SNAPSHOTS: weakref.WeakKeyDictionary[RedisCluster, tuple[float, Snapshot]] = \
+    weakref.WeakKeyDictionary()
+_MAX_AGE_S = 1.0
+_UNKNOWN: tuple[type[Exception], ...] = (TimeoutError, *REDIS_UNAVAILABLE)
+
+
+async def tenant_level(redis: RedisCluster, tenant_id: str, *,
+                       timeout_s: float = 0.5) -> int | None:
+    """The tenant's level as a gateway can tell it (the welcome frame's
+    ``degradation_level``): forced, else 2 while any backend's breaker is open (a gateway
+    does not know which backends a tenant's bot uses). None when Redis cannot say within
+    ``timeout_s``: a socket never waits on, or fails for, this."""
+    now = time.monotonic()
+    cached = _SNAPSHOTS.get(redis)
+    if cached is None or now - cached[0] > _MAX_AGE_S:
+        try:
+            async with asyncio.timeout(timeout_s):
+                snapshot = await DegradationStore(redis).snapshot()
+        except _UNKNOWN as exc:
+            logger.debug("degradation.level.unknown error=%r", exc)
+            return None
+        cached = (now, snapshot)
+        _SNAPSHOTS[redis] = cached
+    snapshot = cached[1]
+    return int(snapshot.level(tenant_id, snapshot.open_backends).level)

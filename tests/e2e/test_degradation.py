@@ -84,6 +84,7 @@ async def _parley(pipeline: Pipeline, *args: str) -> str:
 async def test_the_crm_failing_reduces_the_level_and_its_recovery_restores_it(
         stack: Pipeline) -> None:
     async with ChatClient(stack.url) as chat:
+        assert chat.welcome["degradation_level"] == int(Level.FULL)
         warm, _ = await _turn(chat, ORDER)  # the token, the connections
         assert warm["response"] == "utter_order_status", warm
         await _wait_for_level(stack, Level.FULL)
@@ -133,6 +134,8 @@ async def test_forced_maintenance_keeps_a_message_and_answers_it_afterwards(
         try:
             await _wait_for_level(stack, Level.MAINTENANCE)
             assert "forced (drill)" in await _parley(stack, "degrade", "--tenant", TENANT)
+            async with ChatClient(stack.url) as later:  # a socket opened now is told too
+                assert later.welcome["degradation_level"] == int(Level.MAINTENANCE)
             kept, _ = await _turn(chat, ORDER)  # acknowledged (ack frame), and told
             assert MAINTENANCE_REPLY in kept["text"], kept
             assert NOTICES[Level.MAINTENANCE] in kept["text"]
