@@ -211,11 +211,13 @@ def encode(frame: dict[str, Any]) -> str:
 
 def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: str, *,
                   branding: dict[str, Any] | None = None,
-                  max_text_bytes: int | None = None) -> str:
+                  max_text_bytes: int | None = None,
+                  level: int | None = None) -> str:
     """The first frame on a socket. ``branding`` is the tenant's (name, colour, greeting,
     suggestions). ``max_text_bytes``, when given, tells the client the UTF-8 size limit of
     a message's text, so a chat page can count against it instead of learning it from a
-    ``too_large`` error."""
+    ``too_large`` error. ``level``, when known, is the tenant's degradation level
+    (``degradation_level``: 1 full … 4 maintenance, docs/operations.md)."""
     frame: dict[str, Any] = {
         "type": "welcome", "tenant_id": tenant_id, "user_id": user_id,
         "conversation_id": conversation_id, "gateway": gateway,
@@ -224,6 +226,8 @@ def welcome_frame(tenant_id: str, user_id: str, conversation_id: str, gateway: s
         frame["max_text_bytes"] = max_text_bytes
     if branding is not None:
         frame["branding"] = branding
+    if level is not None:
+        frame["degradation_level"] = level
     return encode(frame)
 
 

@@ -82,6 +82,7 @@ from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
 from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for
+from streams.degradation import tenant_level
 from streams.keys import ConversationKeys, InvalidIdError
 from streams.security import kafka_credentials, redis_credentials
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
@@ -523,7 +524,8 @@ class Gateway:
         try:
             await ws.send(welcome_frame(keys.tenant_id, user, keys.conversation_id, self.id,
                                         branding=admission.branding,
-                                        max_text_bytes=self.settings.max_text_bytes))
+                                        max_text_bytes=self.settings.max_text_bytes,
+                                        level=await tenant_level(self.redis, keys.tenant_id)))
             if last_seq >= 0:
                 await self._replay(client, last_seq)
             async for data in ws:

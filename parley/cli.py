@@ -10,6 +10,7 @@ tenant     gateway/cli.py          tenants, their API keys and usage
 token      gateway/cli.py          mint a user token with a tenant's secret
 worker     parley/worker.py        a Faust worker running the agents
 up         parley/run.py           everything on one machine
+degrade    parley/degrade.py       force a tenant's degradation level
 nlu        agents/nlu/cli.py       train / evaluate intent models
 kb         agents/knowledge/cli.py  ingest / evaluate knowledge bases
 bench      benchmarks/cli.py     benchmarks
@@ -46,6 +47,7 @@ _SUBCOMMANDS: dict[str, str] = {
     "worker": "parley.worker:worker",
     "up": "parley.run:up",
     "crm": "infra.crm.cli:crm",
+    "degrade": "parley.degrade:degrade",
     "nlu": "agents.nlu.cli:nlu",
     "kb": "agents.knowledge.cli:kb",
     "bench": "benchmarks.cli:bench",

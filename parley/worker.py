@@ -30,6 +30,7 @@ from agents.bots.loading import load_served_bot
 from agents.bots.registry import BotRegistry
 from agents.bots.serving import follow_bots
 from agents.conversation import register_conversation_agent
+from agents.degradation import LLM_BACKEND, breaker_states, register_degradation
 from agents.dialogue.agent import (
     DialogueStep,
     knowledge_result_emitter,
@@ -40,7 +41,7 @@ from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState
 from agents.dialogue.training import resolve_nlu_model
-from agents.integrations.actions import integrations_for
+from agents.integrations.actions import Integrations, integrations_for
 from agents.knowledge.agent import register_knowledge_agent, start_follower
 from agents.knowledge.cache import AnswerCache
 from agents.knowledge.demo import resolve_kb_index
@@ -81,15 +82,23 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     ctx = create_app(settings)
     own = load_bot(bot.folder)
     understander = load_understander(settings, own)
-    answers = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
+    knowledge = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
         if settings.knowledge and bot.knowledge.is_file() else None
+    answers = knowledge.cache if knowledge is not None else None
     bots = TenantBots(TenantBot(DialogueManager(_served(own, answers)),
                                 understander),
                       BotRegistry(functools.partial(_load_published, answers=answers)))
     follow_bots(ctx, bots.registry)
-    register_action_agent(ctx, _actions(ctx, bot))
+    integrations = integrations_for(bot.folder)
+    register_action_agent(ctx, _actions(ctx, integrations))
+    llm = knowledge.breaker if knowledge is not None and knowledge.llm is not None else None
+    levels = register_degradation(  # docs/operations.md, "Degradation levels"
+        ctx, [*(integrations.backends if integrations else ()), *([LLM_BACKEND] if llm else [])],
+        breaker_states(integrations, llm))
+    if knowledge is not None:
+        knowledge.llm_allowed = levels.llm_allowed
     understand = NluStep(ctx, bots.model)
-    dialogue = DialogueStep(ctx, bots.manager, answers)
+    dialogue = DialogueStep(ctx, bots.manager, answers, levels)
     register_conversation_agent(ctx, understand, dialogue)
     register_handoff_expiry(ctx, dialogue)
     ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
@@ -125,11 +134,10 @@ class TenantBots:
         return (loaded.content if loaded else self.own).manager
 
 
-def _actions(ctx: WorkerContext, bot: BotFiles) -> ActionRegistry:
+def _actions(ctx: WorkerContext, integrations: Integrations | None) -> ActionRegistry:
     """The actions this worker runs: the HTTP actions of the bot's integrations.yml
     (agents/integrations/; none without the file), their clients closed with the app."""
     registry = ActionRegistry()
-    integrations = integrations_for(bot.folder)
     if integrations is not None:
         integrations.register(registry)
         ctx.app.closers.append(integrations.aclose)
@@ -150,8 +158,9 @@ def _served(bot: Bot, answers: AnswerCache | None) -> Bot:
 
 
 def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings,
-                        bot: BotFiles) -> AnswerCache | None:
-    """Register the knowledge agent; returns its answer cache, which dialogue reads too."""
+                        bot: BotFiles) -> KnowledgeService | None:
+    """Register the knowledge agent; returns its service, whose answer cache dialogue
+    reads too (and whose LLM breaker the degradation levels follow)."""
     index = resolve_kb_index(ctx.settings, bot.knowledge, knowledge)
     if index is None:  # the knowledge agent is off
         return None
@@ -172,4 +181,4 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings,
 
         ctx.app.closers.append(stop_following)
 
-    return service.cache
+    return service

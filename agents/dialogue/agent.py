@@ -62,6 +62,7 @@ from typing import Any
 from faust.types import EventT
 
 from agents.actions.records import read_result
+from agents.degradation import TenantLevels, kept_record
 from agents.dialogue.handoff import HandoffWrites, count_turns, expire_due
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.state import DialogueState
@@ -70,6 +71,7 @@ from agents.dialogue.turns import (
     Incoming,
     Kind,
     ManagerFor,
+    Turn,
     decide_turns,
     handoff_command,
     handoff_incoming,
@@ -98,12 +100,15 @@ class DialogueStep:
     (:meth:`understood`), the knowledge agent's answers and the actions' results
     (:meth:`decode_result`), in the order the agent took them. ``managers``: which
     bot's dialogue manager decides a conversation's turn; ``answers``: the knowledge
-    agent's answer cache, consulted before asking it.
+    agent's answer cache, consulted before asking it; ``levels``: the tenants' degradation
+    levels (agents/dialogue/degradation.py), whose maintenance mode keeps messages in Redis.
     """
 
     def __init__(self, ctx: WorkerContext, managers: ManagerFor,
-                 answers: AnswerCache | None = None) -> None:
+                 answers: AnswerCache | None = None,
+                 levels: TenantLevels | None = None) -> None:
         self._ctx = ctx
+        self._levels = levels
         self._managers = managers
         self._answers = answers
         self._results = {
@@ -160,7 +165,8 @@ class DialogueStep:
         owed = await store.unproduced(sessions.values())
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
-        decided = decide_turns(batch, sessions, seen, cached, self._managers)
+        decided = decide_turns(batch, sessions, seen, cached, self._managers,
+                               self._levels.level if self._levels else None)
         questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
         calls = [(t.keys, self._actions.encode(t.action))
@@ -176,13 +182,24 @@ class DialogueStep:
         await asyncio.gather(_produce(ctx.knowledge_requests, questions),
                              _produce(ctx.actions_requests, calls),
                              _produce(ctx.handoff_events, handoffs),
-                             self._handoff_writes(decided))
+                             self._handoff_writes(decided), self._keep(decided))
         applied = await store.apply(turns)
         count_turns(decided, applied)
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
                           for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
         await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
         self._marks.record((keys, seq) for keys, seq, _ in to_send)
+
+    async def _keep(self, decided: Sequence[Turn]) -> None:
+        """Keep the messages of tenants in maintenance, before their turns are recorded
+        (a crash in between keeps one twice; its replay is then skipped as a repeat)."""
+        deferred = [t for t in decided if t.deferred is not None]
+        if not deferred or self._levels is None:
+            return
+        encode = self._ctx.codec("chat_message", self._ctx.inbound).encode
+        await self._levels.store.defer([
+            (t.keys.tenant_id, kept_record(t.keys.conversation_id, encode(kept_message(msg))))
+            for t in deferred if (msg := t.deferred) is not None])
 
     async def expire_handoffs(self) -> int:
         """Hand back the conversations whose handoff request waited too long (see
@@ -217,6 +234,18 @@ class DialogueStep:
         if hits:
             logger.debug("dialogue.knowledge.cached count=%d of=%d", len(hits), len(asked))
         return hits
+
+
+def kept_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """The ChatMessage a kept ChatUnderstood goes back on ``chat.inbound`` as, under the
+    event id ``<id>.d`` (the original is recorded as answered by the maintenance notice)."""
+    payload = msg["payload"]
+    return {**{k: msg[k] for k in ENVELOPE_FIELDS}, "event_id": f"{msg['event_id']}.d",
+            "seq": msg["seq"], "timestamp": msg["timestamp"],
+            "payload": {"text": payload["text"], "client_msg_id": payload["client_msg_id"],
+                        "locale": payload.get("locale"),
+                        "tier": payload.get("tier", "default"),
+                        "roles": list(payload.get("roles", []))}}
 
 
 def _incoming(msg: dict[str, Any], kind: Kind) -> Incoming:

@@ -36,6 +36,12 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from agents.actions.records import action_request, read_result
+from agents.dialogue.degradation import (
+    announce,
+    level_told,
+    maintenance_outcome,
+    without_waiting,
+)
 from agents.dialogue.manager import (
     ActionResult,
     AskKnowledge,
@@ -49,11 +55,12 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState, StateFormatError
+from streams.degradation import Level, TenantLevel
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["Answer", "Incoming", "Kind", "ManagerFor", "Turn", "decide_turns",
+__all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "decide_turns",
            "handoff_command", "handoff_incoming", "knowledge_question",
            "question_event", "reply_event", "reply_payload"]
 
@@ -62,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 #: The dialogue manager a conversation's next turn runs on: (tenant id, its state) → manager.
 ManagerFor = Callable[[str, DialogueState], DialogueManager]
+#: A tenant's degradation level now (streams/degradation.py).
+LevelFor = Callable[[str], TenantLevel]
 
 
 class Kind(Enum):
@@ -102,6 +111,7 @@ class Turn(NamedTuple):
     handoff: dict[str, Any] | None = None  # a HandoffEvent (requested, user_message)
     notice: HandoffNotice | None = None    # what the turn changed in a handoff (metrics)
     kind: Kind = Kind.MESSAGE              # what the event was
+    deferred: dict[str, Any] | None = None  # a message kept in maintenance (level 4)
 
 
 def knowledge_question(manager: DialogueManager, msg: Mapping[str, Any]) -> str | None:
@@ -117,13 +127,15 @@ def decide_turns(
     seen: Container[str],
     cached: Mapping[str, Answer],
     managers: ManagerFor,
+    levels: LevelFor | None = None,
 ) -> list[Turn]:
     """Decide each new event of ``batch`` in order, carrying sessions forward.
 
     ``sessions`` holds every conversation of the batch as loaded (it is not
     changed); ``seen`` the event ids already recorded, which are skipped, as is an
     event repeated within the batch; ``cached`` the cached answers to the batch's
-    knowledge questions, by event id.
+    knowledge questions, by event id; ``levels`` the tenants' degradation levels
+    (agents/dialogue/degradation.py says what each changes; None: all full service).
     """
     current = dict(sessions)
     debug = logger.isEnabledFor(logging.DEBUG)
@@ -137,7 +149,8 @@ def decide_turns(
         decided.add(event_id)
         state = _state_of(session)
         manager = managers(keys.tenant_id, state)
-        outcome = _decide(manager, state, item, cached.get(event_id))
+        level = levels(keys.tenant_id) if levels is not None else _FULL
+        outcome, deferred = _degraded(manager, state, item, cached.get(event_id), level)
         after = outcome.state
         if outcome.handoff:  # a new request: it is named after the turn that made it
             after = replace(after, handoff_request=event_id)
@@ -156,6 +169,7 @@ def decide_turns(
                            bot_version=outcome.state.bot_version)
             if isinstance(request, CallAction) else None,
             _handoff_event(msg, after, outcome.notice), outcome.notice, item.kind,
+            msg if deferred else None,
         )  # fmt: skip
         current[keys] = session
         turns.append(turn)
@@ -224,6 +238,25 @@ def handoff_command(event: Mapping[str, Any]) -> HandoffCommand:
         raise ValueError("slots_json is not a JSON object")
     return HandoffCommand(str(event["type"]), str(event["request_id"]),
                           str(event["agent_id"]), str(event["text"]), slots)
+
+
+_FULL = TenantLevel(Level.FULL)
+
+
+def _degraded(manager: DialogueManager, state: DialogueState, item: Incoming,
+              cached: Answer | None, tenant: TenantLevel) -> tuple[Outcome, bool]:
+    """The turn at the tenant's degradation level, and whether its message is kept for
+    later (maintenance; a conversation a person holds goes on: no backend is involved)."""
+    told, level = level_told(state), tenant.level
+    if level is Level.MAINTENANCE and item.kind is Kind.MESSAGE and not state.handoff:
+        return maintenance_outcome(state, told), True
+    outcome = _decide(manager, state, item, cached)
+    if level >= Level.STATIC or (level is Level.REDUCED and tenant.forced):
+        outcome = without_waiting(manager, outcome, _epoch_ms(item.msg["timestamp"]),
+                                  knowledge=level >= Level.STATIC)
+    if outcome.state.handoff:
+        return outcome, False  # a person speaks: no notices from the system meanwhile
+    return announce(outcome, level, told), False
 
 
 def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,

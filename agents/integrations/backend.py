@@ -72,6 +72,12 @@ def _counts_as_failure(exc: BaseException) -> bool:
     return not isinstance(exc, ActionFailed) or isinstance(exc, ActionUnavailable)
 
 
+#: What the breaker does not count. Every ``get_breaker`` call must pass it: purgatory sets
+#: a circuit's exclusions anew on each call, so one without them (a state query while a
+#: call is in flight) would make a 4xx count as a failure.
+_EXCLUDE: list[Any] = [(ActionFailed, lambda exc: not _counts_as_failure(exc))]
+
+
 class HttpBackend:
     def __init__(self, config: BackendConfig, breakers: AsyncCircuitBreakerFactory, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -91,7 +97,8 @@ class HttpBackend:
     async def breaker_state(self) -> str:
         """``closed``, ``opened`` or ``half-opened`` (purgatory's names)."""
         breaker = await self._breakers.get_breaker(
-            self.name, self.config.breaker_failures, self.config.breaker_reset_s)
+            self.name, self.config.breaker_failures, self.config.breaker_reset_s,
+            exclude=_EXCLUDE)
         return str(breaker.context.state)
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
@@ -117,7 +124,7 @@ class HttpBackend:
                        json: Any, headers: dict[str, str]) -> httpx.Response:
         breaker = await self._breakers.get_breaker(
             self.name, self.config.breaker_failures, self.config.breaker_reset_s,
-            exclude=[(ActionFailed, lambda exc: not _counts_as_failure(exc))])
+            exclude=_EXCLUDE)
         async with breaker:
             response = await self._send(method, path, params, json, headers)
             if response.status_code >= 500 or response.status_code == 429:

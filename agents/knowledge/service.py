@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -63,6 +63,9 @@ class KnowledgeService:
         self.cache = cache
         self.usage = usage
         self.llm = llm
+        #: Whether a tenant's answers may use the LLM now (None: always): an operator who
+        #: forced its degradation level to 2 or more says no (agents/degradation.py).
+        self.llm_allowed: Callable[[str], bool] | None = None
         s = self.settings
         self.breaker = breaker or CircuitBreaker(
             failure_threshold=s.breaker_failures, reset_timeout_s=s.breaker_reset_s
@@ -131,6 +134,9 @@ class KnowledgeService:
             return refusal(confidence)
         if self.llm is None:
             return extractive_answer(question, hits)
+        if self.llm_allowed is not None and not self.llm_allowed(tenant):
+            logger.info("kb.llm.skipped tenant=%s reason=degradation level", tenant)
+            return extractive_answer(question, hits, degraded=True)
         try:
             return await self._generate(tenant, question, conversation_id, hits)
         except CircuitOpenError as exc:

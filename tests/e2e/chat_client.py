@@ -41,11 +41,12 @@ class ChatClient:
         self.frames: dict[str, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
         self.ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.welcome: dict[str, Any] = {}
 
     async def __aenter__(self) -> ChatClient:
         self.ws = await websockets.connect(self.url, max_size=None, compression=None)
         self._reader = asyncio.create_task(self._read())
-        await self.next("welcome")
+        self.welcome = await self.next("welcome")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

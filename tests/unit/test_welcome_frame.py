@@ -17,3 +17,9 @@ def test_the_welcome_frame_omits_the_limit_otherwise() -> None:
     frame = json.loads(welcome_frame("demo", "u1", "c1", "gw"))
     assert "max_text_bytes" not in frame
     assert frame["conversation_id"] == "c1"
+
+
+def test_the_welcome_frame_carries_the_degradation_level_when_known() -> None:
+    assert json.loads(welcome_frame("demo", "u1", "c1", "gw", level=4))[
+        "degradation_level"] == 4
+    assert "degradation_level" not in json.loads(welcome_frame("demo", "u1", "c1", "gw"))
