@@ -991,7 +991,10 @@ class DialogueManager:
                 run.handoff = True
                 run.handoff_reason = next((f.flow for f in reversed(run.stack)
                                            if not f.flow.startswith("pattern_")), frame.flow)
-                run.handoff_slots = {k: v for k, v in run.slots.items() if v is not None}
+                # The person gets what the user told, not Parley's own bookkeeping (slots
+                # named parley_*, e.g. the degradation level last announced).
+                run.handoff_slots = {k: v for k, v in run.slots.items()
+                                     if v is not None and not k.startswith("parley_")}
                 while run.stack:
                     self._drop_frame(run)
                 run.requested = None
