@@ -19,7 +19,8 @@ from kernel.errors import SchemaError
 
 __all__ = ["ACTIONS_REQUESTS", "ACTIONS_RESULTS", "BOTS", "BUSINESS_EVENTS", "CHAT_INBOUND",
            "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "CONVERSATION_NOTICES", "ENVELOPE_FIELDS",
-           "HANDOFF_EVENTS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicDefaults", "TopicSpec", "all_topics",
+           "HANDOFF_EVENTS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS",
+           "TopicDefaults", "TopicSpec", "all_topics",
            "bots_max_message_bytes", "chat_partitions", "dlq_of", "producer_compression"]
 
 CHAT_INBOUND = "chat.inbound"
