@@ -58,6 +58,7 @@ from gateway.auth import (
     mint_token,
 )
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
+from gateway.callbacks import callbacks_for
 from gateway.channels import Channels, Ingress
 from gateway.ownership import Ownership
 from gateway.protocol import (
@@ -245,6 +246,8 @@ class Gateway:
             self.sequences, self.producer, self.inbound_codec, self.inbound_topic,
             self._event_ids.next, self.id, self.in_flight), self.reply_codec)
         self.api.add_routes(self.channels.routes)
+        # Backends' signed callbacks and business events (gateway/callbacks.py).
+        self.api.add_routes(callbacks_for(settings, self.redis, self.producer.send).routes)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -201,15 +201,23 @@ class ReplayGuard:
     """Each callback (by backend and id) is taken once within the replay window: one
     ``SET NX EX`` (atomic; every gateway shares it)."""
 
-    def __init__(self, redis: RedisCluster, window_s: int = 2 * MAX_CLOCK_SKEW_S) -> None:
+    def __init__(self, redis: RedisCluster, window_s: int = 24 * 3600) -> None:
         self._r: Any = redis
         self.window_s = window_s
 
     async def first(self, backend: str, callback_id: str) -> bool:
         """True the first time ``callback_id`` of ``backend`` is seen; False for a replay."""
-        digest = hashlib.sha256(f"{backend}\0{callback_id}".encode()).hexdigest()
-        return bool(await self._r.set(f"{PREFIX}:callbacks:seen:{digest}", b"1", nx=True,
+        return bool(await self._r.set(self._key(backend, callback_id), b"1", nx=True,
                                       ex=self.window_s))
+
+    async def forget(self, backend: str, callback_id: str) -> None:
+        """Take an id back (it could not be published: the backend's retry is no replay)."""
+        await self._r.delete(self._key(backend, callback_id))
+
+    @staticmethod
+    def _key(backend: str, callback_id: str) -> str:
+        digest = hashlib.sha256(f"{backend}\0{callback_id}".encode()).hexdigest()
+        return f"{PREFIX}:callbacks:seen:{digest}"
 
 
 def notice_event(event_id: str, tenant_id: str, conversation_id: str, *, kind: str,
