@@ -61,6 +61,8 @@ TIMESTAMP_HEADER = "X-Parley-Timestamp"
 NOTICE_KINDS = frozenset({"callback", "business_event"})
 
 _ALGORITHM = "HS256"
+#: For a laptop only: a shared deployment sets PARLEY_CALLBACK_TOKEN_SECRET.
+_DEV_TOKEN_SECRET = "parley-dev-callback-token-secret-not-for-production"
 _AUDIENCE = "parley-callback"
 
 
@@ -93,9 +95,9 @@ class CallbackSettings:
     token_ttl_s: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
-        if len(self.token_secret) < 16:
+        if len(self.token_secret) < 32:  # RFC 7518 §3.2: an HS256 key of 256 bits at least
             raise ConfigError("PARLEY_CALLBACK_TOKEN_SECRET", "<hidden>",
-                              "at least 16 characters")
+                              "at least 32 characters")
         if self.token_ttl_s < 1:
             raise ConfigError("PARLEY_CALLBACK_TOKEN_TTL_S", str(self.token_ttl_s),
                               "a whole number of seconds >= 1")
@@ -109,7 +111,7 @@ class CallbackSettings:
         except ValueError as exc:
             raise ConfigError("PARLEY_CALLBACK_TOKEN_TTL_S", ttl,
                               "a whole number of seconds >= 1") from exc
-        return cls(env.get("PARLEY_CALLBACK_TOKEN_SECRET", "parley-dev-callback-secret"),
+        return cls(env.get("PARLEY_CALLBACK_TOKEN_SECRET", _DEV_TOKEN_SECRET),
                    env.get("PARLEY_CALLBACK_BASE_URL", cls.base_url).rstrip("/"), ttl_s)
 
     @staticmethod

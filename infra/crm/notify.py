@@ -34,6 +34,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from infra.crm.errors import CallbackNotTaken
 from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.proactive import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_body
@@ -46,10 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: Publishes one business event record (schemas/business_event.avsc).
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class _Retry(Exception):
-    """Parley did not take the callback (no answer, 5xx): send it again."""
 
 
 class CallbackSender:
@@ -84,7 +81,7 @@ class CallbackSender:
             async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(self.attempts),
                     wait=wait_random_exponential(multiplier=0.2, max=5),
-                    retry=retry_if_exception_type((_Retry, httpx.TransportError)),
+                    retry=retry_if_exception_type((CallbackNotTaken, httpx.TransportError)),
                     reraise=True):
                 with attempt:
                     timestamp = str(int(time.time()))  # signed anew: fresh each attempt
@@ -92,7 +89,7 @@ class CallbackSender:
                         "Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
                         SIGNATURE_HEADER: sign_body(self.secret, timestamp, body)})
                     if answer.status_code >= 500:
-                        raise _Retry(f"Parley answered {answer.status_code}")
+                        raise CallbackNotTaken(f"Parley answered {answer.status_code}")
         level = logging.INFO if answer.status_code < 400 else logging.WARNING
         logger.log(level, "crm.callback.sent callback_id=%s status=%d reason=%s", callback_id,
                    answer.status_code, answer.text.strip()[:200])
