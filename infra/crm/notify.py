@@ -52,8 +52,10 @@ Publish = Callable[[dict[str, Any]], Awaitable[None]]
 class CallbackSender:
     """POSTs signed callbacks; ``attempts`` tries each with jittered backoff."""
 
-    def __init__(self, secret: str, *, attempts: int = 5, timeout_s: float = 5.0) -> None:
+    def __init__(self, secret: str, *, attempts: int = 5, timeout_s: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.secret, self.attempts, self.timeout_s = secret, attempts, timeout_s
+        self.transport = transport  # tests: an in-process receiver
         self.tasks: set[asyncio.Task[int]] = set()
 
     def schedule(self, url: str, callback_id: str, status: str, data: Mapping[str, Any],
@@ -77,7 +79,7 @@ class CallbackSender:
         """Send now; returns Parley's HTTP status (after retries)."""
         body = json.dumps({"callback_id": callback_id, "status": status, "data": dict(data)},
                           separators=(",", ":")).encode()
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
             async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(self.attempts),
                     wait=wait_random_exponential(multiplier=0.2, max=5),
