@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from gateway.api import create_app
 from gateway.callbacks import Callbacks, business_event, callback_notice
+from gateway.events_cli import publish_event
 from streams.codecs import codec_for
 from streams.proactive import (
     SIGNATURE_HEADER,
@@ -338,3 +339,22 @@ async def test_a_backend_cannot_publish_for_a_tenant_it_does_not_serve(
     answer = await client.post("/events/crm", content=raw, headers=headers)
     assert answer.status_code == 403 and "globex" in answer.text
     assert bus.sent == []
+
+
+@pytest.mark.asyncio
+async def test_parley_events_publish_signs_as_the_gateway_checks() -> None:
+    bus = FakeBus()
+    callbacks = Callbacks(SETTINGS, cast(Any, FakeRedis()), bus.send,
+                          notices_topic="conversation.notices",
+                          notice_codec=codec_for("conversation_notice"),
+                          events_topic="business.events",
+                          event_codec=codec_for("business_event"), environ=ENV)
+    transport = httpx.ASGITransport(app=create_app(callbacks.routes))
+    event = {"event_id": "cli-1", "tenant_id": "acme", "customer_id": "u-1",
+             "type": "payment_failed", "data": {"amount": "5 EUR"}}
+    answer = await publish_event("http://gw", "crm", BACKEND_SECRET, event, transport)
+    assert answer.status_code == 202, answer.text
+    wrong = await publish_event("http://gw", "crm", "not-the-secret",
+                                {**event, "event_id": "cli-2"}, transport)
+    assert wrong.status_code == 401
+    assert len(bus.sent) == 1
