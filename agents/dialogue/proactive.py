@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 NOTICES = Counter("parley_notices_total",
                   "Callbacks and business events decided in a conversation.", ["outcome"])
 
+#: Index calls in flight at once (the cluster client raises instead of waiting when more
+#: commands are in flight than its pool holds: /work/shared/FINDINGS.md).
+_AT_ONCE = 32
+
 #: Sends ConversationNotices: ``(conversation id, record)`` pairs, in order.
 PublishNotices = Callable[[Sequence[tuple[str, dict[str, Any]]]], Awaitable[None]]
 
@@ -71,9 +75,12 @@ class Visits:
             latest[key] = (_epoch_ms(msg["timestamp"]), msg["channel"])
         if not latest:
             return
-        found = await asyncio.gather(*(
-            self.index.touch(tenant, user, conversation, at)
-            for (tenant, user, conversation), (at, _) in latest.items()))
+        found: list[list[dict[str, Any]]] = []
+        pending = list(latest.items())
+        for start in range(0, len(pending), _AT_ONCE):  # the cluster client's pool is bounded
+            found += await asyncio.gather(*(
+                self.index.touch(tenant, user, conversation, at)
+                for (tenant, user, conversation), (at, _) in pending[start:start + _AT_ONCE]))
         notices = [
             (conversation, notice_event(
                 f"{waiting['event_id']}.{conversation}", tenant, conversation,

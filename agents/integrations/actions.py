@@ -190,5 +190,9 @@ def integrations_for(folder: Path, environ: Mapping[str, str] | None = None
     if config is None:
         return None
     breakers = new_breakers()
+    # Read at start-up when an action asks for a callback URL: a bad secret stops the worker.
+    wants_callbacks = any(spec.context in DERIVED_CONTEXTS
+                          for action in config.actions.values() for spec in action.inputs)
     return Integrations(config, {name: HttpBackend(backend, breakers)
-                                 for name, backend in config.backends.items()})
+                                 for name, backend in config.backends.items()},
+                        CallbackSettings.from_env(environ) if wants_callbacks else None)
