@@ -47,6 +47,7 @@ from agents.dialogue.turns import Incoming
 from agents.nlu.agent import Understood
 from streams.app import WorkerContext, raw_topic
 from streams.batching import process_batches, process_until_done
+from streams.topics import CONVERSATION_NOTICES
 
 __all__ = ["Respond", "Understand", "process_batch", "register_conversation_agent"]
 
@@ -73,7 +74,8 @@ def register_conversation_agent(ctx: WorkerContext, understand: Understand,
     inbound = ctx.inbound.get_topic_name()
     source = raw_topic(ctx.app, inbound, ctx.knowledge_results.get_topic_name(),
                        ctx.actions_results.get_topic_name(),
-                       ctx.handoff_events.get_topic_name())
+                       ctx.handoff_events.get_topic_name(),
+                       settings.topic(CONVERSATION_NOTICES))
     process = functools.partial(process_batch, inbound=inbound, understand=understand,
                                 respond=respond)
 

@@ -58,6 +58,7 @@ from gateway.auth import (
     mint_token,
 )
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
+from gateway.callbacks import callbacks_for
 from gateway.channels import Channels, Ingress
 from gateway.console import Console
 from gateway.handoff_desk import open_desk, open_feed
@@ -297,6 +298,8 @@ class Gateway:
         self.console = Console(self.auth, open_desk(settings, self.redis, self.producer),
                                self.handoff_feed)
         self.api.add_routes(self.console.routes)
+        # Backends' signed callbacks and business events (gateway/callbacks.py).
+        self.api.add_routes(callbacks_for(settings, self.redis, self.producer.send).routes)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -21,6 +21,8 @@ that raises them, and import their base from here::
     │   ├── FollowerError            a topic follower cannot read (streams/follow.py)
     │   │   └── TopicNotFoundError   the followed topic does not exist
     │   └── DeliveryError            (gateway/bus.py) the broker did not take an inbound event
+    ├── CallbackRefused              (streams/proactive.py) a backend's callback or business
+    │                                event refused; carries the HTTP ``status`` and ``reason``
     ├── FrameError                   (gateway/protocol.py) a client frame the gateway refuses;
     │                                its ``code`` is part of the protocol
     ├── AuthError                    (gateway/auth.py) credentials refused; carries the HTTP
@@ -66,7 +68,8 @@ that raises them, and import their base from here::
     ├── IntegrationConfigError       (agents/integrations/errors.py) an integrations.yml with
     │                                errors, each as file:line; also a ValueError
     ├── CrmError                     (infra/crm/errors.py) the reference CRM
-    │   └── CrmProblem               a request it answers with an HTTP error
+    │   ├── CrmProblem               a request it answers with an HTTP error
+    │   └── CallbackNotTaken         Parley did not take its callback (sent again)
     └── BotPublishError              (agents/bots/errors.py) a bot version that cannot be
         │                            packed, published or unpacked
         └── BundleError              a published version that is not whole or not safe to

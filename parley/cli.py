@@ -8,6 +8,7 @@ infra      infra/cli.py            embedded broker + Redis Cluster
 gateway    gateway/cli.py          the WebSocket gateway
 tenant     gateway/cli.py          tenants, their API keys and usage
 token      gateway/cli.py          mint a user token with a tenant's secret
+events     gateway/events_cli.py   publish a business event through a gateway
 worker     parley/worker.py        a Faust worker running the agents
 up         parley/run.py           everything on one machine
 degrade    parley/degrade.py       force a tenant's degradation level
@@ -44,6 +45,7 @@ _SUBCOMMANDS: dict[str, str] = {
     "gateway": "gateway.cli:gateway",
     "tenant": "gateway.cli:tenant",
     "token": "gateway.cli:token",
+    "events": "gateway.events_cli:events",
     "worker": "parley.worker:worker",
     "up": "parley.run:up",
     "crm": "infra.crm.cli:crm",

@@ -120,6 +120,10 @@ class Stack:
     kb_index: Path | None = None
     #: What workers' integrations need to reach the CRM (:meth:`start_crm`).
     crm_env: dict[str, str] = field(default_factory=dict)
+    #: What gateways need to take the CRM's callbacks (its secret: gateway/callbacks.py).
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    #: Where workers' actions tell backends to call back: the first gateway's API port.
+    callback_env: dict[str, str] = field(default_factory=dict)
     _infra: EmbeddedInfra | None = None
 
     # -- infrastructure ------------------------------------------------------
@@ -229,16 +233,19 @@ class Stack:
         # gateway answering /readyz on this port while its own had failed to bind it.
         check_ports_free(host, [(f"{name} (PARLEY_GATEWAY_PORT)", port),
                                 (f"{name} (PARLEY_GATEWAY_API_PORT)", api_port)])
+        if not self.callback_env:
+            self.callback_env = {"PARLEY_CALLBACK_BASE_URL": f"http://{host}:{api_port}"}
         return self.spawn(name, ["gateway", "--port", str(port), "--api-port", str(api_port),
                                  "--id", name],
-                           f"http://{host}:{port}/readyz", {})
+                           f"http://{host}:{port}/readyz", self.gateway_env)
 
     def start_worker(self, web_port: int | None = None, name: str = "") -> ChildProcess:
         """A worker; its HTTP port is PARLEY_WORKER_WEB_PORT for the first, free ones after."""
         if self.model_dir is None:
             self.prepare_model()
         kb_index = self.prepare_knowledge()
-        env = {**({"PARLEY_KB_INDEX": str(kb_index)} if kb_index else {}), **self.crm_env}
+        env = {**({"PARLEY_KB_INDEX": str(kb_index)} if kb_index else {}), **self.crm_env,
+               **self.callback_env}
         if web_port is None:
             first = not any(c.name.startswith("worker") for c in self.children)
             web_port = self.settings.worker_web_port if first else find_free_ports(1)[0]
@@ -260,6 +267,7 @@ class Stack:
         url = f"http://{crm.host}:{port}"
         self.crm_env = {"CRM_URL": url, "CRM_CLIENT_ID": crm.client_id,
                         "CRM_CLIENT_SECRET": crm.client_secret}
+        self.gateway_env = {"PARLEY_CALLBACK_SECRET_CRM": crm.callback_secret}
         return self.spawn("crm", ["crm", "--port", str(port)], f"{url}/healthz", {})
 
     def wait_ready(self, children: list[ChildProcess] | None = None, timeout: float = 60) -> None:

@@ -50,6 +50,7 @@ from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
 from agents.nlu.agent import NluStep, Understander
 from agents.nlu.model import NLUModel
+from agents.proactive.agent import register_business_events_agent
 from examples import BotFiles, bot_files
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -101,6 +102,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     dialogue = DialogueStep(ctx, bots.manager, answers, levels)
     register_conversation_agent(ctx, understand, dialogue)
     register_handoff_expiry(ctx, dialogue)
+    register_business_events_agent(ctx)  # business.events → conversation.notices
     ctx.app.closers.append(dialogue.marked)  # before the Redis client closes
     return ctx
 

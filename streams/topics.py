@@ -17,9 +17,10 @@ from typing import Any
 
 from kernel.errors import SchemaError
 
-__all__ = ["ACTIONS_REQUESTS", "ACTIONS_RESULTS", "BOTS", "CHAT_INBOUND", "CHAT_OUTBOUND",
-           "CHAT_UNDERSTOOD", "ENVELOPE_FIELDS", "HANDOFF_EVENTS", "KB_DOCUMENTS",
-           "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS", "TopicDefaults", "TopicSpec", "all_topics",
+__all__ = ["ACTIONS_REQUESTS", "ACTIONS_RESULTS", "BOTS", "BUSINESS_EVENTS", "CHAT_INBOUND",
+           "CHAT_OUTBOUND", "CHAT_UNDERSTOOD", "CONVERSATION_NOTICES", "ENVELOPE_FIELDS",
+           "HANDOFF_EVENTS", "KB_DOCUMENTS", "KNOWLEDGE_REQUESTS", "KNOWLEDGE_RESULTS",
+           "TopicDefaults", "TopicSpec", "all_topics",
            "bots_max_message_bytes", "chat_partitions", "dlq_of", "producer_compression"]
 
 CHAT_INBOUND = "chat.inbound"
@@ -32,6 +33,10 @@ ACTIONS_REQUESTS = "actions.requests"
 ACTIONS_RESULTS = "actions.results"
 BOTS = "bots"
 HANDOFF_EVENTS = "handoff.events"
+#: Callbacks and business events for one conversation (streams/proactive.py).
+CONVERSATION_NOTICES = "conversation.notices"
+#: Business systems' events about a tenant's customers, keyed ``tenant/customer``.
+BUSINESS_EVENTS = "business.events"
 
 #: The fields every conversation event (chat_message, chat_understood, bot_reply,
 #: knowledge_request, knowledge_result, action_request, action_result) carries besides its

@@ -1,6 +1,6 @@
 """The dialogue step: ``chat.understood`` (+ ``knowledge.results``, ``actions.results``,
-``handoff.events``) → ``chat.outbound`` (+ ``knowledge.requests``, ``actions.requests``,
-``handoff.events``).
+``handoff.events``, ``conversation.notices``) → ``chat.outbound`` (+ ``knowledge.requests``,
+``actions.requests``, ``handoff.events``, ``conversation.notices``).
 
 It runs inside the conversation agent (agents/conversation.py), right after the
 NLU step, on the ChatUnderstood events that step produced and on the knowledge
@@ -64,6 +64,7 @@ from faust.types import EventT
 from agents.actions.records import read_result
 from agents.degradation import TenantLevels, kept_record
 from agents.dialogue.handoff import HandoffWrites, count_turns, expire_due
+from agents.dialogue.proactive import Visits, count_notices
 from agents.dialogue.sessions import AppliedTurn, ProducedMarks, SessionStore
 from agents.dialogue.state import DialogueState
 from agents.dialogue.turns import (
@@ -76,13 +77,15 @@ from agents.dialogue.turns import (
     handoff_command,
     handoff_incoming,
     knowledge_question,
+    notice_incoming,
 )
 from agents.knowledge.cache import AnswerCache
 from kernel.errors import DecodeError
-from streams.app import WorkerContext, produce
+from streams.app import WorkerContext, produce, raw_topic
 from streams.handoff import HandoffStore
 from streams.keys import ConversationKeys
-from streams.topics import ENVELOPE_FIELDS
+from streams.proactive import CustomerIndex
+from streams.topics import CONVERSATION_NOTICES, ENVELOPE_FIELDS
 
 __all__ = ["DialogueStep", "knowledge_result_emitter", "register_handoff_expiry"]
 
@@ -119,6 +122,12 @@ class DialogueStep:
             ctx.handoff_events.get_topic_name():
                 (Kind.HANDOFF, ctx.codec("handoff_event", ctx.handoff_events)),
         }
+        # Callbacks and business events (agents/dialogue/proactive.py).
+        self.notices = raw_topic(ctx.app, ctx.settings.topic(CONVERSATION_NOTICES))
+        self._notices = ctx.codec("conversation_notice", self.notices)
+        self._results[self.notices.get_topic_name()] = (Kind.NOTICE, self._notices)
+        self._visits = Visits(CustomerIndex(ctx.store.redis, open_s=ctx.settings.session_ttl_s),
+                              self._publish_notices)
         self._handoffs = ctx.codec("handoff_event", ctx.handoff_events)
         self.handoff_store = HandoffStore(ctx.store.redis, ttl_s=ctx.settings.session_ttl_s)
         self._handoff_writes = HandoffWrites(self.handoff_store)
@@ -146,6 +155,8 @@ class DialogueStep:
                     return None
                 handoff_command(msg)  # raises ValueError on malformed slots
                 return handoff_incoming(msg)
+            if kind is Kind.NOTICE:
+                return notice_incoming(msg)  # raises ValueError on malformed data
             if kind is Kind.ACTION:
                 read_result(msg)  # raises ValueError on a malformed result
             return _incoming(msg, kind)
@@ -185,6 +196,9 @@ class DialogueStep:
                              self._handoff_writes(decided), self._keep(decided))
         applied = await store.apply(turns)
         count_turns(decided, applied)
+        count_notices(decided, applied)
+        await self._visits(decided, applied, {i.msg["event_id"]: i.msg for i in batch
+                                              if i.kind is Kind.MESSAGE})
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
                           for t, ok in zip(turns, applied, strict=True) if ok and t.reply]
         await _produce(ctx.outbound, [(keys, value) for keys, _, value in to_send])
@@ -210,6 +224,10 @@ class DialogueStep:
                 for conversation, event in events])
 
         return await expire_due(self.handoff_store, publish)
+
+    async def _publish_notices(self, notices: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        await produce(self.notices, [(conversation.encode(), self._notices.encode(notice))
+                                     for conversation, notice in notices])
 
     async def marked(self) -> None:
         """Wait until the ``produced_seq`` writes (step 6) are done."""

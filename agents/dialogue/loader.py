@@ -721,6 +721,11 @@ def _flows(r: _Reader, data: _Map, file: str) -> dict[str, Flow]:
 # --------------------------------------------------------------------------- cross-checks
 
 
+#: Responses said unasked (agents/dialogue/proactive.py): their fields come from the data
+#: of a backend's callback or a business event, not only from slots.
+NOTICE_RESPONSE_PREFIXES = ("utter_callback_", "utter_event_")
+
+
 def _template_fields(text: str) -> set[str]:
     try:
         return {name.split(".")[0].split("[")[0]
@@ -816,6 +821,8 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                 if name not in slots:
                     if response.name in pattern_responses and name in CONTEXT_NAMES:
                         continue
+                    if response.name.startswith(NOTICE_RESPONSE_PREFIXES):
+                        continue  # filled from a callback's or business event's data
                     problem(src.file, src.line, f"response {response.name!r} uses {{{name}}}, "
                                                 f"which is not a slot")
                 elif name not in set_anywhere:

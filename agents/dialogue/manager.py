@@ -551,6 +551,18 @@ class DialogueManager:
         run.notice = notice
         return run.finish()
 
+    def notify(self, state: DialogueState, response: str, data: Mapping[str, JSON],
+               now_ms: int, channel: str = "") -> Outcome:
+        """Say ``response`` unasked (a backend's callback, a business event: see
+        streams/proactive.py), its ``{fields}`` filled from ``data`` and the slots. The
+        flow in progress, the question it asked and a handoff are left as they are; a bot
+        without the response says nothing (the bot decides what it tells its users)."""
+        if response not in self.bot.responses:
+            return Outcome(state)
+        run = _Run(self, state, now_ms, channel)
+        run.say(response, extra=data)
+        return run.finish()
+
     def _run_pattern(self, run: _Run, name: str, **context: JSON) -> None:
         """Run a handoff pattern now (also while the conversation stays handed over)."""
         if self.bot.flows.get(name) is None:

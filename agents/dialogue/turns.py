@@ -61,7 +61,7 @@ from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 
 __all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "decide_turns",
-           "handoff_command", "handoff_incoming", "knowledge_question",
+           "handoff_command", "handoff_incoming", "knowledge_question", "notice_incoming",
            "question_event", "reply_event", "reply_payload"]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Kind(Enum):
     KNOWLEDGE = "knowledge"  # the knowledge agent's answer (knowledge.results)
     ACTION = "action"        # an action's result (actions.results)
     HANDOFF = "handoff"      # a console command (handoff.events)
+    NOTICE = "notice"        # a callback or business event to say (conversation.notices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,29 @@ def handoff_incoming(event: Mapping[str, Any]) -> Incoming:
                     Kind.HANDOFF)
 
 
+def notice_incoming(event: Mapping[str, Any]) -> Incoming:
+    """A decoded ConversationNotice (streams/proactive.py) as dialogue input: the envelope
+    its reply is made from and what to say; ``ValueError`` when its data is not a JSON
+    object of values."""
+    try:
+        data = json.loads(event.get("data_json") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"data_json is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("data_json is not a JSON object")
+    msg = {
+        "event_id": event["event_id"], "tenant_id": event["tenant_id"],
+        "conversation_id": event["conversation_id"], "user_id": event["user_id"],
+        "channel": event["channel"], "seq": 0, "timestamp": event["timestamp"],
+        "trace_id": event["event_id"], "reply_route": "",
+        "payload": {"client_msg_id": "", "in_reply_to": event["event_id"]},
+        "notice": {"kind": str(event["kind"]), "response": str(event["response"]),
+                   "data": {str(k): v for k, v in data.items()}},
+    }
+    return Incoming(ConversationKeys(event["tenant_id"], event["conversation_id"]), msg,
+                    Kind.NOTICE)
+
+
 def handoff_command(event: Mapping[str, Any]) -> HandoffCommand:
     """The command of a HandoffEvent; ``ValueError`` when its slots are not a JSON object."""
     try:
@@ -265,6 +289,10 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
     now_ms = _epoch_ms(msg["timestamp"])
     if item.kind is Kind.HANDOFF:
         return manager.command(state, handoff_command(msg["handoff"]), now_ms)
+    if item.kind is Kind.NOTICE:
+        notice = msg["notice"]
+        return manager.notify(state, notice["response"], notice["data"], now_ms,
+                              msg["channel"])
     payload = msg["payload"]
     if item.kind is Kind.KNOWLEDGE:
         # The knowledge agent cites what it answers from; an answer without sources is

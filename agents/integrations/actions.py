@@ -10,6 +10,9 @@ goes back on ``actions.results`` keyed by the conversation. The function:
    inputs go in the query (GET, DELETE) or the JSON body (writes), each at its ``to``
    path (``ticket.comment.body``: nested objects, as SaaS APIs want them); inputs with a
    ``context`` come from the call's context (the signed-in user), never from the flow;
+   ``context: callback_url`` is where the backend POSTs the outcome of asynchronous work
+   (the gateway's ``/callbacks/{backend}/{token}``, the token naming this conversation,
+   signed: streams/proactive.py, gateway/callbacks.py);
 2. sends it through :class:`~agents.integrations.backend.HttpBackend`, with the
    request's event id as the idempotency key on every write, so a request run twice
    (a worker killed mid-call) does its effect once;
@@ -33,11 +36,13 @@ from agents.actions.errors import ActionFailed
 from agents.actions.registry import ActionContext, ActionRegistry
 from agents.integrations.backend import HttpBackend, new_breakers
 from agents.integrations.config import (
+    DERIVED_CONTEXTS,
     FieldSpec,
     HttpAction,
     IntegrationsConfig,
     load_integrations,
 )
+from streams.proactive import CallbackClaims, CallbackSettings, callback_url
 
 __all__ = ["Amount", "Integrations", "integrations_for", "model_of", "pick"]
 
@@ -87,8 +92,10 @@ def pick(document: Any, path: str) -> Any:
 class Integrations:
     """The backends of one bot and its HTTP actions, registered in ``registry``."""
 
-    def __init__(self, config: IntegrationsConfig, backends: Mapping[str, HttpBackend]) -> None:
+    def __init__(self, config: IntegrationsConfig, backends: Mapping[str, HttpBackend],
+                 callbacks: CallbackSettings | None = None) -> None:
         self.config, self.backends = config, dict(backends)
+        self.callbacks = callbacks
 
     def register(self, registry: ActionRegistry) -> None:
         for action in self.config.actions.values():
@@ -112,7 +119,9 @@ class Integrations:
         async def call(inputs: BaseModel, ctx: ActionContext) -> dict[str, Any]:
             values = inputs.model_dump(mode="json", exclude_none=True)
             for spec in action.inputs:
-                if spec.context:
+                if spec.context in DERIVED_CONTEXTS:
+                    values[spec.name] = self._callback_url(action, ctx)
+                elif spec.context:
                     found = getattr(ctx, spec.context)
                     if not found and spec.required:
                         raise ActionFailed(f"the call has no {spec.context} for {spec.name!r}")
@@ -141,6 +150,13 @@ class Integrations:
             return out
 
         return call
+
+    def _callback_url(self, action: HttpAction, ctx: ActionContext) -> str:
+        if self.callbacks is None:
+            self.callbacks = CallbackSettings.from_env()
+        return callback_url(self.callbacks, CallbackClaims(
+            ctx.tenant_id, ctx.conversation_id, ctx.user_id, ctx.channel, action.name,
+            action.backend))
 
 
 def _placed(values: dict[str, Any], targets: Mapping[str, str]) -> dict[str, Any]:
@@ -174,5 +190,9 @@ def integrations_for(folder: Path, environ: Mapping[str, str] | None = None
     if config is None:
         return None
     breakers = new_breakers()
+    # Read at start-up when an action asks for a callback URL: a bad secret stops the worker.
+    wants_callbacks = any(spec.context in DERIVED_CONTEXTS
+                          for action in config.actions.values() for spec in action.inputs)
     return Integrations(config, {name: HttpBackend(backend, breakers)
-                                 for name, backend in config.backends.items()})
+                                 for name, backend in config.backends.items()},
+                        CallbackSettings.from_env(environ) if wants_callbacks else None)

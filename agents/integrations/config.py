@@ -49,6 +49,7 @@ from agents.dialogue.loader import Problem, _Map, _Reader
 from agents.integrations.errors import IntegrationConfigError
 
 __all__ = [
+    "DERIVED_CONTEXTS",
     "FIELD_TYPES",
     "FILE_NAME",
     "BackendConfig",
@@ -69,6 +70,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 #: What an input may take from the call (agents.actions.ActionContext's fields; a test
 #: checks they agree: importing it here would load pydantic for `parley validate`).
 CONTEXT_FIELDS = ("tenant_id", "conversation_id", "user_id", "channel", "bot_version")
+#: Contexts made from the call's: ``callback_url``, where the backend POSTs the outcome of
+#: asynchronous work, with Parley's signed token for this conversation (streams/proactive.py).
+DERIVED_CONTEXTS = ("callback_url",)
+_CONTEXTS = CONTEXT_FIELDS + DERIVED_CONTEXTS
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -354,10 +359,10 @@ def _fields(r: _Reader, file: str, m: _Map, key: str, side: str) -> tuple[FieldS
                 r.problem(file, _line(spec_map, "pattern"), f"bad regular expression: {exc}")
                 pattern = ""
         context = str(r.typed(spec_map, "context", file, str, "", "a context field"))
-        if context and context not in CONTEXT_FIELDS:
+        if context and context not in _CONTEXTS:
             r.problem(file, _line(spec_map, "context"), f"input {name!r}: unknown context "
                                                         f"{context!r} (one of "
-                                                        f"{', '.join(CONTEXT_FIELDS)})")
+                                                        f"{', '.join(_CONTEXTS)})")
         out.append(FieldSpec(name, type_, bool(r.typed(spec_map, "required", file, bool, True,
                                                        "true or false")),
                              str(r.typed(spec_map, "from", file, str, name, "a dotted path")),

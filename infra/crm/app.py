@@ -18,6 +18,8 @@ GET      /orders/{id}                           crm.read    status and shipping
 POST     /tickets                               crm.write   open a ticket
 GET      /tickets/{id}                          crm.read    a ticket
 GET/PUT  /admin/faults (DELETE clears)          crm.admin   fault injection
+POST     /admin/tickets/{id}/resolve            crm.admin   resolve; call Parley back
+POST     /admin/orders/{id}/ship                crm.admin   ship; publish order_shipped
 GET      /admin/counts                          crm.admin   rows written (drills)
 GET      /healthz                               —           liveness
 =======  =====================================  ==========  ======================
@@ -26,6 +28,11 @@ Every write needs an ``Idempotency-Key`` header (1-200 printable characters): th
 key returns the first answer, with ``Idempotent-Replayed: true``, and the effect happens
 once (:meth:`infra.crm.store.CrmStore.idempotent`). Errors are ``{"detail": "..."}`` with
 a 4xx status; a request the CRM cannot parse is 422 with FastAPI's field errors.
+
+A ticket opened with a ``callback_url`` is answered 202 at once; when it is resolved
+(``/admin/tickets/{id}/resolve``, optionally after ``delay_s``) the CRM POSTs the outcome
+there, signed (:mod:`infra.crm.notify`). Shipping an order publishes an ``order_shipped``
+business event for its customer.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from pydantic import BaseModel, Field
 from infra.crm.auth import ADMIN, READ, WRITE, Client, Grant, TokenIssuer
 from infra.crm.errors import CrmProblem
 from infra.crm.faults import FaultPlan, Faults
+from infra.crm.notify import CallbackSender, Publish, business_event
 from infra.crm.settings import CrmSettings
 from infra.crm.store import CrmStore, fingerprint
 
@@ -79,14 +87,30 @@ class TicketIn(BaseModel):
     customer_id: str = Field(pattern=_ID, max_length=128)
     description: str = Field(min_length=1, max_length=5000)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+    callback_url: str | None = Field(default=None, pattern=r"^https?://\S+$",
+                                     max_length=4000)
+
+
+class ResolveIn(BaseModel):
+    resolution: str = Field(default="resolved", max_length=500)
+    delay_s: float = Field(default=0.0, ge=0, le=3600)
+
+
+class ShipIn(BaseModel):
+    customer_id: str | None = Field(default=None, pattern=_ID, max_length=128)
+    carrier: str = Field(default="DHL", min_length=1, max_length=50)
+    tracking_number: str | None = Field(default=None, max_length=50)
 
 
 class CrmService:
     """The CRM's state: its store, token issuer and faults (one per process)."""
 
     def __init__(self, settings: CrmSettings, database: str = ":memory:",
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, publish: Publish | None = None) -> None:
         self.settings = settings
+        #: Callbacks to Parley (resolved tickets) and business events (shipped orders).
+        self.callbacks = CallbackSender(settings.callback_secret)
+        self.publish = publish
         self.store = CrmStore(database, enrol_unknown=settings.enrol_unknown)
         self.tokens = TokenIssuer(
             [Client(settings.client_id, settings.client_secret, frozenset({READ, WRITE})),
@@ -197,7 +221,8 @@ def create_app(service: CrmService) -> FastAPI:
                           idempotency_key: Key = None) -> JSONResponse:
         who = grant(authorization, WRITE)
         return await write(request, who, idempotency_key,
-                           store.open_ticket(body.customer_id, body.description, body.email))
+                           store.open_ticket(body.customer_id, body.description, body.email,
+                                             body.callback_url))
 
     @app.get("/tickets/{ticket_id}")
     async def ticket(ticket_id: IdPath, authorization: Auth = None) -> dict[str, Any]:
@@ -220,6 +245,37 @@ def create_app(service: CrmService) -> FastAPI:
         grant(authorization, ADMIN)
         faults.set(FaultPlan())
         return faults.describe()
+
+    @app.post("/admin/tickets/{ticket_id}/resolve")
+    async def resolve_ticket(ticket_id: IdPath, body: ResolveIn,
+                             authorization: Auth = None) -> JSONResponse:
+        grant(authorization, ADMIN)
+        found, url = store.resolve_ticket(ticket_id)
+        if url is not None:
+            service.callbacks.schedule(url, f"{ticket_id}.resolved", "resolved",
+                                       {"ticket_id": ticket_id, "resolution": body.resolution},
+                                       body.delay_s)
+        return JSONResponse({"ticket": found, "callback": "scheduled" if url else "none",
+                             "delay_s": body.delay_s}, 202 if url else 200)
+
+    @app.post("/admin/orders/{order_id}/ship")
+    async def ship_order(order_id: IdPath, body: ShipIn,
+                         authorization: Auth = None) -> dict[str, Any]:
+        grant(authorization, ADMIN)
+        tracking = body.tracking_number or f"JD{random.randrange(10**12):012d}"
+        order = store.ship_order(order_id, body.customer_id, body.carrier, tracking)
+        if service.publish is None:
+            return {"order": order, "event": "none (no broker configured)"}
+        event = business_event(service.settings.tenant_id, order["customer_id"],
+                               "order_shipped", {"order_id": order_id,
+                                                 "carrier": body.carrier,
+                                                 "tracking_number": tracking})
+        try:
+            await service.publish(event)
+        except Exception as exc:
+            raise CrmProblem(503, f"the order is shipped but its event was not published: "
+                                  f"{exc}") from exc
+        return {"order": order, "event": event["event_id"]}
 
     @app.get("/admin/counts")
     async def counts(authorization: Auth = None) -> dict[str, int]:

@@ -6,6 +6,7 @@ import click
 import uvicorn
 
 from infra.crm.app import CrmService, create_app
+from infra.crm.notify import kafka_publisher
 from infra.crm.settings import CrmSettings
 from kernel.logs import configure_logging
 from kernel.settings import Settings
@@ -24,7 +25,7 @@ def crm(port: int | None, db: str | None) -> None:
     database = db or crm_settings.database(settings.data_dir)
     if database != ":memory:":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    service = CrmService(crm_settings, database)
+    service = CrmService(crm_settings, database, publish=kafka_publisher(settings))
     uvicorn.run(create_app(service), host=crm_settings.host,
                 port=crm_settings.port if port is None else port,
                 log_level=settings.log_level.lower(), access_log=False)

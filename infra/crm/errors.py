@@ -4,14 +4,15 @@
 
     ParleyError                  (kernel/errors.py)
     └── CrmError
-        └── CrmProblem           a request the CRM answers with an HTTP error (status, detail)
+        ├── CrmProblem           a request the CRM answers with an HTTP error (status, detail)
+        └── CallbackNotTaken     Parley did not take a callback (sent again)
 """
 
 from __future__ import annotations
 
 from kernel.errors import ParleyError
 
-__all__ = ["CrmError", "CrmProblem"]
+__all__ = ["CallbackNotTaken", "CrmError", "CrmProblem"]
 
 
 class CrmError(ParleyError):
@@ -27,3 +28,7 @@ class CrmProblem(CrmError):
 
     def __str__(self) -> str:
         return f"{self.status}: {self.detail}"
+
+
+class CallbackNotTaken(CrmError):
+    """Parley did not take a callback (no answer, a 5xx): it is sent again."""

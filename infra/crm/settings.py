@@ -42,6 +42,14 @@ class CrmSettings(EnvSettings):
         "A customer id the CRM has never seen gets a copy of the demo customer's accounts "
         "and cards on first use (so any chat user of the demo has data); off: 404.")
 
+    callback_secret: str = setting(
+        "crm-callback-dev-secret", "PARLEY_CRM_CALLBACK_SECRET",
+        "Signs the callbacks the CRM POSTs to Parley (a resolved ticket); Parley's gateways "
+        "hold it as PARLEY_CALLBACK_SECRET_CRM.")
+    tenant_id: str = setting(
+        "demo", "PARLEY_CRM_TENANT",
+        "The Parley tenant whose customers this CRM holds: its business events name it.")
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("PARLEY_CRM_PORT", str(self.port), "a port 0-65535")
@@ -49,7 +57,8 @@ class CrmSettings(EnvSettings):
             raise ConfigError("PARLEY_CRM_TOKEN_TTL_S", str(self.token_ttl_s),
                               "a whole number of seconds >= 1")
         for name, value in (("PARLEY_CRM_CLIENT_SECRET", self.client_secret),
-                            ("PARLEY_CRM_ADMIN_SECRET", self.admin_secret)):
+                            ("PARLEY_CRM_ADMIN_SECRET", self.admin_secret),
+                            ("PARLEY_CRM_CALLBACK_SECRET", self.callback_secret)):
             if len(value) < 8:
                 raise ConfigError(name, "(hidden)", "a secret of at least 8 characters")
         if self.client_id == self.admin_id:

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS transfers (
 CREATE TABLE IF NOT EXISTS tickets (
     id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, description TEXT NOT NULL,
     email TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ticket_callbacks (
+    ticket_id TEXT PRIMARY KEY REFERENCES tickets(id), url TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     client_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
     status INTEGER NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -268,13 +270,54 @@ class CrmStore:
                          "balance": money(balance, currency)}
         return effect
 
-    def open_ticket(self, customer_id: str, description: str, email: str) -> Effect:
+    def open_ticket(self, customer_id: str, description: str, email: str,
+                    callback_url: str | None = None) -> Effect:
+        """A new ticket; with ``callback_url``, 202: its outcome is POSTed there when it is
+        resolved (:meth:`resolve_ticket`)."""
         def effect(db: sqlite3.Connection) -> tuple[int, dict[str, Any]]:
             ticket_id = f"T-{uuid.uuid4().hex[:8].upper()}"
             db.execute("INSERT INTO tickets VALUES (?, ?, ?, ?, 'open', ?)",
                        (ticket_id, customer_id, description, email, int(time.time())))
+            if callback_url:
+                db.execute("INSERT INTO ticket_callbacks VALUES (?, ?)",
+                           (ticket_id, callback_url))
+                return 202, {"id": ticket_id, "status": "open", "callback": "registered"}
             return 201, {"id": ticket_id, "status": "open"}
         return effect
+
+    def resolve_ticket(self, ticket_id: str) -> tuple[dict[str, Any], str | None]:
+        """Mark a ticket resolved: the ticket and the URL to call back (None: none)."""
+        with self._lock:
+            def effect(db: sqlite3.Connection) -> tuple[dict[str, Any], str | None]:
+                if db.execute("UPDATE tickets SET status = 'resolved' WHERE id = ?",
+                              (ticket_id,)).rowcount == 0:
+                    raise CrmProblem(404, f"no ticket {ticket_id!r}")
+                row = db.execute("SELECT * FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+                url = db.execute("SELECT url FROM ticket_callbacks WHERE ticket_id = ?",
+                                 (ticket_id,)).fetchone()
+                return dict(row), (url[0] if url else None)
+            return self._transaction(effect)
+
+    def ship_order(self, order_id: str, customer_id: str | None, carrier: str,
+                   tracking_number: str) -> dict[str, Any]:
+        """Mark an order shipped (created for ``customer_id`` when it does not exist: for
+        drills and tests); returns it with its customer."""
+        with self._lock:
+            def effect(db: sqlite3.Connection) -> dict[str, Any]:
+                row = db.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+                if row is None and customer_id is None:
+                    raise CrmProblem(404, f"no order {order_id!r}")
+                if row is None:
+                    db.execute("INSERT INTO orders VALUES (?, ?, 'processing', NULL, NULL, "
+                               "NULL, '[]')", (order_id, customer_id))
+                db.execute("UPDATE orders SET status = 'shipped', carrier = ?, "
+                           "tracking_number = ? WHERE id = ?",
+                           (carrier, tracking_number, order_id))
+                found = db.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+                return {"id": found["id"], "customer_id": found["customer_id"],
+                        "status": found["status"], "carrier": found["carrier"],
+                        "tracking_number": found["tracking_number"]}
+            return self._transaction(effect)
 
 
 def _card(row: sqlite3.Row) -> dict[str, Any]:

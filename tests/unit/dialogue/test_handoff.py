@@ -230,7 +230,8 @@ async def test_the_step_skips_its_own_handoff_events_and_dead_letters_bad_ones()
         actions_requests=topic("actions.requests"), outbound=topic("chat.outbound"),
         codec=lambda name, _topic: AvroCodec(name),
         store=SimpleNamespace(redis=SimpleNamespace(register_script=lambda script: None)),
-        settings=SimpleNamespace(session_ttl_s=60, outbox_size=10),
+        settings=SimpleNamespace(session_ttl_s=60, outbox_size=10, topic=lambda name: name),
+        app=SimpleNamespace(topic=lambda name, **_: topic(name)),
         dead_letters=SimpleNamespace(send=dead_letter))
     step = DialogueStep(ctx, lambda _tenant, _state: None)  # type: ignore[arg-type,return-value]
     codec = AvroCodec("handoff_event")

@@ -189,6 +189,17 @@ def test_open_ticket_collects_description_and_email(chat: Chat) -> None:
     chat.say("my parcel arrived broken")
     assert chat.responses == ["utter_ask_email"]
     chat.say("it's ann@example.com")
+    assert chat.responses == []  # the ticket is opened in the CRM first
+    chat.action(ActionResult("open_ticket", True, {"ticket_id": "T-1234ABCD"}))
+    assert chat.responses == ["utter_ticket_opened"]
+    assert "T-1234ABCD" in chat.text and "ann@example.com" in chat.text
+
+
+def test_a_ticket_the_crm_refuses_is_not_claimed_as_opened(chat: Chat) -> None:
+    chat.say("I want to make a complaint", "complaint")
+    chat.say("my parcel arrived broken")
+    chat.say("it's ann@example.com")
+    chat.action(ActionResult("open_ticket", False, error="crm answered 422", kind="failed"))
     assert chat.responses == ["utter_ticket_next_steps"]
     assert "ann@example.com" in chat.text and "nothing was sent" in chat.text
 
