@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -44,6 +46,7 @@ NOTICES = Counter("parley_notices_total",
 #: Index calls in flight at once (the cluster client raises instead of waiting when more
 #: commands are in flight than its pool holds: /work/shared/FINDINGS.md).
 _AT_ONCE = 32
+_TOUCH_EVERY_S = 60.0  # how often one worker marks one conversation active, at most
 
 #: Sends ConversationNotices: ``(conversation id, record)`` pairs, in order.
 PublishNotices = Callable[[Sequence[tuple[str, dict[str, Any]]]], Awaitable[None]]
@@ -60,8 +63,14 @@ class Visits:
     """Marks the conversations of a batch's user messages active in their customer's index
     and sends them what waited for the customer."""
 
-    def __init__(self, index: CustomerIndex, publish: PublishNotices) -> None:
-        self.index, self.publish = index, publish
+    def __init__(self, index: CustomerIndex, publish: PublishNotices, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.index, self.publish, self._clock = index, publish, clock
+        # A conversation marked active moments ago is open for its customer (open for
+        # index.open_s), so nothing can wait for that customer: marking it again at every
+        # message would cost a Redis call per conversation per batch for nothing.
+        self._again_after_s = min(_TOUCH_EVERY_S, index.open_s / 2)
+        self._touched: dict[tuple[str, str, str], float] = {}
 
     async def __call__(self, turns: Sequence[Turn], applied: Sequence[bool],
                        messages: dict[str, dict[str, Any]]) -> None:
@@ -73,14 +82,20 @@ class Visits:
                 continue
             key = (turn.keys.tenant_id, msg["user_id"], turn.keys.conversation_id)
             latest[key] = (_epoch_ms(msg["timestamp"]), msg["channel"])
+        now = self._clock()
+        latest = {key: value for key, value in latest.items()
+                  if now - self._touched.get(key, -math.inf) >= self._again_after_s}
         if not latest:
             return
+        if len(self._touched) > 100_000:
+            self._touched.clear()
         found: list[list[dict[str, Any]]] = []
         pending = list(latest.items())
         for start in range(0, len(pending), _AT_ONCE):  # the cluster client's pool is bounded
             found += await asyncio.gather(*(
                 self.index.touch(tenant, user, conversation, at)
                 for (tenant, user, conversation), (at, _) in pending[start:start + _AT_ONCE]))
+        self._touched.update(dict.fromkeys(latest, now))
         notices = [
             (conversation, notice_event(
                 f"{waiting['event_id']}.{conversation}", tenant, conversation,

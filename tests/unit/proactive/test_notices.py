@@ -112,6 +112,8 @@ def test_a_business_event_maps_to_its_types_response() -> None:
 
 
 class FakeIndex:
+    open_s = 3600
+
     def __init__(self, waiting: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
         self.waiting = waiting
         self.touched: list[tuple[str, str, str, int]] = []
@@ -156,3 +158,19 @@ async def test_turns_not_recorded_mark_nothing(demo: ManagerFor) -> None:
     await Visits(index, publish)(turns, [False],  # type: ignore[arg-type]
                                  {"m1": first.msg})
     assert index.touched == []
+
+
+@pytest.mark.asyncio
+async def test_a_conversation_marked_moments_ago_is_not_marked_again(demo: ManagerFor) -> None:
+    index, now = FakeIndex({}), [100.0]
+
+    async def publish(notices: Any) -> None:
+        pass
+
+    visits = Visits(index, publish, clock=lambda: now[0])  # type: ignore[arg-type]
+    for seq, at in ((1, 100.0), (2, 130.0), (3, 161.0)):
+        now[0] = at
+        msg = message(A, f"m{seq}", seq, timestamp=seq)
+        turns = decide_turns([msg], {A: Session(A)}, set(), {}, demo)
+        await visits(turns, [True], {msg.msg["event_id"]: msg.msg})
+    assert [t[3] for t in index.touched] == [1, 3]  # not again within a minute
