@@ -25,6 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 from gateway.auth import mint_token
 from gateway.tenants import TIERS, TenantConfig, TenantStore, tenant_config
 from kernel.settings import Settings
+from streams.security import RedisCredentials
 from streams.state import connect_cluster
 
 TEST_SECRET = "parley-tests-only-" + "k" * 40
@@ -67,9 +68,12 @@ class AuthTenant:
         return f"{base}/ws?{urlencode(query)}"
 
 
-async def put_tenants(redis_nodes: str, configs: Iterable[TenantConfig]) -> None:
-    """Store (or replace) tenants in the cluster at ``redis_nodes``."""
-    redis = connect_cluster(Settings.from_env({}, redis_nodes=redis_nodes).redis_startup_nodes)
+async def put_tenants(redis_nodes: str, configs: Iterable[TenantConfig],
+                      credentials: RedisCredentials | None = None) -> None:
+    """Store (or replace) tenants in the cluster at ``redis_nodes`` (as ``credentials``;
+    None: this process's)."""
+    redis = connect_cluster(Settings.from_env({}, redis_nodes=redis_nodes).redis_startup_nodes,
+                            credentials=credentials)
     try:
         store = TenantStore(redis)
         for config in configs:
@@ -78,12 +82,14 @@ async def put_tenants(redis_nodes: str, configs: Iterable[TenantConfig]) -> None
         await redis.aclose()
 
 
-def put_tenants_sync(redis_nodes: str, configs: Iterable[TenantConfig]) -> None:
+def put_tenants_sync(redis_nodes: str, configs: Iterable[TenantConfig],
+                     credentials: RedisCredentials | None = None) -> None:
     """:func:`put_tenants` from synchronous code (fixtures), on a thread of its own so it
     works whether or not an event loop runs here."""
     configs = list(configs)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, put_tenants(redis_nodes, configs)).result(timeout=30)
+        pool.submit(asyncio.run, put_tenants(redis_nodes, configs, credentials)).result(
+            timeout=30)
 
 
 class Jwks:

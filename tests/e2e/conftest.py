@@ -25,7 +25,7 @@ from infra.ports import find_free_ports
 from infra.topics import broker_count, ensure_topics
 from kernel.settings import Settings
 from parley.stack import Stack
-from streams.security import kafka_client_config, kafka_credentials
+from streams.security import kafka_client_config, kafka_credentials, redis_credentials
 from streams.topics import all_topics
 from tests.conftest import InfraAddresses
 from tests.tenants import put_tenants_sync, test_tenant_config
@@ -122,7 +122,8 @@ def make_settings(infra: InfraAddresses, data_dir: Path, model: Path) -> Setting
 def start_pipeline(settings: Settings, kb_index: Path, gateways: int = 2,
                    workers: int = 1) -> Pipeline:
     # The tenants ChatClient connects as (tests/tenants.py), in this pipeline's Redis.
-    put_tenants_sync(settings.redis_nodes, [test_tenant_config("e2e"), test_tenant_config("demo")])
+    put_tenants_sync(settings.redis_nodes, [test_tenant_config("e2e"), test_tenant_config("demo")],
+                     redis_credentials(settings))
     stack = Stack(settings)
     stack.model_dir = Path(settings.nlu_model_dir)
     stack.kb_index = kb_index
