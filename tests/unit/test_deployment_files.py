@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 from click.testing import CliRunner
 
+from infra.crm.settings import CrmSettings
 from infra.kafka_dist import KAFKA_VERSION
 from kernel.settings import Settings
 from parley.cli import main
@@ -22,7 +24,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_the_whole_design() -> None:
     services = compose()["services"]
-    wanted = {"gateway", "worker", "topics", "redis-cluster", "prometheus", "grafana"}
+    wanted = {"gateway", "worker", "crm", "topics", "redis-cluster", "prometheus", "grafana"}
     assert wanted <= set(services)
     assert len([s for s in services if s.startswith("kafka-")]) == 3
     assert len([s for s in services if s.startswith("redis-") and s[-1].isdigit()]) == 6
@@ -37,7 +39,8 @@ def test_every_parley_command_in_compose_exists() -> None:
 
 
 def test_every_parley_variable_in_compose_is_a_setting() -> None:
-    known = {env for env, _, _ in Settings.describe()}
+    known = {env for env, _, _ in Settings.describe()} | {
+        f.metadata["env"] for f in dataclasses.fields(CrmSettings)}
     for name, service in compose()["services"].items():
         for variable in service.get("environment", {}) or {}:
             if variable.startswith("PARLEY_"):
@@ -72,6 +75,7 @@ def test_each_image_installs_only_what_its_role_runs() -> None:
                 for name, lines in stages.items()}
     assert installs["gateway"] == ["RUN pip install ."]  # no extra at all
     assert installs["worker"] == ['RUN pip install ".[worker]"']
+    assert installs["crm"] == ['RUN pip install ".[crm]"']
     assert not any("torch" in line or "tune" in line or "local" in line
                    for lines in installs.values() for line in lines)
     # The demo models are built with the train extra in their own stage, and only the
@@ -87,7 +91,8 @@ def test_each_image_installs_only_what_its_role_runs() -> None:
 def test_compose_builds_each_service_from_its_role_image() -> None:
     targets = {name: service["build"]["target"]
                for name, service in compose()["services"].items() if "build" in service}
-    assert targets == {"topics": "gateway", "gateway": "gateway", "worker": "worker"}
+    assert targets == {"topics": "gateway", "gateway": "gateway", "worker": "worker",
+                       "crm": "crm"}
     assert set(targets.values()) <= set(_dockerfile_stages())
 
 
