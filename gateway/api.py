@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-__all__ = ["ApiServer", "create_app"]
+__all__ = ["ApiServer", "create_app", "read_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +119,18 @@ class ApiServer:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body of ``request`` (signatures are over its exact bytes); None when it is
+    over ``limit`` bytes, checked as it streams in, not only by its Content-Length."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.api import read_body
 from kernel.settings import Settings
 from streams.codecs import AvroCodec, codec_for
 from streams.keys import validate_id
@@ -176,7 +177,7 @@ class Callbacks:
         """The JSON body of a request signed by ``backend``, not seen before."""
         if not _BACKEND.fullmatch(backend):
             raise CallbackRefused(404, "no such backend")
-        raw = await _read_body(request)
+        raw = await read_body(request, MAX_BODY_BYTES)
         if raw is None:
             raise CallbackRefused(413, f"the body is over {MAX_BODY_BYTES} bytes")
         verify_signature(CallbackSettings.backend_secret(backend, self._env),
@@ -228,17 +229,4 @@ def _refused(route: str, backend: str, exc: CallbackRefused) -> Response:
                 backend[:64], exc.status, exc.reason)
     return PlainTextResponse(exc.reason + "\n", status_code=exc.status)
 
-
-async def _read_body(request: Request) -> bytes | None:
-    """The raw body (the signature is over its exact bytes); None when over the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 

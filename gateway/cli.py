@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.auth import mint_token
 from gateway.server import Gateway
@@ -54,14 +55,15 @@ def gateway(host: str | None, port: int | None, api_port: int | None,
     run_until_signalled(start, server.close)
 
 
-def with_store(work: Callable[[TenantStore], Awaitable[T]]) -> T:
-    """Run ``work`` against the tenants in PARLEY_REDIS_NODES' cluster."""
+def with_cluster(work: Callable[[RedisCluster], Awaitable[T]]) -> T:
+    """Run ``work`` on a client of PARLEY_REDIS_NODES' cluster (as this process's Redis
+    user), for a command line: an unreachable cluster is one line naming the setting."""
     settings = Settings.from_env()
 
     async def run() -> T:
         redis = connect_cluster(settings.redis_startup_nodes)
         try:
-            return await work(TenantStore(redis))
+            return await work(redis)
         finally:
             await redis.aclose()
 
@@ -71,6 +73,11 @@ def with_store(work: Callable[[TenantStore], Awaitable[T]]) -> T:
         raise click.ClickException(
             f"cannot reach the Redis Cluster at {settings.redis_nodes} (PARLEY_REDIS_NODES): "
             f"{exc}") from exc
+
+
+def with_store(work: Callable[[TenantStore], Awaitable[T]]) -> T:
+    """Run ``work`` against the tenants in PARLEY_REDIS_NODES' cluster."""
+    return with_cluster(lambda redis: work(TenantStore(redis)))
 
 
 def _flags(values: tuple[str, ...]) -> dict[str, int]:

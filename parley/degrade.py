@@ -9,16 +9,14 @@ the change within a second.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 
-from kernel.settings import Settings
+from gateway.cli import with_cluster
 from streams.degradation import DegradationStore, Level, Snapshot
 from streams.keys import InvalidIdError, validate_id
-from streams.state import REDIS_UNAVAILABLE, connect_cluster
 
 __all__ = ["degrade", "describe"]
 
@@ -30,21 +28,7 @@ _NAMES = {Level.FULL: "full service", Level.REDUCED: "reduced",
 
 
 def _with_store(work: Callable[[DegradationStore], Awaitable[T]]) -> T:
-    settings = Settings.from_env()
-
-    async def run() -> T:
-        redis = connect_cluster(settings.redis_startup_nodes)
-        try:
-            return await work(DegradationStore(redis))
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(run())
-    except REDIS_UNAVAILABLE as exc:
-        raise click.ClickException(
-            f"cannot reach the Redis Cluster at {settings.redis_nodes} (PARLEY_REDIS_NODES): "
-            f"{exc}") from exc
+    return with_cluster(lambda redis: work(DegradationStore(redis)))
 
 
 def describe(snapshot: Snapshot, tenant_id: str | None = None) -> list[str]:

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.api import read_body
 from gateway.bus import DeliveryError
 from gateway.channels import slack, sms
 from gateway.channels.base import InboundMessage, RichReply, fit_text, pick_choice
@@ -201,7 +202,7 @@ class Channels:
     async def slack_events(self, request: Request) -> Response:
         if self.slack is None:
             return _refused(404, "the Slack channel is not configured")
-        body = await _read_body(request)
+        body = await read_body(request, MAX_BODY_BYTES)
         if body is None:
             return _answer("slack", "malformed", _refused(413, "body too large"))
         try:
@@ -226,7 +227,7 @@ class Channels:
     async def twilio_sms(self, request: Request) -> Response:
         if self.sms is None:
             return _refused(404, "the SMS channel is not configured")
-        body = await _read_body(request)
+        body = await read_body(request, MAX_BODY_BYTES)
         if body is None:
             return _answer("sms", "malformed", _refused(413, "body too large"))
         url = self.settings.twilio_webhook_url or str(request.url)
@@ -309,16 +310,3 @@ class Channels:
                     message.channel, message.keys.conversation_id, event_id)
         return True
 
-
-async def _read_body(request: Request) -> bytes | None:
-    """The raw body (signatures are over its exact bytes); None when over the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
