@@ -12,6 +12,7 @@ __all__ = [
     "IN_FLIGHT",
     "MESSAGES_ACCEPTED",
     "MESSAGES_FAILED",
+    "MESSAGES_RESENT",
     "RATE_LIMIT_UNAVAILABLE",
     "REPLIES_DELIVERED",
     "REPLIES_DUPLICATE",
@@ -28,6 +29,11 @@ MESSAGES_FAILED = Counter(
     "Messages not accepted, by reason: a dependency failed (redis, kafka), the gateway "
     "was overloaded (overloaded), or the user or tenant was over its rate (rate_limited).",
     ["reason"],
+)
+MESSAGES_RESENT = Counter(
+    "parley_gateway_messages_resent_total",
+    "Messages a client sent again under the same client_msg_id (its ack lost to a dropped "
+    "connection): acknowledged as the first try, not published again.",
 )
 RATE_LIMIT_UNAVAILABLE = Counter(
     "parley_gateway_rate_limit_unavailable_total",

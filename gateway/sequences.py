@@ -18,15 +18,22 @@ to the rest of the pipeline.
 
 Each waiter gets its number in the order it asked, so two messages of one
 conversation are numbered, and produced, in the order they came.
+
+A message asked for with the client's id for it (:meth:`InboundSequences.number`)
+is also checked against the ids the conversation's recent messages came with: a
+resend (a client that lost the ack to a dropped connection sends again, maybe to
+another gateway) gets the number and event id of its first try instead of a new one,
+and is not published twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 
 from streams.keys import ConversationKeys
-from streams.state import ConversationStore
+from streams.state import ConversationStore, Numbered
 
 __all__ = ["ArrivalRate", "InboundSequences"]
 
@@ -52,6 +59,14 @@ class ArrivalRate:
         return max(self._last, self._count) >= self._busy_count
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    keys: ConversationKeys
+    message_id: str
+    event_id: str
+    future: asyncio.Future[Numbered]
+
+
 class InboundSequences:
     """Sequence numbers, asked for together: at once when quiet, every ``busy_linger_s``
     while messages come faster than ``busy_rate`` a second (``busy_linger_s`` 0: never
@@ -64,7 +79,7 @@ class InboundSequences:
         self._busy_linger = busy_linger_s
         self._rate = ArrivalRate(busy_rate if busy_linger_s > 0 else math.inf)
         self._busy = False  # what the last arrival found
-        self._waiting: list[tuple[ConversationKeys, asyncio.Future[int]]] = []
+        self._waiting: list[_Waiter] = []
         self._release_at: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
 
@@ -72,10 +87,17 @@ class InboundSequences:
         """The conversation's next number. Raises what the store raised for the Redis
         primary that serves the conversation: when one primary is down, only the messages
         of the conversations it serves fail, and the rest of the batch is numbered."""
+        return (await self.number(keys, "", "")).seq
+
+    async def number(self, keys: ConversationKeys, message_id: str,
+                     event_id: str) -> Numbered:
+        """:meth:`next` for a message the client calls ``message_id``, which gets
+        ``event_id`` if it is new; a resend gets what its first try got
+        (``first_event_id`` set)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
+        future: asyncio.Future[Numbered] = loop.create_future()
         self._busy = self._rate.busy(loop.time())
-        self._waiting.append((keys, future))
+        self._waiting.append(_Waiter(keys, message_id, event_id, future))
         if self._sending is None and self._release_at is None:
             self._ask_or_hold()
         return await future
@@ -98,8 +120,8 @@ class InboundSequences:
             for start in range(0, len(taken), self._max_batch):
                 await self._ask(taken[start:start + self._max_batch])
         except asyncio.CancelledError:  # the gateway closing: nobody is left to answer
-            for _, future in (*taken, *self._waiting):
-                future.cancel()
+            for waiter in (*taken, *self._waiting):
+                waiter.future.cancel()
             self._waiting.clear()
             raise
         finally:
@@ -107,21 +129,22 @@ class InboundSequences:
         if self._waiting:  # what came while Redis answered
             self._ask_or_hold()
 
-    async def _ask(self, batch: list[tuple[ConversationKeys, asyncio.Future[int]]]) -> None:
+    async def _ask(self, batch: list[_Waiter]) -> None:
         try:
-            seqs = await self._store.next_inbound_seqs_settled([keys for keys, _ in batch])
+            numbers = await self._store.number_messages_settled(
+                [(w.keys, w.message_id, w.event_id) for w in batch])
         except Exception as exc:  # each caller handles it as it would its own call
-            for _, future in batch:
-                if not future.done():  # its message's socket may have gone
-                    future.set_exception(exc)
+            for waiter in batch:
+                if not waiter.future.done():  # its message's socket may have gone
+                    waiter.future.set_exception(exc)
             return
-        for (_, future), seq in zip(batch, seqs, strict=True):
-            if future.done():
+        for waiter, numbered in zip(batch, numbers, strict=True):
+            if waiter.future.done():
                 continue
-            if isinstance(seq, Exception):  # its primary failed; the others' numbers stand
-                future.set_exception(seq)
+            if isinstance(numbered, Exception):  # its primary failed; the others stand
+                waiter.future.set_exception(numbered)
             else:
-                future.set_result(seq)
+                waiter.future.set_result(numbered)
 
     async def close(self) -> None:
         """Ask for what is held at once, and wait until every number asked for is

@@ -583,7 +583,7 @@ class Gateway:
             ))  # fmt: skip
             return
         try:
-            seq = await self.sequences.next(keys)
+            numbered = await self.sequences.number(keys, frame.client_msg_id, event_id)
         except REDIS_UNAVAILABLE as exc:
             self.in_flight.release(event_id)
             metrics.MESSAGES_FAILED.labels("redis").inc()
@@ -591,6 +591,12 @@ class Gateway:
             client.send(error_frame(
                 "unavailable", "message not accepted, please retry", frame.client_msg_id
             ))  # fmt: skip
+            return
+        seq = numbered.seq
+        if numbered.first_event_id:  # a resend (its ack was lost): the first try stands
+            self.in_flight.release(event_id)
+            metrics.MESSAGES_RESENT.inc()
+            client.send(ack_frame(frame.client_msg_id, numbered.first_event_id, seq))
             return
         value = self.inbound_codec.encode(inbound_event(
             keys, client.principal, frame, event_id, seq, self.id, int(time.time() * 1000)
@@ -633,7 +639,8 @@ class Gateway:
                     "unconfirmed", "message not confirmed in time: it may still be answered",
                     frame.client_msg_id,
                 )  # fmt: skip
-            else:
+            else:  # never written: its retry must be taken as new, not as a resend
+                await self.store.forget_message(client.keys, frame.client_msg_id)
                 frame_out = error_frame("unavailable", "message not accepted, please retry",
                                         frame.client_msg_id)
         else:

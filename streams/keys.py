@@ -84,6 +84,16 @@ class ConversationKeys:
     def owner(self) -> str:
         return f"{self.tag}:owner"
 
+    @property
+    def message_ids(self) -> str:
+        """The client's ids of the conversation's recent messages → ``seq:event_id``."""
+        return f"{self.tag}:msgids"
+
+    @property
+    def choices(self) -> str:
+        """The choices a webhook channel last offered (gateway/channels/ingress.py)."""
+        return f"{self.tag}:choices"
+
     def all(self) -> tuple[str, ...]:
         return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage,
-                self.owner)
+                self.owner, self.message_ids, self.choices)

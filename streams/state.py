@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -25,7 +26,8 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from streams.keys import ConversationKeys
 from streams.security import RedisCredentials, process_redis_credentials
 
-__all__ = ["REDIS_UNAVAILABLE", "ConversationStore", "connect_cluster", "on_each_primary"]
+__all__ = ["MESSAGE_IDS_KEPT", "REDIS_UNAVAILABLE", "ConversationStore", "Numbered",
+           "connect_cluster", "on_each_primary"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,55 @@ end
 return seqs
 """
 
+# Per message: its seq key, its conversation's message-id hash, the client's message id
+# ("" for none) and the event id it gets if new. A message id seen before returns the
+# seq and event id it got then, and takes no number. The hash is bounded: past
+# ARGV[2] ids it starts anew (a resend comes within moments of its first try).
+_NUMBER_MESSAGES = """#!lua flags=allow-cross-slot-keys
+local out = {}
+for i = 3, #ARGV, 4 do
+  local seq_key, ids, id, event = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local seen = false
+  if id ~= '' then seen = redis.call('HGET', ids, id) end
+  if seen then
+    local at = string.find(seen, ':', 1, true)
+    out[#out + 1] = tonumber(string.sub(seen, 1, at - 1))
+    out[#out + 1] = string.sub(seen, at + 1)
+  else
+    local seq = redis.call('INCR', seq_key)
+    if seq == 1 then redis.call('EXPIRE', seq_key, ARGV[1]) end
+    if id ~= '' then
+      if redis.call('HLEN', ids) >= tonumber(ARGV[2]) then redis.call('DEL', ids) end
+      redis.call('HSET', ids, id, seq .. ':' .. event)
+      if redis.call('HLEN', ids) == 1 then redis.call('EXPIRE', ids, ARGV[1]) end
+    end
+    out[#out + 1] = seq
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
+#: How many client message ids of a conversation are remembered for spotting resends.
+MESSAGE_IDS_KEPT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """A message's sequence number; ``first_event_id`` is set when the client sent this
+    message id before (a resend): the number and event id are the first try's."""
+
+    seq: int
+    first_event_id: str = ""
+
 
 #: What the cluster client raises when Redis cannot answer (``RedisClusterException``,
 #: e.g. "cannot be connected" after its retries, is not a ``RedisError``).
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def connect_cluster(nodes: Sequence[tuple[str, int]], *, max_connections: int = 64,
@@ -104,16 +151,26 @@ class ConversationStore:
         ], shared=(self.ttl_s,))  # fmt: skip
         return [int(seq) for seq in seqs]
 
-    async def next_inbound_seqs_settled(
-        self, conversations: Sequence[ConversationKeys]
-    ) -> list[int | Exception]:
-        """As :meth:`next_inbound_seqs`, but a conversation whose primary failed gets that
-        primary's error in place of its number, and the others still get theirs: a shard
-        that is down refuses only the conversations whose keys it serves."""
-        seqs = await on_each_primary(self.redis, _NEXT_SEQS, [
-            (keys.inbound_seq, (keys.inbound_seq,)) for keys in conversations
-        ], shared=(self.ttl_s,), settle=True)  # fmt: skip
-        return [seq if isinstance(seq, Exception) else int(seq) for seq in seqs]
+    async def number_messages_settled(
+        self, messages: Sequence[tuple[ConversationKeys, str, str]]
+    ) -> list[Numbered | Exception]:
+        """For each ``(conversation, client message id, event id)``: the next inbound
+        sequence number, or what a resend of that message id got the first time (an empty
+        id: always a new number). A message whose primary failed gets that primary's error
+        in its place, and the others their numbers: a shard that is down refuses only the
+        conversations whose keys it serves."""
+        flat = await on_each_primary(self.redis, _NUMBER_MESSAGES, [
+            (keys.inbound_seq, (keys.inbound_seq, keys.message_ids, message_id, event_id))
+            for keys, message_id, event_id in messages
+        ], shared=(self.ttl_s, MESSAGE_IDS_KEPT), per_call=2, settle=True)  # fmt: skip
+        return [pair if isinstance(pair, Exception)
+                else Numbered(int(pair[0]), _text(pair[1])) for pair in flat]
+
+    async def forget_message(self, keys: ConversationKeys, message_id: str) -> None:
+        """Forget a message id whose event never reached the broker, so that the client's
+        retry is taken as new (best effort: Redis down, the retry is acked as a resend)."""
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await self.redis.hdel(keys.message_ids, message_id)
 
     async def erase(self, conversations: Iterable[ConversationKeys]) -> int:
         """Delete every key of the given conversations; returns keys removed."""

@@ -99,14 +99,14 @@ class ChannelRecords:
 
     async def offer(self, keys: ConversationKeys, choices: Sequence[str]) -> None:
         """Remember the choices just offered (none: forget the last ones)."""
-        key = f"{keys.tag}:choices"
+        key = keys.choices
         if choices:
             await self._redis.set(key, json.dumps(list(choices)), ex=self._choices_ttl_s)
         else:
             await self._redis.delete(key)
 
     async def offered(self, keys: ConversationKeys) -> list[str]:
-        raw = await self._redis.get(f"{keys.tag}:choices")
+        raw = await self._redis.get(keys.choices)
         if raw is None:
             return []
         try:

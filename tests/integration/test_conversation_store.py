@@ -15,7 +15,13 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from agents.dialogue.sessions import AppliedTurn, SessionStore
 from kernel.settings import Settings
 from streams.keys import ConversationKeys
-from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
+from streams.state import (
+    MESSAGE_IDS_KEPT,
+    REDIS_UNAVAILABLE,
+    ConversationStore,
+    Numbered,
+    connect_cluster,
+)
 
 T = TypeVar("T")
 
@@ -160,3 +166,26 @@ async def test_after_a_failover_the_next_try_goes_to_the_new_primaries(
     finally:
         await promote(redis_cluster, primary)  # as it was, for the tests after this one
         await redis_cluster.nodes_manager.initialize()
+
+
+async def test_a_resent_message_id_gets_its_first_number_and_event(
+        redis_bytes: RedisCluster) -> None:
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    a, b = conversation(), conversation()
+    first = await store.number_messages_settled([(a, "m1", "ev-1"), (b, "m1", "ev-2"),
+                                                 (a, "", "ev-3")])
+    assert first == [Numbered(1), Numbered(1), Numbered(2)]  # ids are per conversation
+    again = await store.number_messages_settled([(a, "m1", "ev-9"), (a, "m2", "ev-10"),
+                                                 (a, "m2", "ev-11"), (a, "", "ev-12")])
+    assert again == [Numbered(1, "ev-1"), Numbered(3), Numbered(3, "ev-10"), Numbered(4)]
+    assert 0 < await redis_bytes.ttl(a.message_ids) <= 60
+    await store.forget_message(a, "m2")  # never reached the broker: a retry is new
+    assert await store.number_messages_settled([(a, "m2", "ev-13")]) == [Numbered(5)]
+
+
+async def test_the_remembered_message_ids_are_bounded(redis_bytes: RedisCluster) -> None:
+    store = ConversationStore(redis_bytes, ttl_s=60)
+    a = conversation()
+    await store.number_messages_settled([(a, f"m{i}", f"e{i}")
+                                         for i in range(MESSAGE_IDS_KEPT + 10)])
+    assert await redis_bytes.hlen(a.message_ids) <= MESSAGE_IDS_KEPT

@@ -120,3 +120,42 @@ async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_o
             (event["seq"], event["payload"]["text"]))
     assert by_conversation == {f"{run}-{i}": [(n + 1, f"t{n}") for n in range(5)]
                                for i in range(8)}  # each conversation, in order
+
+
+async def test_a_message_resent_after_a_lost_ack_is_published_once(
+    settings: Settings, tenant: AuthTenant,
+) -> None:
+    """The chat page resends a message whose ack a dropped connection lost, under the same
+    client_msg_id, maybe to another gateway: both tries are acked alike, one is published."""
+    gateways = [Gateway(settings.replace(gateway_port=0, gateway_id=f"gw-{n}"))
+                for n in "ab"]
+    for gateway in gateways:
+        await gateway.start()
+    conversation = f"resend-{uuid.uuid4().hex[:8]}"
+    try:
+        for gateway in gateways:
+            await gateway.wait_ready()
+        acks = []
+        for gateway in gateways:  # the first try on one gateway, the resend on the other
+            url = (f"ws://127.0.0.1:{gateway.port}/ws?token={token_for('t')}"
+                   f"&conversation={conversation}")
+            async with websockets.connect(url) as ws:
+                await ws.recv()  # welcome
+                await ws.send(json.dumps({"type": "message", "text": "send 50 to Anna",
+                                          "client_msg_id": "m-once"}))
+                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        async with websockets.connect(url) as ws:  # a new message is numbered after it
+            await ws.recv()
+            await ws.send(json.dumps({"type": "message", "text": "hi",
+                                      "client_msg_id": "m-next"}))
+            acks.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+    assert [a["type"] for a in acks] == ["ack"] * 3
+    assert acks[0]["event_id"] == acks[1]["event_id"] and acks[0]["seq"] == acks[1]["seq"]
+    assert acks[2]["seq"] == acks[0]["seq"] + 1
+    # One conversation, one partition, in order: a second m-once would come before m-next.
+    events = await read_back(settings, settings.topic(CHAT_INBOUND), 2)
+    assert [(e["payload"]["client_msg_id"], e["seq"]) for e in events] == \
+        [("m-once", acks[0]["seq"]), ("m-next", acks[2]["seq"])]

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.sequences import InboundSequences
 from streams.keys import ConversationKeys
-from streams.state import ConversationStore
+from streams.state import ConversationStore, Numbered
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,20 +27,21 @@ class SlowStore:
         self.fail: Exception | None = None
         self.down: dict[ConversationKeys, Exception] = {}  # conversations of a stopped shard
 
-    async def next_inbound_seqs_settled(
-        self, conversations: Sequence[ConversationKeys]
-    ) -> list[int | Exception]:
-        self.requests.append(list(conversations))
+    async def number_messages_settled(
+        self, messages: Sequence[tuple[ConversationKeys, str, str]]
+    ) -> list[Numbered | Exception]:
+        conversations = [keys for keys, _, _ in messages]
+        self.requests.append(conversations)
         await self.release.wait()
         if self.fail is not None:
             raise self.fail
-        seqs: list[int | Exception] = []
+        seqs: list[Numbered | Exception] = []
         for keys in conversations:
             if keys in self.down:
                 seqs.append(self.down[keys])
                 continue
             self.counters[keys] += 1
-            seqs.append(self.counters[keys])
+            seqs.append(Numbered(self.counters[keys]))
         return seqs
 
 
