@@ -215,6 +215,12 @@ def decision(user_wait_us: int, tenant_wait_us: int) -> Decision:
 
 
 _Check = tuple[str, int, int, str, int, int]
+#: After Redis failed a check, checks are let through without asking it for this long:
+#: during an outage each message would otherwise first wait out the client's timeouts
+#: (and its search for a node that answers) before its own sequence number is refused.
+OUTAGE_SKIP_S = 5.0
+#: The longest a check waits for Redis before it is let through.
+CHECK_TIMEOUT_S = 1.0
 #: Refused users remembered (RateLimiter.check) before the ended refusals are dropped.
 _MAX_REFUSED = 10_000
 
@@ -231,6 +237,7 @@ class RateLimiter:
         self._sending: asyncio.Task[None] | None = None
         #: user key -> (when its refusal ends, who refused it)
         self._refused: dict[str, tuple[float, str | None]] = {}
+        self._skip_until = -math.inf  # Redis failed: let checks through until then
 
     async def check(self, tenant_id: str, user_id: str, tier: str, limits: Limits) -> Decision:
         """May this user of this tenant send one more message now? Counts it if so.
@@ -240,6 +247,9 @@ class RateLimiter:
         messages only lengthen it), so a flood costs Redis one call, not one a message.
         """
         user_key, tenant_key = limit_keys(tenant_id, user_id)
+        if self._clock() < self._skip_until:  # Redis failed moments ago: fail open at once
+            metrics.RATE_LIMIT_UNAVAILABLE.inc()
+            return ALLOWED
         if (refused := self._refused.get(user_key)) is not None:
             left = refused[0] - self._clock()
             if left > 0:
@@ -279,13 +289,14 @@ class RateLimiter:
 
     async def _ask(self, batch: list[tuple[_Check, asyncio.Future[Decision]]]) -> None:
         try:
-            waits = await on_each_primary(self._redis, _CHECK, [
+            waits = await asyncio.wait_for(on_each_primary(self._redis, _CHECK, [
                 (check[0], check) for check, _ in batch
-            ], per_call=2, settle=True)  # fmt: skip
-        except Exception as exc:  # the cluster's layout unknown: every check fails open
+            ], per_call=2, settle=True), CHECK_TIMEOUT_S)  # fmt: skip
+        except Exception as exc:  # the cluster's layout unknown, or slow: all fail open
             waits = [exc] * len(batch)
         failed = [r for r in waits if isinstance(r, Exception)]
         if failed:  # once a batch: an outage must not flood the log
+            self._skip_until = self._clock() + OUTAGE_SKIP_S
             metrics.RATE_LIMIT_UNAVAILABLE.inc(len(failed))
             logger.warning("gateway.rate_limit.unavailable checks=%d error=%r (let through)",
                            len(failed), failed[0])

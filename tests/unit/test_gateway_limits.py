@@ -7,7 +7,15 @@ from typing import cast
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.limits import Limits, Rate, RateLimiter, decision, gcra, limit_keys
+from gateway.limits import (
+    OUTAGE_SKIP_S,
+    Limits,
+    Rate,
+    RateLimiter,
+    decision,
+    gcra,
+    limit_keys,
+)
 from kernel.errors import ConfigError
 from kernel.settings import Settings
 from streams.keys import InvalidIdError
@@ -155,3 +163,33 @@ def test_a_tenants_rates_replace_only_what_it_sets() -> None:
     assert own.for_tier("default") == Rate(60, 10) and own.tenant is None
     assert base.overridden({}).tiers == base.tiers
     assert base.overridden({"tenant": "120:20"}).tenant == Rate(120, 20)
+
+
+@pytest.mark.asyncio
+async def test_after_redis_failed_checks_go_through_without_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """During an outage a message must not first wait out Redis's timeouts in the limiter
+    before its sequence number is refused: checks fail open at once for a while."""
+    asked: list[int] = []
+    answers: list[object] = [ConnectionError("frozen"), [(0, 0)]]
+
+    async def script(redis: object, source: str, calls: list[tuple[str, tuple[object, ...]]],
+                     **_: object) -> list[tuple[int, int]]:
+        asked.append(len(calls))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return cast(list[tuple[int, int]], answer)
+
+    monkeypatch.setattr("gateway.limits.on_each_primary", script)
+    clock = FakeClock()
+    limiter = RateLimiter(cast(RedisCluster, None), clock=clock)
+    limits = Limits({"default": Rate(60, 1)})
+    assert (await limiter.check("t", "u", "default", limits)).allowed  # failed open
+    clock.now += OUTAGE_SKIP_S - 0.1
+    assert (await limiter.check("t", "u", "default", limits)).allowed
+    assert asked == [1]  # not asked again inside the window
+    clock.now += 0.2
+    assert (await limiter.check("t", "u", "default", limits)).allowed
+    assert asked == [1, 1]  # asked again after it
