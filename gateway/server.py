@@ -60,6 +60,7 @@ from gateway.auth import (
 from gateway.bus import DeliveryError, InboundProducer, ReplyFollower
 from gateway.callbacks import callbacks_for
 from gateway.channels import Channels, Ingress
+from gateway.channels.base import InboundMessage, chat_message
 from gateway.console import Console
 from gateway.handoff_desk import open_desk, open_feed
 from gateway.limits import Limits, RateLimiter
@@ -108,20 +109,12 @@ SHUTTING_DOWN = (1001, "gateway shutting down: reconnect with last_seq to contin
 def inbound_event(keys: ConversationKeys, principal: Principal, frame: MessageFrame,
                   event_id: str, seq: int, reply_route: str, timestamp_ms: int
                   ) -> dict[str, Any]:
-    """The ``ChatMessage`` an accepted message frame becomes on ``chat.inbound``."""
-    return {
-        "event_id": event_id,
-        "tenant_id": keys.tenant_id,
-        "conversation_id": keys.conversation_id,
-        "user_id": principal.user_id,
-        "channel": "ws",
-        "seq": seq,
-        "timestamp": timestamp_ms,
-        "trace_id": event_id,
-        "reply_route": reply_route,
-        "payload": {"text": frame.text, "client_msg_id": frame.client_msg_id, "locale": None,
-                    "tier": principal.tier, "roles": sorted(principal.roles)},
-    }
+    """The ``ChatMessage`` an accepted message frame becomes on ``chat.inbound``: laid out
+    by :func:`gateway.channels.base.chat_message`, as every channel's messages are."""
+    return chat_message(
+        InboundMessage("ws", keys, principal.user_id, frame.text, frame.client_msg_id,
+                       principal.tier, tuple(principal.roles)),
+        event_id, seq, reply_route, timestamp_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,49 +217,48 @@ def _handoff_event(msg: dict[str, Any], state: DialogueState,
 def handoff_incoming(event: Mapping[str, Any]) -> Incoming:
     """A decoded console command (HandoffEvent) as dialogue input: the envelope its
     replies are made from (the user's channel, no inbound seq) and the command."""
-    msg = {
-        "event_id": event["event_id"], "tenant_id": event["tenant_id"],
-        "conversation_id": event["conversation_id"], "user_id": event["user_id"],
-        "channel": event["channel"], "seq": 0, "timestamp": event["timestamp"],
-        "trace_id": event["event_id"], "reply_route": "",
-        "payload": {"client_msg_id": "", "in_reply_to": event["event_id"]},
-        "handoff": dict(event),
-    }
-    return Incoming(ConversationKeys(event["tenant_id"], event["conversation_id"]), msg,
-                    Kind.HANDOFF)
+    return _unasked(event, Kind.HANDOFF, handoff=dict(event))
 
 
 def notice_incoming(event: Mapping[str, Any]) -> Incoming:
     """A decoded ConversationNotice (streams/proactive.py) as dialogue input: the envelope
     its reply is made from and what to say; ``ValueError`` when its data is not a JSON
     object of values."""
-    try:
-        data = json.loads(event.get("data_json") or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"data_json is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError("data_json is not a JSON object")
+    data = _json_object(event, "data_json")
+    return _unasked(event, Kind.NOTICE, notice={
+        "kind": str(event["kind"]), "response": str(event["response"]),
+        "data": {str(k): v for k, v in data.items()}})
+
+
+def _unasked(event: Mapping[str, Any], kind: Kind, **extra: Any) -> Incoming:
+    """Input nobody typed (a console command, a notice) in the envelope its replies are
+    made from: the conversation's user and channel, no inbound seq, itself as what the
+    replies answer."""
     msg = {
         "event_id": event["event_id"], "tenant_id": event["tenant_id"],
         "conversation_id": event["conversation_id"], "user_id": event["user_id"],
         "channel": event["channel"], "seq": 0, "timestamp": event["timestamp"],
         "trace_id": event["event_id"], "reply_route": "",
         "payload": {"client_msg_id": "", "in_reply_to": event["event_id"]},
-        "notice": {"kind": str(event["kind"]), "response": str(event["response"]),
-                   "data": {str(k): v for k, v in data.items()}},
+        **extra,
     }
-    return Incoming(ConversationKeys(event["tenant_id"], event["conversation_id"]), msg,
-                    Kind.NOTICE)
+    return Incoming(ConversationKeys(event["tenant_id"], event["conversation_id"]), msg, kind)
+
+
+def _json_object(event: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """``event[field]``, a JSON object in text (absent: empty); ``ValueError`` otherwise."""
+    try:
+        value = json.loads(event.get(field) or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{field} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} is not a JSON object")
+    return value
 
 
 def handoff_command(event: Mapping[str, Any]) -> HandoffCommand:
     """The command of a HandoffEvent; ``ValueError`` when its slots are not a JSON object."""
-    try:
-        slots = json.loads(event.get("slots_json") or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"slots_json is not JSON: {exc}") from exc
-    if not isinstance(slots, dict):
-        raise ValueError("slots_json is not a JSON object")
+    slots = _json_object(event, "slots_json")
     return HandoffCommand(str(event["type"]), str(event["request_id"]),
                           str(event["agent_id"]), str(event["text"]), slots)
 
