@@ -120,10 +120,14 @@ def assert_topic_repeats_are_resends(pipeline: Pipeline, chats: Conversations) -
     (same event_id and seq: a worker died between producing and recording it)."""
     codec = codec_for("bot_reply")
     by_inbound: dict[str, set[tuple[str, int, str]]] = defaultdict(set)
+    unasked = []
     for m in read_topic(pipeline.settings, CHAT_OUTBOUND):
         r = codec.decode(m.value())
         payload = r["payload"]
+        if not payload["client_msg_id"]:
+            unasked.append(r)
         by_inbound[payload["client_msg_id"]].add((r["event_id"], r["seq"], payload["text"]))
+    assert not unasked, f"replies to no user message: {unasked}"
     assert set(by_inbound) == chats.answered_ids
     assert all(len(versions) == 1 for versions in by_inbound.values())
 
