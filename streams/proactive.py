@@ -41,7 +41,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 from redis.asyncio.cluster import RedisCluster
@@ -93,6 +93,12 @@ class CallbackSettings:
     token_secret: str
     base_url: str = "http://127.0.0.1:8081"
     token_ttl_s: int = 7 * 24 * 3600
+
+    #: The variables read, and the prefixes of the per-backend ones (``<prefix><BACKEND>``).
+    ENV: ClassVar[tuple[str, ...]] = ("PARLEY_CALLBACK_TOKEN_SECRET", "PARLEY_CALLBACK_BASE_URL",
+                                      "PARLEY_CALLBACK_TOKEN_TTL_S")
+    BACKEND_ENV_PREFIXES: ClassVar[tuple[str, ...]] = ("PARLEY_CALLBACK_SECRET_",
+                                                       "PARLEY_CALLBACK_TENANTS_")
 
     def __post_init__(self) -> None:
         if len(self.token_secret) < 32:  # RFC 7518 §3.2: an HS256 key of 256 bits at least

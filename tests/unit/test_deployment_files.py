@@ -13,6 +13,7 @@ from infra.crm.settings import CrmSettings
 from infra.kafka_dist import KAFKA_VERSION
 from kernel.settings import Settings
 from parley.cli import main
+from streams.proactive import CallbackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,11 +41,30 @@ def test_every_parley_command_in_compose_exists() -> None:
 
 def test_every_parley_variable_in_compose_is_a_setting() -> None:
     known = {env for env, _, _ in Settings.describe()} | {
-        f.metadata["env"] for f in dataclasses.fields(CrmSettings)}
+        f.metadata["env"] for f in dataclasses.fields(CrmSettings)} | set(CallbackSettings.ENV)
     for name, service in compose()["services"].items():
         for variable in service.get("environment", {}) or {}:
-            if variable.startswith("PARLEY_"):
+            if variable.startswith("PARLEY_") and not variable.startswith(
+                    CallbackSettings.BACKEND_ENV_PREFIXES):
                 assert variable in known, f"{name}: {variable} is not a Parley setting"
+
+
+def test_compose_wires_the_crms_callbacks_and_events_through_the_gateway() -> None:
+    """The worker writes the gateway's API port into callback URLs, gateway and worker
+    share the token secret, the gateway holds the CRM's signing secret (the one the CRM
+    signs with), and the CRM reaches the broker for business events: none in the file."""
+    services = compose()["services"]
+    gateway, worker, crm = (services[n]["environment"] for n in ("gateway", "worker", "crm"))
+    assert worker["PARLEY_CALLBACK_BASE_URL"] == "http://gateway:8081"
+    assert "8081:8081" in services["gateway"]["ports"]
+    secret = gateway["PARLEY_CALLBACK_TOKEN_SECRET"]
+    assert secret == worker["PARLEY_CALLBACK_TOKEN_SECRET"]
+    assert secret.startswith("${PARLEY_CALLBACK_TOKEN_SECRET:?")
+    assert gateway["PARLEY_CALLBACK_SECRET_CRM"] == crm["PARLEY_CRM_CALLBACK_SECRET"]
+    assert gateway["PARLEY_CALLBACK_SECRET_CRM"].startswith("${CRM_CALLBACK_SECRET:?")
+    assert crm["PARLEY_KAFKA_BOOTSTRAP"] == gateway["PARLEY_KAFKA_BOOTSTRAP"]
+    assert crm["PARLEY_KAFKA_PASSWORD"] == gateway["PARLEY_KAFKA_PASSWORD"]
+    assert not any(v.startswith("PARLEY_REDIS") for v in crm), "the CRM has no Redis"
 
 
 def test_the_image_carries_every_package_its_roles_import() -> None:
