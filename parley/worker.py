@@ -86,12 +86,12 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     knowledge = _register_knowledge(ctx, KnowledgeSettings.from_env(), bot) \
         if settings.knowledge and bot.knowledge.is_file() else None
     answers = knowledge.cache if knowledge is not None else None
-    bots = TenantBots(TenantBot(DialogueManager(_served(own, answers)),
-                                understander),
-                      BotRegistry(functools.partial(_load_published, answers=answers)))
-    follow_bots(ctx, bots.registry)
     integrations = integrations_for(bot.folder)
-    register_action_agent(ctx, _actions(ctx, integrations))
+    bots = TenantBots(TenantBot(DialogueManager(_served(own, answers)),
+                                understander, _actions(ctx, integrations)),
+                      BotRegistry(functools.partial(_load_published, ctx, answers=answers)))
+    follow_bots(ctx, bots.registry)
+    register_action_agent(ctx, bots.actions)
     llm = knowledge.breaker if knowledge is not None and knowledge.llm is not None else None
     levels = register_degradation(  # docs/operations.md, "Degradation levels"
         ctx, [*(integrations.backends if integrations else ()), *([LLM_BACKEND] if llm else [])],
@@ -109,10 +109,12 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
 
 @dataclass(frozen=True)
 class TenantBot:
-    """What a worker serves one bot version with: its flows and its NLU model."""
+    """What a worker serves one bot version with: its flows, its NLU model and the HTTP
+    actions of its integrations.yml."""
 
     manager: DialogueManager
     model: Understander
+    actions: ActionRegistry
 
 
 class TenantBots:
@@ -135,10 +137,20 @@ class TenantBots:
         loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow)
         return (loaded.content if loaded else self.own).manager
 
+    def actions(self, tenant_id: str, bot_version: str) -> ActionRegistry:
+        """The actions a request runs with: those of the version whose flow asked for
+        them (an ActionRequest names it), as configured in that version's folder; the
+        tenant's current version when this worker no longer holds it."""
+        if bot_version == self.own.manager.bot.version:
+            return self.own.actions
+        loaded = self.registry.get(tenant_id, bot_version)
+        return (loaded.content if loaded else self.own).actions
+
 
 def _actions(ctx: WorkerContext, integrations: Integrations | None) -> ActionRegistry:
-    """The actions this worker runs: the HTTP actions of the bot's integrations.yml
-    (agents/integrations/; none without the file), their clients closed with the app."""
+    """The actions of one bot version: the HTTP actions of its integrations.yml
+    (agents/integrations/; none without the file), their clients closed with the app
+    (a version's own clients and breakers: a newer version starts with closed breakers)."""
     registry = ActionRegistry()
     if integrations is not None:
         integrations.register(registry)
@@ -146,11 +158,16 @@ def _actions(ctx: WorkerContext, integrations: Integrations | None) -> ActionReg
     return registry
 
 
-def _load_published(unpacked: UnpackedBot, answers: AnswerCache | None) -> TenantBot:
+def _load_published(ctx: WorkerContext, unpacked: UnpackedBot,
+                    answers: AnswerCache | None) -> TenantBot:
     """A published version, as the bots follower installs it (on its thread): its
-    ``bot.version`` is the published version id, which a conversation's state records."""
+    ``bot.version`` is the published version id, which a conversation's state records.
+    Its integrations.yml is read with this worker's environment (the secrets it names
+    must be set here); a file with problems fails the version, which then replaces
+    nothing."""
     served = load_served_bot(unpacked)
-    return TenantBot(DialogueManager(_served(served.bot, answers)), served.model)
+    return TenantBot(DialogueManager(_served(served.bot, answers)), served.model,
+                     _actions(ctx, integrations_for(unpacked.bot_dir)))
 
 
 def _served(bot: Bot, answers: AnswerCache | None) -> Bot:

@@ -50,7 +50,7 @@ from streams.keys import InvalidIdError, validate_id
 from streams.metrics import AGENT_EVENTS
 from streams.topics import ACTIONS_REQUESTS, ACTIONS_RESULTS
 
-__all__ = ["ACTION_SECONDS", "register_action_agent"]
+__all__ = ["ACTION_SECONDS", "ActionsFor", "register_action_agent"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,22 @@ ACTION_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-def register_action_agent(ctx: WorkerContext, registry: ActionRegistry,
+#: The actions a request runs with, by ``(tenant id, bot version)``: each bot version's
+#: own, as its folder's integrations.yml configures them (parley/worker.py).
+ActionsFor = Callable[[str, str], ActionRegistry]
+
+
+def register_action_agent(ctx: WorkerContext, registry: ActionRegistry | ActionsFor,
                           settings: ActionSettings | None = None) -> Any:
     """Define the action agent on ``ctx.app``; returns the Faust agent.
 
-    ``settings`` (default: from the environment) gives the concurrency and the
-    timeout of actions registered without their own.
+    ``registry`` is one registry for every request, or the registry of each request's
+    tenant and bot version (:data:`ActionsFor`). ``settings`` (default: from the
+    environment) gives the concurrency and the timeout of actions registered without
+    their own.
     """
+    registry_for: ActionsFor = (registry if not isinstance(registry, ActionRegistry)
+                                else lambda _tenant, _version: registry)
     settings = settings or ActionSettings.from_env()
     worker = ctx.settings
     requests_name = worker.topic(ACTIONS_REQUESTS)
@@ -88,7 +97,8 @@ def register_action_agent(ctx: WorkerContext, registry: ActionRegistry,
             validate_id("conversation id", request["conversation_id"])
         except (DecodeError, InvalidIdError) as exc:
             return functools.partial(reject, event, exc)
-        outcome = await _run(registry, request, settings.timeout_s)
+        actions = registry_for(request["tenant_id"], request["payload"].get("bot_version", ""))
+        outcome = await _run(actions, request, settings.timeout_s)
         ACTION_SECONDS.labels(outcome.action if outcome.kind is not FailureKind.UNKNOWN_ACTION
                               else "(unknown)",
                               "ok" if outcome.ok else str(outcome.kind)).observe(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agents.actions.registry import ActionRegistry
 from agents.bots import BotRegistry, UnpackedBot
 from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
@@ -36,7 +38,18 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def served(folder: Path, version: str) -> TenantBot:
     return TenantBot(DialogueManager(replace(load_bot(folder), version=version)),
-                     Model(version))  # type: ignore[arg-type]
+                     Model(version), actions_named(version))  # type: ignore[arg-type]
+
+
+def actions_named(version: str) -> ActionRegistry:
+    """A version's actions: one action, named after the version, to tell them apart."""
+    registry = ActionRegistry()
+    registry.action(f"lookup_{version}", inputs=dict, outputs=dict)(_echo)
+    return registry
+
+
+async def _echo(inputs: dict[str, Any], _ctx: Any) -> dict[str, Any]:
+    return inputs
 
 
 def published(version: str) -> UnpackedBot:
@@ -85,3 +98,19 @@ def test_unpublishing_returns_the_tenant_to_the_own_bot(bots: TenantBots) -> Non
     bots.registry.remove("acme")
     assert bots.manager("acme", in_flow("v1")).bot.version == "own"
     assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
+
+
+def test_an_action_runs_with_the_integrations_of_the_version_that_asked_for_it(
+        bots: TenantBots) -> None:
+    assert bots.actions("acme", "own").names() == ["lookup_own"]
+    bots.registry.install("acme", published("v1"))
+    bots.registry.install("acme", published("v2"))
+    assert bots.actions("acme", "v1").names() == ["lookup_v1"]  # a task begun on v1
+    assert bots.actions("acme", "v2").names() == ["lookup_v2"]
+    assert bots.actions("acme", "own").names() == ["lookup_own"]  # begun on the own bot
+    # A version this worker no longer holds (published over since): the current one's.
+    bots.registry.install("acme", published("v3"))
+    assert bots.actions("acme", "v1").names() == ["lookup_v3"]
+    # Another tenant's request never runs with acme's integrations.
+    assert bots.actions("globex", "v3").names() == ["lookup_own"]
+    assert bots.actions("globex", "").names() == ["lookup_own"]
