@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from agents.dialogue.loader import load_bot
+from agents.dialogue.training import ensure_nlu_model
+from agents.knowledge.demo import ensure_demo_index
 from examples import DEMO
 from infra.ports import find_free_ports
 from infra.topics import broker_count, ensure_topics
@@ -48,17 +51,12 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's NLU model, trained once per test session."""
-    from agents.dialogue.loader import load_bot
-    from agents.dialogue.training import ensure_nlu_model
-
     return ensure_nlu_model(load_bot(DEMO.folder), tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
 def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo domain's knowledge index, built once per test session."""
-    from agents.knowledge.demo import ensure_demo_index
-
     return ensure_demo_index(tmp_path_factory.mktemp("kb"), DEMO.knowledge)
 
 

@@ -8,9 +8,12 @@ import time
 import uuid
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from agents.knowledge.answer import REFUSAL_TEXT
 from streams.codecs import codec_for
-from streams.topics import CHAT_OUTBOUND, KNOWLEDGE_REQUESTS
+from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND, KNOWLEDGE_REQUESTS, dlq_of
 from tests.e2e.chat_client import ChatClient
 from tests.e2e.conftest import Pipeline, produce, read_topic
 from tests.tenants import token_for
@@ -150,8 +153,6 @@ async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
 async def test_bad_connection_parameters_are_refused_in_the_handshake(
     pipeline: Pipeline, query: str, status: int,
 ) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
 
     token = token_for("e2e")
     with pytest.raises(InvalidStatus) as refused:
@@ -225,8 +226,6 @@ async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusa
     async with ChatClient(pipeline.url, tenant="demo") as chat:
         await chat.send("what's the weather on mars")
         reply = await chat.next("reply")
-    from agents.knowledge.answer import REFUSAL_TEXT
-
     assert "sources" not in reply
     assert reply["text"] == REFUSAL_TEXT
 
@@ -234,8 +233,6 @@ async def test_a_question_the_knowledge_base_cannot_answer_gets_an_honest_refusa
 async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
     pipeline: Pipeline,
 ) -> None:
-    from streams.topics import CHAT_INBOUND, dlq_of
-
     settings = pipeline.settings
     conversation = f"c-{uuid.uuid4().hex[:12]}"
     produce(settings, CHAT_INBOUND, conversation, b"\x00not avro")
