@@ -34,6 +34,7 @@ from agents.dialogue.manager import (
     AskKnowledge,
     CallAction,
     DialogueManager,
+    HandoffCommand,
     Outcome,
     UserTurn,
 )
@@ -134,6 +135,11 @@ def shell(bot: Path, debug: bool) -> None:
             break
         if not text:
             continue
+        if text.startswith("/"):
+            state = _console(manager, state, knowledge, text)
+            if debug:
+                _debug(None, state)
+            continue
         now = datetime.now(UTC).replace(tzinfo=None)
         understood = model.understand(text, now)
         turn = UserTurn(
@@ -207,23 +213,63 @@ def _serve(manager: DialogueManager, outcome: Outcome, knowledge: BotKnowledge,
 
 def _print(outcome: Outcome) -> None:
     for utterance in outcome.utterances:
-        click.echo(f"bot> {utterance.text}")
+        if not utterance.text:  # a delivery receipt (the message went to the person)
+            click.echo(f"  (relayed to {outcome.state.agent or 'the person'})", err=True)
+            continue
+        speaker = utterance.agent_id or "agent" if utterance.sender == "agent" else "bot"
+        click.echo(f"{speaker}> {utterance.text}")
         if utterance.quick_replies:
             click.echo("     " + "  ".join(f"[{q}]" for q in utterance.quick_replies))
         if utterance.sources:
             click.echo(f"     sources: {', '.join(utterance.sources)}")
     if outcome.handoff:
-        click.echo("  (handed over to a person: the bot only says that one will reply)",
+        click.echo("  (handed over to a person; no agent console runs in the shell: play the "
+                   "person with /claim, /say TEXT, /note TEXT, /release, /close or /expire)",
                    err=True)
     elif outcome.state.handoff and not outcome.utterances:
-        click.echo("  (a person answers this conversation now; the bot stays quiet)", err=True)
+        click.echo("  (a person holds this conversation; the bot stays quiet: /say TEXT answers "
+                   "as them, /release hands it back)", err=True)
 
 
-def _debug(turn: UserTurn, state: DialogueState) -> None:
-    entities = ", ".join(f"{e['entity']}={e['value']!r}" for e in turn.entities) or "none"
-    scope = ", out of scope" if turn.oos else ""
-    click.echo(f"  intent: {turn.intent} ({turn.confidence:.2f}{scope}) | entities: {entities}",
-               err=True)
+#: The shell's stand-ins for the agent console's commands (docs/handoff.md), as the
+#: HandoffCommand type each becomes.
+CONSOLE_COMMANDS = {"/claim": "claimed", "/say": "agent_message", "/note": "note",
+                    "/release": "released", "/close": "closed", "/expire": "expired"}
+SHELL_AGENT = "shell-agent"
+
+
+def _console(manager: DialogueManager, state: DialogueState, knowledge: BotKnowledge,
+             line: str) -> DialogueState:
+    """Apply ``/command [text]`` as the agent console would (claim, say, note, release,
+    close) or as the handoff timer would (expire), so a builder can walk a handoff through
+    in the shell; the state after it."""
+    name, _, text = line.partition(" ")
+    kind = CONSOLE_COMMANDS.get(name)
+    if kind is None:
+        click.echo(f"  (unknown command {name}: {', '.join(CONSOLE_COMMANDS)})", err=True)
+        return state
+    if not state.handoff:
+        click.echo("  (nothing is handed over: the console commands apply after a handoff)",
+                   err=True)
+        return state
+    if kind not in ("claimed", "expired") and not state.agent:
+        click.echo("  (nobody holds the conversation yet: /claim it first)", err=True)
+        return state
+    now_ms = int(time.time() * 1000)
+    command = HandoffCommand(kind, state.handoff_request, SHELL_AGENT, text.strip())
+    outcome = manager.command(state, command, now_ms)
+    if kind == "note":
+        click.echo("  (note kept with the conversation)", err=True)
+    return _serve(manager, outcome, knowledge, now_ms).state
+
+
+def _debug(turn: UserTurn | None, state: DialogueState) -> None:
+    if turn is not None:  # None after a console command: no message was understood
+        entities = ", ".join(f"{e['entity']}={e['value']!r}" for e in turn.entities) or "none"
+        scope = ", out of scope" if turn.oos else ""
+        click.echo(f"  intent: {turn.intent} ({turn.confidence:.2f}{scope}) | "
+                   f"entities: {entities}", err=True)
     click.echo(f"  slots: {json.dumps(dict(state.slots), ensure_ascii=False)} | flow: "
                f"{state.active_flow or '-'} | asking: {state.requested_slot or '-'}"
-               f"{' | HANDOFF' if state.handoff else ''}", err=True)
+               f"{' | HANDOFF' if state.handoff else ''}"
+               f"{f' (held by {state.agent})' if state.agent else ''}", err=True)

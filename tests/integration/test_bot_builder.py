@@ -57,13 +57,25 @@ def test_init_validate_train_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     chat = runner.invoke(shell, [str(bot), "--debug"], input=(
         "where is my order?\n12345\nhow long does delivery take?\n"
-        "I want to talk to a human\nhello?\n"))
+        "I want to talk to a human\nhello?\n/say hi\n/claim\n/say Hi, Sam here.\n"
+        "/note wants a refund\nthanks Sam\n/release\nwhere is my order?\n"))
     assert chat.exit_code == 0, chat.output
-    replies = [line for line in chat.stdout.splitlines() if "bot> " in line]
+    replies = [line for line in chat.stdout.splitlines() if "bot> " in line or "agent> " in line]
     assert "order number" in replies[0]
     assert "12345" in replies[1]
     assert "3 to 5 working days" in replies[2]
     assert "person" in replies[3]
     # handed over: no flow runs; the user hears they wait for a person
-    assert len(replies) == 5 and "in the queue for a person" in replies[4]
+    assert "in the queue for a person" in replies[4]
+    assert "/claim" in chat.stderr  # the shell says how to play the person
+    # The builder plays the person: /say before /claim is refused, then claim, speak, note
+    # (nothing said), the bot stays quiet at "thanks Sam", release: the bot answers again.
+    assert "/claim it first" in chat.stderr
+    assert "shell-agent" in replies[5]  # utter_handoff_claimed names who joined
+    assert replies[6].endswith("shell-agent> Hi, Sam here.")  # the person speaks
+    assert "(note kept with the conversation)" in chat.stderr
+    assert "(relayed to shell-agent)" in chat.stderr  # "thanks Sam": to the person
+    assert "back with the assistant" in replies[7]
+    assert "order number" in replies[8] and len(replies) == 9
     assert "flow: track_order | asking: order_id" in chat.stderr
+    assert "HANDOFF (held by shell-agent)" in chat.stderr
