@@ -21,6 +21,9 @@ fails outright after Redis applied part of it (the client resends only unanswere
 commands within its own retries, so this is rare) has that part counted again. Counters
 are never decremented. A Redis failure never fails a message
 or an answer: :meth:`UsageCounter.count` touches no I/O.
+
+Counts follow the work done: a knowledge request a worker answers again after a crash
+(delivery is at least once) is counted again, as its LLM tokens were spent again.
 """
 
 from __future__ import annotations
