@@ -22,6 +22,7 @@ from kernel.logs import configure_logging
 from kernel.runtime import collect_young_less_often, observe_gc_pauses, run_until_signalled
 from kernel.settings import Settings
 from streams.state import REDIS_UNAVAILABLE, connect_cluster
+from streams.usage import COUNTERS
 
 __all__ = ["gateway", "tenant", "token"]
 
@@ -190,14 +191,17 @@ def list_keys(tenant_id: str) -> None:
 @tenant.command("usage")
 @click.argument("tenant_id")
 def usage(tenant_id: str) -> None:
-    """TENANT_ID's usage counters (messages accepted, ...) as JSON."""
+    """TENANT_ID's usage counters as JSON: messages accepted, knowledge requests answered,
+    LLM calls and prompt/completion tokens (also per model, ``llm_prompt_tokens:<model>``);
+    a counter nothing counted yet shows 0."""
 
     async def work(store: TenantStore) -> dict[str, int]:
         await store.require(tenant_id)
         return await store.usage(tenant_id)
 
     counts = with_store(work)
-    click.echo(json.dumps({"tenant": tenant_id, "messages": 0, **counts}, sort_keys=True))
+    click.echo(json.dumps({"tenant": tenant_id, **dict.fromkeys(COUNTERS, 0), **counts},
+                          sort_keys=True))
 
 
 @click.command()

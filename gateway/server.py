@@ -80,7 +80,7 @@ from gateway.protocol import (
 )
 from gateway.sequences import InboundSequences
 from gateway.session import ChatSession
-from gateway.tenants import Branding, TenantError, TenantStore, UsageCounter
+from gateway.tenants import Branding, TenantError, TenantStore
 from kernel.errors import DecodeError
 from kernel.settings import Settings
 from streams.codecs import codec_for
@@ -89,6 +89,7 @@ from streams.keys import ConversationKeys, InvalidIdError
 from streams.security import kafka_credentials, redis_credentials
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
+from streams.usage import UsageCounter
 
 __all__ = ["Gateway", "inbound_event"]
 
@@ -263,7 +264,7 @@ class Gateway:
         self.tenants = TenantStore(self.redis)
         self.auth = Authenticator(self.tenants, leeway_s=settings.jwt_leeway_s)
         self.ownership = Ownership(self.redis, ttl_s=settings.session_ttl_s)
-        self.usage = UsageCounter(self.tenants)
+        self.usage = UsageCounter(self.redis, component="gateway")
         # Each handshake asks Redis (its owner record, a tenant or key on a cache miss).
         # The cluster client raises MaxConnectionsError instead of waiting when more calls
         # are in flight than its pool (64) holds: a burst of connects (a reconnect storm,

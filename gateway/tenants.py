@@ -6,7 +6,7 @@ few seconds (:data:`CACHE_TTL_S`). Keys (all hash-tagged by tenant)::
 
     parley:{tenant:T}:config    string  the tenant's configuration as JSON (TenantConfig)
     parley:{tenant:T}:keys      hash    API key id -> SHA-256 of the key (hex)
-    parley:{tenant:T}:usage     hash    counter name -> count (``messages``, ...)
+    parley:{tenant:T}:usage     hash    counter name -> count (streams/usage.py)
     parley:{apikey:H}           string  JSON {tenant, key_id, created_at, revoked_at}
 
 An API key is looked up by the SHA-256 of what the client sent: the key itself is
@@ -22,13 +22,11 @@ from 10 % to 50 % and every gateway decides alike.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -38,7 +36,7 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.limits import Rate
 from kernel.errors import ParleyError
 from streams.keys import validate_id
-from streams.state import REDIS_UNAVAILABLE
+from streams.usage import read_usage
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -53,7 +51,6 @@ __all__ = [
     "TenantConfig",
     "TenantError",
     "TenantStore",
-    "UsageCounter",
     "flag_enabled",
     "hash_api_key",
     "new_hs256_secret",
@@ -250,10 +247,6 @@ def _keys_key(tenant_id: str) -> str:
     return f"parley:{{tenant:{tenant_id}}}:keys"
 
 
-def _usage_key(tenant_id: str) -> str:
-    return f"parley:{{tenant:{tenant_id}}}:usage"
-
-
 def _api_key_key(key_hash: str) -> str:
     return f"parley:{{apikey:{key_hash}}}"
 
@@ -359,62 +352,9 @@ class TenantStore:
     # -- usage ---------------------------------------------------------------
 
     async def usage(self, tenant_id: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(_usage_key(tenant_id))
-        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-
-    async def add_usage(self, counts: Mapping[str, Counter[str]]) -> None:
-        """Add ``{tenant: {counter: n}}`` to the tenants' usage counters."""
-        for tenant_id, counters in counts.items():
-            for name, n in counters.items():
-                await self.redis.hincrby(_usage_key(tenant_id), name, n)
-
-
-class UsageCounter:
-    """Counts each tenant's accepted messages in process and adds them to Redis once a
-    second (one HINCRBY per tenant and second, not one per message on the hot path).
-
-    What is counted since the last flush is lost if the process dies; billing by
-    message counts tolerates that better than a Redis call per message on the gateway.
-    """
-
-    def __init__(self, store: TenantStore, *, every_s: float = 1.0) -> None:
-        self._store = store
-        self._every = every_s
-        self._counts: dict[str, Counter[str]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def count(self, tenant_id: str, name: str = "messages", n: int = 1) -> None:
-        counters = self._counts.get(tenant_id)
-        if counters is None:
-            counters = self._counts[tenant_id] = Counter()
-        counters[name] += n
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every)
-            await self.flush()
-
-    async def flush(self) -> None:
-        counts, self._counts = self._counts, {}
-        if not counts:
-            return
-        try:
-            await self._store.add_usage(counts)
-        except REDIS_UNAVAILABLE as exc:  # kept for the next flush
-            logger.warning("gateway.usage.flush_failed error=%r", exc)
-            for tenant_id, counters in counts.items():
-                for name, n in counters.items():
-                    self.count(tenant_id, name, n)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        await self.flush()
+        """The tenant's usage counters (streams/usage.py counts them, gateways and
+        workers alike)."""
+        return await read_usage(self.redis, tenant_id)
 
 
 def new_hs256_secret() -> str:

@@ -185,7 +185,7 @@ def _register_knowledge(ctx: WorkerContext, knowledge: KnowledgeSettings,
         return None
     service = KnowledgeService.from_settings(
         KnowledgeBase.open(index), knowledge, ctx.store.redis,
-        conversation_ttl_s=ctx.settings.session_ttl_s,
+        conversation_ttl_s=ctx.settings.session_ttl_s, counter=ctx.usage,
     )
     register_knowledge_agent(ctx.app, ctx.settings, service, knowledge_result_emitter(ctx))
 

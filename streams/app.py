@@ -54,6 +54,7 @@ from streams.topics import (
     dlq_of,
     producer_compression,
 )
+from streams.usage import UsageCounter
 
 __all__ = ["WEB_SCHEME", "DeadLetters", "ParleyApp", "ProbesOnlyWeb", "WorkerContext",
            "create_app", "faust_credentials", "produce", "raw_topic", "send", "send_to_dlq"]
@@ -130,9 +131,13 @@ class WorkerContext:
     handoff_events: TopicT
     #: Where an event goes that cannot be processed (streams/dead_letters.py).
     dead_letters: DeadLetters = field(init=False)
+    #: The tenants' usage counters for billing (streams/usage.py): knowledge requests and
+    #: LLM tokens, counted in process and flushed to Redis once a second.
+    usage: UsageCounter = field(init=False)
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.app)
+        self.usage = UsageCounter(self.store.redis, component="worker")
 
     def codec(self, name: str, topic: TopicT) -> AvroCodec:
         return codec_for(name, self.settings.schema_registry_url, topic.get_topic_name())
@@ -201,7 +206,20 @@ def create_app(settings: Settings) -> WorkerContext:
         handoff_events=topic(HANDOFF_EVENTS),
     )
     _register_probes(ctx)
+    _register_usage_flush(ctx)
     return ctx
+
+
+def _register_usage_flush(ctx: WorkerContext, every_s: float = 1.0) -> None:
+    """Add the usage this worker counted to Redis every ``every_s`` (on every worker, not
+    only the leader: each flushes its own counts), and what is left at shutdown, before
+    the Redis client closes (closers run newest first)."""
+
+    @ctx.app.timer(every_s, name=f"{ctx.settings.topic_prefix}usage_flush", on_leader=False)
+    async def flush_usage() -> None:
+        await ctx.usage.flush()  # logs and keeps its counts when Redis fails
+
+    ctx.app.closers.append(ctx.usage.close)
 
 
 def _register_probes(ctx: WorkerContext) -> None:

@@ -56,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -86,8 +86,10 @@ from streams.handoff import HandoffStore
 from streams.keys import ConversationKeys
 from streams.proactive import CustomerIndex
 from streams.topics import CONVERSATION_NOTICES, ENVELOPE_FIELDS
+from streams.usage import KNOWLEDGE_REQUESTS, UsageCounter
 
-__all__ = ["DialogueStep", "knowledge_result_emitter", "register_handoff_expiry"]
+__all__ = ["DialogueStep", "count_cached_answers", "knowledge_result_emitter",
+           "register_handoff_expiry"]
 
 #: HandoffEvent types the conversation agent writes itself: read back, they are skipped.
 _OWN_HANDOFF_EVENTS = frozenset({"requested", "user_message"})
@@ -195,6 +197,7 @@ class DialogueStep:
                              _produce(ctx.handoff_events, handoffs),
                              self._handoff_writes(decided), self._keep(decided))
         applied = await store.apply(turns)
+        count_cached_answers(self._ctx.usage, decided, applied, cached)
         count_turns(decided, applied)
         count_notices(decided, applied)
         await self._visits(decided, applied, {i.msg["event_id"]: i.msg for i in batch
@@ -252,6 +255,20 @@ class DialogueStep:
         if hits:
             logger.debug("dialogue.knowledge.cached count=%d of=%d", len(hits), len(asked))
         return hits
+
+
+def count_cached_answers(usage: UsageCounter, decided: Sequence[Turn],
+                         applied: Sequence[bool], cached: Mapping[str, Answer]) -> None:
+    """Bill a ``knowledge_requests`` for each recorded user message answered here from
+    the knowledge agent's cache (the agent never sees those questions). A message that
+    had a cached answer and sent no knowledge request is taken as answered from it: the
+    flow asked and the cache answered (exact in nearly every case; a flow that could
+    have asked but did not, on text that is a cached question, is counted too; a message
+    kept for later in maintenance is not)."""
+    for turn, ok in zip(decided, applied, strict=True):
+        if (ok and turn.kind is Kind.MESSAGE and turn.question is None
+                and turn.deferred is None and turn.event_id in cached):
+            usage.count(turn.keys.tenant_id, KNOWLEDGE_REQUESTS)
 
 
 def kept_message(msg: dict[str, Any]) -> dict[str, Any]:

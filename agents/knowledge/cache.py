@@ -1,4 +1,4 @@
-"""Answer caches and LLM usage counters in Redis Cluster.
+"""Answer caches and per-conversation LLM usage counters in Redis Cluster.
 
 Every key of one tenant's knowledge base shares the hash tag ``{kb:TENANT}``
 (one slot, so one tenant's cache operations can be pipelined together, or run
@@ -7,8 +7,11 @@ in one Lua call)::
     parley:{kb:t1}:gen                  string  KB generation: bumped on every document change
     parley:{kb:t1}:exact:G:<sha>        string  answer JSON for one normalised question (TTL)
     parley:{kb:t1}:semantic:G           list    recent (question vector, filters, answer) (TTL)
-    parley:{kb:t1}:llm_usage            hash    prompt/completion tokens and calls, per model too
-    parley:{t1:c42}:llm_usage           hash    the same for one conversation (its slot and TTL)
+    parley:{t1:c42}:llm_usage           hash    one conversation's LLM prompt/completion tokens
+                                                and calls, per model too (its slot and TTL)
+
+A tenant's totals, for billing, are in its usage hash (``parley:{tenant:t1}:usage``,
+streams/usage.py), counted in batches by the worker.
 
 Invalidation: cache keys embed the generation ``G``. Every knowledge worker
 bumps it after it applies a change from ``kb.documents``, so entries written
@@ -72,10 +75,6 @@ class KbKeys:
 
     def semantic(self, generation: int) -> str:
         return f"{self.tag}:semantic:{generation}"
-
-    @property
-    def usage(self) -> str:
-        return f"{self.tag}:llm_usage"
 
 
 def exact_digest(question: str, filters: str) -> str:
@@ -220,10 +219,11 @@ class AnswerCache:
 
 
 class UsageRecorder:
-    """LLM token counters per tenant and per conversation (Redis hashes).
+    """LLM token counters per conversation (a Redis hash kept as long as the
+    conversation's other state: ``conversation_ttl_s``, ``PARLEY_SESSION_TTL_S``).
 
-    A conversation's counters are kept as long as its other state
-    (``conversation_ttl_s``, ``PARLEY_SESSION_TTL_S``); a tenant's are kept.
+    The tenant's totals are not here: the service counts them into the tenant's usage
+    hash through :class:`streams.usage.UsageCounter`, in batches.
     """
 
     def __init__(self, redis: RedisCluster, conversation_ttl_s: int = 30 * 24 * 3600) -> None:
@@ -232,30 +232,24 @@ class UsageRecorder:
 
     async def record(self, tenant: str, conversation_id: str, model: str,
                      prompt_tokens: int, completion_tokens: int) -> None:
-        # (key, seconds to keep it): a tenant's counters stay, a conversation's go with it
-        targets: list[tuple[str, int | None]] = [(KbKeys(tenant).usage, None)]
-        if conversation_id:
-            targets.append((ConversationKeys(tenant, conversation_id).llm_usage,
-                            self.conversation_ttl_s))
+        if not conversation_id:
+            return
+        key = ConversationKeys(tenant, conversation_id).llm_usage
         counts: Sequence[tuple[str, int]] = (
             ("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
             ("calls", 1), (f"prompt_tokens:{model}", prompt_tokens),
             (f"completion_tokens:{model}", completion_tokens), (f"calls:{model}", 1),
         )
         try:
-            for key, ttl_s in targets:  # different slots: one pipeline per key
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for name, value in counts:
-                        pipe.hincrby(key, name, value)
-                    if ttl_s is not None:
-                        pipe.expire(key, ttl_s)
-                    await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, value in counts:
+                    pipe.hincrby(key, name, value)
+                pipe.expire(key, self.conversation_ttl_s)
+                await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             # Usage is bookkeeping: losing one increment must not lose the answer.
             logger.warning("kb.usage.record_failed tenant=%s error=%r", tenant, exc)
 
-    async def totals(self, tenant: str, conversation_id: str = "") -> dict[str, int]:
-        key = (ConversationKeys(tenant, conversation_id).llm_usage if conversation_id
-               else KbKeys(tenant).usage)
-        raw = await self.redis.hgetall(key)
+    async def totals(self, tenant: str, conversation_id: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(ConversationKeys(tenant, conversation_id).llm_usage)
         return {_text(k) or "": int(_text(v) or 0) for k, v in raw.items()}

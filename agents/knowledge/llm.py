@@ -7,6 +7,11 @@ errors at this boundary, chained from the original:
 * connection errors, HTTP 5xx and 429 → :class:`LLMUnavailable`
 * other HTTP errors (4xx: bad key, unknown model) → :class:`LLMClientError`
 * a body that is not a completion → :class:`LLMMalformedOutput`
+
+Token usage is what the endpoint reports in the completion's ``usage`` object
+(``prompt_tokens``, ``completion_tokens``: its own tokenizer's count, the one it bills
+by). A body without one gives zeros and ``usage_reported=False``; the service then
+estimates (agents/knowledge/service.py).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = ""
+    #: Whether the endpoint reported the token counts (else they are 0).
+    usage_reported: bool = True
 
 
 class ChatClient:
@@ -81,6 +88,7 @@ def _parse(response: httpx.Response, model: str) -> Completion:
         choice = data["choices"][0]
         text = choice["message"]["content"]
         usage = data.get("usage") or {}
+        reported = "prompt_tokens" in usage or "completion_tokens" in usage
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -89,4 +97,5 @@ def _parse(response: httpx.Response, model: str) -> Completion:
         raise LLMMalformedOutput("message content is not text", model=model)
     return Completion(text=text, model=str(data.get("model") or model),
                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      finish_reason=str(choice.get("finish_reason") or ""))
+                      finish_reason=str(choice.get("finish_reason") or ""),
+                      usage_reported=reported)

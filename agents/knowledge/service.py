@@ -11,13 +11,26 @@
    failure, or an open circuit, gives an extractive answer labelled as an
    excerpt (``degraded=True``, not cached). Without an LLM, the extractive
    answer is the answer.
+
+Billing (streams/usage.py): every question answered here counts one
+``knowledge_requests`` for its tenant — from the cache, by retrieval, or a refusal
+after retrieval (the work was done); an empty question does not count. An LLM call that
+returned counts ``llm_calls``, ``llm_prompt_tokens`` and ``llm_completion_tokens``
+(also per model), whether or not its answer passed validation: the tokens were spent.
+The counts are the endpoint's own (``usage`` in its reply). An endpoint that reports
+none gets :func:`~agents.knowledge.generation.estimate_tokens` of the prompt messages
+and the completion — the estimate that sizes the context, since the serving model's
+tokenizer is not shipped here (the embedder's tokenizer is another model's) — and
+``llm_estimated_calls`` says how many calls were estimated. Counting is in process and
+flushed in batches, so it adds no Redis call to an answer and a Redis failure cannot
+fail one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,19 +45,47 @@ from agents.knowledge.generation import (
     build_context,
     build_messages,
     choose_model,
+    estimate_tokens,
     validate_output,
 )
 from agents.knowledge.index import Hit
 from agents.knowledge.knowledge_base import KnowledgeBase
-from agents.knowledge.llm import ChatClient
+from agents.knowledge.llm import ChatClient, Completion
 from agents.knowledge.settings import KnowledgeSettings
 from streams.keys import validate_id
+from streams.usage import (
+    KNOWLEDGE_REQUESTS,
+    LLM_CALLS,
+    LLM_COMPLETION_TOKENS,
+    LLM_PROMPT_TOKENS,
+    UsageCounter,
+)
 
-__all__ = ["KnowledgeService"]
+__all__ = ["LLM_ESTIMATED_CALLS", "KnowledgeService", "llm_usage"]
 
 logger = logging.getLogger(__name__)
 
 Filters = Mapping[str, Any]
+
+#: Counted when the endpoint reported no token usage and the tokens were estimated.
+LLM_ESTIMATED_CALLS = "llm_estimated_calls"
+
+
+def llm_usage(completion: Completion, messages: Sequence[Mapping[str, str]]
+              ) -> dict[str, int]:
+    """What one LLM call adds to its tenant's usage counters (see the module docstring)."""
+    prompt, output = completion.prompt_tokens, completion.completion_tokens
+    estimated = not completion.usage_reported
+    if estimated:
+        prompt = sum(estimate_tokens(m.get("content", "")) for m in messages)
+        output = estimate_tokens(completion.text) if completion.text else 0
+    model = completion.model
+    counts = {LLM_CALLS: 1, LLM_PROMPT_TOKENS: prompt, LLM_COMPLETION_TOKENS: output,
+              f"{LLM_CALLS}:{model}": 1, f"{LLM_PROMPT_TOKENS}:{model}": prompt,
+              f"{LLM_COMPLETION_TOKENS}:{model}": output}
+    if estimated:
+        counts[LLM_ESTIMATED_CALLS] = 1
+    return counts
 
 
 class KnowledgeService:
@@ -57,11 +98,14 @@ class KnowledgeService:
         usage: UsageRecorder | None = None,
         llm: ChatClient | None = None,
         breaker: CircuitBreaker | None = None,
+        counter: UsageCounter | None = None,
     ) -> None:
         self.kb = kb
         self.settings = settings or KnowledgeSettings()
         self.cache = cache
         self.usage = usage
+        #: The tenants' billing counters (None: nothing is counted, e.g. offline tools).
+        self.counter = counter
         self.llm = llm
         #: Whether a tenant's answers may use the LLM now (None: always): an operator who
         #: forced its degradation level to 2 or more says no (agents/degradation.py).
@@ -74,9 +118,11 @@ class KnowledgeService:
     @classmethod
     def from_settings(cls, kb: KnowledgeBase, settings: KnowledgeSettings,
                       redis: RedisCluster | None = None, *,
-                      conversation_ttl_s: int = 30 * 24 * 3600) -> KnowledgeService:
+                      conversation_ttl_s: int = 30 * 24 * 3600,
+                      counter: UsageCounter | None = None) -> KnowledgeService:
         """Wire caches (when ``redis`` is given and caching is on) and the LLM (when set);
-        a conversation's LLM usage is kept ``conversation_ttl_s``, as its session is."""
+        a conversation's LLM usage is kept ``conversation_ttl_s``, as its session is;
+        ``counter``: the tenants' billing counters (the worker's, ``WorkerContext.usage``)."""
         cache = usage = None
         if redis is not None:
             usage = UsageRecorder(redis, conversation_ttl_s)
@@ -89,7 +135,7 @@ class KnowledgeService:
             llm = ChatClient(settings.llm_url, api_key=settings.llm_api_key,
                              timeout_s=settings.llm_timeout_s,
                              connect_timeout_s=settings.llm_connect_timeout_s)
-        return cls(kb, settings, cache=cache, usage=usage, llm=llm)
+        return cls(kb, settings, cache=cache, usage=usage, llm=llm, counter=counter)
 
     async def aclose(self) -> None:
         if self.llm is not None:
@@ -107,6 +153,17 @@ class KnowledgeService:
             validate_id("conversation id", conversation_id)
         if not question.strip():
             return refusal()
+        answer = await self._answer(tenant_id, question, conversation_id, filters)
+        self._count(tenant_id, {KNOWLEDGE_REQUESTS: 1})
+        return answer
+
+    def _count(self, tenant: str, counts: Mapping[str, int]) -> None:
+        if self.counter is not None:
+            for name, n in counts.items():
+                self.counter.count(tenant, name, n)
+
+    async def _answer(self, tenant_id: str, question: str, conversation_id: str,
+                      filters: dict[str, Any] | None) -> Answer:
         generation = -1
         if self.cache is not None:
             generation, hit = await self.cache.get_exact(tenant_id, question, filters)
@@ -167,9 +224,11 @@ class KnowledgeService:
             self.breaker.record_failure()  # timeouts, connection errors, 5xx/429, garbage bodies
             raise
         self.breaker.record_success()
+        spent = llm_usage(completion, messages)
+        self._count(tenant, spent)
         if self.usage is not None:
             await self.usage.record(tenant, conversation_id, completion.model,
-                                    completion.prompt_tokens, completion.completion_tokens)
+                                    spent[LLM_PROMPT_TOKENS], spent[LLM_COMPLETION_TOKENS])
         try:
             validated = validate_output(completion.text, context.doc_ids)
         except LLMMalformedOutput as exc:

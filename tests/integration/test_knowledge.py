@@ -27,7 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from agents.encoders.embedder import Embedder, build_embedder
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
-from agents.knowledge.cache import AnswerCache, KbKeys, UsageRecorder
+from agents.knowledge.cache import AnswerCache, UsageRecorder
 from agents.knowledge.documents import Document
 from agents.knowledge.follower import KbDocumentsFollower
 from agents.knowledge.knowledge_base import KnowledgeBase
@@ -39,6 +39,7 @@ from kernel.settings import Settings
 from streams.keys import ConversationKeys
 from streams.security import bootstrap_config
 from streams.topics import KB_DOCUMENTS
+from streams.usage import UsageCounter, read_usage, usage_key
 from tests.unit.knowledge.faq_data import faq_documents
 
 # --- shared fixtures ------------------------------------------------------------
@@ -348,26 +349,60 @@ async def test_degraded_answers_are_not_cached(kb: KnowledgeBase, redis_cluster:
 
 
 @pytest.mark.asyncio
-async def test_token_usage_is_counted_per_tenant_and_conversation(
+async def test_answers_raise_their_tenants_usage_and_no_one_elses(
+        kb: KnowledgeBase, redis_cluster: RedisCluster, llm_server: LLMServer) -> None:
+    a, b = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for tenant in (a, b):
+        kb.upsert_many(faq_documents(tenant))
+    counter = UsageCounter(redis_cluster)
+    service = llm_service(kb, llm_server, redis_cluster)
+    service.counter = counter
+    try:
+        for _ in range(2):
+            await service.answer(a, "How do I reset my password?", conversation_id="c1")
+        await service.answer(a, "How long does a refund take?", conversation_id="c2")
+        await service.answer(a, "zxqv wplk fjrt")  # refused after retrieval: no LLM call
+        assert await read_usage(redis_cluster, a) == {}  # counted in process until a flush
+        await counter.flush()
+        usage = await read_usage(redis_cluster, a)
+        assert usage == {
+            "knowledge_requests": 4, "llm_calls": 3, "llm_calls:small-model": 3,
+            "llm_prompt_tokens": 360, "llm_prompt_tokens:small-model": 360,
+            "llm_completion_tokens": 36, "llm_completion_tokens:small-model": 36}
+        assert await read_usage(redis_cluster, b) == {}
+
+        await service.answer(b, "How long does a refund take?")
+        await counter.close()
+        assert (await read_usage(redis_cluster, b))["llm_prompt_tokens"] == 120
+        assert await read_usage(redis_cluster, a) == usage  # A's did not move
+        assert await redis_cluster.ttl(usage_key(a)) == -1  # billing counters are kept
+
+        assert service.usage is not None  # and each conversation's own LLM usage
+        per_conversation = await service.usage.totals(a, "c1")
+        assert per_conversation["prompt_tokens"] == 240 and per_conversation["calls"] == 2
+        key = ConversationKeys(a, "c1").llm_usage
+        # a conversation's usage goes with the rest of its state
+        assert 0 < await redis_cluster.ttl(key) <= service.usage.conversation_ttl_s
+    finally:
+        await service.aclose()
+
+
+@pytest.mark.asyncio
+async def test_cache_hits_are_counted_and_cost_no_tokens(
         kb: KnowledgeBase, redis_cluster: RedisCluster, llm_server: LLMServer) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     kb.upsert_many(faq_documents(tenant))
     service = llm_service(kb, llm_server, redis_cluster)
+    service.cache = AnswerCache(redis_cluster, ttl_s=60)
+    service.counter = UsageCounter(redis_cluster)
     try:
-        for _ in range(2):
-            await service.answer(tenant, "How do I reset my password?", conversation_id="c1")
-        await service.answer(tenant, "How long does a refund take?", conversation_id="c2")
-        assert service.usage is not None
-        per_tenant = await service.usage.totals(tenant)
-        assert per_tenant["prompt_tokens"] == 360 and per_tenant["completion_tokens"] == 36
-        assert per_tenant["calls"] == 3 and per_tenant["calls:small-model"] == 3
-        per_conversation = await service.usage.totals(tenant, "c1")
-        assert per_conversation["prompt_tokens"] == 240 and per_conversation["calls"] == 2
-        key = ConversationKeys(tenant, "c1").llm_usage
-        assert await redis_cluster.exists(key)
-        # a conversation's usage goes with the rest of its state
-        assert 0 < await redis_cluster.ttl(key) <= service.usage.conversation_ttl_s
-        assert await redis_cluster.ttl(KbKeys(tenant).usage) == -1  # a tenant's is kept
+        first = await service.answer(tenant, "How do I reset my password?")
+        again = await service.answer(tenant, "How do I reset my password?")
+        assert not first.cached and again.cached and len(llm_server.requests) == 1
+        await service.counter.close()
+        usage = await read_usage(redis_cluster, tenant)
+        assert usage["knowledge_requests"] == 2 and usage["llm_calls"] == 1
+        assert usage["llm_prompt_tokens"] == 120
     finally:
         await service.aclose()
 
@@ -551,6 +586,60 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
     # One conversation, one partition: one after another, eight 0.5 s model calls
     # would spread the replies over at least 3.5 s; eight actors overlap them.
     assert max(replied_at) - min(replied_at) < 2.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_a_worker_bills_the_tenant_it_answers(settings: Settings, kb: KnowledgeBase,
+                                                    llm_server: LLMServer,
+                                                    redis_cluster: RedisCluster,
+                                                    tmp_path: Path) -> None:
+    """The worker's own counter (WorkerContext.usage), flushed by its timer while it runs."""
+    from agents.knowledge.agent import register_knowledge_agent
+    from infra.ports import find_free_ports
+    from streams.app import create_app
+    from streams.codecs import AvroCodec
+    from streams.topics import KNOWLEDGE_REQUESTS
+
+    a, b = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for tenant in (a, b):
+        kb.upsert_many(faq_documents(tenant))
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
+    service = llm_service(kb, llm_server)
+    service.counter = ctx.usage
+    replies: list[str] = []
+    done = asyncio.Event()
+    total = 3
+
+    async def emit_reply(request: dict[str, Any], text: str, sources: list[str]) -> None:
+        replies.append(request["event_id"])
+        if len(replies) >= total:
+            done.set()
+
+    register_knowledge_agent(ctx.app, settings, service, emit_reply)
+    codec = AvroCodec("knowledge_request")
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
+    for i in range(total):
+        request = {**knowledge_request(i), "tenant_id": a, "event_id": f"{a}-{i}"}
+        producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1",
+                         value=codec.encode(request))
+    producer.flush(10)
+
+    await ctx.app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+        deadline = time.monotonic() + 10
+        while (await read_usage(redis_cluster, a)).get("knowledge_requests", 0) < total:
+            assert time.monotonic() < deadline, "the worker never flushed its usage"
+            await asyncio.sleep(0.2)
+    finally:
+        await ctx.app.stop()
+        await service.aclose()
+    usage = await read_usage(redis_cluster, a)
+    assert usage["knowledge_requests"] == total and usage["llm_calls"] == total
+    assert usage["llm_prompt_tokens"] == 120 * total
+    assert usage["llm_completion_tokens"] == 12 * total
+    assert await read_usage(redis_cluster, b) == {}
 
 
 @pytest.mark.asyncio

@@ -17,6 +17,7 @@ from gateway.tenants import TenantStore
 from kernel.settings import Settings
 from parley.cli import main
 from streams.state import connect_cluster
+from streams.usage import add_usage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -71,9 +72,11 @@ async def test_a_tenant_created_on_the_command_line_verifies_its_tokens_and_keys
         code, out = await run(settings, "tenant", "key", "list", tenant)
         assert json.loads(out)["revoked_at"] == record.revoked_at
 
-        await store.add_usage({tenant: Counter(messages=4)})
+        await add_usage(redis, {tenant: Counter(messages=4, llm_prompt_tokens=90)})
         code, out = await run(settings, "tenant", "usage", tenant)
-        assert code == 0 and json.loads(out) == {"tenant": tenant, "messages": 4}
+        assert code == 0 and json.loads(out) == {  # every counter, 0 when none was counted
+            "tenant": tenant, "messages": 4, "knowledge_requests": 0, "llm_calls": 0,
+            "llm_prompt_tokens": 90, "llm_completion_tokens": 0}
     finally:
         await redis.aclose()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import cast
 
 import pytest
 
@@ -12,8 +11,6 @@ from gateway.tenants import (
     Branding,
     TenantConfig,
     TenantError,
-    TenantStore,
-    UsageCounter,
     flag_enabled,
     rollout_bucket,
     tenant_config,
@@ -100,35 +97,3 @@ def test_a_rollout_grows_without_dropping_anyone() -> None:
     assert 120 < len(ten) < 280 and 850 < len(fifty) < 1150
     assert enabled(0) == set()
     assert not flag_enabled(tenant_config("acme"), "unknown-flag", "user-1")
-
-
-
-class FlakyUsageStore:
-    """Takes usage counts, failing as Redis does when asked to."""
-
-    def __init__(self) -> None:
-        self.fail = False
-        self.totals: Counter[tuple[str, str]] = Counter()
-
-    async def add_usage(self, counts: dict[str, Counter[str]]) -> None:
-        if self.fail:
-            raise ConnectionError("redis is down")
-        for tenant, counters in counts.items():
-            for name, n in counters.items():
-                self.totals[tenant, name] += n
-
-
-@pytest.mark.asyncio
-async def test_usage_counted_while_redis_is_down_is_added_later() -> None:
-    store = FlakyUsageStore()
-    usage = UsageCounter(cast(TenantStore, store))
-    for _ in range(3):
-        usage.count("acme")
-    usage.count("globex")
-    store.fail = True
-    await usage.flush()
-    usage.count("acme")
-    assert store.totals == Counter()
-    store.fail = False
-    await usage.close()
-    assert store.totals == Counter({("acme", "messages"): 4, ("globex", "messages"): 1})
