@@ -118,9 +118,11 @@ def tenant() -> None:
 @click.option("--issuer", default="parley", show_default=True, help="Tokens' iss.")
 @click.option("--audience", help="Tokens' aud (default: parley:<tenant>).")
 @click.option("--jwks-url", default="", help="Verify RS256 tokens with the keys at this URL.")
-@click.option("--bot", default="", help="The bot the tenant is served.")
+@click.option("--bot", default="", help="A label for operators (the bot served is the one "
+                                        "`parley bot publish --tenant` published).")
 @click.option("--retention-s", type=int, default=0,
-              help="Seconds conversation state is kept (0: PARLEY_SESSION_TTL_S).")
+              help="Seconds a conversation's state is kept after its last message "
+                   "(0: PARLEY_SESSION_TTL_S).")
 @click.option("--name", "brand_name", default="", help="Branding: the name the chat page shows.")
 @click.option("--color", default="", help="Branding: the chat page's accent color.")
 @click.option("--greeting", default="", help="Branding: the chat page's welcome text.")

@@ -9,8 +9,12 @@ socket exists: no replay, no resume, no live reply and no message can reach a so
 that was never opened. The key is per tenant, so a user of another tenant who picks the
 same conversation id opens a different conversation altogether.
 
-The owner record lives as long as the conversation's state (the tenant's retention,
-else PARLEY_SESSION_TTL_S) and is refreshed on each connect by its owner.
+The owner record lives as long as the conversation's state: the owner's connect writes
+the tenant's retention next to it (``...:retention``, else PARLEY_SESSION_TTL_S), and
+every write to the conversation (a numbered message, a recorded turn) gives all its keys,
+the owner's too, that TTL again (streams/keys.py). A conversation that has state but no
+owner is refused to everyone: a webhook channel's conversation (Slack, SMS: nobody opens
+those over ``/ws``), or one whose owner record is gone while its replies are not.
 """
 
 from __future__ import annotations
@@ -24,15 +28,22 @@ from streams.keys import ConversationKeys
 
 __all__ = ["Ownership"]
 
-# KEYS[1]: the owner key; ARGV: user, ttl_s. SET NX (the first user wins), else compare;
-# the owner's own connect refreshes the TTL. Returns the owner.
+# KEYS: owner, retention, then the keys that hold a conversation's state (inbound seq,
+# session, outbox); ARGV: user, ttl_s. The first user of a conversation with no state
+# becomes its owner; state without an owner is nobody's to take (returns ""). The owner's
+# own connect writes the retention again. Returns the owner.
 _CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if not owner then
+  if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0 then return '' end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[2])
   return ARGV[1]
 end
-if owner == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if owner == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[2])
+end
 return owner
 """
 
@@ -52,8 +63,9 @@ class Ownership:
         raises when it cannot answer (the caller refuses the handshake with 503)."""
         if keys.tenant_id != principal.tenant_id:  # ConversationKeys are built per tenant
             raise AuthError(403, "conversation belongs to another tenant")
-        owner = await self._script(keys=[keys.owner],
-                                   args=[principal.user_id, ttl_s or self._ttl_s])
+        owner = await self._script(
+            keys=[keys.owner, keys.retention, keys.inbound_seq, keys.session, keys.outbox],
+            args=[principal.user_id, ttl_s or self._ttl_s])
         owner = cast(bytes | str, owner)
         if (owner.decode() if isinstance(owner, bytes) else owner) != principal.user_id:
             raise AuthError(403, "conversation belongs to another user")

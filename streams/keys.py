@@ -10,6 +10,14 @@ script::
     parley:{t1:c42}:inseq       string  last inbound sequence number assigned by a gateway
     parley:{t1:c42}:llm_usage   hash    LLM tokens and calls spent on the conversation
     parley:{t1:c42}:owner       string  the user the conversation belongs to (gateway/ownership.py)
+    parley:{t1:c42}:retention   string  seconds its state is kept after its last activity (the
+                                        tenant's retention when it was opened)
+
+The retention key is what makes retention per tenant without any writer knowing the
+tenant's configuration: the gateway writes it when the owner opens the conversation, and
+every script that writes the conversation's keys reads it from the same slot and gives
+them that TTL (the deployment's ``PARLEY_SESSION_TTL_S`` when there is none), so the
+keys of one conversation expire together.
 """
 
 from __future__ import annotations
@@ -85,6 +93,10 @@ class ConversationKeys:
         return f"{self.tag}:owner"
 
     @property
+    def retention(self) -> str:
+        return f"{self.tag}:retention"
+
+    @property
     def message_ids(self) -> str:
         """The client's ids of the conversation's recent messages → ``seq:event_id``."""
         return f"{self.tag}:msgids"
@@ -96,4 +108,4 @@ class ConversationKeys:
 
     def all(self) -> tuple[str, ...]:
         return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage,
-                self.owner, self.message_ids, self.choices)
+                self.owner, self.retention, self.message_ids, self.choices)

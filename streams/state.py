@@ -53,12 +53,14 @@ return seqs
 """
 
 # Per message: its seq key, its conversation's message-id hash, the client's message id
-# ("" for none) and the event id it gets if new. A message id seen before returns the
-# seq and event id it got then, and takes no number. The hash is bounded: past
-# ARGV[2] ids it starts anew (a resend comes within moments of its first try).
+# ("" for none), the event id it gets if new, and the conversation's retention and owner
+# keys. A message id seen before returns the seq and event id it got then, and takes no
+# number. The hash is bounded: past ARGV[2] ids it starts anew (a resend comes within
+# moments of its first try). A new message gives the conversation's keys the TTL its
+# retention key holds (ARGV[1] when it has none): they live on while it is in use.
 _NUMBER_MESSAGES = """#!lua flags=allow-cross-slot-keys
 local out = {}
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 6 do
   local seq_key, ids, id, event = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local seen = false
   if id ~= '' then seen = redis.call('HGET', ids, id) end
@@ -67,13 +69,16 @@ for i = 3, #ARGV, 4 do
     out[#out + 1] = tonumber(string.sub(seen, 1, at - 1))
     out[#out + 1] = string.sub(seen, at + 1)
   else
+    local ttl = redis.call('GET', ARGV[i + 4]) or ARGV[1]
     local seq = redis.call('INCR', seq_key)
-    if seq == 1 then redis.call('EXPIRE', seq_key, ARGV[1]) end
+    redis.call('EXPIRE', seq_key, ttl)
     if id ~= '' then
       if redis.call('HLEN', ids) >= tonumber(ARGV[2]) then redis.call('DEL', ids) end
       redis.call('HSET', ids, id, seq .. ':' .. event)
-      if redis.call('HLEN', ids) == 1 then redis.call('EXPIRE', ids, ARGV[1]) end
+      redis.call('EXPIRE', ids, ttl)
     end
+    redis.call('EXPIRE', ARGV[i + 4], ttl)
+    redis.call('EXPIRE', ARGV[i + 5], ttl)
     out[#out + 1] = seq
     out[#out + 1] = ''
   end
@@ -160,7 +165,8 @@ class ConversationStore:
         in its place, and the others their numbers: a shard that is down refuses only the
         conversations whose keys it serves."""
         flat = await on_each_primary(self.redis, _NUMBER_MESSAGES, [
-            (keys.inbound_seq, (keys.inbound_seq, keys.message_ids, message_id, event_id))
+            (keys.inbound_seq, (keys.inbound_seq, keys.message_ids, message_id, event_id,
+                                keys.retention, keys.owner))
             for keys, message_id, event_id in messages
         ], shared=(self.ttl_s, MESSAGE_IDS_KEPT), per_call=2, settle=True)  # fmt: skip
         return [pair if isinstance(pair, Exception)

@@ -37,17 +37,22 @@ __all__ = ["AppliedTurn", "ProducedMarks", "Session", "SessionStore"]
 logger = logging.getLogger(__name__)
 
 # ARGV: now_ms, ttl_s, outbox_size, then per turn:
-#   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns, dialogue
+#   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns, dialogue,
+#   retention, owner
+# ttl_s is the deployment's retention: a conversation's keys get the TTL its retention key
+# holds, else ttl_s (streams/keys.py), the owner record with them.
 # An empty reply_bytes records a turn that says nothing now (event -> 0, no outbox entry):
 # its answer comes later (knowledge, an action), or never (a conversation handed over).
 # ``dialogue`` is the dialogue state after the turn (agents/dialogue/state.py).
 # Returns per turn 1 when applied, 0 when the event was already recorded (nothing changed).
 _APPLY_TURNS = """#!lua flags=allow-cross-slot-keys
-local now, ttl, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now, keep = ARGV[1], tonumber(ARGV[3])
 local applied = {}
-for i = 4, #ARGV, 9 do
+for i = 4, #ARGV, 11 do
   local session, events, outbox, event_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reply_seq, reply = ARGV[i + 5], ARGV[i + 6]
+  local retention, owner = ARGV[i + 9], ARGV[i + 10]
+  local ttl = redis.call('GET', retention) or ARGV[2]
   if redis.call('HEXISTS', events, event_id) == 1 then
     applied[#applied + 1] = 0
   else
@@ -64,6 +69,8 @@ for i = 4, #ARGV, 9 do
     redis.call('EXPIRE', session, ttl)
     redis.call('EXPIRE', events, ttl)
     redis.call('EXPIRE', outbox, ttl)
+    redis.call('EXPIRE', retention, ttl)
+    redis.call('EXPIRE', owner, ttl)
     applied[#applied + 1] = 1
   end
 end
@@ -174,7 +181,8 @@ class SessionStore:
         """Record each turn atomically; False for a turn already recorded."""
         applied = await on_each_primary(self.redis, _APPLY_TURNS, [
             (t.keys.session, (t.keys.session, t.keys.events, t.keys.outbox, t.event_id,
-                              t.inbound_seq, t.reply_seq, t.reply, t.turns, t.dialogue))
+                              t.inbound_seq, t.reply_seq, t.reply, t.turns, t.dialogue,
+                              t.keys.retention, t.keys.owner))
             for t in turns
         ], shared=(int(time.time() * 1000), self.ttl_s, self.outbox_size))  # fmt: skip
         return [bool(r) for r in applied]

@@ -189,3 +189,21 @@ async def test_the_remembered_message_ids_are_bounded(redis_bytes: RedisCluster)
     await store.number_messages_settled([(a, f"m{i}", f"e{i}")
                                          for i in range(MESSAGE_IDS_KEPT + 10)])
     assert await redis_bytes.hlen(a.message_ids) <= MESSAGE_IDS_KEPT
+
+
+async def test_a_turn_gives_every_key_the_conversations_retention(
+        redis_bytes: RedisCluster) -> None:
+    """The retention the gateway recorded for the conversation (its tenant's) is the TTL
+    the dialogue step's writes give the session, its records, its outbox and its owner;
+    without one, the deployment's."""
+    sessions = SessionStore(redis_bytes, ttl_s=3600, outbox_size=10)
+    brief, usual = conversation(), conversation()
+    for keys in (brief, usual):
+        await redis_bytes.set(keys.owner, "ann", ex=5)
+    await redis_bytes.set(brief.retention, 120, ex=120)
+    assert await sessions.apply([turn(brief, 1), turn(usual, 1)]) == [True, True]
+    for name in (brief.session, brief.events, brief.outbox, brief.owner, brief.retention):
+        assert 100 < await redis_bytes.ttl(name) <= 120, name
+    for name in (usual.session, usual.events, usual.outbox, usual.owner):
+        assert 3000 < await redis_bytes.ttl(name) <= 3600, name
+    assert await redis_bytes.exists(usual.retention) == 0

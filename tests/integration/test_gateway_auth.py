@@ -42,12 +42,15 @@ from tests.tenants import (
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
+RETENTION_S = 120  # the "brief" tenant's (the deployment keeps state 30 days)
+
 
 @pytest_asyncio.fixture
 async def gateway(settings: Settings, tenant: AuthTenant) -> AsyncIterator[Gateway]:
     other = test_tenant_config("t2")
     shop = test_tenant_config("shop", origins=("https://shop.example",))
-    await put_tenants(settings.redis_nodes, [other, shop])
+    brief = test_tenant_config("brief", retention_s=RETENTION_S)
+    await put_tenants(settings.redis_nodes, [other, shop, brief])
     server = Gateway(settings.replace(gateway_port=0))
     await server.start()
     await server.wait_ready()
@@ -317,6 +320,49 @@ async def test_a_conversation_belongs_to_its_first_user(
         replayed = json.loads(await asyncio.wait_for(ws.recv(), 20))
         assert (replayed["type"], replayed["text"]) == ("reply", "secret")
     assert await redis_cluster.get(keys.owner) == "ann"
+
+
+async def test_state_nobody_owns_is_nobodys_to_take(
+        gateway: Gateway, redis_cluster: RedisCluster) -> None:
+    """A conversation with replies but no owner record (a Slack channel's conversation,
+    which nobody opens over /ws; or one whose owner record ran out first) is refused to
+    every user: taking it would hand them its replies."""
+    slack = ConversationKeys("t", f"slack-T0{uuid.uuid4().hex[:6].upper()}-C0001")
+    await redis_cluster.zadd(slack.outbox, {bot_reply("t", slack.conversation_id, 1,
+                                                      "for the channel"): 1})
+    await redis_cluster.set(slack.inbound_seq, 1)
+    for params in ({}, {"last_seq": 0}):
+        status, reason = await refusal(url(gateway, slack.conversation_id,
+                                           token_for("t", "mallory"), **params))
+        assert (status, reason.strip()) == (403, "conversation belongs to another user")
+    assert await redis_cluster.get(slack.owner) is None
+
+
+async def test_a_tenants_retention_is_the_ttl_of_every_key_of_its_conversations(
+        gateway: Gateway, settings: Settings, redis_cluster: RedisCluster) -> None:
+    """The owner's connect records the tenant's retention next to the conversation; each
+    message gives the conversation's keys that TTL again (and the dialogue step's writes
+    do the same: test_conversation_store), so they expire together, the owner too."""
+    brief, usual = (ConversationKeys(t, f"c-{uuid.uuid4().hex[:8]}") for t in ("brief", "t"))
+    for keys in (brief, usual):
+        token = token_for(keys.tenant_id, "ann")
+        async with websockets.connect(url(gateway, keys.conversation_id, token)) as ws:
+            await welcome(ws)
+            assert (await send(ws, "hello", "m1"))["type"] == "ack"
+    for name in (brief.owner, brief.retention, brief.inbound_seq, brief.message_ids):
+        assert 0 < await redis_cluster.ttl(name) <= RETENTION_S, name
+    assert await redis_cluster.get(brief.retention) == str(RETENTION_S)
+    for name in (usual.owner, usual.retention, usual.inbound_seq, usual.message_ids):
+        assert RETENTION_S < await redis_cluster.ttl(name) <= settings.session_ttl_s, name
+    # A message refreshes the owner's record with the rest: an owner who keeps one socket
+    # open longer than the retention keeps their conversation.
+    await redis_cluster.expire(brief.owner, 5)
+    token = token_for("brief", "ann")
+    async with websockets.connect(url(gateway, brief.conversation_id, token)) as ws:
+        await welcome(ws)
+        await redis_cluster.expire(brief.owner, 5)
+        assert (await send(ws, "still here", "m2"))["type"] == "ack"
+    assert await redis_cluster.ttl(brief.owner) > 5
 
 
 async def test_another_tenant_with_the_same_conversation_id_sees_nothing(
