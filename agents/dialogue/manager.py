@@ -76,13 +76,13 @@ from agents.dialogue.state import DialogueState, Frame, HistoryEntry, Pending
 from streams.handoff import RELAYED
 
 __all__ = [
+    "HANDOFF_SUMMARY_SLOT",
     "PATTERN_CANCEL",
     "PATTERN_CANNOT_HANDLE",
     "PATTERN_CHITCHAT",
     "PATTERN_CLARIFICATION",
     "PATTERN_CORRECTION",
     "PATTERN_DIGRESSION",
-    "HANDOFF_SUMMARY_SLOT",
     "PATTERN_HANDOFF_CLAIMED",
     "PATTERN_HANDOFF_CLOSED",
     "PATTERN_HANDOFF_EXPIRED",
