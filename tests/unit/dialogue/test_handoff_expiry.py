@@ -3,7 +3,7 @@ of the request (:func:`agents.dialogue.handoff.request_summary`), and the demo b
 ``pattern_handoff_expired``, which opens a ticket with it and tells the user the ticket's
 number only after the CRM answered with one; on any failure it says no ticket was opened.
 The CRM itself is faked by the actions' results here (tests/e2e/test_handoff_expiry.py
-has the real one)."""
+has the real one). And the timeout a bot sets, which tests need in seconds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agents.dialogue.handoff import SUMMARY_MAX_CHARS, request_summary
-from agents.dialogue.loader import load_bot
+from agents.dialogue.loader import BotFolderError, load_bot
 from agents.dialogue.manager import (
     HANDOFF_SUMMARY_SLOT,
     ActionResult,
@@ -126,3 +126,18 @@ def test_a_bot_without_the_slot_or_the_override_just_says_so(write_bot: WriteBot
     chat, turn = expired(plain)
     assert reply(turn)["response"] == "utter_handoff_expired"
     assert turn.action is None and HANDOFF_SUMMARY_SLOT not in chat.state.slots
+
+
+@pytest.mark.parametrize(("minutes", "seconds"), [("0.05", 3), ("0.001", 1), ("2", 120)])
+def test_the_timeout_may_be_a_fraction_of_a_minute(write_bot: WriteBot, minutes: str,
+                                                   seconds: int) -> None:
+    bot = load_bot(write_bot(bot_yml=f"name: t\nhandoff:\n  timeout_minutes: {minutes}\n"))
+    assert bot.settings.handoff_timeout_s == seconds
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", ".inf", ".nan", "soon", "true"])
+def test_a_timeout_that_is_no_positive_number_is_refused_at_its_line(
+        write_bot: WriteBot, minutes: str) -> None:
+    with pytest.raises(BotFolderError) as refused:
+        load_bot(write_bot(bot_yml=f"name: t\nhandoff:\n  timeout_minutes: {minutes}\n"))
+    assert "bot.yml:3: 'timeout_minutes' must be a" in str(refused.value)
