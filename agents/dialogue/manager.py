@@ -553,8 +553,8 @@ class DialogueManager:
             self._run_pattern(run, PATTERN_HANDOFF_CLOSED, agent=cmd.agent_id)
         else:  # expired: the sweep's summary of the request (agents/dialogue/handoff.py)
             run.handoff = False
-            if HANDOFF_SUMMARY_SLOT in self.bot.slots and cmd.text:
-                run.slots[HANDOFF_SUMMARY_SLOT] = cmd.text
+            if HANDOFF_SUMMARY_SLOT in self.bot.slots:  # None: an expiry without one
+                run.slots[HANDOFF_SUMMARY_SLOT] = cmd.text or None
             self._run_pattern(run, PATTERN_HANDOFF_EXPIRED)
         run.notice = notice
         return run.finish()

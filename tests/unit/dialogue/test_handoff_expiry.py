@@ -101,7 +101,7 @@ def test_the_demo_opens_a_ticket_and_gives_its_number_once_the_crm_answered(
 @pytest.mark.parametrize(("action", "kind"), [
     ("customer_contact", "unavailable"), ("customer_contact", "failed"),
     ("open_handoff_ticket", "unavailable"), ("open_handoff_ticket", "timeout"),
-    ("open_handoff_ticket", "failed")])
+    ("open_handoff_ticket", "failed"), ("open_handoff_ticket", "invalid_inputs")])
 def test_no_ticket_is_claimed_when_the_crm_did_not_open_one(
         manager: DialogueManager, action: str, kind: str) -> None:
     chat, _ = expired(manager)
@@ -141,3 +141,17 @@ def test_a_timeout_that_is_no_positive_number_is_refused_at_its_line(
     with pytest.raises(BotFolderError) as refused:
         load_bot(write_bot(bot_yml=f"name: t\nhandoff:\n  timeout_minutes: {minutes}\n"))
     assert "bot.yml:3: 'timeout_minutes' must be a" in str(refused.value)
+
+
+def test_an_expiry_without_a_summary_opens_no_ticket_and_says_so(
+        manager: DialogueManager) -> None:
+    """An expiry published by an older worker (no summary): the ticket action's required
+    input is missing, so its call fails and the user is told no ticket was opened."""
+    chat, turn = expired(manager, summary="")
+    assert HANDOFF_SUMMARY_SLOT not in chat.state.slots
+    contact = resume(manager, chat.state, "customer_contact", email="ann@example.com")
+    assert isinstance(contact.request, CallAction)
+    assert contact.request.inputs["handoff_summary"] is None  # the registry refuses it:
+    refused = resume(manager, contact.state, "open_handoff_ticket", ok=False,
+                     kind="invalid_inputs")
+    assert [u.response for u in refused.utterances] == ["utter_handoff_expired_no_ticket"]
