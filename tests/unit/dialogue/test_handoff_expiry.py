@@ -147,7 +147,7 @@ def test_an_expiry_without_a_summary_opens_no_ticket_and_says_so(
         manager: DialogueManager) -> None:
     """An expiry published by an older worker (no summary): the ticket action's required
     input is missing, so its call fails and the user is told no ticket was opened."""
-    chat, turn = expired(manager, summary="")
+    chat, _ = expired(manager, summary="")
     assert HANDOFF_SUMMARY_SLOT not in chat.state.slots
     contact = resume(manager, chat.state, "customer_contact", email="ann@example.com")
     assert isinstance(contact.request, CallAction)
