@@ -13,7 +13,11 @@ this module does what follows from a batch's turns in Redis and on the bus:
   the queue by :func:`expire_due` (any worker; the take is atomic), which publishes an
   ``expired`` event; the conversation agent applies it like a console command
   (``pattern_handoff_expired``, where a bot opens a ticket: the hook for ticketing), and
-  analytics and ticketing read it from the topic.
+  analytics and ticketing read it from the topic. The event carries what a ticket needs
+  and the conversation no longer has (its flows ended when it was handed over): the
+  request's slots (``slots_json``) and a summary in words (``text``,
+  :func:`request_summary`: why it was handed over, what the user had said, the slots),
+  which the dialogue manager gives the bot as the slot ``handoff_summary``.
 
 Both writes are made before the turns are recorded, like the knowledge and action
 requests: a crash repeats them (the queue entry is keyed by request id, transcript lines
@@ -31,6 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -39,8 +44,9 @@ from agents.dialogue.turns import Kind, Turn
 from streams.handoff import HandoffRecord, HandoffStore, TranscriptLine, handoff_event
 from streams.keys import ConversationKeys
 
-__all__ = ["CONVERSATIONS_STARTED", "HANDOFF_OUTCOMES", "HANDOFF_REQUESTS", "HANDOFF_WAIT",
-           "HandoffWrites", "count_turns", "expire_due"]
+__all__ = ["CONVERSATIONS_STARTED", "EXPIRED_REASON", "HANDOFF_OUTCOMES", "HANDOFF_REQUESTS",
+           "HANDOFF_WAIT", "SUMMARY_MAX_CHARS", "HandoffWrites", "count_turns", "expire_due",
+           "request_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,18 +131,64 @@ def queue_entry(keys: ConversationKeys, event: dict[str, object],
 Publish = Callable[[Sequence[tuple[str, dict[str, object]]]], Awaitable[None]]
 
 
+#: The ``reason`` of an ``expired`` event (the request's own reason is in its summary).
+EXPIRED_REASON = "no agent claimed it in time"
+#: The longest summary an ``expired`` event carries (a ticket's description: the reference
+#: CRM takes 5,000 characters).
+SUMMARY_MAX_CHARS = 2000
+#: The user's messages a summary quotes at most (the latest).
+_SUMMARY_MESSAGES = 5
+
+
+def request_summary(record: HandoffRecord) -> str:
+    """What a request nobody took was about, in words a support team reads on a ticket:
+    why the bot handed over (``record.reason``: its flow and intent), what the user had
+    said (their latest messages of the transcript, oldest first) and the slots collected.
+    At most :data:`SUMMARY_MAX_CHARS` characters (the oldest quotes go first)."""
+    head = f"Asked for a person ({record.reason or 'no reason given'}); nobody was free."
+    slots = ", ".join(f"{k}: {_slot_text(v)}" for k, v in sorted(record.slots.items())
+                      if v is not None and not str(k).startswith("parley_"))
+    tail = f" Details given: {slots}." if slots else ""
+    said = [" ".join(line.text.split()) for line in record.transcript
+            if line.role == "user" and line.text.strip()][-_SUMMARY_MESSAGES:]
+    while True:
+        quoted = " The user said: " + " / ".join(f'"{t}"' for t in said) + "." if said else ""
+        text = head + quoted + tail
+        if len(text) <= SUMMARY_MAX_CHARS or not said:
+            return text[:SUMMARY_MAX_CHARS]
+        if len(said) == 1:  # one long message: shortened, marked as such
+            room = max(0, len(said[0]) - (len(text) - SUMMARY_MAX_CHARS) - 1)
+            said = [said[0][:room] + "…"]
+            continue
+        said = said[1:]
+
+
+def _slot_text(value: Any) -> str:
+    """A slot's value as a person reads it (an amount as ``50 EUR``)."""
+    if isinstance(value, dict) and set(value) >= {"value", "currency"}:
+        return f"{value['value']} {value['currency']}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
 async def expire_due(store: HandoffStore, publish: Publish, now_ms: int | None = None) -> int:
     """Take the requests whose wait ran out out of their queues and publish an ``expired``
-    event for each (the conversation agent then hands the conversation back to the bot);
-    returns how many. A request taken but not published (the broker failed) is logged:
-    its conversation stays handed over until the user's session ends."""
+    event for each (the conversation agent then hands the conversation back to the bot,
+    whose ``pattern_handoff_expired`` may open a ticket with what the event carries: the
+    request's slots and :func:`request_summary`); returns how many. A request taken but
+    not published (the broker failed) is logged: its conversation stays handed over until
+    the user's session ends."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     expired = await store.expire_due(now_ms)
-    events = [(record.conversation_id, handoff_event(
-        f"{record.request_id}.x", tenant, record.conversation_id, "expired",
-        timestamp_ms=now_ms, request_id=record.request_id, user_id=record.user_id,
-        channel=record.channel, reason="no agent claimed it in time"))
-        for tenant, record in expired]
+    events = []
+    for tenant, record in expired:
+        full = await _with_transcript(store, tenant, record)
+        events.append((record.conversation_id, handoff_event(
+            f"{record.request_id}.x", tenant, record.conversation_id, "expired",
+            timestamp_ms=now_ms, request_id=record.request_id, user_id=record.user_id,
+            channel=record.channel, reason=EXPIRED_REASON, text=request_summary(full),
+            slots=record.slots)))
     if events:
         try:
             await publish(events)
@@ -145,3 +197,19 @@ async def expire_due(store: HandoffStore, publish: Publish, now_ms: int | None =
             raise
         logger.info("handoff.expired count=%d", len(events))
     return len(events)
+
+
+async def _with_transcript(store: HandoffStore, tenant: str,
+                           record: HandoffRecord) -> HandoffRecord:
+    """``record`` with its transcript (taken out of the queue, its record and transcript
+    stay until the session TTL); without one when it cannot be read: the summary then
+    names the reason and slots only, and the expiry is not held up."""
+    try:
+        found = await store.record(tenant, record.conversation_id, transcript=True)
+    except Exception:  # a transcript is a nicety here; the expiry itself must go out
+        logger.warning("handoff.expired.transcript_unreadable conversation=%s",
+                       record.conversation_id, exc_info=True)
+        return record
+    if found is None or found.request_id != record.request_id:
+        return record
+    return found

@@ -26,6 +26,7 @@ overrides one by defining a flow or response of the same name.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import string
 from collections.abc import Callable, Iterable
@@ -361,9 +362,10 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
         r.keys(m, file, ("timeout_minutes",), "handoff")
         minutes = r.typed(m, "timeout_minutes", file, (int, float),
                           base.handoff_timeout_s / 60, "a number")
-        if minutes <= 0:
+        if not math.isfinite(minutes) or minutes <= 0:  # YAML has .inf and .nan
             r.problem(file, m.key_lines["timeout_minutes"],
-                      "'timeout_minutes' must be more than 0")
+                      "'timeout_minutes' must be a number more than 0 (fractions too: 0.05 "
+                      "is 3 seconds)")
         else:
             handoff_timeout_s = max(1, int(float(minutes) * 60))
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")

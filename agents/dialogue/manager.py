@@ -76,6 +76,7 @@ from agents.dialogue.state import DialogueState, Frame, HistoryEntry, Pending
 from streams.handoff import RELAYED
 
 __all__ = [
+    "HANDOFF_SUMMARY_SLOT",
     "PATTERN_CANCEL",
     "PATTERN_CANNOT_HANDLE",
     "PATTERN_CHITCHAT",
@@ -112,6 +113,10 @@ PATTERN_HANDOFF_RELEASED = "pattern_handoff_released"
 PATTERN_HANDOFF_CLOSED = "pattern_handoff_closed"
 PATTERN_HANDOFF_EXPIRED = "pattern_handoff_expired"
 AGENT_MESSAGE = "agent_message"  # the response of a reply a person wrote
+#: The slot an expired handoff request's summary goes in (when the bot declares it), for
+#: ``pattern_handoff_expired`` to open a ticket with: the handed-over flow's own slots
+#: were cleared when it handed over.
+HANDOFF_SUMMARY_SLOT = "handoff_summary"
 _MAX_NOTES = 20
 _COMMANDS = frozenset({"claimed", "agent_message", "note", "released", "closed", "expired"})
 _HOLDER_COMMANDS = frozenset({"agent_message", "released", "closed"})  # the holder's only
@@ -519,7 +524,8 @@ class DialogueManager:
         (``pattern_handoff_released``); ``closed`` ends the session
         (``pattern_handoff_closed``; the next message starts a new one); ``expired`` (no
         agent claimed it in time) hands it back to the bot (``pattern_handoff_expired``:
-        a bot may open a ticket there with an action step).
+        a bot may open a ticket there with an action step; a bot that declares the slot
+        :data:`HANDOFF_SUMMARY_SLOT` gets the request's summary, the expiry's text, in it).
         """
         kind, holder = cmd.type, state.agent
         if (kind not in _COMMANDS or not state.handoff
@@ -545,8 +551,10 @@ class DialogueManager:
         elif kind == "closed":
             run.handoff, run.agent, run.ended = False, "", True
             self._run_pattern(run, PATTERN_HANDOFF_CLOSED, agent=cmd.agent_id)
-        else:  # expired
+        else:  # expired: the sweep's summary of the request (agents/dialogue/handoff.py)
             run.handoff = False
+            if HANDOFF_SUMMARY_SLOT in self.bot.slots:  # None: an expiry without one
+                run.slots[HANDOFF_SUMMARY_SLOT] = cmd.text or None
             self._run_pattern(run, PATTERN_HANDOFF_EXPIRED)
         run.notice = notice
         return run.finish()

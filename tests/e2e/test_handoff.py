@@ -164,7 +164,8 @@ async def test_a_request_nobody_claims_expires_back_to_the_bot(
         await chat.send("I want to talk to a human")
         await reply_with(chat, "utter_handoff")
         # nobody claims it: within the timeout (3 s) and a sweep (5 s) the bot takes it back
-        await reply_with(chat, "utter_handoff_expired", timeout=30)
+        # (the demo opens a ticket then: test_handoff_expiry.py)
+        await reply_with(chat, "utter_handoff_expired_ticket", timeout=30)
         queue = await desk_.queue(TENANT, "ann")
         assert all(r.conversation_id != chat.conversation for r in queue.waiting)
         with pytest.raises(HandoffRefused):

@@ -177,10 +177,12 @@ def test_close_ends_the_session(demo: ManagerFor) -> None:
 def test_an_unclaimed_request_expires_back_to_the_bot(demo: ManagerFor) -> None:
     chat = Conversation(demo)
     chat.user("I want to talk to a human", "human_handoff")
-    expired = chat.console("expired", "")
-    assert reply(expired)["response"] == "utter_handoff_expired"
+    expired = chat.console("expired", "", text="the request's summary")
+    # the demo opens a ticket first (its reply comes with the CRM's answer:
+    # test_handoff_expiry.py); the default pattern's reply is tested there too
+    assert expired.action is not None and expired.reply is None
     assert not chat.state.handoff
-    assert reply(chat.user("hi", "greet"))["response"] == "utter_greet"
+    assert reply(chat.user("hi", "greet"))["response"] == "utter_busy"
 
 
 def test_expiry_after_a_claim_changes_nothing(demo: ManagerFor) -> None:
