@@ -369,6 +369,10 @@ def _settings(r: _Reader, data: _Map, file: str) -> BotSettings:
         else:
             handoff_timeout_s = max(1, int(float(minutes) * 60))
     timeout = r.typed(data, "session_timeout_minutes", file, (int, float), 30, "a number")
+    if not math.isfinite(timeout) or timeout <= 0:  # YAML has .inf and .nan
+        r.problem(file, data.key_lines.get("session_timeout_minutes", 1),
+                  "'session_timeout_minutes' must be a number more than 0")
+        timeout = 30
     currency = str(r.typed(data, "default_currency", file, str, "EUR", "a currency code"))
     if not re.fullmatch(r"[A-Z]{3}", currency):
         r.problem(file, data.key_lines.get("default_currency", 1),

@@ -155,3 +155,12 @@ def test_an_expiry_without_a_summary_opens_no_ticket_and_says_so(
     refused = resume(manager, contact.state, "open_handoff_ticket", ok=False,
                      kind="invalid_inputs")
     assert [u.response for u in refused.utterances] == ["utter_handoff_expired_no_ticket"]
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", ".inf", ".nan"])
+def test_a_session_timeout_that_is_no_positive_number_is_refused_at_its_line(
+        write_bot: WriteBot, minutes: str) -> None:
+    with pytest.raises(BotFolderError) as refused:
+        load_bot(write_bot(bot_yml=f"name: t\nsession_timeout_minutes: {minutes}\n"))
+    assert "bot.yml:2: 'session_timeout_minutes' must be a number more than 0" in str(
+        refused.value)
