@@ -134,9 +134,9 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     assert second.content.served.model.understand("where is my order?").intent == "order_status"
     assert (settings.data_dir / "bots").is_dir()  # parley train's cache, apart from the worker's
     # A conversation inside a flow on the first version finishes on it.
-    in_flow = registry.for_conversation("acme", first.version, in_flow=True)
+    in_flow = registry.for_conversation("acme", first.version, in_flow=True, user_id="ann")
     assert in_flow is not None and in_flow.version == first.version
-    between = registry.for_conversation("acme", first.version, in_flow=False)
+    between = registry.for_conversation("acme", first.version, in_flow=False, user_id="ann")
     assert between is not None and between.version == second.version
 
     # A version whose model does not fit its bot (published around the CLI's check) is

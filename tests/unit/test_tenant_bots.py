@@ -58,30 +58,30 @@ def idle(version: str) -> DialogueState:
 
 
 def test_a_tenant_without_a_published_bot_gets_the_workers_own(bots: TenantBots) -> None:
-    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
-    assert bots.manager("acme", DialogueState()).bot.version == "own"
+    assert bots.model("acme", "ann").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", DialogueState()).bot.version == "own"
 
 
 def test_publishing_for_one_tenant_leaves_the_others_on_the_own_bot(bots: TenantBots) -> None:
     bots.registry.install("acme", published("v1"))
-    assert bots.model("acme").name == "v1"  # type: ignore[attr-defined]
-    assert bots.manager("acme", idle("own")).bot.version == "v1"
-    assert bots.model("globex").name == "own"  # type: ignore[attr-defined]
-    assert bots.manager("globex", idle("")).bot.version == "own"
-    assert bots.manager("globex", in_flow("v1")).bot.version == "own"
+    assert bots.model("acme", "ann").name == "v1"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", idle("own")).bot.version == "v1"
+    assert bots.model("globex", "ann").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("globex", "ann", idle("")).bot.version == "own"
+    assert bots.manager("globex", "ann", in_flow("v1")).bot.version == "own"
 
 
 def test_a_task_begun_on_a_version_finishes_on_it(bots: TenantBots) -> None:
-    assert bots.manager("acme", in_flow("own")).bot.version == "own"
+    assert bots.manager("acme", "ann", in_flow("own")).bot.version == "own"
     bots.registry.install("acme", published("v1"))
-    assert bots.manager("acme", in_flow("own")).bot.version == "own"  # form on own bot
+    assert bots.manager("acme", "ann", in_flow("own")).bot.version == "own"  # form on own bot
     bots.registry.install("acme", published("v2"))
-    assert bots.manager("acme", in_flow("v1")).bot.version == "v1"  # still held
-    assert bots.manager("acme", idle("v1")).bot.version == "v2"  # between tasks: current
+    assert bots.manager("acme", "ann", in_flow("v1")).bot.version == "v1"  # still held
+    assert bots.manager("acme", "ann", idle("v1")).bot.version == "v2"  # between tasks: current
 
 
 def test_unpublishing_returns_the_tenant_to_the_own_bot(bots: TenantBots) -> None:
     bots.registry.install("acme", published("v1"))
     bots.registry.remove("acme")
-    assert bots.manager("acme", in_flow("v1")).bot.version == "own"
-    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", in_flow("v1")).bot.version == "own"
+    assert bots.model("acme", "ann").name == "own"  # type: ignore[attr-defined]
