@@ -1,7 +1,8 @@
 """Which bot a worker runs each tenant's turns on (parley/worker.py ``TenantBots``).
 
 A tenant without a published bot is served by the worker's own bot; publishing for one
-tenant changes nothing for another; a task begun on a version finishes on it.
+tenant changes nothing for another; a task begun on a version finishes on it; a canary
+serves its users (model and flows) by the bucket the gateway's flags use too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState, Frame
+from gateway.tenants import flag_enabled, tenant_config
+from kernel.rollout import rollout_bucket
 from parley.worker import TenantBot, TenantBots
 
 
@@ -85,3 +88,24 @@ def test_unpublishing_returns_the_tenant_to_the_own_bot(bots: TenantBots) -> Non
     bots.registry.remove("acme")
     assert bots.manager("acme", "ann", in_flow("v1")).bot.version == "own"
     assert bots.model("acme", "ann").name == "own"  # type: ignore[attr-defined]
+
+
+def test_a_canary_serves_the_users_below_its_percentage_model_and_flows_alike(
+        bots: TenantBots) -> None:
+    bots.registry.install("acme", published("v1"))
+    bots.registry.install_canary("acme", published("v2"), 25)
+    users = [f"user-{i}" for i in range(100)]
+    inside = [u for u in users if rollout_bucket("acme", u) < 25]
+    outside = [u for u in users if rollout_bucket("acme", u) >= 25]
+    assert inside and outside
+    for user in inside:
+        assert bots.model("acme", user).name == "v2"  # type: ignore[attr-defined]
+        assert bots.manager("acme", user, DialogueState()).bot.version == "v2"
+    for user in outside:
+        assert bots.model("acme", user).name == "v1"  # type: ignore[attr-defined]
+        assert bots.manager("acme", user, idle("v1")).bot.version == "v1"
+    # A form begun on the stable version by a user now in the canary finishes on it.
+    assert bots.manager("acme", inside[0], in_flow("v1")).bot.version == "v1"
+    # The gateway's feature flags put each user in the same bucket.
+    assert flag_enabled(tenant_config("acme", flags={"x": 25}), "x", inside[0])
+    assert not flag_enabled(tenant_config("acme", flags={"x": 25}), "x", outside[0])
