@@ -280,7 +280,7 @@ def _events(model_dir: Path, texts: Sequence[str]) -> Callable[[], None]:
             event = understood_events([message], [results[message["payload"]["text"]]])[0]
             understood.encode(event)
             incoming = Incoming(conversation, event, Kind.MESSAGE)
-            turn = decide_turns([incoming], sessions, (), {}, lambda _t, _s: manager)[0]
+            turn = decide_turns([incoming], sessions, (), {}, lambda _t, _u, _s: manager)[0]
             sessions[conversation] = turn.session
             if turn.reply is not None:
                 reply_frame(outbound.decode(outbound.encode(turn.reply)))

@@ -17,7 +17,9 @@ creating a second key and revoking the first once the backend uses the new one.
 
 Feature flags roll out by percentage: a user's bucket (:func:`rollout_bucket`, 0-99) is
 a stable hash of tenant and user, so a user stays in or out of a rollout as it grows
-from 10 % to 50 % and every gateway decides alike.
+from 10 % to 50 % and every gateway decides alike. The function is
+:func:`kernel.rollout.rollout_bucket`, re-exported here: workers route a tenant's canary
+bot version with the same one, so a user is in or out of both alike.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway.limits import Rate
 from kernel.errors import ParleyError
+from kernel.rollout import in_rollout, rollout_bucket
 from streams.keys import validate_id
 from streams.usage import read_usage
 
@@ -208,15 +211,9 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
-def rollout_bucket(tenant_id: str, user_id: str) -> int:
-    """The user's rollout bucket, 0-99: the same on every gateway and every day."""
-    digest = hashlib.sha256(f"{tenant_id}\x00{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100
-
-
 def flag_enabled(config: TenantConfig, flag: str, user_id: str) -> bool:
     """Whether ``flag`` is on for the user: their bucket is below the flag's percentage."""
-    return rollout_bucket(config.tenant_id, user_id) < config.flags.get(flag, 0)
+    return in_rollout(config.tenant_id, user_id, config.flags.get(flag, 0))
 
 
 def hash_api_key(key: str) -> str:

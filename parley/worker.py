@@ -119,22 +119,29 @@ class TenantBot:
 
 class TenantBots:
     """Tenant → the bot serving it: the version published for it (``parley bot publish``,
-    followed into ``registry``), else this worker's own bot (PARLEY_BOT, the demo by
-    default). Which version a conversation's turn runs on: BotRegistry's rule."""
+    followed into ``registry``; its canary for the users in the canary's percentage),
+    else this worker's own bot (PARLEY_BOT, the demo by default). Which version a
+    conversation's turn runs on: BotRegistry's rule."""
 
     def __init__(self, own: TenantBot, registry: BotRegistry[TenantBot]) -> None:
         self.own, self.registry = own, registry
 
-    def model(self, tenant_id: str) -> Understander:
-        loaded = self.registry.get(tenant_id)
+    def model(self, tenant_id: str, user_id: str) -> Understander:
+        """The NLU model of the version the user's new tasks run on. (A message inside a
+        task begun on another version is understood by this one's model: the NLU step
+        runs before the conversation's state is read; the versions' intents are checked
+        against their own flows, and a flow treats an intent it does not know as any
+        unexpected answer.)"""
+        loaded = self.registry.for_user(tenant_id, user_id)
         return (loaded.content if loaded else self.own).model
 
-    def manager(self, tenant_id: str, state: DialogueState) -> DialogueManager:
+    def manager(self, tenant_id: str, user_id: str, state: DialogueState) -> DialogueManager:
         in_flow = state.active_flow is not None
         own = self.own.manager
         if in_flow and state.bot_version == own.bot.version:
             return own  # a task begun on this worker's own bot finishes on it
-        loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow)
+        loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow,
+                                                user_id=user_id)
         return (loaded.content if loaded else self.own).manager
 
     def actions(self, tenant_id: str, bot_version: str) -> ActionRegistry:

@@ -2,7 +2,8 @@
 
 The public surface (docs/bot-publishing.md). ``parley bot`` is
 :mod:`agents.bots.cli`; the worker side is :class:`BotsFollower` feeding a
-:class:`BotRegistry`.
+:class:`BotRegistry` (a tenant's stable version and, for a percentage of its
+users, its :class:`Canary`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from agents.bots.bundle import BotBundle, UnpackedBot, bundle_from_folders, chec
 from agents.bots.errors import BotPublishError, BundleError
 from agents.bots.follower import BotsFollower
 from agents.bots.publisher import BotPublisher
-from agents.bots.registry import BotLoader, BotRegistry, LoadedBot
+from agents.bots.registry import BotLoader, BotRegistry, Canary, LoadedBot
 
 __all__ = [
     "BotBundle",
@@ -21,6 +22,7 @@ __all__ = [
     "BotRegistry",
     "BotsFollower",
     "BundleError",
+    "Canary",
     "LoadedBot",
     "UnpackedBot",
     "bundle_from_folders",

@@ -58,6 +58,9 @@ class BotBundle:
     published_at_ms: int
     published_by: str
     files: Mapping[str, bytes]
+    #: 0: the tenant's stable version; 1-99: a canary for that percentage of its users
+    #: (agents/bots/canary.py).
+    canary_percent: int = 0
 
     @property
     def size(self) -> int:
@@ -68,6 +71,7 @@ class BotBundle:
         return {
             "tenant_id": self.tenant_id, "bot_version": self.version, "bot_name": self.name,
             "published_at": self.published_at_ms, "published_by": self.published_by,
+            "canary_percent": self.canary_percent,
             "files": [{"path": path, "data": data, "sha256": _sha256(data)}
                       for path, data in sorted(self.files.items())],
         }
@@ -200,8 +204,11 @@ def check_record(record: Mapping[str, Any]) -> BotBundle:
                           f"{', '.join(sorted(prefixes)) or 'none'}")
     if version_of(files) != version:
         raise BundleError(f"{where}: the files do not make that version")
+    percent = record.get("canary_percent", 0)
+    if not 0 <= percent < 100:
+        raise BundleError(f"{where}: canary_percent {percent} is not 0 (stable) or 1-99")
     return BotBundle(tenant, version, record["bot_name"], millis(record["published_at"]),
-                     record.get("published_by", ""), files)
+                     record.get("published_by", ""), files, percent)
 
 
 def millis(value: datetime.datetime | int) -> int:

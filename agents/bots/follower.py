@@ -3,15 +3,18 @@
 :class:`BotsFollower` reads the compacted topic from the beginning
 (:class:`streams.follow.TopicFollower`: every partition, no consumer group, no
 commits: every worker must see every record), in a background thread. For the
-last record of each tenant in a batch (compaction semantics) it:
+last record of each key in a batch (compaction semantics: a tenant's stable
+version and its canary have a key each, agents/bots/canary.py) it:
 
 1. decodes the ``BotVersion`` and checks it whole (:func:`agents.bots.bundle.check_record`);
 2. unpacks it into ``<root>/<version>/`` (content-addressed, written aside and
    renamed into place);
-3. installs it in the :class:`~agents.bots.registry.BotRegistry`, which loads it
-   with the worker's loader and only then swaps the tenant's bot.
+3. installs it in the :class:`~agents.bots.registry.BotRegistry` as the tenant's
+   stable version or its canary, which loads it with the worker's loader and only
+   then swaps the tenant's bot.
 
-A tombstone (null value) unpublishes the tenant's bot. A record that does not
+A tombstone (null value) unpublishes the tenant's bot, or on a canary's key
+withdraws the canary. A record that does not
 decode, does not check, or whose version the loader cannot load, is logged with
 its partition and offset, counted, and skipped: the tenant keeps the version it
 had, and the follower keeps going. Any other error stops it: it is logged, kept
@@ -30,6 +33,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import Message
 
 from agents.bots.bundle import check_record, unpack
+from agents.bots.canary import tenant_of_key
 from agents.bots.errors import BotPublishError
 from agents.bots.registry import BotRegistry
 from kernel.errors import DecodeError
@@ -83,9 +87,9 @@ class BotsFollower(TableFollower, Generic[T]):
     def _apply_one(self, key: bytes, msg: Message) -> None:
         where = f"partition={msg.partition()} offset={msg.offset()}"
         value = msg.value()
+        tenant, canary = tenant_of_key(key)
         if value is None:
-            tenant = key.decode("utf-8", "replace")
-            if self.registry.remove(tenant):
+            if self.registry.withdraw_canary(tenant) if canary else self.registry.remove(tenant):
                 self.removed += 1
             return
         try:
@@ -94,10 +98,11 @@ class BotsFollower(TableFollower, Generic[T]):
             self.undecodable += 1
             logger.warning("bots.follower.undecodable %s error=%s", where, exc)
             return
-        if record["tenant_id"].encode() != key:
+        if record["tenant_id"] != tenant or canary != (record.get("canary_percent", 0) > 0):
             self.rejected += 1
-            logger.warning("bots.follower.rejected %s error=key %r is not tenant %r", where,
-                           key, record["tenant_id"])
+            logger.warning("bots.follower.rejected %s error=key %r is not tenant %r's %s "
+                           "key", where, key, record["tenant_id"],
+                           "canary" if record.get("canary_percent", 0) > 0 else "stable")
             return
         try:
             bundle = check_record(record)
@@ -112,8 +117,12 @@ class BotsFollower(TableFollower, Generic[T]):
                          bundle.tenant_id, exc)
             return
         try:
-            self.registry.install(bundle.tenant_id, unpacked,
-                                  published_at_ms=bundle.published_at_ms)
+            if canary:
+                self.registry.install_canary(bundle.tenant_id, unpacked, bundle.canary_percent,
+                                             published_at_ms=bundle.published_at_ms)
+            else:
+                self.registry.install(bundle.tenant_id, unpacked,
+                                      published_at_ms=bundle.published_at_ms)
         except Exception:  # the loader's: the tenant keeps the version it had
             self.failed += 1
             logger.exception("bots.follower.load_failed %s tenant=%s version=%s", where,

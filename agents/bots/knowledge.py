@@ -23,7 +23,8 @@ from agents.bots.bundle import BOT_PREFIX
 from agents.knowledge.documents import FOLDER_SUFFIXES, Document, load_corpus
 from agents.knowledge.errors import DocumentRejected
 
-__all__ = ["KNOWLEDGE_FOLDER", "knowledge_documents", "previous_document_ids"]
+__all__ = ["KNOWLEDGE_FOLDER", "bundle_documents", "knowledge_documents",
+           "previous_document_ids"]
 
 #: The folder of a bot that holds its knowledge documents.
 KNOWLEDGE_FOLDER = "knowledge"
@@ -54,8 +55,10 @@ def knowledge_documents(folder: Path, tenant: str) -> tuple[list[Document], list
     return list(documents.values()), problems
 
 
-def previous_document_ids(files: Mapping[str, bytes], tenant: str) -> set[str]:
-    """The ids of the knowledge documents in a published version's ``files``."""
+def bundle_documents(files: Mapping[str, bytes], tenant: str
+                     ) -> tuple[list[Document], list[str]]:
+    """The knowledge documents in a published version's ``files`` (a canary being
+    promoted publishes them then), and every problem found."""
     prefix = f"{BOT_PREFIX}/{KNOWLEDGE_FOLDER}/"
     with tempfile.TemporaryDirectory(prefix="parley-bot-") as tmp:
         root = Path(tmp)
@@ -64,5 +67,10 @@ def previous_document_ids(files: Mapping[str, bytes], tenant: str) -> set[str]:
                 target = root.joinpath(*path[len(prefix):].split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        documents, _ = knowledge_documents(root, tenant)
+        return knowledge_documents(root, tenant)
+
+
+def previous_document_ids(files: Mapping[str, bytes], tenant: str) -> set[str]:
+    """The ids of the knowledge documents in a published version's ``files``."""
+    documents, _ = bundle_documents(files, tenant)
     return {doc.id for doc in documents}

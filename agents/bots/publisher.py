@@ -1,9 +1,11 @@
 """Publishing bot versions to the compacted ``bots`` topic.
 
-Key: the tenant id; value: a ``BotVersion`` Avro record (schemas/bot_version.avsc)
-holding the whole version, or null — a tombstone — to unpublish. Compaction
-keeps the latest record per tenant, so a worker that reads the topic from the
-beginning serves exactly every tenant's current bot.
+Key: the tenant id (its stable version) or ``<tenant>#canary`` (its canary,
+agents/bots/canary.py); value: a ``BotVersion`` Avro record
+(schemas/bot_version.avsc) holding the whole version, or null — a tombstone — to
+unpublish (or withdraw the canary). Compaction keeps the latest record per key,
+so a worker that reads the topic from the beginning serves exactly every
+tenant's current versions.
 
 One record per version, not chunks: a version is then atomic (a worker sees
 it whole or not at all) and compaction alone retires the old one. Chunks would
@@ -27,6 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from agents.bots.bundle import BotBundle
+from agents.bots.canary import record_key
 from agents.bots.errors import BotPublishError
 from streams.codecs import AvroCodec, codec_for
 from streams.security import bootstrap_config
@@ -78,20 +81,28 @@ class BotPublisher:
             self._failures.append(f"tenant {key}: {err.str()}")
 
     def publish(self, bundle: BotBundle) -> int:
-        """Send ``bundle`` as the tenant's current version; returns the record's size.
-        Call :meth:`flush` to know that the broker has it."""
+        """Send ``bundle`` as the tenant's stable version, or as its canary when its
+        ``canary_percent`` is set; returns the record's size. Call :meth:`flush` to know
+        that the broker has it."""
         value = encode_version(bundle, self._codec, self.max_message_bytes, self.topic)
-        self._produce(bundle.tenant_id, value)
+        self._produce(bundle.tenant_id, value, canary=bundle.canary_percent > 0)
         return len(value)
 
-    def unpublish(self, tenant_id: str) -> None:
-        """Send a tombstone: every worker drops the tenant's bot."""
-        self._produce(tenant_id, None)
+    def withdraw_canary(self, tenant_id: str) -> None:
+        """Send a tombstone on the tenant's canary key: its users go back to the stable
+        version for new tasks."""
+        self._produce(tenant_id, None, canary=True)
 
-    def _produce(self, tenant_id: str, value: bytes | None) -> None:
+    def unpublish(self, tenant_id: str) -> None:
+        """Send tombstones: every worker drops the tenant's bot, canary included."""
+        self._produce(tenant_id, None, canary=True)
+        self._produce(tenant_id, None, canary=False)
+
+    def _produce(self, tenant_id: str, value: bytes | None, *, canary: bool) -> None:
+        key = record_key(tenant_id, canary=canary)
         while True:
             try:
-                self._producer.produce(self.topic, key=tenant_id.encode(), value=value,
+                self._producer.produce(self.topic, key=key, value=value,
                                        on_delivery=self._on_delivery)
                 break
             except BufferError:

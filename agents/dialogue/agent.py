@@ -62,6 +62,7 @@ from typing import Any
 from faust.types import EventT
 
 from agents.actions.records import read_result
+from agents.bots.metrics import count_bot_turns
 from agents.degradation import TenantLevels, kept_record
 from agents.dialogue.handoff import HandoffWrites, count_turns, expire_due
 from agents.dialogue.proactive import Visits, count_notices
@@ -200,6 +201,7 @@ class DialogueStep:
         count_cached_answers(self._ctx.usage, decided, applied, cached)
         count_turns(decided, applied)
         count_notices(decided, applied)
+        count_bot_turns([(t.keys.tenant_id, t.bot_version) for t in decided], applied)
         await self._visits(decided, applied, {i.msg["event_id"]: i.msg for i in batch
                                               if i.kind is Kind.MESSAGE})
         to_send = owed + [(t.keys, t.reply_seq, t.reply)
@@ -244,8 +246,9 @@ class DialogueStep:
         managers, fresh = self._managers, DialogueState()
         asked = [(item.msg["event_id"], item.keys.tenant_id, question)
                  for item in batch if item.kind is Kind.MESSAGE
-                 and (question := knowledge_question(managers(item.keys.tenant_id, fresh),
-                                                     item.msg)) is not None]
+                 and (question := knowledge_question(
+                     managers(item.keys.tenant_id, item.msg.get("user_id", ""), fresh),
+                     item.msg)) is not None]
         if not asked:
             return {}
         found = await self._answers.get_exact_many([(tenant, q, None) for _, tenant, q in asked])

@@ -18,10 +18,11 @@ Every decision is a function of the stored state and the event: the manager's cl
 the event's own timestamp, so a reprocessed event decides the same.
 
 Which bot decides (``managers``): the tenant's, in the version the conversation's
-state recorded while a flow runs, else the current one (agents/bots/registry.py says
-the rule). A state whose flows the deciding version does not have (the recorded version
-is gone) keeps its slots and leaves those flows (the manager drops them): the
-conversation goes on.
+state recorded while a flow runs, else the one the user is routed to — the tenant's
+canary for the users in its percentage, its stable version for the others
+(agents/bots/registry.py says the rule; the event's ``user_id`` routes). A state
+whose flows the deciding version does not have (the recorded version is gone) keeps
+its slots and leaves those flows (the manager drops them): the conversation goes on.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ __all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "deci
 logger = logging.getLogger(__name__)
 
 
-#: The dialogue manager a conversation's next turn runs on: (tenant id, its state) → manager.
-ManagerFor = Callable[[str, DialogueState], DialogueManager]
+#: The dialogue manager a conversation's next turn runs on: (tenant id, the event's user
+#: id, the conversation's state) → manager.
+ManagerFor = Callable[[str, str, DialogueState], DialogueManager]
 #: A tenant's degradation level now (streams/degradation.py).
 LevelFor = Callable[[str], TenantLevel]
 
@@ -113,6 +115,7 @@ class Turn(NamedTuple):
     notice: HandoffNotice | None = None    # what the turn changed in a handoff (metrics)
     kind: Kind = Kind.MESSAGE              # what the event was
     deferred: dict[str, Any] | None = None  # a message kept in maintenance (level 4)
+    bot_version: str = ""                  # the bot version that decided it (metrics)
 
 
 def knowledge_question(manager: DialogueManager, msg: Mapping[str, Any]) -> str | None:
@@ -149,7 +152,7 @@ def decide_turns(
             continue
         decided.add(event_id)
         state = _state_of(session)
-        manager = managers(keys.tenant_id, state)
+        manager = managers(keys.tenant_id, msg.get("user_id", ""), state)
         level = levels(keys.tenant_id) if levels is not None else _FULL
         outcome, deferred = _degraded(manager, state, item, cached.get(event_id), level)
         after = outcome.state
@@ -170,16 +173,17 @@ def decide_turns(
                            bot_version=outcome.state.bot_version)
             if isinstance(request, CallAction) else None,
             _handoff_event(msg, after, outcome.notice), outcome.notice, item.kind,
-            msg if deferred else None,
+            msg if deferred else None, outcome.state.bot_version,
         )  # fmt: skip
         current[keys] = session
         turns.append(turn)
         if debug:
             state = outcome.state
             logger.debug("dialogue.turn.decided event_id=%s says=%d waits_for=%s flow=%s "
-                         "requested=%s reply_seq=%d", event_id, len(outcome.utterances),
-                         type(request).__name__ if request else "-", state.active_flow,
-                         state.requested_slot, reply_seq, extra={"trace_id": msg["trace_id"]})
+                         "requested=%s reply_seq=%d bot_version=%s", event_id,
+                         len(outcome.utterances), type(request).__name__ if request else "-",
+                         state.active_flow, state.requested_slot, reply_seq,
+                         state.bot_version[:12], extra={"trace_id": msg["trace_id"]})
     return turns
 
 

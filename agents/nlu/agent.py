@@ -69,8 +69,9 @@ class NluStep:
     topic: it gets the events themselves).
     """
 
-    def __init__(self, ctx: WorkerContext, models: Callable[[str], Understander]) -> None:
-        """``models``: the model that understands a tenant's messages (its bot's)."""
+    def __init__(self, ctx: WorkerContext, models: Callable[[str, str], Understander]) -> None:
+        """``models``: the model that understands a tenant's user's messages (the bot
+        version the user is routed to: a canary's for the users in its percentage)."""
         self._ctx = ctx
         self._models = models
         self._inbound = ctx.codec("chat_message", ctx.inbound)
@@ -96,7 +97,7 @@ class NluStep:
         # One batched model call per bot: a tenant's messages go to its own bot's model.
         by_model: dict[int, tuple[Understander, list[int]]] = {}
         for i, (_, msg) in enumerate(messages):
-            model = self._models(msg["tenant_id"])
+            model = self._models(msg["tenant_id"], msg["user_id"])
             by_model.setdefault(id(model), (model, []))[1].append(i)
         results: list[Understanding | None] = [None] * len(messages)
         for model, indices in by_model.values():

@@ -322,8 +322,8 @@ async def test_a_flow_waits_for_its_action_and_tells_only_what_it_returned(
                                       data_dir=tmp_path / "worker"))
     register_action_agent(ctx, registry, ActionSettings(timeout_s=5.0, concurrency=4))
     manager, model = DialogueManager(bot), NLUModel.load(trained.nlu_dir)
-    dialogue = DialogueStep(ctx, lambda tenant, state: manager)
-    register_conversation_agent(ctx, NluStep(ctx, lambda tenant: model), dialogue)
+    dialogue = DialogueStep(ctx, lambda tenant, user, state: manager)
+    register_conversation_agent(ctx, NluStep(ctx, lambda tenant, user: model), dialogue)
     ctx.app.closers.append(dialogue.marked)
 
     replies = Collected()

@@ -24,6 +24,7 @@ from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
 from agents.dialogue.training import ensure_nlu_model
 from examples import DEMO
+from kernel.rollout import rollout_bucket
 from kernel.settings import Settings
 from streams.security import bootstrap_config
 from streams.topics import BOTS, bots_max_message_bytes
@@ -76,11 +77,17 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30) -> Non
         time.sleep(0.05)
 
 
-def cli(settings: Settings, *args: str) -> str:
+def cli(settings: Settings, *args: str, fails: bool = False) -> str:
+    """``parley bot ARGS`` against the test's topics: its output; it must succeed, or
+    with ``fails`` exit 1 with a message (never a traceback)."""
     env = {"PARLEY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "PARLEY_TOPIC_PREFIX": settings.topic_prefix,
            "PARLEY_DATA_DIR": str(settings.data_dir)}
     result = CliRunner().invoke(bot_cli, list(args), env=env)
+    if fails:
+        assert result.exit_code == 1 and "Error: " in result.output, \
+            (result.output, result.exception)
+        return result.output
     assert result.exit_code == 0, (result.output, result.exception)
     return result.output
 
@@ -134,9 +141,9 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     assert second.content.served.model.understand("where is my order?").intent == "order_status"
     assert (settings.data_dir / "bots").is_dir()  # parley train's cache, apart from the worker's
     # A conversation inside a flow on the first version finishes on it.
-    in_flow = registry.for_conversation("acme", first.version, in_flow=True)
+    in_flow = registry.for_conversation("acme", first.version, in_flow=True, user_id="ann")
     assert in_flow is not None and in_flow.version == first.version
-    between = registry.for_conversation("acme", first.version, in_flow=False)
+    between = registry.for_conversation("acme", first.version, in_flow=False, user_id="ann")
     assert between is not None and between.version == second.version
 
     # A version whose model does not fit its bot (published around the CLI's check) is
@@ -150,7 +157,7 @@ def test_a_published_bot_swaps_in_on_a_running_worker(
     assert registry.get("acme") is second
 
     listed = cli(settings, "list")
-    assert listed.startswith("acme\ttemplate\t")  # what was published last, loaded or not
+    assert listed.startswith("acme\tstable\ttemplate\t")  # what was published last
 
     cli(settings, "unpublish", "--tenant", "acme")
     wait_for(lambda: registry.get("acme") is None, "the tombstone")
@@ -252,3 +259,83 @@ def test_the_bots_knowledge_documents_follow_it_to_the_tenant(
         assert sorted(e.document.id for e in index.documents()) == ["hours"]
     finally:
         follower.stop()
+
+
+def split_users(tenant: str, percent: int) -> tuple[str, str]:
+    """A user inside a ``percent`` % rollout of ``tenant`` and one outside it."""
+    users = [f"user-{i}" for i in range(100)]
+    return (next(u for u in users if rollout_bucket(tenant, u) < percent),
+            next(u for u in users if rollout_bucket(tenant, u) >= percent))
+
+
+def marker_for(registry: BotRegistry[Served], user: str, recorded: str = "",
+               in_flow: bool = False) -> str:
+    loaded = registry.for_conversation("acme", recorded, in_flow, user_id=user)
+    assert loaded is not None
+    return loaded.content.marker
+
+
+@pytest.mark.timeout(300)
+def test_a_canary_serves_some_users_of_a_tenant_until_promoted_or_rolled_back(
+        settings: Settings, tmp_path: Path, demo_model_dir: Path,
+        worker_side: tuple[BotRegistry[Served], BotsFollower[Served]]) -> None:
+    registry, follower = worker_side
+    model = ("--model", str(demo_model_dir))
+    one = write_bot(tmp_path / "one", "version one", knowledge={})
+    two = write_bot(tmp_path / "two", "version two", knowledge={})
+    # Without a stable version for the other users, a canary is refused.
+    assert "has no stable version" in cli(settings, "publish", str(two), "--tenant", "acme",
+                                          *model, "--canary", "30", fails=True)
+    cli(settings, "publish", str(one), "--tenant", "acme", *model)
+    out = cli(settings, "publish", str(two), "--tenant", "acme", *model, "--canary", "30")
+    assert "canary for 30 % of its users" in out
+    wait_for(lambda: registry.canary("acme") is not None, "the canary")
+    stable = registry.get("acme")
+    assert stable is not None and stable.content.marker == "version one"
+
+    # Two users of one tenant, served by two versions (flows and real NLU model alike).
+    inside, outside = split_users("acme", 30)
+    assert marker_for(registry, inside) == "version two"
+    assert marker_for(registry, outside) == "version one"
+    canary = registry.for_user("acme", inside)
+    assert canary is not None and canary.content.served.bot.version == canary.version
+    assert canary.content.served.model is not stable.content.served.model
+    # A task the inside user began on the stable version finishes on it.
+    assert marker_for(registry, inside, stable.version, in_flow=True) == "version one"
+    listed = cli(settings, "list").splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [
+        ["acme", "stable", "one"], ["acme", "canary 30%", "two"]]
+
+    # Growing the rollout keeps the users already in, and reloads nothing.
+    cli(settings, "canary", "--tenant", "acme", "--percent", "90")
+    wait_for(lambda: (c := registry.canary("acme")) is not None and c.percent == 90,
+             "the new percentage")
+    assert marker_for(registry, inside) == "version two"
+
+    # Promote: everyone's new tasks run on version two.
+    out = cli(settings, "promote", "--tenant", "acme")
+    assert out.startswith("promoted two version ")
+    wait_for(lambda: registry.canary("acme") is None and (s := registry.get("acme"))
+             is not None and s.content.marker == "version two", "the promotion")
+    assert marker_for(registry, outside) == "version two"
+    assert [line.split("\t")[:2] for line in cli(settings, "list").splitlines()] == [
+        ["acme", "stable"]]
+    assert "has no canary" in cli(settings, "promote", "--tenant", "acme", fails=True)
+
+    # A third version as a canary, rolled back: its users go back to version two, and a
+    # task begun on it finishes on it.
+    three = write_bot(tmp_path / "three", "version three", knowledge={})
+    cli(settings, "publish", str(three), "--tenant", "acme", *model, "--canary", "50")
+    wait_for(lambda: (c := registry.canary("acme")) is not None
+             and c.bot.content.marker == "version three", "the second canary")
+    begun = registry.canary("acme")
+    assert begun is not None
+    inside = split_users("acme", 50)[0]
+    assert marker_for(registry, inside) == "version three"
+    assert cli(settings, "rollback", "--tenant", "acme").startswith(
+        "withdrew tenant acme's canary three version ")
+    wait_for(lambda: registry.canary("acme") is None, "the rollback")
+    assert marker_for(registry, inside) == "version two"
+    assert marker_for(registry, inside, begun.bot.version, in_flow=True) == "version three"
+    assert "has no canary" in cli(settings, "rollback", "--tenant", "acme", fails=True)
+    assert follower.error is None and follower.rejected == 0 and follower.failed == 0

@@ -1,7 +1,8 @@
 """Which bot a worker runs each tenant's turns on (parley/worker.py ``TenantBots``).
 
 A tenant without a published bot is served by the worker's own bot; publishing for one
-tenant changes nothing for another; a task begun on a version finishes on it.
+tenant changes nothing for another; a task begun on a version finishes on it; a canary
+serves its users (model and flows) by the bucket the gateway's flags use too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
 from agents.dialogue.manager import DialogueManager
 from agents.dialogue.state import DialogueState, Frame
+from gateway.tenants import flag_enabled, tenant_config
+from kernel.rollout import rollout_bucket
 from parley.worker import TenantBot, TenantBots
 
 
@@ -71,33 +74,54 @@ def idle(version: str) -> DialogueState:
 
 
 def test_a_tenant_without_a_published_bot_gets_the_workers_own(bots: TenantBots) -> None:
-    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
-    assert bots.manager("acme", DialogueState()).bot.version == "own"
+    assert bots.model("acme", "ann").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", DialogueState()).bot.version == "own"
 
 
 def test_publishing_for_one_tenant_leaves_the_others_on_the_own_bot(bots: TenantBots) -> None:
     bots.registry.install("acme", published("v1"))
-    assert bots.model("acme").name == "v1"  # type: ignore[attr-defined]
-    assert bots.manager("acme", idle("own")).bot.version == "v1"
-    assert bots.model("globex").name == "own"  # type: ignore[attr-defined]
-    assert bots.manager("globex", idle("")).bot.version == "own"
-    assert bots.manager("globex", in_flow("v1")).bot.version == "own"
+    assert bots.model("acme", "ann").name == "v1"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", idle("own")).bot.version == "v1"
+    assert bots.model("globex", "ann").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("globex", "ann", idle("")).bot.version == "own"
+    assert bots.manager("globex", "ann", in_flow("v1")).bot.version == "own"
 
 
 def test_a_task_begun_on_a_version_finishes_on_it(bots: TenantBots) -> None:
-    assert bots.manager("acme", in_flow("own")).bot.version == "own"
+    assert bots.manager("acme", "ann", in_flow("own")).bot.version == "own"
     bots.registry.install("acme", published("v1"))
-    assert bots.manager("acme", in_flow("own")).bot.version == "own"  # form on own bot
+    assert bots.manager("acme", "ann", in_flow("own")).bot.version == "own"  # form on own bot
     bots.registry.install("acme", published("v2"))
-    assert bots.manager("acme", in_flow("v1")).bot.version == "v1"  # still held
-    assert bots.manager("acme", idle("v1")).bot.version == "v2"  # between tasks: current
+    assert bots.manager("acme", "ann", in_flow("v1")).bot.version == "v1"  # still held
+    assert bots.manager("acme", "ann", idle("v1")).bot.version == "v2"  # between tasks: current
 
 
 def test_unpublishing_returns_the_tenant_to_the_own_bot(bots: TenantBots) -> None:
     bots.registry.install("acme", published("v1"))
     bots.registry.remove("acme")
-    assert bots.manager("acme", in_flow("v1")).bot.version == "own"
-    assert bots.model("acme").name == "own"  # type: ignore[attr-defined]
+    assert bots.manager("acme", "ann", in_flow("v1")).bot.version == "own"
+    assert bots.model("acme", "ann").name == "own"  # type: ignore[attr-defined]
+
+
+def test_a_canary_serves_the_users_below_its_percentage_model_and_flows_alike(
+        bots: TenantBots) -> None:
+    bots.registry.install("acme", published("v1"))
+    bots.registry.install_canary("acme", published("v2"), 25)
+    users = [f"user-{i}" for i in range(100)]
+    inside = [u for u in users if rollout_bucket("acme", u) < 25]
+    outside = [u for u in users if rollout_bucket("acme", u) >= 25]
+    assert inside and outside
+    for user in inside:
+        assert bots.model("acme", user).name == "v2"  # type: ignore[attr-defined]
+        assert bots.manager("acme", user, DialogueState()).bot.version == "v2"
+    for user in outside:
+        assert bots.model("acme", user).name == "v1"  # type: ignore[attr-defined]
+        assert bots.manager("acme", user, idle("v1")).bot.version == "v1"
+    # A form begun on the stable version by a user now in the canary finishes on it.
+    assert bots.manager("acme", inside[0], in_flow("v1")).bot.version == "v1"
+    # The gateway's feature flags put each user in the same bucket.
+    assert flag_enabled(tenant_config("acme", flags={"x": 25}), "x", inside[0])
+    assert not flag_enabled(tenant_config("acme", flags={"x": 25}), "x", outside[0])
 
 
 def test_an_action_runs_with_the_integrations_of_the_version_that_asked_for_it(
@@ -111,6 +135,9 @@ def test_an_action_runs_with_the_integrations_of_the_version_that_asked_for_it(
     # A version this worker no longer holds (published over since): the current one's.
     bots.registry.install("acme", published("v3"))
     assert bots.actions("acme", "v1").names() == ["lookup_v3"]
+    # A canary's tasks call the backends of the canary's own folder.
+    bots.registry.install_canary("acme", published("v4"), 10)
+    assert bots.actions("acme", "v4").names() == ["lookup_v4"]
     # Another tenant's request never runs with acme's integrations.
     assert bots.actions("globex", "v3").names() == ["lookup_own"]
     assert bots.actions("globex", "").names() == ["lookup_own"]

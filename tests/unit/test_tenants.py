@@ -15,6 +15,8 @@ from gateway.tenants import (
     rollout_bucket,
     tenant_config,
 )
+from kernel.rollout import in_rollout
+from kernel.rollout import rollout_bucket as kernel_rollout_bucket
 
 
 def test_a_configuration_survives_its_json_form() -> None:
@@ -77,6 +79,16 @@ def test_a_users_bucket_is_stable_and_depends_on_tenant_and_user() -> None:
     assert [rollout_bucket("acme", f"u{i}") for i in range(50)] != \
         [rollout_bucket("globex", f"u{i}") for i in range(50)]
     assert all(0 <= b <= 99 for b in buckets)
+
+
+def test_gateways_and_workers_share_one_bucket_function() -> None:
+    # The workers route canary bot versions with kernel.rollout (agents/bots/registry.py):
+    # a user in a flag at 10 % is in a canary at 10 %.
+    assert rollout_bucket is kernel_rollout_bucket
+    users = [f"u{i}" for i in range(300)]
+    config = tenant_config("acme", flags={"canary": 10})
+    assert {u for u in users if flag_enabled(config, "canary", u)} == \
+        {u for u in users if in_rollout("acme", u, 10)}
 
 
 def test_buckets_spread_evenly() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from agents.bots.cli import bot
+from agents.bots.catalog import PublishedVersion
+from agents.bots.cli import bot, version_line
 from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
 
@@ -78,3 +79,38 @@ def test_rejected_knowledge_documents_are_reported(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "would publish 1 knowledge documents" in result.output
     assert "warning: document x (bad.jsonl:1) rejected" in result.output
+
+
+def test_a_canary_percentage_outside_1_to_99_is_refused_before_anything_is_sent(
+        tmp_path: Path) -> None:
+    folder, model = template_bot(tmp_path)
+    for percent, says in (("100", "promote it"), ("0", "parley bot rollback"),
+                          ("-5", "1-99, not -5"), ("250", "1-99, not 250")):
+        result = publish(str(folder), "--tenant", "acme", "--model", str(model),
+                         "--canary", percent, "--dry-run")
+        assert result.exit_code == 1, (percent, result.output)
+        assert says in result.output and "Traceback" not in result.output
+
+
+def test_a_canary_dry_run_says_it_is_a_canary_and_keeps_its_documents_back(
+        tmp_path: Path) -> None:
+    folder, model = template_bot(tmp_path)
+    result = publish(str(folder), "--tenant", "acme", "--model", str(model),
+                     "--canary", "10", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "canary for 10 % of its users" in result.output
+    assert "published when it is promoted" in result.output
+    assert "knowledge documents to" not in result.output
+
+
+def test_changing_a_canary_refuses_a_percentage_it_cannot_take() -> None:
+    result = CliRunner().invoke(bot, ["canary", "--tenant", "acme", "--percent", "100"],
+                                env=ENV)
+    assert result.exit_code == 1 and "promote it" in result.output
+
+
+def test_a_line_of_the_list_says_stable_or_canary_and_its_percentage() -> None:
+    stable = PublishedVersion("acme", "a" * 64, "shop", 0, "ops@ci", 3, 1234)
+    canary = PublishedVersion("acme", "b" * 64, "shop", 0, "ops@ci", 3, 1234, 10)
+    assert version_line(stable).split("\t")[:4] == ["acme", "stable", "shop", "a" * 12]
+    assert version_line(canary).split("\t")[:4] == ["acme", "canary 10%", "shop", "b" * 12]

@@ -3,7 +3,7 @@ records are handed to it as the topic follower would)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,42 @@ def test_the_consumer_fetches_a_whole_version() -> None:
     assert limits["max.partition.fetch.bytes"] == limits["fetch.max.bytes"]
     # librdkafka refuses receive.message.max.bytes below fetch.max.bytes + 512
     assert limits["receive.message.max.bytes"] >= limits["fetch.max.bytes"] + 512
+
+
+def canary_value(tmp_path: Path, tenant: str, reply: str, percent: int) -> tuple[bytes, str]:
+    bot, model = make_bot(tmp_path / f"{tenant}-{reply}-canary", reply)
+    bundle = replace(bundle_from_folders(tenant, bot, model), canary_percent=percent)
+    return AvroCodec("bot_version").encode(bundle.to_record()), bundle.version
+
+
+def test_a_canary_key_installs_a_canary_beside_the_stable_version(
+        worker: Worker, tmp_path: Path) -> None:
+    stable, stable_version = version_value(tmp_path, "acme", "stable")
+    canary, canary_version = canary_value(tmp_path, "acme", "canary", 20)
+    worker.feed((b"acme", stable), (b"acme#canary", canary))
+    current, beside = worker.registry.get("acme"), worker.registry.canary("acme")
+    assert current is not None and current.version == stable_version
+    assert beside is not None and (beside.bot.version, beside.percent) == (canary_version, 20)
+    worker.feed((b"acme#canary", None))  # rollback: the stable version stays
+    assert worker.registry.canary("acme") is None
+    assert worker.registry.get("acme") is current and worker.follower.removed == 1
+
+
+def test_a_record_under_the_other_track_s_key_is_rejected(
+        worker: Worker, tmp_path: Path) -> None:
+    stable, _ = version_value(tmp_path, "acme", "stable")
+    canary, _ = canary_value(tmp_path, "acme", "canary", 20)
+    # A canary under the stable key would reach every user; a stable one under the canary
+    # key would reach a percentage it never asked for: both are refused.
+    worker.feed((b"acme", canary), (b"acme#canary", stable))
+    assert worker.registry.get("acme") is None and worker.registry.canary("acme") is None
+    assert worker.follower.rejected == 2
+
+
+def test_unpublishing_drops_the_canary_too(worker: Worker, tmp_path: Path) -> None:
+    stable, _ = version_value(tmp_path, "acme", "stable")
+    canary, _ = canary_value(tmp_path, "acme", "canary", 20)
+    worker.feed((b"acme", stable), (b"acme#canary", canary))
+    worker.feed((b"acme#canary", None), (b"acme", None))  # what `parley bot unpublish` sends
+    assert worker.registry.get("acme") is None and worker.registry.canary("acme") is None
+    assert worker.registry.tenants() == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.bots import BotRegistry, LoadedBot, UnpackedBot
+from kernel.rollout import rollout_bucket
 
 
 def version(name: str) -> UnpackedBot:
@@ -103,9 +104,9 @@ def test_the_version_a_conversation_turn_runs_on(recorded: str, in_flow: bool,
     registry: BotRegistry[str] = BotRegistry(Loader())
     registry.install("acme", version("a"))
     registry.install("acme", version("b"))
-    chosen = registry.for_conversation("acme", recorded, in_flow)
+    chosen = registry.for_conversation("acme", recorded, in_flow, user_id="ann")
     assert chosen is not None and chosen.version == expected
-    assert registry.for_conversation("nobody", recorded, in_flow) is None
+    assert registry.for_conversation("nobody", recorded, in_flow, user_id="ann") is None
 
 
 def test_readers_see_a_whole_version_while_it_is_swapped() -> None:
@@ -128,3 +129,103 @@ def test_readers_see_a_whole_version_while_it_is_swapped() -> None:
         stop.set()
         reader.join()
     assert seen and all(b is not None and b.content.startswith("model of") for b in seen)
+
+
+# --- canaries -----------------------------------------------------------------------
+USERS = [f"user-{i}" for i in range(200)]
+
+
+def users_in(percent: int) -> list[str]:
+    """Users of acme whose bucket is below ``percent``, by the one bucket function."""
+    return [u for u in USERS if rollout_bucket("acme", u) < percent]
+
+
+def users_out(percent: int) -> list[str]:
+    return [u for u in USERS if rollout_bucket("acme", u) >= percent]
+
+
+def with_canary(percent: int = 30) -> BotRegistry[str]:
+    registry: BotRegistry[str] = BotRegistry(Loader(), keep_previous=1)
+    registry.install("acme", version("s"))
+    registry.install_canary("acme", version("c"), percent)
+    return registry
+
+
+def test_users_below_the_percentage_start_new_tasks_on_the_canary() -> None:
+    registry = with_canary(30)
+    for user in users_in(30):
+        chosen = registry.for_conversation("acme", "", False, user_id=user)
+        assert chosen is not None and chosen.version == "cccccccc", user
+    for user in users_out(30):
+        chosen = registry.for_conversation("acme", "", False, user_id=user)
+        assert chosen is not None and chosen.version == "ssssssss", user
+    assert registry.get("acme") is not None and registry.get("acme").version == "ssssssss"  # type: ignore[union-attr]
+    share = len(users_in(30)) / len(USERS)
+    assert 0.2 < share < 0.4  # about the percentage asked for
+
+
+def test_a_task_begun_on_stable_finishes_on_stable_after_a_canary_arrives() -> None:
+    registry: BotRegistry[str] = BotRegistry(Loader(), keep_previous=1)
+    registry.install("acme", version("s"))
+    user = users_in(50)[0]
+    registry.install_canary("acme", version("c"), 50)
+    inside = registry.for_conversation("acme", "ssssssss", True, user_id=user)
+    assert inside is not None and inside.version == "ssssssss"  # the form goes on
+    between = registry.for_conversation("acme", "ssssssss", False, user_id=user)
+    assert between is not None and between.version == "cccccccc"  # the next task
+
+
+def test_a_task_begun_on_the_canary_finishes_on_it_after_a_rollback() -> None:
+    registry = with_canary(50)
+    user = users_in(50)[0]
+    assert registry.withdraw_canary("acme") and registry.canary("acme") is None
+    inside = registry.for_conversation("acme", "cccccccc", True, user_id=user)
+    assert inside is not None and inside.version == "cccccccc"
+    between = registry.for_conversation("acme", "cccccccc", False, user_id=user)
+    assert between is not None and between.version == "ssssssss"
+    assert not registry.withdraw_canary("acme")  # nothing left to withdraw
+
+
+def test_raising_the_percentage_keeps_the_users_already_in() -> None:
+    registry = with_canary(10)
+    before = {u for u in USERS
+              if registry.for_user("acme", u).version == "cccccccc"}  # type: ignore[union-attr]
+    same = registry.install_canary("acme", version("c"), 60)  # same version: no reload
+    after = {u for u in USERS
+             if registry.for_user("acme", u).version == "cccccccc"}  # type: ignore[union-attr]
+    assert same.percent == 60 and before < after and before == set(users_in(10))
+
+
+def test_promoting_makes_the_canary_every_user_s_version_without_a_reload() -> None:
+    loader = Loader()
+    registry: BotRegistry[str] = BotRegistry(loader, keep_previous=1)
+    registry.install("acme", version("s"))
+    registry.install_canary("acme", version("c"), 30)
+    registry.install("acme", version("c"))  # what `parley bot promote` publishes
+    assert registry.canary("acme") is None  # the stable record made it redundant
+    assert not registry.withdraw_canary("acme")  # ... so the tombstone after it is a no-op
+    assert {registry.for_user("acme", u).version for u in USERS} == {"cccccccc"}  # type: ignore[union-attr]
+    inside = registry.for_conversation("acme", "ssssssss", True, user_id=users_out(30)[0])
+    assert inside is not None and inside.version == "ssssssss"  # the old stable is held
+    assert loader.loaded == ["ssssssss", "cccccccc"]
+
+
+def test_a_canary_without_a_stable_version_leaves_the_others_to_the_worker() -> None:
+    registry: BotRegistry[str] = BotRegistry(Loader())
+    registry.install_canary("acme", version("c"), 50)
+    assert registry.for_user("acme", users_out(50)[0]) is None  # the worker's own bot
+    chosen = registry.for_user("acme", users_in(50)[0])
+    assert chosen is not None and chosen.version == "cccccccc"
+    assert registry.tenants() == ["acme"]
+
+
+def test_a_canary_that_fails_to_load_changes_nothing() -> None:
+    loader = Loader()
+    registry = BotRegistry(loader)
+    registry.install("acme", version("s"))
+    loader.fail.add("cccccccc")
+    with pytest.raises(RuntimeError, match="cannot load"):
+        registry.install_canary("acme", version("c"), 30)
+    assert registry.canary("acme") is None
+    with pytest.raises(ValueError, match="1-99"):
+        registry.install_canary("acme", version("s"), 100)

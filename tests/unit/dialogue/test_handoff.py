@@ -34,7 +34,7 @@ A = ConversationKeys("acme", "c-a")
 @pytest.fixture(scope="module")
 def demo() -> ManagerFor:
     manager = DialogueManager(load_bot(DEMO))
-    return lambda _tenant, _state: manager
+    return lambda _tenant, _user, _state: manager
 
 
 class Conversation:
@@ -235,7 +235,7 @@ async def test_the_step_skips_its_own_handoff_events_and_dead_letters_bad_ones()
         settings=SimpleNamespace(session_ttl_s=60, outbox_size=10, topic=lambda name: name),
         app=SimpleNamespace(topic=lambda name, **_: topic(name)),
         dead_letters=SimpleNamespace(send=dead_letter))
-    step = DialogueStep(ctx, lambda _tenant, _state: None)  # type: ignore[arg-type,return-value]
+    step = DialogueStep(ctx, lambda _tenant, _user, _state: None)  # type: ignore[arg-type,return-value]
     codec = AvroCodec("handoff_event")
 
     def on_topic(value: bytes) -> Any:

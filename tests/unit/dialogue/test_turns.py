@@ -55,7 +55,7 @@ def knowledge(keys: ConversationKeys, asked: Incoming, text: str,
 @pytest.fixture(scope="module")
 def demo() -> ManagerFor:
     manager = DialogueManager(load_bot(DEMO))
-    return lambda _tenant, _state: manager
+    return lambda _tenant, _user, _state: manager
 
 
 def sessions(*keys: ConversationKeys) -> dict[ConversationKeys, Session]:
@@ -151,7 +151,7 @@ def test_an_action_is_requested_and_only_its_success_is_reported(
         write_bot: WriteBot) -> None:
     bot = DialogueManager(load_bot(write_bot(**ACTION_FILES)))
 
-    def manager(_tenant: str, _state: DialogueState) -> DialogueManager:
+    def manager(_tenant: str, _user: str, _state: DialogueState) -> DialogueManager:
         return bot
     asked = message(A, "a1", 1, "where is order 12345", "order_status")
     (turn,) = decide_turns([asked], sessions(A), set(), {}, manager)
@@ -200,7 +200,7 @@ def test_a_state_whose_flow_the_serving_version_lacks_leaves_it(
     other = DialogueManager(load_bot(write_bot(
         flows_yml="flows: {}\n", responses_yml="responses:\n  utter_hi:\n    - Hi.\n")))
     (later,) = decide_turns([message(A, "a2", 2, timestamp=2_000)], {A: asked.session}, set(),
-                            {}, lambda _tenant, _state: other)
+                            {}, lambda _tenant, _user, _state: other)
     assert state(later.session).active_flow != "track_order"
 
 

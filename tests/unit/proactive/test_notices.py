@@ -28,7 +28,7 @@ A = ConversationKeys("acme", "c-a")
 @pytest.fixture(scope="module")
 def demo() -> ManagerFor:
     manager = DialogueManager(load_bot(DEMO))
-    return lambda _tenant, _state: manager
+    return lambda _tenant, _user, _state: manager
 
 
 def shipped(event_id: str = "ev-1", **data: str) -> Any:
