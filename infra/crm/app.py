@@ -14,6 +14,7 @@ GET      /customers/{id}/accounts               crm.read    accounts and balance
 GET      /customers/{id}/cards                  crm.read    cards and their status
 POST     /customers/{id}/cards/block            crm.write   block cards (of a type)
 POST     /customers/{id}/transfers              crm.write   send money
+GET      /customers/{id}/transfers              crm.read    the money sent, oldest first
 GET      /orders/{id}                           crm.read    status and shipping
 POST     /tickets                               crm.write   open a ticket
 GET      /tickets/{id}                          crm.read    a ticket
@@ -137,10 +138,13 @@ def create_app(service: CrmService) -> FastAPI:
                             call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.url.path.startswith(_UNFAULTED):
             return await call_next(request)
-        verdict = await faults.apply(service.rng)
-        if verdict.status:
-            return JSONResponse({"detail": verdict.detail}, verdict.status)
-        return await call_next(request)
+        async with faults.holding():
+            verdict = await faults.apply(service.rng)
+            if verdict.status:
+                return JSONResponse({"detail": verdict.detail}, verdict.status)
+            response = await call_next(request)
+            await faults.before_reply()
+            return response
 
     def grant(authorization: str | None, scope: str) -> Grant:
         return tokens.check(authorization, scope)
@@ -210,6 +214,11 @@ def create_app(service: CrmService) -> FastAPI:
         return await write(request, who, idempotency_key,
                            store.transfer(customer_id, cents, body.amount.currency,
                                           body.recipient))
+
+    @app.get("/customers/{customer_id}/transfers")
+    async def transfers(customer_id: IdPath, authorization: Auth = None) -> dict[str, Any]:
+        grant(authorization, READ)
+        return {"customer_id": customer_id, "transfers": store.transfers(customer_id)}
 
     @app.get("/orders/{order_id}")
     async def order(order_id: IdPath, authorization: Auth = None) -> dict[str, Any]:
