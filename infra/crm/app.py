@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import random
 import re
 import urllib.parse
@@ -59,6 +60,8 @@ from infra.crm.settings import CrmSettings
 from infra.crm.store import CrmStore, fingerprint
 
 __all__ = ["CrmService", "create_app"]
+
+logger = logging.getLogger(__name__)
 
 #: Ids as Parley's (streams/keys.py: user ids are customer ids here), with one letter or
 #: digit at least (so never "." or "..").
@@ -156,6 +159,9 @@ def create_app(service: CrmService) -> FastAPI:
             raise CrmProblem(400, "Idempotency-Key: 1-200 printable ASCII characters")
         print_ = fingerprint(request.method, request.url.path, await request.body())
         status, body, replayed = store.idempotent(who.client_id, key, print_, effect)
+        # One line per write: a drill or a test reads which calls were done, which replayed.
+        logger.info("crm.write client=%s path=%s key=%s status=%d replayed=%s", who.client_id,
+                    request.url.path, key, status, str(replayed).lower())
         return JSONResponse(body, status,
                             headers={"Idempotent-Replayed": "true" if replayed else "false"})
 

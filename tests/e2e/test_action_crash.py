@@ -25,6 +25,7 @@ and NLU model unchanged.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 import uuid
@@ -172,9 +173,10 @@ def outbound_answers(pipeline: Pipeline, client_msg_id: str) -> set[tuple[str, i
 
 
 async def killed_mid_call(pipeline: Pipeline, fault: dict[str, int],
-                          effect_done_at_kill: bool) -> None:
+                          effect_done_at_kill: bool) -> list[tuple[str, str]]:
     """Confirm a transfer with the CRM slowed by ``fault``, SIGKILL the worker while its
-    call is in the CRM, start another; check one transfer and one truthful answer."""
+    call is in the CRM, start another; check one transfer and one truthful answer.
+    Returns the writes the CRM logged for the transfer (:func:`crm_writes`)."""
     stack, user = pipeline.stack, f"crash-{uuid.uuid4().hex[:8]}"
     async with crm_of(pipeline) as crm, \
             ChatClient(pipeline.url, tenant=TENANT, user=user) as chat:
@@ -207,13 +209,29 @@ async def killed_mid_call(pipeline: Pipeline, fault: dict[str, int],
     assert len(outbound_answers(pipeline, yes)) == 1, "one answer on chat.outbound too"
     # The action really ran again on the new worker, and not to an end on the killed one.
     assert "action.result" not in worker.log_path.read_text()
-    assert "send_money" in restarted.log_path.read_text()
+    assert "action=send_money ok=True" in restarted.log_path.read_text()
+    return crm_writes(stack, f"/customers/{user}/transfers")
+
+
+def crm_writes(stack: Stack, path: str) -> list[tuple[str, str]]:
+    """``(idempotency key, replayed)`` of each write the CRM logged on ``path``."""
+    crm = next(c for c in stack.children if c.name == "crm")
+    return re.findall(rf"crm\.write client=\S+ path={re.escape(path)} key=(\S+) status=\d+ "
+                      r"replayed=(true|false)", crm.log_path.read_text())
 
 
 async def test_a_worker_killed_before_the_crm_moved_the_money(own_pipeline: Pipeline) -> None:
-    await killed_mid_call(own_pipeline, {"latency_ms": HOLD_MS}, effect_done_at_kill=False)
+    writes = await killed_mid_call(own_pipeline, {"latency_ms": HOLD_MS},
+                                   effect_done_at_kill=False)
+    # The killed worker's call may still be handled when its hold ends (the CRM does not
+    # notice a client gone): then one of the two calls did it and the other was replayed.
+    assert len({key for key, _ in writes}) == 1, writes
+    assert [replayed for _, replayed in writes].count("false") == 1, writes
 
 
 async def test_a_worker_killed_after_the_crm_moved_the_money(own_pipeline: Pipeline) -> None:
-    await killed_mid_call(own_pipeline, {"reply_latency_ms": HOLD_MS},
-                          effect_done_at_kill=True)
+    writes = await killed_mid_call(own_pipeline, {"reply_latency_ms": HOLD_MS},
+                                   effect_done_at_kill=True)
+    # Two calls with one key: the killed worker's did it, the new worker's got its answer.
+    assert len(writes) == 2 and writes[0][0] == writes[1][0], writes
+    assert [replayed for _, replayed in writes] == ["false", "true"], writes
