@@ -173,8 +173,47 @@ def outbound_answers(pipeline: Pipeline, client_msg_id: str) -> set[tuple[str, i
     return found
 
 
-async def killed_mid_call(pipeline: Pipeline, fault: dict[str, int],
-                          effect_done_at_kill: bool) -> list[tuple[str, str]]:
+@dataclass
+class Killed:
+    """What :func:`kill_while_held` saw: the last message's id and its one answer, and the
+    killed and the new worker."""
+
+    client_msg_id: str
+    answer: dict[str, Any]
+    killed: ChildProcess
+    restarted: ChildProcess
+
+
+async def kill_while_held(stack: Stack, crm: Crm, chat: ChatClient, text: str,
+                          fault: dict[str, int], table: str, done_at_kill: bool) -> Killed:
+    """Send ``text`` (its turn calls a CRM write) with the CRM slowed by ``fault``, SIGKILL
+    the worker while the call is held in the CRM (``table`` then holds one more row when
+    ``done_at_kill``, else none more), start another, and take the one answer to ``text``."""
+    worker, rows = worker_of(stack), (await crm.counts())[table]
+    await crm.faults(**fault)
+    sent = await chat.send(text)
+    await chat.next("ack", 30)
+
+    async def in_the_crm() -> bool:
+        return await crm.in_flight() == 1 and \
+            (await crm.counts())[table] == rows + int(done_at_kill)
+
+    await until(in_the_crm, 30, "the call held in the CRM")
+    worker.kill()  # SIGKILL: nothing is flushed, committed or said goodbye
+    await crm.faults()  # calls from now on are answered at once
+    assert chat.pending("reply") == 0, "nothing was answered before the kill"
+    restarted = await start_worker(stack)
+    return Killed(sent, await the_only_answer(chat, sent), worker, restarted)
+
+
+def ran_again(killed: Killed, action: str) -> None:
+    """The action ran to an end on the new worker, and not on the killed one."""
+    assert "action.result" not in killed.killed.log_path.read_text()
+    assert f"action={action} ok=True" in killed.restarted.log_path.read_text()
+
+
+async def killed_mid_transfer(pipeline: Pipeline, fault: dict[str, int],
+                              effect_done_at_kill: bool) -> list[tuple[str, str]]:
     """Confirm a transfer with the CRM slowed by ``fault``, SIGKILL the worker while its
     call is in the CRM, start another; check one transfer and one truthful answer.
     Returns the writes the CRM logged for the transfer (:func:`crm_writes`)."""
@@ -183,34 +222,21 @@ async def killed_mid_call(pipeline: Pipeline, fault: dict[str, int],
             ChatClient(pipeline.url, tenant=TENANT, user=user) as chat:
         await confirmed_transfer(chat)
         before = await crm.balance(user)
-        worker = worker_of(stack)
-        await crm.faults(**fault)
-        yes = await chat.send("yes")
-        await chat.next("ack", 30)
-
-        async def in_the_crm() -> bool:
-            return await crm.in_flight() == 1 and \
-                (await crm.counts())["transfers"] == int(effect_done_at_kill)
-
-        await until(in_the_crm, 30, "the transfer call held in the CRM")
-        worker.kill()  # SIGKILL: nothing is flushed, committed or said goodbye
-        await crm.faults()  # calls from now on are answered at once
-        assert chat.pending("reply") == 0, "nothing was answered before the kill"
-        restarted = await start_worker(stack)
-        answer = await the_only_answer(chat, yes)
+        killed = await kill_while_held(stack, crm, chat, "yes", fault, "transfers",
+                                       effect_done_at_kill)
         made = await crm.transfers(user)
         after = await crm.balance(user)
 
+    answer = killed.answer
     assert len(made) == 1, f"one transfer, not {made}"
     assert (made[0]["recipient"], made[0]["amount"]) == ("Anna", {"value": 50.0,
                                                                    "currency": "EUR"})
     assert after == round(before - 50, 2), "the money left the account once"
     assert answer["response"] == "utter_transfer_sent", answer
     assert made[0]["reference"] in answer["text"], "the answer names the CRM's transfer"
-    assert len(outbound_answers(pipeline, yes)) == 1, "one answer on chat.outbound too"
-    # The action really ran again on the new worker, and not to an end on the killed one.
-    assert "action.result" not in worker.log_path.read_text()
-    assert "action=send_money ok=True" in restarted.log_path.read_text()
+    assert len(outbound_answers(pipeline, killed.client_msg_id)) == 1, \
+        "one answer on chat.outbound too"
+    ran_again(killed, "send_money")
     return crm_writes(stack, f"/customers/{user}/transfers")
 
 
@@ -222,7 +248,7 @@ def crm_writes(stack: Stack, path: str) -> list[tuple[str, str]]:
 
 
 async def test_a_worker_killed_before_the_crm_moved_the_money(own_pipeline: Pipeline) -> None:
-    writes = await killed_mid_call(own_pipeline, {"latency_ms": HOLD_MS},
+    writes = await killed_mid_transfer(own_pipeline, {"latency_ms": HOLD_MS},
                                    effect_done_at_kill=False)
     # The reference CRM drops the killed worker's call when its hold ends (its client is
     # gone before the body was read); a CRM that handled it anyway would do it or replay
@@ -232,8 +258,35 @@ async def test_a_worker_killed_before_the_crm_moved_the_money(own_pipeline: Pipe
 
 
 async def test_a_worker_killed_after_the_crm_moved_the_money(own_pipeline: Pipeline) -> None:
-    writes = await killed_mid_call(own_pipeline, {"reply_latency_ms": HOLD_MS},
+    writes = await killed_mid_transfer(own_pipeline, {"reply_latency_ms": HOLD_MS},
                                    effect_done_at_kill=True)
     # Two calls with one key: the killed worker's did it, the new worker's got its answer.
     assert len(writes) == 2 and writes[0][0] == writes[1][0], writes
     assert [replayed for _, replayed in writes] == ["false", "true"], writes
+
+
+async def test_a_ticket_opened_before_the_worker_died_is_the_one_the_user_is_told_of(
+        own_pipeline: Pipeline) -> None:
+    """open_ticket sends a callback URL (a signed token naming the conversation): run again
+    under the same key, it must send the same body, or the CRM refuses the key's reuse."""
+    stack, user = own_pipeline.stack, f"crash-{uuid.uuid4().hex[:8]}"
+    async with crm_of(own_pipeline) as crm, \
+            ChatClient(own_pipeline.url, tenant=TENANT, user=user) as chat:
+        assert (await turn(chat, "I want to make a complaint"))["response"] == \
+            "utter_ask_issue_description"
+        assert (await turn(chat, "the app crashes when I open my statements"))["response"] \
+            == "utter_ask_email"
+        killed = await kill_while_held(stack, crm, chat, "anna@example.com",
+                                       {"reply_latency_ms": HOLD_MS}, "tickets", True)
+        tickets = (await crm.counts())["tickets"]
+
+    answer = killed.answer
+    assert answer["response"] == "utter_ticket_opened", answer
+    opened = re.search(r"T-[0-9A-F]{8}", answer["text"])
+    assert opened is not None and tickets == 1, (answer, tickets)
+    async with crm_of(own_pipeline) as crm:
+        ticket = await crm.http.get(f"/tickets/{opened.group()}", headers=crm.api)
+    assert ticket.status_code == 200 and ticket.json()["customer_id"] == user, ticket.text
+    writes = crm_writes(stack, "/tickets")
+    assert [replayed for _, replayed in writes] == ["false", "true"], writes
+    ran_again(killed, "open_ticket")
