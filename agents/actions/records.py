@@ -6,7 +6,10 @@ requests, reader of results) and the action agent that answers agree on one
 format without importing each other:
 
 * :func:`action_request` builds a request from the envelope of the event whose
-  turn asked for the call (a ``ChatUnderstood``, or a previous result);
+  turn asked for the call (a ``ChatUnderstood``, or a previous result), dated by that
+  event: the same event decided again (a worker died before recording its turn) makes
+  the same request, field for field, so the action's call under its idempotency key
+  carries the same body too (a backend refuses a key reused for another request);
 * :func:`action_result` builds the result of a request from an
   :class:`~agents.actions.registry.ActionOutcome`. Its ``event_id`` is the
   request's plus ``.a``: the same request run twice (the bus is at-least-once)
@@ -25,13 +28,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from agents.actions.registry import ActionContext, ActionOutcome, FailureKind
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["action_request", "action_result", "context_of", "parse_inputs", "read_result",
-           "request_event_id", "result_event_id"]
+__all__ = ["action_request", "action_result", "context_of", "epoch_ms", "parse_inputs",
+           "read_result", "request_event_id", "result_event_id"]
 
 
 def request_event_id(cause_event_id: str) -> str:
@@ -50,13 +54,14 @@ def action_request(envelope: Mapping[str, Any], action: str, inputs: Mapping[str
                    now_ms: int | None = None) -> dict[str, Any]:
     """An ``ActionRequest`` for the conversation of ``envelope`` (any conversation event).
 
-    ``event_id`` defaults to :func:`request_event_id` of the envelope's; ``inputs`` must
-    be JSON-serialisable (a ``TypeError`` says which value is not).
+    ``event_id`` defaults to :func:`request_event_id` of the envelope's; the timestamp to
+    the envelope's own (``now_ms`` overrides it); ``inputs`` must be JSON-serialisable (a
+    ``TypeError`` says which value is not).
     """
     return {
         **{name: envelope[name] for name in ENVELOPE_FIELDS},
         "event_id": event_id or request_event_id(envelope["event_id"]),
-        "timestamp": int(time.time() * 1000) if now_ms is None else now_ms,
+        "timestamp": epoch_ms(envelope["timestamp"]) if now_ms is None else now_ms,
         "payload": {
             "action": action,
             "inputs_json": json.dumps(dict(inputs), ensure_ascii=False, separators=(",", ":"),
@@ -65,6 +70,14 @@ def action_request(envelope: Mapping[str, Any], action: str, inputs: Mapping[str
             "client_msg_id": envelope.get("payload", {}).get("client_msg_id", ""),
         },
     }
+
+
+def epoch_ms(timestamp: datetime | int) -> int:
+    """An event's ``timestamp`` in epoch milliseconds (Avro decodes timestamp-millis as an
+    aware datetime; a record built here holds an int)."""
+    if isinstance(timestamp, datetime):
+        return int(timestamp.timestamp() * 1000)
+    return int(timestamp)
 
 
 def parse_inputs(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,6 +98,7 @@ def context_of(request: Mapping[str, Any]) -> ActionContext:
         idempotency_key=request["event_id"], tenant_id=request["tenant_id"],
         conversation_id=request["conversation_id"], user_id=request["user_id"],
         channel=request["channel"], bot_version=request["payload"].get("bot_version", ""),
+        requested_at_ms=epoch_ms(request["timestamp"]),
     )
 
 

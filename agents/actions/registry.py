@@ -97,6 +97,10 @@ class ActionContext:
     user_id: str = ""
     channel: str = ""
     bot_version: str = ""
+    #: When the call was asked for (the request's timestamp, epoch ms; 0: unknown). The
+    #: same for every run of one request: what an action derives from the time (a token's
+    #: issue time) must come from here, so that a run again sends what the first sent.
+    requested_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

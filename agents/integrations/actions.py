@@ -12,7 +12,8 @@ goes back on ``actions.results`` keyed by the conversation. The function:
    ``context`` come from the call's context (the signed-in user), never from the flow;
    ``context: callback_url`` is where the backend POSTs the outcome of asynchronous work
    (the gateway's ``/callbacks/{backend}/{token}``, the token naming this conversation,
-   signed: streams/proactive.py, gateway/callbacks.py);
+   signed: streams/proactive.py, gateway/callbacks.py), issued at the request's time so
+   that every run of one request sends the same URL;
 2. sends it through :class:`~agents.integrations.backend.HttpBackend`, with the
    request's event id as the idempotency key on every write, so a request run twice
    (a worker killed mid-call) does its effect once;
@@ -154,9 +155,11 @@ class Integrations:
     def _callback_url(self, action: HttpAction, ctx: ActionContext) -> str:
         if self.callbacks is None:
             self.callbacks = CallbackSettings.from_env()
+        # Issued at the request's time, not the call's: a request run again (a worker
+        # killed mid-call) sends the same URL, hence the same body under its key.
         return callback_url(self.callbacks, CallbackClaims(
             ctx.tenant_id, ctx.conversation_id, ctx.user_id, ctx.channel, action.name,
-            action.backend))
+            action.backend), ctx.requested_at_ms / 1000 if ctx.requested_at_ms else None)
 
 
 def _placed(values: dict[str, Any], targets: Mapping[str, str]) -> dict[str, Any]:

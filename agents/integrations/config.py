@@ -69,7 +69,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 #: What an input may take from the call (agents.actions.ActionContext's fields; a test
 #: checks they agree: importing it here would load pydantic for `parley validate`).
-CONTEXT_FIELDS = ("tenant_id", "conversation_id", "user_id", "channel", "bot_version")
+CONTEXT_FIELDS = ("tenant_id", "conversation_id", "user_id", "channel", "bot_version",
+                  "requested_at_ms")
 #: Contexts made from the call's: ``callback_url``, where the backend POSTs the outcome of
 #: asynchronous work, with Parley's signed token for this conversation (streams/proactive.py).
 DERIVED_CONTEXTS = ("callback_url",)

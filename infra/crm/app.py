@@ -14,6 +14,7 @@ GET      /customers/{id}/accounts               crm.read    accounts and balance
 GET      /customers/{id}/cards                  crm.read    cards and their status
 POST     /customers/{id}/cards/block            crm.write   block cards (of a type)
 POST     /customers/{id}/transfers              crm.write   send money
+GET      /customers/{id}/transfers              crm.read    the money sent, oldest first
 GET      /orders/{id}                           crm.read    status and shipping
 POST     /tickets                               crm.write   open a ticket
 GET      /tickets/{id}                          crm.read    a ticket
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import random
 import re
 import urllib.parse
@@ -58,6 +60,8 @@ from infra.crm.settings import CrmSettings
 from infra.crm.store import CrmStore, fingerprint
 
 __all__ = ["CrmService", "create_app"]
+
+logger = logging.getLogger(__name__)
 
 #: Ids as Parley's (streams/keys.py: user ids are customer ids here), with one letter or
 #: digit at least (so never "." or "..").
@@ -137,10 +141,13 @@ def create_app(service: CrmService) -> FastAPI:
                             call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.url.path.startswith(_UNFAULTED):
             return await call_next(request)
-        verdict = await faults.apply(service.rng)
-        if verdict.status:
-            return JSONResponse({"detail": verdict.detail}, verdict.status)
-        return await call_next(request)
+        async with faults.holding():
+            verdict = await faults.apply(service.rng)
+            if verdict.status:
+                return JSONResponse({"detail": verdict.detail}, verdict.status)
+            response = await call_next(request)
+            await faults.before_reply()
+            return response
 
     def grant(authorization: str | None, scope: str) -> Grant:
         return tokens.check(authorization, scope)
@@ -152,6 +159,9 @@ def create_app(service: CrmService) -> FastAPI:
             raise CrmProblem(400, "Idempotency-Key: 1-200 printable ASCII characters")
         print_ = fingerprint(request.method, request.url.path, await request.body())
         status, body, replayed = store.idempotent(who.client_id, key, print_, effect)
+        # One line per write: a drill or a test reads which calls were done, which replayed.
+        logger.info("crm.write client=%s path=%s key=%s status=%d replayed=%s", who.client_id,
+                    request.url.path, key, status, str(replayed).lower())
         return JSONResponse(body, status,
                             headers={"Idempotent-Replayed": "true" if replayed else "false"})
 
@@ -210,6 +220,11 @@ def create_app(service: CrmService) -> FastAPI:
         return await write(request, who, idempotency_key,
                            store.transfer(customer_id, cents, body.amount.currency,
                                           body.recipient))
+
+    @app.get("/customers/{customer_id}/transfers")
+    async def transfers(customer_id: IdPath, authorization: Auth = None) -> dict[str, Any]:
+        grant(authorization, READ)
+        return {"customer_id": customer_id, "transfers": store.transfers(customer_id)}
 
     @app.get("/orders/{order_id}")
     async def order(order_id: IdPath, authorization: Auth = None) -> dict[str, Any]:

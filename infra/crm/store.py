@@ -167,6 +167,18 @@ class CrmStore:
             rows = self._transaction(read)
         return [_card(r) for r in rows]
 
+    def transfers(self, customer_id: str) -> list[dict[str, Any]]:
+        """The money ``customer_id`` sent, oldest first (one row per transfer made)."""
+        with self._lock:
+            def read(db: sqlite3.Connection) -> list[sqlite3.Row]:
+                self._customer(db, customer_id)
+                return db.execute("SELECT * FROM transfers WHERE customer_id = ? "
+                                  "ORDER BY created_at, rowid", (customer_id,)).fetchall()
+            rows = self._transaction(read)
+        return [{"reference": r["id"], "from_account": r["from_account"],
+                 "recipient": r["recipient"], "amount": money(r["amount_cents"], r["currency"]),
+                 "created_at": r["created_at"]} for r in rows]
+
     def order(self, order_id: str) -> dict[str, Any]:
         with self._lock:
             row = self._db.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()

@@ -87,3 +87,18 @@ def test_a_contradictory_result_is_refused() -> None:
     result["payload"].update(ok=False, error_kind="exploded")
     with pytest.raises(ValueError, match="exploded"):
         read_result(result)
+
+
+def test_an_event_decided_again_makes_the_same_request_dated_by_the_event() -> None:
+    """A worker that died before recording a turn decides its event again: the request
+    must be the same, so that the action's call under its key carries the same body."""
+    first = action_request(ENVELOPE, "open_ticket", {"email": "a@example.com"})
+    codec = AvroCodec("action_request")
+    decoded_envelope = codec.decode(codec.encode(first))  # timestamp: an aware datetime
+    assert not isinstance(decoded_envelope["timestamp"], int)
+    again = action_request({**decoded_envelope, "event_id": "e42"}, "open_ticket",
+                           {"email": "a@example.com"})
+    assert first["timestamp"] == again["timestamp"] == ENVELOPE["timestamp"]
+    assert codec.encode(first) == codec.encode(again)
+    assert context_of(decoded_envelope).requested_at_ms == ENVELOPE["timestamp"]
+    assert action_request(ENVELOPE, "x", {}, now_ms=5)["timestamp"] == 5

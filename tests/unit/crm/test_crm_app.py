@@ -4,7 +4,9 @@ idempotent writes, fault injection, and clear errors for bad requests."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -191,3 +193,41 @@ def test_faults_are_injected_and_cleared_by_the_admin_only(client: TestClient) -
     assert bad.status_code == 422
     assert client.delete("/admin/faults", headers=admin).json()["error_rate"] == 0
     assert client.get("/orders/12345", headers=api).status_code == 200
+
+
+def test_the_transfers_a_customer_made_are_listed_oldest_first(client: TestClient) -> None:
+    headers = bearer(token(client))
+    assert client.get("/customers/u-7/transfers", headers=headers).json()["transfers"] == []
+    sent = [client.post("/customers/u-7/transfers",
+                        headers={**headers, "Idempotency-Key": f"t{n}"},
+                        json={"amount": {"value": value, "currency": "EUR"}, "recipient": who}
+                        ).json() for n, (value, who) in enumerate([(5, "Tom"), (7.5, "Eve")])]
+    client.post("/customers/u-8/transfers", headers={**headers, "Idempotency-Key": "t9"},
+                json={"amount": {"value": 1, "currency": "EUR"}, "recipient": "Tom"})
+    listed = client.get("/customers/u-7/transfers", headers=headers).json()["transfers"]
+    assert [(t["reference"], t["recipient"], t["amount"]) for t in listed] == \
+        [(s["reference"], s["recipient"], s["amount"]) for s in sent]
+    assert listed[1]["amount"] == {"value": 7.5, "currency": "EUR"}
+    assert client.get("/customers/u-7/transfers").status_code == 401
+
+
+def test_a_held_reply_comes_after_the_effect_and_the_call_counts_as_in_flight(
+        client: TestClient) -> None:
+    api, admin = bearer(token(client)), bearer(token(client, "crm-admin", "admin-secret-1"))
+    plan = client.put("/admin/faults", headers=admin, json={"reply_latency_ms": 1500}).json()
+    assert (plan["reply_latency_ms"], plan["in_flight"]) == (1500, 0)
+    body = {"amount": {"value": 20, "currency": "EUR"}, "recipient": "Tom"}
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(client.post, "/customers/u-9/transfers",
+                           headers={**api, "Idempotency-Key": "held-1"}, json=body)
+        deadline = time.monotonic() + 5
+        while client.get("/admin/counts", headers=admin).json()["transfers"] == 0:
+            assert time.monotonic() < deadline, "the effect is done before the answer"
+            time.sleep(0.02)
+        assert not call.done(), "the answer is still held"
+        assert client.get("/admin/faults", headers=admin).json()["in_flight"] == 1
+        answer = call.result(10)
+    assert answer.status_code == 201
+    assert client.get("/admin/faults", headers=admin).json()["in_flight"] == 0
+    bad = client.put("/admin/faults", headers=admin, json={"reply_latency_ms": -1})
+    assert bad.status_code == 422
