@@ -24,7 +24,7 @@ B = ConversationKeys("acme", "c-b")
 @pytest.fixture(scope="module")
 def demo() -> ManagerFor:
     manager = DialogueManager(load_bot(DEMO))
-    return lambda _tenant, _state: manager
+    return lambda _tenant, _user, _state: manager
 
 
 def test_answers_taken_from_the_cache_are_billed_once_each(demo: ManagerFor) -> None:

@@ -66,7 +66,7 @@ def manager() -> DialogueManager:
 
 
 def expired(manager: DialogueManager, summary: str = SUMMARY) -> tuple[Conversation, Any]:
-    chat = Conversation(lambda _t, _s: manager)
+    chat = Conversation(lambda _t, _u, _s: manager)
     chat.user("I want to talk to a human", "human_handoff")
     return chat, chat.console("expired", "", text=summary)
 
