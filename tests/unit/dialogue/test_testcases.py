@@ -12,6 +12,7 @@ import pytest
 import websockets
 
 from agents.dialogue.testcases import (
+    NO_STATE,
     CaseFileError,
     Conversation,
     Observation,
@@ -146,7 +147,8 @@ def test_state_assertions_fail_with_the_actual_state(step: str, actual: str) -> 
 def test_a_conversation_without_state_says_so() -> None:
     conversation = ScriptedConversation({"send 50 euros": ([Observation("Who?")], None)})
     result = run(parse_cases(CASES)[1:], conversation)
-    assert "does not expose slots" in result["failures"][0]["actual"]
+    assert result["failures"][0]["actual"] == NO_STATE
+    assert "--role bot_tester" in NO_STATE  # it says how to get the state
 
 
 @pytest.mark.parametrize(("expected", "actual", "matches"), [
