@@ -54,11 +54,16 @@ def run_inline(inline: InlineBot, cases: list[TestCase]) -> CaseReport:
 
 
 def run_websocket(url: str, cases: list[TestCase], *, token: str | None = None,
-                  api_key: str | None = None, timeout_s: float = 10.0) -> CaseReport:
-    """Every case on a new conversation through a running stack's ``/ws``."""
+                  api_key: str | None = None, use_dev_token: bool = False,
+                  timeout_s: float = 10.0) -> CaseReport:
+    """Every case on a new conversation through a running stack's ``/ws``; with
+    ``use_dev_token``, each as a new bot tester from the gateway's ``/dev/token`` (a new
+    user each time, as with an API key: what one case did to a customer's data in the
+    business systems does not change the next case's)."""
 
     async def new_conversation(case: TestCase) -> Conversation:
-        return await WebSocketConversation.open(url, token=token, api_key=api_key,
+        own = await dev_token(url, timeout_s=timeout_s) if use_dev_token else token
+        return await WebSocketConversation.open(url, token=own, api_key=api_key,
                                                 timeout_s=timeout_s)
 
     return asyncio.run(run_cases(cases, new_conversation))
@@ -111,10 +116,8 @@ def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, token: st
         if use_dev_token and not url:
             raise click.UsageError("--dev-token needs --url")
         if url:
-            if use_dev_token:
-                token = asyncio.run(dev_token(url, timeout_s=timeout_s))
             report = run_websocket(url, cases, token=token, api_key=api_key,
-                                   timeout_s=timeout_s)
+                                   use_dev_token=use_dev_token, timeout_s=timeout_s)
         else:
             inline = load_inline_bot(load_bot(bot_dir),
                                      cache_root or Settings.from_env().data_dir / "bots")
