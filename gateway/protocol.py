@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kernel.errors import ParleyError
 from streams.keys import validate_id
-from streams.turn_state import read_turn_state
+from streams.turn_state import read_turn_debug
 
 __all__ = [
     "ClientFrame",
@@ -245,8 +245,9 @@ def ack_frame(client_msg_id: str, event_id: str, seq: int) -> str:
 
 def reply_frame(reply: dict[str, Any], *, with_state: bool = False) -> str:
     """A BotReply as a ``reply`` frame; ``turn_end`` when it is the turn's last reply, and
-    with ``with_state`` (a bot tester who asked: gateway/server.py) the dialogue state
-    after the turn when the reply carries it (streams/turn_state.py)."""
+    with ``with_state`` (a bot tester who asked: gateway/server.py) the dialogue ``state``
+    after the turn and the reply's ``utterances`` when it carries them
+    (streams/turn_state.py)."""
     payload = reply["payload"]
     frame: dict[str, Any] = {
         "type": "reply",
@@ -266,8 +267,9 @@ def reply_frame(reply: dict[str, Any], *, with_state: bool = False) -> str:
         frame["agent_id"] = payload["agent_id"]
     if payload.get("turn_end"):
         frame["turn_end"] = True
-    if with_state and (state := read_turn_state(payload.get("state_json") or "")) is not None:
-        frame["state"] = state
+    if with_state and (debug := read_turn_debug(payload.get("debug_json") or "")) is not None:
+        frame["state"] = debug.state
+        frame["utterances"] = debug.utterances
     return encode(frame)
 
 

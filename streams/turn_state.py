@@ -1,4 +1,4 @@
-"""A turn's dialogue state on its reply, for bot testers only.
+"""What a bot tester sees of a turn: its dialogue state, and each utterance of a reply.
 
 ``parley test --url`` checks slots, the active flow and the requested slot against a
 running stack (agents/dialogue/testcases.py). The dialogue step knows them after each
@@ -7,22 +7,28 @@ they share, so the role's name and the wire form are written once.
 
 Who sees it: the slots are the conversation's own, but a bot builder's business (a
 collected account number, an internal status), not every end user's. So the dialogue
-step attaches the state only to the replies of a message whose sender's verified roles
-(a JWT's ``roles`` claim, carried in every ChatMessage) include :data:`BOT_TESTER_ROLE`,
+step attaches it only to the replies of a message whose sender's verified roles (a
+JWT's ``roles`` claim, carried in every ChatMessage) include :data:`BOT_TESTER_ROLE`,
 and the gateway shows it only on a connection that asked (``/ws?debug=1``) with
 credentials holding that role. A normal user's turn pays one set lookup for it.
 
-The state travels in BotReply's ``state_json`` as compact JSON text (slot values are
-any JSON value, which an Avro record cannot type); empty means none.
+What it holds: ``state`` (``slots``, ``active_flow``, ``requested_slot``: the slots are
+the state's after the turn plus those the turn set, which a flow that ended within it
+may have let go, as the in-process test runner sees them) and ``utterances`` (each
+``response`` and ``text`` a reply joins into one message: a reply names only its last
+response). It travels in BotReply's ``debug_json`` as compact JSON text (slot values
+are any JSON value, which an Avro record cannot type); empty means none.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BOT_TESTER_ROLE", "is_bot_tester", "read_turn_state", "turn_state_json"]
+__all__ = ["BOT_TESTER_ROLE", "TurnDebug", "is_bot_tester", "read_turn_debug",
+           "turn_debug_json"]
 
 #: The role that may see a turn's dialogue state (``parley token --role bot_tester``).
 BOT_TESTER_ROLE = "bot_tester"
@@ -33,22 +39,38 @@ def is_bot_tester(roles: Collection[str]) -> bool:
     return BOT_TESTER_ROLE in roles
 
 
-def turn_state_json(slots: Mapping[str, Any], active_flow: str | None,
-                    requested_slot: str | None) -> str:
-    """The state after a turn as BotReply's ``state_json``: ``{"slots", "active_flow",
-    "requested_slot"}`` (a slot value JSON cannot write is written as its text)."""
-    return json.dumps({"slots": dict(slots), "active_flow": active_flow,
-                       "requested_slot": requested_slot},
-                      separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+def turn_debug_json(slots: Mapping[str, Any], active_flow: str | None,
+                    requested_slot: str | None,
+                    utterances: Sequence[tuple[str, str]]) -> str:
+    """BotReply's ``debug_json``: the state after the turn and the reply's
+    ``(response, text)`` utterances (a slot value JSON cannot write is written as text)."""
+    return json.dumps({
+        "state": {"slots": dict(slots), "active_flow": active_flow,
+                  "requested_slot": requested_slot},
+        "utterances": [{"response": response, "text": text} for response, text in utterances],
+    }, separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
 
 
-def read_turn_state(state_json: str) -> dict[str, Any] | None:
-    """BotReply's ``state_json`` as the reply frame's ``state`` object; None when empty
-    or not a JSON object (a reply is still delivered, without it)."""
-    if not state_json:
+@dataclass(frozen=True, slots=True)
+class TurnDebug:
+    """``debug_json`` read back: the reply frame's ``state`` and ``utterances``."""
+
+    state: dict[str, Any]
+    utterances: list[dict[str, Any]]
+
+
+def read_turn_debug(debug_json: str) -> TurnDebug | None:
+    """BotReply's ``debug_json``; None when empty or not the expected JSON (the reply is
+    still delivered, without it)."""
+    if not debug_json:
         return None
     try:
-        state = json.loads(state_json)
+        debug = json.loads(debug_json)
     except json.JSONDecodeError:
         return None
-    return state if isinstance(state, dict) else None
+    if not isinstance(debug, dict):
+        return None
+    state, utterances = debug.get("state"), debug.get("utterances", [])
+    if not isinstance(state, dict) or not isinstance(utterances, list):
+        return None
+    return TurnDebug(state, [u for u in utterances if isinstance(u, dict)])

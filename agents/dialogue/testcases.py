@@ -576,6 +576,18 @@ def _ws_url(url: str, query: Mapping[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, joined, ""))
 
 
+def _observations(frame: Mapping[str, Any]) -> list[Observation]:
+    """A reply frame as the replies a test sees: each utterance it lists (a bot tester's
+    frame), else the frame itself; the quick replies go with the last."""
+    quick = tuple(frame.get("quick_replies") or ())
+    listed = frame.get("utterances")
+    if isinstance(listed, list) and listed and all(isinstance(u, Mapping) for u in listed):
+        return [Observation(str(u.get("text", "")), u.get("response"),
+                            quick if i == len(listed) - 1 else ())
+                for i, u in enumerate(listed)]
+    return [Observation(str(frame.get("text", "")), frame.get("response"), quick)]
+
+
 class WebSocketConversation:
     """A conversation with a running stack through its ``/ws`` protocol (docs/protocol.md).
 
@@ -588,7 +600,10 @@ class WebSocketConversation:
     sent by every gateway) for ``utter``, and, on the turn's last reply when the
     connection asked for it with ``debug=1`` and its credentials hold the ``bot_tester``
     role (streams/turn_state.py), ``state: {"slots", "active_flow", "requested_slot"}``.
-    Without them those steps fail saying what is missing (:data:`NO_STATE`).
+    Without them those steps fail saying what is missing (:data:`NO_STATE`). A reply
+    that joins several utterances names only the last response; a bot tester's also
+    lists them (``utterances: [{"response", "text"}]``), and each counts as a reply, as
+    in process.
     """
 
     def __init__(self, ws: Any, *, timeout_s: float = 10.0, quiet_s: float = 0.75) -> None:
@@ -653,8 +668,7 @@ class WebSocketConversation:
                                       f"{frame.get('message')}")
             if kind != "reply" or frame.get("in_reply_to") != msg_id:
                 continue
-            replies.append(Observation(str(frame.get("text", "")), frame.get("response"),
-                                       tuple(frame.get("quick_replies") or ())))
+            replies.extend(_observations(frame))
             state = frame.get("state")
             if isinstance(state, Mapping):
                 self._snapshot = Snapshot(dict(state.get("slots") or {}),

@@ -59,7 +59,7 @@ from streams.degradation import Level, TenantLevel
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
-from streams.turn_state import is_bot_tester, turn_state_json
+from streams.turn_state import is_bot_tester, turn_debug_json
 
 __all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "decide_turns",
            "handoff_command", "handoff_incoming", "knowledge_question", "notice_incoming",
@@ -157,8 +157,8 @@ def decide_turns(
         if outcome.handoff:  # a new request: it is named after the turn that made it
             after = replace(after, handoff_request=event_id)
         tester = _shows_state(item, state)
-        if tester != after.tester and item.kind is Kind.MESSAGE:
-            after = replace(after, tester=tester)
+        if tester or state.tester:
+            after = _tester_marks(after, item, tester, state, outcome)
         counted, last_seq = session.turns, session.last_seq
         if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
@@ -199,6 +199,18 @@ def _shows_state(item: Incoming, before: DialogueState) -> bool:
     if item.kind is Kind.MESSAGE:
         return is_bot_tester(item.msg["payload"].get("roles") or ())
     return before.tester and item.kind in _TURN_KINDS
+
+
+def _tester_marks(after: DialogueState, item: Incoming, tester: bool, before: DialogueState,
+                  outcome: Outcome) -> DialogueState:
+    """``after`` marked with whether its turn is a bot tester's and the slots the turn
+    set so far (a message starts a turn; the result it waited for goes on with it)."""
+    if item.kind is Kind.MESSAGE:
+        return replace(after, tester=tester,
+                       turn_slots=dict(outcome.slots_set) if tester else {})
+    if tester:
+        return replace(after, turn_slots={**before.turn_slots, **outcome.slots_set})
+    return after
 
 
 def _state_of(session: Session) -> DialogueState:
@@ -327,7 +339,8 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
         more = manager.resume_knowledge(outcome.state, cached.text, cached.sources, now_ms,
                                         answered=bool(cached.sources))
         outcome = replace(more, utterances=outcome.utterances + more.utterances,
-                          handoff=outcome.handoff or more.handoff)
+                          handoff=outcome.handoff or more.handoff,
+                          slots_set={**outcome.slots_set, **more.slots_set})
     return outcome
 
 
@@ -359,8 +372,9 @@ def reply_event(msg: dict[str, Any], seq: int, utterances: Sequence[Utterance], 
                          payload.get("client_msg_id", ""))
     body["turn_end"] = turn_end
     if state is not None:
-        body["state_json"] = turn_state_json(state.slots, state.active_flow,
-                                             state.requested_slot)
+        body["debug_json"] = turn_debug_json(
+            {**state.slots, **state.turn_slots}, state.active_flow, state.requested_slot,
+            [(u.response, u.text) for u in utterances])
     return {
         **{k: msg[k] for k in ENVELOPE_FIELDS},
         "event_id": f"{msg['event_id']}.r",

@@ -54,15 +54,24 @@ async def test_cases_run_against_a_running_stack(pipeline: Pipeline, tmp_path: P
 async def test_every_demo_case_passes_against_the_stack_as_a_bot_tester(
         pipeline: Pipeline) -> None:
     """Slots, the active flow and the requested slot are checked through the gateway:
-    each case as a new bot tester from /dev/token (development mode, as `parley up`)."""
+    each case as a new bot tester from /dev/token (development mode, as `parley up`).
+
+    Against the stack the reference CRM answers, and it works: the cases whose stubbed
+    actions fail (the CRM refusing, unreachable, slow) show what the bot says then, in
+    process only. Every other case passes, state steps included."""
+    cases = load_cases(default_cases(DEMO.folder))
+    inline_only = {case.name for case in cases
+                   if any(not stub.ok for stub in case.actions.values())}
+    assert inline_only and any(step.kind in STATE_STEPS
+                               for case in cases if case.name not in inline_only
+                               for step in case.steps)
     result = await asyncio.to_thread(
         CliRunner().invoke, parley_test,
         [str(DEMO.folder), "--url", pipeline.url, "--dev-token", "--json", "--timeout", "20"])
     report = json.loads(result.output)
-    assert report["failures"] == [] and result.exit_code == 0, result.output
-    state_steps = sum(1 for case in load_cases(default_cases(DEMO.folder))
-                      for step in case.steps if step.kind in STATE_STEPS)
-    assert report["passed"] == len(load_cases(default_cases(DEMO.folder))) and state_steps
+    failed = {f["test_case"]: f for f in report["failures"]}
+    assert set(failed) <= inline_only, result.output
+    assert report["passed"] >= len(cases) - len(inline_only)
 
 
 async def test_without_the_role_the_state_steps_fail_saying_why(

@@ -19,6 +19,8 @@ from agents.dialogue.testcases import (
     Snapshot,
     TestCase,
     WebSocketConversation,
+    _observations,
+    dev_token,
     load_cases,
     parse_cases,
     run_cases,
@@ -269,3 +271,40 @@ def test_a_turn_without_an_end_mark_ends_after_a_quiet_moment() -> None:
     replies, snapshot = asyncio.run(scenario())
     assert [r.text for r in replies] == ["one", "two"] and replies[0].response is None
     assert snapshot is None
+
+
+def test_a_testers_reply_counts_each_utterance_it_joins() -> None:
+    """A reply names its last response; a bot tester's lists every utterance, and an
+    ``utter`` step can match each, as in process."""
+    frame = {"type": "reply", "text": "Fixed.\n\nSend 300 EUR?", "response": "utter_ask",
+             "quick_replies": ["yes", "no"],
+             "utterances": [{"response": "utter_corrected", "text": "Fixed."},
+                            {"response": "utter_ask", "text": "Send 300 EUR?"}]}
+    assert _observations(frame) == [Observation("Fixed.", "utter_corrected"),
+                                    Observation("Send 300 EUR?", "utter_ask", ("yes", "no"))]
+    del frame["utterances"]
+    assert _observations(frame) == [Observation("Fixed.\n\nSend 300 EUR?", "utter_ask",
+                                                ("yes", "no"))]
+
+
+def test_a_dev_token_is_asked_for_the_bot_tester_role_and_a_refusal_explained() -> None:
+    asked: list[str] = []
+
+    def answer(status: int, body: str) -> Any:
+        def process_request(connection: Any, request: Any) -> Any:
+            asked.append(request.path)
+            return connection.respond(status, body)
+        return process_request
+
+    async def token_from(status: int, body: str) -> str:
+        async with websockets.serve(lambda ws: ws.close(), "127.0.0.1", 0,
+                                    process_request=answer(status, body)) as server:
+            port = server.sockets[0].getsockname()[1]
+            return await dev_token(f"ws://127.0.0.1:{port}/ws", timeout_s=5)
+
+    assert asyncio.run(token_from(200, '{"token": "T1", "tenant": "demo"}')) == "T1"
+    assert asked == ["/dev/token?role=bot_tester"]
+    with pytest.raises(ConnectionError, match="not in development mode; pass --token"):
+        asyncio.run(token_from(404, "not found\n"))
+    with pytest.raises(ConnectionError, match="HTTP 200: a page"):
+        asyncio.run(token_from(200, "a page"))

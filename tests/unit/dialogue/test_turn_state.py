@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agents.actions.records import action_result
+from agents.actions.registry import ActionOutcome
 from agents.dialogue.state import DialogueState
-from agents.dialogue.turns import Incoming, ManagerFor, decide_turns
+from agents.dialogue.turns import Incoming, Kind, ManagerFor, decide_turns
 from gateway.protocol import reply_frame
 from gateway.session import ChatSession
 from streams.codecs import AvroCodec
-from streams.turn_state import BOT_TESTER_ROLE, read_turn_state
+from streams.turn_state import BOT_TESTER_ROLE, read_turn_debug
 from tests.unit.dialogue.test_turns import A, demo, knowledge, message, sessions, state
 
 __all__ = ["demo"]  # the fixture, shared with test_turns
@@ -52,7 +54,7 @@ def test_a_normal_users_reply_has_no_state_even_on_a_connection_that_asks(
         incoming = as_tester(message(A, "a1", 1, "where is my order?", "order_status"), *roles)
         (turn,) = decide_turns([incoming], sessions(A), set(), {}, demo)
         assert turn.reply is not None
-        assert "state_json" not in turn.reply["payload"], roles
+        assert "debug_json" not in turn.reply["payload"], roles
         frame = shown(turn.reply, with_state=True)
         assert "state" not in frame and frame["turn_end"] is True
         assert not state(turn.session).tester
@@ -86,7 +88,7 @@ def test_the_next_message_decides_again_whether_the_state_is_shown(demo: Manager
     assert state(first.session).tester
     (second,) = decide_turns([message(A, "a2", 2, timestamp=2_000)], {A: first.session},
                              set(), {}, demo)
-    assert second.reply is not None and "state_json" not in second.reply["payload"]
+    assert second.reply is not None and "debug_json" not in second.reply["payload"]
     assert not state(second.session).tester
 
 
@@ -98,7 +100,8 @@ def test_the_tester_flag_survives_the_stored_state() -> None:
 def test_a_session_that_did_not_ask_never_shows_state() -> None:
     reply = {"event_id": "e.r", "seq": 1, "payload": {
         "text": "Which order?", "client_msg_id": "m1", "turn_end": True,
-        "state_json": '{"slots":{"order_id":null},"active_flow":"t","requested_slot":"x"}'}}
+        "debug_json": '{"state":{"slots":{"order_id":null},"active_flow":"t",'
+                      '"requested_slot":"x"},"utterances":[]}'}}
     (plain,) = ChatSession().on_replies([reply])
     (debug,) = ChatSession(with_state=True).on_replies([reply])
     assert "state" not in json.loads(plain) and json.loads(plain)["turn_end"] is True
@@ -107,9 +110,29 @@ def test_a_session_that_did_not_ask_never_shows_state() -> None:
 
 
 def test_unreadable_state_is_left_out_not_fatal() -> None:
-    assert read_turn_state("") is None
-    assert read_turn_state("{not json") is None
-    assert read_turn_state("[1, 2]") is None
+    for bad in ("", "{not json", "[1, 2]", '{"state": 3}', '{"state": {}, "utterances": 1}'):
+        assert read_turn_debug(bad) is None, bad
     reply = {"event_id": "e.r", "seq": 1,
-             "payload": {"text": "hi", "client_msg_id": "m1", "state_json": "{oops"}}
+             "payload": {"text": "hi", "client_msg_id": "m1", "debug_json": "{oops"}}
     assert json.loads(reply_frame(reply, with_state=True))["text"] == "hi"
+
+
+def test_a_reply_lists_its_utterances_and_the_slots_a_finished_flow_let_go(
+        demo: ManagerFor) -> None:
+    """"where is my order 12345": the number is taken, the CRM asked, the flow ends; the
+    tester still sees order_id, as the in-process runner does."""
+    asked = as_tester(message(A, "a1", 1, "where is my order 12345", "order_status"),
+                      BOT_TESTER_ROLE)
+    asked.msg["payload"]["entities"] = [{"entity": "order_id", "start": 18, "end": 23,
+                                         "text": "12345", "value": "12345", "source": "model"}]
+    (turn,) = decide_turns([asked], sessions(A), set(), {}, demo)
+    assert turn.action is not None
+    outcome = ActionOutcome(turn.action["payload"]["action"], True, {"order_status": "shipped"})
+    done = Incoming(A, action_result(turn.action, outcome, now_ms=2_000), Kind.ACTION)
+    (later,) = decide_turns([done], {A: turn.session}, set(), {}, demo)
+    assert later.reply is not None
+    frame = shown(later.reply, with_state=True)
+    assert frame["state"]["slots"]["order_id"] == "12345"
+    assert frame["state"]["slots"]["order_status"] == "shipped"
+    assert [u["response"] for u in frame["utterances"]][-1] == frame["response"]
+    assert "\n\n".join(u["text"] for u in frame["utterances"] if u["text"]) == frame["text"]
