@@ -212,10 +212,14 @@ def usage(tenant_id: str) -> None:
 @click.option("--tier", type=click.Choice(TIERS), help="Claimed tier (the tenant must allow "
               "it, else its default tier applies).")
 @click.option("--roles", default="", help="Comma-separated roles.")
+@click.option("--role", "role", multiple=True,
+              help="A role (repeatable), e.g. bot_tester: sees each turn's dialogue state "
+                   "(`parley test --url`), or agent: the handoff console.")
 @click.option("--ttl", "ttl_s", type=click.IntRange(1, 30 * 24 * 3600), default=3600,
               show_default=True, help="Seconds the token is valid.")
-def token(tenant_id: str, user_id: str, tier: str | None, roles: str, ttl_s: int) -> None:
+def token(tenant_id: str, user_id: str, tier: str | None, roles: str, role: tuple[str, ...],
+          ttl_s: int) -> None:
     """Mint a token for a user with the tenant's HS256 secret (development, tests)."""
     config = with_store(lambda store: store.require(tenant_id))
-    click.echo(mint_token(config, user_id, tier=tier, ttl_s=ttl_s,
-                          roles=[r.strip() for r in roles.split(",") if r.strip()]))
+    named = {r.strip() for r in (*roles.split(","), *role) if r.strip()}
+    click.echo(mint_token(config, user_id, tier=tier, ttl_s=ttl_s, roles=sorted(named)))

@@ -10,7 +10,8 @@ Client → server frames are JSON objects with a ``type``:
 Server → client frames: ``welcome``, ``ack``, ``reply``, ``error``, ``pong``.
 
 :func:`parse_connection_params` reads what a ``/ws?...`` URL asks for (conversation,
-``last_seq``; who asks comes from credentials, gateway/auth.py); a bad value is refused.
+``last_seq``, ``debug``; who asks comes from credentials, gateway/auth.py); a bad value
+is refused.
 :func:`parse_client_frame` turns raw frame data into a frame object or raises
 :class:`FrameError` with a stable ``code`` the client can act on; the caller
 answers with :func:`error_frame` and the connection stays usable.
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kernel.errors import ParleyError
 from streams.keys import validate_id
+from streams.turn_state import read_turn_debug
 
 __all__ = [
     "ClientFrame",
@@ -92,12 +94,15 @@ class ConnectionParams(NamedTuple):
 
     conversation_id: str
     last_seq: int  # replay the replies after it; -1: no replay
+    #: ``debug=1``: show each turn's dialogue state, if the credentials hold the
+    #: bot_tester role (streams/turn_state.py); without it the replies come without it.
+    debug: bool = False
 
 
 def parse_connection_params(path: str) -> ConnectionParams:
     """The conversation and ``last_seq`` a ``/ws?...`` URL asks for (defaults: a new
     conversation, no replay). Raises ``InvalidIdError`` (a ``ValueError``) for a bad id
-    and ``ValueError`` for a bad ``last_seq``."""
+    and ``ValueError`` for a bad ``last_seq`` or ``debug`` (``0`` or ``1``)."""
     query = parse_qs(urlsplit(path).query)
 
     def param(name: str, default: str) -> str:
@@ -108,7 +113,10 @@ def parse_connection_params(path: str) -> ConnectionParams:
     last_seq = param("last_seq", "-1")
     if not re.fullmatch(r"-?[0-9]{1,18}", last_seq):
         raise ValueError(f"last_seq must be a whole number, not {last_seq[:40]!r}")
-    return ConnectionParams(conversation, int(last_seq))
+    debug = param("debug", "0")
+    if debug not in ("0", "1"):
+        raise ValueError(f"debug must be 0 or 1, not {debug[:40]!r}")
+    return ConnectionParams(conversation, int(last_seq), debug == "1")
 
 
 def frame_limit(max_text_bytes: int) -> int:
@@ -235,7 +243,11 @@ def ack_frame(client_msg_id: str, event_id: str, seq: int) -> str:
     return encode({"type": "ack", "client_msg_id": client_msg_id, "event_id": event_id, "seq": seq})
 
 
-def reply_frame(reply: dict[str, Any]) -> str:
+def reply_frame(reply: dict[str, Any], *, with_state: bool = False) -> str:
+    """A BotReply as a ``reply`` frame; ``turn_end`` when it is the turn's last reply, and
+    with ``with_state`` (a bot tester who asked: gateway/server.py) the dialogue ``state``
+    after the turn and the reply's ``utterances`` when it carries them
+    (streams/turn_state.py)."""
     payload = reply["payload"]
     frame: dict[str, Any] = {
         "type": "reply",
@@ -253,6 +265,11 @@ def reply_frame(reply: dict[str, Any]) -> str:
         frame["response"] = payload["response"]
     if payload.get("agent_id"):
         frame["agent_id"] = payload["agent_id"]
+    if payload.get("turn_end"):
+        frame["turn_end"] = True
+    if with_state and (debug := read_turn_debug(payload.get("debug_json") or "")) is not None:
+        frame["state"] = debug.state
+        frame["utterances"] = debug.utterances
     return encode(frame)
 
 

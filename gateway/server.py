@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -89,6 +89,7 @@ from streams.keys import ConversationKeys, InvalidIdError
 from streams.security import kafka_credentials, redis_credentials
 from streams.state import REDIS_UNAVAILABLE, ConversationStore, connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
+from streams.turn_state import BOT_TESTER_ROLE, is_bot_tester
 from streams.usage import UsageCounter
 
 __all__ = ["Gateway", "inbound_event"]
@@ -126,6 +127,8 @@ class Admission:
     keys: ConversationKeys
     last_seq: int
     branding: dict[str, Any] | None
+    #: Replies show the dialogue state: asked (``debug=1``) by a bot tester.
+    with_state: bool = False
 
 
 class ClientSession:
@@ -432,7 +435,7 @@ class Gateway:
         if path == "/ws":
             return await self._admit(conn, request)
         if path == "/dev/token" and self.settings.dev_mode:
-            return await self._dev_token(conn)
+            return await self._dev_token(conn, request.path)
         if path == "/healthz":
             return conn.respond(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
@@ -474,11 +477,18 @@ class Gateway:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                 "cannot check credentials now, please retry\n")
         branding = config.branding.to_frame() if config.branding != Branding() else None
-        self._admitted[conn] = Admission(principal, keys, params.last_seq, branding)
+        # debug=1 without the role is no error: the replies just come without the state.
+        with_state = params.debug and is_bot_tester(principal.roles)
+        self._admitted[conn] = Admission(principal, keys, params.last_seq, branding, with_state)
         return None
 
-    async def _dev_token(self, conn: ServerConnection) -> Response:
-        """Development mode: a short-lived token for a new user of the demo tenant."""
+    async def _dev_token(self, conn: ServerConnection, path: str) -> Response:
+        """Development mode: a short-lived token for a new user of the demo tenant;
+        ``?role=bot_tester`` gives it that role (``parley test --url``), no other role."""
+        roles = parse_qs(urlsplit(path).query).get("role", [])
+        if any(role != BOT_TESTER_ROLE for role in roles):
+            return conn.respond(HTTPStatus.BAD_REQUEST,
+                                f"/dev/token gives no role but {BOT_TESTER_ROLE}\n")
         tenant = self.settings.dev_tenant
         try:
             config = await self.tenants.get(tenant)
@@ -488,7 +498,7 @@ class Gateway:
             return conn.respond(HTTPStatus.NOT_FOUND, f"no tenant {tenant!r}\n")
         user = f"u-{uuid.uuid4().hex[:12]}"
         try:
-            token = mint_token(config, user, ttl_s=DEV_TOKEN_TTL_S)
+            token = mint_token(config, user, ttl_s=DEV_TOKEN_TTL_S, roles=roles[:1])
         except TenantError as exc:  # a tenant whose tokens come from its JWKS only
             return conn.respond(HTTPStatus.CONFLICT, f"{exc}\n")
         body = encode({"token": token, "tenant": tenant, "user": user})
@@ -516,6 +526,7 @@ class Gateway:
         client = ClientSession(ws, keys, admission.principal,
                                send_limit=self.settings.gateway_send_queue,
                                send_timeout=self.settings.gateway_send_timeout_s)
+        client.chat.with_state = admission.with_state
         self.sessions[keys].add(client)
         metrics.CONNECTIONS.inc()
         try:

@@ -34,9 +34,12 @@ Reply = dict[str, Any]
 class ChatSession:
     """Replay, dedup by ``seq`` and the pending queue of one socket."""
 
-    __slots__ = ("delivered_seq", "duplicates", "pending", "replaying")
+    __slots__ = ("delivered_seq", "duplicates", "pending", "replaying", "with_state")
 
-    def __init__(self) -> None:
+    def __init__(self, *, with_state: bool = False) -> None:
+        #: Replies show the dialogue state they carry: only a bot tester's connection that
+        #: asked for it (``debug=1``; streams/turn_state.py).
+        self.with_state = with_state
         self.delivered_seq = 0  # the highest reply seq the client has
         self.replaying = 0  # replays under way (a resume may come during a replay)
         self.duplicates = 0  # replies not sent because the client had them
@@ -79,5 +82,5 @@ class ChatSession:
                 self.duplicates += 1
                 continue
             self.delivered_seq = seq
-            frames.append(reply_frame(reply))
+            frames.append(reply_frame(reply, with_state=self.with_state))
         return frames

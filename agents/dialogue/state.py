@@ -98,6 +98,11 @@ class DialogueState:
     notes: tuple[str, ...] = ()
     #: The conversation was closed (by an agent): the next message starts a new session.
     ended: bool = False
+    #: The last message came from a bot tester (streams/turn_state.py): the replies of
+    #: its turn, resumed by a knowledge answer or an action result too, carry the state,
+    #: with the slots the turn set so far (a flow that ended may have let them go).
+    tester: bool = False
+    turn_slots: Mapping[str, JSON] = field(default_factory=dict)
 
     @property
     def active_flow(self) -> str | None:
@@ -138,6 +143,10 @@ class DialogueState:
             out["no"] = list(self.notes)
         if self.ended:
             out["e"] = 1
+        if self.tester:
+            out["bt"] = 1
+        if self.turn_slots:
+            out["ts"] = dict(self.turn_slots)
         return out
 
     def to_bytes(self) -> bytes:
@@ -175,6 +184,8 @@ class DialogueState:
                 handoff_since_ms=int(raw.get("hs", 0)),
                 notes=tuple(str(n) for n in raw.get("no", ())),
                 ended=bool(raw.get("e", 0)),
+                tester=bool(raw.get("bt", 0)),
+                turn_slots=dict(raw.get("ts", {})),
             )
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise StateFormatError(f"malformed field: {exc}") from exc

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import httpx
 import websockets
 import websockets.exceptions
 import yaml
@@ -58,6 +59,7 @@ import yaml
 from kernel.errors import ParleyError
 
 __all__ = [
+    "NO_STATE",
     "STEP_KINDS",
     "CaseFileError",
     "CaseReport",
@@ -69,6 +71,7 @@ __all__ = [
     "StubbedAction",
     "TestCase",
     "WebSocketConversation",
+    "dev_token",
     "load_cases",
     "parse_cases",
     "run_case",
@@ -479,7 +482,7 @@ async def run_case(case: TestCase, conversation: Conversation) -> Failure | None
             continue
         snapshot = conversation.snapshot()
         if snapshot is None:
-            return fail("this conversation does not expose slots, flow and requested slot")
+            return fail(NO_STATE)
         if step.kind == "slot_was_set":
             wrong = {slot: snapshot.slots.get(slot) for slot, want in step.value.items()
                      if not value_matches(want, snapshot.slots.get(slot))}
@@ -496,6 +499,11 @@ async def run_case(case: TestCase, conversation: Conversation) -> Failure | None
         elif snapshot.requested_slot != step.value:
             return fail(f"requested_slot: {json.dumps(snapshot.requested_slot)}")
     return None
+
+
+#: A slot or flow step's failure when the replies carried no state.
+NO_STATE = ("the replies carry no dialogue state: against a running stack it needs a token "
+            "with the bot_tester role (`parley token --role bot_tester`, or --dev-token)")
 
 
 class ConversationFactory(Protocol):
@@ -535,11 +543,49 @@ def _refusal(exc: websockets.exceptions.InvalidStatus) -> str:
     return f"HTTP {response.status_code}"
 
 
+async def dev_token(url: str, *, timeout_s: float = 10.0) -> str:
+    """A bot tester's token from the gateway at ``url`` (``ws://HOST:PORT/ws``), in
+    development mode: ``GET /dev/token?role=bot_tester`` on the same host and port.
+    :class:`ConnectionError` says why there is none."""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    address = urlunsplit((scheme, parts.netloc, "/dev/token", "role=bot_tester", ""))
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(address)
+    except httpx.HTTPError as exc:
+        raise ConnectionError(f"cannot get a development token from {address}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code == 404:
+        raise ConnectionError(f"{address} answered 404: the gateway is not in development "
+                              "mode; pass --token (`parley token --role bot_tester`)")
+    try:
+        token = response.json().get("token") if response.status_code == 200 else None
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        token = None
+    if not isinstance(token, str):
+        raise ConnectionError(f"{address} answered HTTP {response.status_code}: "
+                              f"{response.text.strip()[:200]}")
+    return token
+
+
 def _ws_url(url: str, query: Mapping[str, str]) -> str:
     parts = urlsplit(url)
     path = parts.path if parts.path not in ("", "/") else "/ws"
     joined = "&".join(q for q in (parts.query, urlencode(query)) if q)
     return urlunsplit((parts.scheme, parts.netloc, path, joined, ""))
+
+
+def _observations(frame: Mapping[str, Any]) -> list[Observation]:
+    """A reply frame as the replies a test sees: each utterance it lists (a bot tester's
+    frame), else the frame itself; the quick replies go with the last."""
+    quick = tuple(frame.get("quick_replies") or ())
+    listed = frame.get("utterances")
+    if isinstance(listed, list) and listed and all(isinstance(u, Mapping) for u in listed):
+        return [Observation(str(u.get("text", "")), u.get("response"),
+                            quick if i == len(listed) - 1 else ())
+                for i, u in enumerate(listed)]
+    return [Observation(str(frame.get("text", "")), frame.get("response"), quick)]
 
 
 class WebSocketConversation:
@@ -552,9 +598,12 @@ class WebSocketConversation:
 
     The fields a reply frame needs for every step kind: ``response`` (the response name,
     sent by every gateway) for ``utter``, and, on the turn's last reply when the
-    connection asked for it with ``debug=1``, ``state: {"slots", "active_flow",
-    "requested_slot"}`` (not sent yet). Without them those steps fail saying what is
-    missing.
+    connection asked for it with ``debug=1`` and its credentials hold the ``bot_tester``
+    role (streams/turn_state.py), ``state: {"slots", "active_flow", "requested_slot"}``.
+    Without them those steps fail saying what is missing (:data:`NO_STATE`). A reply
+    that joins several utterances names only the last response; a bot tester's also
+    lists them (``utterances: [{"response", "text"}]``), and each counts as a reply, as
+    in process.
     """
 
     def __init__(self, ws: Any, *, timeout_s: float = 10.0, quiet_s: float = 0.75) -> None:
@@ -619,8 +668,7 @@ class WebSocketConversation:
                                       f"{frame.get('message')}")
             if kind != "reply" or frame.get("in_reply_to") != msg_id:
                 continue
-            replies.append(Observation(str(frame.get("text", "")), frame.get("response"),
-                                       tuple(frame.get("quick_replies") or ())))
+            replies.extend(_observations(frame))
             state = frame.get("state")
             if isinstance(state, Mapping):
                 self._snapshot = Snapshot(dict(state.get("slots") or {}),

@@ -30,6 +30,7 @@ from agents.dialogue.testcases import (
     Conversation,
     TestCase,
     WebSocketConversation,
+    dev_token,
     load_cases,
     run_cases,
 )
@@ -53,11 +54,16 @@ def run_inline(inline: InlineBot, cases: list[TestCase]) -> CaseReport:
 
 
 def run_websocket(url: str, cases: list[TestCase], *, token: str | None = None,
-                  api_key: str | None = None, timeout_s: float = 10.0) -> CaseReport:
-    """Every case on a new conversation through a running stack's ``/ws``."""
+                  api_key: str | None = None, use_dev_token: bool = False,
+                  timeout_s: float = 10.0) -> CaseReport:
+    """Every case on a new conversation through a running stack's ``/ws``; with
+    ``use_dev_token``, each as a new bot tester from the gateway's ``/dev/token`` (a new
+    user each time, as with an API key: what one case did to a customer's data in the
+    business systems does not change the next case's)."""
 
     async def new_conversation(case: TestCase) -> Conversation:
-        return await WebSocketConversation.open(url, token=token, api_key=api_key,
+        own = await dev_token(url, timeout_s=timeout_s) if use_dev_token else token
+        return await WebSocketConversation.open(url, token=own, api_key=api_key,
                                                 timeout_s=timeout_s)
 
     return asyncio.run(run_cases(cases, new_conversation))
@@ -83,6 +89,9 @@ def _readable_errors() -> Iterator[None]:
               help="A user's token to connect with --url (`parley token`; PARLEY_TOKEN).")
 @click.option("--api-key", envvar="PARLEY_API_KEY",
               help="Or a tenant API key: each case speaks for a new user (PARLEY_API_KEY).")
+@click.option("--dev-token", "use_dev_token", is_flag=True,
+              help="Or, against a stack in development mode (`parley up`), a bot tester's "
+                   "token from its /dev/token.")
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a reply with --url.")
 @click.option("--cache", "cache_root", type=click.Path(file_okay=False, path_type=Path),
@@ -91,17 +100,24 @@ def _readable_errors() -> Iterator[None]:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"passed": N, "failed": N, "failures": [...]}.')
 def test(bot_dir: Path, case_files: tuple[Path, ...], url: str | None, token: str | None,
-         api_key: str | None, timeout_s: float, cache_root: Path | None, as_json: bool) -> None:
-    """Run BOT's conversation test cases, in process or against a running stack."""
+         api_key: str | None, use_dev_token: bool, timeout_s: float, cache_root: Path | None,
+         as_json: bool) -> None:
+    """Run BOT's conversation test cases, in process or against a running stack.
+
+    Against a stack, slot and flow steps need a token with the bot_tester role
+    (`parley token --role bot_tester`, or --dev-token): the gateway shows the dialogue
+    state to no one else."""
     with _readable_errors():
         paths = list(case_files) or default_cases(bot_dir)
         if not paths:
             raise click.UsageError(f"no test cases: {bot_dir / 'tests'} has no .yml file "
                                    "and no --cases was given")
         cases = load_cases(paths)
+        if use_dev_token and not url:
+            raise click.UsageError("--dev-token needs --url")
         if url:
             report = run_websocket(url, cases, token=token, api_key=api_key,
-                                   timeout_s=timeout_s)
+                                   use_dev_token=use_dev_token, timeout_s=timeout_s)
         else:
             inline = load_inline_bot(load_bot(bot_dir),
                                      cache_root or Settings.from_env().data_dir / "bots")

@@ -60,6 +60,7 @@ from streams.degradation import Level, TenantLevel
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
+from streams.turn_state import is_bot_tester, turn_debug_json
 
 __all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "decide_turns",
            "handoff_command", "handoff_incoming", "knowledge_question", "notice_incoming",
@@ -158,6 +159,9 @@ def decide_turns(
         after = outcome.state
         if outcome.handoff:  # a new request: it is named after the turn that made it
             after = replace(after, handoff_request=event_id)
+        tester = _shows_state(item, state)
+        if tester or state.tester:
+            after = _tester_marks(after, item, tester, state, outcome)
         counted, last_seq = session.turns, session.last_seq
         if item.kind is Kind.MESSAGE:  # a user message counts a turn
             counted, last_seq = counted + 1, msg["seq"]
@@ -167,7 +171,9 @@ def decide_turns(
         request = outcome.request
         turn = Turn(
             keys, event_id, session,
-            reply_event(msg, reply_seq, outcome.utterances) if outcome.utterances else None,
+            reply_event(msg, reply_seq, outcome.utterances,
+                        turn_end=request is None and item.kind in _TURN_KINDS,
+                        state=after if tester else None) if outcome.utterances else None,
             question_event(msg, request) if isinstance(request, AskKnowledge) else None,
             action_request(msg, request.name, request.inputs,
                            bot_version=outcome.state.bot_version)
@@ -185,6 +191,30 @@ def decide_turns(
                          state.active_flow, state.requested_slot, reply_seq,
                          state.bot_version[:12], extra={"trace_id": msg["trace_id"]})
     return turns
+
+
+#: What a user's turn is made of: the message, and the result it waited for.
+_TURN_KINDS = frozenset({Kind.MESSAGE, Kind.KNOWLEDGE, Kind.ACTION})
+
+
+def _shows_state(item: Incoming, before: DialogueState) -> bool:
+    """Whether the turn's replies carry the state after it: a message whose sender is a
+    bot tester (its verified roles), or the result its turn waited for."""
+    if item.kind is Kind.MESSAGE:
+        return is_bot_tester(item.msg["payload"].get("roles") or ())
+    return before.tester and item.kind in _TURN_KINDS
+
+
+def _tester_marks(after: DialogueState, item: Incoming, tester: bool, before: DialogueState,
+                  outcome: Outcome) -> DialogueState:
+    """``after`` marked with whether its turn is a bot tester's and the slots the turn
+    set so far (a message starts a turn; the result it waited for goes on with it)."""
+    if item.kind is Kind.MESSAGE:
+        return replace(after, tester=tester,
+                       turn_slots=dict(outcome.slots_set) if tester else {})
+    if tester:
+        return replace(after, turn_slots={**before.turn_slots, **outcome.slots_set})
+    return after
 
 
 def _state_of(session: Session) -> DialogueState:
@@ -313,7 +343,8 @@ def _decide(manager: DialogueManager, state: DialogueState, item: Incoming,
         more = manager.resume_knowledge(outcome.state, cached.text, cached.sources, now_ms,
                                         answered=bool(cached.sources))
         outcome = replace(more, utterances=outcome.utterances + more.utterances,
-                          handoff=outcome.handoff or more.handoff)
+                          handoff=outcome.handoff or more.handoff,
+                          slots_set={**outcome.slots_set, **more.slots_set})
     return outcome
 
 
@@ -333,17 +364,27 @@ def question_event(msg: dict[str, Any], ask: AskKnowledge) -> dict[str, Any]:
     }
 
 
-def reply_event(msg: dict[str, Any], seq: int,
-                utterances: Sequence[Utterance]) -> dict[str, Any]:
-    """The BotReply for what a turn says (its utterances, as one message)."""
+def reply_event(msg: dict[str, Any], seq: int, utterances: Sequence[Utterance], *,
+                turn_end: bool = False, state: DialogueState | None = None) -> dict[str, Any]:
+    """The BotReply for what a turn says (its utterances, as one message).
+
+    ``turn_end``: it is the turn's last reply (the turn waits for nothing more);
+    ``state``: the dialogue state after the turn, for a bot tester only
+    (streams/turn_state.py): its slots, active flow and requested slot."""
     payload = msg["payload"]
+    body = reply_payload(utterances, payload.get("in_reply_to") or msg["event_id"],
+                         payload.get("client_msg_id", ""))
+    body["turn_end"] = turn_end
+    if state is not None:
+        body["debug_json"] = turn_debug_json(
+            {**state.slots, **state.turn_slots}, state.active_flow, state.requested_slot,
+            [(u.response, u.text) for u in utterances])
     return {
         **{k: msg[k] for k in ENVELOPE_FIELDS},
         "event_id": f"{msg['event_id']}.r",
         "seq": seq,
         "timestamp": int(time.time() * 1000),
-        "payload": reply_payload(utterances, payload.get("in_reply_to") or msg["event_id"],
-                                 payload.get("client_msg_id", "")),
+        "payload": body,
     }
 
 

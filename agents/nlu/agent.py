@@ -135,7 +135,8 @@ def understood_events(messages: Sequence[dict[str, Any]],
     """
     events = [{**{k: msg[k] for k in ENVELOPE_FIELDS},
                "payload": understood_payload(msg["payload"]["text"],
-                                             msg["payload"]["client_msg_id"], u)}
+                                             msg["payload"]["client_msg_id"], u,
+                                             msg["payload"].get("roles", ()))}
               for msg, u in zip(messages, results, strict=True)]
     if logger.isEnabledFor(logging.DEBUG):  # once per batch: nothing per message otherwise
         for event in events:
@@ -146,8 +147,11 @@ def understood_events(messages: Sequence[dict[str, Any]],
     return events
 
 
-def understood_payload(text: str, client_msg_id: str, u: Understanding) -> dict[str, Any]:
-    """A ChatUnderstood's payload: the user's message and what the model made of it."""
+def understood_payload(text: str, client_msg_id: str, u: Understanding,
+                       roles: Sequence[str] = ()) -> dict[str, Any]:
+    """A ChatUnderstood's payload: the user's message, what the model made of it, and
+    the sender's verified ``roles`` (the dialogue step shows a ``bot_tester`` its state:
+    streams/turn_state.py)."""
     return {
         "text": text,
         "client_msg_id": client_msg_id,
@@ -161,4 +165,5 @@ def understood_payload(text: str, client_msg_id: str, u: Understanding) -> dict[
             for e in u.entities
         ],
         "model_version": u.model_version,
+        "roles": list(roles),
     }

@@ -78,6 +78,6 @@ def test_every_schema_round_trips_an_empty_payload_defaults() -> None:
         "channel": "ws", "seq": 1, "timestamp": 0, "trace_id": "tr", "reply_route": "gw",
         "payload": {"text": "hi", "in_reply_to": "e-1", "client_msg_id": "m1",
                     "quick_replies": [], "sources": [], "sender": "bot", "response": "",
-                    "agent_id": ""},
+                    "agent_id": "", "turn_end": False, "debug_json": ""},
     }
     assert codec.decode(codec.encode(reply))["payload"] == reply["payload"]

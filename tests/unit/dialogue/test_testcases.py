@@ -12,12 +12,15 @@ import pytest
 import websockets
 
 from agents.dialogue.testcases import (
+    NO_STATE,
     CaseFileError,
     Conversation,
     Observation,
     Snapshot,
     TestCase,
     WebSocketConversation,
+    _observations,
+    dev_token,
     load_cases,
     parse_cases,
     run_cases,
@@ -146,7 +149,8 @@ def test_state_assertions_fail_with_the_actual_state(step: str, actual: str) -> 
 def test_a_conversation_without_state_says_so() -> None:
     conversation = ScriptedConversation({"send 50 euros": ([Observation("Who?")], None)})
     result = run(parse_cases(CASES)[1:], conversation)
-    assert "does not expose slots" in result["failures"][0]["actual"]
+    assert result["failures"][0]["actual"] == NO_STATE
+    assert "--role bot_tester" in NO_STATE  # it says how to get the state
 
 
 @pytest.mark.parametrize(("expected", "actual", "matches"), [
@@ -267,3 +271,40 @@ def test_a_turn_without_an_end_mark_ends_after_a_quiet_moment() -> None:
     replies, snapshot = asyncio.run(scenario())
     assert [r.text for r in replies] == ["one", "two"] and replies[0].response is None
     assert snapshot is None
+
+
+def test_a_testers_reply_counts_each_utterance_it_joins() -> None:
+    """A reply names its last response; a bot tester's lists every utterance, and an
+    ``utter`` step can match each, as in process."""
+    frame = {"type": "reply", "text": "Fixed.\n\nSend 300 EUR?", "response": "utter_ask",
+             "quick_replies": ["yes", "no"],
+             "utterances": [{"response": "utter_corrected", "text": "Fixed."},
+                            {"response": "utter_ask", "text": "Send 300 EUR?"}]}
+    assert _observations(frame) == [Observation("Fixed.", "utter_corrected"),
+                                    Observation("Send 300 EUR?", "utter_ask", ("yes", "no"))]
+    del frame["utterances"]
+    assert _observations(frame) == [Observation("Fixed.\n\nSend 300 EUR?", "utter_ask",
+                                                ("yes", "no"))]
+
+
+def test_a_dev_token_is_asked_for_the_bot_tester_role_and_a_refusal_explained() -> None:
+    asked: list[str] = []
+
+    def answer(status: int, body: str) -> Any:
+        def process_request(connection: Any, request: Any) -> Any:
+            asked.append(request.path)
+            return connection.respond(status, body)
+        return process_request
+
+    async def token_from(status: int, body: str) -> str:
+        async with websockets.serve(lambda ws: ws.close(), "127.0.0.1", 0,
+                                    process_request=answer(status, body)) as server:
+            port = server.sockets[0].getsockname()[1]
+            return await dev_token(f"ws://127.0.0.1:{port}/ws", timeout_s=5)
+
+    assert asyncio.run(token_from(200, '{"token": "T1", "tenant": "demo"}')) == "T1"
+    assert asked == ["/dev/token?role=bot_tester"]
+    with pytest.raises(ConnectionError, match="not in development mode; pass --token"):
+        asyncio.run(token_from(404, "not found\n"))
+    with pytest.raises(ConnectionError, match="HTTP 200: a page"):
+        asyncio.run(token_from(200, "a page"))

@@ -27,7 +27,7 @@ def chat_message(event_id: str) -> dict[str, Any]:
 
 
 def test_the_understood_payload_carries_the_message_and_the_models_reading() -> None:
-    payload = understood_payload("where is my order A-1234", "m1", U)
+    payload = understood_payload("where is my order A-1234", "m1", U, ["bot_tester"])
     assert payload == {
         "text": "where is my order A-1234", "client_msg_id": "m1", "intent": "order_status",
         "confidence": 0.875, "oos": False,
@@ -35,7 +35,7 @@ def test_the_understood_payload_carries_the_message_and_the_models_reading() -> 
                     {"intent": "cancel_order", "confidence": 0.125}],
         "entities": [{"entity": "order_id", "start": 18, "end": 24, "text": "A-1234",
                       "value": "A-1234", "source": "order_id"}],
-        "model_version": "v7",
+        "model_version": "v7", "roles": ["bot_tester"],
     }  # fmt: skip
     codec = AvroCodec("chat_understood")
     event = {"event_id": "e1", "tenant_id": "t", "conversation_id": "c", "user_id": "u",
