@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
-from agents.dialogue.testcases import NO_STATE, TestCase, load_cases
+from agents.dialogue.testcases import NO_STATE, load_cases
 from agents.dialogue.testing_cli import default_cases
 from agents.dialogue.testing_cli import test as parley_test
 from examples import DEMO
@@ -52,15 +51,6 @@ async def test_cases_run_against_a_running_stack(pipeline: Pipeline, tmp_path: P
     assert greeting in failures["wrong text"]["actual"]
 
 
-def stubbed_values(case: TestCase) -> list[str]:
-    """What a case's stubbed actions answer, as text: what only the stub says."""
-    def leaves(value: Any) -> list[str]:
-        if isinstance(value, Mapping):
-            return [leaf for v in value.values() for leaf in leaves(v)]
-        return [str(value)]
-    return [leaf for stub in case.actions.values() for leaf in leaves(stub.outputs)]
-
-
 async def test_every_demo_case_runs_against_the_stack_as_a_bot_tester(
         pipeline: Pipeline) -> None:
     """Slots, the active flow and the requested slot are checked through the gateway:
@@ -68,9 +58,8 @@ async def test_every_demo_case_runs_against_the_stack_as_a_bot_tester(
 
     Against the stack the reference CRM answers for the cases' stubbed actions (`actions:`).
     The cases whose stubs fail (the CRM refusing, unreachable, slow) show what the bot says
-    then, in process only; a case whose stub succeeds may differ where it checks what only
-    the stub said (a payment reference, the CRM's wording). Every other step passes, state
-    steps included: no failure is a missing state."""
+    then, in process only; every other case passes whole, state steps included (the demo's
+    cases check what the CRM answers, not what only a stub would say)."""
     cases = load_cases(default_cases(DEMO.folder))
     stub_fails = {case.name for case in cases
                   if any(not stub.ok for stub in case.actions.values())}
@@ -82,11 +71,9 @@ async def test_every_demo_case_runs_against_the_stack_as_a_bot_tester(
     report = json.loads(result.output)
     by_name = {case.name: case for case in cases}
     for failure in report["failures"]:
-        case = by_name[failure["test_case"]]
         assert failure["actual"] != NO_STATE, result.output
-        assert case.name in stub_fails or any(
-            value in failure["expected"] for value in stubbed_values(case)), failure
-    assert report["passed"] + report["failed"] == len(cases)
+        assert by_name[failure["test_case"]].name in stub_fails, failure
+    assert report["passed"] >= len(cases) - len(stub_fails) > 15, result.output
 
 
 async def test_without_the_role_the_state_steps_fail_saying_why(
