@@ -64,7 +64,9 @@ that raises them, and import their base from here::
     │   ├── ActionDefinitionError    an action registered wrongly (name, types, function)
     │   └── ActionFailed             raised by an action: the business call did not succeed
     │       └── ActionUnavailable    the business system could not be reached (down, slow,
-    │                                5xx, breaker open): kind ``unavailable``
+    │           │                    5xx, breaker open): kind ``unavailable``
+    │           └── ActionOutcomeUnknown  a write was sent and no answer came: it may have
+    │                                been done (kind ``unknown``)
     ├── IntegrationConfigError       (agents/integrations/errors.py) an integrations.yml with
     │                                errors, each as file:line; also a ValueError
     ├── CrmError                     (infra/crm/errors.py) the reference CRM

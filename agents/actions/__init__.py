@@ -12,6 +12,7 @@ from agents.actions.errors import (
     ActionDefinitionError,
     ActionError,
     ActionFailed,
+    ActionOutcomeUnknown,
     ActionUnavailable,
 )
 from agents.actions.records import (
@@ -37,6 +38,7 @@ __all__ = [
     "ActionError",
     "ActionFailed",
     "ActionOutcome",
+    "ActionOutcomeUnknown",
     "ActionRegistry",
     "ActionSettings",
     "ActionUnavailable",

@@ -47,7 +47,12 @@ from typing import Any, TypeVar
 
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
-from agents.actions.errors import ActionDefinitionError, ActionFailed, ActionUnavailable
+from agents.actions.errors import (
+    ActionDefinitionError,
+    ActionFailed,
+    ActionOutcomeUnknown,
+    ActionUnavailable,
+)
 
 __all__ = [
     "ActionContext",
@@ -80,6 +85,9 @@ class FailureKind(StrEnum):
     INVALID_OUTPUTS = "invalid_outputs"
     UNAVAILABLE = "unavailable"
     """The business system could not be reached (:class:`ActionUnavailable`)."""
+    UNKNOWN = "unknown"
+    """A write went out and no answer came: it may have been done
+    (:class:`ActionOutcomeUnknown`, or the deadline of an action registered ``writes``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,9 @@ class ActionDefinition:
     outputs: TypeAdapter[Any]
     timeout_s: float | None = None
     description: str = ""
+    #: It changes something in the business system: cut off by its deadline, its outcome
+    #: is unknown (kind ``unknown``), not merely late.
+    writes: bool = False
 
     def describe(self) -> dict[str, Any]:
         """Name, description and the JSON schemas of the inputs and outputs."""
@@ -161,18 +172,20 @@ class ActionRegistry:
 
     # --- registration -------------------------------------------------------------
     def action(self, name: str, *, inputs: Any, outputs: Any, timeout_s: float | None = None,
-               description: str = "") -> Callable[[F], F]:
+               description: str = "", writes: bool = False) -> Callable[[F], F]:
         """Decorator: register the decorated async function as action ``name``."""
 
         def register(function: F) -> F:
             self.register(name, function, inputs=inputs, outputs=outputs, timeout_s=timeout_s,
-                          description=description or inspect.getdoc(function) or "")
+                          description=description or inspect.getdoc(function) or "",
+                          writes=writes)
             return function
 
         return register
 
     def register(self, name: str, function: ActionFunction, *, inputs: Any, outputs: Any,
-                 timeout_s: float | None = None, description: str = "") -> ActionDefinition:
+                 timeout_s: float | None = None, description: str = "",
+                 writes: bool = False) -> ActionDefinition:
         """Register ``function`` as action ``name``; raises :class:`ActionDefinitionError`."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ActionDefinitionError(str(name), "a name is 1-100 characters of a-z, 0-9, "
@@ -186,7 +199,7 @@ class ActionRegistry:
             raise ActionDefinitionError(name, f"timeout_s must be > 0, got {timeout_s}")
         definition = ActionDefinition(
             name, function, inputs, outputs, _object_adapter(name, "inputs", inputs),
-            _object_adapter(name, "outputs", outputs), timeout_s, description)
+            _object_adapter(name, "outputs", outputs), timeout_s, description, writes)
         self._actions[name] = definition
         return definition
 
@@ -244,9 +257,15 @@ class ActionRegistry:
             if deadline.expired():
                 logger.warning("action.timeout action=%s key=%s timeout_s=%s", name,
                                context.idempotency_key, timeout_s)
-                return ActionOutcome.failure(name, FailureKind.TIMEOUT,
+                # A write cut off mid-call may have been done: say so, not "timeout".
+                kind = FailureKind.UNKNOWN if definition.writes else FailureKind.TIMEOUT
+                return ActionOutcome.failure(name, kind,
                                              f"no result within {timeout_s:g} s", elapsed_ms())
             return self._raised(name, context, exc, elapsed_ms())
+        except ActionOutcomeUnknown as exc:
+            logger.warning("action.outcome_unknown action=%s key=%s error=%s", name,
+                           context.idempotency_key, exc)
+            return ActionOutcome.failure(name, FailureKind.UNKNOWN, str(exc), elapsed_ms())
         except ActionUnavailable as exc:
             logger.info("action.unavailable action=%s key=%s error=%s", name,
                         context.idempotency_key, exc)

@@ -373,13 +373,17 @@ class ActionStep:
     maps the action's outputs to slots. On failure ``on_error`` (a response) is said and
     the flow ends: nothing after the step may claim the action happened. When the business
     system could not be reached (the result's kind ``unavailable`` or ``timeout``),
-    ``on_unavailable`` is said instead, if given ("I can't reach your account right now")."""
+    ``on_unavailable`` is said instead, if given ("I can't reach your account right now").
+    When a write went out and no answer came (kind ``unknown``: it may have been done),
+    ``on_unknown`` is said, by default ``utter_action_outcome_unknown``: never "nothing was
+    done"."""
 
     action: str
     inputs: tuple[str, ...] = ()
     outputs: Mapping[str, str] = field(default_factory=dict)
     on_error: str | None = None
     on_unavailable: str | None = None
+    on_unknown: str | None = None
     id: str | None = None
     source: Source = NOWHERE
 

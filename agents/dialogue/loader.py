@@ -276,7 +276,7 @@ _STEP_KINDS = ("collect", "action", "set_slots", "branch", "link", "call", "say"
 _STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("ask", "required", "ask_before_filling", "max_attempts", "on_failure",
                 "invalid", "allow_digressions"),
-    "action": ("inputs", "outputs", "on_error", "on_unavailable"),
+    "action": ("inputs", "outputs", "on_error", "on_unavailable", "on_unknown"),
 }
 DEFAULT_SLOT_ENTITIES: dict[str, tuple[str, ...]] = {
     "number": ("number",), "amount": ("amount",), "datetime": ("date", "time"),
@@ -634,6 +634,7 @@ def _step(r: _Reader, raw: Any, file: str, line: int, flow: str) -> Step | None:
                           {str(k): str(v) for k, v in outputs.items()},
                           r.typed(spec, "on_error", file, str, None, "a response name"),
                           r.typed(spec, "on_unavailable", file, str, None, "a response name"),
+                          r.typed(spec, "on_unknown", file, str, None, "a response name"),
                           id=step_id, source=src)
     if kind == "set_slots":
         if not isinstance(value, dict):
@@ -793,6 +794,7 @@ def _cross_check(r: _Reader, p: _Parts) -> None:
                                     f"{out!r} (it has: {', '.join(action.outputs) or 'none'})")
                 need_response(step.on_error, src, f"{where} (action {step.action})")
                 need_response(step.on_unavailable, src, f"{where} (action {step.action})")
+                need_response(step.on_unknown, src, f"{where} (action {step.action})")
             elif isinstance(step, SetSlotsStep):
                 for slot in step.values:
                     if slot not in slots:

@@ -197,6 +197,19 @@ class AskKnowledge:
 
 #: Failure kinds that mean the business system could not be reached (``on_unavailable``).
 UNREACHABLE_KINDS = frozenset({"unavailable", "timeout"})
+#: A write went out and no answer came: it may have been done (``on_unknown``).
+OUTCOME_UNKNOWN = "unknown"
+
+
+def _failure_response(step: ActionStep, kind: str | None) -> str:
+    """What a flow says when its action failed: never that nothing was done when that is
+    not known (a write without an answer), "can't reach" when nothing was sent, else its
+    error response."""
+    if kind == OUTCOME_UNKNOWN:
+        return step.on_unknown or "utter_action_outcome_unknown"
+    if kind in UNREACHABLE_KINDS and step.on_unavailable:
+        return step.on_unavailable
+    return step.on_error or "utter_action_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,9 +500,7 @@ class DialogueManager:
                     run.slots[slot] = result.outputs[output]
             run.advance(i)
         else:
-            unreachable = result.kind in UNREACHABLE_KINDS and step.on_unavailable
-            response = step.on_unavailable if unreachable else step.on_error
-            run.say(response or "utter_action_failed", {"error": result.error or ""})
+            run.say(_failure_response(step, result.kind), {"error": result.error or ""})
             self._end_frame(run)
         self._execute(run)
         return run.finish()

@@ -108,7 +108,8 @@ class Integrations:
                 outputs=model_of(f"{action.name}_outputs", action.outputs),
                 timeout_s=action.timeout_s or backend.config.deadline_s,
                 description=action.description or f"{action.method} {backend.name}"
-                                                  f"{action.path}")
+                                                  f"{action.path}",
+                writes=action.writes)
 
     async def aclose(self) -> None:
         for backend in self.backends.values():

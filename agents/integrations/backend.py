@@ -17,6 +17,12 @@ What a call goes through, outermost first::
 * **Retries** only where repeating cannot do the effect twice: GET/PUT/DELETE, or a
   write the backend deduplicates by its idempotency key (``idempotent: true``), which
   carries the same key on every attempt.
+* **A write without an answer** (the answer timed out, or the connection broke once the
+  request was on its way) may have been done: it raises
+  :class:`~agents.actions.ActionOutcomeUnknown`, never a plain "unavailable", and so
+  does a later attempt's failure after one such (kind ``unknown``: the flow says it
+  could not confirm it). A connection that was never made is "unavailable": nothing
+  was sent.
 * **The breaker library**: purgatory. It is written for asyncio (``async with`` around
   the call, no thread locks or Tornado coroutines, unlike pybreaker), keeps one circuit
   per name (one per backend here), has typed public events for logs and metrics, and
@@ -41,7 +47,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from agents.actions.errors import ActionFailed, ActionUnavailable
+from agents.actions.errors import ActionFailed, ActionOutcomeUnknown, ActionUnavailable
 from agents.integrations.config import BackendConfig
 from agents.integrations.oauth import TokenSource
 
@@ -112,12 +118,25 @@ class HttpBackend:
             stop=stop_after_attempt(attempts) | stop_after_delay(self.config.deadline_s),
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
             retry=retry_if_exception_type(ActionUnavailable), reraise=True)
+        maybe_done = False  # an earlier attempt's write may have been done
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(method, path, params, json, headers)
+                    try:
+                        return await self._attempt(method, path, params, json, headers)
+                    except ActionOutcomeUnknown:
+                        maybe_done = True
+                        raise
         except OpenedState as exc:
+            if maybe_done:
+                raise ActionOutcomeUnknown(f"{self.name}: a write got no answer, then the "
+                                           f"circuit opened") from exc
             raise ActionUnavailable(f"{self.name}: circuit open, calls are not sent") from exc
+        except ActionUnavailable as exc:
+            if maybe_done and not isinstance(exc, ActionOutcomeUnknown):
+                raise ActionOutcomeUnknown(f"{self.name}: a write got no answer, then: "
+                                           f"{exc}") from exc
+            raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt(self, method: str, path: str, params: dict[str, Any] | None,
@@ -139,13 +158,21 @@ class HttpBackend:
             try:
                 response = await self.client.request(method, path, params=params, json=json,
                                                      headers={**headers, **auth})
-            except httpx.TimeoutException as exc:
-                raise ActionUnavailable(f"{self.name}: no answer within "
-                                        f"{self.config.timeout_s:g} s") from exc
-            except httpx.HTTPError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 raise ActionUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            except httpx.TimeoutException as exc:
+                raise _no_answer(method)(f"{self.name}: no answer within "
+                                         f"{self.config.timeout_s:g} s") from exc
+            except httpx.HTTPError as exc:
+                raise _no_answer(method)(f"{self.name}: {type(exc).__name__}: {exc}") from exc
             if response.status_code != 401 or self.tokens is None or token is None:
                 return response
             logger.info("integration.token.refused backend=%s", self.name)
             self.tokens.invalidate(token)
         return response
+
+
+def _no_answer(method: str) -> type[ActionUnavailable]:
+    """What a request that went out and got no answer is: a read that failed, or a write
+    that may have been done."""
+    return ActionUnavailable if method in ("GET", "HEAD", "OPTIONS") else ActionOutcomeUnknown

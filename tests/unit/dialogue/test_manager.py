@@ -443,6 +443,22 @@ def test_a_failed_action_is_never_reported_as_done(write_bot: WriteBot) -> None:
     assert chat.state.active_flow is None
 
 
+@pytest.mark.parametrize(("kind", "said"), [
+    ("unknown", "utter_action_outcome_unknown"),  # sent, no answer: maybe done
+    ("unavailable", "utter_lookup_failed"),        # no on_unavailable: its on_error
+    ("failed", "utter_lookup_failed")])
+def test_an_action_whose_outcome_is_unknown_is_never_called_not_done(
+        write_bot: WriteBot, kind: str, said: str) -> None:
+    chat = Chat(DialogueManager(load_bot(write_bot(**ACTION_FILES))))
+    chat.say("where is order 12345", "order_status")
+    chat.action(ActionResult("lookup_order", False, error="no answer", kind=kind))
+    assert chat.responses == [said]
+    if kind == "unknown":
+        assert "couldn't confirm whether that went through" in chat.text
+        assert "nothing" not in chat.text
+    assert chat.state.active_flow is None
+
+
 def test_a_stale_action_result_changes_nothing(write_bot: WriteBot) -> None:
     chat = Chat(DialogueManager(load_bot(write_bot(**ACTION_FILES))))
     chat.say("where is order 12345", "order_status")

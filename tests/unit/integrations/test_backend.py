@@ -14,7 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.actions import ActionContext, ActionRegistry, ActionUnavailable, FailureKind
+from agents.actions import (
+    ActionContext,
+    ActionOutcomeUnknown,
+    ActionRegistry,
+    ActionUnavailable,
+    FailureKind,
+)
 from agents.integrations import (
     BackendConfig,
     HttpBackend,
@@ -127,6 +133,45 @@ async def test_timeouts_are_unavailable() -> None:
     with pytest.raises(ActionUnavailable, match=r"no answer within 0\.5 s"):
         await crm.call("GET", "/orders/1")
     await crm.aclose()
+
+
+async def test_a_write_without_an_answer_may_have_been_done() -> None:
+    """A read timeout or a broken connection after a write was sent: outcome unknown;
+    a connection never made: nothing was sent. Once an attempt may have done it, a later
+    attempt's plain failure does not make it "not done"."""
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("too slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    crm = backend(Fake(slow), retries=0)
+    with pytest.raises(ActionOutcomeUnknown, match=r"no answer within 0\.5 s"):
+        await crm.call("POST", "/pay", json={}, idempotency_key="evt-1.c")
+    crm = backend(Fake(refused), retries=0)
+    with pytest.raises(ActionUnavailable) as raised:
+        await crm.call("POST", "/pay", json={}, idempotency_key="evt-2.c")
+    assert not isinstance(raised.value, ActionOutcomeUnknown)
+    answers = iter([slow, lambda request: httpx.Response(503), lambda request: httpx.Response(503)])
+    fake = Fake(lambda request: next(answers)(request))
+    crm = backend(fake, retries=2)
+    with pytest.raises(ActionOutcomeUnknown, match="answered 503"):
+        await crm.call("POST", "/pay", json={}, idempotency_key="evt-3.c", idempotent=True)
+    assert len(fake.calls) == 3  # retried under the same key: the backend deduplicates
+    await crm.aclose()
+
+
+async def test_an_action_cut_off_mid_write_is_unknown_a_read_merely_late() -> None:
+    registry = ActionRegistry()
+
+    async def hang(_inputs: dict[str, object], _ctx: ActionContext) -> dict[str, object]:
+        await asyncio.sleep(10)
+        return {}
+
+    registry.register("pay", hang, inputs=dict, outputs=dict, timeout_s=0.05, writes=True)
+    registry.register("look", hang, inputs=dict, outputs=dict, timeout_s=0.05)
+    assert (await registry.run("pay", {}, CTX)).kind is FailureKind.UNKNOWN
+    assert (await registry.run("look", {}, CTX)).kind is FailureKind.TIMEOUT
 
 
 async def test_the_breaker_opens_fails_fast_and_recovers() -> None:
