@@ -61,14 +61,23 @@ def read_kept_record(record: bytes) -> tuple[bytes, bytes]:
     return key, value
 
 
-class TenantLevels:
-    """The levels as this worker knows them; ``uses``: the backends its bots depend on
-    (a breaker of another backend does not lower their level)."""
+#: The backends a tenant's bot depends on (its integrations' and the LLM), by tenant.
+UsesFor = Callable[[str], Iterable[str]]
 
-    def __init__(self, store: DegradationStore, worker_id: str, uses: Iterable[str],
-                 breakers: BreakerStates | None = None) -> None:
+
+class TenantLevels:
+    """The levels as this worker knows them; ``uses``: the backends the bots depend on,
+    the same for every tenant or each tenant's own (:data:`UsesFor`): a breaker of another
+    backend does not lower a tenant's level."""
+
+    def __init__(self, store: DegradationStore, worker_id: str,
+                 uses: Iterable[str] | UsesFor, breakers: BreakerStates | None = None) -> None:
         self.store, self.worker_id = store, worker_id
-        self.uses = frozenset(uses)
+        if callable(uses):
+            self._uses: UsesFor = uses
+        else:
+            fixed = frozenset(uses)
+            self._uses = lambda _tenant: fixed
         self.snapshot = Snapshot()
         self._breakers = breakers
         self._served: set[str] = set()
@@ -76,12 +85,12 @@ class TenantLevels:
     def level(self, tenant_id: str) -> TenantLevel:
         """``tenant_id``'s level as of the last refresh."""
         self._served.add(tenant_id)
-        return self.snapshot.level(tenant_id, self.uses)
+        return self.snapshot.level(tenant_id, self._uses(tenant_id))
 
     def llm_allowed(self, tenant_id: str) -> bool:
         """Whether the tenant's knowledge answers may use the LLM: not while an operator
         holds it at level 2 or more (automatically, the LLM's own breaker decides)."""
-        level = self.snapshot.level(tenant_id, self.uses)
+        level = self.snapshot.level(tenant_id, self._uses(tenant_id))
         return not (level.forced and level.level >= Level.REDUCED)
 
     async def refresh(self) -> Snapshot:
@@ -91,9 +100,10 @@ class TenantLevels:
         before = self.snapshot
         self.snapshot = await self.store.snapshot()
         for tenant_id in self._served | set(self.snapshot.forced) | set(before.forced):
-            level = self.snapshot.level(tenant_id, self.uses)
+            uses = self._uses(tenant_id)
+            level = self.snapshot.level(tenant_id, uses)
             DEGRADATION_LEVEL.labels(tenant_id).set(int(level.level))
-            if level != before.level(tenant_id, self.uses):
+            if level != before.level(tenant_id, uses):
                 logger.warning("degradation.level tenant=%s level=%d forced=%s reason=%s",
                                tenant_id, level.level, level.forced, level.reason)
         return self.snapshot
@@ -108,7 +118,7 @@ class TenantLevels:
         ``chat.inbound`` (through ``produce``); returns how many."""
         replayed = 0
         for tenant_id in await self.store.deferred_tenants():
-            if self.snapshot.level(tenant_id, self.uses).level is Level.MAINTENANCE:
+            if self.snapshot.level(tenant_id, self._uses(tenant_id)).level is Level.MAINTENANCE:
                 continue
             if not await self.store.claim_replay(tenant_id, self.worker_id):
                 continue  # another worker is at it
@@ -123,13 +133,17 @@ class TenantLevels:
         return replayed
 
 
-def breaker_states(integrations: Integrations | None,
+def breaker_states(integrations: Callable[[], Iterable[Integrations]],
                    llm: CircuitBreaker | None) -> BreakerStates:
-    """This worker's breakers: one per integrations backend, and the LLM's."""
+    """This worker's breakers: one per backend of the integrations it holds (each bot
+    version has its own; a backend name open in any of them is open), and the LLM's."""
 
     async def states() -> dict[str, bool]:
-        found = {name: await backend.breaker_state() in _OPEN
-                 for name, backend in (integrations.backends.items() if integrations else ())}
+        found: dict[str, bool] = {}
+        for held in integrations():
+            for name, backend in held.backends.items():
+                found[name] = found.get(name, False) or (
+                    await backend.breaker_state() in _OPEN)
         if llm is not None:
             found[LLM_BACKEND] = llm.state is not BreakerState.CLOSED
         return found
@@ -137,7 +151,7 @@ def breaker_states(integrations: Integrations | None,
     return states
 
 
-def register_degradation(ctx: WorkerContext, uses: Iterable[str],
+def register_degradation(ctx: WorkerContext, uses: Iterable[str] | UsesFor,
                          breakers: BreakerStates | None, *, refresh_s: float = 0.5,
                          replay_s: float = 1.0) -> TenantLevels:
     """The worker's :class:`TenantLevels`, refreshed every ``refresh_s`` and replaying kept

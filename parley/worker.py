@@ -88,14 +88,15 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     answers = knowledge.cache if knowledge is not None else None
     integrations = integrations_for(bot.folder)
     bots = TenantBots(TenantBot(DialogueManager(_served(own, answers)),
-                                understander, _actions(ctx, integrations)),
+                                understander, _actions(ctx, integrations), integrations),
                       BotRegistry(functools.partial(_load_published, ctx, answers=answers)))
     follow_bots(ctx, bots.registry)
     register_action_agent(ctx, bots.actions)
     llm = knowledge.breaker if knowledge is not None and knowledge.llm is not None else None
+    extra = frozenset([LLM_BACKEND] if llm else [])
     levels = register_degradation(  # docs/operations.md, "Degradation levels"
-        ctx, [*(integrations.backends if integrations else ()), *([LLM_BACKEND] if llm else [])],
-        breaker_states(integrations, llm))
+        ctx, lambda tenant_id: bots.backends_of(tenant_id) | extra,
+        breaker_states(bots.integrations, llm))
     if knowledge is not None:
         knowledge.llm_allowed = levels.llm_allowed
     understand = NluStep(ctx, bots.model)
@@ -115,6 +116,7 @@ class TenantBot:
     manager: DialogueManager
     model: Understander
     actions: ActionRegistry
+    integrations: Integrations | None = None
 
 
 class TenantBots:
@@ -143,6 +145,20 @@ class TenantBots:
         loaded = self.registry.for_conversation(tenant_id, state.bot_version, in_flow,
                                                 user_id=user_id)
         return (loaded.content if loaded else self.own).manager
+
+    def integrations(self) -> list[Integrations]:
+        """The integrations of every version this worker holds, its own bot's first."""
+        held = [self.own.integrations, *(loaded.content.integrations
+                                         for loaded in self.registry.everything())]
+        return list({id(i): i for i in held if i is not None}.values())
+
+    def backends_of(self, tenant_id: str) -> frozenset[str]:
+        """The backends the tenant's bot calls: those of the versions its new tasks run on
+        (stable and canary), else the worker's own bot's."""
+        serving = self.registry.serving(tenant_id)
+        bots = [loaded.content for loaded in serving] if serving else [self.own]
+        return frozenset(name for bot in bots if bot.integrations is not None
+                         for name in bot.integrations.backends)
 
     def actions(self, tenant_id: str, bot_version: str) -> ActionRegistry:
         """The actions a request runs with: those of the version whose flow asked for
@@ -173,8 +189,9 @@ def _load_published(ctx: WorkerContext, unpacked: UnpackedBot,
     must be set here); a file with problems fails the version, which then replaces
     nothing."""
     served = load_served_bot(unpacked)
+    integrations = integrations_for(unpacked.bot_dir)
     return TenantBot(DialogueManager(_served(served.bot, answers)), served.model,
-                     _actions(ctx, integrations_for(unpacked.bot_dir)))
+                     _actions(ctx, integrations), integrations)
 
 
 def _served(bot: Bot, answers: AnswerCache | None) -> Bot:

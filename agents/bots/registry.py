@@ -128,6 +128,15 @@ class BotRegistry(Generic[T]):
                 return loaded
         return self.for_user(tenant_id, user_id)
 
+    def serving(self, tenant_id: str) -> tuple[LoadedBot[T], ...]:
+        """The versions the tenant's new tasks run on: its stable one and its canary."""
+        canary, held = self._canary.get(tenant_id), self._held.get(tenant_id, ())
+        return (*held[:1], *((canary.bot,) if canary else ()))
+
+    def everything(self) -> list[LoadedBot[T]]:
+        """Every version held for any tenant (stable, previous, canary, retired canary)."""
+        return [loaded for tenant in self.tenants() for loaded in self._everything_of(tenant)]
+
     def canary(self, tenant_id: str) -> Canary[T] | None:
         """The tenant's canary, if it has one."""
         return self._canary.get(tenant_id)

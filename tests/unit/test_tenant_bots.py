@@ -39,9 +39,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+class Backends:
+    """An Integrations stand-in: only its backends' names matter here."""
+
+    def __init__(self, *names: str) -> None:
+        self.backends = dict.fromkeys(names)
+
+
+#: Which backends each version's integrations.yml names, in these tests.
+BACKENDS = {"own": ("crm",), "v1": ("billing",), "v2": ("crm", "tickets")}
+
+
 def served(folder: Path, version: str) -> TenantBot:
     return TenantBot(DialogueManager(replace(load_bot(folder), version=version)),
-                     Model(version), actions_named(version))  # type: ignore[arg-type]
+                     Model(version), actions_named(version),  # type: ignore[arg-type]
+                     Backends(*BACKENDS.get(version, ())))  # type: ignore[arg-type]
 
 
 def actions_named(version: str) -> ActionRegistry:
@@ -141,3 +153,17 @@ def test_an_action_runs_with_the_integrations_of_the_version_that_asked_for_it(
     # Another tenant's request never runs with acme's integrations.
     assert bots.actions("globex", "v3").names() == ["lookup_own"]
     assert bots.actions("globex", "").names() == ["lookup_own"]
+
+
+def test_a_tenants_level_follows_the_backends_of_the_versions_it_is_served(
+        bots: TenantBots) -> None:
+    """Degradation (agents/degradation.py) lowers a tenant's level for the backends its
+    own bot calls, and the worker reports the breakers of every version it holds."""
+    assert bots.backends_of("acme") == {"crm"}  # the worker's own bot
+    bots.registry.install("acme", published("v1"))
+    assert bots.backends_of("acme") == {"billing"}
+    bots.registry.install_canary("acme", published("v2"), 10)
+    assert bots.backends_of("acme") == {"billing", "crm", "tickets"}  # stable and canary
+    assert bots.backends_of("globex") == {"crm"}
+    reported = [set(i.backends) for i in bots.integrations()]
+    assert reported == [{"crm"}, {"billing"}, {"crm", "tickets"}]
