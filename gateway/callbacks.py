@@ -160,7 +160,8 @@ class Callbacks:
         try:
             body = await self._verified(request, backend)
             event = business_event(body, int(self._clock() * 1000))
-            allowed = self._env.get("PARLEY_CALLBACK_TENANTS_" + _env_suffix(backend), "")
+            allowed = self._env.get(CallbackSettings.backend_variable(
+                CallbackSettings.TENANTS_PREFIX, backend), "")
             if allowed and event["tenant_id"] not in {t.strip() for t in allowed.split(",")}:
                 raise CallbackRefused(403, f"{backend!r} may not publish for tenant "
                                            f"{event['tenant_id']!r}")
@@ -217,10 +218,6 @@ def callbacks_for(settings: Settings, redis: RedisCluster, send: Send) -> Callba
                      notice_codec=codec_for("conversation_notice", registry, notices),
                      events_topic=events,
                      event_codec=codec_for("business_event", registry, events))
-
-
-def _env_suffix(backend: str) -> str:
-    return backend.upper().replace("-", "_")
 
 
 def _refused(route: str, backend: str, exc: CallbackRefused) -> Response:

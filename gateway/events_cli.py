@@ -65,7 +65,7 @@ def publish(url: str, backend: str, tenant: str, customer: str, type_: str,
     """Publish a business event through the gateway."""
     secret = CallbackSettings.backend_secret(backend)
     if secret is None:
-        name = "PARLEY_CALLBACK_SECRET_" + backend.upper().replace("-", "_")
+        name = CallbackSettings.backend_variable(CallbackSettings.SECRET_PREFIX, backend)
         raise ConfigError(name, "", "the backend's signing secret (the gateways' value)")
     event = {"event_id": event_id or f"cli-{uuid.uuid4().hex}", "tenant_id": tenant,
              "customer_id": customer, "type": type_, "data": _pairs(data)}

@@ -97,8 +97,9 @@ class CallbackSettings:
     #: The variables read, and the prefixes of the per-backend ones (``<prefix><BACKEND>``).
     ENV: ClassVar[tuple[str, ...]] = ("PARLEY_CALLBACK_TOKEN_SECRET", "PARLEY_CALLBACK_BASE_URL",
                                       "PARLEY_CALLBACK_TOKEN_TTL_S")
-    BACKEND_ENV_PREFIXES: ClassVar[tuple[str, ...]] = ("PARLEY_CALLBACK_SECRET_",
-                                                       "PARLEY_CALLBACK_TENANTS_")
+    SECRET_PREFIX: ClassVar[str] = "PARLEY_CALLBACK_SECRET_"
+    TENANTS_PREFIX: ClassVar[str] = "PARLEY_CALLBACK_TENANTS_"
+    BACKEND_ENV_PREFIXES: ClassVar[tuple[str, ...]] = (SECRET_PREFIX, TENANTS_PREFIX)
 
     def __post_init__(self) -> None:
         if len(self.token_secret) < 32:  # RFC 7518 §3.2: an HS256 key of 256 bits at least
@@ -126,8 +127,13 @@ class CallbackSettings:
         (``PARLEY_CALLBACK_SECRET_<BACKEND>``); None when it has none (its callbacks are
         refused)."""
         env = os.environ if environ is None else environ
-        name = "PARLEY_CALLBACK_SECRET_" + backend.upper().replace("-", "_").replace(".", "_")
-        return env.get(name) or None
+        return env.get(CallbackSettings.backend_variable(CallbackSettings.SECRET_PREFIX,
+                                                         backend)) or None
+
+    @staticmethod
+    def backend_variable(prefix: str, backend: str) -> str:
+        """The variable ``prefix`` names for ``backend``: ``crm-eu`` → ``<prefix>CRM_EU``."""
+        return prefix + backend.upper().replace("-", "_").replace(".", "_")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from purgatory.domain import model as purgatory_model
 from redis.asyncio.cluster import RedisCluster
 
 from agents.encoders.embedder import Embedder, build_embedder
+from agents.knowledge.agent import register_knowledge_agent
 from agents.knowledge.breaker import BreakerState, CircuitBreaker
 from agents.knowledge.cache import AnswerCache, UsageRecorder
 from agents.knowledge.documents import Document
@@ -35,10 +36,13 @@ from agents.knowledge.llm import ChatClient
 from agents.knowledge.publisher import KbPublisher
 from agents.knowledge.service import KnowledgeService
 from agents.knowledge.settings import KnowledgeSettings
+from infra.ports import find_free_ports
 from kernel.settings import Settings
+from streams.app import create_app
+from streams.codecs import AvroCodec
 from streams.keys import ConversationKeys
 from streams.security import bootstrap_config
-from streams.topics import KB_DOCUMENTS
+from streams.topics import KB_DOCUMENTS, KNOWLEDGE_REQUESTS
 from streams.usage import UsageCounter, read_usage, usage_key
 from tests.unit.knowledge.faq_data import faq_documents
 
@@ -529,6 +533,24 @@ def test_follower_on_a_missing_topic_fails_clearly(settings: Settings,
 # --- the Faust agent ------------------------------------------------------------------------
 
 
+def knowledge_worker(settings: Settings, data_dir: Path, service: KnowledgeService,
+                     emit_reply: Any) -> Any:
+    """A worker app (not started) with the knowledge agent on ``service``."""
+    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=data_dir))
+    register_knowledge_agent(ctx.app, settings, service, emit_reply)
+    return ctx
+
+
+def produce_requests(settings: Settings, requests: list[dict[str, Any]],
+                     *raw: bytes) -> None:
+    """``requests`` (then ``raw`` values, as they are) on knowledge.requests, keyed ``c1``."""
+    codec = AvroCodec("knowledge_request")
+    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
+    for value in [*(codec.encode(r) for r in requests), *raw]:
+        producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1", value=value)
+    producer.flush(10)
+
+
 def knowledge_request(i: int) -> dict[str, Any]:
     return {
         "event_id": f"e{i}", "tenant_id": "default", "conversation_id": "c1",
@@ -544,14 +566,6 @@ def knowledge_request(i: int) -> dict[str, Any]:
 async def test_agent_answers_requests_concurrently(settings: Settings, kb: KnowledgeBase,
                                                    llm_server: LLMServer,
                                                    tmp_path: Path) -> None:
-    from agents.knowledge.agent import register_knowledge_agent
-    from infra.ports import find_free_ports
-    from streams.app import create_app
-    from streams.codecs import AvroCodec
-    from streams.topics import KNOWLEDGE_REQUESTS
-
-    topic = settings.topic(KNOWLEDGE_REQUESTS)  # created with the test's other topics
-    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
     llm_server.delay_s = 0.5  # a slow model
     service = llm_service(kb, llm_server)
     service.settings = service.settings.replace(llm_timeout_s=5.0)
@@ -566,13 +580,8 @@ async def test_agent_answers_requests_concurrently(settings: Settings, kb: Knowl
         if len(replies) >= total:
             done.set()
 
-    register_knowledge_agent(ctx.app, settings, service, emit_reply)
-    codec = AvroCodec("knowledge_request")
-    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
-    for i in range(total):
-        producer.produce(topic, key=b"c1", value=codec.encode(knowledge_request(i)))
-    producer.produce(topic, key=b"c1", value=b"garbage")
-    producer.flush(10)
+    ctx = knowledge_worker(settings, tmp_path, service, emit_reply)
+    produce_requests(settings, [knowledge_request(i) for i in range(total)], b"garbage")
 
     await ctx.app.start()
     try:
@@ -595,18 +604,10 @@ async def test_a_worker_bills_the_tenant_it_answers(settings: Settings, kb: Know
                                                     redis_cluster: RedisCluster,
                                                     tmp_path: Path) -> None:
     """The worker's own counter (WorkerContext.usage), flushed by its timer while it runs."""
-    from agents.knowledge.agent import register_knowledge_agent
-    from infra.ports import find_free_ports
-    from streams.app import create_app
-    from streams.codecs import AvroCodec
-    from streams.topics import KNOWLEDGE_REQUESTS
-
     a, b = (f"t{uuid.uuid4().hex[:8]}" for _ in range(2))
     for tenant in (a, b):
         kb.upsert_many(faq_documents(tenant))
-    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
     service = llm_service(kb, llm_server)
-    service.counter = ctx.usage
     replies: list[str] = []
     done = asyncio.Event()
     total = 3
@@ -616,14 +617,10 @@ async def test_a_worker_bills_the_tenant_it_answers(settings: Settings, kb: Know
         if len(replies) >= total:
             done.set()
 
-    register_knowledge_agent(ctx.app, settings, service, emit_reply)
-    codec = AvroCodec("knowledge_request")
-    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
-    for i in range(total):
-        request = {**knowledge_request(i), "tenant_id": a, "event_id": f"{a}-{i}"}
-        producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1",
-                         value=codec.encode(request))
-    producer.flush(10)
+    ctx = knowledge_worker(settings, tmp_path, service, emit_reply)
+    service.counter = ctx.usage
+    produce_requests(settings, [{**knowledge_request(i), "tenant_id": a, "event_id": f"{a}-{i}"}
+                                for i in range(total)])
 
     await ctx.app.start()
     try:
@@ -648,13 +645,6 @@ async def test_agent_sends_a_reply_again_until_the_broker_takes_it(
         settings: Settings, kb: KnowledgeBase, tmp_path: Path) -> None:
     from aiokafka.errors import KafkaConnectionError
 
-    from agents.knowledge.agent import register_knowledge_agent
-    from infra.ports import find_free_ports
-    from streams.app import create_app
-    from streams.codecs import AvroCodec
-    from streams.topics import KNOWLEDGE_REQUESTS
-
-    ctx = create_app(settings.replace(worker_web_port=find_free_ports(1)[0], data_dir=tmp_path))
     service = KnowledgeService(kb)
     questions_answered = 0
     answer = service.answer
@@ -675,11 +665,8 @@ async def test_agent_sends_a_reply_again_until_the_broker_takes_it(
         assert sources == ["reset-password"]
         delivered.set()
 
-    register_knowledge_agent(ctx.app, settings, service, emit_reply)
-    producer = Producer({**bootstrap_config(settings.kafka_bootstrap)})
-    producer.produce(settings.topic(KNOWLEDGE_REQUESTS), key=b"c1",
-                     value=AvroCodec("knowledge_request").encode(knowledge_request(0)))
-    producer.flush(10)
+    ctx = knowledge_worker(settings, tmp_path, service, emit_reply)
+    produce_requests(settings, [knowledge_request(0)])
 
     await ctx.app.start()
     try:

@@ -220,15 +220,20 @@ class FakeBus:
         return 0
 
 
-@pytest_asyncio.fixture
-async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, FakeBus]]:
-    bus = FakeBus()
+def gateway_transport(bus: FakeBus) -> httpx.ASGITransport:
+    """The gateway's callback and event routes, publishing on ``bus``."""
     callbacks = Callbacks(SETTINGS, cast(Any, FakeRedis()), bus.send,
                           notices_topic="conversation.notices",
                           notice_codec=codec_for("conversation_notice"),
                           events_topic="business.events",
                           event_codec=codec_for("business_event"), environ=ENV)
-    transport = httpx.ASGITransport(app=create_app(callbacks.routes))
+    return httpx.ASGITransport(app=create_app(callbacks.routes))
+
+
+@pytest_asyncio.fixture
+async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, FakeBus]]:
+    bus = FakeBus()
+    transport = gateway_transport(bus)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         yield client, bus
 
@@ -344,12 +349,7 @@ async def test_a_backend_cannot_publish_for_a_tenant_it_does_not_serve(
 @pytest.mark.asyncio
 async def test_parley_events_publish_signs_as_the_gateway_checks() -> None:
     bus = FakeBus()
-    callbacks = Callbacks(SETTINGS, cast(Any, FakeRedis()), bus.send,
-                          notices_topic="conversation.notices",
-                          notice_codec=codec_for("conversation_notice"),
-                          events_topic="business.events",
-                          event_codec=codec_for("business_event"), environ=ENV)
-    transport = httpx.ASGITransport(app=create_app(callbacks.routes))
+    transport = gateway_transport(bus)
     event = {"event_id": "cli-1", "tenant_id": "acme", "customer_id": "u-1",
              "type": "payment_failed", "data": {"amount": "5 EUR"}}
     answer = await publish_event("http://gw", "crm", BACKEND_SECRET, event, transport)
