@@ -85,12 +85,17 @@ class TenantLevels:
     def level(self, tenant_id: str) -> TenantLevel:
         """``tenant_id``'s level as of the last refresh."""
         self._served.add(tenant_id)
-        return self.snapshot.level(tenant_id, self._uses(tenant_id))
+        return self._level_in(self.snapshot, tenant_id)
+
+    def _level_in(self, snapshot: Snapshot, tenant_id: str) -> TenantLevel:
+        # The tenant's backends matter only while some breaker is open (not per message).
+        uses = self._uses(tenant_id) if snapshot.open_backends else ()
+        return snapshot.level(tenant_id, uses)
 
     def llm_allowed(self, tenant_id: str) -> bool:
         """Whether the tenant's knowledge answers may use the LLM: not while an operator
         holds it at level 2 or more (automatically, the LLM's own breaker decides)."""
-        level = self.snapshot.level(tenant_id, self._uses(tenant_id))
+        level = self._level_in(self.snapshot, tenant_id)
         return not (level.forced and level.level >= Level.REDUCED)
 
     async def refresh(self) -> Snapshot:
@@ -100,10 +105,9 @@ class TenantLevels:
         before = self.snapshot
         self.snapshot = await self.store.snapshot()
         for tenant_id in self._served | set(self.snapshot.forced) | set(before.forced):
-            uses = self._uses(tenant_id)
-            level = self.snapshot.level(tenant_id, uses)
+            level = self._level_in(self.snapshot, tenant_id)
             DEGRADATION_LEVEL.labels(tenant_id).set(int(level.level))
-            if level != before.level(tenant_id, uses):
+            if level != self._level_in(before, tenant_id):
                 logger.warning("degradation.level tenant=%s level=%d forced=%s reason=%s",
                                tenant_id, level.level, level.forced, level.reason)
         return self.snapshot
@@ -118,7 +122,7 @@ class TenantLevels:
         ``chat.inbound`` (through ``produce``); returns how many."""
         replayed = 0
         for tenant_id in await self.store.deferred_tenants():
-            if self.snapshot.level(tenant_id, self._uses(tenant_id)).level is Level.MAINTENANCE:
+            if self._level_in(self.snapshot, tenant_id).level is Level.MAINTENANCE:
                 continue
             if not await self.store.claim_replay(tenant_id, self.worker_id):
                 continue  # another worker is at it
