@@ -11,8 +11,8 @@ allow or a conversation of another user with 403 (gateway/ownership.py), each
 with its reason in the body; the tenant and user come from the credentials only.
 Each accepted message gets an ``event_id`` and a per-conversation
 sequence number (Redis INCR, so it stays monotonic across gateways and
-reconnects; asked in batches, and by a busy gateway every few tens of
-milliseconds: gateway/sequences.py), is produced to
+reconnects; asked in batches, and by a busy gateway, which holds its messages,
+every few tens of milliseconds: gateway/sequences.py), is produced to
 ``chat.inbound`` keyed by conversation id, and is acknowledged to the client
 once the broker holds it.
 
@@ -78,7 +78,7 @@ from gateway.protocol import (
     parse_connection_params,
     welcome_frame,
 )
-from gateway.sequences import InboundSequences
+from gateway.sequences import BusyHold, InboundSequences
 from gateway.session import ChatSession
 from gateway.tenants import Branding, TenantError, TenantStore
 from kernel.errors import DecodeError
@@ -247,9 +247,8 @@ class Gateway:
         self.redis = connect_cluster(settings.redis_startup_nodes, fail_fast=True,
                                      credentials=redis_credentials(settings))
         self.store = ConversationStore(self.redis, ttl_s=settings.session_ttl_s)
-        self.sequences = InboundSequences(self.store,
-                                          busy_linger_s=settings.gateway_busy_linger_ms / 1000,
-                                          busy_rate=settings.gateway_busy_rate)
+        self.hold = BusyHold(settings.gateway_busy_linger_ms / 1000, settings.gateway_busy_rate)
+        self.sequences = InboundSequences(self.store)
         self.producer = InboundProducer(settings.kafka_bootstrap,
                                         linger_ms=settings.gateway_linger_ms,
                                         client_id=f"gw-{self.id}",
@@ -344,7 +343,8 @@ class Gateway:
     async def close(self) -> None:
         """Stop serving and release everything; idempotent.
 
-        In order: the health and keepalive loops are cancelled and awaited; every socket
+        In order: messages a busy gateway holds go on; the health and keepalive loops are
+        cancelled and awaited; every socket
         is closed with 1001 (going away); the reply follower stops, so no new delivery
         starts; the producer flushes what it holds (up to 5 s), which settles the pending
         acks. Acks and replies still pending then have no socket left to go to: their
@@ -352,6 +352,7 @@ class Gateway:
         broker unreachable) is cancelled. A message the broker took whose ack was not
         sent is still answered; the client gets the reply when it resumes (``last_seq``).
         """
+        self.hold.close()  # what a busy gateway holds goes on now
         loops = [t for t in (self._health_task, self._keepalive_task) if t is not None]
         for task in loops:
             task.cancel()
@@ -566,9 +567,11 @@ class Gateway:
 
     async def _accept(self, client: ClientSession, frame: MessageFrame) -> None:
         """Check the user's and tenant's rate limits, give the message a sequence number
-        and put it on the bus; ack when it is there."""
+        and put it on the bus; ack when it is there. A busy gateway holds the message
+        first, and does each of these for everything it held at once (gateway/sequences.py)."""
         received = time.perf_counter()
         keys = client.keys
+        await self.hold.arrive()
         allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
                                            await self.limits_of(keys.tenant_id))
         if not allowed.allowed:

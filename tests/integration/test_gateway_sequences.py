@@ -1,12 +1,12 @@
 """Sequence numbers on a real gateway, Redis Cluster and broker, with many messages at once,
-and a busy gateway holding its messages to number and produce them together."""
+and a busy gateway holding its messages to check, number and produce them together."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -83,14 +83,27 @@ async def read_back(settings: Settings, topic: str, count: int) -> list[dict[str
     return read
 
 
+def counted(ask: Callable[[list[Any]], Awaitable[None]],
+            sizes: list[int]) -> Callable[[list[Any]], Awaitable[None]]:
+    """``ask``, noting how many messages each request to Redis carries."""
+    async def spy(batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        await ask(batch)
+    return spy
+
+
 async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_order(
     settings: Settings,
     tenant: AuthTenant,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Busy from the first message: everything is held for the linger.
     busy = settings.replace(gateway_port=0, **NO_RATE_LIMITS, gateway_busy_rate=1,
                             gateway_busy_linger_ms=1000)
     server = Gateway(busy)
+    batches: dict[str, list[int]] = {"limits": [], "numbers": []}
+    for name, part in (("limits", server.limiter), ("numbers", server.sequences)):
+        monkeypatch.setattr(part, "_ask", counted(part._ask, batches[name]))
     await server.start()
     run = uuid.uuid4().hex[:8]
     url = f"ws://127.0.0.1:{server.port}/ws?token={token_for('t')}&conversation={run}-"
@@ -114,6 +127,9 @@ async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_o
         frames.sort(key=lambda f: str(f.get("client_msg_id")))
         assert [(f["type"], f["client_msg_id"], f["seq"]) for f in frames] == \
             [("ack", f"m{n}", n + 1) for n in range(5)], frames
+    # Each round of held messages (one from every socket) costs Redis one rate-limit
+    # request and one numbering request, not one a message.
+    assert batches == {"limits": [8] * 5, "numbers": [8] * 5}
     by_conversation: dict[str, list[tuple[int, str]]] = {}
     for event in await read_back(busy, busy.topic(CHAT_INBOUND), 40):
         by_conversation.setdefault(event["conversation_id"], []).append(

@@ -1,4 +1,5 @@
-"""InboundSequences batches the numbers asked for while a request is at Redis."""
+"""InboundSequences batches the numbers asked for while a request is at Redis; BusyHold
+holds a busy gateway's messages so they are checked and numbered together."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import cast
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.sequences import InboundSequences
+from gateway.sequences import BusyHold, InboundSequences
 from streams.keys import ConversationKeys
 from streams.state import ConversationStore, Numbered
 
@@ -125,16 +126,24 @@ async def test_closing_waits_for_the_request_at_redis() -> None:
 
 
 
-def busy_sequences(store: SlowStore, linger_s: float) -> InboundSequences:
-    """Busy from the first message: every number is held for ``linger_s``."""
-    return InboundSequences(cast(ConversationStore, store), busy_linger_s=linger_s, busy_rate=1)
+async def held_then_numbered(hold: BusyHold, seqs: InboundSequences,
+                             keys: ConversationKeys) -> int:
+    """What the gateway does with a message: the hold, then (the rate limits and) its
+    number."""
+    await hold.arrive()
+    return await seqs.next(keys)
+
+
+def busy_hold(linger_s: float) -> BusyHold:
+    """Busy from the first message: every arrival is held for ``linger_s``."""
+    return BusyHold(linger_s, busy_rate=1)
 
 
 async def test_a_busy_gateway_holds_its_messages_then_numbers_them_in_one_request() -> None:
     store = SlowStore()
     store.release.set()
-    seqs = busy_sequences(store, linger_s=0.2)
-    asked = [asyncio.create_task(seqs.next(k)) for k in (A, B, A, A, B)]
+    hold, seqs = busy_hold(0.2), sequences(store)
+    asked = [asyncio.create_task(held_then_numbered(hold, seqs, k)) for k in (A, B, A, A, B)]
     await asyncio.sleep(0.1)
     assert store.requests == [], "held for the linger"
     assert [await t for t in asked] == [1, 1, 2, 3, 2]
@@ -143,11 +152,11 @@ async def test_a_busy_gateway_holds_its_messages_then_numbers_them_in_one_reques
 
 async def test_while_busy_what_comes_during_a_request_is_held_for_the_next_linger() -> None:
     store = SlowStore()
-    seqs = busy_sequences(store, linger_s=0.05)
-    first = asyncio.create_task(seqs.next(A))
+    hold, seqs = busy_hold(0.05), sequences(store)
+    first = asyncio.create_task(held_then_numbered(hold, seqs, A))
     await asyncio.sleep(0.1)
     assert store.requests == [[A]]  # released, now at Redis
-    later = [asyncio.create_task(seqs.next(k)) for k in (A, B)]
+    later = [asyncio.create_task(held_then_numbered(hold, seqs, k)) for k in (A, B)]
     store.release.set()
     assert await first == 1
     await settle()
@@ -156,20 +165,32 @@ async def test_while_busy_what_comes_during_a_request_is_held_for_the_next_linge
     assert store.requests == [[A], [A, B]]
 
 
-async def test_closing_asks_at_once_for_what_a_busy_gateway_holds() -> None:
+async def test_a_held_message_whose_socket_goes_does_not_release_the_others_early() -> None:
+    hold = busy_hold(0.2)
+    gone, kept = (asyncio.create_task(hold.arrive()) for _ in range(2))
+    await settle()
+    gone.cancel()
+    await settle()
+    assert not kept.done(), "still held"
+    await asyncio.wait_for(kept, 1)
+
+
+async def test_closing_lets_on_at_once_what_a_busy_gateway_holds() -> None:
     store = SlowStore()
     store.release.set()
-    seqs = busy_sequences(store, linger_s=60)
-    asked = [asyncio.create_task(seqs.next(k)) for k in (A, B)]
+    hold, seqs = busy_hold(60), sequences(store)
+    asked = [asyncio.create_task(held_then_numbered(hold, seqs, k)) for k in (A, B)]
     await settle()
-    await asyncio.wait_for(seqs.close(), 1)  # long before the linger is up
-    assert [t.result() for t in asked] == [1, 1]
+    hold.close()  # long before the linger is up
+    assert await asyncio.wait_for(asyncio.gather(*asked), 1) == [1, 1]
+    assert await asyncio.wait_for(held_then_numbered(hold, seqs, A), 1) == 2, \
+        "nothing is held after closing"
 
 
 async def test_a_quiet_gateway_asks_for_each_number_at_once() -> None:
     store = SlowStore()
     store.release.set()
-    seqs = InboundSequences(cast(ConversationStore, store), busy_linger_s=60, busy_rate=400)
+    hold, seqs = BusyHold(60, busy_rate=400), sequences(store)
     for n in range(1, 6):  # one at a time: far below 400 a second
-        assert await asyncio.wait_for(seqs.next(A), 1) == n
+        assert await asyncio.wait_for(held_then_numbered(hold, seqs, A), 1) == n
     assert store.requests == [[A]] * 5
