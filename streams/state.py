@@ -26,7 +26,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from streams.keys import ConversationKeys
 from streams.security import RedisCredentials, process_redis_credentials
 
-__all__ = ["MESSAGE_IDS_KEPT", "REDIS_UNAVAILABLE", "ConversationStore", "Numbered",
+__all__ = ["KEEP_TTL_LUA", "MESSAGE_IDS_KEPT", "REDIS_UNAVAILABLE", "ConversationStore", "Numbered",
            "connect_cluster", "on_each_primary"]
 
 logger = logging.getLogger(__name__)
@@ -52,13 +52,30 @@ end
 return seqs
 """
 
+#: Lua: ``keep(key, ttl)`` renews ``key``'s TTL to ``ttl`` seconds when it has none, when
+#: more than ``ttl`` is left (the retention was shortened), or when it has run down by more
+#: than a tenth of ``ttl`` (at most an hour); returns whether it did. A conversation's keys
+#: are written at every message, and renewing every one of them at every write cost 9
+#: EXPIREs a message, each of them replicated (docs/benchmarks.md). A key now lives
+#: between ``ttl`` less that slack and ``ttl`` after its conversation's last write.
+KEEP_TTL_LUA = """
+local function keep(key, ttl)
+  local left = redis.call('TTL', key)
+  if left >= 0 and left <= ttl and left >= ttl - math.min(3600, math.floor(ttl / 10)) then
+    return false
+  end
+  redis.call('EXPIRE', key, ttl)
+  return true
+end
+"""
+
 # Per message: its seq key, its conversation's message-id hash, the client's message id
 # ("" for none), the event id it gets if new, and the conversation's retention and owner
 # keys. A message id seen before returns the seq and event id it got then, and takes no
 # number. The hash is bounded: past ARGV[2] ids it starts anew (a resend comes within
-# moments of its first try). A new message gives the conversation's keys the TTL its
-# retention key holds (ARGV[1] when it has none): they live on while it is in use.
-_NUMBER_MESSAGES = """#!lua flags=allow-cross-slot-keys
+# moments of its first try). A new message keeps the conversation's keys alive for the TTL
+# its retention key holds (ARGV[1] when it has none): they live on while it is in use.
+_NUMBER_MESSAGES = "#!lua flags=allow-cross-slot-keys" + KEEP_TTL_LUA + """
 local out = {}
 for i = 3, #ARGV, 6 do
   local seq_key, ids, id, event = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -69,16 +86,17 @@ for i = 3, #ARGV, 6 do
     out[#out + 1] = tonumber(string.sub(seen, 1, at - 1))
     out[#out + 1] = string.sub(seen, at + 1)
   else
-    local ttl = redis.call('GET', ARGV[i + 4]) or ARGV[1]
+    local ttl = tonumber(redis.call('GET', ARGV[i + 4]) or ARGV[1])
     local seq = redis.call('INCR', seq_key)
-    redis.call('EXPIRE', seq_key, ttl)
+    if keep(seq_key, ttl) then  -- the retention and owner records are renewed with it
+      redis.call('EXPIRE', ARGV[i + 4], ttl)
+      redis.call('EXPIRE', ARGV[i + 5], ttl)
+    end
     if id ~= '' then
       if redis.call('HLEN', ids) >= tonumber(ARGV[2]) then redis.call('DEL', ids) end
       redis.call('HSET', ids, id, seq .. ':' .. event)
-      redis.call('EXPIRE', ids, ttl)
+      keep(ids, ttl)
     end
-    redis.call('EXPIRE', ARGV[i + 4], ttl)
-    redis.call('EXPIRE', ARGV[i + 5], ttl)
     out[#out + 1] = seq
     out[#out + 1] = ''
   end

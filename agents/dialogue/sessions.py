@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from redis.asyncio.cluster import RedisCluster
 
 from streams.keys import ConversationKeys
-from streams.state import REDIS_UNAVAILABLE, on_each_primary
+from streams.state import KEEP_TTL_LUA, REDIS_UNAVAILABLE, on_each_primary
 
 __all__ = ["AppliedTurn", "ProducedMarks", "Session", "SessionStore"]
 
@@ -39,20 +39,21 @@ logger = logging.getLogger(__name__)
 # ARGV: now_ms, ttl_s, outbox_size, then per turn:
 #   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns, dialogue,
 #   retention, owner
-# ttl_s is the deployment's retention: a conversation's keys get the TTL its retention key
-# holds, else ttl_s (streams/keys.py), the owner record with them.
+# ttl_s is the deployment's retention: a conversation's keys are kept alive for the TTL its
+# retention key holds, else ttl_s (streams/keys.py), the owner record with them
+# (streams.state.KEEP_TTL_LUA says how often they are renewed).
 # An empty reply_bytes records a turn that says nothing now (event -> 0, no outbox entry):
 # its answer comes later (knowledge, an action), or never (a conversation handed over).
 # ``dialogue`` is the dialogue state after the turn (agents/dialogue/state.py).
 # Returns per turn 1 when applied, 0 when the event was already recorded (nothing changed).
-_APPLY_TURNS = """#!lua flags=allow-cross-slot-keys
-local now, keep = ARGV[1], tonumber(ARGV[3])
+_APPLY_TURNS = "#!lua flags=allow-cross-slot-keys" + KEEP_TTL_LUA + """
+local now, keep_replies = ARGV[1], tonumber(ARGV[3])
 local applied = {}
 for i = 4, #ARGV, 11 do
   local session, events, outbox, event_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reply_seq, reply = ARGV[i + 5], ARGV[i + 6]
   local retention, owner = ARGV[i + 9], ARGV[i + 10]
-  local ttl = redis.call('GET', retention) or ARGV[2]
+  local ttl = tonumber(redis.call('GET', retention) or ARGV[2])
   if redis.call('HEXISTS', events, event_id) == 1 then
     applied[#applied + 1] = 0
   else
@@ -64,13 +65,17 @@ for i = 4, #ARGV, 11 do
     else
       redis.call('HSET', events, event_id, reply_seq)
       redis.call('ZADD', outbox, reply_seq, reply)
-      redis.call('ZREMRANGEBYRANK', outbox, 0, -(keep + 1))
+      redis.call('ZREMRANGEBYRANK', outbox, 0, -(keep_replies + 1))
     end
-    redis.call('EXPIRE', session, ttl)
-    redis.call('EXPIRE', events, ttl)
-    redis.call('EXPIRE', outbox, ttl)
-    redis.call('EXPIRE', retention, ttl)
-    redis.call('EXPIRE', owner, ttl)
+    if keep(session, ttl) then  -- the conversation's other keys are renewed with it
+      redis.call('EXPIRE', events, ttl)
+      redis.call('EXPIRE', outbox, ttl)
+      redis.call('EXPIRE', retention, ttl)
+      redis.call('EXPIRE', owner, ttl)
+    else  -- written now, maybe new
+      keep(events, ttl)
+      if reply ~= '' then keep(outbox, ttl) end
+    end
     applied[#applied + 1] = 1
   end
 end

@@ -207,3 +207,28 @@ async def test_a_turn_gives_every_key_the_conversations_retention(
     for name in (usual.session, usual.events, usual.outbox, usual.owner):
         assert 3000 < await redis_bytes.ttl(name) <= 3600, name
     assert await redis_bytes.exists(usual.retention) == 0
+
+
+async def test_a_turn_renews_ttls_that_ran_down_or_outlast_a_shortened_retention(
+        redis_bytes: RedisCluster) -> None:
+    """Keys are renewed when their TTL has run down by more than a tenth (at most an
+    hour), not at every write; a retention shortened since shortens them at once."""
+    sessions = SessionStore(redis_bytes, ttl_s=3600, outbox_size=10)
+    keys = conversation()
+    await redis_bytes.set(keys.owner, "ann", ex=3600)
+    assert await sessions.apply([turn(keys, 1)]) == [True]
+    names = (keys.session, keys.events, keys.outbox, keys.owner)
+    for name in names:  # a little time passes: within the slack, nothing is written
+        await redis_bytes.expire(name, 3500)
+    assert await sessions.apply([turn(keys, 2)]) == [True]
+    for name in names:
+        assert 3490 < await redis_bytes.ttl(name) <= 3500, name
+    for name in names:  # more than a tenth: all of them are renewed
+        await redis_bytes.expire(name, 3000)
+    assert await sessions.apply([turn(keys, 3)]) == [True]
+    for name in names:
+        assert 3590 < await redis_bytes.ttl(name) <= 3600, name
+    await redis_bytes.set(keys.retention, 60, ex=60)  # the tenant's retention shortened
+    assert await sessions.apply([turn(keys, 4)]) == [True]
+    for name in (*names, keys.retention):
+        assert 0 < await redis_bytes.ttl(name) <= 60, name
