@@ -250,11 +250,8 @@ class RateLimiter:
         if self._clock() < self._skip_until:  # Redis failed moments ago: fail open at once
             metrics.RATE_LIMIT_UNAVAILABLE.inc()
             return ALLOWED
-        if (refused := self._refused.get(user_key)) is not None:
-            left = refused[0] - self._clock()
-            if left > 0:
-                return Decision(False, math.ceil(left * 1000) / 1000, refused[1])
-            del self._refused[user_key]
+        if (refused := self._known_refusal(user_key)) is not None:
+            return refused
         user_rate = limits.for_tier(tier)
         tenant = limits.tenant
         check: _Check = (user_key, user_rate.interval_us, user_rate.burst,
@@ -272,6 +269,22 @@ class RateLimiter:
                 self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
             self._refused[user_key] = (asked + decided.retry_after_s, decided.limited_by)
         return decided
+
+    def refused(self, tenant_id: str, user_id: str) -> Decision | None:
+        """The refusal this gateway already holds for this user (its ``retry_after`` not
+        over yet), without asking Redis; None when there is none. The gateway answers a
+        flood with it before the message is held or counted as busy traffic
+        (gateway/sequences.py), so a flooder never slows anybody else's messages."""
+        return self._known_refusal(limit_keys(tenant_id, user_id)[0])
+
+    def _known_refusal(self, user_key: str) -> Decision | None:
+        if (refused := self._refused.get(user_key)) is None:
+            return None
+        left = refused[0] - self._clock()
+        if left > 0:
+            return Decision(False, math.ceil(left * 1000) / 1000, refused[1])
+        del self._refused[user_key]
+        return None
 
     async def _send(self) -> None:
         try:

@@ -571,9 +571,13 @@ class Gateway:
         first, and does each of these for everything it held at once (gateway/sequences.py)."""
         received = time.perf_counter()
         keys = client.keys
-        await self.hold.arrive()
-        allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
-                                           await self.limits_of(keys.tenant_id))
+        # A user this gateway already refused is answered at once: a flood is neither
+        # held nor counted as the traffic that makes the gateway busy.
+        allowed = self.limiter.refused(keys.tenant_id, client.user_id)
+        if allowed is None:
+            await self.hold.arrive()
+            allowed = await self.limiter.check(keys.tenant_id, client.user_id, client.tier,
+                                               await self.limits_of(keys.tenant_id))
         if not allowed.allowed:
             metrics.MESSAGES_FAILED.labels("rate_limited").inc()
             client.send(error_frame(

@@ -201,3 +201,36 @@ async def test_a_tenants_own_rate_replaces_the_gateways(
         frames = [await send(ws, f"m{i}") for i in range(4)]
     assert [f["type"] for f in frames] == ["ack", "ack", "ack", "error"]
     assert frames[3]["code"] == "rate_limited"
+
+
+async def test_a_flood_of_refused_messages_does_not_hold_other_users_messages(
+        settings: Settings) -> None:
+    """A busy gateway holds messages for its linger (gateway/sequences.py). A user it has
+    already refused is answered before that hold and does not count as traffic, so a
+    flood does not make the gateway busy and slow down everybody else."""
+    gateway = Gateway(settings.replace(gateway_port=0, rate_default="1:2", rate_tenant="off",
+                                       gateway_busy_rate=40, gateway_busy_linger_ms=3000))
+    await gateway.start()
+    run = uuid.uuid4().hex[:8]
+    try:
+        await gateway.wait_ready()
+        async with websockets.connect(ws_url(gateway, "flooder", f"{run}-f")) as flooder, \
+                websockets.connect(ws_url(gateway, "other", f"{run}-o")) as other:
+            await answer(flooder)  # welcome
+            await answer(other)
+            # The burst of 2, then the first refusal, which only Redis can tell: 3 arrivals
+            # in 100 ms, under the 4 that make the gateway busy.
+            assert [(await send(flooder, f"m{n}"))["type"] for n in range(3)] == \
+                ["ack", "ack", "error"]
+            await asyncio.sleep(0.3)  # that window is over
+            for n in range(3, 103):  # refused here, at once
+                await flooder.send(message(f"m{n}"))
+            started = asyncio.get_running_loop().time()
+            ack = await send(other, "o1")
+            waited = asyncio.get_running_loop().time() - started
+            refusals = [await answer(flooder) for _ in range(100)]
+    finally:
+        await gateway.close()
+    assert ack["type"] == "ack"
+    assert waited < 1.5, f"held for the busy linger ({waited:.2f} s): the flood counted"
+    assert {(f["type"], f["code"]) for f in refusals} == {("error", "rate_limited")}

@@ -149,9 +149,12 @@ async def test_a_refused_user_is_refused_locally_until_retry_after_then_asked_ag
     clock.now += 1
     again = await limiter.check("t", "u", "default", limits)  # not asked of Redis
     assert (again.allowed, again.retry_after_s, again.limited_by) == (False, 1.5, "user")
+    assert limiter.refused("t", "u") == again  # what the gateway answers before its hold
+    assert limiter.refused("t", "other") is None
     assert len(asked) == 2
     assert (await limiter.check("t", "other", "default", limits)).allowed  # others are asked
     clock.now += 1.5
+    assert limiter.refused("t", "u") is None  # the wait is over
     assert (await limiter.check("t", "u", "default", limits)).allowed
     assert len(asked) == 4
 
