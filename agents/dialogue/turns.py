@@ -219,8 +219,8 @@ def understood_on(item: Incoming, model: Understander | None) -> Incoming:
     ``model`` (that version's) is the model that understood it, or is None (nothing to
     understand it with: the version went between the two look-ups); else understood
     again with ``model`` — a message inside a task begun on another version than the one
-    the user is routed to now. A recorded version the worker no longer holds never comes
-    here: its turn runs on the user's version, whose model understood the message."""
+    the user is routed to now. A recorded version the worker no longer holds is left as
+    it came: its turn runs on the user's version, whose model understood the message."""
     payload = item.msg["payload"]
     if model is None or model.version == payload.get("model_version"):
         return item
