@@ -10,7 +10,9 @@ One Faust agent per worker takes both topics as one stream, in adaptive batches
 2. the dialogue step (agents/dialogue/agent.py) on those same events and the
    batch's knowledge answers and action results, in the order the agent took them: sessions,
    replies, knowledge requests. Meanwhile the broker takes the ChatUnderstood
-   events; the batch ends when it holds them too.
+   events; the batch ends when it holds them too. (A message whose turn runs on another
+   bot version than the one the NLU step routed it to — a task begun before a canary
+   switch — is understood again there with that version's model: agents/dialogue/turns.py.)
 
 ``chat.understood`` is keyed and partitioned as ``chat.inbound`` is, so the
 dialogue step needs nothing that reading the topic back would bring: a

@@ -100,7 +100,7 @@ def build_worker(settings: Settings, bot: BotFiles | None = None) -> WorkerConte
     if knowledge is not None:
         knowledge.llm_allowed = levels.llm_allowed
     understand = NluStep(ctx, bots.model)
-    dialogue = DialogueStep(ctx, bots.manager, answers, levels)
+    dialogue = DialogueStep(ctx, bots.manager, answers, levels, models=bots.model_of)
     register_conversation_agent(ctx, understand, dialogue)
     register_handoff_expiry(ctx, dialogue)
     register_business_events_agent(ctx)  # business.events → conversation.notices
@@ -129,13 +129,21 @@ class TenantBots:
         self.own, self.registry = own, registry
 
     def model(self, tenant_id: str, user_id: str) -> Understander:
-        """The NLU model of the version the user's new tasks run on. (A message inside a
-        task begun on another version is understood by this one's model: the NLU step
-        runs before the conversation's state is read; the versions' intents are checked
-        against their own flows, and a flow treats an intent it does not know as any
-        unexpected answer.)"""
+        """The NLU model of the version the user's new tasks run on: the NLU step's, which
+        runs before the conversation's state is read. A message inside a task begun on
+        another version is understood again by that version's model (:meth:`model_of`)
+        in the dialogue step, before its turn is decided."""
         loaded = self.registry.for_user(tenant_id, user_id)
         return (loaded.content if loaded else self.own).model
+
+    def model_of(self, tenant_id: str, bot_version: str) -> Understander | None:
+        """The NLU model of the tenant's version ``bot_version`` (the one a turn runs on,
+        as :meth:`manager` chose it): this worker's own bot's, or a held published one's;
+        None when this worker does not hold it."""
+        if bot_version == self.own.manager.bot.version:
+            return self.own.model
+        loaded = self.registry.get(tenant_id, bot_version)
+        return loaded.content.model if loaded and loaded.version == bot_version else None
 
     def manager(self, tenant_id: str, user_id: str, state: DialogueState) -> DialogueManager:
         in_flow = state.active_flow is not None

@@ -29,6 +29,11 @@ wholly on one version, chosen by :meth:`BotRegistry.for_conversation`:
   The dialogue step must then check that the conversation's flow and step still
   exist in it, and otherwise start the flow again from its first step — the
   conversation goes on, it is not lost.
+
+A turn's message is understood by its own version's NLU model: the NLU step uses
+:meth:`BotRegistry.for_user`'s (it runs before the state is read), and the dialogue
+step understands the message again with the turn's version's model when that is
+another one (agents/dialogue/turns.py, ``understood_on``).
 """
 
 from __future__ import annotations

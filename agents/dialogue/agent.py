@@ -73,6 +73,7 @@ from agents.dialogue.turns import (
     Incoming,
     Kind,
     ManagerFor,
+    ModelFor,
     Turn,
     decide_turns,
     handoff_command,
@@ -107,15 +108,20 @@ class DialogueStep:
     (:meth:`decode_result`), in the order the agent took them. ``managers``: which
     bot's dialogue manager decides a conversation's turn; ``answers``: the knowledge
     agent's answer cache, consulted before asking it; ``levels``: the tenants' degradation
-    levels (agents/dialogue/degradation.py), whose maintenance mode keeps messages in Redis.
+    levels (agents/dialogue/degradation.py), whose maintenance mode keeps messages in Redis;
+    ``models``: the NLU model of each bot version held, which understands a message again
+    when its turn runs on another version than the one the NLU step routed it to (a task
+    begun before a canary switch: :func:`agents.dialogue.turns.understood_on`).
     """
 
     def __init__(self, ctx: WorkerContext, managers: ManagerFor,
                  answers: AnswerCache | None = None,
-                 levels: TenantLevels | None = None) -> None:
+                 levels: TenantLevels | None = None, *,
+                 models: ModelFor | None = None) -> None:
         self._ctx = ctx
         self._levels = levels
         self._managers = managers
+        self._models = models
         self._answers = answers
         self._results = {
             ctx.knowledge_results.get_topic_name():
@@ -180,7 +186,7 @@ class DialogueStep:
         if owed:
             logger.info("dialogue.replies.resent count=%d", len(owed))
         decided = decide_turns(batch, sessions, seen, cached, self._managers,
-                               self._levels.level if self._levels else None)
+                               self._levels.level if self._levels else None, self._models)
         questions = [(t.keys, self._requests.encode(t.question))
                      for t in decided if t.question is not None]
         calls = [(t.keys, self._actions.encode(t.action))

@@ -23,6 +23,15 @@ canary for the users in its percentage, its stable version for the others
 (agents/bots/registry.py says the rule; the event's ``user_id`` routes). A state
 whose flows the deciding version does not have (the recorded version is gone) keeps
 its slots and leaves those flows (the manager drops them): the conversation goes on.
+
+Which model's understanding it decides on: the deciding version's. The NLU step ran
+before the state was read and used the model of the version the user is routed to
+*now*; a message inside a task begun on another version (a canary arrived, was
+promoted or rolled back since) is understood again with the model of the version
+the turn runs on (``models``), so a flow gets its own model's intents, entities and
+thresholds. Comparing the ChatUnderstood's ``model_version`` with that model's is
+all the common path pays. The ChatUnderstood on ``chat.understood`` keeps what the
+routed model said; the turn's reply and state follow the deciding model.
 """
 
 from __future__ import annotations
@@ -56,15 +65,17 @@ from agents.dialogue.manager import (
 )
 from agents.dialogue.sessions import Session
 from agents.dialogue.state import DialogueState, StateFormatError
+from agents.nlu.agent import Understander, understood_again
 from streams.degradation import Level, TenantLevel
 from streams.handoff import handoff_event
 from streams.keys import ConversationKeys
 from streams.topics import ENVELOPE_FIELDS
 from streams.turn_state import is_bot_tester, turn_debug_json
 
-__all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "Turn", "decide_turns",
-           "handoff_command", "handoff_incoming", "knowledge_question", "notice_incoming",
-           "question_event", "reply_event", "reply_payload"]
+__all__ = ["Answer", "Incoming", "Kind", "LevelFor", "ManagerFor", "ModelFor", "Turn",
+           "decide_turns", "handoff_command", "handoff_incoming", "knowledge_question",
+           "notice_incoming", "question_event", "reply_event", "reply_payload",
+           "understood_on"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +83,9 @@ logger = logging.getLogger(__name__)
 #: The dialogue manager a conversation's next turn runs on: (tenant id, the event's user
 #: id, the conversation's state) → manager.
 ManagerFor = Callable[[str, str, DialogueState], DialogueManager]
+#: The NLU model of one of a tenant's bot versions: (tenant id, bot version) → its model,
+#: None when this worker does not hold that version.
+ModelFor = Callable[[str, str], Understander | None]
 #: A tenant's degradation level now (streams/degradation.py).
 LevelFor = Callable[[str], TenantLevel]
 
@@ -133,6 +147,7 @@ def decide_turns(
     cached: Mapping[str, Answer],
     managers: ManagerFor,
     levels: LevelFor | None = None,
+    models: ModelFor | None = None,
 ) -> list[Turn]:
     """Decide each new event of ``batch`` in order, carrying sessions forward.
 
@@ -140,7 +155,10 @@ def decide_turns(
     changed); ``seen`` the event ids already recorded, which are skipped, as is an
     event repeated within the batch; ``cached`` the cached answers to the batch's
     knowledge questions, by event id; ``levels`` the tenants' degradation levels
-    (agents/dialogue/degradation.py says what each changes; None: all full service).
+    (agents/dialogue/degradation.py says what each changes; None: all full service);
+    ``models`` the NLU models of the versions a turn may run on, to understand a
+    message again when another version's model understood it (:func:`understood_on`;
+    None: every message is decided as the NLU step understood it).
     """
     current = dict(sessions)
     debug = logger.isEnabledFor(logging.DEBUG)
@@ -154,6 +172,9 @@ def decide_turns(
         decided.add(event_id)
         state = _state_of(session)
         manager = managers(keys.tenant_id, msg.get("user_id", ""), state)
+        if item.kind is Kind.MESSAGE and models is not None:
+            item = understood_on(item, models(keys.tenant_id, manager.bot.version))
+            msg = item.msg
         level = levels(keys.tenant_id) if levels is not None else _FULL
         outcome, deferred = _degraded(manager, state, item, cached.get(event_id), level)
         after = outcome.state
@@ -191,6 +212,24 @@ def decide_turns(
                          state.active_flow, state.requested_slot, reply_seq,
                          state.bot_version[:12], extra={"trace_id": msg["trace_id"]})
     return turns
+
+
+def understood_on(item: Incoming, model: Understander | None) -> Incoming:
+    """A user message as the bot version its turn runs on understands it: as it came when
+    ``model`` (that version's) is the model that understood it, or is None (nothing to
+    understand it with: the version went between the two look-ups); else understood
+    again with ``model`` — a message inside a task begun on another version than the one
+    the user is routed to now. A recorded version the worker no longer holds is left as
+    it came: its turn runs on the user's version, whose model understood the message."""
+    payload = item.msg["payload"]
+    if model is None or model.version == payload.get("model_version"):
+        return item
+    again = understood_again(model, item.msg)
+    logger.info("dialogue.message.understood_again event_id=%s model=%s intent=%s was=%s "
+                "intent_was=%s", item.msg["event_id"], model.version[:16],
+                again["payload"]["intent"], str(payload.get("model_version", ""))[:16],
+                payload.get("intent"), extra={"trace_id": item.msg.get("trace_id")})
+    return replace(item, msg=again)
 
 
 #: What a user's turn is made of: the message, and the result it waited for.

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faust.types import EventT
@@ -28,7 +28,8 @@ from streams.app import WorkerContext, send
 from streams.keys import ConversationKeys, InvalidIdError
 from streams.topics import ENVELOPE_FIELDS
 
-__all__ = ["NluStep", "Understander", "Understood", "understood_events", "understood_payload"]
+__all__ = ["NluStep", "Understander", "Understood", "understood_again", "understood_events",
+           "understood_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,13 @@ class NluStep:
 
     def __init__(self, ctx: WorkerContext, models: Callable[[str, str], Understander]) -> None:
         """``models``: the model that understands a tenant's user's messages (the bot
-        version the user is routed to: a canary's for the users in its percentage)."""
+        version the user is routed to: a canary's for the users in its percentage).
+
+        It runs before the conversation's state is read, so it cannot know that a
+        message falls inside a task begun on another version: the dialogue step
+        understands such a message again with that version's model
+        (:func:`understood_again`) and decides on that; the ChatUnderstood sent here
+        keeps what the routed model said (its ``model_version`` names that model)."""
         self._ctx = ctx
         self._models = models
         self._inbound = ctx.codec("chat_message", ctx.inbound)
@@ -145,6 +152,28 @@ def understood_events(messages: Sequence[dict[str, Any]],
                          event["event_id"], payload["intent"], payload["confidence"],
                          payload["oos"], extra={"trace_id": event["trace_id"]})
     return events
+
+
+def understood_again(model: Understander, msg: Mapping[str, Any]) -> dict[str, Any]:
+    """``msg``, a ChatUnderstood, as ``model`` understands its text: the dialogue step's
+    second opinion when the bot version a turn runs on is not the one whose model
+    understood the message (a task begun before a canary arrived, was promoted or rolled
+    back). Relative dates resolve against the message's own timestamp, as in the NLU step.
+
+    It runs the model inline, on the caller's thread: only messages around a version
+    switch come here, one at a time (a model with a transformer takes milliseconds)."""
+    payload = msg["payload"]
+    (u,) = model.understand_batch([payload["text"]], [_reference_time(msg["timestamp"])])
+    return {**msg, "payload": {**payload, **understood_payload(
+        payload["text"], payload["client_msg_id"], u, payload.get("roles", ()))}}
+
+
+def _reference_time(timestamp: datetime | int) -> datetime:
+    """An event's ``timestamp`` as the model takes it: Avro decodes timestamp-millis as an
+    aware datetime; epoch milliseconds are taken as UTC."""
+    if isinstance(timestamp, datetime):
+        return timestamp
+    return datetime.fromtimestamp(timestamp / 1000, UTC)
 
 
 def understood_payload(text: str, client_msg_id: str, u: Understanding,

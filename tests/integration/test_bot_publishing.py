@@ -1,6 +1,7 @@
 """Publishing bots on the real embedded broker: `parley bot publish` while a worker-side
 follower runs swaps the tenant's bot; the real trained NLU model crosses the topic whole
-and serves from the worker's folder."""
+and serves from the worker's folder; a task begun on one version is understood and
+decided by that version's model and flows after a canary arrives."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from click.testing import CliRunner
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from agents.actions.registry import ActionRegistry
 from agents.bots import BotRegistry, BotsFollower, UnpackedBot
 from agents.bots.bundle import bundle_from_folders
 from agents.bots.cli import bot as bot_cli
@@ -22,10 +26,18 @@ from agents.bots.loading import ServedBot, load_served_bot
 from agents.bots.publisher import BotPublisher
 from agents.dialogue.cli import TEMPLATE
 from agents.dialogue.loader import load_bot
+from agents.dialogue.manager import DialogueManager
+from agents.dialogue.sessions import Session
+from agents.dialogue.state import DialogueState
 from agents.dialogue.training import ensure_nlu_model
+from agents.dialogue.turns import Incoming, Kind, Turn, decide_turns
+from agents.nlu.agent import understood_events
+from agents.nlu.model import NLUModel
 from examples import DEMO
 from kernel.rollout import rollout_bucket
 from kernel.settings import Settings
+from parley.worker import TenantBot, TenantBots
+from streams.keys import ConversationKeys
 from streams.security import bootstrap_config
 from streams.topics import BOTS, bots_max_message_bytes
 
@@ -43,6 +55,15 @@ class Served:
 
     marker: str
     served: ServedBot
+
+    # What parley.worker.TenantBots reads of a version it holds.
+    @cached_property
+    def manager(self) -> DialogueManager:
+        return DialogueManager(self.served.bot)
+
+    @property
+    def model(self) -> NLUModel:
+        return self.served.model
 
 
 def load(unpacked: UnpackedBot) -> Served:
@@ -268,6 +289,49 @@ def split_users(tenant: str, percent: int) -> tuple[str, str]:
             next(u for u in users if rollout_bucket(tenant, u) >= percent))
 
 
+def hears_scrap_that_as_a_greeting(folder: Path) -> Path:
+    """The bot in ``folder`` with "scrap that" taught as a greeting, not a cancel: its
+    model (trained by the CLI on publish) disagrees with the demo's on that message."""
+    intents = folder / "intents.yml"
+    text = intents.read_text().replace("      - scrap that\n", "")
+    intents.write_text(text.replace("      - yo\n", "      - yo\n      - scrap that\n"
+                                    "      - scrap that, hi\n      - hi, scrap that\n", 1))
+    return folder
+
+
+#: The conversation the canary test's user begins a task in.
+TASK = ConversationKeys("acme", "c-task")
+
+
+def said_by(bots: TenantBots, user: str, seq: int, text: str) -> Incoming:
+    """The user's message in TASK as the NLU step understands it: by the model of the
+    version the user is routed to now."""
+    sent = datetime.fromtimestamp(1_765_000_000 + seq, UTC)
+    message = {"event_id": f"e{seq}", "tenant_id": TASK.tenant_id,
+               "conversation_id": TASK.conversation_id, "user_id": user, "channel": "ws",
+               "seq": seq, "timestamp": sent, "trace_id": f"t{seq}", "reply_route": "gw",
+               "payload": {"text": text, "client_msg_id": f"m{seq}"}}
+    model = bots.model(TASK.tenant_id, user)
+    (event,) = understood_events([message], model.understand_batch([text], [sent]))
+    return Incoming(TASK, event, Kind.MESSAGE)
+
+
+def decide(bots: TenantBots, item: Incoming, session: Session) -> Turn:
+    """The dialogue step's decision, as the worker wires it."""
+    (turn,) = decide_turns([item], {TASK: session}, set(), {}, bots.manager,
+                           models=bots.model_of)
+    return turn
+
+
+def dialogue(turn: Turn) -> DialogueState:
+    return DialogueState.from_bytes(turn.session.dialogue)
+
+
+def heard(turn: Turn) -> str:
+    """The intent the turn decided the user's message on (kept in the state's history)."""
+    return [entry for entry in dialogue(turn).history if entry.role == "user"][-1].label
+
+
 def marker_for(registry: BotRegistry[Served], user: str, recorded: str = "",
                in_flow: bool = False) -> str:
     loaded = registry.for_conversation("acme", recorded, in_flow, user_id=user)
@@ -282,26 +346,46 @@ def test_a_canary_serves_some_users_of_a_tenant_until_promoted_or_rolled_back(
     registry, follower = worker_side
     model = ("--model", str(demo_model_dir))
     one = write_bot(tmp_path / "one", "version one", knowledge={})
-    two = write_bot(tmp_path / "two", "version two", knowledge={})
+    two = hears_scrap_that_as_a_greeting(write_bot(tmp_path / "two", "version two",
+                                                   knowledge={}))
     # Without a stable version for the other users, a canary is refused.
     assert "has no stable version" in cli(settings, "publish", str(two), "--tenant", "acme",
                                           *model, "--canary", "30", fails=True)
     cli(settings, "publish", str(one), "--tenant", "acme", *model)
-    out = cli(settings, "publish", str(two), "--tenant", "acme", *model, "--canary", "30")
+    wait_for(lambda: registry.get("acme") is not None, "the stable version")
+    # A user begins a task on the stable version (the worker's routing, real flows).
+    inside, outside = split_users("acme", 30)
+    bots = TenantBots(TenantBot(DialogueManager(load_bot(DEMO.folder)),
+                                NLUModel.load(demo_model_dir), ActionRegistry()),
+                      registry)  # type: ignore[arg-type]  # Served has what it reads
+    task = decide(bots, said_by(bots, inside, 1, "I want to send money"), Session(TASK))
+    assert dialogue(task).active_flow == "transfer_money"
+    # Version two with its own model (trained by the CLI), as a canary.
+    out = cli(settings, "publish", str(two), "--tenant", "acme", "--canary", "30")
     assert "canary for 30 % of its users" in out
     wait_for(lambda: registry.canary("acme") is not None, "the canary")
     stable = registry.get("acme")
     assert stable is not None and stable.content.marker == "version one"
 
     # Two users of one tenant, served by two versions (flows and real NLU model alike).
-    inside, outside = split_users("acme", 30)
     assert marker_for(registry, inside) == "version two"
     assert marker_for(registry, outside) == "version one"
     canary = registry.for_user("acme", inside)
     assert canary is not None and canary.content.served.bot.version == canary.version
-    assert canary.content.served.model is not stable.content.served.model
-    # A task the inside user began on the stable version finishes on it.
+    assert canary.content.served.model.version != stable.content.served.model.version
+    # A task the inside user began on the stable version finishes on it, and its messages
+    # are understood by the stable version's model: the canary's (which the NLU step,
+    # routing by user, asks) hears a greeting where the task's own hears "cancel".
     assert marker_for(registry, inside, stable.version, in_flow=True) == "version one"
+    scrap = said_by(bots, inside, 2, "scrap that")
+    assert scrap.msg["payload"]["intent"] == "greet"  # what chat.understood gets
+    assert scrap.msg["payload"]["model_version"] == canary.content.served.model.version
+    cancelled = decide(bots, scrap, task.session)
+    assert cancelled.bot_version == stable.version and heard(cancelled) == "cancel"
+    assert dialogue(cancelled).active_flow is None
+    # Between tasks, the canary's model understands and its flows decide.
+    greeted = decide(bots, said_by(bots, inside, 3, "scrap that"), cancelled.session)
+    assert greeted.bot_version == canary.version and heard(greeted) == "greet"
     listed = cli(settings, "list").splitlines()
     assert [line.split("\t")[:3] for line in listed] == [
         ["acme", "stable", "one"], ["acme", "canary 30%", "two"]]

@@ -167,3 +167,19 @@ def test_a_tenants_level_follows_the_backends_of_the_versions_it_is_served(
     assert bots.backends_of("globex") == {"crm"}
     reported = [set(i.backends) for i in bots.integrations()]
     assert reported == [{"crm"}, {"billing"}, {"crm", "tickets"}]
+
+
+def test_the_model_of_a_version_is_that_versions_while_held(bots: TenantBots) -> None:
+    """The dialogue step understands a message again with the model of the version its
+    turn runs on (agents/dialogue/turns.py ``understood_on``): it must be that version's,
+    and none once the worker no longer holds it."""
+    assert bots.model_of("acme", "own").name == "own"  # type: ignore[union-attr]
+    bots.registry.install("acme", published("v1"))
+    bots.registry.install_canary("acme", published("v2"), 10)
+    assert bots.model_of("acme", "v1").name == "v1"  # type: ignore[union-attr]
+    assert bots.model_of("acme", "v2").name == "v2"  # type: ignore[union-attr]
+    bots.registry.install("acme", published("v3"))
+    bots.registry.install("acme", published("v4"))  # v1 published over twice: gone
+    assert bots.model_of("acme", "v1") is None
+    assert bots.model_of("acme", "v3").name == "v3"  # type: ignore[union-attr]
+    assert bots.model_of("globex", "v3") is None  # another tenant's version: not its
