@@ -21,7 +21,8 @@ installs).
 
 Several workers of one machine share ``<data dir>/served-bots`` (``parley run``
 starts them with one data dir): a worker must not remove a folder another is
-unpacking or loading. A lock file in the root (``.lock``, :func:`fcntl.flock`)
+unpacking or loading. A lock file beside the root (``<root>.lock``, e.g.
+``<data dir>/served-bots.lock``: the root holds version folders only; :func:`fcntl.flock`)
 orders them: a batch of installs holds it shared, a removal holds it exclusive
 and waits at most ``lock_wait_s`` for it; a removal that cannot get it is retried
 after the next batch (or by the next start-up sweep), never waited on for long.
@@ -56,15 +57,12 @@ from agents.bots.bundle import BotBundle, UnpackedBot, unpack
 from agents.bots.errors import BundleError
 from agents.bots.registry import BotRegistry
 
-__all__ = ["LOCK_FILE", "ServedBotsDisk", "is_version", "version_folder"]
+__all__ = ["ServedBotsDisk", "is_version", "lock_file_of", "version_folder"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The lock file several workers sharing a root take (shared: installing; exclusive:
-#: removing).
-LOCK_FILE = ".lock"
 
 _VERSION = re.compile(r"[0-9a-f]{64}")
 #: What kernel.files.atomic_directory and a removal leave beside a version's folder.
@@ -74,6 +72,13 @@ _LEFTOVER = re.compile(r"\.([0-9a-f]{64})\.(building|old|removing)-[0-9A-Za-z-]+
 def is_version(name: str) -> bool:
     """Whether ``name`` is a version's content address (SHA-256, lowercase hex)."""
     return _VERSION.fullmatch(name) is not None
+
+
+def lock_file_of(root: Path) -> Path:
+    """The file the workers sharing ``root`` lock (shared: installing; exclusive:
+    removing): ``<root>.lock``, beside it."""
+    root = Path(root)
+    return root.with_name(f"{root.name}.lock")
 
 
 def version_folder(root: Path, version: str) -> Path:
@@ -191,7 +196,7 @@ class ServedBotsDisk(Generic[T]):
 
     def _remove_leftovers(self) -> None:
         for entry in sorted(self.root.iterdir()):
-            if entry.name == LOCK_FILE or is_version(entry.name):
+            if is_version(entry.name):
                 continue
             if _LEFTOVER.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
                 self._rmtree(entry)
@@ -231,7 +236,7 @@ class ServedBotsDisk(Generic[T]):
     def _lock_file(self) -> IO[bytes] | None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            return open(self.root / LOCK_FILE, "ab")  # closed by the caller
+            return open(lock_file_of(self.root), "ab")  # closed by the caller
         except OSError as exc:
             logger.error("bots.prune.lock_failed root=%s error=%s", self.root, exc)
             return None
