@@ -156,9 +156,14 @@ class ServedBotsDisk(Generic[T]):
         removal; returns the versions removed. Waits up to ``lock_wait_s`` for other
         workers' installs to end; if they do not, the sweep is done after the next batch."""
         with self._lock:
+            try:
+                self._due |= self.on_disk()
+            except OSError as exc:  # an unreadable root: logged, start-up goes on
+                self.failed_count += 1
+                logger.error("bots.prune.failed root=%s error=%s", self.root, exc)
+                return []
             if not self.root.is_dir():
                 return []
-            self._due |= self.on_disk()
             return self._remove_due(leftovers=True)
 
     # --- removing -----------------------------------------------------------------
