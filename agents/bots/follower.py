@@ -20,6 +20,12 @@ its partition and offset, counted, and skipped: the tenant keeps the version it
 had, and the follower keeps going. Any other error stops it: it is logged, kept
 in :attr:`BotsFollower.error`, and should turn the worker's ``/readyz`` to 503.
 
+The follower keeps the root to what the registry holds
+(:class:`~agents.bots.disk.ServedBotsDisk`): after each batch, the folders of the
+versions the registry dropped (and of a version the loader refused) are removed,
+and the first time :meth:`BotsFollower.wait_caught_up` says the follower caught up,
+every folder of an earlier run the registry does not hold is removed too.
+
 A version is one record of up to ``bots_max_message_bytes()`` (64 MiB), so the
 consumer's fetch limits are raised to that (:func:`consumer_limits`).
 """
@@ -32,8 +38,9 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Message
 
-from agents.bots.bundle import check_record, unpack
+from agents.bots.bundle import check_record
 from agents.bots.canary import tenant_of_key
+from agents.bots.disk import ServedBotsDisk
 from agents.bots.errors import BotPublishError
 from agents.bots.registry import BotRegistry
 from kernel.errors import DecodeError
@@ -76,13 +83,26 @@ class BotsFollower(TableFollower, Generic[T]):
                          poll_timeout_s=poll_timeout_s, config={**limits, **(config or {})})
         self.registry = registry
         self.root = Path(root)
+        self.disk = ServedBotsDisk(registry, self.root)
+        self._swept = False
         self._codec = codec_for("bot_version", registry_url, topic)
         self.installed = self.removed = self.undecodable = self.rejected = self.failed = 0
 
     # --- a batch, on the follower's thread ---------------------------------------
     def apply_latest(self, latest: dict[bytes, Message]) -> None:
-        for key, msg in latest.items():
-            self._apply_one(key, msg)
+        with self.disk.batch():  # then the versions the registry dropped are removed
+            for key, msg in latest.items():
+                self._apply_one(key, msg)
+
+    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
+        """True once every record present at start has been applied; the first time,
+        the folders of the versions the registry does not hold (an earlier run's) are
+        removed before it returns."""
+        caught_up = super().wait_caught_up(timeout_s)
+        if caught_up and not self._swept:
+            self._swept = True
+            self.disk.sweep()
+        return caught_up
 
     def _apply_one(self, key: bytes, msg: Message) -> None:
         where = f"partition={msg.partition()} offset={msg.offset()}"
@@ -106,7 +126,7 @@ class BotsFollower(TableFollower, Generic[T]):
             return
         try:
             bundle = check_record(record)
-            unpacked = unpack(bundle, self.root)
+            unpacked = self.disk.unpack(bundle)
         except BotPublishError as exc:
             self.rejected += 1
             logger.warning("bots.follower.rejected %s error=%s", where, exc)
