@@ -363,6 +363,36 @@ def test_replies_replayed_after_a_reconnect_do_not_restart_the_typing_indicator(
         context.close()
 
 
+def test_a_reload_resumes_an_open_turn_and_not_an_ended_one(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    gateway = FakeGateway()
+    page.route_web_socket("**/ws**", gateway)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        page.fill("#text", "what is an overdraft")
+        page.press("#text", "Enter")
+        msg_id = gateway.wait_message(page, 1)
+        gateway.ack(page, msg_id)
+        gateway.reply(page, msg_id, "Let me check…")
+        page.reload()
+        page.wait_for_selector("#status[data-state=online]")
+        assert typing.is_visible()  # the answer is still to come
+        gateway.reply(page, msg_id, "An overdraft is…", turn_end=True)
+        assert typing.is_hidden()
+        page.reload()  # well within the 30 s: an ended turn stays ended
+        page.wait_for_selector("#status[data-state=online]")
+        page.wait_for_selector(".msg.bot[data-seq='2']")
+        page.wait_for_timeout(300)
+        assert typing.is_hidden()
+    finally:
+        context.close()
+
+
 def test_only_the_newest_quick_replies_can_be_clicked(open_chat: Any) -> None:
     chat = open_chat()
     page = chat.page
