@@ -2,9 +2,10 @@
 
 Each test opens a fresh browser context (its own localStorage and sessionStorage), as a
 new visitor would. The page is taken from a gateway of the running stack; the frames it
-gets come from the real pipeline, except in the one test that checks how the page renders
+gets come from the real pipeline, except in the tests that check how the page renders
 frames the demo bot does not send today (tenant branding, a custom text limit, sources
-with titles and URLs): there Playwright stands in for the gateway's socket.
+with titles and URLs; a turn whose first reply is not its last, replies without
+``turn_end``, a person's reply): there Playwright stands in for the gateway's socket.
 """
 
 from __future__ import annotations
@@ -116,50 +117,278 @@ def test_a_new_visitor_is_greeted_and_can_start_from_a_suggestion(
     assert parse_qs(urlsplit(chat.socket_urls[0]).query)["token"] == [chat_token]
 
 
-def test_the_typing_indicator_shows_while_a_reply_is_pending(
-    browser: Any, pipeline: Pipeline, chat_token: str
-) -> None:
-    """Between a message's ack and its reply. The reply can overtake the ack (the worker may
-    answer before the broker's delivery report reaches the gateway), so the test holds the
-    real gateway's replies back until it has looked."""
-    context = browser.new_context()
-    page = context.new_page()
-    held: list[str | bytes] = []
-    routes: list[Any] = []
+@dataclass
+class Relay:
+    """The page's socket to the real gateway, through Playwright, with the gateway's replies
+    held back until the test lets them through (the reply can overtake the ack: the worker
+    may answer before the broker's delivery report reaches the gateway). ``limit``, when
+    set, is the ``max_text_bytes`` the page is told, so that it sends what the gateway
+    refuses."""
 
-    def relay(ws: Any) -> None:
-        routes.append(ws)
+    limit: int | None = None
+    routes: list[Any] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, ws: Any) -> None:
+        self.routes.append(ws)
         server = ws.connect_to_server()
 
         def from_server(data: str | bytes) -> None:
-            if json.loads(data)["type"] == "reply":
-                held.append(data)
-            else:
-                ws.send(data)
+            frame = json.loads(data)
+            if frame["type"] == "reply":
+                self.held.append(frame)
+                return
+            if frame["type"] == "welcome" and self.limit is not None:
+                frame["max_text_bytes"] = self.limit
+            if frame["type"] == "error":
+                self.errors.append(frame)
+            ws.send(json.dumps(frame))
         server.on_message(from_server)
 
+    def wait_turn_end(self, page: Any) -> None:
+        waited = 0
+        while not any(f.get("turn_end") is True for f in self.held) and waited < REPLY_WAIT_MS:
+            page.wait_for_timeout(100)
+            waited += 100
+        assert any(f.get("turn_end") is True for f in self.held), "the gateway ended the turn"
+
+    def release(self) -> None:
+        for frame in self.held:
+            self.routes[-1].send(json.dumps(frame))
+        self.held.clear()
+
+
+@pytest.mark.parametrize("text", [
+    "hello",
+    "what is an overdraft",  # waits for the knowledge agent
+    "where is my order 12345",  # waits for the CRM's answer (an action)
+])
+def test_the_typing_indicator_shows_until_the_turn_ends(
+    browser: Any, pipeline: Pipeline, chat_token: str, text: str
+) -> None:
+    """From a message's ack until the reply that ends its turn, on the real pipeline."""
+    context = browser.new_context()
+    page = context.new_page()
+    relay = Relay()
     page.route_web_socket("**/ws**", relay)
     try:
         page.goto(page_url(pipeline) + f"?token={chat_token}")
         page.wait_for_selector("#status[data-state=online]")
         typing = page.locator("#typing-text")
         assert typing.is_hidden()
-        page.fill("#text", "hello")
+        page.fill("#text", text)
         page.press("#text", "Enter")
         page.wait_for_selector(".msg.user[data-state=acked]", timeout=REPLY_WAIT_MS)
         assert typing.is_visible()
         assert "typing" in typing.inner_text()
-        assert page.locator("#typing").get_attribute("aria-live") == "polite"
-        deadline = 0
-        while not held and deadline < REPLY_WAIT_MS:
-            page.wait_for_timeout(100)
-            deadline += 100
-        assert held, "the gateway sent the reply"
-        assert typing.is_visible()
-        for data in held:
-            routes[-1].send(data)
+        indicator = page.locator("#typing")
+        assert indicator.get_attribute("role") == "status"
+        assert indicator.get_attribute("aria-live") == "polite"
+        relay.wait_turn_end(page)
+        assert typing.is_visible()  # the turn is over only once the page has its last reply
+        relay.release()
         page.wait_for_selector(".msg.bot[data-seq]")
         page.wait_for_selector("#typing-text", state="hidden")
+    finally:
+        context.close()
+
+
+def test_an_error_frame_ends_its_own_message_and_no_other(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    """The gateway refuses an oversized message (the page was told a larger limit, so it
+    sends it): that message fails and shows no indicator; the open turn before it keeps
+    its indicator until its own answer."""
+    limit = pipeline.settings.max_text_bytes
+    context = browser.new_context()
+    page = context.new_page()
+    relay = Relay(limit=limit * 2)
+    page.route_web_socket("**/ws**", relay)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        page.fill("#text", "where is my order 12345")
+        page.press("#text", "Enter")
+        page.wait_for_selector(".msg.user[data-state=acked]", timeout=REPLY_WAIT_MS)
+        assert typing.is_visible()
+        page.fill("#text", "x" * (limit + 1))
+        page.press("#text", "Enter")
+        page.wait_for_selector(".msg.user.failed", timeout=REPLY_WAIT_MS)
+        assert [e["code"] for e in relay.errors] == ["too_large"]
+        assert "too long for the server" in page.inner_text(".msg.user.failed")
+        assert typing.is_visible()  # the order's answer is still to come
+        relay.wait_turn_end(page)
+        relay.release()
+        page.wait_for_selector(".msg.bot[data-seq]")
+        page.wait_for_selector("#typing-text", state="hidden")
+
+        page.fill("#text", "y" * (limit + 1))
+        page.press("#text", "Enter")
+        page.wait_for_function("document.querySelectorAll('.msg.user.failed').length === 2",
+                               timeout=REPLY_WAIT_MS)
+        assert typing.is_hidden()
+    finally:
+        context.close()
+
+
+@dataclass
+class FakeGateway:
+    """Playwright in the gateway's place, for turns the demo bot does not make today (a
+    first reply before the answer, a reply without ``turn_end``, a person's reply): it
+    welcomes every socket, records the messages, and sends what the test tells it to."""
+
+    routes: list[Any] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    seq: int = 0
+
+    def __call__(self, ws: Any) -> None:
+        self.routes.append(ws)
+        ws.send(json.dumps({"type": "welcome", "tenant_id": "demo", "user_id": "u1",
+                            "conversation_id": "c1", "gateway": "test"}))
+        ws.on_message(lambda data: self.messages.append(json.loads(data)))
+
+    def wait_message(self, page: Any, count: int) -> str:
+        waited = 0
+        while len(self.messages) < count and waited < REPLY_WAIT_MS:
+            page.wait_for_timeout(50)
+            waited += 50
+        return str(self.messages[count - 1]["client_msg_id"])
+
+    def ack(self, page: Any, msg_id: str) -> None:
+        self.routes[-1].send(json.dumps({"type": "ack", "client_msg_id": msg_id,
+                                         "event_id": f"e-{msg_id}", "seq": 1}))
+        page.wait_for_selector(f".msg.user[data-id='{msg_id}'][data-state=acked]")
+
+    def reply(self, page: Any, in_reply_to: str, text: str, **extra: Any) -> None:
+        self.seq += 1
+        self.routes[-1].send(json.dumps({
+            "type": "reply", "text": text, "in_reply_to": in_reply_to,
+            "event_id": f"r{self.seq}", "seq": self.seq, "sender": "bot", **extra}))
+        page.wait_for_selector(f".msg.bot[data-seq='{self.seq}']")
+
+
+def test_the_typing_indicator_waits_for_turn_end_not_for_the_first_reply(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.clock.install()  # the page's timers, fast-forwarded past its 30 s timeout below
+    gateway = FakeGateway()
+    page.route_web_socket("**/ws**", gateway)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+
+        page.fill("#text", "where is my order 12345")
+        page.press("#text", "Enter")
+        first = gateway.wait_message(page, 1)
+        gateway.ack(page, first)
+        assert typing.is_visible()
+        gateway.reply(page, first, "Let me check…")
+        assert typing.is_visible()  # the answer is still to come
+        gateway.reply(page, first, "It was shipped yesterday.", turn_end=True)
+        assert typing.is_hidden()
+
+        # An older gateway's replies have no turn_end: the indicator goes 30 s after the ack.
+        page.fill("#text", "and order 67890?")
+        page.press("#text", "Enter")
+        second = gateway.wait_message(page, 2)
+        gateway.ack(page, second)
+        gateway.reply(page, second, "It is on its way.")
+        page.clock.fast_forward(20_000)
+        assert typing.is_visible()
+        page.clock.fast_forward(11_000)
+        page.wait_for_selector("#typing-text", state="hidden")
+        assert page.locator(".note").count() == 0  # quietly
+
+        # A person took the conversation over: they answer, not the bot.
+        page.fill("#text", "can a person help me?")
+        page.press("#text", "Enter")
+        third = gateway.wait_message(page, 3)
+        gateway.ack(page, third)
+        assert typing.is_visible()
+        gateway.reply(page, "", "Hi, I'm Ann from support.", sender="agent", agent_id="ann")
+        assert typing.is_hidden()
+    finally:
+        context.close()
+
+
+def test_replies_replayed_after_a_reconnect_do_not_restart_the_typing_indicator(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.clock.install()
+    gateway = FakeGateway()
+    page.route_web_socket("**/ws**", gateway)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        page.fill("#text", "where is my order 12345")
+        page.press("#text", "Enter")
+        msg_id = gateway.wait_message(page, 1)
+        gateway.ack(page, msg_id)
+        assert typing.is_visible()
+
+        # Dropped soon after the ack: the indicator resumes on the next connection, and a
+        # replayed first reply does not end the turn.
+        gateway.routes[-1].close()
+        page.wait_for_selector("#status:not([data-state=online])")
+        page.clock.fast_forward(2_000)  # past the reconnect's backoff
+        page.wait_for_selector("#status[data-state=online]")
+        assert len(gateway.routes) == 2
+        assert typing.is_visible()
+        gateway.reply(page, msg_id, "Let me check…")
+        assert typing.is_visible()
+
+        # Dropped again, and back after the indicator's time ran out: the replayed replies
+        # of that turn, final or not, leave it off.
+        gateway.routes[-1].close()
+        page.wait_for_selector("#status:not([data-state=online])")
+        page.clock.fast_forward(40_000)
+        page.wait_for_selector("#status[data-state=online]")
+        assert len(gateway.routes) == 3
+        assert parse_qs(urlsplit(gateway.routes[-1].url).query)["last_seq"] == ["1"]
+        assert typing.is_hidden()
+        gateway.reply(page, msg_id, "Still looking…")
+        assert typing.is_hidden()
+        gateway.reply(page, msg_id, "It was shipped yesterday.", turn_end=True)
+        assert typing.is_hidden()
+        assert page.locator(".msg.bot[data-seq]").count() == 3
+    finally:
+        context.close()
+
+
+def test_a_reload_resumes_an_open_turn_and_not_an_ended_one(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    gateway = FakeGateway()
+    page.route_web_socket("**/ws**", gateway)
+    try:
+        page.goto(page_url(pipeline) + f"?token={chat_token}")
+        page.wait_for_selector("#status[data-state=online]")
+        typing = page.locator("#typing-text")
+        page.fill("#text", "what is an overdraft")
+        page.press("#text", "Enter")
+        msg_id = gateway.wait_message(page, 1)
+        gateway.ack(page, msg_id)
+        gateway.reply(page, msg_id, "Let me check…")
+        page.reload()
+        page.wait_for_selector("#status[data-state=online]")
+        assert typing.is_visible()  # the answer is still to come
+        gateway.reply(page, msg_id, "An overdraft is…", turn_end=True)
+        assert typing.is_hidden()
+        page.reload()  # well within the 30 s: an ended turn stays ended
+        page.wait_for_selector("#status[data-state=online]")
+        page.wait_for_selector(".msg.bot[data-seq='2']")
+        page.wait_for_timeout(300)
+        assert typing.is_hidden()
     finally:
         context.close()
 
