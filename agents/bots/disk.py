@@ -101,8 +101,6 @@ class ServedBotsDisk(Generic[T]):
         self.root = Path(root)
         self.lock_wait_s = lock_wait_s
         self._lock = threading.Lock()  # a batch and a sweep of this process, one at a time
-        #: Every tenant a version was unpacked for: where to look for retired canaries.
-        self._tenants: set[str] = set()
         #: Versions whose removal is due (dropped, or could not be removed yet).
         self._due: set[str] = set()
         #: A sweep's leftovers removal, deferred while another worker held the lock.
@@ -112,12 +110,7 @@ class ServedBotsDisk(Generic[T]):
     # --- what is held -------------------------------------------------------------
     def held(self) -> set[str]:
         """Every version the registry holds for any tenant, retired canaries included."""
-        versions = {loaded.version for loaded in self.registry.everything()}
-        for tenant in self._tenants:
-            retired = self.registry.retired(tenant)
-            if retired is not None:
-                versions.add(retired.version)
-        return versions
+        return {loaded.version for loaded in self.registry.everything()}
 
     def on_disk(self) -> set[str]:
         """The versions unpacked under the root now."""
@@ -145,7 +138,6 @@ class ServedBotsDisk(Generic[T]):
         """:func:`~agents.bots.bundle.unpack` ``bundle`` under the root (call it inside
         :meth:`batch`); its folder is removed after the batch unless the registry then
         holds its version (a version the loader refused goes too)."""
-        self._tenants.add(bundle.tenant_id)
         version_folder(self.root, bundle.version)  # refuses a name that is not a version
         self._due.add(bundle.version)
         return unpack(bundle, self.root)

@@ -139,8 +139,10 @@ class BotRegistry(Generic[T]):
         return (*held[:1], *((canary.bot,) if canary else ()))
 
     def everything(self) -> list[LoadedBot[T]]:
-        """Every version held for any tenant (stable, previous, canary, retired canary)."""
-        return [loaded for tenant in self.tenants() for loaded in self._everything_of(tenant)]
+        """Every version held for any tenant (stable, previous, canary, retired canary: a
+        tenant whose only canary was withdrawn still holds it for the tasks begun on it)."""
+        tenants = sorted({*self._held, *self._canary, *self._retired})
+        return [loaded for tenant in tenants for loaded in self._everything_of(tenant)]
 
     def canary(self, tenant_id: str) -> Canary[T] | None:
         """The tenant's canary, if it has one."""
@@ -230,7 +232,7 @@ class BotRegistry(Generic[T]):
         """Unpublish: the tenant has no bot any more, canary included. True when it had
         one."""
         with self._lock:
-            if tenant_id not in self._held and tenant_id not in self._canary:
+            if not any(tenant_id in held for held in (self._held, self._canary, self._retired)):
                 return False
             self._held = _without(self._held, tenant_id)
             self._canary = _without(self._canary, tenant_id)

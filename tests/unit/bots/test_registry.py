@@ -219,6 +219,21 @@ def test_a_canary_without_a_stable_version_leaves_the_others_to_the_worker() -> 
     assert registry.tenants() == ["acme"]
 
 
+def test_a_withdrawn_canary_of_a_tenant_without_a_stable_version_is_still_held() -> None:
+    """Its tasks may still finish on it: everything() (what a worker keeps on disk and
+    whose integrations it runs) lists it, and unpublishing the tenant drops it."""
+    registry: BotRegistry[str] = BotRegistry(Loader())
+    registry.install_canary("acme", version("c"), 50)
+    assert registry.withdraw_canary("acme")
+    assert registry.tenants() == []  # nobody starts a task on it any more
+    assert [b.version for b in registry.everything()] == ["cccccccc"]
+    held = registry.for_conversation("acme", "cccccccc", in_flow=True, user_id="u")
+    assert held is not None and held.version == "cccccccc"
+    assert registry.remove("acme")
+    assert registry.everything() == [] and registry.retired("acme") is None
+    assert not registry.remove("acme")
+
+
 def test_a_canary_that_fails_to_load_changes_nothing() -> None:
     loader = Loader()
     registry = BotRegistry(loader)
