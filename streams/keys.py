@@ -6,6 +6,7 @@ script::
 
     parley:{t1:c42}:session     hash    turns, last_seq, reply_seq, produced_seq, timestamps
     parley:{t1:c42}:events      hash    inbound event_id -> reply seq (idempotency record)
+    parley:{t1:c42}:events:before  hash  the generation of those records before it
     parley:{t1:c42}:outbox      zset    reply seq -> encoded BotReply (for resume)
     parley:{t1:c42}:inseq       string  last inbound sequence number assigned by a gateway
     parley:{t1:c42}:llm_usage   hash    LLM tokens and calls spent on the conversation
@@ -77,6 +78,11 @@ class ConversationKeys:
         return f"{self.tag}:events"
 
     @property
+    def events_before(self) -> str:
+        """The idempotency records' previous generation (agents/dialogue/sessions.py)."""
+        return f"{self.tag}:events:before"
+
+    @property
     def outbox(self) -> str:
         return f"{self.tag}:outbox"
 
@@ -107,5 +113,5 @@ class ConversationKeys:
         return f"{self.tag}:choices"
 
     def all(self) -> tuple[str, ...]:
-        return (self.session, self.events, self.outbox, self.inbound_seq, self.llm_usage,
-                self.owner, self.retention, self.message_ids, self.choices)
+        return (self.session, self.events, self.events_before, self.outbox, self.inbound_seq,
+                self.llm_usage, self.owner, self.retention, self.message_ids, self.choices)

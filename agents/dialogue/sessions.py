@@ -9,11 +9,13 @@ Idempotency: each inbound ``event_id`` is recorded, with the sequence number of
 the reply it produced, in the same Lua script that updates the session and
 appends the reply to the outbox. A reprocessed event (a worker died after
 producing, before committing its offsets) finds its record and is not applied
-twice. Replies are produced in ``seq`` order and ``produced_seq`` only moves
-after the broker confirmed them, so every reply still owed after a crash is
-in the outbox range ``(produced_seq, reply_seq]``. The range may also hold
-replies the broker did confirm, when the worker died before
-:class:`ProducedMarks` wrote that down in the background; those are sent again.
+twice (the records come in two generations of :data:`EVENTS_KEPT`, so a long
+conversation keeps its recent ones, not all). Replies are produced in ``seq``
+order and ``produced_seq`` only moves after the broker confirmed them, so every
+reply still owed after a crash is in the outbox range ``(produced_seq, reply_seq]``.
+The range may also hold replies the broker did confirm, when the worker died
+before :class:`ProducedMarks` wrote that down in the background; those are sent
+again.
 
 The gateway reads the same outbox to replay replies on resume, and numbers
 inbound messages; that part of the key layout lives in :mod:`streams.state`.
@@ -32,29 +34,39 @@ from redis.asyncio.cluster import RedisCluster
 from streams.keys import ConversationKeys
 from streams.state import KEEP_TTL_LUA, REDIS_UNAVAILABLE, on_each_primary
 
-__all__ = ["AppliedTurn", "ProducedMarks", "Session", "SessionStore"]
+__all__ = ["EVENTS_KEPT", "AppliedTurn", "ProducedMarks", "Session", "SessionStore"]
 
 logger = logging.getLogger(__name__)
 
-# ARGV: now_ms, ttl_s, outbox_size, then per turn:
+#: Idempotency records a conversation keeps in one generation (it keeps two): an event is
+#: reprocessed only from a batch whose offsets were not committed, moments after its first
+#: time. Without a bound they grew by one a message for the conversation's whole
+#: retention (48 MB for 400 conversations in a 10-minute benchmark).
+EVENTS_KEPT = 1024
+
+# ARGV: now_ms, ttl_s, outbox_size, events_kept, then per turn:
 #   session, events, outbox, event_id, inbound_seq, reply_seq, reply_bytes, turns, dialogue,
-#   retention, owner
+#   retention, owner, events_before
 # ttl_s is the deployment's retention: a conversation's keys are kept alive for the TTL its
 # retention key holds, else ttl_s (streams/keys.py), the owner record with them
 # (streams.state.KEEP_TTL_LUA says how often they are renewed).
 # An empty reply_bytes records a turn that says nothing now (event -> 0, no outbox entry):
 # its answer comes later (knowledge, an action), or never (a conversation handed over).
 # ``dialogue`` is the dialogue state after the turn (agents/dialogue/state.py).
+# The idempotency records come in two generations: once ``events`` holds events_kept, it
+# becomes ``events_before`` (the older one goes) and a new one starts, so a conversation
+# keeps its last events_kept to 2 x events_kept records, however long it runs.
 # Returns per turn 1 when applied, 0 when the event was already recorded (nothing changed).
 _APPLY_TURNS = "#!lua flags=allow-cross-slot-keys" + KEEP_TTL_LUA + """
-local now, keep_replies = ARGV[1], tonumber(ARGV[3])
+local now, keep_replies, keep_events = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local applied = {}
-for i = 4, #ARGV, 11 do
+for i = 5, #ARGV, 12 do
   local session, events, outbox, event_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reply_seq, reply = ARGV[i + 5], ARGV[i + 6]
-  local retention, owner = ARGV[i + 9], ARGV[i + 10]
+  local retention, owner, before = ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
   local ttl = tonumber(redis.call('GET', retention) or ARGV[2])
-  if redis.call('HEXISTS', events, event_id) == 1 then
+  if redis.call('HEXISTS', events, event_id) == 1
+      or redis.call('HEXISTS', before, event_id) == 1 then
     applied[#applied + 1] = 0
   else
     redis.call('HSET', session, 'turns', ARGV[i + 7], 'last_seq', ARGV[i + 4],
@@ -67,8 +79,12 @@ for i = 4, #ARGV, 11 do
       redis.call('ZADD', outbox, reply_seq, reply)
       redis.call('ZREMRANGEBYRANK', outbox, 0, -(keep_replies + 1))
     end
+    if redis.call('HLEN', events) >= keep_events then  -- a new generation (TTL kept)
+      redis.call('RENAME', events, before)
+    end
     if keep(session, ttl) then  -- the conversation's other keys are renewed with it
       redis.call('EXPIRE', events, ttl)
+      redis.call('EXPIRE', before, ttl)
       redis.call('EXPIRE', outbox, ttl)
       redis.call('EXPIRE', retention, ttl)
       redis.call('EXPIRE', owner, ttl)
@@ -82,17 +98,21 @@ end
 return applied
 """
 
-# ARGV per conversation: session, events, the number of event ids n, then the n ids.
-# Returns per conversation the session hash as a flat field/value list, and each event's
-# recorded reply seq (nil when not recorded).
+# ARGV per conversation: session, events, events_before, the number of event ids n, then
+# the n ids. Returns per conversation the session hash as a flat field/value list, and each
+# event's recorded reply seq from either generation (nil when not recorded).
 _LOAD_CONVERSATIONS = """#!lua flags=allow-cross-slot-keys
 local loaded = {}
 local i = 1
 while i <= #ARGV do
-  local n = tonumber(ARGV[i + 2])
-  loaded[#loaded + 1] = {redis.call('HGETALL', ARGV[i]),
-                         redis.call('HMGET', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))}
-  i = i + 3 + n
+  local n = tonumber(ARGV[i + 3])
+  local seqs = redis.call('HMGET', ARGV[i + 1], unpack(ARGV, i + 4, i + 3 + n))
+  local older = redis.call('HMGET', ARGV[i + 2], unpack(ARGV, i + 4, i + 3 + n))
+  for j = 1, n do
+    if not seqs[j] then seqs[j] = older[j] end
+  end
+  loaded[#loaded + 1] = {redis.call('HGETALL', ARGV[i]), seqs}
+  i = i + 4 + n
 end
 return loaded
 """
@@ -156,10 +176,12 @@ class AppliedTurn:
 class SessionStore:
     """Sessions, idempotency records and the outbox's writes, for batches of turns."""
 
-    def __init__(self, redis: RedisCluster, *, ttl_s: int, outbox_size: int) -> None:
+    def __init__(self, redis: RedisCluster, *, ttl_s: int, outbox_size: int,
+                 events_kept: int = EVENTS_KEPT) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
         self.outbox_size = outbox_size
+        self.events_kept = events_kept
 
     async def load(
         self, events: Sequence[tuple[ConversationKeys, str]]
@@ -170,7 +192,7 @@ class SessionStore:
         for keys, event_id in events:
             by_conv.setdefault(keys, []).append(event_id)
         loaded = await on_each_primary(self.redis, _LOAD_CONVERSATIONS, [
-            (keys.session, (keys.session, keys.events, len(ids), *ids))
+            (keys.session, (keys.session, keys.events, keys.events_before, len(ids), *ids))
             for keys, ids in by_conv.items()
         ])  # fmt: skip
         sessions: dict[ConversationKeys, Session] = {}
@@ -187,9 +209,10 @@ class SessionStore:
         applied = await on_each_primary(self.redis, _APPLY_TURNS, [
             (t.keys.session, (t.keys.session, t.keys.events, t.keys.outbox, t.event_id,
                               t.inbound_seq, t.reply_seq, t.reply, t.turns, t.dialogue,
-                              t.keys.retention, t.keys.owner))
+                              t.keys.retention, t.keys.owner, t.keys.events_before))
             for t in turns
-        ], shared=(int(time.time() * 1000), self.ttl_s, self.outbox_size))  # fmt: skip
+        ], shared=(int(time.time() * 1000), self.ttl_s, self.outbox_size,
+                   self.events_kept))  # fmt: skip
         return [bool(r) for r in applied]
 
     async def unproduced(

@@ -62,6 +62,24 @@ async def test_a_turn_is_recorded_atomically_and_once(redis_bytes: RedisCluster)
     assert 0 < await redis_bytes.ttl(keys.session) <= 60
 
 
+async def test_a_long_conversation_keeps_two_generations_of_idempotency_records(
+        redis_bytes: RedisCluster) -> None:
+    """The records of which events were applied are bounded: past ``events_kept`` a new
+    generation starts and the one before it is kept, so a reprocessed recent event is
+    still found (whichever generation holds it) and the oldest ones go."""
+    sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10, events_kept=3)
+    keys = conversation()
+    for n in range(1, 8):  # e1-e3 fill a generation, e4-e6 the next, e7 starts a third
+        assert await sessions.apply([turn(keys, n)]) == [True]
+    _, seen = await sessions.load([(keys, f"e{n}") for n in range(1, 8)])
+    assert seen == {"e4": 4, "e5": 5, "e6": 6, "e7": 7}
+    assert await sessions.apply([turn(keys, 5)]) == [False]  # in the generation before
+    assert await sessions.apply([turn(keys, 7)]) == [False]  # in the current one
+    assert await redis_bytes.hlen(keys.events) + await redis_bytes.hlen(keys.events_before) == 4
+    assert 0 < await redis_bytes.ttl(keys.events_before) <= 60  # the TTL goes with it
+    assert 0 < await redis_bytes.ttl(keys.events) <= 60
+
+
 async def test_batches_span_many_slots(redis_bytes: RedisCluster) -> None:
     sessions = SessionStore(redis_bytes, ttl_s=60, outbox_size=10)
     convs = [conversation() for _ in range(40)]  # spread over the three primaries
