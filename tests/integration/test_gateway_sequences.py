@@ -127,9 +127,13 @@ async def test_a_busy_gateway_holds_messages_then_numbers_and_produces_them_in_o
         frames.sort(key=lambda f: str(f.get("client_msg_id")))
         assert [(f["type"], f["client_msg_id"], f["seq"]) for f in frames] == \
             [("ack", f"m{n}", n + 1) for n in range(5)], frames
-    # Each round of held messages (one from every socket) costs Redis one rate-limit
-    # request and one numbering request, not one a message.
-    assert batches == {"limits": [8] * 5, "numbers": [8] * 5}
+    # What a hold lets on costs Redis one rate-limit request and one numbering request,
+    # not one a message: a round of held messages (one from every socket) goes together.
+    # (A loaded machine may read one socket's next frame after its round's hold began, so
+    # a round can split in two.)
+    assert batches["limits"] == batches["numbers"]
+    assert sum(batches["limits"]) == 40 and max(batches["limits"]) == 8
+    assert len(batches["limits"]) <= 10, batches
     by_conversation: dict[str, list[tuple[int, str]]] = {}
     for event in await read_back(busy, busy.topic(CHAT_INBOUND), 40):
         by_conversation.setdefault(event["conversation_id"], []).append(
