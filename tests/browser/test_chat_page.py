@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -269,23 +270,41 @@ class FakeGateway:
         page.wait_for_selector(f".msg.bot[data-seq='{self.seq}']")
 
 
-def test_the_typing_indicator_waits_for_turn_end_not_for_the_first_reply(
-    browser: Any, pipeline: Pipeline, chat_token: str
-) -> None:
+@contextmanager
+def stand_in_chat(browser: Any, pipeline: Pipeline, chat_token: str, *,
+                  clock: bool = False) -> Iterator[tuple[Any, FakeGateway]]:
+    """The chat page online against a stand-in gateway (``clock``: its timers under the
+    test's control, installed before the page loads)."""
     context = browser.new_context()
     page = context.new_page()
-    page.clock.install()  # the page's timers, fast-forwarded past its 30 s timeout below
+    if clock:
+        page.clock.install()
     gateway = FakeGateway()
     page.route_web_socket("**/ws**", gateway)
     try:
         page.goto(page_url(pipeline) + f"?token={chat_token}")
         page.wait_for_selector("#status[data-state=online]")
-        typing = page.locator("#typing-text")
+        yield page, gateway
+    finally:
+        context.close()
 
-        page.fill("#text", "where is my order 12345")
-        page.press("#text", "Enter")
-        first = gateway.wait_message(page, 1)
-        gateway.ack(page, first)
+
+def send_acked(page: Any, gateway: FakeGateway, text: str, n: int) -> str:
+    """Type ``text``, wait for it as the stand-in's ``n``-th message, ack it; its id."""
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+    msg_id = gateway.wait_message(page, n)
+    gateway.ack(page, msg_id)
+    return msg_id
+
+
+def test_the_typing_indicator_waits_for_turn_end_not_for_the_first_reply(
+    browser: Any, pipeline: Pipeline, chat_token: str
+) -> None:
+    # The page's timers, fast-forwarded past its 30 s timeout below.
+    with stand_in_chat(browser, pipeline, chat_token, clock=True) as (page, gateway):
+        typing = page.locator("#typing-text")
+        first = send_acked(page, gateway, "where is my order 12345", 1)
         assert typing.is_visible()
         gateway.reply(page, first, "Let me check…")
         assert typing.is_visible()  # the answer is still to come
@@ -293,10 +312,7 @@ def test_the_typing_indicator_waits_for_turn_end_not_for_the_first_reply(
         assert typing.is_hidden()
 
         # An older gateway's replies have no turn_end: the indicator goes 30 s after the ack.
-        page.fill("#text", "and order 67890?")
-        page.press("#text", "Enter")
-        second = gateway.wait_message(page, 2)
-        gateway.ack(page, second)
+        second = send_acked(page, gateway, "and order 67890?", 2)
         gateway.reply(page, second, "It is on its way.")
         page.clock.fast_forward(20_000)
         assert typing.is_visible()
@@ -305,33 +321,18 @@ def test_the_typing_indicator_waits_for_turn_end_not_for_the_first_reply(
         assert page.locator(".note").count() == 0  # quietly
 
         # A person took the conversation over: they answer, not the bot.
-        page.fill("#text", "can a person help me?")
-        page.press("#text", "Enter")
-        third = gateway.wait_message(page, 3)
-        gateway.ack(page, third)
+        send_acked(page, gateway, "can a person help me?", 3)
         assert typing.is_visible()
         gateway.reply(page, "", "Hi, I'm Ann from support.", sender="agent", agent_id="ann")
         assert typing.is_hidden()
-    finally:
-        context.close()
 
 
 def test_replies_replayed_after_a_reconnect_do_not_restart_the_typing_indicator(
     browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    page.clock.install()
-    gateway = FakeGateway()
-    page.route_web_socket("**/ws**", gateway)
-    try:
-        page.goto(page_url(pipeline) + f"?token={chat_token}")
-        page.wait_for_selector("#status[data-state=online]")
+    with stand_in_chat(browser, pipeline, chat_token, clock=True) as (page, gateway):
         typing = page.locator("#typing-text")
-        page.fill("#text", "where is my order 12345")
-        page.press("#text", "Enter")
-        msg_id = gateway.wait_message(page, 1)
-        gateway.ack(page, msg_id)
+        msg_id = send_acked(page, gateway, "where is my order 12345", 1)
         assert typing.is_visible()
 
         # Dropped soon after the ack: the indicator resumes on the next connection, and a
@@ -359,25 +360,14 @@ def test_replies_replayed_after_a_reconnect_do_not_restart_the_typing_indicator(
         gateway.reply(page, msg_id, "It was shipped yesterday.", turn_end=True)
         assert typing.is_hidden()
         assert page.locator(".msg.bot[data-seq]").count() == 3
-    finally:
-        context.close()
 
 
 def test_a_reload_resumes_an_open_turn_and_not_an_ended_one(
     browser: Any, pipeline: Pipeline, chat_token: str
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    gateway = FakeGateway()
-    page.route_web_socket("**/ws**", gateway)
-    try:
-        page.goto(page_url(pipeline) + f"?token={chat_token}")
-        page.wait_for_selector("#status[data-state=online]")
+    with stand_in_chat(browser, pipeline, chat_token) as (page, gateway):
         typing = page.locator("#typing-text")
-        page.fill("#text", "what is an overdraft")
-        page.press("#text", "Enter")
-        msg_id = gateway.wait_message(page, 1)
-        gateway.ack(page, msg_id)
+        msg_id = send_acked(page, gateway, "what is an overdraft", 1)
         gateway.reply(page, msg_id, "Let me check…")
         page.reload()
         page.wait_for_selector("#status[data-state=online]")
@@ -389,8 +379,6 @@ def test_a_reload_resumes_an_open_turn_and_not_an_ended_one(
         page.wait_for_selector(".msg.bot[data-seq='2']")
         page.wait_for_timeout(300)
         assert typing.is_hidden()
-    finally:
-        context.close()
 
 
 def test_only_the_newest_quick_replies_can_be_clicked(open_chat: Any) -> None:
