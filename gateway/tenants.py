@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from async_lru import alru_cache
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.limits import Rate
@@ -73,6 +74,8 @@ PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", 
 #: How long a gateway keeps a tenant's configuration or an API key record before reading
 #: it again: a revoked key or a changed configuration takes effect within this.
 CACHE_TTL_S = 5.0
+#: Tenants and API keys each kept in the cache at most (least recently used go first).
+CACHE_SIZE = 10_000
 API_KEY_PREFIX = "prly_"
 _MIN_SECRET_BYTES = 32
 
@@ -256,24 +259,24 @@ class TenantStore:
 
     def __init__(self, redis: RedisCluster, *, cache_ttl_s: float = CACHE_TTL_S) -> None:
         self.redis = redis
-        self._ttl = cache_ttl_s
-        self._configs: dict[str, tuple[float, TenantConfig | None]] = {}
-        self._api_keys: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+        # One read at a time per tenant or key: when an entry expires, every message
+        # that asks meanwhile waits for the same read. (A busy gateway lets 80 held
+        # messages on in one loop turn; each reading the configuration for itself took
+        # the cluster client's every connection to that primary, and the numbering
+        # asked in the same turn was refused: "unavailable" to a few users, every
+        # few minutes of a sustained run.) A failed read is not kept.
+        self._configs = alru_cache(maxsize=CACHE_SIZE, ttl=cache_ttl_s)(self._read_config)
+        self._api_keys = alru_cache(maxsize=CACHE_SIZE, ttl=cache_ttl_s)(self._read_api_key)
 
     # -- configuration -------------------------------------------------------
 
     async def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant's configuration, or None if there is no such tenant (cached)."""
-        now = time.monotonic()
-        cached = self._configs.get(tenant_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        return await self._configs(tenant_id)
+
+    async def _read_config(self, tenant_id: str) -> TenantConfig | None:
         raw = await self.redis.get(_config_key(tenant_id))
-        config = None if raw is None else TenantConfig.from_json(raw)
-        if len(self._configs) > 10_000:
-            self._configs.clear()
-        self._configs[tenant_id] = (now, config)
-        return config
+        return None if raw is None else TenantConfig.from_json(raw)
 
     async def create(self, config: TenantConfig) -> None:
         """Store a new tenant; :class:`TenantError` if it exists."""
@@ -283,7 +286,7 @@ class TenantStore:
     async def put(self, config: TenantConfig) -> None:
         """Store the tenant's configuration, replacing what was there."""
         await self.redis.set(_config_key(config.tenant_id), config.to_json())
-        self._configs.pop(config.tenant_id, None)
+        self._configs.cache_invalidate(config.tenant_id)
 
     async def require(self, tenant_id: str) -> TenantConfig:
         config = await self.get(tenant_id)
@@ -319,7 +322,7 @@ class TenantStore:
             record = ApiKeyRecord(record.tenant_id, record.key_id, record.created_at,
                                   time.time())
             await self.redis.set(_api_key_key(key_hash), json.dumps(asdict(record)))
-        self._api_keys.pop(key_hash, None)
+        self._api_keys.cache_invalidate(key_hash)
         return record
 
     async def api_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
@@ -331,16 +334,7 @@ class TenantStore:
 
     async def find_api_key(self, key: str) -> ApiKeyRecord | None:
         """The record of the key the client sent, or None if it is unknown (cached)."""
-        key_hash = hash_api_key(key)
-        now = time.monotonic()
-        cached = self._api_keys.get(key_hash)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        record = await self._read_api_key(key_hash)
-        if len(self._api_keys) > 10_000:
-            self._api_keys.clear()
-        self._api_keys[key_hash] = (now, record)
-        return record
+        return await self._api_keys(hash_api_key(key))
 
     async def _read_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         raw = await self.redis.get(_api_key_key(key_hash))

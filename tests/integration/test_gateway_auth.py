@@ -30,6 +30,7 @@ from kernel.settings import Settings
 from streams.codecs import codec_for
 from streams.keys import ConversationKeys
 from streams.security import kafka_client_config
+from streams.state import connect_cluster
 from streams.topics import CHAT_INBOUND, CHAT_OUTBOUND
 from tests.tenants import (
     TEST_SECRET,
@@ -243,6 +244,26 @@ async def test_api_keys_open_sockets_rotate_and_are_revoked(
                                    {"X-Parley-Key": "prly_" + "A" * 43})
     assert (status, reason.strip()) == (401, "unknown API key")
     assert [k.key_id for k in await store.api_keys("t")] == [first.key_id, second.key_id]
+
+
+async def test_a_burst_of_lookups_after_the_cache_expires_reads_each_tenant_and_key_once(
+        gateway: Gateway, settings: Settings) -> None:
+    # A busy gateway lets the messages it held on in one loop turn, and each asks for its
+    # tenant's configuration. With the cache expired, one read each took every one of
+    # the cluster client's connections to the tenant's primary (MaxConnectionsError),
+    # and messages numbered in the same turn were refused as "unavailable".
+    key = await TenantStore(gateway.redis).create_api_key("t")
+    redis = connect_cluster(settings.redis_startup_nodes, max_connections=4, fail_fast=True)
+    try:
+        store = TenantStore(redis, cache_ttl_s=0.2)
+        for _ in range(2):  # the first lookups, then again once the entries expired
+            configs = await asyncio.gather(*(store.get("t") for _ in range(200)))
+            records = await asyncio.gather(*(store.find_api_key(key.key) for _ in range(200)))
+            assert {c.tenant_id for c in configs if c} == {"t"} and None not in configs
+            assert {r.key_id for r in records if r} == {key.key_id} and None not in records
+            await asyncio.sleep(0.3)
+    finally:
+        await redis.aclose()
 
 
 async def test_an_origin_the_tenant_did_not_allow_is_refused(gateway: Gateway) -> None:
