@@ -32,19 +32,16 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+import orjson
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from benchmarks.script import ConversationScript
 from kernel.runtime import timing_collections
 
-_loads: Callable[[str | bytes], Any]
-try:  # the generator must cost as little CPU as it can (orjson: in the bench extra)
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
+# The generator must cost as little CPU as it can: it shares the machine with the
+# system it measures. picows (a WebSocket client in Cython) hands each frame to a
+# callback; orjson parses it. Both come with the bench extra.
+_loads: Callable[[bytes], Any] = orjson.loads
 
 __all__ = ["ConnectReport", "LoadGenerator", "LoadPlan", "LoadResult", "split_plan"]
 
@@ -52,6 +49,8 @@ NAN = math.nan
 #: How long a load process keeps its sessions open after the load for the parent's
 #: measurements, if it is never released.
 _RELEASE_TIMEOUT_S = 60.0
+#: How long a session waits for the gateway's answer to its closing frame.
+_CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -142,14 +141,57 @@ class LoadResult:
 
 
 class _Conversation:
-    __slots__ = ("count", "first", "index", "seen_seqs", "ws")
+    __slots__ = ("count", "first", "index", "seen_seqs", "session")
 
-    def __init__(self, index: int, first: int, count: int, ws: ClientConnection) -> None:
+    def __init__(self, index: int, first: int, count: int, session: _Session) -> None:
         self.index = index
         self.first = first  # position of its message 0 in the result arrays
         self.count = count  # messages it sends
-        self.ws = ws
+        self.session = session
         self.seen_seqs: set[Any] = set()
+
+
+class _Session(WSListener):
+    """One WebSocket session's frames, handed to the client as they arrive (picows calls
+    :meth:`on_ws_frame` from the event loop, with no task or queue per frame)."""
+
+    def __init__(self, client: _Client) -> None:
+        super().__init__()
+        self.client = client
+        self.transport: WSTransport | None = None
+        self.conversation: _Conversation | None = None  # None: connecting, or idle
+        self.welcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.disconnected = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT:
+            payload = _loads(frame.get_payload_as_bytes())
+            if not self.welcome.done():
+                self.welcome.set_result(payload)
+            elif self.conversation is not None:
+                self.client.on_frame(self.conversation, payload)
+        elif kind is WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.disconnected = True
+        if not self.welcome.done():
+            self.welcome.set_exception(ConnectionError("closed before its welcome frame"))
+        if self.conversation is not None:
+            self.client.on_closed(self, self.conversation)
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the gateway closed with (None: it did not)."""
+        handshake = self.transport.close_handshake if self.transport else None
+        received = handshake.recv if handshake else None
+        return received.code.value if received else None
 
 
 class _Client:
@@ -160,13 +202,12 @@ class _Client:
         self.result = LoadResult(process)
         self.errors: Counter[str] = Counter()
         self.conversations: list[_Conversation] = []
-        self.idle: list[ClientConnection] = []
+        self.idle: list[_Session] = []
         self.t0 = 0.0
         self.outstanding = 0
         self._closing = False
         self._sending = True
         self._answered = asyncio.Event()
-        self._readers: list[asyncio.Task[None]] = []
 
     # -- connecting --------------------------------------------------------
 
@@ -190,43 +231,37 @@ class _Client:
 
         headers = {"X-Parley-Key": plan.api_key} if plan.api_key else None
 
-        async def open_one(url: str) -> ClientConnection | None:
+        async def open_one(url: str) -> _Session | None:
             async with limit:
                 try:
-                    ws = await connect(
-                        url,
-                        additional_headers=headers,
-                        compression=None,
-                        ping_interval=None,
-                        open_timeout=plan.connect_timeout,
-                        close_timeout=2,
-                    )
-                    welcome = _loads(await ws.recv())
-                except (
-                    OSError,
-                    TimeoutError,
-                    InvalidHandshake,
-                    InvalidURI,
-                    ConnectionClosed,
-                ) as exc:
+                    async with asyncio.timeout(plan.connect_timeout):
+                        _, session = await ws_connect(
+                            lambda: _Session(self), url, extra_headers=headers,
+                            websocket_handshake_timeout=plan.connect_timeout,
+                        )
+                        assert isinstance(session, _Session)
+                        welcome = await session.welcome
+                except (OSError, TimeoutError, WSError) as exc:
                     self.errors[f"connect:{type(exc).__name__}"] += 1
                     return None
                 if welcome.get("type") != "welcome":
                     self.errors[f"connect:unexpected_{welcome.get('type')}"] += 1
-                return ws
+                return session
 
         active = [open_one(plan.session_url(c)) for c in plan.conversations]
         idle = [
             open_one(plan.session_url(plan.idle_offset + i, idle=True)) for i in range(plan.idle)
         ]
         opened = await asyncio.gather(*active, *idle)
-        for c, first_index, count, ws in zip(
+        for c, first_index, count, session in zip(
             plan.conversations, starts, counts, opened, strict=False
         ):
-            if ws is not None:
-                self.conversations.append(_Conversation(c, first_index, count, ws))
-        self.idle = [ws for ws in opened[len(active) :] if ws is not None]
-        failed = sum(1 for ws in opened if ws is None)
+            if session is not None:
+                conv = _Conversation(c, first_index, count, session)
+                session.conversation = conv
+                self.conversations.append(conv)
+        self.idle = [session for session in opened[len(active) :] if session is not None]
+        failed = sum(1 for session in opened if session is None)
         return ConnectReport(
             r.process,
             os.getpid(),
@@ -242,13 +277,12 @@ class _Client:
         """Send the schedule and wait for the answers; the sessions stay open."""
         with _full_collections_timed(self.result.full_gc_pauses):
             self.t0 = time.perf_counter() + (start_at - time.time())
-            self._readers = [asyncio.create_task(self._read(conv))
-                             for conv in self.conversations]
             await self._send_all()
             await self._drain()
         r = self.result
         r.idle_total = self.plan.idle
-        r.idle_open_at_end = sum(1 for ws in self.idle if ws.protocol.close_code is None)
+        r.idle_open_at_end = sum(1 for session in self.idle if session.close_code is None
+                                 and not session.disconnected)
         r.errors = dict(self.errors)
         return r
 
@@ -271,17 +305,17 @@ class _Client:
                 if delay > 0.0005:
                     await asyncio.sleep(delay)
                     unyielded = 0
-                elif unyielded >= 32:  # behind schedule: still let the readers run
+                elif unyielded >= 32:  # behind schedule: still let the frames in
                     await asyncio.sleep(0)
                     unyielded = 0
                 unyielded += 1
-                text = plan.script.text(conv.index, j)
-                frame = f'{{"type":"message","client_msg_id":"{j}","text":{json.dumps(text)}}}'
-                try:
-                    await conv.ws.send(frame)
-                except ConnectionClosed:
+                transport = conv.session.transport
+                if conv.session.disconnected or transport is None:
                     self.errors["send:connection_closed"] += 1
                     continue
+                text = plan.script.text(conv.index, j)
+                frame = f'{{"type":"message","client_msg_id":"{j}","text":{json.dumps(text)}}}'
+                transport.send(WSMsgType.TEXT, frame.encode())
                 r.sent[slot] = self._now()
                 self.outstanding += 1
 
@@ -297,55 +331,66 @@ class _Client:
         if self.outstanding == 0 and not self._sending:
             self._answered.set()
 
-    async def _read(self, conv: _Conversation) -> None:
+    def on_frame(self, conv: _Conversation, frame: dict[str, Any]) -> None:
+        now = self._now()
         r = self.result
         count = conv.count
-        try:
-            async for raw in conv.ws:
-                now = self._now()
-                frame = _loads(raw)
-                kind = frame.get("type")
-                if kind == "reply":
-                    slot = _slot(conv, frame.get("in_reply_to"), count)
-                    seq = frame.get("seq")
-                    duplicate = seq in conv.seen_seqs
-                    conv.seen_seqs.add(seq)
-                    if slot is None:
-                        self.errors["reply:unknown_client_msg_id"] += 1
-                    elif not math.isnan(r.replied[slot]):
-                        duplicate = True
-                    else:
-                        r.replied[slot] = now
-                        if math.isnan(r.failed[slot]):
-                            self._settle_one()
-                    r.duplicated += duplicate
-                elif kind == "ack":
-                    slot = _slot(conv, frame.get("client_msg_id"), count)
-                    if slot is not None and math.isnan(r.acked[slot]):
-                        r.acked[slot] = now
-                elif kind == "error":
-                    self.errors[f"frame:{frame.get('code')}"] += 1
-                    slot = _slot(conv, frame.get("client_msg_id"), count)
-                    if slot is not None and math.isnan(r.failed[slot]):
-                        r.failed[slot] = now
-                        if math.isnan(r.replied[slot]):
-                            self._settle_one()
-        except ConnectionClosed:
-            pass
-        if conv.ws.protocol.close_code not in (None, 1000, 1001) or self.outstanding > 0:
-            if not self._closing:
-                self.errors["connection_closed"] += 1
+        kind = frame.get("type")
+        if kind == "reply":
+            slot = _slot(conv, frame.get("in_reply_to"), count)
+            seq = frame.get("seq")
+            duplicate = seq in conv.seen_seqs
+            conv.seen_seqs.add(seq)
+            if slot is None:
+                self.errors["reply:unknown_client_msg_id"] += 1
+            elif not math.isnan(r.replied[slot]):
+                duplicate = True
+            else:
+                r.replied[slot] = now
+                if math.isnan(r.failed[slot]):
+                    self._settle_one()
+            r.duplicated += duplicate
+        elif kind == "ack":
+            slot = _slot(conv, frame.get("client_msg_id"), count)
+            if slot is not None and math.isnan(r.acked[slot]):
+                r.acked[slot] = now
+        elif kind == "error":
+            self.errors[f"frame:{frame.get('code')}"] += 1
+            slot = _slot(conv, frame.get("client_msg_id"), count)
+            if slot is not None and math.isnan(r.failed[slot]):
+                r.failed[slot] = now
+                if math.isnan(r.replied[slot]):
+                    self._settle_one()
+
+    def on_closed(self, session: _Session, conv: _Conversation) -> None:
+        """A conversation's session ended: an error unless this process closed it after
+        every answer came (or the gateway closed it normally with nothing due)."""
+        if self._closing:
+            return
+        if session.close_code not in (None, 1000, 1001) or self.outstanding > 0:
+            self.errors["connection_closed"] += 1
 
     async def close(self) -> None:
         self._closing = True
-        conns = [conv.ws for conv in self.conversations] + self.idle
-        for start in range(0, len(conns), 500):
-            await asyncio.gather(
-                *(ws.close() for ws in conns[start : start + 500]), return_exceptions=True
-            )
-        for task in self._readers:
-            task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        sessions = [conv.session for conv in self.conversations] + self.idle
+        for start in range(0, len(sessions), 500):
+            await asyncio.gather(*(_close(s) for s in sessions[start : start + 500]),
+                                 return_exceptions=True)
+
+
+async def _close(session: _Session) -> None:
+    """The closing handshake, then the TCP connection (at once after
+    ``_CLOSE_TIMEOUT_S``)."""
+    transport = session.transport
+    if transport is None or session.disconnected:
+        return
+    if not transport.is_close_frame_sent:
+        transport.send_close(WSCloseCode.OK)
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await transport.wait_disconnected()
+    except TimeoutError:
+        transport.disconnect(graceful=False)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ The gateway needs only Parley's own dependencies; everything else sits in an ext
                parley up builds on its first run (scikit-learn, wordllama, onnx, tqdm)
     local      worker + embedded + train: what `make install` installs
     tune       fine-tuning the optional MiniLM encoders (PyTorch)
-    bench      parley bench (matplotlib, py-spy, orjson)
+    bench      parley bench (matplotlib, py-spy, orjson, picows)
 
 A module of an extra is imported where it is used, through :func:`require`, so that a
 command run without it stops at once with one line naming the extra to install instead
