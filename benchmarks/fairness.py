@@ -20,6 +20,7 @@ ratio: the issue asks that the flooded ones stay within 20 % of the unloaded one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -30,7 +31,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+import uvloop
 import websockets
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from benchmarks.deploy import Deployment
 from kernel.stats import percentile
@@ -91,36 +95,62 @@ async def _probe(url: str, api_key: str, interval: float, until: float, out: lis
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
 
 
+class _FloodAnswers(WSListener):
+    """Counts the flooder's answers by type (errors by code), its welcome aside."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__()
+        self.counts = counts
+        self.welcomed = asyncio.get_running_loop().create_future()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:  # the gateway's answer to the flooder's
+            transport.disconnect()
+        if frame.msg_type is not WSMsgType.TEXT:
+            return
+        answer = orjson.loads(frame.get_payload_as_bytes())
+        if not self.welcomed.done():
+            self.welcomed.set_result(None)
+        else:
+            self.counts[answer.get("code", answer["type"])] += 1
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError("closed before its welcome frame"))
+
+
 async def _flood(url: str, api_key: str, rate: float, seconds: float) -> dict[str, int]:
-    """Send ``rate`` messages a second on one connection for ``seconds``; count answers."""
+    """Send ``rate`` messages a second on one connection for ``seconds``; count answers.
+
+    A picows client, as the load generator's sessions are (benchmarks/loadgen.py): it
+    shares the machine with the probes and the gateway, and the less CPU the flood
+    itself takes, the more the figure shows what the gateway does with it."""
     counts: Counter[str] = Counter()
-    async with websockets.connect(url, compression=None, max_queue=None,
-                                  additional_headers=_headers(api_key)) as ws:
-        json.loads(await ws.recv())  # welcome
-
-        async def read() -> None:
-            async for data in ws:
-                frame = json.loads(data)
-                counts[frame.get("code", frame["type"])] += 1
-
-        reader = asyncio.create_task(read())
-        tick, n = 0.01, 0
-        began = time.monotonic()
-        while (elapsed := time.monotonic() - began) < seconds:
-            for _ in range(n, int(elapsed * rate)):
-                await ws.send(json.dumps({"type": "message", "text": "flood",
-                                          "client_msg_id": f"f{n}"}))
-                n += 1
-            await asyncio.sleep(tick)
-        counts["sent"] = n
-        await asyncio.sleep(1)  # the last answers
-        reader.cancel()
+    transport, answers = await ws_connect(lambda: _FloodAnswers(counts), url,
+                                          extra_headers=_headers(api_key))
+    assert isinstance(answers, _FloodAnswers)
+    await answers.welcomed
+    tick, n = 0.01, 0
+    began = time.monotonic()
+    while (elapsed := time.monotonic() - began) < seconds:
+        for _ in range(n, int(elapsed * rate)):
+            transport.send(WSMsgType.TEXT,
+                           b'{"type":"message","text":"flood","client_msg_id":"f%d"}' % n)
+            n += 1
+        await asyncio.sleep(tick)
+    counts["sent"] = n
+    await asyncio.sleep(1)  # the last answers
+    transport.send_close(WSCloseCode.OK)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            await transport.wait_disconnected()
+    transport.disconnect()
     return dict(counts)
 
 
 def _flood_process(url: str, api_key: str, rate: float, seconds: float) -> dict[str, int]:
     """The flooder in a process of its own: its CPU does not delay the probes' timing."""
-    return asyncio.run(_flood(url, api_key, rate, seconds))
+    return uvloop.run(_flood(url, api_key, rate, seconds))
 
 
 async def _phase(base: str, options: FairnessOptions, run: str, name: str,

@@ -179,3 +179,19 @@ def test_instructions_check_fails_on_a_regression(bench_model: Path, tmp_path: P
     assert count["instructions_per_message"] > 1000
     [verdict] = out["check"]["verdicts"]
     assert verdict["workload"] == "events" and verdict["regressed"]
+
+
+def test_fairness(run_bench: Any, bench_model: Path, tmp_path: Path) -> None:
+    out = run_bench("fairness", "--duration", "3", "--probes", "2", "--flood-rate", "200",
+                    "--infra", "running", "--model-dir", str(bench_model),
+                    "--data-dir", str(tmp_path / "runs"))
+    for phase in ("unloaded", "flooded"):  # every probe message answered, none refused
+        assert out[phase]["replies"] >= 4 and out[phase]["probe_errors"] == {}
+        assert out[phase]["p99_ms"] >= out[phase]["p50_ms"] > 0
+    flood = out["flooded"]["flood"]
+    # The default tier lets a burst of 10 through, then one a second; every other
+    # message of the flood is refused, and every one is answered.
+    assert flood["sent"] >= 1000
+    assert 10 <= flood["ack"] <= 20 and flood["reply"] == flood["ack"]
+    assert flood["rate_limited"] == flood["sent"] - flood["ack"]
+    assert set(out["ratio"]) == {"p50", "p99"} and isinstance(out["within_tolerance"], bool)
