@@ -127,7 +127,8 @@ async def _flood(url: str, api_key: str, rate: float, seconds: float) -> dict[st
     itself takes, the more the figure shows what the gateway does with it."""
     counts: Counter[str] = Counter()
     transport, answers = await ws_connect(lambda: _FloodAnswers(counts), url,
-                                          extra_headers=_headers(api_key))
+                                          extra_headers=_headers(api_key),
+                                          use_aiofastnet=False)  # as the load generator
     assert isinstance(answers, _FloodAnswers)
     await answers.welcomed
     tick, n = 0.01, 0

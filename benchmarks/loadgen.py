@@ -238,6 +238,9 @@ class _Client:
                         _, session = await ws_connect(
                             lambda: _Session(self), url, extra_headers=headers,
                             websocket_handshake_timeout=plan.connect_timeout,
+                            # uvloop's transport, as before picows; its own (aiofastnet)
+                            # cost no less here.
+                            use_aiofastnet=False,
                         )
                         assert isinstance(session, _Session)
                         welcome = await session.welcome
