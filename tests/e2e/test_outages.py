@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,14 @@ from tests.e2e.conftest import Pipeline, make_settings, start_pipeline
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 
 #: Longer than the socket timeouts of the gateway's (1 s) and the worker's (5 s) Redis
-#: clients, and than the broker session timeout of the workers (6 s).
-OUTAGE_S = 10.0
+#: clients, and than the broker session timeout of the workers (6 s). The broker's, with
+#: room, than the gateway producer's delivery.timeout.ms (10 s): its first refusals come
+#: 9.9-10.3 s in, and with 10 s of outage after the 1.5 s of talking it thawed 11.5 s in.
+OUTAGE_S = {"redis": 10.0, "broker": 14.0}
+#: What a message sent during an outage may get instead of its ack: ``unavailable`` or
+#: ``unconfirmed`` when its dependency failed it, ``overloaded`` when the gateway's
+#: in-flight limit (500) filled with messages the frozen broker had not confirmed.
+REFUSALS = {"unavailable", "unconfirmed", "overloaded"}
 #: How soon the gateway refuses a message it cannot take: its Redis client gives up after
 #: 1 s; its producer reports a message undelivered after delivery.timeout.ms (10 s).
 REFUSED_WITHIN_S = {"redis": 3.0, "broker": 13.0}
@@ -87,13 +93,18 @@ async def test_nothing_acknowledged_is_lost_while_a_dependency_is_down(
                 into[chat.conversation].append(frame["in_reply_to"])
 
     refused: dict[str, float] = {}  # client_msg_id -> when
+    failed_at: list[float] = []  # when a message was refused for the dependency down
+    codes: Counter[str] = Counter()
 
     async def record_errors(chat: ChatClient) -> None:
+        # Checked after the outage, not here: an assertion would end this task unseen.
         while True:
             frame = await chat.frames["error"].get()
-            # unconfirmed: the producer gave up waiting; the broker may still hold it.
-            assert frame["code"] in {"unavailable", "unconfirmed"}, frame
+            codes[frame["code"]] += 1
             refused[frame["client_msg_id"]] = time.monotonic()
+            # unconfirmed: the producer gave up waiting; the broker may still hold it.
+            if frame["code"] in {"unavailable", "unconfirmed"}:
+                failed_at.append(time.monotonic())
 
     async def until_acked(chat: ChatClient, text: str) -> str:
         """Send like a client that retries a message the gateway refused."""
@@ -116,7 +127,7 @@ async def test_nothing_acknowledged_is_lost_while_a_dependency_is_down(
         with frozen(pids):
             frozen_at = time.monotonic()
             await asyncio.gather(*talking)
-            await asyncio.sleep(OUTAGE_S)
+            await asyncio.sleep(OUTAGE_S[dependency])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(
                 set(answered[c]) != ids for c, ids in acked.items()):
@@ -141,4 +152,5 @@ async def test_nothing_acknowledged_is_lost_while_a_dependency_is_down(
     assert all(m in answered[c.conversation] for m, c in zip(after, clients, strict=True)), \
         "every connection works after the outage"
     # The gateway refused what it could not take, soon after the outage began.
-    assert refused and min(refused.values()) - frozen_at < REFUSED_WITHIN_S[dependency]
+    assert set(codes) <= REFUSALS, codes
+    assert failed_at and min(failed_at) - frozen_at < REFUSED_WITHIN_S[dependency], codes
